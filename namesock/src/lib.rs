@@ -1,0 +1,3 @@
+//! namesock: TCP connections named by who the peer is, not where it is.
+
+pub use namesock_identity as identity;

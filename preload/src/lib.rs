@@ -1,0 +1,1 @@
+//! libnamesock.so (hooks being built: see issue 5).

@@ -1,0 +1,1 @@
+//! The namesock GNS (being built: see issue 3).
