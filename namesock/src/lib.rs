@@ -1,3 +1,5 @@
 //! namesock: TCP connections named by who the peer is, not where it is.
 
 pub use namesock_identity as identity;
+pub mod config;
+pub mod logging;

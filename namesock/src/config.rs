@@ -1,0 +1,237 @@
+//! Configuration: defaults, then an optional TOML file (`NAMESOCK_CONFIG`), then the
+//! `NAMESOCK_*` environment variables, each layer overriding the one before.
+//!
+//! The file uses the environment names in lower case without the prefix:
+//!
+//! ```toml
+//! zone = "ns.alt"
+//! gns = "file:/var/lib/namesock/gns"
+//! keepalive_ms = 2000
+//! linger_ms = 30000
+//! ```
+//!
+//! `gns` and `zone` are carried here only so that one file describes a deployment; the
+//! resolver reads them itself (`namesock_resolver::Gns::from_env`), there is one parser.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every setting of the engine, with its effective value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// GNS backend (`NAMESOCK_GNS`), interpreted by the resolver.
+    pub gns: Option<String>,
+    /// Managed zone (`NAMESOCK_ZONE`), interpreted by the resolver.
+    pub zone: Option<String>,
+    /// Identity key file (`NAMESOCK_KEY`); default [`crate::identity::default_key_path`].
+    pub key: Option<PathBuf>,
+    /// Name a serving process registers (`NAMESOCK_NAME`).
+    pub name: Option<String>,
+    /// Port the engine accepts flow paths on; 0 = ephemeral (`NAMESOCK_ENGINE_PORT`).
+    pub engine_port: u16,
+    /// Keepalive interval on an idle flow path (`NAMESOCK_KEEPALIVE_MS`).
+    pub keepalive_ms: u64,
+    /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
+    pub path_dead_ms: u64,
+    /// How long a session without any flow path is kept (`NAMESOCK_LINGER_MS`).
+    pub linger_ms: u64,
+    /// Replay (unacknowledged) buffer per session and direction (`NAMESOCK_REPLAY_BYTES`).
+    pub replay_bytes: usize,
+    /// Connect timeout (`NAMESOCK_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: u64,
+    /// tracing filter; logging is off when unset (`NAMESOCK_LOG`).
+    pub log: Option<String>,
+    /// Log file instead of stderr (`NAMESOCK_LOG_FILE`).
+    pub log_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gns: None,
+            zone: None,
+            key: None,
+            name: None,
+            engine_port: 0,
+            keepalive_ms: 5_000,
+            path_dead_ms: 15_000,
+            linger_ms: 60_000,
+            replay_bytes: 4 << 20,
+            connect_timeout_ms: 10_000,
+            log: None,
+            log_file: None,
+        }
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{what} must be greater than zero")]
+    Zero { what: &'static str },
+}
+
+impl Config {
+    /// Defaults, then the file named by `NAMESOCK_CONFIG` (if set), then the environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(|var| std::env::var(var).ok())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests and embedders).
+    pub fn load_from(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg = match env("NAMESOCK_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => Config::from_file(Path::new(&path))?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Defaults overridden by a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Defaults overridden by TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(
+            env: &impl Fn(&str) -> Option<String>,
+            var: &'static str,
+            slot: &mut T,
+        ) -> Result<(), ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+                *slot = value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                    var,
+                    reason: e.to_string(),
+                    value,
+                })?;
+            }
+            Ok(())
+        }
+        let text = |var: &str, slot: &mut Option<String>| {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                *slot = Some(v);
+            }
+        };
+        text("NAMESOCK_GNS", &mut self.gns);
+        text("NAMESOCK_ZONE", &mut self.zone);
+        text("NAMESOCK_NAME", &mut self.name);
+        text("NAMESOCK_LOG", &mut self.log);
+        if let Some(v) = env("NAMESOCK_KEY").filter(|v| !v.is_empty()) {
+            self.key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("NAMESOCK_LOG_FILE").filter(|v| !v.is_empty()) {
+            self.log_file = Some(PathBuf::from(v));
+        }
+        num(env, "NAMESOCK_ENGINE_PORT", &mut self.engine_port)?;
+        num(env, "NAMESOCK_KEEPALIVE_MS", &mut self.keepalive_ms)?;
+        num(env, "NAMESOCK_PATH_DEAD_MS", &mut self.path_dead_ms)?;
+        num(env, "NAMESOCK_LINGER_MS", &mut self.linger_ms)?;
+        num(env, "NAMESOCK_REPLAY_BYTES", &mut self.replay_bytes)?;
+        num(env, "NAMESOCK_CONNECT_TIMEOUT_MS", &mut self.connect_timeout_ms)?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (what, v) in [
+            ("keepalive_ms", self.keepalive_ms),
+            ("path_dead_ms", self.path_dead_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("replay_bytes", self.replay_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { what });
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity key file: the configured one, else the default location.
+    pub fn key_path(&self) -> PathBuf {
+        self.key
+            .clone()
+            .unwrap_or_else(namesock_identity::default_key_path)
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+
+    pub fn path_dead(&self) -> Duration {
+        Duration::from_millis(self.path_dead_ms)
+    }
+
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ns.toml");
+        std::fs::write(&file, "linger_ms = 500\nkeepalive_ms = 100\nzone = \"x.alt\"\n").unwrap();
+        let f = file.to_str().unwrap().to_owned();
+        let cfg = Config::load_from(|v| match v {
+            "NAMESOCK_CONFIG" => Some(f.clone()),
+            "NAMESOCK_LINGER_MS" => Some("700".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.linger_ms, 700);
+        assert_eq!(cfg.keepalive_ms, 100);
+        assert_eq!(cfg.zone.as_deref(), Some("x.alt"));
+        assert_eq!(cfg.path_dead_ms, Config::default().path_dead_ms);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let err = Config::load_from(|v| (v == "NAMESOCK_ENGINE_PORT").then(|| "99999".into()));
+        assert!(matches!(err, Err(ConfigError::Env { .. })));
+        let err = Config::load_from(|v| (v == "NAMESOCK_KEEPALIVE_MS").then(|| "0".into()));
+        assert!(matches!(err, Err(ConfigError::Zero { .. })));
+        assert!(Config::from_toml("bogus = 1").is_err());
+    }
+}
