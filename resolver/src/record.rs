@@ -1,0 +1,527 @@
+//! The signed GNS records: where a GUID is ([`Record`]) and which GUID a name is ([`NameBinding`]).
+//!
+//! Both are canonical binary blobs signed by the GUID's ed25519 key. Every field is fixed-width
+//! or length-prefixed, big-endian, with nothing optional and no trailing bytes, so one record has
+//! exactly one encoding and the signature covers every byte before it:
+//!
+//! ```text
+//! record  = "NSR" version:u8=1 guid:20 key:32 seq:u64 expires:u64
+//!           n:u8 n*(family:u8 (4 => ip:4 | 6 => ip:16) port:u16)
+//!           m:u8 m*(len:u8 name:len)
+//!           signature:64
+//! binding = "NSN" version:u8=1 len:u8 name:len guid:20 key:32 seq:u64 expires:u64 signature:64
+//! ```
+//!
+//! The different magics keep a signature over one kind from being valid as the other.
+//! `seq` orders the records of one GUID (resp. the bindings of one name); publishers use
+//! `max(last + 1, unix time in microseconds)` so no state survives a restart. `expires` is in unix
+//! seconds.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use namesock_identity::{
+    GUID_LEN, Guid, Keypair, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, Signature,
+};
+
+use crate::name;
+
+/// Largest encoded record or binding accepted (a TXT record holds it comfortably).
+pub const MAX_RECORD_LEN: usize = 2048;
+/// Most locators one record may carry.
+pub const MAX_LOCATORS: usize = 32;
+/// Most names one record may claim.
+pub const MAX_NAMES: usize = 8;
+/// How long a published record or binding stays valid; publishers republish well before.
+pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+const RECORD_MAGIC: &[u8; 3] = b"NSR";
+const BINDING_MAGIC: &[u8; 3] = b"NSN";
+const VERSION: u8 = 1;
+
+/// Why a record or binding was rejected. Each cause is its own variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {len} bytes, more than the {max} allowed")]
+    Oversized { len: usize, max: usize },
+    #[error("malformed record: {0}")]
+    Malformed(&'static str),
+    #[error("record format version {0} is not supported (this build reads version {VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("record claims GUID {guid} but its key hashes to {key_guid}")]
+    KeyMismatch { guid: Guid, key_guid: Guid },
+    #[error("record signature does not verify with its key")]
+    BadSignature,
+    #[error("record expired at unix time {expired_at}")]
+    Expired { expired_at: u64 },
+    #[error(
+        "record has sequence {got}, older than sequence {seen} already seen: refusing a rollback"
+    )]
+    Rollback { seen: u64, got: u64 },
+    #[error("record is for {found}, but {expected} was looked up")]
+    Misplaced { expected: String, found: String },
+}
+
+/// The verified record of one GUID: its key and where it can be reached.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub guid: Guid,
+    pub key: PublicKey,
+    pub seq: u64,
+    /// Unix seconds.
+    pub expires: u64,
+    pub locators: Vec<SocketAddr>,
+    pub names: Vec<String>,
+    signature: Signature,
+}
+
+/// A verified binding of a name (full DNS name, e.g. `web.ns.alt`) to a GUID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NameBinding {
+    pub name: String,
+    pub guid: Guid,
+    pub key: PublicKey,
+    pub seq: u64,
+    /// Unix seconds.
+    pub expires: u64,
+    signature: Signature,
+}
+
+/// Seconds since the unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The next sequence number after `last`: `max(last + 1, now in unix microseconds)`.
+pub fn next_seq(last: Option<u64>) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    last.map_or(now, |l| now.max(l.saturating_add(1)))
+}
+
+impl Record {
+    /// Builds and signs a record for `key`'s GUID.
+    pub fn sign(
+        key: &Keypair,
+        seq: u64,
+        expires: u64,
+        locators: &[SocketAddr],
+        names: &[String],
+    ) -> Result<Record, RecordError> {
+        if locators.len() > MAX_LOCATORS {
+            return Err(RecordError::Malformed("too many locators"));
+        }
+        if names.len() > MAX_NAMES {
+            return Err(RecordError::Malformed("too many names"));
+        }
+        if names.iter().any(|n| name::check_name(n).is_err()) {
+            return Err(RecordError::Malformed("invalid name"));
+        }
+        let mut record = Record {
+            guid: key.guid(),
+            key: key.public(),
+            seq,
+            expires,
+            locators: locators.iter().map(canonical_addr).collect(),
+            names: names.to_vec(),
+            signature: Signature([0; SIGNATURE_LEN]),
+        };
+        let body = record.body();
+        if body.len() + SIGNATURE_LEN > MAX_RECORD_LEN {
+            return Err(RecordError::Oversized {
+                len: body.len() + SIGNATURE_LEN,
+                max: MAX_RECORD_LEN,
+            });
+        }
+        record.signature = key.sign(&body);
+        Ok(record)
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(RECORD_MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(self.guid.as_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.expires.to_be_bytes());
+        // Lengths are bounded by MAX_LOCATORS / MAX_NAMES / name::MAX_NAME_LEN, all < 256.
+        out.push(self.locators.len() as u8);
+        for addr in &self.locators {
+            match addr.ip() {
+                IpAddr::V4(ip) => {
+                    out.push(4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out.push(6);
+                    out.extend_from_slice(&ip.octets());
+                }
+            }
+            out.extend_from_slice(&addr.port().to_be_bytes());
+        }
+        out.push(self.names.len() as u8);
+        for n in &self.names {
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    /// The canonical signed encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.signature.0);
+        out
+    }
+
+    /// Parses and verifies (key hashes to the GUID, signature) an encoded record.
+    /// Expiry and rollback depend on the reader and are checked by [`crate::Gns`].
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let mut r = Reader::new(bytes)?;
+        r.header(RECORD_MAGIC)?;
+        let guid = Guid::from_bytes(r.array::<GUID_LEN>()?);
+        let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
+        let seq = r.u64()?;
+        let expires = r.u64()?;
+        let n = usize::from(r.u8()?);
+        if n > MAX_LOCATORS {
+            return Err(RecordError::Malformed("too many locators"));
+        }
+        let mut locators = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match r.u8()? {
+                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                _ => return Err(RecordError::Malformed("unknown address family")),
+            };
+            locators.push(SocketAddr::new(ip, r.u16()?));
+        }
+        let m = usize::from(r.u8()?);
+        if m > MAX_NAMES {
+            return Err(RecordError::Malformed("too many names"));
+        }
+        let mut names = Vec::with_capacity(m);
+        for _ in 0..m {
+            names.push(r.name()?);
+        }
+        let (body, signature) = r.finish()?;
+        let key = verify(&guid, &key_bytes, body, &signature)?;
+        Ok(Record {
+            guid,
+            key,
+            seq,
+            expires,
+            locators,
+            names,
+            signature,
+        })
+    }
+
+    /// `Err(Expired)` if the record is no longer valid at unix time `now`.
+    pub fn check_expiry(&self, now: u64) -> Result<(), RecordError> {
+        check_expiry(self.expires, now)
+    }
+}
+
+impl NameBinding {
+    /// Binds `name` (a full, normalized DNS name) to `key`'s GUID.
+    pub fn sign(
+        key: &Keypair,
+        name: &str,
+        seq: u64,
+        expires: u64,
+    ) -> Result<NameBinding, RecordError> {
+        name::check_name(name).map_err(|_| RecordError::Malformed("invalid name"))?;
+        let mut binding = NameBinding {
+            name: name.to_owned(),
+            guid: key.guid(),
+            key: key.public(),
+            seq,
+            expires,
+            signature: Signature([0; SIGNATURE_LEN]),
+        };
+        binding.signature = key.sign(&binding.body());
+        Ok(binding)
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.name.len());
+        out.extend_from_slice(BINDING_MAGIC);
+        out.push(VERSION);
+        out.push(self.name.len() as u8);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(self.guid.as_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.expires.to_be_bytes());
+        out
+    }
+
+    /// The canonical signed encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.signature.0);
+        out
+    }
+
+    /// Parses and verifies (key hashes to the GUID, signature) an encoded binding.
+    pub fn decode(bytes: &[u8]) -> Result<NameBinding, RecordError> {
+        let mut r = Reader::new(bytes)?;
+        r.header(BINDING_MAGIC)?;
+        let name = r.name()?;
+        let guid = Guid::from_bytes(r.array::<GUID_LEN>()?);
+        let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
+        let seq = r.u64()?;
+        let expires = r.u64()?;
+        let (body, signature) = r.finish()?;
+        let key = verify(&guid, &key_bytes, body, &signature)?;
+        Ok(NameBinding {
+            name,
+            guid,
+            key,
+            seq,
+            expires,
+            signature,
+        })
+    }
+
+    /// `Err(Expired)` if the binding is no longer valid at unix time `now`.
+    pub fn check_expiry(&self, now: u64) -> Result<(), RecordError> {
+        check_expiry(self.expires, now)
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("guid", &self.guid)
+            .field("seq", &self.seq)
+            .field("expires", &self.expires)
+            .field("locators", &self.locators)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NameBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameBinding")
+            .field("name", &self.name)
+            .field("guid", &self.guid)
+            .field("seq", &self.seq)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_expiry(expires: u64, now: u64) -> Result<(), RecordError> {
+    if expires <= now {
+        Err(RecordError::Expired {
+            expired_at: expires,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// IPv6 flow info and scope ids are not part of a locator.
+fn canonical_addr(addr: &SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port())
+}
+
+fn verify(
+    guid: &Guid,
+    key_bytes: &[u8; PUBLIC_KEY_LEN],
+    body: &[u8],
+    signature: &Signature,
+) -> Result<PublicKey, RecordError> {
+    let key = PublicKey::from_bytes(key_bytes)
+        .map_err(|_| RecordError::Malformed("not an ed25519 public key"))?;
+    let key_guid = key.guid();
+    if key_guid != *guid {
+        return Err(RecordError::KeyMismatch {
+            guid: *guid,
+            key_guid,
+        });
+    }
+    key.verify(body, signature)
+        .map_err(|_| RecordError::BadSignature)?;
+    Ok(key)
+}
+
+/// A bounds-checked cursor over untrusted bytes.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, RecordError> {
+        if bytes.len() > MAX_RECORD_LEN {
+            return Err(RecordError::Oversized {
+                len: bytes.len(),
+                max: MAX_RECORD_LEN,
+            });
+        }
+        Ok(Reader { bytes, pos: 0 })
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or(RecordError::Malformed("truncated"))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, RecordError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn header(&mut self, magic: &[u8; 3]) -> Result<(), RecordError> {
+        if self.take(3)? != magic {
+            return Err(RecordError::Malformed(
+                "not a namesock GNS record of this kind",
+            ));
+        }
+        match self.u8()? {
+            VERSION => Ok(()),
+            v => Err(RecordError::UnsupportedVersion(v)),
+        }
+    }
+
+    fn name(&mut self) -> Result<String, RecordError> {
+        let len = usize::from(self.u8()?);
+        let bytes = self.take(len)?;
+        let text = std::str::from_utf8(bytes).map_err(|_| RecordError::Malformed("name"))?;
+        name::check_name(text).map_err(|_| RecordError::Malformed("invalid name"))?;
+        Ok(text.to_owned())
+    }
+
+    /// The signed body and the signature, which must end the input exactly.
+    fn finish(mut self) -> Result<(&'a [u8], Signature), RecordError> {
+        let body_end = self.pos;
+        let signature = Signature(self.array::<SIGNATURE_LEN>()?);
+        if self.pos != self.bytes.len() {
+            return Err(RecordError::Malformed("trailing bytes after the signature"));
+        }
+        Ok((&self.bytes[..body_end], signature))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kp: &Keypair) -> Record {
+        Record::sign(
+            kp,
+            7,
+            unix_now() + 60,
+            &[
+                "192.0.2.1:4000".parse().unwrap(),
+                "[2001:db8::1]:4000".parse().unwrap(),
+            ],
+            &["web.ns.alt".to_owned()],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let rec = sample(&kp);
+        let bytes = rec.encode();
+        assert_eq!(Record::decode(&bytes).unwrap(), rec);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let bytes = sample(&kp).encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            assert!(Record::decode(&b).is_err(), "flip at byte {i} accepted");
+        }
+        for len in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..len]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            Record::decode(&longer),
+            Err(RecordError::Malformed("trailing bytes after the signature"))
+        );
+    }
+
+    #[test]
+    fn key_that_does_not_hash_to_guid_is_rejected() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let mut bytes = sample(&kp).encode();
+        bytes[4] ^= 0xff; // first GUID byte
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(RecordError::KeyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_signature_is_rejected() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let mut bytes = sample(&kp).encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        assert_eq!(Record::decode(&bytes), Err(RecordError::BadSignature));
+    }
+
+    #[test]
+    fn bindings_round_trip_and_are_not_records() {
+        let kp = Keypair::from_seed(&[2; 32]);
+        let b = NameBinding::sign(&kp, "web.ns.alt", 3, unix_now() + 60).unwrap();
+        let bytes = b.encode();
+        assert_eq!(NameBinding::decode(&bytes).unwrap(), b);
+        assert!(Record::decode(&bytes).is_err());
+        assert!(NameBinding::decode(&sample(&kp).encode()).is_err());
+    }
+
+    #[test]
+    fn seq_is_monotonic_and_time_based() {
+        let a = next_seq(None);
+        assert!(a > 1_600_000_000_000_000);
+        assert_eq!(next_seq(Some(u64::MAX - 1)), u64::MAX);
+        assert!(next_seq(Some(a)) > a);
+    }
+
+    #[test]
+    fn expiry() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let rec = Record::sign(&kp, 1, 100, &[], &[]).unwrap();
+        assert_eq!(rec.check_expiry(99), Ok(()));
+        assert_eq!(
+            rec.check_expiry(100),
+            Err(RecordError::Expired { expired_at: 100 })
+        );
+    }
+}
