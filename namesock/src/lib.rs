@@ -4,3 +4,4 @@ pub use namesock_identity as identity;
 pub mod config;
 pub mod logging;
 pub mod synthetic;
+pub mod testbed;

@@ -1,0 +1,141 @@
+//! The test bed itself: hosts reach each other through the router, a moved host is reachable at
+//! its new address only, loss and cuts work, and nothing is left behind.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use namesock::testbed::{Host, Testbed};
+use namesock_tests::{namespace_exists, require_root};
+
+fn ping(from: &Host, to: IpAddr, count: u32) -> Option<u32> {
+    let count_arg = count.to_string();
+    let to_arg = to.to_string();
+    let output = from
+        .run(
+            &[
+                "ping", "-n", "-q", "-c", &count_arg, "-i", "0.01", "-W", "1", &to_arg,
+            ],
+            Duration::from_secs(30),
+        )
+        .expect("ping runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "N packets transmitted, M received, ..."
+    text.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn reachable(from: &Host, to: IpAddr) -> bool {
+    ping(from, to, 1) == Some(1)
+}
+
+#[test]
+fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
+    if !require_root("testbed") {
+        return;
+    }
+    let bed = Testbed::for_scenario("bed").expect("test bed");
+    let prefix = bed.prefix();
+    let a = bed.add_host("a").expect("host a");
+    let b = bed.add_host("b").expect("host b");
+
+    for addr in b.addrs() {
+        assert!(reachable(&a, addr), "a cannot reach b at {addr}");
+    }
+
+    let (old_v4, old_v6) = (b.v4(), b.v6());
+    let (new_v4, new_v6) = b.move_to_new_subnet().expect("move b");
+    assert_ne!(new_v4, old_v4);
+    assert!(
+        reachable(&a, new_v4.into()),
+        "a cannot reach moved b at {new_v4}"
+    );
+    assert!(
+        reachable(&a, new_v6.into()),
+        "a cannot reach moved b at {new_v6}"
+    );
+    assert!(!reachable(&a, old_v4.into()), "b still answers at {old_v4}");
+    assert!(!reachable(&a, old_v6.into()), "b still answers at {old_v6}");
+    assert!(reachable(&b, a.v4().into()), "moved b cannot reach a");
+
+    let (v4, _) = b.move_to_new_link(0).expect("move b to a new link");
+    assert!(reachable(&a, v4.into()), "a cannot reach b on its new link");
+
+    b.cut().expect("cut b");
+    assert!(!reachable(&a, v4.into()), "cut b still answers");
+    b.restore().expect("restore b");
+    assert!(reachable(&a, v4.into()), "restored b does not answer");
+
+    b.link_down(0).expect("link down");
+    assert!(!reachable(&a, v4.into()), "b answers with its link down");
+    b.link_up(0).expect("link up");
+    assert!(reachable(&a, v4.into()), "b does not answer after link up");
+
+    // 50 % loss each way at b: about a quarter of the pings come back.
+    b.add_loss(50.0).expect("loss");
+    let received = ping(&a, v4.into(), 200).expect("ping summary");
+    assert!(
+        (20..=100).contains(&received),
+        "{received}/200 with 50% loss each way"
+    );
+    b.clear_loss().expect("clear loss");
+    bed.add_loss(50.0).expect("loss at the router");
+    let received = ping(&a, v4.into(), 200).expect("ping summary");
+    assert!(
+        (20..=100).contains(&received),
+        "{received}/200 with 50% router loss"
+    );
+    bed.clear_loss().expect("clear router loss");
+    assert!(reachable(&a, v4.into()));
+
+    // A second link on b: reachable on both; the first one down, the second still works.
+    let second = b.add_link().expect("second link");
+    let second_v4 = b.link(second).unwrap().subnet.host_v4();
+    assert!(reachable(&a, second_v4.into()));
+    b.link_down(0).expect("first link down");
+    assert!(
+        reachable(&b, a.v4().into()),
+        "b cannot reach a over its second link"
+    );
+
+    let mut sleeper = b.spawn("sleep", &["600"]).expect("spawn");
+    assert!(sleeper.try_wait().unwrap().is_none());
+    drop(sleeper);
+
+    // A process nobody kills: removing the bed must.
+    std::mem::forget(b.spawn("sleep", &["600"]).expect("spawn"));
+    drop((a, b));
+    drop(bed);
+    for name in ["router", "a", "b"] {
+        assert!(
+            !namespace_exists(&format!("{prefix}-{name}")),
+            "{prefix}-{name} left behind"
+        );
+    }
+}
+
+#[test]
+fn a_saved_bed_can_be_taken_over_and_removed() {
+    if !require_root("testbed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("bed.toml");
+    let prefix = format!("nst-saved-{}", std::process::id());
+    {
+        let bed = Testbed::new(&prefix).expect("bed");
+        bed.add_host("h").expect("host");
+        bed.save(&state).expect("save");
+        bed.keep();
+    }
+    assert!(namespace_exists(&format!("{prefix}-h")));
+    let bed = Testbed::load(&state).expect("load");
+    let (v4, _) = bed.host("h").unwrap().move_to_new_subnet().expect("move");
+    assert_eq!(v4.octets()[2], 2);
+    bed.discard();
+    drop(bed);
+    assert!(!namespace_exists(&format!("{prefix}-h")));
+    assert!(!namespace_exists(&format!("{prefix}-router")));
+}
