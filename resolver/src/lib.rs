@@ -19,6 +19,7 @@
 //! ```
 
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod file;
 pub mod name;
@@ -35,6 +36,7 @@ pub use error::GnsError;
 pub use name::Target;
 pub use record::{NameBinding, RECORD_LIFETIME, Record, RecordError};
 
+use dns::{DnsStore, Expect};
 use file::FileStore;
 use seen::SeenSeqs;
 
@@ -43,6 +45,7 @@ const SEEN_CAPACITY: usize = 4096;
 
 enum Store {
     File(FileStore),
+    Dns(Box<DnsStore>),
 }
 
 /// The GNS client: resolve and publish through the configured backend.
@@ -57,12 +60,9 @@ pub struct Gns {
 
 impl std::fmt::Debug for Gns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = match &self.store {
-            Store::File(s) => format!("file:{}", s.dir().display()),
-        };
         f.debug_struct("Gns")
             .field("zone", &self.zone)
-            .field("backend", &backend)
+            .field("backend", &self.backend_description())
             .finish_non_exhaustive()
     }
 }
@@ -77,12 +77,7 @@ impl Gns {
     pub fn new(config: &GnsConfig) -> Result<Gns, GnsError> {
         let store = match &config.backend {
             Backend::File(dir) => Store::File(FileStore::open(dir)?),
-            Backend::Dns(dns) => {
-                return Err(GnsError::Config(config::ConfigError::Backend {
-                    value: format!("dns://{}/{}", dns.server, dns.zone),
-                    reason: "the DNS backend is not available yet",
-                }));
-            }
+            Backend::Dns(dns) => Store::Dns(Box::new(DnsStore::new(dns)?)),
         };
         Ok(Gns {
             zone: config.zone.clone(),
@@ -103,6 +98,14 @@ impl Gns {
     /// The zone names live in, e.g. `ns.alt`.
     pub fn zone(&self) -> &str {
         &self.zone
+    }
+
+    /// Where records are kept, for people: `file:/path` or `dns://server/zone`.
+    pub fn backend_description(&self) -> String {
+        match &self.store {
+            Store::File(s) => format!("file:{}", s.dir().display()),
+            Store::Dns(s) => format!("dns://{}/{}", s.config().server, s.config().zone),
+        }
     }
 
     /// `web.ns.alt` or `<guid>.ns.alt` -> `Some(Target)`; any name outside the zone (or not a
@@ -130,46 +133,43 @@ impl Gns {
     /// The verified binding of `name` (a full name in the zone).
     pub fn resolve_name(&self, name: &str) -> Result<NameBinding, GnsError> {
         let target = Target::Name(name.to_owned());
-        let bytes = self
-            .fetch_name(name)?
-            .ok_or_else(|| GnsError::NotFound(target.clone()))?;
-        let reject = |source| GnsError::Rejected {
-            target: target.clone(),
-            source,
-        };
-        let binding = NameBinding::decode(&bytes).map_err(reject)?;
-        if binding.name != name {
-            return Err(reject(RecordError::Misplaced {
-                expected: name.to_owned(),
-                found: binding.name,
-            }));
-        }
-        binding.check_expiry(record::unix_now()).map_err(reject)?;
+        let now = record::unix_now();
+        let binding = pick(&self.fetch_name(name)?, &target, |bytes| {
+            let b = NameBinding::decode(bytes)?;
+            if b.name != name {
+                return Err(RecordError::Misplaced {
+                    expected: name.to_owned(),
+                    found: b.name,
+                });
+            }
+            b.check_expiry(now)?;
+            Ok((b.seq, b))
+        })?;
         lock(&self.seen_names)
             .observe(&binding.name, binding.seq)
-            .map_err(reject)?;
+            .map_err(|source| GnsError::Rejected { target, source })?;
         Ok(binding)
     }
 
     fn resolve_guid(&self, guid: &Guid, target: &Target) -> Result<Record, GnsError> {
-        let bytes = self
-            .fetch_record(guid)?
-            .ok_or_else(|| GnsError::NotFound(target.clone()))?;
-        let reject = |source| GnsError::Rejected {
-            target: target.clone(),
-            source,
-        };
-        let rec = Record::decode(&bytes).map_err(reject)?;
-        if rec.guid != *guid {
-            return Err(reject(RecordError::Misplaced {
-                expected: guid.to_string(),
-                found: rec.guid.to_string(),
-            }));
-        }
-        rec.check_expiry(record::unix_now()).map_err(reject)?;
+        let now = record::unix_now();
+        let rec = pick(&self.fetch_record(guid)?, target, |bytes| {
+            let rec = Record::decode(bytes)?;
+            if rec.guid != *guid {
+                return Err(RecordError::Misplaced {
+                    expected: guid.to_string(),
+                    found: rec.guid.to_string(),
+                });
+            }
+            rec.check_expiry(now)?;
+            Ok((rec.seq, rec))
+        })?;
         lock(&self.seen_guids)
             .observe(guid, rec.seq)
-            .map_err(reject)?;
+            .map_err(|source| GnsError::Rejected {
+                target: target.clone(),
+                source,
+            })?;
         Ok(rec)
     }
 
@@ -187,37 +187,49 @@ impl Gns {
             .map(|n| self.full_name(n))
             .collect::<Result<Vec<_>, _>>()?;
         let _lock = self.lock_store()?;
+        // The highest sequence already out there (any verified record, even expired).
         let stored = self
             .fetch_record(&guid)
-            .ok()
-            .flatten()
-            .and_then(|b| Record::decode(&b).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| Record::decode(b).ok())
             .filter(|r| r.guid == guid)
-            .map(|r| r.seq);
+            .map(|r| r.seq)
+            .max();
         let seen = lock(&self.seen_guids).get(&guid);
         let seq = record::next_seq(stored.max(seen));
         let rec =
             Record::sign(key, seq, expiry(), locators, &names).map_err(GnsError::Unpublishable)?;
-        self.store_record(&rec)?;
+        let encoded = rec.encode();
+        match &self.store {
+            Store::File(s) => s.put_record(&guid, &encoded)?,
+            Store::Dns(s) => {
+                let ips: Vec<_> = rec.locators.iter().map(SocketAddr::ip).collect();
+                s.put_record(&guid, &encoded, &ips)?;
+            }
+        }
         // Our own newest record: never accept an older one for this GUID again.
         let _ = lock(&self.seen_guids).observe(&guid, seq);
         tracing::debug!(%guid, seq, locators = ?rec.locators, "published");
         Ok(rec)
     }
 
-    /// Binds `name` (`web` or `web.<zone>`) to `key`'s GUID. In the file store names are
-    /// first-come: a name held (validly, unexpired) by another key is refused with
-    /// [`GnsError::NameTaken`].
+    /// Binds `name` (`web` or `web.<zone>`) to `key`'s GUID. Names are first-come: a name held
+    /// (validly, unexpired) by another key is refused with [`GnsError::NameTaken`]. The file
+    /// store makes the check and the write atomic with a lock; DNS with an RFC 2136
+    /// prerequisite ([`GnsError::UpdateConflict`] if the name changed in between).
     pub fn register(&self, key: &Keypair, name: &str) -> Result<(), GnsError> {
         let name = self.full_name(name)?;
         let guid = key.guid();
         let _lock = self.lock_store()?;
         let now = record::unix_now();
+        let raw = self.fetch_name(&name)?;
         // A binding that does not verify or has expired holds nothing.
-        let current = self
-            .fetch_name(&name)?
-            .and_then(|b| NameBinding::decode(&b).ok())
-            .filter(|b| b.name == name && b.check_expiry(now).is_ok());
+        let current = raw
+            .iter()
+            .filter_map(|b| NameBinding::decode(b).ok())
+            .filter(|b| b.name == name && b.check_expiry(now).is_ok())
+            .max_by_key(|b| b.seq);
         let last = match current {
             Some(b) if b.guid != guid => {
                 return Err(GnsError::NameTaken {
@@ -228,44 +240,77 @@ impl Gns {
             Some(b) => Some(b.seq),
             None => None,
         };
+        let expect = match (raw.as_slice(), last) {
+            ([], _) => Expect::Absent,
+            ([only], Some(_)) => Expect::Current(only.clone()),
+            _ => Expect::Anything,
+        };
         let seen = lock(&self.seen_names).get(&name);
         let seq = record::next_seq(last.max(seen));
         let binding =
             NameBinding::sign(key, &name, seq, expiry()).map_err(GnsError::Unpublishable)?;
-        self.store_name(&binding)?;
+        let encoded = binding.encode();
+        match &self.store {
+            // The store lock makes read-check-write atomic already.
+            Store::File(s) => s.put_name(&name, &encoded)?,
+            Store::Dns(s) => s.put_name(&name, &encoded, &expect)?,
+        }
         let _ = lock(&self.seen_names).observe(&name, seq);
         tracing::debug!(%guid, name, seq, "registered");
         Ok(())
     }
 
+    /// The file store's lock, held across read-modify-write (nothing for DNS).
     fn lock_store(&self) -> Result<Option<file::StoreLock>, GnsError> {
         match &self.store {
             Store::File(s) => s.lock().map(Some),
+            Store::Dns(_) => Ok(None),
         }
     }
 
-    fn fetch_record(&self, guid: &Guid) -> Result<Option<Vec<u8>>, GnsError> {
+    fn fetch_record(&self, guid: &Guid) -> Result<Vec<Vec<u8>>, GnsError> {
         match &self.store {
-            Store::File(s) => s.get_record(guid),
+            Store::File(s) => Ok(s.get_record(guid)?.into_iter().collect()),
+            Store::Dns(s) => s.get_record(guid),
         }
     }
 
-    fn fetch_name(&self, name: &str) -> Result<Option<Vec<u8>>, GnsError> {
+    fn fetch_name(&self, name: &str) -> Result<Vec<Vec<u8>>, GnsError> {
         match &self.store {
-            Store::File(s) => s.get_name(name),
+            Store::File(s) => Ok(s.get_name(name)?.into_iter().collect()),
+            Store::Dns(s) => s.get_name(name),
         }
     }
+}
 
-    fn store_record(&self, rec: &Record) -> Result<(), GnsError> {
-        match &self.store {
-            Store::File(s) => s.put_record(&rec.guid, &rec.encode()),
+/// Of the blobs found for `target`, the verified one with the highest sequence number; if none
+/// verifies, why the first was rejected; if there are none, `NotFound`.
+fn pick<T>(
+    blobs: &[Vec<u8>],
+    target: &Target,
+    verify: impl Fn(&[u8]) -> Result<(u64, T), RecordError>,
+) -> Result<T, GnsError> {
+    let mut best: Option<(u64, T)> = None;
+    let mut first_error = None;
+    for blob in blobs {
+        match verify(blob) {
+            Ok((seq, item)) if best.as_ref().is_none_or(|(s, _)| seq > *s) => {
+                best = Some((seq, item));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "ignoring GNS data that does not verify");
+                first_error.get_or_insert(e);
+            }
         }
     }
-
-    fn store_name(&self, binding: &NameBinding) -> Result<(), GnsError> {
-        match &self.store {
-            Store::File(s) => s.put_name(&binding.name, &binding.encode()),
-        }
+    match (best, first_error) {
+        (Some((_, item)), _) => Ok(item),
+        (None, Some(source)) => Err(GnsError::Rejected {
+            target: target.clone(),
+            source,
+        }),
+        (None, None) => Err(GnsError::NotFound(target.clone())),
     }
 }
 

@@ -27,7 +27,11 @@ fn publish_then_resolve_by_guid_and_name() {
     // A second, independent resolver (another process would be the same).
     let reader = self::gns(dir.path());
     let by_guid = reader
-        .resolve(&reader.parse_target(&format!("{}.ns.alt", kp.guid())).unwrap())
+        .resolve(
+            &reader
+                .parse_target(&format!("{}.ns.alt", kp.guid()))
+                .unwrap(),
+        )
         .unwrap();
     assert_eq!(by_guid.locators, locs);
     assert_eq!(by_guid.key, kp.public());
@@ -41,7 +45,9 @@ fn publish_then_resolve_by_guid_and_name() {
 fn unknown_name_and_guid_are_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let gns = gns(dir.path());
-    let err = gns.resolve(&Target::Name("nobody.ns.alt".into())).unwrap_err();
+    let err = gns
+        .resolve(&Target::Name("nobody.ns.alt".into()))
+        .unwrap_err();
     assert!(matches!(err, GnsError::NotFound(_)), "{err}");
     assert!(err.is_not_found());
     let guid = Keypair::from_seed(&[9; 32]).guid();

@@ -1,0 +1,313 @@
+//! The DNS backend: the GNS as an ordinary DNS zone on any authoritative server.
+//!
+//! A GUID's records live at `<guid>.<zone>`: one TXT RR holding the signed [`Record`] (base64,
+//! in character-strings of at most 255 bytes) and A/AAAA RRs with its addresses, so that `dig`
+//! shows them. The resolver trusts only the TXT: A/AAAA that disagree with it are ignored. A
+//! name's binding is one TXT RR at the name itself (`web.<zone>`).
+//!
+//! Updates are RFC 2136 UPDATE messages authenticated with TSIG (HMAC-SHA256), sent over TCP to
+//! the configured server; each replaces the RRsets at the owner name in one atomic message.
+//! Lookups go through hickory-resolver with the cache disabled, so every resolve asks the
+//! server; published TTLs are low (a few seconds) for any other resolver on the way.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::dnssec::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::dnssec::tsig::TSigner;
+use hickory_proto::rr::rdata::{A, AAAA, NULL, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record as DnsRecord, RecordType};
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::error::ResolveErrorKind;
+use namesock_identity::Guid;
+
+use crate::config::DnsConfig;
+use crate::error::GnsError;
+
+/// How far apart our clock and the server's may be for TSIG (RFC 8945 suggests 300 s).
+const TSIG_FUDGE: u16 = 300;
+/// Largest DNS message over TCP.
+const MAX_TCP_MESSAGE: usize = 65535;
+
+/// What a conditional update expects to find at the owner name (RFC 2136 prerequisites).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Replace whatever is there.
+    Anything,
+    /// No TXT RRset may exist yet (first-come registration).
+    Absent,
+    /// The TXT RRset must still be exactly this one encoded blob.
+    Current(Vec<u8>),
+}
+
+/// A GNS zone on a DNS server.
+pub struct DnsStore {
+    config: DnsConfig,
+    zone: Name,
+    resolver: Resolver,
+    signer: Option<TSigner>,
+}
+
+impl std::fmt::Debug for DnsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dns_name(text: &str) -> Result<Name, GnsError> {
+    Name::from_ascii(format!("{text}.")).map_err(|source| GnsError::DnsMessage {
+        what: format!("the name {text}"),
+        source,
+    })
+}
+
+impl DnsStore {
+    pub fn new(config: &DnsConfig) -> Result<DnsStore, GnsError> {
+        let servers = NameServerConfigGroup::from_ips_clear(
+            &[config.server.ip()],
+            config.server.port(),
+            true,
+        );
+        let mut opts = ResolverOpts::default();
+        // Every resolve asks the server: addresses change, and a stale cache defeats mobility.
+        opts.cache_size = 0;
+        opts.use_hosts_file = false;
+        opts.recursion_desired = false;
+        opts.edns0 = true;
+        opts.attempts = 2;
+        opts.timeout = config.timeout / 2;
+        opts.try_tcp_on_error = true;
+        let resolver = Resolver::new(ResolverConfig::from_parts(None, vec![], servers), opts)
+            .map_err(|source| GnsError::DnsTransport {
+                server: config.server,
+                source,
+            })?;
+        let signer = config
+            .tsig
+            .as_ref()
+            .map(|key| {
+                TSigner::new(
+                    key.secret.clone(),
+                    TsigAlgorithm::HmacSha256,
+                    dns_name(&key.name)?,
+                    TSIG_FUDGE,
+                )
+                .map_err(|source| GnsError::DnsMessage {
+                    what: "the TSIG signer".to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        Ok(DnsStore {
+            zone: dns_name(&config.zone)?,
+            config: config.clone(),
+            resolver,
+            signer,
+        })
+    }
+
+    pub fn config(&self) -> &DnsConfig {
+        &self.config
+    }
+
+    fn guid_name(&self, guid: &Guid) -> String {
+        format!("{guid}.{}", self.config.zone)
+    }
+
+    /// Every TXT blob at `<guid>.<zone>` (the caller verifies and picks).
+    pub fn get_record(&self, guid: &Guid) -> Result<Vec<Vec<u8>>, GnsError> {
+        self.get_txt(&self.guid_name(guid))
+    }
+
+    /// Every TXT blob at `name` (a full name in the zone).
+    pub fn get_name(&self, name: &str) -> Result<Vec<Vec<u8>>, GnsError> {
+        self.get_txt(name)
+    }
+
+    fn get_txt(&self, owner: &str) -> Result<Vec<Vec<u8>>, GnsError> {
+        let name = dns_name(owner)?;
+        let lookup = match self.resolver.txt_lookup(name) {
+            Ok(lookup) => lookup,
+            Err(e) if matches!(e.kind(), ResolveErrorKind::NoRecordsFound { .. }) => {
+                return Ok(Vec::new());
+            }
+            Err(source) => {
+                return Err(GnsError::Lookup {
+                    name: owner.to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        // TXT that is not base64 is not ours: skip it (a verified blob is chosen later).
+        Ok(lookup
+            .iter()
+            .filter_map(|txt| {
+                let text: Vec<u8> = txt
+                    .txt_data()
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .copied()
+                    .collect();
+                data_encoding::BASE64.decode(&text).ok()
+            })
+            .collect())
+    }
+
+    /// Replaces the TXT, A and AAAA RRsets at `<guid>.<zone>`.
+    pub fn put_record(&self, guid: &Guid, encoded: &[u8], ips: &[IpAddr]) -> Result<(), GnsError> {
+        let owner = dns_name(&self.guid_name(guid))?;
+        let mut msg = self.update_message();
+        for rtype in [RecordType::TXT, RecordType::A, RecordType::AAAA] {
+            msg.add_update(delete_rrset(&owner, rtype));
+        }
+        msg.add_update(txt_record(&owner, self.config.ttl, encoded));
+        let mut seen = Vec::with_capacity(ips.len());
+        for ip in ips {
+            if seen.contains(ip) {
+                continue;
+            }
+            seen.push(*ip);
+            let rdata = match ip {
+                IpAddr::V4(v4) => RData::A(A::from(*v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA::from(*v6)),
+            };
+            msg.add_update(DnsRecord::from_rdata(owner.clone(), self.config.ttl, rdata));
+        }
+        self.send_update(msg, &owner.to_string())
+    }
+
+    /// Replaces the TXT RRset at `name` with `encoded`, if what is there matches `expect`.
+    pub fn put_name(&self, name: &str, encoded: &[u8], expect: &Expect) -> Result<(), GnsError> {
+        let owner = dns_name(name)?;
+        let mut msg = self.update_message();
+        match expect {
+            Expect::Anything => {}
+            Expect::Absent => {
+                // RFC 2136 2.4.3: RRset does not exist (class NONE, empty rdata).
+                let mut pre = delete_rrset(&owner, RecordType::TXT);
+                pre.set_dns_class(DNSClass::NONE);
+                msg.add_pre_requisite(pre);
+            }
+            Expect::Current(current) => {
+                // RFC 2136 2.4.2: RRset exists, value dependent (class IN, TTL 0).
+                msg.add_pre_requisite(txt_record(&owner, 0, current));
+            }
+        }
+        msg.add_update(delete_rrset(&owner, RecordType::TXT));
+        msg.add_update(txt_record(&owner, self.config.ttl, encoded));
+        self.send_update(msg, name)
+    }
+
+    fn update_message(&self) -> Message {
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        let mut msg = Message::new();
+        msg.set_id(rand::random())
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Update)
+            .set_recursion_desired(false);
+        msg.add_zone(zone);
+        msg
+    }
+
+    /// Signs `msg` with TSIG, sends it over TCP and checks the (signed) answer.
+    fn send_update(&self, mut msg: Message, owner: &str) -> Result<(), GnsError> {
+        let server = self.config.server;
+        let signer = self.signer.as_ref().ok_or(GnsError::NoTsigKey)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let message_err = |source| GnsError::DnsMessage {
+            what: format!("the update of {owner}"),
+            source,
+        };
+        let mut verifier = msg.finalize(signer, now).map_err(message_err)?;
+        let request = msg.to_vec().map_err(message_err)?;
+        let response_bytes = self
+            .exchange_tcp(&request)
+            .map_err(|source| GnsError::DnsTransport { server, source })?;
+        let response =
+            Message::from_vec(&response_bytes).map_err(|source| GnsError::DnsMessage {
+                what: format!("the answer to the update of {owner}"),
+                source,
+            })?;
+        if response.id() != msg.id() {
+            return Err(GnsError::BadResponse {
+                server,
+                detail: "answer id does not match the update".to_owned(),
+            });
+        }
+        match response.response_code() {
+            ResponseCode::NoError => {}
+            // RFC 8945 5.2: a bad key, signature or time is answered NOTAUTH (unsigned).
+            ResponseCode::NotAuth => {
+                return Err(GnsError::TsigRejected {
+                    server,
+                    key: signer.signer_name().to_string(),
+                });
+            }
+            ResponseCode::YXRRSet | ResponseCode::NXRRSet => {
+                return Err(GnsError::UpdateConflict {
+                    name: owner.to_owned(),
+                });
+            }
+            code => {
+                return Err(GnsError::UpdateRefused {
+                    server,
+                    zone: self.config.zone.clone(),
+                    rcode: code.to_string(),
+                });
+            }
+        }
+        // A success must come from the key holder too, or it proves nothing.
+        if let Some(verify) = verifier.as_mut() {
+            verify(&response_bytes).map_err(|e| GnsError::BadResponse {
+                server,
+                detail: format!("TSIG on the answer does not verify: {e}"),
+            })?;
+        }
+        tracing::debug!(owner, %server, "DNS update accepted");
+        Ok(())
+    }
+
+    fn exchange_tcp(&self, request: &[u8]) -> io::Result<Vec<u8>> {
+        let len = u16::try_from(request.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "update too large"))?;
+        let mut stream = TcpStream::connect_timeout(&self.config.server, self.config.timeout)?;
+        stream.set_read_timeout(Some(self.config.timeout))?;
+        stream.set_write_timeout(Some(self.config.timeout))?;
+        stream.set_nodelay(true)?;
+        let mut framed = Vec::with_capacity(request.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(request);
+        stream.write_all(&framed)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let len = usize::from(u16::from_be_bytes(len));
+        let mut response = vec![0u8; len.min(MAX_TCP_MESSAGE)];
+        stream.read_exact(&mut response)?;
+        Ok(response)
+    }
+}
+
+/// RFC 2136 2.5.2: delete an RRset (class ANY, TTL 0, empty rdata).
+fn delete_rrset(owner: &Name, rtype: RecordType) -> DnsRecord {
+    let mut rec = DnsRecord::with(owner.clone(), rtype, 0);
+    rec.set_dns_class(DNSClass::ANY);
+    rec.set_data(Some(RData::NULL(NULL::new())));
+    rec
+}
+
+/// One TXT RR holding `blob` as base64 in character-strings of at most 255 bytes.
+fn txt_record(owner: &Name, ttl: u32, blob: &[u8]) -> DnsRecord {
+    let text = data_encoding::BASE64.encode(blob);
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
+    DnsRecord::from_rdata(owner.clone(), ttl, RData::TXT(TXT::from_bytes(chunks)))
+}
