@@ -1,0 +1,224 @@
+//! The DNS backend against a real BIND9 `named` that the test starts (and always stops).
+
+#[path = "support/bind9.rs"]
+mod bind9;
+
+use std::net::{IpAddr, SocketAddr};
+
+use bind9::Named;
+use namesock_identity::Keypair;
+use namesock_resolver::dns::DnsStore;
+use namesock_resolver::record::unix_now;
+use namesock_resolver::{Backend, Gns, GnsConfig, GnsError, Record, RecordError, Target};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn config(url: &str) -> GnsConfig {
+    GnsConfig::from_values(Some(url), None).unwrap()
+}
+
+fn gns(named: &Named) -> Gns {
+    Gns::new(&config(&named.gns_url())).unwrap()
+}
+
+/// An independent writer, for updates made out of band (valid DNS, TSIG-signed).
+fn raw_store(named: &Named) -> DnsStore {
+    let Backend::Dns(dns) = config(&named.gns_url()).backend else {
+        panic!("not a DNS config")
+    };
+    DnsStore::new(&dns).unwrap()
+}
+
+#[test]
+fn publish_then_resolve_and_higher_seq_wins() {
+    let named = Named::start();
+    let writer = gns(&named);
+    let reader = gns(&named);
+    assert_eq!(reader.zone(), "gns.test");
+    let kp = Keypair::generate();
+    let target = reader
+        .parse_target(&format!("{}.gns.test", kp.guid()))
+        .unwrap();
+    assert!(reader.resolve(&target).unwrap_err().is_not_found());
+
+    let first = writer
+        .publish(
+            &kp,
+            &[addr("192.0.2.1:4000"), addr("[2001:db8::1]:4000")],
+            &[],
+        )
+        .unwrap();
+    let got = reader.resolve(&target).unwrap();
+    assert_eq!(got, first);
+
+    let second = writer
+        .publish(&kp, &[addr("198.51.100.7:4001")], &["web".to_owned()])
+        .unwrap();
+    assert!(second.seq > first.seq);
+    let got = reader.resolve(&target).unwrap();
+    assert_eq!(got.seq, second.seq);
+    assert_eq!(got.locators, [addr("198.51.100.7:4001")]);
+    assert_eq!(got.names, ["web.gns.test"]);
+
+    // Names: bind, resolve through the name, first-come.
+    writer.register(&kp, "web").unwrap();
+    let by_name = reader
+        .resolve(&Target::Name("web.gns.test".into()))
+        .unwrap();
+    assert_eq!(by_name.guid, kp.guid());
+    writer.register(&kp, "web").unwrap(); // the holder may rebind
+    let other = Keypair::generate();
+    assert!(matches!(
+        gns(&named).register(&other, "web"),
+        Err(GnsError::NameTaken { holder, .. }) if holder == kp.guid()
+    ));
+    assert!(
+        reader
+            .resolve(&Target::Name("nobody.gns.test".into()))
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[test]
+fn wrong_tsig_key_is_refused_by_the_server() {
+    let named = Named::start();
+    let wrong = data_encoding::BASE64.encode(&[7u8; 32]);
+    let url = format!(
+        "dns://{}/gns.test?tsig-key={}",
+        named.addr,
+        named.key_file(&wrong).display()
+    );
+    let gns = Gns::new(&config(&url)).unwrap();
+    let kp = Keypair::generate();
+    let err = gns.publish(&kp, &[addr("192.0.2.1:1")], &[]).unwrap_err();
+    assert!(matches!(err, GnsError::TsigRejected { .. }), "{err}");
+
+    // An unknown key name too.
+    let url = format!(
+        "dns://{}/gns.test?tsig-name=nokey&tsig-secret={}",
+        named.addr, named.secret
+    );
+    let err = Gns::new(&config(&url))
+        .unwrap()
+        .publish(&kp, &[addr("192.0.2.1:1")], &[])
+        .unwrap_err();
+    assert!(matches!(err, GnsError::TsigRejected { .. }), "{err}");
+
+    // No key at all: refused before sending.
+    let url = format!("dns://{}/gns.test", named.addr);
+    let err = Gns::new(&config(&url))
+        .unwrap()
+        .publish(&kp, &[addr("192.0.2.1:1")], &[])
+        .unwrap_err();
+    assert!(matches!(err, GnsError::NoTsigKey), "{err}");
+    // And nothing was published.
+    let target = Target::Guid(kp.guid());
+    assert!(gns.resolve(&target).unwrap_err().is_not_found());
+}
+
+#[test]
+fn forged_records_in_the_zone_are_rejected() {
+    let named = Named::start();
+    let writer = gns(&named);
+    let reader = gns(&named);
+    let raw = raw_store(&named);
+    let kp = Keypair::generate();
+    let guid = kp.guid();
+    let target = Target::Guid(guid);
+
+    let old = writer.publish(&kp, &[addr("192.0.2.1:1")], &[]).unwrap();
+    assert_eq!(reader.resolve(&target).unwrap().seq, old.seq);
+    let new = writer.publish(&kp, &[addr("192.0.2.2:2")], &[]).unwrap();
+    assert_eq!(reader.resolve(&target).unwrap().seq, new.seq);
+
+    // A/AAAA that disagree with the signed record are ignored.
+    let fake_ip: IpAddr = "203.0.113.66".parse().unwrap();
+    raw.put_record(&guid, &new.encode(), &[fake_ip]).unwrap();
+    assert_eq!(
+        reader.resolve(&target).unwrap().locators,
+        [addr("192.0.2.2:2")]
+    );
+
+    // Replaying the older record: rollback.
+    raw.put_record(&guid, &old.encode(), &[fake_ip]).unwrap();
+    let err = reader.resolve(&target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Rejected {
+                source: RecordError::Rollback { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // A bad signature.
+    let mut forged = new.encode();
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    raw.put_record(&guid, &forged, &[fake_ip]).unwrap();
+    let err = reader.resolve(&target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Rejected {
+                source: RecordError::BadSignature,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Someone else's (valid) record placed at this GUID's name.
+    let mallory = Keypair::generate();
+    let theirs = Record::sign(
+        &mallory,
+        u64::MAX,
+        unix_now() + 60,
+        &[addr("203.0.113.1:1")],
+        &[],
+    )
+    .unwrap();
+    raw.put_record(&guid, &theirs.encode(), &[]).unwrap();
+    let err = reader.resolve(&target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Rejected {
+                source: RecordError::Misplaced { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // An expired one.
+    let expired = Record::sign(
+        &kp,
+        new.seq + 1,
+        unix_now() - 1,
+        &[addr("192.0.2.9:9")],
+        &[],
+    )
+    .unwrap();
+    raw.put_record(&guid, &expired.encode(), &[]).unwrap();
+    let err = gns(&named).resolve(&target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Rejected {
+                source: RecordError::Expired { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The owner publishes again and everyone sees the truth.
+    let fresh = writer.publish(&kp, &[addr("192.0.2.3:3")], &[]).unwrap();
+    assert_eq!(reader.resolve(&target).unwrap(), fresh);
+}

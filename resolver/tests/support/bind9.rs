@@ -1,0 +1,175 @@
+//! Starts a real BIND9 `named` for the tests and the benchmark: a primary for `gns.test` on a
+//! free loopback port, updatable with a generated TSIG HMAC-SHA256 key, in a temporary
+//! directory, killed when dropped (also when a test fails). If `named` cannot start, this
+//! panics: the tests must fail, not skip (CI installs bind9).
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ZONE: &str = "gns.test";
+pub const KEY_NAME: &str = "gns-key";
+const NAMED: &str = "/usr/sbin/named";
+
+/// A running `named`; killed on drop.
+pub struct Named {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    /// The zone's TSIG secret, base64.
+    pub secret: String,
+}
+
+impl Named {
+    pub fn start() -> Named {
+        let mut last = String::new();
+        // A free port can be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            match Named::try_start() {
+                Ok(named) => return named,
+                Err(why) => last = why,
+            }
+        }
+        panic!("BIND9 named did not start (apt-get install -y bind9 bind9-dnsutils): {last}");
+    }
+
+    fn try_start() -> Result<Named, String> {
+        if !Path::new(NAMED).exists() {
+            return Err(format!("{NAMED} is not installed"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("namesock-bind9-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let secret = data_encoding::BASE64.encode(&rand::random::<[u8; 32]>());
+        let d = dir.path().display();
+        fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    allow-query {{ any; }};
+    notify no;
+}};
+controls {{ }};
+key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{ZONE}" {{
+    type primary;
+    file "{d}/{ZONE}.zone";
+    journal "{d}/{ZONE}.jnl";
+    allow-update {{ key "{KEY_NAME}"; }};
+}};
+"#
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        fs::write(
+            dir.path().join(format!("{ZONE}.zone")),
+            format!(
+                "$TTL 2\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 1\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = fs::File::create(dir.path().join("named.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(NAMED)
+            .arg("-g")
+            .args(["-u", "root"])
+            .arg("-c")
+            .arg(dir.path().join("named.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawning {NAMED}: {e}"))?;
+        let mut named = Named {
+            child,
+            dir,
+            addr,
+            secret,
+        };
+        named.wait_ready()?;
+        Ok(named)
+    }
+
+    /// Ready once it answers on TCP and logged that it is running.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("named exited with {status}:\n{}", self.log()));
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && self.log().contains("running")
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("named not ready after 20 s:\n{}", self.log()))
+    }
+
+    /// What named printed so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = fs::File::open(self.dir.path().join("named.log")) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// A BIND key file for the zone's key (the `tsig-keygen` format).
+    pub fn key_file(&self, secret: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("client-{}.key", rand::random::<u32>()));
+        fs::write(
+            &path,
+            format!(
+                "key \"{KEY_NAME}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"
+            ),
+        )
+        .expect("writing a key file");
+        path
+    }
+
+    /// `NAMESOCK_GNS` for this server with the right key.
+    pub fn gns_url(&self) -> String {
+        format!(
+            "dns://{}/{ZONE}?tsig-key={}&ttl=1",
+            self.addr,
+            self.key_file(&self.secret).display()
+        )
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now.
+fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let tcp = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free loopback port".to_owned())
+}
