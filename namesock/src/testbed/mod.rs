@@ -15,6 +15,7 @@
 mod measure;
 mod plan;
 mod process;
+pub mod scenario;
 mod state;
 
 use std::ffi::OsStr;
