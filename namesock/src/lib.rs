@@ -3,5 +3,7 @@
 pub use namesock_identity as identity;
 pub mod config;
 pub mod logging;
+pub mod session;
 pub mod synthetic;
 pub mod testbed;
+pub mod wire;

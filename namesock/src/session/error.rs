@@ -1,0 +1,59 @@
+//! Why a handshake, a resume or a frame on a path was refused.
+
+use crate::wire::PathId;
+
+/// A HELLO (server side) or HELLO_ACK / RESUME_ACK (client side) that must not be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("the HELLO is for another GUID than ours")]
+    WrongTarget,
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the server key does not hash to the GUID we asked for")]
+    KeyMismatch,
+    #[error("the answer is for another connection or path")]
+    WrongConnection,
+}
+
+/// A RESUME the server must refuse; the live session was not touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("the RESUME is for another connection")]
+    WrongConnection,
+    #[error("only a server session accepts RESUME")]
+    NotServer,
+    #[error("the session has ended")]
+    Finished,
+    #[error("the RESUME is not signed by the session's client key")]
+    BadSignature,
+    #[error("freshness {freshness} is not above {last}, already accepted: a replay")]
+    Replayed { freshness: u64, last: u64 },
+    #[error("the RESUME claims {received} bytes received, only {sent} were ever sent")]
+    ReceivedBeyondSent { received: u64, sent: u64 },
+}
+
+/// A frame that breaks the protocol; the engine closes the path it came on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown path {0}")]
+    UnknownPath(PathId),
+    #[error("{frame} is not allowed here ({why})")]
+    UnexpectedFrame {
+        frame: &'static str,
+        why: &'static str,
+    },
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("ACK or received count {ack} beyond the {sent} bytes sent")]
+    AckBeyondSent { ack: u64, sent: u64 },
+    #[error("DATA ending at {end} beyond the receive window ending at {limit}")]
+    BeyondWindow { end: u64, limit: u64 },
+    #[error("DATA at {offset} leaves a gap after {expected}")]
+    Gap { offset: u64, expected: u64 },
+    #[error("data up to {offset} after the FIN at {fin}")]
+    DataAfterFin { offset: u64, fin: u64 },
+    #[error("FIN moved from {fin} to {offset}")]
+    FinMoved { fin: u64, offset: u64 },
+    #[error("stream offset overflows 64 bits")]
+    OffsetOverflow,
+}

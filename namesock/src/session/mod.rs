@@ -1,0 +1,827 @@
+//! The sans-IO session state machine: one reliable byte stream in each direction, carried
+//! over any number of flow paths that come and go.
+//!
+//! Nothing here touches a socket, a thread or a clock: the engine feeds in frames, path
+//! events, application bytes and the current time, and takes out frames per path, bytes for
+//! the application, events and the next timer deadline (the quinn-proto / rustls shape).
+//!
+//! The rules, in short (`docs/protocol.md` has the full version):
+//! - Every stream position is acknowledged cumulatively. The ACK value is what the
+//!   application has *consumed*, so it is also the flow-control edge: a sender never sends
+//!   beyond `ack + window` (the window comes from the handshake).
+//! - The replay buffer keeps every byte until the peer confirms it (ACK, or `received` in
+//!   RESUME/RESUME_ACK); it is bounded, and when full the application must wait.
+//! - One active path, the newest live one, carries the stream; the others are standby with
+//!   keepalives. When the active path changes, sending rewinds to what the peer confirmed and
+//!   the receiver drops what it already has by offset.
+//! - The FIN occupies one stream position after the last byte, so it is acknowledged and
+//!   resent exactly like data.
+
+mod acceptor;
+mod auth;
+mod error;
+mod path;
+mod recv;
+mod send;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use namesock_identity::{Guid, Keypair, PublicKey, Signature};
+use tracing::{debug, warn};
+
+pub use acceptor::Acceptor;
+pub use error::{HandshakeError, ResumeError, SessionError};
+
+use crate::wire::{
+    ConnId, Frame, Hello, HelloAck, MAX_LOCATORS, PathId, ResetReason, Resume, ResumeAck,
+};
+use path::{Path, PathState};
+use recv::RecvStream;
+use send::{Chunk, SendStream};
+
+/// More paths than this and the oldest is dropped: every table stays bounded.
+const MAX_PATHS: usize = 8;
+/// Upper bound on how much the application may consume before an ACK goes out.
+const MAX_ACK_EVERY: u64 = 64 * 1024;
+
+/// Tunables of one session. The defaults suit interactive and bulk traffic alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Bytes written but not yet confirmed by the peer, at most.
+    pub replay_capacity: usize,
+    /// Bytes received but not yet read by the application, at most (the advertised window).
+    pub recv_capacity: usize,
+    /// A path that received nothing this long gets a PING.
+    pub keepalive_interval: Duration,
+    /// A path that received nothing this long is dead.
+    pub path_dead_after: Duration,
+    /// A session without a live path this long ends with `Reset { LingerExpired }`.
+    pub linger: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            replay_capacity: 4 << 20,
+            recv_capacity: 4 << 20,
+            keepalive_interval: Duration::from_secs(5),
+            path_dead_after: Duration::from_secs(15),
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// What the engine must react to. Each kind is queued at most once at a time, except
+/// `PathDead`, which is bounded by the number of paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Client: HELLO_ACK verified. Server: at once.
+    Established { peer: PublicKey },
+    /// `app_read` has bytes, or EOF is due. Raised again only after `app_read` drained it.
+    Readable,
+    /// Replay space freed after `app_write` accepted less than offered.
+    Writable,
+    /// Silence or a protocol error on this path: the engine closes it.
+    PathDead(PathId),
+    /// Client: no path left at all; dial and call `path_opened` again.
+    NeedPath,
+    /// Client: the server announced new addresses.
+    Moved { seq: u64, locators: Vec<SocketAddr> },
+    /// Orderly end: both directions finished and confirmed.
+    Closed,
+    /// The peer reset, authentication failed, or the linger period expired.
+    Reset { reason: ResetReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Both directions finished. A client is done; a server stays resumable for the linger
+    /// period so that a client that lost the last ACK can still learn it by resuming.
+    Closed,
+    /// A server's linger after `Closed` ran out.
+    Done,
+    Reset,
+}
+
+pub struct Session {
+    role: Role,
+    cfg: SessionConfig,
+    key: Arc<Keypair>,
+    conn_id: ConnId,
+    /// The server's GUID: the client's target, or the server's own.
+    server_guid: Guid,
+    peer: Option<PublicKey>,
+    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers.
+    hello: Option<Hello>,
+    /// Client: freshness of the last RESUME sent. Server: highest accepted.
+    freshness: u64,
+    linger: Duration,
+    send: SendStream,
+    recv: RecvStream,
+    paths: Vec<Path>,
+    live_seq: u64,
+    no_live_since: Option<Instant>,
+    state: State,
+    events: VecDeque<Event>,
+    readable_signalled: bool,
+    /// Server: the latest announcement. Client: the highest sequence seen.
+    moved: Option<(u64, Vec<SocketAddr>)>,
+    /// Client: the highest ACK/received value the server provably has (PONG or RESUME_ACK).
+    confirmed: u64,
+    ping_tokens: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .field("conn_id", &ConnIdHex(&self.conn_id))
+            .field("state", &self.state)
+            .field("paths", &self.paths.len())
+            .finish()
+    }
+}
+
+struct ConnIdHex<'a>(&'a ConnId);
+
+impl fmt::Debug for ConnIdHex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+fn window_of(cfg: &SessionConfig) -> u32 {
+    u32::try_from(cfg.recv_capacity).unwrap_or(u32::MAX)
+}
+
+impl Session {
+    fn new(
+        role: Role,
+        cfg: SessionConfig,
+        key: Arc<Keypair>,
+        conn_id: ConnId,
+        server_guid: Guid,
+    ) -> Session {
+        Session {
+            role,
+            key,
+            conn_id,
+            server_guid,
+            peer: None,
+            hello: None,
+            freshness: 0,
+            linger: cfg.linger,
+            send: SendStream::new(cfg.replay_capacity),
+            recv: RecvStream::new(cfg.recv_capacity),
+            paths: Vec::new(),
+            live_seq: 0,
+            no_live_since: None,
+            state: State::Open,
+            events: VecDeque::new(),
+            readable_signalled: false,
+            moved: None,
+            confirmed: 0,
+            ping_tokens: 0,
+            cfg,
+        }
+    }
+
+    /// A client session to `target`'s service `port`. `conn_id` and `nonce` must be fresh
+    /// random values. The HELLO goes out on the first path the engine opens.
+    pub fn client(
+        cfg: SessionConfig,
+        key: Arc<Keypair>,
+        target: Guid,
+        port: u16,
+        conn_id: ConnId,
+        nonce: [u8; 32],
+        now: Instant,
+    ) -> Session {
+        let mut hello = Hello {
+            conn_id,
+            client_key: key.public(),
+            target,
+            port,
+            nonce,
+            window: window_of(&cfg),
+            signature: Signature([0; 64]),
+        };
+        hello.signature = key.sign(&auth::hello(&hello));
+        let mut s = Session::new(Role::Client, cfg, key, conn_id, target);
+        s.hello = Some(hello);
+        s.no_live_since = Some(now);
+        s
+    }
+
+    /// The server session for a verified HELLO, with HELLO_ACK queued on `path`.
+    fn server(
+        cfg: SessionConfig,
+        key: Arc<Keypair>,
+        hello: &Hello,
+        path: PathId,
+        now: Instant,
+    ) -> Session {
+        let mut ack = HelloAck {
+            conn_id: hello.conn_id,
+            server_key: key.public(),
+            window: window_of(&cfg),
+            linger_ms: u32::try_from(cfg.linger.as_millis()).unwrap_or(u32::MAX),
+            signature: Signature([0; 64]),
+        };
+        ack.signature = key.sign(&auth::hello_ack(hello, &ack));
+        let guid = key.guid();
+        let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid);
+        s.peer = Some(hello.client_key);
+        s.send.set_peer_window(hello.window);
+        s.add_live_path(Path::new(path, PathState::Live, now, Frame::HelloAck(ack)));
+        s.events.push_back(Event::Established {
+            peer: hello.client_key,
+        });
+        s
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn conn_id(&self) -> ConnId {
+        self.conn_id
+    }
+
+    /// The peer's key: the client's from the start, the server's once HELLO_ACK verified.
+    pub fn peer(&self) -> Option<PublicKey> {
+        self.peer
+    }
+
+    /// Client: a new flow path is connected. Queues HELLO (not yet established) or RESUME.
+    pub fn path_opened(&mut self, now: Instant, path: PathId) {
+        if self.role != Role::Client || self.state != State::Open {
+            debug!(path, "path_opened ignored: not an open client session");
+            return;
+        }
+        self.paths.retain(|p| p.id != path);
+        let mut resume = None;
+        let frame = match &self.hello {
+            Some(hello) => Frame::Hello(hello.clone()),
+            None => {
+                self.freshness += 1;
+                let mut r = Resume {
+                    conn_id: self.conn_id,
+                    path_id: path,
+                    received: self.recv.received(),
+                    freshness: self.freshness,
+                    signature: Signature([0; 64]),
+                };
+                r.signature = self.key.sign(&auth::resume(&self.server_guid, &r));
+                resume = Some(r.clone());
+                Frame::Resume(r)
+            }
+        };
+        let mut p = Path::new(path, PathState::Handshaking, now, frame);
+        p.resume = resume;
+        self.paths.push(p);
+        self.enforce_path_limit(now);
+    }
+
+    /// The engine closed the path or its connection died. The session lives on.
+    pub fn path_closed(&mut self, now: Instant, path: PathId) {
+        self.lose_path(now, path, false);
+    }
+
+    /// A frame arrived on `path`. `Err`: the path broke the protocol and is already detached
+    /// (a `PathDead` is queued too); the engine closes it.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        frame: Frame,
+    ) -> Result<(), SessionError> {
+        if self.is_terminal() {
+            return Ok(());
+        }
+        let Some(i) = self.index(path) else {
+            return Err(SessionError::UnknownPath(path));
+        };
+        self.paths[i].last_recv = now;
+        let result = self.on_frame(i, frame);
+        if let Err(e) = &result {
+            warn!(path, error = %e, "protocol error on path");
+            self.lose_path(now, path, true);
+        }
+        self.after_input();
+        result
+    }
+
+    fn on_frame(&mut self, i: usize, frame: Frame) -> Result<(), SessionError> {
+        let name = frame.name();
+        let unexpected = |why| SessionError::UnexpectedFrame { frame: name, why };
+        if self.paths[i].state == PathState::Handshaking
+            && !matches!(
+                frame,
+                Frame::HelloAck(_) | Frame::ResumeAck(_) | Frame::Reset { .. }
+            )
+        {
+            return Err(unexpected("before the handshake answer"));
+        }
+        match frame {
+            Frame::HelloAck(a) => self.on_hello_ack(i, &a),
+            Frame::ResumeAck(a) => self.on_resume_ack(i, &a),
+            Frame::Hello(_) | Frame::Resume(_) => {
+                Err(unexpected("the first frame of a path goes to the acceptor"))
+            }
+            Frame::Data {
+                offset,
+                ack,
+                payload,
+            } => {
+                self.send.on_ack(ack)?;
+                if self.recv.on_data(offset, &payload)? {
+                    self.signal_readable();
+                }
+                Ok(())
+            }
+            Frame::Ack { ack } => self.send.on_ack(ack),
+            Frame::Fin { offset } => {
+                if self.recv.on_fin(offset)? {
+                    self.signal_readable();
+                }
+                Ok(())
+            }
+            Frame::Ping { token } => {
+                self.paths[i].pong = Some(token);
+                Ok(())
+            }
+            Frame::Pong { token } => {
+                let p = &mut self.paths[i];
+                if let Some((t, ack)) = p.ping_in_flight
+                    && t == token
+                {
+                    p.ping_in_flight = None;
+                    self.confirmed = self.confirmed.max(ack);
+                }
+                Ok(())
+            }
+            Frame::Reset { reason } => {
+                debug!(?reason, "peer reset the session");
+                self.reset(reason, false, true);
+                Ok(())
+            }
+            Frame::Moved { seq, locators } => {
+                if self.role != Role::Client {
+                    return Err(unexpected("only a server announces a move"));
+                }
+                if self.moved.as_ref().is_none_or(|(s, _)| seq > *s) {
+                    self.moved = Some((seq, Vec::new()));
+                    self.events.retain(|e| !matches!(e, Event::Moved { .. }));
+                    self.events.push_back(Event::Moved { seq, locators });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello_ack(&mut self, i: usize, a: &HelloAck) -> Result<(), SessionError> {
+        let Some(hello) = self
+            .hello
+            .as_ref()
+            .filter(|_| self.paths[i].state == PathState::Handshaking)
+        else {
+            return Err(SessionError::UnexpectedFrame {
+                frame: "HELLO_ACK",
+                why: "no HELLO outstanding on this path",
+            });
+        };
+        if a.conn_id != self.conn_id {
+            return Err(HandshakeError::WrongConnection.into());
+        }
+        // The server must prove the GUID we dialled: anything else is an impostor.
+        let verdict = if !self.server_guid.is_certified_by(&a.server_key) {
+            Err(HandshakeError::KeyMismatch)
+        } else {
+            a.server_key
+                .verify(&auth::hello_ack(hello, a), &a.signature)
+                .map_err(|_| HandshakeError::BadSignature)
+        };
+        if let Err(e) = verdict {
+            warn!(error = %e, "server failed authentication");
+            self.reset(ResetReason::AuthFailed, false, true);
+            return Err(e.into());
+        }
+        self.peer = Some(a.server_key);
+        self.hello = None;
+        self.send.set_peer_window(a.window);
+        self.linger = self
+            .cfg
+            .linger
+            .min(Duration::from_millis(u64::from(a.linger_ms)));
+        self.make_live(i);
+        self.events
+            .push_back(Event::Established { peer: a.server_key });
+        Ok(())
+    }
+
+    fn on_resume_ack(&mut self, i: usize, a: &ResumeAck) -> Result<(), SessionError> {
+        let (Some(peer), Some(r)) = (self.peer, self.paths[i].resume.as_ref()) else {
+            return Err(SessionError::UnexpectedFrame {
+                frame: "RESUME_ACK",
+                why: "no RESUME outstanding on this path",
+            });
+        };
+        if a.conn_id != self.conn_id || a.path_id != r.path_id {
+            return Err(HandshakeError::WrongConnection.into());
+        }
+        peer.verify(&auth::resume_ack(r, a), &a.signature)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        let sent_received = r.received;
+        self.send.on_received(a.received)?;
+        self.confirmed = self.confirmed.max(sent_received);
+        self.paths[i].resume = None;
+        self.make_live(i);
+        Ok(())
+    }
+
+    /// Server: checks a RESUME (connection, signature by this session's client key,
+    /// freshness above every accepted one, a plausible `received`) without changing anything.
+    pub fn verify_resume(&self, resume: &Resume) -> Result<(), ResumeError> {
+        let Some(peer) = self.peer.filter(|_| self.role == Role::Server) else {
+            return Err(ResumeError::NotServer);
+        };
+        if resume.conn_id != self.conn_id {
+            return Err(ResumeError::WrongConnection);
+        }
+        if self.is_terminal() {
+            return Err(ResumeError::Finished);
+        }
+        peer.verify(&auth::resume(&self.server_guid, resume), &resume.signature)
+            .map_err(|_| ResumeError::BadSignature)?;
+        if resume.freshness <= self.freshness {
+            return Err(ResumeError::Replayed {
+                freshness: resume.freshness,
+                last: self.freshness,
+            });
+        }
+        if resume.received > self.send.high() {
+            return Err(ResumeError::ReceivedBeyondSent {
+                received: resume.received,
+                sent: self.send.high(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Server: attaches `path` for a RESUME that passed `verify_resume` (checked again here,
+    /// so an unverified one changes nothing), makes it the active path and queues RESUME_ACK.
+    pub fn attach_resume(&mut self, now: Instant, resume: &Resume, path: PathId) {
+        if let Err(e) = self.verify_resume(resume) {
+            warn!(path, error = %e, "attach_resume without a valid RESUME ignored");
+            return;
+        }
+        if let Err(e) = self.send.on_received(resume.received) {
+            warn!(path, error = %e, "RESUME ignored");
+            return;
+        }
+        self.freshness = resume.freshness;
+        self.paths.retain(|p| p.id != path);
+        let mut ack = ResumeAck {
+            conn_id: self.conn_id,
+            path_id: resume.path_id,
+            received: self.recv.received(),
+            signature: Signature([0; 64]),
+        };
+        ack.signature = self.key.sign(&auth::resume_ack(resume, &ack));
+        self.add_live_path(Path::new(path, PathState::Live, now, Frame::ResumeAck(ack)));
+        self.enforce_path_limit(now);
+        self.after_input();
+    }
+
+    /// The next frame to write on `path`; call while its socket has room, until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
+        let i = self.index(path)?;
+        if let Some(reason) = self.paths[i].reset.take() {
+            return Some(Frame::Reset { reason });
+        }
+        if self.is_terminal() || (self.state == State::Closed && self.role == Role::Client) {
+            return None;
+        }
+        let p = &mut self.paths[i];
+        if let Some(frame) = p.handshake.take() {
+            return Some(frame);
+        }
+        if !p.is_live() {
+            return None;
+        }
+        if let Some(token) = p.pong.take() {
+            return Some(Frame::Pong { token });
+        }
+        if std::mem::take(&mut p.moved_due)
+            && let Some((seq, locators)) = &self.moved
+        {
+            return Some(Frame::Moved {
+                seq: *seq,
+                locators: locators.clone(),
+            });
+        }
+        if self.active() == Some(i)
+            && let Some(frame) = self.poll_stream(i)
+        {
+            return Some(frame);
+        }
+        if self.paths[i].ping_due || self.wants_close_confirmation(i) {
+            self.ping_tokens += 1;
+            let p = &mut self.paths[i];
+            p.ping_due = false;
+            p.last_ping = Some(now);
+            p.ping_in_flight = Some((self.ping_tokens, p.ack_sent));
+            return Some(Frame::Ping {
+                token: self.ping_tokens,
+            });
+        }
+        None
+    }
+
+    /// DATA, FIN or a bare ACK for the active path.
+    fn poll_stream(&mut self, i: usize) -> Option<Frame> {
+        let ack = self.recv.ack();
+        match self.send.poll() {
+            Some(Chunk::Data { offset, payload }) => {
+                self.paths[i].ack_sent = ack;
+                Some(Frame::Data {
+                    offset,
+                    ack,
+                    payload,
+                })
+            }
+            Some(Chunk::Fin { offset }) => Some(Frame::Fin { offset }),
+            None => {
+                let sent = self.paths[i].ack_sent;
+                let every = (self.cfg.recv_capacity as u64 / 4).clamp(1, MAX_ACK_EVERY);
+                // ACK when the reader caught up, or every quarter window: the sender's
+                // window and replay buffer advance with it.
+                if ack > sent && (self.recv.is_empty() || ack - sent >= every) {
+                    self.paths[i].ack_sent = ack;
+                    Some(Frame::Ack { ack })
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Client: everything is done but the server may not have our final ACK yet. A PING
+    /// behind it on the same (FIFO) path proves delivery when its PONG returns.
+    fn wants_close_confirmation(&self, i: usize) -> bool {
+        let p = &self.paths[i];
+        self.role == Role::Client
+            && self.state == State::Open
+            && self.send.is_done()
+            && self.recv.eof()
+            && self.confirmed < self.recv.received()
+            && p.ping_in_flight.is_none()
+            && p.ack_sent >= self.recv.ack()
+            && self.active() == Some(i)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next instant `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dead_after = self.cfg.path_dead_after;
+        match self.state {
+            State::Done => None,
+            State::Closed if self.role == Role::Client => None,
+            State::Reset => self
+                .paths
+                .iter()
+                .filter(|p| p.reset.is_some())
+                .map(|p| p.dead_at(dead_after))
+                .min(),
+            State::Open | State::Closed => {
+                let paths = self.paths.iter().flat_map(|p| {
+                    let ping = p.is_live().then(|| p.ping_at(self.cfg.keepalive_interval));
+                    std::iter::once(p.dead_at(dead_after)).chain(ping)
+                });
+                let linger = self.no_live_since.map(|t| t + self.linger);
+                paths.chain(linger).min()
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let dead_after = self.cfg.path_dead_after;
+        let dead: Vec<PathId> = self
+            .paths
+            .iter()
+            .filter(|p| now >= p.dead_at(dead_after))
+            .map(|p| p.id)
+            .collect();
+        for id in dead {
+            debug!(path = id, "path silent too long");
+            self.lose_path(now, id, true);
+        }
+        if !matches!(self.state, State::Open | State::Closed) {
+            return;
+        }
+        for p in self.paths.iter_mut().filter(|p| p.is_live()) {
+            if now >= p.ping_at(self.cfg.keepalive_interval) {
+                p.ping_due = true;
+                p.last_ping = Some(now);
+            }
+        }
+        if let Some(since) = self.no_live_since
+            && now >= since + self.linger
+        {
+            if self.state == State::Closed {
+                self.state = State::Done;
+            } else {
+                debug!("no path came back within the linger period");
+                self.reset(ResetReason::LingerExpired, false, true);
+            }
+        }
+    }
+
+    /// Takes as much of `data` as the replay buffer has room for. After a short count,
+    /// wait for `Event::Writable`.
+    pub fn app_write(&mut self, data: &[u8]) -> usize {
+        if self.state != State::Open {
+            return 0;
+        }
+        self.send.write(data)
+    }
+
+    /// Reads received bytes. 0 with `app_read_eof()` = the peer finished its stream.
+    pub fn app_read(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.recv.read(buf);
+        if self.recv.is_empty() {
+            self.readable_signalled = false;
+        }
+        self.after_input();
+        n
+    }
+
+    pub fn app_read_eof(&self) -> bool {
+        self.recv.eof()
+    }
+
+    /// The application half-closed: FIN follows the queued bytes.
+    pub fn app_shutdown_write(&mut self) {
+        if self.state == State::Open {
+            self.send.shutdown();
+            self.after_input();
+        }
+    }
+
+    /// The application vanished: RESET(AppAbort) on every live path, then finished.
+    pub fn app_abort(&mut self) {
+        if matches!(self.state, State::Open | State::Closed) {
+            self.reset(ResetReason::AppAbort, true, false);
+        }
+    }
+
+    /// Server: tell clients our new addresses (MOVED on every live path, and on paths
+    /// attached later). At most `MAX_LOCATORS` are sent.
+    pub fn announce_moved(&mut self, seq: u64, mut locators: Vec<SocketAddr>) {
+        if self.role != Role::Server || self.state != State::Open {
+            return;
+        }
+        locators.truncate(MAX_LOCATORS);
+        self.moved = Some((seq, locators));
+        for p in self.paths.iter_mut().filter(|p| p.is_live()) {
+            p.moved_due = true;
+        }
+    }
+
+    /// The session is over and its last event was polled: drop it.
+    pub fn is_finished(&self) -> bool {
+        let over = match self.state {
+            State::Open => false,
+            State::Closed => self.role == Role::Client,
+            State::Done => true,
+            State::Reset => self.paths.iter().all(|p| p.reset.is_none()),
+        };
+        over && self.events.is_empty()
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(self.state, State::Reset | State::Done)
+    }
+
+    fn index(&self, path: PathId) -> Option<usize> {
+        self.paths.iter().position(|p| p.id == path)
+    }
+
+    /// The active path: the live one that became live last.
+    fn active(&self) -> Option<usize> {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_live())
+            .max_by_key(|(_, p)| p.live_seq)
+            .map(|(i, _)| i)
+    }
+
+    fn add_live_path(&mut self, path: Path) {
+        self.paths.push(path);
+        let i = self.paths.len() - 1;
+        self.make_live(i);
+    }
+
+    /// `i` becomes the active path: resend from what the peer confirmed.
+    fn make_live(&mut self, i: usize) {
+        self.live_seq += 1;
+        let p = &mut self.paths[i];
+        p.state = PathState::Live;
+        p.live_seq = self.live_seq;
+        p.moved_due = self.moved.is_some() && self.role == Role::Server;
+        self.no_live_since = None;
+        self.send.rewind();
+    }
+
+    fn enforce_path_limit(&mut self, now: Instant) {
+        while self.paths.len() > MAX_PATHS {
+            let oldest = self
+                .paths
+                .iter()
+                .min_by_key(|p| (p.is_live(), p.live_seq))
+                .map(|p| p.id);
+            match oldest {
+                Some(id) => self.lose_path(now, id, true),
+                None => break,
+            }
+        }
+    }
+
+    fn lose_path(&mut self, now: Instant, path: PathId, dead: bool) {
+        let Some(i) = self.index(path) else { return };
+        let was_active = self.active() == Some(i);
+        self.paths.remove(i);
+        if dead {
+            self.events.push_back(Event::PathDead(path));
+        }
+        if !matches!(self.state, State::Open | State::Closed) {
+            return;
+        }
+        if was_active {
+            // Failover: the next active path resends everything unconfirmed.
+            self.send.rewind();
+        }
+        if !self.paths.iter().any(Path::is_live) && self.no_live_since.is_none() {
+            self.no_live_since = Some(now);
+        }
+        if self.role == Role::Client
+            && self.state == State::Open
+            && self.paths.is_empty()
+            && !self.events.contains(&Event::NeedPath)
+        {
+            self.events.push_back(Event::NeedPath);
+        }
+    }
+
+    fn reset(&mut self, reason: ResetReason, notify_peer: bool, report: bool) {
+        self.state = State::Reset;
+        for p in &mut self.paths {
+            p.reset = (notify_peer && p.is_live()).then_some(reason);
+        }
+        if report {
+            self.events.push_back(Event::Reset { reason });
+        }
+    }
+
+    fn signal_readable(&mut self) {
+        if !self.readable_signalled {
+            self.readable_signalled = true;
+            self.events.push_back(Event::Readable);
+        }
+    }
+
+    /// Bookkeeping after anything that may have moved the streams.
+    fn after_input(&mut self) {
+        if self.send.take_writable() && !self.events.contains(&Event::Writable) {
+            self.events.push_back(Event::Writable);
+        }
+        if self.state != State::Open || !self.send.is_done() || !self.recv.eof() {
+            return;
+        }
+        let confirmed = match self.role {
+            Role::Server => true,
+            Role::Client => self.confirmed >= self.recv.received(),
+        };
+        if confirmed {
+            debug!("session closed");
+            self.state = State::Closed;
+            self.events.push_back(Event::Closed);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The receiving half of a session: the bounded receive buffer, duplicate dropping, EOF.
+
+use std::collections::VecDeque;
+
+use super::SessionError;
+
+pub(super) struct RecvStream {
+    /// Bytes `[consumed, next)`: received, not yet read by the application.
+    buf: VecDeque<u8>,
+    capacity: usize,
+    consumed: u64,
+    next: u64,
+    /// The peer's FIN position, once received (always equal to `next` then).
+    fin: Option<u64>,
+}
+
+impl RecvStream {
+    pub(super) fn new(capacity: usize) -> Self {
+        RecvStream {
+            buf: VecDeque::new(),
+            capacity,
+            consumed: 0,
+            next: 0,
+            fin: None,
+        }
+    }
+
+    /// Stores the new part of a DATA frame. Returns whether anything new arrived.
+    ///
+    /// Every path is FIFO and a sender starts each path at a position the receiver already
+    /// reached, so a gap can only come from a broken peer; so can data beyond the window.
+    pub(super) fn on_data(&mut self, offset: u64, payload: &[u8]) -> Result<bool, SessionError> {
+        let end = offset
+            .checked_add(payload.len() as u64)
+            .ok_or(SessionError::OffsetOverflow)?;
+        if let Some(fin) = self.fin
+            && end > fin
+        {
+            return Err(SessionError::DataAfterFin { offset: end, fin });
+        }
+        if offset > self.next {
+            return Err(SessionError::Gap {
+                offset,
+                expected: self.next,
+            });
+        }
+        if end <= self.next {
+            return Ok(false);
+        }
+        let limit = self.consumed + self.capacity as u64;
+        if end > limit {
+            return Err(SessionError::BeyondWindow { end, limit });
+        }
+        self.buf.extend(&payload[(self.next - offset) as usize..]);
+        self.next = end;
+        Ok(true)
+    }
+
+    /// The peer's stream ends at `offset`. Returns whether this is news.
+    pub(super) fn on_fin(&mut self, offset: u64) -> Result<bool, SessionError> {
+        match self.fin {
+            Some(fin) if fin == offset => Ok(false),
+            Some(fin) => Err(SessionError::FinMoved { fin, offset }),
+            None if offset < self.next => Err(SessionError::DataAfterFin {
+                offset: self.next,
+                fin: offset,
+            }),
+            None if offset > self.next => Err(SessionError::Gap {
+                offset,
+                expected: self.next,
+            }),
+            None => {
+                self.fin = Some(offset);
+                Ok(true)
+            }
+        }
+    }
+
+    pub(super) fn read(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        for (dst, src) in out.iter_mut().zip(self.buf.drain(..n)) {
+            *dst = src;
+        }
+        self.consumed += n as u64;
+        n
+    }
+
+    /// Everything up to the peer's FIN has been read.
+    pub(super) fn eof(&self) -> bool {
+        self.fin == Some(self.consumed)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Cumulative ACK: what the application consumed (plus the FIN once it saw EOF).
+    pub(super) fn ack(&self) -> u64 {
+        self.consumed + u64::from(self.eof())
+    }
+
+    /// What a RESUME/RESUME_ACK reports: received so far (plus the FIN).
+    pub(super) fn received(&self) -> u64 {
+        self.next + u64::from(self.fin.is_some())
+    }
+}

@@ -1,0 +1,159 @@
+//! The sending half of a session: the replay buffer and the send pointer.
+//!
+//! Positions count stream bytes; the FIN occupies one extra position after the last byte, so
+//! "the peer has everything, FIN included" is simply `known == end + 1`.
+
+use std::collections::VecDeque;
+
+use super::SessionError;
+use crate::wire::MAX_DATA;
+
+/// What to send next on the active path.
+pub(super) enum Chunk {
+    Data { offset: u64, payload: Vec<u8> },
+    Fin { offset: u64 },
+}
+
+pub(super) struct SendStream {
+    /// Bytes `[base, end)`: written by the application, not yet known to be at the peer.
+    replay: VecDeque<u8>,
+    capacity: usize,
+    base: u64,
+    end: u64,
+    /// The application half-closed: FIN at `end`.
+    fin: bool,
+    /// Next position to send; rewound when a path changes.
+    next: u64,
+    /// Highest position ever sent: the peer cannot have more.
+    high: u64,
+    /// Highest position the peer said it has (ACK or RESUME/RESUME_ACK `received`).
+    known: u64,
+    /// Highest cumulative ACK: what the peer's application consumed. Flow control edge.
+    peer_ack: u64,
+    /// The peer's receive buffer; nothing is sent beyond `peer_ack + peer_window`.
+    peer_window: u64,
+    /// `write` accepted less than offered; the application waits for `Writable`.
+    blocked: bool,
+}
+
+impl SendStream {
+    pub(super) fn new(capacity: usize) -> Self {
+        SendStream {
+            replay: VecDeque::new(),
+            capacity,
+            base: 0,
+            end: 0,
+            fin: false,
+            next: 0,
+            high: 0,
+            known: 0,
+            peer_ack: 0,
+            peer_window: 0,
+            blocked: false,
+        }
+    }
+
+    pub(super) fn set_peer_window(&mut self, window: u32) {
+        self.peer_window = u64::from(window);
+    }
+
+    /// Accepts as much of `data` as the replay buffer has room for.
+    pub(super) fn write(&mut self, data: &[u8]) -> usize {
+        if self.fin {
+            return 0;
+        }
+        let room = self.capacity.saturating_sub(self.replay.len());
+        let n = room.min(data.len());
+        self.replay.extend(&data[..n]);
+        self.end += n as u64;
+        if n < data.len() {
+            self.blocked = true;
+        }
+        n
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        self.fin = true;
+    }
+
+    /// One past the last position that exists (the FIN's, once there is one).
+    fn limit(&self) -> u64 {
+        self.end + u64::from(self.fin)
+    }
+
+    /// A cumulative ACK: the peer's application consumed everything before `ack`.
+    pub(super) fn on_ack(&mut self, ack: u64) -> Result<(), SessionError> {
+        self.on_received(ack)?;
+        self.peer_ack = self.peer_ack.max(ack);
+        Ok(())
+    }
+
+    /// The peer holds everything before `received`: trim the replay buffer.
+    pub(super) fn on_received(&mut self, received: u64) -> Result<(), SessionError> {
+        if received > self.high {
+            return Err(SessionError::AckBeyondSent {
+                ack: received,
+                sent: self.high,
+            });
+        }
+        self.known = self.known.max(received);
+        let trim_to = self.known.min(self.end);
+        if trim_to > self.base {
+            self.replay.drain(..(trim_to - self.base) as usize);
+            self.base = trim_to;
+        }
+        self.next = self.next.max(self.known);
+        Ok(())
+    }
+
+    /// Highest position ever sent: the peer cannot claim more.
+    pub(super) fn high(&self) -> u64 {
+        self.high
+    }
+
+    /// Send again everything the peer has not confirmed (a new or failed-over path).
+    pub(super) fn rewind(&mut self) {
+        self.next = self.known;
+    }
+
+    /// The next frame's worth, if any is due and the peer's window allows it.
+    pub(super) fn poll(&mut self) -> Option<Chunk> {
+        if self.next < self.end {
+            let window_end = self.peer_ack.saturating_add(self.peer_window);
+            let stop = self.end.min(window_end).min(self.next + MAX_DATA as u64);
+            if stop <= self.next {
+                return None;
+            }
+            let from = (self.next - self.base) as usize;
+            let to = (stop - self.base) as usize;
+            let payload: Vec<u8> = self.replay.range(from..to).copied().collect();
+            let offset = self.next;
+            self.advance(stop);
+            return Some(Chunk::Data { offset, payload });
+        }
+        if self.fin && self.next == self.end {
+            self.advance(self.end + 1);
+            return Some(Chunk::Fin { offset: self.end });
+        }
+        None
+    }
+
+    fn advance(&mut self, to: u64) {
+        self.next = to;
+        self.high = self.high.max(to);
+    }
+
+    /// Everything, FIN included, is at the peer.
+    pub(super) fn is_done(&self) -> bool {
+        self.fin && self.known >= self.limit()
+    }
+
+    /// True once, when the application was refused room and room has appeared since.
+    pub(super) fn take_writable(&mut self) -> bool {
+        if self.blocked && self.replay.len() < self.capacity {
+            self.blocked = false;
+            return true;
+        }
+        false
+    }
+}

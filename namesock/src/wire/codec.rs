@@ -1,0 +1,341 @@
+//! Encoding and strict decoding of frames.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use namesock_identity::{Guid, PublicKey, Signature};
+
+use super::{
+    DecodeError, Frame, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
+    ResetReason, Resume, ResumeAck, VERSION,
+};
+
+const HELLO: u8 = 1;
+const HELLO_ACK: u8 = 2;
+const RESUME: u8 = 3;
+const RESUME_ACK: u8 = 4;
+const DATA: u8 = 5;
+const ACK: u8 = 6;
+const PING: u8 = 7;
+const PONG: u8 = 8;
+const FIN: u8 = 9;
+const RESET: u8 = 10;
+const MOVED: u8 = 11;
+
+const FAMILY_V4: u8 = 4;
+const FAMILY_V6: u8 = 6;
+
+impl Frame {
+    /// Appends the frame's wire form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[self.type_code(), 0, 0, 0, 0]);
+        self.encode_body(out);
+        let len = out.len() - start - HEADER_LEN;
+        debug_assert!(len <= MAX_FRAME - HEADER_LEN, "encoded an oversized frame");
+        out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    }
+
+    /// `Ok(None)`: `buf` does not hold a whole frame yet. `Ok(Some((frame, consumed)))`: the
+    /// first frame in `buf` and its length. `Err`: malformed; the path must be closed.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
+        let Some(header) = buf.get(..HEADER_LEN) else {
+            // Reject an unknown type as early as possible, even on a partial header.
+            if let Some(&t) = buf.first() {
+                name_of(t).ok_or(DecodeError::UnknownType(t))?;
+            }
+            return Ok(None);
+        };
+        let kind = header[0];
+        let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_FRAME - HEADER_LEN {
+            return Err(DecodeError::TooLong {
+                len,
+                max: MAX_FRAME - HEADER_LEN,
+            });
+        }
+        let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        let mut r = Reader { buf: body, name };
+        let frame = decode_body(kind, &mut r)?;
+        if !r.buf.is_empty() {
+            return Err(DecodeError::TrailingBytes(name));
+        }
+        Ok(Some((frame, HEADER_LEN + len)))
+    }
+
+    /// The frame's name in `docs/protocol.md`, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        name_of(self.type_code()).unwrap_or("?")
+    }
+
+    fn type_code(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => HELLO,
+            Frame::HelloAck(_) => HELLO_ACK,
+            Frame::Resume(_) => RESUME,
+            Frame::ResumeAck(_) => RESUME_ACK,
+            Frame::Data { .. } => DATA,
+            Frame::Ack { .. } => ACK,
+            Frame::Ping { .. } => PING,
+            Frame::Pong { .. } => PONG,
+            Frame::Fin { .. } => FIN,
+            Frame::Reset { .. } => RESET,
+            Frame::Moved { .. } => MOVED,
+        }
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Hello(h) => {
+                h.encode_signed_part(out);
+                out.extend_from_slice(&h.signature.0);
+            }
+            Frame::HelloAck(a) => {
+                a.encode_signed_part(out);
+                out.extend_from_slice(&a.signature.0);
+            }
+            Frame::Resume(r) => {
+                r.encode_signed_part(out);
+                out.extend_from_slice(&r.signature.0);
+            }
+            Frame::ResumeAck(a) => {
+                a.encode_signed_part(out);
+                out.extend_from_slice(&a.signature.0);
+            }
+            Frame::Data {
+                offset,
+                ack,
+                payload,
+            } => {
+                debug_assert!(payload.len() <= MAX_DATA);
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&ack.to_be_bytes());
+                out.extend_from_slice(payload);
+            }
+            Frame::Ack { ack: v }
+            | Frame::Ping { token: v }
+            | Frame::Pong { token: v }
+            | Frame::Fin { offset: v } => out.extend_from_slice(&v.to_be_bytes()),
+            Frame::Reset { reason } => out.extend_from_slice(&(*reason as u16).to_be_bytes()),
+            Frame::Moved { seq, locators } => {
+                debug_assert!(locators.len() <= MAX_LOCATORS);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.push(locators.len() as u8);
+                for addr in locators {
+                    match addr.ip() {
+                        IpAddr::V4(ip) => {
+                            out.push(FAMILY_V4);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        IpAddr::V6(ip) => {
+                            out.push(FAMILY_V6);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    out.extend_from_slice(&addr.port().to_be_bytes());
+                }
+            }
+        }
+    }
+}
+
+// The signed part of each authenticated frame is its body without the trailing signature;
+// `session::auth` builds the transcripts from these.
+
+impl Hello {
+    pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.conn_id);
+        out.extend_from_slice(self.client_key.as_bytes());
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(&self.port.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.window.to_be_bytes());
+    }
+}
+
+impl HelloAck {
+    pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.conn_id);
+        out.extend_from_slice(self.server_key.as_bytes());
+        out.extend_from_slice(&self.window.to_be_bytes());
+        out.extend_from_slice(&self.linger_ms.to_be_bytes());
+    }
+}
+
+impl Resume {
+    pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.conn_id);
+        out.extend_from_slice(&self.path_id.to_be_bytes());
+        out.extend_from_slice(&self.received.to_be_bytes());
+        out.extend_from_slice(&self.freshness.to_be_bytes());
+    }
+}
+
+impl ResumeAck {
+    pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.conn_id);
+        out.extend_from_slice(&self.path_id.to_be_bytes());
+        out.extend_from_slice(&self.received.to_be_bytes());
+    }
+}
+
+fn name_of(kind: u8) -> Option<&'static str> {
+    Some(match kind {
+        HELLO => "HELLO",
+        HELLO_ACK => "HELLO_ACK",
+        RESUME => "RESUME",
+        RESUME_ACK => "RESUME_ACK",
+        DATA => "DATA",
+        ACK => "ACK",
+        PING => "PING",
+        PONG => "PONG",
+        FIN => "FIN",
+        RESET => "RESET",
+        MOVED => "MOVED",
+        _ => return None,
+    })
+}
+
+fn decode_body(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    Ok(match kind {
+        HELLO => {
+            r.magic_and_version()?;
+            Frame::Hello(Hello {
+                conn_id: r.array()?,
+                client_key: r.key()?,
+                target: Guid::from_bytes(r.array()?),
+                port: r.u16()?,
+                nonce: r.array()?,
+                window: r.u32()?,
+                signature: Signature(r.array()?),
+            })
+        }
+        HELLO_ACK => Frame::HelloAck(HelloAck {
+            conn_id: r.array()?,
+            server_key: r.key()?,
+            window: r.u32()?,
+            linger_ms: r.u32()?,
+            signature: Signature(r.array()?),
+        }),
+        RESUME => {
+            r.magic_and_version()?;
+            Frame::Resume(Resume {
+                conn_id: r.array()?,
+                path_id: r.u32()?,
+                received: r.u64()?,
+                freshness: r.u64()?,
+                signature: Signature(r.array()?),
+            })
+        }
+        RESUME_ACK => Frame::ResumeAck(ResumeAck {
+            conn_id: r.array()?,
+            path_id: r.u32()?,
+            received: r.u64()?,
+            signature: Signature(r.array()?),
+        }),
+        DATA => {
+            let offset = r.u64()?;
+            let ack = r.u64()?;
+            let payload = r.rest();
+            if payload.len() > MAX_DATA {
+                return Err(DecodeError::PayloadTooLarge(payload.len()));
+            }
+            Frame::Data {
+                offset,
+                ack,
+                payload: payload.to_vec(),
+            }
+        }
+        ACK => Frame::Ack { ack: r.u64()? },
+        PING => Frame::Ping { token: r.u64()? },
+        PONG => Frame::Pong { token: r.u64()? },
+        FIN => Frame::Fin { offset: r.u64()? },
+        RESET => {
+            let code = r.u16()?;
+            let reason =
+                ResetReason::from_code(code).ok_or(DecodeError::UnknownResetReason(code))?;
+            Frame::Reset { reason }
+        }
+        MOVED => {
+            let seq = r.u64()?;
+            let count = r.u8()? as usize;
+            if count > MAX_LOCATORS {
+                return Err(DecodeError::TooManyLocators(count));
+            }
+            let mut locators = Vec::with_capacity(count);
+            for _ in 0..count {
+                let ip = match r.u8()? {
+                    FAMILY_V4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                    FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                    other => return Err(DecodeError::BadAddressFamily(other)),
+                };
+                locators.push(SocketAddr::new(ip, r.u16()?));
+            }
+            Frame::Moved { seq, locators }
+        }
+        other => return Err(DecodeError::UnknownType(other)),
+    })
+}
+
+/// A cursor over a frame body whose length was already checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+    name: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated(self.name));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn key(&mut self) -> Result<PublicKey, DecodeError> {
+        PublicKey::from_bytes(&self.array()?).map_err(|_| DecodeError::BadKey)
+    }
+
+    fn magic_and_version(&mut self) -> Result<(), DecodeError> {
+        if self.array::<4>()? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        match self.u8()? {
+            VERSION => Ok(()),
+            v => Err(DecodeError::UnsupportedVersion(v)),
+        }
+    }
+}

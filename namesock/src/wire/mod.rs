@@ -1,0 +1,195 @@
+//! The namesock wire protocol: the frames that travel on a flow path, and their codec.
+//!
+//! Every frame is `type: u8 | length: u32 BE | body`, where `length` counts the body only.
+//! The decoder is strict and bounded: the length is checked against [`MAX_FRAME`] as soon as
+//! the 5 header bytes are there (before waiting for or buffering a body), every field is
+//! checked, trailing bytes are an error, and nothing allocates more than the checked length.
+//! `docs/protocol.md` documents every frame byte by byte.
+//!
+//! Room for later frame types: type codes 12..=255 are reserved. A decoder that meets one
+//! returns [`DecodeError::UnknownType`] (the path is closed), so a peer may send a new type only
+//! after the protocol version in HELLO/RESUME told it the other side knows it.
+
+mod codec;
+
+use std::net::SocketAddr;
+
+use namesock_identity::{Guid, PublicKey, Signature};
+
+/// A session's identity on the wire: random, chosen by the client, never reused.
+pub type ConnId = [u8; 16];
+/// A flow path, numbered by the engine that owns it (the two ends number paths independently).
+pub type PathId = u32;
+
+/// Protocol version carried in HELLO and RESUME.
+pub const VERSION: u8 = 1;
+/// First bytes of the body of the frames that open a flow path (HELLO, RESUME).
+pub const MAGIC: [u8; 4] = *b"nsok";
+/// Frame header: type (1) and body length (4).
+pub const HEADER_LEN: usize = 5;
+/// Largest DATA payload.
+pub const MAX_DATA: usize = 32 * 1024;
+/// Largest frame on the wire, header included. Longer length fields are refused unread.
+pub const MAX_FRAME: usize = 64 * 1024 + HEADER_LEN;
+/// Most locators in one MOVED frame.
+pub const MAX_LOCATORS: usize = 32;
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    HelloAck(HelloAck),
+    Data {
+        offset: u64,
+        ack: u64,
+        payload: Vec<u8>,
+    },
+    Ack {
+        ack: u64,
+    },
+    Ping {
+        token: u64,
+    },
+    Pong {
+        token: u64,
+    },
+    Resume(Resume),
+    ResumeAck(ResumeAck),
+    Moved {
+        seq: u64,
+        locators: Vec<SocketAddr>,
+    },
+    /// The sender's stream ends at `offset` (its total length).
+    Fin {
+        offset: u64,
+    },
+    Reset {
+        reason: ResetReason,
+    },
+}
+
+/// Client -> server, first frame of a new session's first path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub conn_id: ConnId,
+    pub client_key: PublicKey,
+    /// The GUID the client wants to reach; the server must own it.
+    pub target: Guid,
+    /// The service port the application asked for.
+    pub port: u16,
+    pub nonce: [u8; 32],
+    /// How many unread bytes the client buffers (the server never sends further ahead).
+    pub window: u32,
+    /// By `client_key`, over the HELLO transcript (see `docs/protocol.md`).
+    pub signature: Signature,
+}
+
+impl Hello {
+    pub fn conn_id(&self) -> ConnId {
+        self.conn_id
+    }
+}
+
+/// Server -> client: the server's key and session parameters, signed over the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloAck {
+    pub conn_id: ConnId,
+    pub server_key: PublicKey,
+    /// How many unread bytes the server buffers.
+    pub window: u32,
+    /// How long the server keeps a session without paths, in milliseconds.
+    pub linger_ms: u32,
+    /// By `server_key`, over the HELLO and the fields above.
+    pub signature: Signature,
+}
+
+/// Client -> server, first frame of an additional or replacement path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub conn_id: ConnId,
+    /// The client's number for this path (for logs; the server numbers it its own way).
+    pub path_id: PathId,
+    /// Stream bytes the client has received (plus one once it has the server's FIN).
+    pub received: u64,
+    /// Strictly greater than in any RESUME the server accepted before for this session.
+    pub freshness: u64,
+    /// By the key the client used in its HELLO.
+    pub signature: Signature,
+}
+
+impl Resume {
+    pub fn conn_id(&self) -> ConnId {
+        self.conn_id
+    }
+}
+
+/// Server -> client: the resume was accepted; what the server has received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeAck {
+    pub conn_id: ConnId,
+    /// Echo of [`Resume::path_id`].
+    pub path_id: PathId,
+    /// Stream bytes the server has received (plus one once it has the client's FIN).
+    pub received: u64,
+    /// By the server key, over the RESUME it answers and the fields above.
+    pub signature: Signature,
+}
+
+/// Why a session was reset. Codes not listed are a decode error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ResetReason {
+    /// The server does not serve the requested port.
+    PortRefused = 1,
+    /// No flow path came back within the linger period.
+    LingerExpired = 2,
+    /// A handshake or resume failed authentication.
+    AuthFailed = 3,
+    /// The peer broke the protocol.
+    Protocol = 4,
+    /// The application went away without closing.
+    AppAbort = 5,
+    /// The server has no room for another session.
+    Overloaded = 6,
+}
+
+impl ResetReason {
+    fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => ResetReason::PortRefused,
+            2 => ResetReason::LingerExpired,
+            3 => ResetReason::AuthFailed,
+            4 => ResetReason::Protocol,
+            5 => ResetReason::AppAbort,
+            6 => ResetReason::Overloaded,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a frame. Any of these closes the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    #[error("frame body of {len} bytes exceeds the maximum of {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("{0} frame body is shorter than its fields")]
+    Truncated(&'static str),
+    #[error("{0} frame body has bytes after its fields")]
+    TrailingBytes(&'static str),
+    #[error("bad magic: not a namesock flow path")]
+    BadMagic,
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    #[error("not a valid ed25519 public key")]
+    BadKey,
+    #[error("DATA payload of {0} bytes exceeds {MAX_DATA}")]
+    PayloadTooLarge(usize),
+    #[error("unknown reset reason {0}")]
+    UnknownResetReason(u16),
+    #[error("unknown address family {0}")]
+    BadAddressFamily(u8),
+    #[error("{0} locators exceed the maximum of {MAX_LOCATORS}")]
+    TooManyLocators(usize),
+}
