@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use namesock_resolver::{Gns, GnsError, Target};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
@@ -316,6 +317,82 @@ pub fn name_of(ip: IpAddr) -> Option<String> {
             None
         }
     }
+}
+
+/// Why a name in the zone has no synthetic address.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Gns(#[from] GnsError),
+    #[error(transparent)]
+    Table(#[from] SyntheticError),
+}
+
+/// What a failed lookup means to a program: the standard resolver outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// The name does not exist (`EAI_NONAME`, `HOST_NOT_FOUND`).
+    NoName,
+    /// The GNS could not be reached or read; trying later may work (`EAI_AGAIN`, `TRY_AGAIN`).
+    TryAgain,
+    /// Anything else: bad configuration, forged data, a full table (`EAI_FAIL`, `NO_RECOVERY`).
+    Fail,
+}
+
+impl LookupError {
+    pub fn failure(&self) -> LookupFailure {
+        match self {
+            LookupError::Gns(GnsError::NotFound(_) | GnsError::InvalidName(_)) => {
+                LookupFailure::NoName
+            }
+            LookupError::Gns(GnsError::Io { .. }) => LookupFailure::TryAgain,
+            LookupError::Gns(_) | LookupError::Table(_) => LookupFailure::Fail,
+        }
+    }
+}
+
+/// This process's GNS client, built from the environment on first use (and retried on the
+/// next lookup if the configuration could not be read).
+pub fn gns() -> Result<&'static Gns, GnsError> {
+    static GNS: OnceLock<Gns> = OnceLock::new();
+    if let Some(gns) = GNS.get() {
+        return Ok(gns);
+    }
+    let gns = Gns::from_env()?;
+    Ok(GNS.get_or_init(|| gns))
+}
+
+/// Is `host` in the managed zone? Used only when the GNS configuration is unreadable, to keep
+/// every other name working: the zone from `NAMESOCK_ZONE`, else the default.
+fn in_configured_zone(host: &str) -> bool {
+    let zone = std::env::var("NAMESOCK_ZONE")
+        .ok()
+        .filter(|z| !z.is_empty())
+        .unwrap_or_else(|| namesock_resolver::config::DEFAULT_ZONE.to_owned());
+    namesock_resolver::name::parse_target(host, &zone).is_some()
+}
+
+/// Resolves a host name the way the preload's `getaddrinfo` needs it: `Ok(None)` for names
+/// outside the zone (the system resolver handles them), the synthetic addresses of a name or
+/// GUID literal that the GNS knows, or why not.
+pub fn lookup(host: &str) -> Result<Option<(Ipv4Addr, Ipv6Addr)>, LookupError> {
+    let gns = match gns() {
+        Ok(gns) => gns,
+        Err(e) if in_configured_zone(host) => return Err(e.into()),
+        Err(_) => return Ok(None),
+    };
+    let Some(target) = gns.parse_target(host) else {
+        return Ok(None);
+    };
+    gns.resolve(&target)?;
+    Ok(Some(assign(&namesock_resolver::name::normalize(host))?))
+}
+
+/// The service a connect to `addr` means: the target behind a synthetic address, and the port.
+pub fn target_for(addr: &SocketAddr) -> Option<(Target, u16)> {
+    let name = name_of(addr.ip())?;
+    let target = gns().ok()?.parse_target(&name)?;
+    Some((target, addr.port()))
 }
 
 #[cfg(test)]
