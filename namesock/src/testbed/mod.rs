@@ -12,6 +12,8 @@
 //! (processes in its namespaces are killed first). [`Testbed::sweep_stale`] removes what a killed
 //! run left behind. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the `ip` and `nft` tools.
 
+pub mod demo;
+mod forward;
 mod measure;
 mod plan;
 mod process;
@@ -247,6 +249,18 @@ impl Testbed {
         sysctl(&namespace, "net/ipv6/conf/all/accept_dad", "0")?;
         sysctl(&namespace, "net/ipv6/conf/default/accept_dad", "0")
     }
+}
+
+/// Is this process running as root (effective uid 0), as a test bed needs?
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            // Uid: real effective saved filesystem
+            line.split_whitespace().nth(2).map(|uid| uid == "0")
+        })
+        .unwrap_or(false)
 }
 
 /// Prefix of the beds made by [`Testbed::for_scenario`].

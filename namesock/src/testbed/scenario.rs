@@ -480,6 +480,11 @@ impl Download {
         &self.label
     }
 
+    /// Time since the download started.
+    pub fn elapsed(&self) -> Duration {
+        self.progress.now()
+    }
+
     /// Bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.progress.bytes()
