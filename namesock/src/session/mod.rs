@@ -23,6 +23,8 @@ mod error;
 mod path;
 mod recv;
 mod send;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;

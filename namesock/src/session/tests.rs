@@ -1,0 +1,427 @@
+//! Authentication and state-rule tests, driving a client and a server session by hand.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use namesock_identity::{Keypair, Signature};
+
+use super::*;
+
+const CPATH: PathId = 1;
+const SPATH: PathId = 100;
+
+fn cfg() -> SessionConfig {
+    SessionConfig {
+        replay_capacity: 64 * 1024,
+        recv_capacity: 64 * 1024,
+        ..SessionConfig::default()
+    }
+}
+
+fn server_key() -> Arc<Keypair> {
+    Arc::new(Keypair::from_seed(&[2; 32]))
+}
+
+/// A client and a server session joined by pairs of (client path, server path).
+struct Pair {
+    now: Instant,
+    client: Session,
+    server: Session,
+    links: Vec<(PathId, PathId)>,
+}
+
+impl Pair {
+    fn new(conn: u8, cfg: SessionConfig) -> Pair {
+        let now = Instant::now();
+        let skey = server_key();
+        let ckey = Arc::new(Keypair::from_seed(&[conn; 32]));
+        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [conn; 16], [9; 32], now);
+        client.path_opened(now, CPATH);
+        let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+            panic!("no HELLO");
+        };
+        let server = Acceptor::new(cfg, skey)
+            .accept_hello(now, &hello, SPATH)
+            .unwrap();
+        let mut pair = Pair {
+            now,
+            client,
+            server,
+            links: vec![(CPATH, SPATH)],
+        };
+        pair.pump();
+        assert!(matches!(
+            pair.client.poll_event(),
+            Some(Event::Established { .. })
+        ));
+        assert!(matches!(
+            pair.server.poll_event(),
+            Some(Event::Established { .. })
+        ));
+        pair
+    }
+
+    /// Delivers frames both ways on every link until all is quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for &(c, s) in &self.links {
+                while let Some(f) = self.client.poll_transmit(self.now, c) {
+                    let _ = self.server.handle_frame(self.now, s, f);
+                    moved = true;
+                }
+                while let Some(f) = self.server.poll_transmit(self.now, s) {
+                    let _ = self.client.handle_frame(self.now, c, f);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn client_to_server(&mut self, data: &[u8]) -> Vec<u8> {
+        assert_eq!(self.client.app_write(data), data.len());
+        self.pump();
+        read_all(&mut self.server)
+    }
+
+    fn server_to_client(&mut self, data: &[u8]) -> Vec<u8> {
+        assert_eq!(self.server.app_write(data), data.len());
+        self.pump();
+        read_all(&mut self.client)
+    }
+
+    fn still_works(&mut self) {
+        assert_eq!(self.client_to_server(b"still there?"), b"still there?");
+        assert_eq!(self.server_to_client(b"yes"), b"yes");
+    }
+
+    /// The client opens `cpath` and returns the RESUME it would send (not delivered).
+    fn open_resume(&mut self, cpath: PathId) -> Resume {
+        self.client.path_opened(self.now, cpath);
+        match self.client.poll_transmit(self.now, cpath) {
+            Some(Frame::Resume(r)) => r,
+            other => panic!("expected RESUME, got {other:?}"),
+        }
+    }
+}
+
+fn read_all(s: &mut Session) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.app_read(&mut buf);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+#[test]
+fn hello_ack_from_a_key_that_is_not_the_guid_is_a_hard_failure() {
+    let now = Instant::now();
+    let real = server_key();
+    let impostor = Keypair::from_seed(&[66; 32]);
+    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let mut client = Session::client(cfg(), ckey, real.guid(), 80, [1; 16], [9; 32], now);
+    client.path_opened(now, CPATH);
+    let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+        panic!("no HELLO");
+    };
+    // A correctly signed answer, but by a key that does not hash to the GUID we dialled.
+    let mut ack = HelloAck {
+        conn_id: hello.conn_id,
+        server_key: impostor.public(),
+        window: 1 << 16,
+        linger_ms: 60_000,
+        signature: Signature([0; 64]),
+    };
+    ack.signature = impostor.sign(&auth::hello_ack(&hello, &ack));
+    assert_eq!(
+        client.handle_frame(now, CPATH, Frame::HelloAck(ack)),
+        Err(SessionError::Handshake(HandshakeError::KeyMismatch))
+    );
+    assert!(events(&mut client).contains(&Event::Reset {
+        reason: ResetReason::AuthFailed
+    }));
+    assert!(client.is_finished());
+    assert_eq!(client.peer(), None);
+}
+
+#[test]
+fn hello_ack_with_the_right_key_but_a_bad_signature_is_a_hard_failure() {
+    let now = Instant::now();
+    let skey = server_key();
+    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let mut client = Session::client(cfg(), ckey, skey.guid(), 80, [1; 16], [9; 32], now);
+    client.path_opened(now, CPATH);
+    let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+        panic!("no HELLO");
+    };
+    let server = Acceptor::new(cfg(), skey).accept_hello(now, &hello, SPATH);
+    let Some(Frame::HelloAck(mut ack)) = server.unwrap().poll_transmit(now, SPATH) else {
+        panic!("no HELLO_ACK");
+    };
+    ack.window += 1; // tampered in flight
+    assert_eq!(
+        client.handle_frame(now, CPATH, Frame::HelloAck(ack)),
+        Err(SessionError::Handshake(HandshakeError::BadSignature))
+    );
+    assert!(events(&mut client).contains(&Event::Reset {
+        reason: ResetReason::AuthFailed
+    }));
+}
+
+#[test]
+fn acceptor_refuses_hellos_for_other_guids_or_badly_signed() {
+    let now = Instant::now();
+    let skey = server_key();
+    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let acceptor = Acceptor::new(cfg(), skey.clone());
+    let other = Keypair::from_seed(&[3; 32]).guid();
+    let mut wrong = Session::client(cfg(), ckey.clone(), other, 80, [1; 16], [9; 32], now);
+    wrong.path_opened(now, CPATH);
+    let Some(Frame::Hello(hello)) = wrong.poll_transmit(now, CPATH) else {
+        panic!("no HELLO");
+    };
+    assert_eq!(
+        acceptor.accept_hello(now, &hello, SPATH).unwrap_err(),
+        HandshakeError::WrongTarget
+    );
+
+    let mut client = Session::client(cfg(), ckey, skey.guid(), 80, [1; 16], [9; 32], now);
+    client.path_opened(now, CPATH);
+    let Some(Frame::Hello(mut hello)) = client.poll_transmit(now, CPATH) else {
+        panic!("no HELLO");
+    };
+    hello.port = 22;
+    assert_eq!(
+        acceptor.accept_hello(now, &hello, SPATH).unwrap_err(),
+        HandshakeError::BadSignature
+    );
+}
+
+#[test]
+fn a_resume_signed_by_another_key_is_rejected_and_the_session_goes_on() {
+    let mut pair = Pair::new(1, cfg());
+    pair.still_works();
+    let genuine = pair.open_resume(2);
+    let thief = Keypair::from_seed(&[99; 32]);
+    let mut forged = genuine.clone();
+    forged.freshness += 10;
+    forged.signature = thief.sign(&auth::resume(&server_key().guid(), &forged));
+    assert_eq!(
+        pair.server.verify_resume(&forged),
+        Err(ResumeError::BadSignature)
+    );
+    // Tampering with any field of a genuine one breaks its signature too.
+    let mut tampered = genuine;
+    tampered.received = 0;
+    assert_eq!(
+        pair.server.verify_resume(&tampered),
+        Err(ResumeError::BadSignature)
+    );
+    pair.server.attach_resume(pair.now, &forged, 200);
+    assert!(pair.server.poll_transmit(pair.now, 200).is_none());
+    pair.still_works();
+}
+
+#[test]
+fn a_replayed_resume_is_rejected_and_the_session_goes_on() {
+    let mut pair = Pair::new(1, cfg());
+    pair.still_works();
+    let resume = pair.open_resume(2);
+    assert_eq!(pair.server.verify_resume(&resume), Ok(()));
+    pair.server.attach_resume(pair.now, &resume, 200);
+    pair.links.push((2, 200));
+    pair.pump();
+    pair.still_works();
+    // The attacker sniffed that RESUME and plays it again on a connection of its own.
+    assert_eq!(
+        pair.server.verify_resume(&resume),
+        Err(ResumeError::Replayed {
+            freshness: resume.freshness,
+            last: resume.freshness
+        })
+    );
+    pair.server.attach_resume(pair.now, &resume, 300);
+    assert!(pair.server.poll_transmit(pair.now, 300).is_none());
+    pair.still_works();
+}
+
+#[test]
+fn a_resume_for_another_connection_is_rejected_and_the_session_goes_on() {
+    let mut pair = Pair::new(1, cfg());
+    let mut other = Pair::new(5, cfg());
+    let foreign = other.open_resume(2);
+    assert_ne!(foreign.conn_id(), pair.server.conn_id());
+    assert_eq!(
+        pair.server.verify_resume(&foreign),
+        Err(ResumeError::WrongConnection)
+    );
+    pair.server.attach_resume(pair.now, &foreign, 200);
+    assert!(pair.server.poll_transmit(pair.now, 200).is_none());
+    pair.still_works();
+}
+
+#[test]
+fn a_forged_resume_ack_closes_only_that_path() {
+    let mut pair = Pair::new(1, cfg());
+    let resume = pair.open_resume(2);
+    let forged = ResumeAck {
+        conn_id: resume.conn_id,
+        path_id: resume.path_id,
+        received: 0,
+        signature: Signature([7; 64]),
+    };
+    assert_eq!(
+        pair.client
+            .handle_frame(pair.now, 2, Frame::ResumeAck(forged)),
+        Err(SessionError::Handshake(HandshakeError::BadSignature))
+    );
+    assert!(events(&mut pair.client).contains(&Event::PathDead(2)));
+    pair.still_works();
+}
+
+#[test]
+fn a_full_replay_buffer_pushes_back_and_acks_free_it() {
+    let small = SessionConfig {
+        replay_capacity: 1000,
+        ..cfg()
+    };
+    let mut pair = Pair::new(1, small);
+    assert_eq!(pair.client.app_write(&[1; 1500]), 1000);
+    assert_eq!(pair.client.app_write(&[1; 10]), 0);
+    pair.pump();
+    assert_eq!(read_all(&mut pair.server).len(), 1000);
+    pair.pump();
+    assert!(events(&mut pair.client).contains(&Event::Writable));
+    assert_eq!(pair.client.app_write(&[1; 500]), 500);
+}
+
+#[test]
+fn the_sender_never_exceeds_the_receivers_window() {
+    let narrow = SessionConfig {
+        recv_capacity: 1000,
+        ..cfg()
+    };
+    let mut pair = Pair::new(1, narrow);
+    assert_eq!(pair.server.app_write(&[3; 5000]), 5000);
+    pair.pump();
+    // Nothing read yet: exactly one window is in flight.
+    let mut buf = [0u8; 10_000];
+    assert_eq!(pair.client.app_read(&mut buf), 1000);
+    pair.pump();
+    assert_eq!(read_all(&mut pair.client).len(), 1000);
+    // DATA beyond the window is a protocol error on that path.
+    let err = pair.client.handle_frame(
+        pair.now,
+        CPATH,
+        Frame::Data {
+            offset: 2000,
+            ack: 0,
+            payload: vec![0; 2000],
+        },
+    );
+    assert!(matches!(err, Err(SessionError::BeyondWindow { .. })));
+}
+
+#[test]
+fn keepalive_then_dead_path_then_need_path_then_linger() {
+    let mut pair = Pair::new(1, cfg());
+    let c = cfg();
+    let t = pair.client.poll_timeout().unwrap();
+    assert_eq!(t, pair.now + c.keepalive_interval);
+    pair.client.handle_timeout(t);
+    assert!(matches!(
+        pair.client.poll_transmit(t, CPATH),
+        Some(Frame::Ping { .. })
+    ));
+    let dead = pair.now + c.path_dead_after;
+    pair.client.handle_timeout(dead);
+    pair.server.handle_timeout(dead);
+    assert_eq!(
+        events(&mut pair.client),
+        vec![Event::PathDead(CPATH), Event::NeedPath]
+    );
+    assert_eq!(events(&mut pair.server), vec![Event::PathDead(SPATH)]);
+    let end = dead + c.linger;
+    for s in [&mut pair.client, &mut pair.server] {
+        assert_eq!(s.poll_timeout(), Some(end));
+        s.handle_timeout(end);
+        assert_eq!(
+            events(s),
+            vec![Event::Reset {
+                reason: ResetReason::LingerExpired
+            }]
+        );
+        assert!(s.is_finished());
+    }
+}
+
+#[test]
+fn moved_reaches_the_client_once_per_sequence() {
+    let mut pair = Pair::new(1, cfg());
+    let to: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+    pair.server.announce_moved(3, vec![to]);
+    pair.pump();
+    assert_eq!(
+        events(&mut pair.client),
+        vec![Event::Moved {
+            seq: 3,
+            locators: vec![to]
+        }]
+    );
+    pair.server.announce_moved(3, vec![to]);
+    pair.pump();
+    assert_eq!(events(&mut pair.client), vec![]);
+}
+
+#[test]
+fn half_close_both_ways_ends_closed_on_both_sides() {
+    let mut pair = Pair::new(1, cfg());
+    pair.client.app_write(b"request");
+    pair.client.app_shutdown_write();
+    pair.pump();
+    assert_eq!(read_all(&mut pair.server), b"request");
+    assert!(pair.server.app_read_eof());
+    // The server still writes after the client's half-close.
+    pair.server.app_write(b"response");
+    pair.server.app_shutdown_write();
+    pair.pump();
+    assert_eq!(read_all(&mut pair.client), b"response");
+    assert!(pair.client.app_read_eof());
+    pair.pump();
+    assert!(events(&mut pair.client).contains(&Event::Closed));
+    assert!(events(&mut pair.server).contains(&Event::Closed));
+    assert!(pair.client.is_finished());
+    // The server stays resumable for the linger period after its last path goes.
+    pair.server.path_closed(pair.now, SPATH);
+    assert!(!pair.server.is_finished());
+    pair.server.handle_timeout(pair.now + cfg().linger);
+    assert!(pair.server.is_finished());
+    assert_eq!(events(&mut pair.server), vec![]);
+}
+
+#[test]
+fn peer_reset_and_app_abort() {
+    let mut pair = Pair::new(1, cfg());
+    pair.client.app_abort();
+    assert!(!pair.client.is_finished());
+    pair.pump();
+    assert!(pair.client.is_finished());
+    assert_eq!(
+        events(&mut pair.server),
+        vec![Event::Reset {
+            reason: ResetReason::AppAbort
+        }]
+    );
+    assert!(pair.server.is_finished());
+}

@@ -1,0 +1,326 @@
+//! The frame codec: every frame type round-trips, arbitrary bytes never panic the decoder,
+//! and malformed input gets the error it deserves.
+
+use std::net::{IpAddr, SocketAddr};
+
+use namesock::identity::{Guid, Keypair, PublicKey, Signature};
+use namesock::wire::{
+    DecodeError, Frame, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
+    ResetReason, Resume, ResumeAck,
+};
+use proptest::prelude::*;
+
+fn key() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(|seed| Keypair::from_seed(&seed).public())
+}
+
+fn signature() -> impl Strategy<Value = Signature> {
+    (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(a, b)| {
+        let mut s = [0u8; 64];
+        s[..32].copy_from_slice(&a);
+        s[32..].copy_from_slice(&b);
+        Signature(s)
+    })
+}
+
+fn locator() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::from(ip), port)),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::from(ip), port)),
+    ]
+}
+
+fn reason() -> impl Strategy<Value = ResetReason> {
+    prop_oneof![
+        Just(ResetReason::PortRefused),
+        Just(ResetReason::LingerExpired),
+        Just(ResetReason::AuthFailed),
+        Just(ResetReason::Protocol),
+        Just(ResetReason::AppAbort),
+        Just(ResetReason::Overloaded),
+    ]
+}
+
+fn hello() -> impl Strategy<Value = Frame> {
+    (
+        any::<[u8; 16]>(),
+        key(),
+        any::<[u8; 20]>(),
+        any::<u16>(),
+        any::<[u8; 32]>(),
+        any::<u32>(),
+        signature(),
+    )
+        .prop_map(
+            |(conn_id, client_key, target, port, nonce, window, signature)| {
+                Frame::Hello(Hello {
+                    conn_id,
+                    client_key,
+                    target: Guid::from_bytes(target),
+                    port,
+                    nonce,
+                    window,
+                    signature,
+                })
+            },
+        )
+}
+
+fn hello_ack() -> impl Strategy<Value = Frame> {
+    (
+        any::<[u8; 16]>(),
+        key(),
+        any::<u32>(),
+        any::<u32>(),
+        signature(),
+    )
+        .prop_map(|(conn_id, server_key, window, linger_ms, signature)| {
+            Frame::HelloAck(HelloAck {
+                conn_id,
+                server_key,
+                window,
+                linger_ms,
+                signature,
+            })
+        })
+}
+
+fn resume() -> impl Strategy<Value = Frame> {
+    (
+        any::<[u8; 16]>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        signature(),
+    )
+        .prop_map(|(conn_id, path_id, received, freshness, signature)| {
+            Frame::Resume(Resume {
+                conn_id,
+                path_id,
+                received,
+                freshness,
+                signature,
+            })
+        })
+}
+
+fn resume_ack() -> impl Strategy<Value = Frame> {
+    (any::<[u8; 16]>(), any::<u32>(), any::<u64>(), signature()).prop_map(
+        |(conn_id, path_id, received, signature)| {
+            Frame::ResumeAck(ResumeAck {
+                conn_id,
+                path_id,
+                received,
+                signature,
+            })
+        },
+    )
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        hello(),
+        hello_ack(),
+        resume(),
+        resume_ack(),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..=MAX_DATA)
+        )
+            .prop_map(|(offset, ack, payload)| Frame::Data {
+                offset,
+                ack,
+                payload
+            }),
+        any::<u64>().prop_map(|ack| Frame::Ack { ack }),
+        any::<u64>().prop_map(|token| Frame::Ping { token }),
+        any::<u64>().prop_map(|token| Frame::Pong { token }),
+        (
+            any::<u64>(),
+            prop::collection::vec(locator(), 0..=MAX_LOCATORS)
+        )
+            .prop_map(|(seq, locators)| Frame::Moved { seq, locators }),
+        any::<u64>().prop_map(|offset| Frame::Fin { offset }),
+        reason().prop_map(|reason| Frame::Reset { reason }),
+    ]
+}
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    out
+}
+
+proptest! {
+    #[test]
+    fn every_frame_round_trips(frame in frame()) {
+        let bytes = encode(&frame);
+        prop_assert!(bytes.len() <= MAX_FRAME);
+        prop_assert_eq!(Frame::decode(&bytes), Ok(Some((frame.clone(), bytes.len()))));
+        // Any strict prefix is "need more bytes", never an error or a different frame.
+        for cut in [0, 1, HEADER_LEN - 1, HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
+            prop_assert_eq!(Frame::decode(&bytes[..cut.min(bytes.len() - 1)]), Ok(None));
+        }
+    }
+
+    #[test]
+    fn frames_decode_back_to_back(frames in prop::collection::vec(frame(), 1..6)) {
+        let mut stream = Vec::new();
+        for f in &frames {
+            f.encode(&mut stream);
+        }
+        let mut rest = &stream[..];
+        for f in &frames {
+            let (got, used) = Frame::decode(rest).unwrap().unwrap();
+            prop_assert_eq!(&got, f);
+            rest = &rest[used..];
+        }
+        prop_assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(Some((frame, used))) = Frame::decode(&bytes) {
+            prop_assert!(used <= bytes.len());
+            prop_assert_eq!(encode(&frame), &bytes[..used]);
+        }
+    }
+
+    #[test]
+    fn decode_never_panics_on_mutated_frames(
+        frame in frame(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = encode(&frame);
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        if let Ok(Some((frame, used))) = Frame::decode(&bytes) {
+            prop_assert_eq!(encode(&frame), &bytes[..used]);
+        }
+    }
+}
+
+fn header(kind: u8, len: u32) -> Vec<u8> {
+    let mut h = vec![kind];
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}
+
+#[test]
+fn oversized_length_is_refused_from_the_header_alone() {
+    let len = (MAX_FRAME - HEADER_LEN + 1) as u32;
+    assert_eq!(
+        Frame::decode(&header(5, len)),
+        Err(DecodeError::TooLong {
+            len: len as usize,
+            max: MAX_FRAME - HEADER_LEN
+        })
+    );
+    assert!(matches!(
+        Frame::decode(&header(5, u32::MAX)),
+        Err(DecodeError::TooLong { .. })
+    ));
+}
+
+#[test]
+fn unknown_types_are_errors_even_before_the_header_is_complete() {
+    assert_eq!(Frame::decode(&[0]), Err(DecodeError::UnknownType(0)));
+    assert_eq!(Frame::decode(&[12]), Err(DecodeError::UnknownType(12)));
+    assert_eq!(
+        Frame::decode(&header(0xff, 0)),
+        Err(DecodeError::UnknownType(0xff))
+    );
+}
+
+#[test]
+fn bodies_must_match_their_fields_exactly() {
+    let mut short = header(6, 7);
+    short.extend_from_slice(&[0; 7]);
+    assert_eq!(Frame::decode(&short), Err(DecodeError::Truncated("ACK")));
+    let mut long = header(6, 9);
+    long.extend_from_slice(&[0; 9]);
+    assert_eq!(Frame::decode(&long), Err(DecodeError::TrailingBytes("ACK")));
+}
+
+#[test]
+fn oversized_data_payload_is_refused() {
+    let payload = MAX_DATA + 1;
+    let mut bytes = header(5, (16 + payload) as u32);
+    bytes.resize(HEADER_LEN + 16 + payload, 0);
+    assert_eq!(
+        Frame::decode(&bytes),
+        Err(DecodeError::PayloadTooLarge(payload))
+    );
+}
+
+#[test]
+fn path_openers_need_magic_and_version() {
+    let resume = Frame::Resume(Resume {
+        conn_id: [1; 16],
+        path_id: 2,
+        received: 3,
+        freshness: 4,
+        signature: Signature([5; 64]),
+    });
+    let good = encode(&resume);
+    let mut bad_magic = good.clone();
+    bad_magic[HEADER_LEN] ^= 1;
+    assert_eq!(Frame::decode(&bad_magic), Err(DecodeError::BadMagic));
+    let mut bad_version = good.clone();
+    bad_version[HEADER_LEN + 4] = 2;
+    assert_eq!(
+        Frame::decode(&bad_version),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+}
+
+#[test]
+fn bad_reset_reasons_families_and_locator_counts_are_refused() {
+    let mut reset = header(10, 2);
+    reset.extend_from_slice(&99u16.to_be_bytes());
+    assert_eq!(
+        Frame::decode(&reset),
+        Err(DecodeError::UnknownResetReason(99))
+    );
+
+    let mut family = header(11, 8 + 1 + 1 + 4 + 2);
+    family.extend_from_slice(&[0; 8]);
+    family.extend_from_slice(&[1, 5, 1, 2, 3, 4, 0, 80]);
+    assert_eq!(
+        Frame::decode(&family),
+        Err(DecodeError::BadAddressFamily(5))
+    );
+
+    let mut many = header(11, 9);
+    many.extend_from_slice(&[0; 8]);
+    many.push(MAX_LOCATORS as u8 + 1);
+    assert_eq!(
+        Frame::decode(&many),
+        Err(DecodeError::TooManyLocators(MAX_LOCATORS + 1))
+    );
+}
+
+#[test]
+fn invalid_public_keys_are_refused() {
+    let hello = Frame::Hello(Hello {
+        conn_id: [0; 16],
+        client_key: Keypair::from_seed(&[1; 32]).public(),
+        target: Guid::from_bytes([0; 20]),
+        port: 80,
+        nonce: [0; 32],
+        window: 1,
+        signature: Signature([0; 64]),
+    });
+    let mut bytes = encode(&hello);
+    // Not a point on the curve: no x exists for y = 2.
+    let key_at = HEADER_LEN + 4 + 1 + 16;
+    let mut y = [0u8; 32];
+    y[0] = 2;
+    bytes[key_at..key_at + 32].copy_from_slice(&y);
+    assert_eq!(Frame::decode(&bytes), Err(DecodeError::BadKey));
+}
