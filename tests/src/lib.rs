@@ -1,19 +1,15 @@
 //! Helpers shared by the end-to-end tests: root checks, finding the built binaries, and the
 //! download scenarios of the mobility tests (on top of `namesock::testbed`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use namesock::testbed::scenario::{Download, Fetch, Outcome, Served, Timers, Tools, World, hex};
+use namesock::testbed::{Host, Process, Testbed, median};
 
 /// True when running as root; otherwise prints why `test` is skipped and returns false.
 pub fn require_root(test: &str) -> bool {
-    // The effective uid is what network namespaces need.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false);
+    let root = namesock::testbed::is_root();
     if !root {
         eprintln!("skipping {test}: needs root for network namespaces");
     }
@@ -23,4 +19,147 @@ pub fn require_root(test: &str) -> bool {
 /// Does the network namespace `name` exist?
 pub fn namespace_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
+}
+
+/// The directory the test binaries were built into (`target/<profile>`).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
+}
+
+/// `namesock` and `libnamesock.so` of this build; panics with how to build them.
+pub fn tools() -> Tools {
+    match Tools::in_dir(&build_dir()) {
+        Ok(tools) => tools,
+        Err(error) => panic!("{error} (run tests/run.sh, which builds the workspace first)"),
+    }
+}
+
+/// The HTTP port of the scenario servers.
+pub const PORT: u16 = 8000;
+
+/// A bed with a `server` host running `python3 -m http.server` under namesock as `web`, serving
+/// a random file, and a `client` host.
+pub struct Scenario {
+    pub name: String,
+    pub world: World,
+    pub bed: Testbed,
+    pub server: Host,
+    pub client: Host,
+    pub served: Served,
+    pub server_process: Option<Process>,
+}
+
+impl Scenario {
+    /// Build it and wait until `web.ns.alt` is published at the server's address.
+    pub fn new(name: &str, file_size: u64, timers: Timers) -> Scenario {
+        let world = World::new(name, tools(), timers).expect("scenario directory");
+        let bed = Testbed::for_scenario(name).expect("test bed");
+        let server = bed.add_host("server").expect("server host");
+        let client = bed.add_host("client").expect("client host");
+        let served = world
+            .serve_random_file("file", file_size)
+            .expect("served file");
+        let mut scenario = Scenario {
+            name: name.to_owned(),
+            world,
+            bed,
+            server,
+            client,
+            served,
+            server_process: None,
+        };
+        scenario.start_server();
+        scenario
+    }
+
+    /// (Re)start the namesock web server and wait for its record.
+    pub fn start_server(&mut self) {
+        self.server_process = None;
+        let process = self
+            .world
+            .start_http_server(&self.server, "server", "web", PORT)
+            .expect("start the web server");
+        self.server_process = Some(process);
+        let published =
+            self.world
+                .wait_for_locator("web", self.server.v4().into(), Duration::from_secs(30));
+        if let Err(error) = published {
+            panic!("{error}\n{}", self.world.log_tail("server", 30));
+        }
+    }
+
+    /// How curl fetches the served file by name under namesock, at `rate` bytes/s.
+    pub fn fetch(&self, rate: Option<u64>, max_time: Duration) -> Fetch {
+        Fetch {
+            url: format!("http://web.ns.alt:{PORT}{}", self.served.url_path),
+            rate,
+            max_time,
+            namesock: true,
+        }
+    }
+
+    /// Start the client's download.
+    pub fn download(&self, label: &str, fetch: &Fetch) -> Download {
+        Download::start(&self.world, &self.client, label, fetch, &self.served).expect("start curl")
+    }
+
+    /// Wait for `fraction` of the file; panics with the logs if it does not come.
+    pub fn wait_for_fraction(&self, download: &mut Download, fraction: f64, timeout: Duration) {
+        let bytes = (self.served.size as f64 * fraction) as u64;
+        if let Err(error) = download.wait_for_bytes(&self.world, bytes, timeout) {
+            panic!("{}: {error}\n{}", self.name, self.logs(download.label()));
+        }
+    }
+
+    /// The tails of the client's and the server's logs.
+    pub fn logs(&self, client_label: &str) -> String {
+        format!(
+            "{}\n{}",
+            self.world.log_tail(client_label, 25),
+            self.world.log_tail("server", 25)
+        )
+    }
+
+    /// Assert a complete, identical download and print the outage of each move.
+    pub fn check(&self, label: &str, outcome: &Outcome) {
+        if !outcome.complete() {
+            panic!(
+                "{}: download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+                self.name,
+                outcome.status,
+                outcome.bytes,
+                outcome.expected_bytes,
+                outcome.sha256_matches,
+                self.logs(label)
+            );
+        }
+        print_outages(&format!("{}/{label}", self.name), outcome);
+    }
+}
+
+/// Print one line per scenario: each move's outage and the median (for the issue note).
+pub fn print_outages(scenario: &str, outcome: &Outcome) {
+    let outages = outcome.outages();
+    let list: Vec<String> = outages
+        .iter()
+        .map(|d| format!("{}", d.as_millis()))
+        .collect();
+    eprintln!(
+        "MOBILITY {scenario}: {} bytes in {:.1} s, sha256 ok, {} moves, outages [{}] ms, median {} ms",
+        outcome.bytes,
+        outcome.elapsed.as_secs_f64(),
+        outages.len(),
+        list.join(", "),
+        median(&outages).as_millis()
+    );
+}
+
+/// Lower-case hex of a digest (for messages).
+pub fn digest_hex(digest: &[u8; 32]) -> String {
+    hex(digest)
 }

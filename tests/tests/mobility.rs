@@ -1,0 +1,299 @@
+//! Mobility scenarios: unmodified `curl` and `python3 -m http.server` under namesock in network
+//! namespaces, while hosts move, lose links and lose packets. Every download is checked byte
+//! for byte (SHA-256); every move's outage (the longest time the output did not grow) is
+//! printed as a `MOBILITY` line. Every step is bounded in time; processes and namespaces are
+//! removed when a test ends, passes or fails.
+
+use std::time::{Duration, Instant};
+
+use namesock::testbed::scenario::{Download, Fetch, Timers};
+use namesock_tests::{PORT, Scenario, require_root};
+
+const MIB: u64 = 1 << 20;
+
+/// curl's own limit, and the test's limit on waiting for it.
+const MAX_TIME: Duration = Duration::from_secs(150);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Download `size` bytes at `rate` while `moves` runs `count` times, the i-th time once
+/// `(i + 1) / (count + 2)` of the file arrived; checks the result and prints the outages.
+fn moving_download(name: &str, size: u64, rate: u64, count: usize, moves: impl Fn(&Scenario)) {
+    let scenario = Scenario::new(name, size, Timers::fast());
+    let mut download = scenario.download("client", &scenario.fetch(Some(rate), MAX_TIME));
+    for i in 0..count {
+        let fraction = (i + 1) as f64 / (count + 2) as f64;
+        scenario.wait_for_fraction(&mut download, fraction, secs(60));
+        download.mark_move();
+        moves(&scenario);
+    }
+    let outcome = download.finish(MAX_TIME).expect("download result");
+    scenario.check("client", &outcome);
+}
+
+#[test]
+fn connection_time_mobility() {
+    if !require_root("connection_time_mobility") {
+        return;
+    }
+    // The server moves after publishing and before the client connects: the record the client
+    // reads first may be stale; it must still reach the server.
+    let scenario = Scenario::new("conntime", 4 * MIB, Timers::fast());
+    let fetch = scenario.fetch(None, secs(90));
+    scenario
+        .server
+        .move_to_new_subnet()
+        .expect("move the server");
+    let mut download = scenario.download("client", &fetch);
+    download.mark_move();
+    let outcome = download.finish(secs(100)).expect("download result");
+    scenario.check("client", &outcome);
+}
+
+#[test]
+fn client_moves_once() {
+    if !require_root("client_moves_once") {
+        return;
+    }
+    moving_download("client1", 16 * MIB, 2 * MIB, 1, |s| {
+        s.client.move_to_new_subnet().expect("move the client");
+    });
+}
+
+#[test]
+fn client_moves_ten_times() {
+    if !require_root("client_moves_ten_times") {
+        return;
+    }
+    moving_download("client10", 24 * MIB, 2 * MIB, 10, |s| {
+        s.client.move_to_new_subnet().expect("move the client");
+    });
+}
+
+#[test]
+fn server_moves_once() {
+    if !require_root("server_moves_once") {
+        return;
+    }
+    moving_download("server1", 16 * MIB, 2 * MIB, 1, |s| {
+        s.server.move_to_new_subnet().expect("move the server");
+    });
+}
+
+#[test]
+fn server_moves_ten_times() {
+    if !require_root("server_moves_ten_times") {
+        return;
+    }
+    moving_download("server10", 24 * MIB, 2 * MIB, 10, |s| {
+        s.server.move_to_new_subnet().expect("move the server");
+    });
+}
+
+#[test]
+fn both_move_at_the_same_moment() {
+    if !require_root("both_move_at_the_same_moment") {
+        return;
+    }
+    moving_download("both", 16 * MIB, 2 * MIB, 2, |s| {
+        std::thread::scope(|scope| {
+            scope.spawn(|| s.server.move_to_new_subnet().expect("move the server"));
+            scope.spawn(|| s.client.move_to_new_subnet().expect("move the client"));
+        });
+    });
+}
+
+#[test]
+fn two_client_interfaces_one_dies() {
+    if !require_root("two_client_interfaces_one_dies") {
+        return;
+    }
+    let scenario = Scenario::new("twoifs", 16 * MIB, Timers::fast());
+    scenario.client.add_link().expect("second client link");
+    let mut download = scenario.download("client", &scenario.fetch(Some(2 * MIB), MAX_TIME));
+    scenario.wait_for_fraction(&mut download, 0.3, secs(60));
+    download.mark_move();
+    scenario.client.link_down(0).expect("first link down");
+    let outcome = download.finish(MAX_TIME).expect("download result");
+    scenario.check("client", &outcome);
+}
+
+#[test]
+fn outage_of_30_seconds_shorter_than_the_linger() {
+    if !require_root("outage_of_30_seconds_shorter_than_the_linger") {
+        return;
+    }
+    let timers = Timers {
+        linger_ms: Some(60_000),
+        ..Timers::fast()
+    };
+    let scenario = Scenario::new("outage30", 8 * MIB, timers);
+    let mut download = scenario.download("client", &scenario.fetch(Some(MIB), MAX_TIME));
+    scenario.wait_for_fraction(&mut download, 0.25, secs(60));
+    download.mark_move();
+    scenario.client.cut().expect("cut the client");
+    std::thread::sleep(secs(30));
+    scenario.client.restore().expect("restore the client");
+    let outcome = download.finish(MAX_TIME).expect("download result");
+    scenario.check("client", &outcome);
+    let outage = outcome.outages()[0];
+    assert!(
+        outage >= secs(29),
+        "an outage of {outage:?} for a 30 s cut?"
+    );
+}
+
+#[test]
+fn outage_longer_than_the_linger_resets_and_nothing_hangs() {
+    if !require_root("outage_longer_than_the_linger_resets_and_nothing_hangs") {
+        return;
+    }
+    let timers = Timers {
+        linger_ms: Some(4_000),
+        ..Timers::fast()
+    };
+    let mut scenario = Scenario::new("outagelong", 8 * MIB, timers);
+    let mut download = scenario.download("client", &scenario.fetch(Some(MIB), MAX_TIME));
+    scenario.wait_for_fraction(&mut download, 0.25, secs(60));
+    let cut_at = Instant::now();
+    scenario.client.cut().expect("cut the client");
+    // curl must see the connection fail on its own, within the linger plus detection time;
+    // the cut stays until then (and at most 40 s).
+    let ended = wait_until(secs(40), || download.finished());
+    scenario.client.restore().expect("restore the client");
+    let failed_after = cut_at.elapsed();
+    let outcome = download.finish(secs(5)).expect("download result");
+    let logs = scenario.logs("client");
+    assert!(
+        ended,
+        "curl still running {failed_after:?} after the cut\n{logs}"
+    );
+    let status = outcome.status.expect("curl exited");
+    assert!(
+        !status.success(),
+        "curl succeeded through a cut longer than the linger"
+    );
+    // 56: failure receiving network data (the reset); 18: partial file.
+    assert!(
+        matches!(status.code(), Some(56 | 18)),
+        "curl should see a reset (exit 56), not {status}\n{logs}"
+    );
+    assert!(outcome.bytes < outcome.expected_bytes);
+    eprintln!(
+        "MOBILITY outage-longer-than-linger: curl {status} {:.1} s after the cut (linger 4 s)",
+        failed_after.as_secs_f64()
+    );
+    // The server lives on: a new download after the outage works.
+    let server_alive = scenario
+        .server_process
+        .as_mut()
+        .is_some_and(|p| matches!(p.try_wait(), Ok(None)));
+    if !server_alive {
+        scenario.start_server();
+    }
+    assert!(server_alive, "the server died with the session");
+    let again = scenario.download("again", &scenario.fetch(None, secs(60)));
+    let outcome = again.finish(secs(70)).expect("second download");
+    scenario.check("again", &outcome);
+}
+
+#[test]
+fn loss_of_2_percent_on_every_path_during_moves() {
+    if !require_root("loss_of_2_percent_on_every_path_during_moves") {
+        return;
+    }
+    let scenario = Scenario::new("loss", 16 * MIB, Timers::fast());
+    scenario.bed.add_loss(2.0).expect("2% loss at the router");
+    let mut download = scenario.download("client", &scenario.fetch(Some(2 * MIB), MAX_TIME));
+    let movers = [&scenario.client, &scenario.server, &scenario.client];
+    for (i, host) in movers.into_iter().enumerate() {
+        scenario.wait_for_fraction(&mut download, (i + 1) as f64 / 5.0, secs(90));
+        download.mark_move();
+        host.move_to_new_subnet().expect("move");
+    }
+    let outcome = download.finish(MAX_TIME).expect("download result");
+    scenario.check("client", &outcome);
+}
+
+#[test]
+fn plain_tcp_beside_namesock_is_untouched() {
+    if !require_root("plain_tcp_beside_namesock_is_untouched") {
+        return;
+    }
+    let scenario = Scenario::new("legacy", 8 * MIB, Timers::fast());
+    let world = &scenario.world;
+    // A plain server (no namesock) beside the namesock one, on the same host.
+    let www = world.path("www");
+    let plain_port = (PORT + 1).to_string();
+    let argv = [
+        "python3",
+        "-m",
+        "http.server",
+        &plain_port,
+        "--directory",
+        www.to_str().expect("utf-8 path"),
+    ];
+    let _plain_server = namesock::testbed::Process::spawn(
+        world
+            .plain(&scenario.server, "plainserver", &argv)
+            .expect("plain server command"),
+    )
+    .expect("plain server");
+    let server_ip = scenario.server.v4();
+    let by_address = |port: u16, namesock: bool| Fetch {
+        url: format!("http://{server_ip}:{port}{}", scenario.served.url_path),
+        rate: None,
+        max_time: secs(60),
+        namesock,
+    };
+    wait_for_port(&scenario, PORT + 1);
+    let downloads = [
+        // namesock to namesock, by name
+        ("byname", scenario.fetch(None, secs(60))),
+        // a plain client to the namesock server's own port: plain TCP
+        ("plaintonamesock", by_address(PORT, false)),
+        // a namesock client to an address outside the zone: plain TCP
+        ("namesocktoplain", by_address(PORT + 1, true)),
+        // plain to plain, beside it all
+        ("plaintoplain", by_address(PORT + 1, false)),
+    ];
+    let started: Vec<(&str, Download)> = downloads
+        .iter()
+        .map(|(label, fetch)| (*label, scenario.download(label, fetch)))
+        .collect();
+    for (label, download) in started {
+        let outcome = download.finish(secs(70)).expect("download result");
+        scenario.check(label, &outcome);
+    }
+}
+
+/// Wait (at most 20 s) until the server host accepts TCP connections on `port`.
+fn wait_for_port(scenario: &Scenario, port: u16) {
+    let probe = format!(
+        "import socket; socket.create_connection(('{}', {port}), timeout=1).close()",
+        scenario.server.v4()
+    );
+    let ok = wait_until(secs(20), || {
+        scenario
+            .client
+            .run(&["python3", "-c", &probe], secs(5))
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(ok, "nothing listens on port {port} of the server");
+}
+
+/// Poll `condition` every 50 ms for up to `timeout`.
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
