@@ -3,11 +3,14 @@
 //! ```text
 //! DIR/records/<guid>     one encoded Record per GUID
 //! DIR/names/<full name>  one encoded NameBinding per name
-//! DIR/lock               flock(2)ed around read-modify-write (sequence numbers, first-come names)
+//! DIR/locks/<0..15>      flock(2)ed around read-modify-write (sequence numbers, first-come
+//!                        names); a GUID or name always maps to the same one of these stripes
 //! ```
 //!
 //! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over
 //! the old one, so a reader sees the old or the new file, never a torn one; readers take no lock.
+//! (The directory itself is not fsynced: a record lost in a crash is republished by its owner,
+//! and anything damaged fails verification.)
 //! Nothing runs in the background: it is only the filesystem, so it serves every process on the
 //! machine, network namespaces included. Directories are created 0755 so that other users can
 //! resolve (they cannot publish into someone else's directory).
@@ -30,7 +33,11 @@ pub struct FileStore {
     dir: PathBuf,
     records: PathBuf,
     names: PathBuf,
+    locks: PathBuf,
 }
+
+/// Number of lock stripes: writers of different GUIDs/names rarely wait for each other.
+const LOCK_STRIPES: u64 = 16;
 
 /// Holds the store's lock until dropped.
 #[derive(Debug)]
@@ -57,8 +64,9 @@ impl FileStore {
             dir: dir.to_owned(),
             records: dir.join("records"),
             names: dir.join("names"),
+            locks: dir.join("locks"),
         };
-        for d in [&store.records, &store.names] {
+        for d in [&store.records, &store.names, &store.locks] {
             create_dir(d)?;
         }
         Ok(store)
@@ -68,9 +76,14 @@ impl FileStore {
         &self.dir
     }
 
-    /// Takes the store-wide exclusive lock (between threads and processes alike).
-    pub fn lock(&self) -> Result<StoreLock, GnsError> {
-        let path = self.dir.join("lock");
+    /// Takes the exclusive lock for `key` (a GUID or a name), between threads and processes
+    /// alike.
+    pub fn lock(&self, key: &[u8]) -> Result<StoreLock, GnsError> {
+        // FNV-1a: stable across processes and builds.
+        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let path = self.locks.join((hash % LOCK_STRIPES).to_string());
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -175,13 +188,8 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), GnsError> {
         file.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    if let Err(e) = result {
+    result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    // Make the rename durable; failure here does not undo the (visible) update.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        io_err(path)(e)
+    })
 }

@@ -186,7 +186,7 @@ impl Gns {
             .iter()
             .map(|n| self.full_name(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let _lock = self.lock_store()?;
+        let _lock = self.lock_store(guid.as_bytes())?;
         // The highest sequence already out there (any verified record, even expired).
         let stored = self
             .fetch_record(&guid)
@@ -221,7 +221,7 @@ impl Gns {
     pub fn register(&self, key: &Keypair, name: &str) -> Result<(), GnsError> {
         let name = self.full_name(name)?;
         let guid = key.guid();
-        let _lock = self.lock_store()?;
+        let _lock = self.lock_store(name.as_bytes())?;
         let now = record::unix_now();
         let raw = self.fetch_name(&name)?;
         // A binding that does not verify or has expired holds nothing.
@@ -261,9 +261,9 @@ impl Gns {
     }
 
     /// The file store's lock, held across read-modify-write (nothing for DNS).
-    fn lock_store(&self) -> Result<Option<file::StoreLock>, GnsError> {
+    fn lock_store(&self, key: &[u8]) -> Result<Option<file::StoreLock>, GnsError> {
         match &self.store {
-            Store::File(s) => s.lock().map(Some),
+            Store::File(s) => s.lock(key).map(Some),
             Store::Dns(_) => Ok(None),
         }
     }
