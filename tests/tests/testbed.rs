@@ -90,6 +90,12 @@ fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
     bed.clear_loss().expect("clear router loss");
     assert!(reachable(&a, v4.into()));
 
+    // A rate limit on a's sending: 1000 large pings at 1 Mbit/s cannot all leave at once, but
+    // they all arrive (the queue delays, it does not drop more than the bucket holds).
+    a.limit_rate(Some(1000)).expect("rate limit");
+    assert!(reachable(&a, v4.into()), "rate-limited a cannot reach b");
+    a.limit_rate(None).expect("no rate limit");
+
     // A second link on b: reachable on both; the first one down, the second still works.
     let second = b.add_link().expect("second link");
     let second_v4 = b.link(second).unwrap().subnet.host_v4();

@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use namesock_identity::Keypair;
+use namesock_resolver::Record;
 
 use super::forward::Forwarder;
 use super::scenario::{Download, Fetch, Local, Outcome, ScenarioError, Timers, Tools, World, hex};
@@ -133,7 +134,11 @@ pub fn namespaces(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepo
     )?;
     let served = world.serve_random_file("file", options.size)?;
     let _server = world.start_http_server(&server, "server", "web", PORT)?;
-    let record = world.wait_for_locator("web", server.v4().into(), Duration::from_secs(30))?;
+    let record = published(
+        out,
+        &world,
+        world.wait_for_locator("web", server.v4().into(), Duration::from_secs(30)),
+    )?;
     writeln!(
         out,
         "  web.ns.alt is {} at {:?}",
@@ -176,8 +181,11 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     header(out, &world, options)?;
     let served = world.serve_random_file("file", options.size)?;
     let _server = world.start_http_server(&Local, "server", "web", PORT)?;
-    let record =
-        world.wait_for_record("web", Duration::from_secs(30), |r| !r.locators.is_empty())?;
+    let record = published(
+        out,
+        &world,
+        world.wait_for_record("web", Duration::from_secs(30), |r| !r.locators.is_empty()),
+    )?;
     let engine = engine_on_loopback(&record.locators);
     let key = Keypair::load(&world.path("keys").join("server.key"))?;
     let gns = world.gns()?;
@@ -227,6 +235,22 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         moves.push(what);
     }
     finish(out, &world, download, moves, options)
+}
+
+/// The record, or (on failure) the server's log printed before the error.
+fn published(
+    out: &mut dyn Write,
+    world: &World,
+    record: Result<Record, ScenarioError>,
+) -> Result<Record, DemoError> {
+    if record.is_err() {
+        writeln!(
+            out,
+            "the server did not publish:\n{}",
+            world.log_tail("server", 20)
+        )?;
+    }
+    Ok(record?)
 }
 
 fn download_time(download: &Download) -> f64 {

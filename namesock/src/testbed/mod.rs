@@ -487,6 +487,36 @@ impl Host {
         nft_delete(&self.namespace(), LOSS_TABLE)
     }
 
+    /// Limit the host's sending rate on every link to `kbit_per_s` (a token-bucket qdisc), so
+    /// that a fast transfer lasts long enough to move during it; `None` removes the limit.
+    pub fn limit_rate(&self, kbit_per_s: Option<u64>) -> Result<()> {
+        let namespace = self.namespace();
+        let interfaces: Vec<String> =
+            self.with_state(|h| h.links.iter().map(|l| l.host_if.clone()).collect())?;
+        for interface in interfaces {
+            match kbit_per_s {
+                Some(rate) => {
+                    let rate = format!("{rate}kbit");
+                    in_namespace(
+                        &namespace,
+                        &[
+                            "tc", "qdisc", "replace", "dev", &interface, "root", "tbf", "rate",
+                            &rate, "burst", "64kb", "latency", "200ms",
+                        ],
+                    )?;
+                }
+                None => {
+                    // Absent already is fine.
+                    let _ = in_namespace(
+                        &namespace,
+                        &["tc", "qdisc", "del", "dev", &interface, "root"],
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn with_state<T>(&self, f: impl FnOnce(&HostState) -> T) -> Result<T> {
         let state = self.bed.inner.state.lock();
         state
