@@ -31,6 +31,14 @@ pub fn build_dir() -> PathBuf {
         .to_owned()
 }
 
+/// The workspace's top directory.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_owned()
+}
+
 /// `namesock` and `libnamesock.so` of this build; panics with how to build them.
 pub fn tools() -> Tools {
     match Tools::in_dir(&build_dir()) {

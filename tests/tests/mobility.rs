@@ -297,3 +297,103 @@ fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn c_examples_transfer_while_both_move() {
+    if !require_root("c_examples_transfer_while_both_move") {
+        return;
+    }
+    use namesock::testbed::Progress;
+    use namesock::testbed::scenario::sha256_file;
+
+    let size = 24 * MIB;
+    let mut scenario = Scenario::new("cexamples", size, Timers::fast());
+    // The web server is not needed here: the C programs talk to each other.
+    scenario.server_process = None;
+    let bin = scenario.world.path("bin");
+    let build = std::process::Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(namesock_tests::workspace_dir().join("examples-c"))
+        .arg(format!("LIBDIR={}", namesock_tests::build_dir().display()))
+        .arg(format!("OUT={}", bin.display()))
+        .status()
+        .expect("make");
+    assert!(build.success(), "building examples-c failed");
+
+    let received = scenario.world.path("received");
+    let recv = bin.join("file_recv");
+    let argv = [
+        recv.to_str().unwrap(),
+        "cweb",
+        "9000",
+        received.to_str().unwrap(),
+    ];
+    let _receiver = namesock::testbed::Process::spawn(
+        scenario
+            .world
+            .with_namesock_env(&scenario.server, "receiver", &argv)
+            .expect("receiver command"),
+    )
+    .expect("file_recv");
+    let published = scenario
+        .world
+        .wait_for_locator("cweb", scenario.server.v4().into(), secs(30));
+    if let Err(error) = published {
+        panic!("{error}\n{}", scenario.world.log_tail("receiver", 30));
+    }
+
+    // 40 Mbit/s from the client: about 5 s for the file, time to move twice.
+    scenario
+        .client
+        .limit_rate(Some(40_000))
+        .expect("rate limit");
+    let send = bin.join("file_send");
+    let file = scenario.world.path("www").join("file");
+    let argv = [
+        send.to_str().unwrap(),
+        "cweb",
+        "9000",
+        file.to_str().unwrap(),
+    ];
+    let progress = Progress::watch(received.clone(), Duration::from_millis(20));
+    let mut sender = namesock::testbed::Process::spawn(
+        scenario
+            .world
+            .with_namesock_env(&scenario.client, "sender", &argv)
+            .expect("sender command"),
+    )
+    .expect("file_send");
+    let mut moves = Vec::new();
+    let movers = [&scenario.client, &scenario.server];
+    for (i, host) in movers.into_iter().enumerate() {
+        let due = size * (1 + 2 * i as u64) / 4;
+        let arrived = wait_until(secs(60), || progress.bytes() >= due);
+        assert!(arrived, "{}", scenario.world.log_tail("sender", 30));
+        moves.push(progress.now());
+        host.move_to_new_subnet().expect("move");
+    }
+    let status = sender.wait_timeout(MAX_TIME).expect("wait for file_send");
+    let end = progress.now();
+    let samples = progress.finish();
+    let logs = format!(
+        "{}\n{}",
+        scenario.world.log_tail("sender", 30),
+        scenario.world.log_tail("receiver", 30)
+    );
+    let status = status.unwrap_or_else(|| panic!("file_send still running\n{logs}"));
+    assert!(status.success(), "file_send: {status}\n{logs}");
+    assert_eq!(
+        sha256_file(&received).expect("received file"),
+        scenario.served.sha256,
+        "received file differs"
+    );
+    let stalls = namesock::testbed::stalls(&samples, &moves, end, size);
+    let outages: Vec<Duration> = stalls.iter().map(|s| s.longest).collect();
+    eprintln!(
+        "MOBILITY cexamples/file_send: {size} bytes in {:.1} s, sha256 ok, outages {:?} ms, median {} ms",
+        end.as_secs_f64(),
+        outages.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+        namesock::testbed::median(&outages).as_millis()
+    );
+}

@@ -214,6 +214,21 @@ impl World {
         Ok(command)
     }
 
+    /// `argv` at `place` with the namesock environment of program `label` but no preload: for
+    /// programs linked against `libnamesock.so` (the native C API).
+    pub fn with_namesock_env(
+        &self,
+        place: &dyn Place,
+        label: &str,
+        argv: &[&str],
+    ) -> Result<Command> {
+        let (program, args) = argv.split_first().expect("a program");
+        let mut command = place.command(OsStr::new(program));
+        command.args(args);
+        self.configure(&mut command, label)?;
+        Ok(command)
+    }
+
     /// A plain command (no preload) at `place`, output to the log of `label`.
     pub fn plain(&self, place: &dyn Place, label: &str, argv: &[&str]) -> Result<Command> {
         let (program, args) = argv.split_first().expect("a program");
