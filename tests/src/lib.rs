@@ -65,6 +65,13 @@ pub struct Scenario {
 impl Scenario {
     /// Build it and wait until `web.ns.alt` is published at the server's address.
     pub fn new(name: &str, file_size: u64, timers: Timers) -> Scenario {
+        let mut scenario = Scenario::without_server(name, file_size, timers);
+        scenario.start_server();
+        scenario
+    }
+
+    /// The bed, the world and the file, with no server started.
+    pub fn without_server(name: &str, file_size: u64, timers: Timers) -> Scenario {
         let world = World::new(name, tools(), timers).expect("scenario directory");
         let bed = Testbed::for_scenario(name).expect("test bed");
         let server = bed.add_host("server").expect("server host");
@@ -72,7 +79,7 @@ impl Scenario {
         let served = world
             .serve_random_file("file", file_size)
             .expect("served file");
-        let mut scenario = Scenario {
+        Scenario {
             name: name.to_owned(),
             world,
             bed,
@@ -80,9 +87,7 @@ impl Scenario {
             client,
             served,
             server_process: None,
-        };
-        scenario.start_server();
-        scenario
+        }
     }
 
     /// (Re)start the namesock web server and wait for its record.

@@ -307,16 +307,18 @@ fn c_examples_transfer_while_both_move() {
     use namesock::testbed::scenario::sha256_file;
 
     let size = 24 * MIB;
-    let mut scenario = Scenario::new("cexamples", size, Timers::fast());
-    // The web server is not needed here: the C programs talk to each other.
-    scenario.server_process = None;
+    // No web server: the C programs talk to each other.
+    let scenario = Scenario::without_server("cexamples", size, Timers::fast());
     let bin = scenario.world.path("bin");
+    std::fs::create_dir_all(&bin).expect("bin directory");
     let build = std::process::Command::new("make")
         .arg("-s")
         .arg("-C")
         .arg(namesock_tests::workspace_dir().join("examples-c"))
         .arg(format!("LIBDIR={}", namesock_tests::build_dir().display()))
         .arg(format!("OUT={}", bin.display()))
+        .arg(bin.join("file_send"))
+        .arg(bin.join("file_recv"))
         .status()
         .expect("make");
     assert!(build.success(), "building examples-c failed");
