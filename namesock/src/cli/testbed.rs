@@ -101,6 +101,12 @@ fn testbed_command() -> Command {
                         .value_parser(clap::value_parser!(usize))
                         .default_value("0")
                         .help("Which of the host's links moves"),
+                )
+                .arg(
+                    Arg::new("new-link")
+                        .long("new-link")
+                        .action(ArgAction::SetTrue)
+                        .help("Replace the link by a new interface (as when changing networks)"),
                 ),
         )
         .subcommand(host_command("cut", "Drop every packet to and from a host"))
@@ -174,7 +180,11 @@ fn testbed(matches: &ArgMatches) -> Result<(), TestbedError> {
         "exec" => return exec(&host()?, sub),
         "move" => {
             let host = host()?;
-            let (v4, v6) = host.move_link(link())?;
+            let (v4, v6) = if sub.get_flag("new-link") {
+                host.move_to_new_link(link())?
+            } else {
+                host.move_link(link())?
+            };
             println!("{} moved to {v4} and {v6}", host.name());
         }
         "cut" => host()?.cut()?,
