@@ -24,8 +24,15 @@ use super::forward::Forwarder;
 use super::scenario::{Download, Fetch, Local, Outcome, ScenarioError, Timers, Tools, World, hex};
 use super::{Testbed, TestbedError};
 
-/// The port the demo's web server listens on.
+/// The port the demo's web server listens on in its own namespace.
 const PORT: u16 = 8000;
+
+/// A port free on this machine now (loopback mode shares the machine's ports), else 8000.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|l| l.local_addr())
+        .map_or(PORT, |a| a.port())
+}
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -74,10 +81,10 @@ fn timers() -> Timers {
     }
 }
 
-fn fetch(options: &DemoOptions) -> Fetch {
+fn fetch(options: &DemoOptions, port: u16) -> Fetch {
     let rate = options.size / options.duration.as_secs().max(1);
     Fetch {
-        url: format!("http://web.ns.alt:{PORT}/file"),
+        url: format!("http://web.ns.alt:{port}/file"),
         rate: Some(rate),
         max_time: options.duration * 6 + Duration::from_secs(60),
         namesock: true,
@@ -92,7 +99,7 @@ fn world(options: &DemoOptions) -> Result<World, DemoError> {
     Ok(world)
 }
 
-fn header(out: &mut dyn Write, world: &World, options: &DemoOptions) -> io::Result<()> {
+fn header(out: &mut dyn Write, world: &World, options: &DemoOptions, port: u16) -> io::Result<()> {
     let t = timers();
     writeln!(
         out,
@@ -101,10 +108,10 @@ fn header(out: &mut dyn Write, world: &World, options: &DemoOptions) -> io::Resu
         t.keepalive_ms.unwrap_or_default(),
         t.path_dead_ms.unwrap_or_default()
     )?;
-    let f = fetch(options);
+    let f = fetch(options, port);
     writeln!(
         out,
-        "  server: namesock run --name web -- python3 -m http.server {PORT}   ({} MiB random file)",
+        "  server: namesock run --name web -- python3 -m http.server {port}   ({} MiB random file)",
         options.size >> 20
     )?;
     writeln!(
@@ -122,7 +129,7 @@ pub fn namespaces(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepo
         "namesock demo: network-namespace mode (root): a router and the hosts \"server\" and \"client\""
     )?;
     let world = world(options)?;
-    header(out, &world, options)?;
+    header(out, &world, options, PORT)?;
     let bed = Testbed::for_scenario("demo")?;
     let server = bed.add_host("server")?;
     let client = bed.add_host("client")?;
@@ -144,7 +151,7 @@ pub fn namespaces(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepo
         "  web.ns.alt is {} at {:?}",
         record.guid, record.locators
     )?;
-    let mut download = Download::start(&world, &client, "client", &fetch(options), &served)?;
+    let mut download = Download::start(&world, &client, "client", &fetch(options, PORT), &served)?;
     let mut moves = Vec::new();
     let hosts = [("server", &server), ("client", &client)];
     for (i, (label, host)) in hosts.into_iter().enumerate() {
@@ -178,9 +185,10 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
          one reaches the server from 127.0.0.11 instead of 127.0.0.10."
     )?;
     let world = world(options)?;
-    header(out, &world, options)?;
+    let port = free_port();
+    header(out, &world, options, port)?;
     let served = world.serve_random_file("file", options.size)?;
-    let _server = world.start_http_server(&Local, "server", "web", PORT)?;
+    let _server = world.start_http_server(&Local, "server", "web", port)?;
     let record = published(
         out,
         &world,
@@ -199,7 +207,7 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         first.local_addr()
     )?;
     forwarders.push(first);
-    let mut download = Download::start(&world, &Local, "client", &fetch(options), &served)?;
+    let mut download = Download::start(&world, &Local, "client", &fetch(options, port), &served)?;
     let mut moves = Vec::new();
     for step in 0..2 {
         let due = options.size * (1 + 2 * step) / 4;
