@@ -11,7 +11,7 @@
 //! server; published TTLs are low (a few seconds) for any other resolver on the way.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
@@ -25,12 +25,62 @@ use hickory_resolver::error::ResolveErrorKind;
 use namesock_identity::Guid;
 
 use crate::config::DnsConfig;
-use crate::error::GnsError;
 
 /// How far apart our clock and the server's may be for TSIG (RFC 8945 suggests 300 s).
 const TSIG_FUDGE: u16 = 300;
 /// Largest DNS message over TCP.
 const MAX_TCP_MESSAGE: usize = 65535;
+
+/// Why the DNS backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The DNS lookup failed (timeout, server failure): not the same as "not found".
+    #[error("DNS lookup of {name} failed: {source}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: Box<hickory_resolver::error::ResolveError>,
+    },
+    /// The DNS server could not be reached for an update.
+    #[error("DNS server {server}: {source} (is it running, and is NAMESOCK_GNS right?)")]
+    Transport {
+        server: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// A DNS message could not be built or parsed.
+    #[error("DNS: {what}: {source}")]
+    Message {
+        what: String,
+        #[source]
+        source: hickory_proto::error::ProtoError,
+    },
+    /// The server's answer is not what an answer to our update must be.
+    #[error("DNS server {server} gave a bad answer: {detail}")]
+    BadResponse { server: SocketAddr, detail: String },
+    /// Publishing to DNS needs a TSIG key.
+    #[error(
+        "publishing to DNS needs a TSIG key: add ?tsig-key=/path/to/keyfile (or tsig-name=..&tsig-secret=..) to NAMESOCK_GNS"
+    )]
+    NoTsigKey,
+    /// The server did not accept our TSIG key or signature (RFC 8945 NOTAUTH).
+    #[error(
+        "DNS server {server} rejected the TSIG key {key}: check its name and secret against the server's `key` statement (and the clocks)"
+    )]
+    TsigRejected { server: SocketAddr, key: String },
+    /// The server refused the update (e.g. REFUSED: the key may not update this zone).
+    #[error(
+        "DNS server {server} refused the update of zone {zone}: {rcode} (check the zone's allow-update / update-policy)"
+    )]
+    UpdateRefused {
+        server: SocketAddr,
+        zone: String,
+        rcode: String,
+    },
+    /// A conditional update lost a race: the name changed meanwhile.
+    #[error("{name} changed while it was being registered; try again")]
+    UpdateConflict { name: String },
+}
 
 /// What a conditional update expects to find at the owner name (RFC 2136 prerequisites).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,15 +109,15 @@ impl std::fmt::Debug for DnsStore {
     }
 }
 
-fn dns_name(text: &str) -> Result<Name, GnsError> {
-    Name::from_ascii(format!("{text}.")).map_err(|source| GnsError::DnsMessage {
+fn dns_name(text: &str) -> Result<Name, DnsError> {
+    Name::from_ascii(format!("{text}.")).map_err(|source| DnsError::Message {
         what: format!("the name {text}"),
         source,
     })
 }
 
 impl DnsStore {
-    pub fn new(config: &DnsConfig) -> Result<DnsStore, GnsError> {
+    pub fn new(config: &DnsConfig) -> Result<DnsStore, DnsError> {
         let servers = NameServerConfigGroup::from_ips_clear(
             &[config.server.ip()],
             config.server.port(),
@@ -83,7 +133,7 @@ impl DnsStore {
         opts.timeout = config.timeout / 2;
         opts.try_tcp_on_error = true;
         let resolver = Resolver::new(ResolverConfig::from_parts(None, vec![], servers), opts)
-            .map_err(|source| GnsError::DnsTransport {
+            .map_err(|source| DnsError::Transport {
                 server: config.server,
                 source,
             })?;
@@ -97,7 +147,7 @@ impl DnsStore {
                     dns_name(&key.name)?,
                     TSIG_FUDGE,
                 )
-                .map_err(|source| GnsError::DnsMessage {
+                .map_err(|source| DnsError::Message {
                     what: "the TSIG signer".to_owned(),
                     source,
                 })
@@ -120,16 +170,16 @@ impl DnsStore {
     }
 
     /// Every TXT blob at `<guid>.<zone>` (the caller verifies and picks).
-    pub fn get_record(&self, guid: &Guid) -> Result<Vec<Vec<u8>>, GnsError> {
+    pub fn get_record(&self, guid: &Guid) -> Result<Vec<Vec<u8>>, DnsError> {
         self.get_txt(&self.guid_name(guid))
     }
 
     /// Every TXT blob at `name` (a full name in the zone).
-    pub fn get_name(&self, name: &str) -> Result<Vec<Vec<u8>>, GnsError> {
+    pub fn get_name(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
         self.get_txt(name)
     }
 
-    fn get_txt(&self, owner: &str) -> Result<Vec<Vec<u8>>, GnsError> {
+    fn get_txt(&self, owner: &str) -> Result<Vec<Vec<u8>>, DnsError> {
         let name = dns_name(owner)?;
         let lookup = match self.resolver.txt_lookup(name) {
             Ok(lookup) => lookup,
@@ -137,7 +187,7 @@ impl DnsStore {
                 return Ok(Vec::new());
             }
             Err(source) => {
-                return Err(GnsError::Lookup {
+                return Err(DnsError::Lookup {
                     name: owner.to_owned(),
                     source: Box::new(source),
                 });
@@ -159,7 +209,7 @@ impl DnsStore {
     }
 
     /// Replaces the TXT, A and AAAA RRsets at `<guid>.<zone>`.
-    pub fn put_record(&self, guid: &Guid, encoded: &[u8], ips: &[IpAddr]) -> Result<(), GnsError> {
+    pub fn put_record(&self, guid: &Guid, encoded: &[u8], ips: &[IpAddr]) -> Result<(), DnsError> {
         let owner = dns_name(&self.guid_name(guid))?;
         let mut msg = self.update_message();
         for rtype in [RecordType::TXT, RecordType::A, RecordType::AAAA] {
@@ -182,7 +232,7 @@ impl DnsStore {
     }
 
     /// Replaces the TXT RRset at `name` with `encoded`, if what is there matches `expect`.
-    pub fn put_name(&self, name: &str, encoded: &[u8], expect: &Expect) -> Result<(), GnsError> {
+    pub fn put_name(&self, name: &str, encoded: &[u8], expect: &Expect) -> Result<(), DnsError> {
         let owner = dns_name(name)?;
         let mut msg = self.update_message();
         match expect {
@@ -218,13 +268,13 @@ impl DnsStore {
     }
 
     /// Signs `msg` with TSIG, sends it over TCP and checks the (signed) answer.
-    fn send_update(&self, mut msg: Message, owner: &str) -> Result<(), GnsError> {
+    fn send_update(&self, mut msg: Message, owner: &str) -> Result<(), DnsError> {
         let server = self.config.server;
-        let signer = self.signer.as_ref().ok_or(GnsError::NoTsigKey)?;
+        let signer = self.signer.as_ref().ok_or(DnsError::NoTsigKey)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-        let message_err = |source| GnsError::DnsMessage {
+        let message_err = |source| DnsError::Message {
             what: format!("the update of {owner}"),
             source,
         };
@@ -232,14 +282,13 @@ impl DnsStore {
         let request = msg.to_vec().map_err(message_err)?;
         let response_bytes = self
             .exchange_tcp(&request)
-            .map_err(|source| GnsError::DnsTransport { server, source })?;
-        let response =
-            Message::from_vec(&response_bytes).map_err(|source| GnsError::DnsMessage {
-                what: format!("the answer to the update of {owner}"),
-                source,
-            })?;
+            .map_err(|source| DnsError::Transport { server, source })?;
+        let response = Message::from_vec(&response_bytes).map_err(|source| DnsError::Message {
+            what: format!("the answer to the update of {owner}"),
+            source,
+        })?;
         if response.id() != msg.id() {
-            return Err(GnsError::BadResponse {
+            return Err(DnsError::BadResponse {
                 server,
                 detail: "answer id does not match the update".to_owned(),
             });
@@ -248,18 +297,18 @@ impl DnsStore {
             ResponseCode::NoError => {}
             // RFC 8945 5.2: a bad key, signature or time is answered NOTAUTH (unsigned).
             ResponseCode::NotAuth => {
-                return Err(GnsError::TsigRejected {
+                return Err(DnsError::TsigRejected {
                     server,
                     key: signer.signer_name().to_string(),
                 });
             }
             ResponseCode::YXRRSet | ResponseCode::NXRRSet => {
-                return Err(GnsError::UpdateConflict {
+                return Err(DnsError::UpdateConflict {
                     name: owner.to_owned(),
                 });
             }
             code => {
-                return Err(GnsError::UpdateRefused {
+                return Err(DnsError::UpdateRefused {
                     server,
                     zone: self.config.zone.clone(),
                     rcode: code.to_string(),
@@ -268,7 +317,7 @@ impl DnsStore {
         }
         // A success must come from the key holder too, or it proves nothing.
         if let Some(verify) = verifier.as_mut() {
-            verify(&response_bytes).map_err(|e| GnsError::BadResponse {
+            verify(&response_bytes).map_err(|e| DnsError::BadResponse {
                 server,
                 detail: format!("TSIG on the answer does not verify: {e}"),
             })?;

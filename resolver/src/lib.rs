@@ -271,14 +271,14 @@ impl Gns {
     fn fetch_record(&self, guid: &Guid) -> Result<Vec<Vec<u8>>, GnsError> {
         match &self.store {
             Store::File(s) => Ok(s.get_record(guid)?.into_iter().collect()),
-            Store::Dns(s) => s.get_record(guid),
+            Store::Dns(s) => Ok(s.get_record(guid)?),
         }
     }
 
     fn fetch_name(&self, name: &str) -> Result<Vec<Vec<u8>>, GnsError> {
         match &self.store {
             Store::File(s) => Ok(s.get_name(name)?.into_iter().collect()),
-            Store::Dns(s) => s.get_name(name),
+            Store::Dns(s) => Ok(s.get_name(name)?),
         }
     }
 }

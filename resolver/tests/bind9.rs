@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bind9::Named;
 use namesock_identity::Keypair;
-use namesock_resolver::dns::DnsStore;
+use namesock_resolver::dns::{DnsError, DnsStore};
 use namesock_resolver::record::unix_now;
 use namesock_resolver::{Backend, Gns, GnsConfig, GnsError, Record, RecordError, Target};
 
@@ -94,7 +94,10 @@ fn wrong_tsig_key_is_refused_by_the_server() {
     let gns = Gns::new(&config(&url)).unwrap();
     let kp = Keypair::generate();
     let err = gns.publish(&kp, &[addr("192.0.2.1:1")], &[]).unwrap_err();
-    assert!(matches!(err, GnsError::TsigRejected { .. }), "{err}");
+    assert!(
+        matches!(err, GnsError::Dns(DnsError::TsigRejected { .. })),
+        "{err}"
+    );
 
     // An unknown key name too.
     let url = format!(
@@ -105,7 +108,10 @@ fn wrong_tsig_key_is_refused_by_the_server() {
         .unwrap()
         .publish(&kp, &[addr("192.0.2.1:1")], &[])
         .unwrap_err();
-    assert!(matches!(err, GnsError::TsigRejected { .. }), "{err}");
+    assert!(
+        matches!(err, GnsError::Dns(DnsError::TsigRejected { .. })),
+        "{err}"
+    );
 
     // No key at all: refused before sending.
     let url = format!("dns://{}/gns.test", named.addr);
@@ -113,7 +119,7 @@ fn wrong_tsig_key_is_refused_by_the_server() {
         .unwrap()
         .publish(&kp, &[addr("192.0.2.1:1")], &[])
         .unwrap_err();
-    assert!(matches!(err, GnsError::NoTsigKey), "{err}");
+    assert!(matches!(err, GnsError::Dns(DnsError::NoTsigKey)), "{err}");
     // And nothing was published.
     let target = Target::Guid(kp.guid());
     assert!(gns.resolve(&target).unwrap_err().is_not_found());
