@@ -608,14 +608,17 @@ impl Session {
                 .paths
                 .iter()
                 .filter(|p| p.reset.is_some())
-                .map(|p| p.dead_at(dead_after))
+                .filter_map(|p| p.dead_at(dead_after))
                 .min(),
             State::Open | State::Closed => {
                 let paths = self.paths.iter().flat_map(|p| {
-                    let ping = p.is_live().then(|| p.ping_at(self.cfg.keepalive_interval));
-                    std::iter::once(p.dead_at(dead_after)).chain(ping)
+                    let ping = p
+                        .is_live()
+                        .then(|| p.ping_at(self.cfg.keepalive_interval))
+                        .flatten();
+                    p.dead_at(dead_after).into_iter().chain(ping)
                 });
-                let linger = self.no_live_since.map(|t| t + self.linger);
+                let linger = self.linger_deadline();
                 paths.chain(linger).min()
             }
         }
@@ -626,7 +629,7 @@ impl Session {
         let dead: Vec<PathId> = self
             .paths
             .iter()
-            .filter(|p| now >= p.dead_at(dead_after))
+            .filter(|p| p.dead_at(dead_after).is_some_and(|t| now >= t))
             .map(|p| p.id)
             .collect();
         for id in dead {
@@ -637,14 +640,14 @@ impl Session {
             return;
         }
         for p in self.paths.iter_mut().filter(|p| p.is_live()) {
-            if now >= p.ping_at(self.cfg.keepalive_interval) {
+            if p.ping_at(self.cfg.keepalive_interval)
+                .is_some_and(|t| now >= t)
+            {
                 p.ping_due = true;
                 p.last_ping = Some(now);
             }
         }
-        if let Some(since) = self.no_live_since
-            && now >= since + self.linger
-        {
+        if self.linger_deadline().is_some_and(|t| now >= t) {
             if self.state == State::Closed {
                 self.state = State::Done;
             } else {
@@ -714,6 +717,11 @@ impl Session {
             State::Reset => self.paths.iter().all(|p| p.reset.is_none()),
         };
         over && self.events.is_empty()
+    }
+
+    /// When a session without a live path gives up (`None`: it has a path, or never).
+    fn linger_deadline(&self) -> Option<Instant> {
+        self.no_live_since?.checked_add(self.linger)
     }
 
     fn is_terminal(&self) -> bool {

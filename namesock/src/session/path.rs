@@ -58,12 +58,15 @@ impl Path {
         self.state == PathState::Live
     }
 
-    pub(super) fn dead_at(&self, silence: Duration) -> Instant {
-        self.last_recv + silence
+    /// `None`: never (a configured duration too large to add to an `Instant`).
+    pub(super) fn dead_at(&self, silence: Duration) -> Option<Instant> {
+        self.last_recv.checked_add(silence)
     }
 
     /// Keepalive: PING once the path has been quiet (received nothing, sent no PING) this long.
-    pub(super) fn ping_at(&self, interval: Duration) -> Instant {
-        self.last_recv.max(self.last_ping.unwrap_or(self.last_recv)) + interval
+    pub(super) fn ping_at(&self, interval: Duration) -> Option<Instant> {
+        self.last_recv
+            .max(self.last_ping.unwrap_or(self.last_recv))
+            .checked_add(interval)
     }
 }
