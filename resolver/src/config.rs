@@ -109,24 +109,21 @@ struct FileKeys {
 }
 
 impl GnsConfig {
-    /// The file store in its default directory, zone `ns.alt`.
-    pub fn file_default() -> GnsConfig {
-        GnsConfig {
-            backend: Backend::File(default_file_dir()),
-            zone: DEFAULT_ZONE.to_owned(),
-        }
-    }
-
     /// `NAMESOCK_GNS`, `NAMESOCK_ZONE`, and the file at `NAMESOCK_CONFIG` if set.
     pub fn from_env() -> Result<GnsConfig, ConfigError> {
-        let file = match std::env::var_os("NAMESOCK_CONFIG") {
-            Some(path) if !path.is_empty() => read_file(Path::new(&path))?,
-            _ => FileKeys::default(),
+        GnsConfig::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Like [`GnsConfig::from_env`], with the variables read through `var`.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<GnsConfig, ConfigError> {
+        let var = |key| var(key).filter(|v| !v.is_empty());
+        let file = match var("NAMESOCK_CONFIG") {
+            Some(path) => read_file(Path::new(&path))?,
+            None => FileKeys::default(),
         };
-        let env = |key| std::env::var(key).ok().filter(|v| !v.is_empty());
         GnsConfig::from_values(
-            env("NAMESOCK_GNS").or(file.gns).as_deref(),
-            env("NAMESOCK_ZONE").or(file.zone).as_deref(),
+            var("NAMESOCK_GNS").or(file.gns).as_deref(),
+            var("NAMESOCK_ZONE").or(file.zone).as_deref(),
         )
     }
 
@@ -167,7 +164,7 @@ fn read_file(path: &Path) -> Result<FileKeys, ConfigError> {
     })
 }
 
-fn check_zone(zone: &str) -> Result<String, ConfigError> {
+pub(crate) fn check_zone(zone: &str) -> Result<String, ConfigError> {
     let z = crate::name::normalize(zone);
     crate::name::check_name(&z).map_err(|source| ConfigError::Zone {
         value: zone.to_owned(),
@@ -353,6 +350,52 @@ mod tests {
         let c = GnsConfig::from_values(Some("file:/x"), Some("Other.Alt")).unwrap();
         assert_eq!(c.zone, "other.alt");
         assert!(GnsConfig::from_values(None, Some("bad zone")).is_err());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("namesock.toml");
+        std::fs::write(
+            &path,
+            "gns = \"file:/from/file\"\nzone = \"file.alt\"\nkeepalive_ms = 5000\n",
+        )
+        .unwrap();
+        let path = path.display().to_string();
+        let env = |pairs: &'static [(&'static str, &'static str)], path: String| {
+            move |key: &str| {
+                if key == "NAMESOCK_CONFIG" {
+                    return Some(path.clone());
+                }
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = GnsConfig::from_lookup(env(&[], path.clone())).unwrap();
+        assert_eq!(c.backend, Backend::File("/from/file".into()));
+        assert_eq!(c.zone, "file.alt");
+        let c = GnsConfig::from_lookup(env(
+            &[("NAMESOCK_GNS", "file:/from/env"), ("NAMESOCK_ZONE", "")],
+            path.clone(),
+        ))
+        .unwrap();
+        assert_eq!(c.backend, Backend::File("/from/env".into()));
+        assert_eq!(c.zone, "file.alt");
+        let c = GnsConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(c.backend, Backend::File(default_file_dir()));
+        assert_eq!(c.zone, DEFAULT_ZONE);
+        std::fs::write(dir.path().join("bad.toml"), "gns = [").unwrap();
+        let bad = dir.path().join("bad.toml").display().to_string();
+        assert!(matches!(
+            GnsConfig::from_lookup(env(&[], bad)),
+            Err(ConfigError::Toml { .. })
+        ));
+        assert!(matches!(
+            GnsConfig::from_lookup(env(&[], "/nonexistent.toml".into())),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]

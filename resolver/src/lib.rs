@@ -89,10 +89,10 @@ impl Gns {
 
     /// A file store in `dir` serving `zone`.
     pub fn file(dir: &std::path::Path, zone: &str) -> Result<Gns, GnsError> {
-        Gns::new(&GnsConfig::from_values(
-            Some(&format!("file:{}", dir.display())),
-            Some(zone),
-        )?)
+        Gns::new(&GnsConfig {
+            backend: Backend::File(dir.to_owned()),
+            zone: config::check_zone(zone)?,
+        })
     }
 
     /// The zone names live in, e.g. `ns.alt`.
@@ -321,4 +321,13 @@ fn expiry() -> u64 {
 /// The anti-rollback maps stay consistent even if a holder panicked.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gns_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Gns>();
+    }
 }
