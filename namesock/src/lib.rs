@@ -7,3 +7,6 @@ pub mod session;
 pub mod synthetic;
 pub mod testbed;
 pub mod wire;
+pub mod api;
+pub mod engine;
+pub use api::{TcpListener, TcpStream};

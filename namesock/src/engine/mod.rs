@@ -1,0 +1,391 @@
+//! The engine: one background thread per process running a mio loop over every flow path,
+//! listener and application-side socket, a thin driver around the sans-IO
+//! [`Session`](crate::session::Session).
+//!
+//! The program's side of a session is a real kernel socket: a loopback TCP connection into
+//! the engine's relay listener (client) or from the engine into the program's own listener
+//! (server). The engine relays bytes between that socket and the session, which frames them
+//! over one or more TCP flow paths to the peer's engine.
+//!
+//! Everything here blocks only the calling thread; the loop itself never blocks (GNS
+//! lookups and publishing run on short-lived threads and report back through the command
+//! channel).
+
+mod event_loop;
+mod netlink;
+mod path;
+mod relay;
+pub(crate) mod sys;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use namesock_identity::{Guid, KeyFileError};
+pub use namesock_resolver::Target;
+use namesock_resolver::{Gns, GnsError};
+use parking_lot::Mutex;
+
+use crate::config::{Config, ConfigError};
+use crate::wire::ResetReason;
+
+/// What a program may learn about the session behind its socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The peer's identity (for a server: the client's key).
+    pub peer_guid: Guid,
+    /// The peer's name, when it was reached by name.
+    pub peer_name: Option<String>,
+    /// The real network address of the peer on the session's current flow path.
+    pub peer_addr: SocketAddr,
+    /// The service port the client asked for.
+    pub service_port: u16,
+}
+
+/// Why the engine could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("namesock configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot start the namesock engine: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why a session could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The name or GUID has no record in the GNS.
+    #[error("{0} is not in the GNS")]
+    UnknownName(Target),
+    /// The GNS could not be asked, or its answer did not verify.
+    #[error("GNS: {0}")]
+    Gns(#[source] GnsError),
+    /// The peer does not serve this port, or its engine port is closed.
+    #[error("{target} refused port {port}")]
+    Refused { target: String, port: u16 },
+    #[error("no path to the peer within the connect timeout")]
+    TimedOut,
+    #[error("host unreachable")]
+    HostUnreachable,
+    #[error("network unreachable")]
+    NetUnreachable,
+    /// The handshake failed (the peer could not prove its GUID, or reset the session).
+    #[error("the peer reset the session: {0:?}")]
+    Reset(ResetReason),
+    /// The caller's socket is unusable or could not be connected to the relay.
+    #[error("cannot attach the socket: {0}")]
+    Socket(#[source] io::Error),
+    #[error("the namesock engine stopped")]
+    EngineGone,
+}
+
+impl ConnectError {
+    /// The errno a program would expect from connect(2) for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ConnectError::Start(StartError::Io(e)) | ConnectError::Socket(e) => {
+                e.raw_os_error().unwrap_or(libc::EIO)
+            }
+            ConnectError::Start(StartError::Config(_)) => libc::EINVAL,
+            ConnectError::UnknownName(_) | ConnectError::Refused { .. } => libc::ECONNREFUSED,
+            ConnectError::Gns(_) | ConnectError::HostUnreachable => libc::EHOSTUNREACH,
+            ConnectError::TimedOut => libc::ETIMEDOUT,
+            ConnectError::NetUnreachable => libc::ENETUNREACH,
+            ConnectError::Reset(_) => libc::ECONNRESET,
+            ConnectError::EngineGone => libc::EIO,
+        }
+    }
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(e: ConnectError) -> io::Error {
+        let errno = e.errno();
+        io::Error::new(io::Error::from_raw_os_error(errno).kind(), e)
+    }
+}
+
+/// Why this process cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// Another process is already serving with this identity.
+    #[error(
+        "another process is already listening with the identity {key} (lock {lock}); one listening process per key: give this one its own NAMESOCK_KEY"
+    )]
+    KeyInUse { key: PathBuf, lock: PathBuf },
+    #[error("cannot lock {lock}: {source}")]
+    Lock { lock: PathBuf, source: io::Error },
+    #[error("cannot listen on engine port {port}: {source}")]
+    Bind { port: u16, source: io::Error },
+    #[error("cannot publish this host's addresses: {0}")]
+    Publish(#[source] GnsError),
+    #[error("the namesock engine stopped")]
+    EngineGone,
+}
+
+/// What the loop tells a waiting `connect_fd`.
+pub(crate) struct Ready {
+    secret: [u8; relay::SECRET_LEN],
+    info: SessionInfo,
+}
+
+/// Requests to the loop, and results of off-loop work.
+pub(crate) enum Command {
+    Connect {
+        target: Target,
+        port: u16,
+        reply: SyncSender<Result<Ready, ConnectError>>,
+    },
+    /// The caller could not attach its fd: drop the session.
+    Abandon {
+        secret: [u8; relay::SECRET_LEN],
+    },
+    Serve {
+        port: u16,
+        deliver_to: SocketAddr,
+        reply: SyncSender<Result<(), ServeError>>,
+    },
+    Unserve {
+        port: u16,
+    },
+    Resolved {
+        conn: u64,
+        result: Result<namesock_resolver::Record, GnsError>,
+    },
+    Published {
+        result: Result<(namesock_resolver::Record, Vec<SocketAddr>), GnsError>,
+    },
+}
+
+/// The part of the engine other threads read directly (short critical sections only, and
+/// never across a fork: a child uses its own engine).
+pub(crate) struct Shared {
+    /// Delivery connection's local address (what the program's accept sees as its peer).
+    deliveries: Mutex<HashMap<SocketAddr, SessionInfo>>,
+    relay_v4: Option<SocketAddr>,
+    relay_v6: Option<SocketAddr>,
+    gns: Mutex<Option<Arc<Gns>>>,
+    local_guid: Mutex<Option<Guid>>,
+}
+
+impl Shared {
+    pub(crate) fn gns(&self) -> Result<Arc<Gns>, GnsError> {
+        let mut g = self.gns.lock();
+        if let Some(gns) = &*g {
+            return Ok(gns.clone());
+        }
+        let gns = Arc::new(Gns::from_env()?);
+        *g = Some(gns.clone());
+        Ok(gns)
+    }
+}
+
+/// A running engine, as seen from the program's threads.
+pub(crate) struct Handle {
+    pid: u32,
+    tx: SyncSender<Command>,
+    waker: Arc<mio::Waker>,
+    shared: Arc<Shared>,
+    cfg: Config,
+}
+
+/// Bound of the command channel: callers block (never the loop) when it is full.
+const COMMAND_QUEUE: usize = 1024;
+
+impl Handle {
+    fn send(&self, cmd: Command) -> Result<(), ()> {
+        self.tx.send(cmd).map_err(drop)?;
+        self.waker.wake().map_err(drop)
+    }
+}
+
+/// The engine of this process. A pointer rather than a lock-protected slot, so that a child
+/// forked while another thread was starting the engine never finds a lock held forever.
+static ENGINE: AtomicPtr<Handle> = AtomicPtr::new(std::ptr::null_mut());
+/// Pid of the process whose thread is starting an engine right now (0: nobody).
+static STARTING: AtomicU32 = AtomicU32::new(0);
+
+fn current() -> Option<&'static Handle> {
+    let p = ENGINE.load(Ordering::Acquire);
+    // SAFETY: a non-null ENGINE points to a leaked `Handle` that is never freed.
+    let h = unsafe { p.as_ref() }?;
+    (h.pid == sys::getpid()).then_some(h)
+}
+
+/// The engine of this process, started on first use (and anew in a forked child).
+pub(crate) fn handle() -> Result<&'static Handle, StartError> {
+    let me = sys::getpid();
+    loop {
+        if let Some(h) = current() {
+            return Ok(h);
+        }
+        let starting = STARTING.load(Ordering::Acquire);
+        if starting == me {
+            // Another thread of this process is starting it.
+            std::thread::yield_now();
+            continue;
+        }
+        // 0, or a stale pid inherited from a parent that forked mid-start.
+        if STARTING
+            .compare_exchange(starting, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
+        }
+        let result = start();
+        if let Ok(h) = &result {
+            // Leaked on purpose: one per process, and the child of a fork must not free the
+            // parent's (its thread does not exist there).
+            ENGINE.store(Box::into_raw(Box::new(h.clone_parts())), Ordering::Release);
+        }
+        STARTING.store(0, Ordering::Release);
+        result?;
+    }
+}
+
+impl Handle {
+    fn clone_parts(&self) -> Handle {
+        Handle {
+            pid: self.pid,
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+            shared: self.shared.clone(),
+            cfg: self.cfg.clone(),
+        }
+    }
+}
+
+fn start() -> Result<Handle, StartError> {
+    let cfg = Config::load()?;
+    crate::logging::init(&cfg);
+    let (tx, rx): (SyncSender<Command>, Receiver<Command>) = mpsc::sync_channel(COMMAND_QUEUE);
+    let (engine, waker, shared) = event_loop::Engine::new(cfg.clone(), rx, tx.clone())?;
+    std::thread::Builder::new()
+        .name("namesock-engine".into())
+        .spawn(move || engine.run())?;
+    tracing::debug!(pid = sys::getpid(), "engine started");
+    Ok(Handle {
+        pid: sys::getpid(),
+        tx,
+        waker,
+        shared,
+        cfg,
+    })
+}
+
+/// The effective configuration of this process's engine (starting it if needed).
+pub fn config() -> Result<Config, StartError> {
+    Ok(handle()?.cfg.clone())
+}
+
+/// The GNS this process's engine uses.
+pub fn gns() -> Result<Arc<Gns>, ConnectError> {
+    handle()?.shared.gns().map_err(ConnectError::Gns)
+}
+
+/// Establishes a session to `target:port` and connects `fd` (a fresh, unconnected AF_INET or
+/// AF_INET6 SOCK_STREAM socket of the caller) to the engine's loopback relay for it.
+///
+/// Blocks up to the connect timeout. On success `fd` is a connected TCP socket carrying the
+/// session's bytes; its O_NONBLOCK flag is as it was.
+pub fn connect_fd(fd: RawFd, target: &Target, port: u16) -> Result<SessionInfo, ConnectError> {
+    let h = handle()?;
+    let relay = match sys::socket_domain(fd).map_err(ConnectError::Socket)? {
+        libc::AF_INET => h.shared.relay_v4,
+        libc::AF_INET6 => h.shared.relay_v6,
+        _ => None,
+    }
+    .ok_or_else(|| ConnectError::Socket(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
+    let (reply, rx) = mpsc::sync_channel(1);
+    h.send(Command::Connect {
+        target: target.clone(),
+        port,
+        reply,
+    })
+    .map_err(|()| ConnectError::EngineGone)?;
+    let ready = rx.recv().map_err(|_| ConnectError::EngineGone)??;
+    let attach = || -> io::Result<()> {
+        let flags = sys::get_fl(fd)?;
+        let nonblocking = flags & libc::O_NONBLOCK != 0;
+        if nonblocking {
+            sys::set_fl(fd, flags & !libc::O_NONBLOCK)?;
+        }
+        let r = sys::connect_blocking(fd, &relay).and_then(|()| sys::write_all(fd, &ready.secret));
+        if nonblocking {
+            sys::set_fl(fd, flags)?;
+        }
+        r
+    };
+    if let Err(e) = attach() {
+        let _ = h.send(Command::Abandon {
+            secret: ready.secret,
+        });
+        return Err(ConnectError::Socket(e));
+    }
+    Ok(ready.info)
+}
+
+/// Establishes a session to `target:port` and returns a std TCP stream carrying it.
+pub fn connect(
+    target: &Target,
+    port: u16,
+) -> Result<(std::net::TcpStream, SessionInfo), ConnectError> {
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(ConnectError::Socket(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let info = connect_fd(fd, target, port)?;
+    Ok((std::net::TcpStream::from(owned), info))
+}
+
+/// Serves service `port`: sessions for it are delivered by connecting to `deliver_to` (where
+/// the program's own listening socket accepts, e.g. 127.0.0.1:8000).
+///
+/// The first call starts the server side: loads (or creates) the identity, locks it against
+/// a second listening process, binds the engine port, publishes this host's addresses (and
+/// registers `NAMESOCK_NAME` if set). Returns once the record is published.
+pub fn serve(port: u16, deliver_to: SocketAddr) -> Result<(), ServeError> {
+    let h = handle()?;
+    let (reply, rx) = mpsc::sync_channel(1);
+    h.send(Command::Serve {
+        port,
+        deliver_to,
+        reply,
+    })
+    .map_err(|()| ServeError::EngineGone)?;
+    rx.recv().map_err(|_| ServeError::EngineGone)?
+}
+
+/// Stops delivering new sessions for `port` (existing ones go on); later HELLOs for it are
+/// refused.
+pub fn unserve(port: u16) {
+    if let Some(h) = current() {
+        let _ = h.send(Command::Unserve { port });
+    }
+}
+
+/// The session behind an accepted delivery: `relay_peer` is the peer address the program's
+/// accept saw (the engine's end of the delivery connection).
+pub fn delivered_session(relay_peer: SocketAddr) -> Option<SessionInfo> {
+    let h = current()?;
+    h.shared.deliveries.lock().get(&relay_peer).cloned()
+}
+
+/// The GUID this process serves as (its key file's), once `serve` has succeeded.
+pub fn local_guid() -> Option<Guid> {
+    let h = current()?;
+    *h.shared.local_guid.lock()
+}
