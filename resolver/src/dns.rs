@@ -28,8 +28,6 @@ use crate::config::DnsConfig;
 
 /// How far apart our clock and the server's may be for TSIG (RFC 8945 suggests 300 s).
 const TSIG_FUDGE: u16 = 300;
-/// Largest DNS message over TCP.
-const MAX_TCP_MESSAGE: usize = 65535;
 
 /// Why the DNS backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -193,17 +191,17 @@ impl DnsStore {
                 });
             }
         };
-        // TXT that is not base64 is not ours: skip it (a verified blob is chosen later).
+        // Text that is not base64 is passed on as it is, to be rejected as malformed.
         Ok(lookup
             .iter()
-            .filter_map(|txt| {
+            .map(|txt| {
                 let text: Vec<u8> = txt
                     .txt_data()
                     .iter()
                     .flat_map(|s| s.iter())
                     .copied()
                     .collect();
-                data_encoding::BASE64.decode(&text).ok()
+                data_encoding::BASE64.decode(&text).unwrap_or(text)
             })
             .collect())
     }
@@ -340,7 +338,7 @@ impl DnsStore {
         let mut len = [0u8; 2];
         stream.read_exact(&mut len)?;
         let len = usize::from(u16::from_be_bytes(len));
-        let mut response = vec![0u8; len.min(MAX_TCP_MESSAGE)];
+        let mut response = vec![0u8; len];
         stream.read_exact(&mut response)?;
         Ok(response)
     }

@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use namesock_identity::Guid;
 
@@ -35,6 +36,9 @@ pub struct FileStore {
     names: PathBuf,
     locks: PathBuf,
 }
+
+/// Names of files being written start with this (never a GUID or a name).
+const TMP_PREFIX: &str = ".tmp.";
 
 /// Number of lock stripes: writers of different GUIDs/names rarely wait for each other.
 const LOCK_STRIPES: u64 = 16;
@@ -68,6 +72,9 @@ impl FileStore {
         };
         for d in [&store.records, &store.names, &store.locks] {
             create_dir(d)?;
+        }
+        for d in [&store.records, &store.names] {
+            remove_stale_temporaries(d);
         }
         Ok(store)
     }
@@ -152,6 +159,26 @@ fn create_dir(dir: &Path) -> Result<(), GnsError> {
     Ok(())
 }
 
+/// Temporary files of writers that died between create and rename (older than a minute, so
+/// never one being written). Best effort: another process may be sweeping too.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(60));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The whole file, or `None` if it does not exist; at most `MAX_RECORD_LEN + 1` bytes are read
 /// so that an oversized file is reported as such without reading all of it.
 fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, GnsError> {
@@ -171,7 +198,7 @@ fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, GnsError> {
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), GnsError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".tmp.{}.{}.{}",
+        "{TMP_PREFIX}{}.{}.{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         rand::random::<u32>()

@@ -85,11 +85,10 @@ fn publish_then_resolve_and_higher_seq_wins() {
 #[test]
 fn wrong_tsig_key_is_refused_by_the_server() {
     let named = Named::start();
-    let wrong = data_encoding::BASE64.encode(&[7u8; 32]);
     let url = format!(
         "dns://{}/gns.test?tsig-key={}",
         named.addr,
-        named.key_file(&wrong).display()
+        named.wrong_key_file().display()
     );
     let gns = Gns::new(&config(&url)).unwrap();
     let kp = Keypair::generate();
@@ -156,6 +155,20 @@ fn forged_records_in_the_zone_are_rejected() {
             err,
             GnsError::Rejected {
                 source: RecordError::Rollback { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Garbage.
+    raw.put_record(&guid, b"hello", &[]).unwrap();
+    let err = reader.resolve(&target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Rejected {
+                source: RecordError::Malformed(_),
                 ..
             }
         ),

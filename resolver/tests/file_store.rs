@@ -350,3 +350,27 @@ fn many_processes_never_read_a_torn_record() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+#[test]
+fn temporaries_of_dead_writers_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(gns(dir.path()));
+    let stale = dir.path().join("records").join(".tmp.1.2.3");
+    let fresh = dir.path().join("records").join(".tmp.4.5.6");
+    for p in [&stale, &fresh] {
+        fs::write(p, b"partial").unwrap();
+    }
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    drop(gns(dir.path()));
+    assert!(!stale.exists());
+    assert!(
+        fresh.exists(),
+        "a file that may still be being written is kept"
+    );
+}

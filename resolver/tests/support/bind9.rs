@@ -3,6 +3,9 @@
 //! directory, killed when dropped (also when a test fails). If `named` cannot start, this
 //! panics: the tests must fail, not skip (CI installs bind9).
 
+// Shared by the tests and the benchmark; each uses only part of it.
+#![allow(dead_code)]
+
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -13,13 +16,16 @@ use std::time::{Duration, Instant};
 pub const ZONE: &str = "gns.test";
 pub const KEY_NAME: &str = "gns-key";
 const NAMED: &str = "/usr/sbin/named";
+const TSIG_KEYGEN: &str = "/usr/sbin/tsig-keygen";
 
 /// A running `named`; killed on drop.
 pub struct Named {
     child: Child,
     dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    /// The zone's TSIG secret, base64.
+    /// The key file (BIND format) of the key that may update the zone.
+    pub key_file: PathBuf,
+    /// Its secret, base64.
     pub secret: String,
 }
 
@@ -33,7 +39,7 @@ impl Named {
                 Err(why) => last = why,
             }
         }
-        panic!("BIND9 named did not start (apt-get install -y bind9 bind9-dnsutils): {last}");
+        panic!("BIND9 named did not start (apt-get install -y bind9 bind9-utils): {last}");
     }
 
     fn try_start() -> Result<Named, String> {
@@ -46,8 +52,10 @@ impl Named {
             .map_err(|e| e.to_string())?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let secret = data_encoding::BASE64.encode(&rand::random::<[u8; 32]>());
+        let key_file = dir.path().join(format!("{KEY_NAME}.key"));
+        let secret = tsig_keygen(&key_file)?;
         let d = dir.path().display();
+        let k = key_file.display();
         fs::write(
             dir.path().join("named.conf"),
             format!(
@@ -64,7 +72,7 @@ impl Named {
     notify no;
 }};
 controls {{ }};
-key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+include "{k}";
 zone "{ZONE}" {{
     type primary;
     file "{d}/{ZONE}.zone";
@@ -97,6 +105,7 @@ zone "{ZONE}" {{
             child,
             dir,
             addr,
+            key_file,
             secret,
         };
         named.wait_ready()?;
@@ -129,19 +138,10 @@ zone "{ZONE}" {{
         text
     }
 
-    /// A BIND key file for the zone's key (the `tsig-keygen` format).
-    pub fn key_file(&self, secret: &str) -> PathBuf {
-        let path = self
-            .dir
-            .path()
-            .join(format!("client-{}.key", rand::random::<u32>()));
-        fs::write(
-            &path,
-            format!(
-                "key \"{KEY_NAME}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"
-            ),
-        )
-        .expect("writing a key file");
+    /// A key file with the zone key's name but another secret (the server rejects it).
+    pub fn wrong_key_file(&self) -> PathBuf {
+        let path = self.dir.path().join("wrong.key");
+        tsig_keygen(&path).expect("tsig-keygen");
         path
     }
 
@@ -150,7 +150,7 @@ zone "{ZONE}" {{
         format!(
             "dns://{}/{ZONE}?tsig-key={}&ttl=1",
             self.addr,
-            self.key_file(&self.secret).display()
+            self.key_file.display()
         )
     }
 }
@@ -160,6 +160,29 @@ impl Drop for Named {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes a new HMAC-SHA256 key named KEY_NAME to `path` (as `tsig-keygen` prints it) and
+/// returns its secret.
+fn tsig_keygen(path: &Path) -> Result<String, String> {
+    let out = Command::new(TSIG_KEYGEN)
+        .args(["-a", "hmac-sha256", KEY_NAME])
+        .output()
+        .map_err(|e| format!("running {TSIG_KEYGEN}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{TSIG_KEYGEN} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let secret = text
+        .split_once("secret \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(secret, _)| secret.to_owned())
+        .ok_or_else(|| format!("no secret in the output of {TSIG_KEYGEN}: {text}"))?;
+    fs::write(path, text).map_err(|e| e.to_string())?;
+    Ok(secret)
 }
 
 /// A loopback port free for both TCP and UDP right now.
