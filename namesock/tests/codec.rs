@@ -324,3 +324,65 @@ fn invalid_public_keys_are_refused() {
     bytes[key_at..key_at + 32].copy_from_slice(&y);
     assert_eq!(Frame::decode(&bytes), Err(DecodeError::BadKey));
 }
+
+#[test]
+fn frame_sizes_are_the_documented_ones() {
+    let sig = Signature([0; 64]);
+    let key = Keypair::from_seed(&[1; 32]).public();
+    let body = |f: Frame| encode(&f).len() - HEADER_LEN;
+    let hello = Hello {
+        conn_id: [0; 16],
+        client_key: key,
+        target: Guid::from_bytes([0; 20]),
+        port: 1,
+        nonce: [0; 32],
+        window: 1,
+        signature: sig,
+    };
+    assert_eq!(body(Frame::Hello(hello)), 175);
+    let ack = HelloAck {
+        conn_id: [0; 16],
+        server_key: key,
+        window: 1,
+        linger_ms: 1,
+        signature: sig,
+    };
+    assert_eq!(body(Frame::HelloAck(ack)), 120);
+    let resume = Resume {
+        conn_id: [0; 16],
+        path_id: 1,
+        received: 1,
+        freshness: 1,
+        signature: sig,
+    };
+    assert_eq!(body(Frame::Resume(resume)), 105);
+    let resume_ack = ResumeAck {
+        conn_id: [0; 16],
+        path_id: 1,
+        received: 1,
+        signature: sig,
+    };
+    assert_eq!(body(Frame::ResumeAck(resume_ack)), 92);
+    let data = Frame::Data {
+        offset: 0,
+        ack: 0,
+        payload: vec![0; MAX_DATA],
+    };
+    assert_eq!(body(data), 16 + MAX_DATA);
+    assert_eq!(body(Frame::Ack { ack: 0 }), 8);
+    assert_eq!(
+        body(Frame::Reset {
+            reason: ResetReason::AppAbort
+        }),
+        2
+    );
+    let moved = Frame::Moved {
+        seq: 0,
+        locators: vec![
+            "192.0.2.1:80".parse().unwrap(),
+            "[2001:db8::1]:80".parse().unwrap(),
+        ],
+    };
+    assert_eq!(body(moved), 9 + 7 + 19);
+    assert!(16 + MAX_DATA <= MAX_FRAME - HEADER_LEN);
+}
