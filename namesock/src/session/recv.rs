@@ -90,6 +90,11 @@ impl RecvStream {
         self.fin == Some(self.consumed)
     }
 
+    #[cfg(test)]
+    pub(super) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

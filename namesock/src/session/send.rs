@@ -143,6 +143,11 @@ impl SendStream {
         self.high = self.high.max(to);
     }
 
+    #[cfg(test)]
+    pub(super) fn replay_len(&self) -> usize {
+        self.replay.len()
+    }
+
     /// Everything, FIN included, is at the peer.
     pub(super) fn is_done(&self) -> bool {
         self.fin && self.known >= self.limit()

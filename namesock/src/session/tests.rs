@@ -1,7 +1,7 @@
 //! Authentication and state-rule tests, driving a client and a server session by hand.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use namesock_identity::{Keypair, Signature};
 
@@ -424,4 +424,116 @@ fn peer_reset_and_app_abort() {
         }]
     );
     assert!(pair.server.is_finished());
+}
+
+mod arbitrary_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let small = 0..3000u64;
+        prop_oneof![
+            (
+                small.clone(),
+                small.clone(),
+                prop::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(offset, ack, payload)| Frame::Data {
+                    offset,
+                    ack,
+                    payload
+                }),
+            small.clone().prop_map(|ack| Frame::Ack { ack }),
+            small.clone().prop_map(|offset| Frame::Fin { offset }),
+            any::<u64>().prop_map(|token| Frame::Ping { token }),
+            any::<u64>().prop_map(|token| Frame::Pong { token }),
+            Just(Frame::Reset {
+                reason: ResetReason::Protocol
+            }),
+            any::<u64>().prop_map(|seq| Frame::Moved {
+                seq,
+                locators: vec![]
+            }),
+            (small.clone(), any::<u64>()).prop_map(|(received, freshness)| {
+                Frame::Resume(Resume {
+                    conn_id: [1; 16],
+                    path_id: 2,
+                    received,
+                    freshness,
+                    signature: Signature([0; 64]),
+                })
+            }),
+            small.prop_map(|received| Frame::ResumeAck(ResumeAck {
+                conn_id: [1; 16],
+                path_id: 2,
+                received,
+                signature: Signature([0; 64]),
+            })),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        ToClient(PathId, Frame),
+        ToServer(PathId, Frame),
+        Write(bool, usize),
+        Read(bool, usize),
+        Shutdown(bool),
+        Wait(u64),
+        Pump,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (prop_oneof![Just(CPATH), Just(2)], frame()).prop_map(|(p, f)| Step::ToClient(p, f)),
+            3 => (prop_oneof![Just(SPATH), Just(7)], frame()).prop_map(|(p, f)| Step::ToServer(p, f)),
+            1 => (any::<bool>(), 0..5000usize).prop_map(|(c, n)| Step::Write(c, n)),
+            1 => (any::<bool>(), 0..5000usize).prop_map(|(c, n)| Step::Read(c, n)),
+            1 => any::<bool>().prop_map(Step::Shutdown),
+            1 => (0..20_000u64).prop_map(Step::Wait),
+            2 => Just(Step::Pump),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever a peer sends, in whatever state, the session answers with values, never
+        /// a panic, and its buffers stay within their bounds.
+        #[test]
+        fn sessions_never_panic_on_arbitrary_frames(steps in prop::collection::vec(step(), 1..60)) {
+            let small = SessionConfig { replay_capacity: 2000, recv_capacity: 2000, ..cfg() };
+            let mut pair = Pair::new(1, small);
+            for step in steps {
+                let now = pair.now;
+                match step {
+                    Step::ToClient(p, f) => { let _ = pair.client.handle_frame(now, p, f); }
+                    Step::ToServer(p, f) => { let _ = pair.server.handle_frame(now, p, f); }
+                    Step::Write(c, n) => {
+                        let s = if c { &mut pair.client } else { &mut pair.server };
+                        prop_assert!(s.app_write(&vec![0; n]) <= 2000);
+                    }
+                    Step::Read(c, n) => {
+                        let s = if c { &mut pair.client } else { &mut pair.server };
+                        s.app_read(&mut vec![0; n]);
+                    }
+                    Step::Shutdown(c) => {
+                        if c { pair.client.app_shutdown_write() } else { pair.server.app_shutdown_write() }
+                    }
+                    Step::Wait(ms) => {
+                        pair.now += Duration::from_millis(ms);
+                        pair.client.handle_timeout(pair.now);
+                        pair.server.handle_timeout(pair.now);
+                    }
+                    Step::Pump => pair.pump(),
+                }
+                for s in [&mut pair.client, &mut pair.server] {
+                    while s.poll_event().is_some() {}
+                    prop_assert!(s.send.replay_len() <= 2000);
+                    prop_assert!(s.recv.buffered() <= 2000);
+                }
+            }
+        }
+    }
 }
