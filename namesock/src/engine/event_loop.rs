@@ -91,6 +91,8 @@ struct Conn {
     app: Option<AppSide>,
     delivery: Option<SocketAddr>,
     paths: Vec<PathId>,
+    /// Both directions finished and confirmed (a server session still lingers for resumes).
+    closed: bool,
 }
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
@@ -140,6 +142,8 @@ pub(crate) struct Engine {
     next_path: PathId,
     next_key: u64,
     dirty: HashSet<u64>,
+    /// Threads waiting (at process exit) for half-closed sessions to finish.
+    drain_waiters: Vec<SyncSender<()>>,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -232,6 +236,7 @@ impl Engine {
             next_path: 1,
             next_key: 1,
             dirty: HashSet::new(),
+            drain_waiters: Vec::new(),
         };
         Ok((engine, waker, shared))
     }
@@ -272,6 +277,11 @@ impl Engine {
             let dirty: Vec<u64> = self.dirty.drain().collect();
             for key in dirty {
                 self.drive(key, Instant::now());
+            }
+            if !self.drain_waiters.is_empty() && !self.draining() {
+                for w in self.drain_waiters.drain(..) {
+                    let _ = w.send(());
+                }
             }
         }
     }
@@ -314,6 +324,7 @@ impl Engine {
             }
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
             Command::Published { result } => self.on_published(result),
+            Command::Drain { reply } => self.drain_waiters.push(reply),
         }
     }
 
@@ -422,6 +433,7 @@ impl Engine {
                     app: None,
                     delivery: None,
                     paths: Vec::new(),
+                    closed: false,
                 },
             );
             self.start_round(key, now, true);
@@ -1283,6 +1295,7 @@ impl Engine {
             app: None,
             delivery: None,
             paths: vec![pid],
+            closed: false,
         };
         // Deliver: connect to the program's listener; its accept sees our local address.
         match TcpStream::connect(deliver_to) {
@@ -1418,6 +1431,15 @@ impl Engine {
         if self.server.is_some() {
             self.publish();
         }
+    }
+
+    /// Is a session still delivering what its program sent before half-closing?
+    fn draining(&self) -> bool {
+        self.conns.values().any(|c| {
+            c.app.as_ref().is_some_and(|a| a.read_eof() && !a.failed)
+                && !c.closed
+                && !c.session.is_finished()
+        })
     }
 
     // ---------------------------------------------------------------- timers
@@ -1639,6 +1661,7 @@ impl Engine {
             }
             Event::Closed => {
                 tracing::debug!("session closed");
+                c.closed = true;
             }
             Event::Reset { reason } => {
                 tracing::debug!(?reason, "session reset");

@@ -165,6 +165,10 @@ pub(crate) enum Command {
     Published {
         result: Result<(namesock_resolver::Record, Vec<SocketAddr>), GnsError>,
     },
+    /// Reply once no half-closed session still has bytes to deliver.
+    Drain {
+        reply: SyncSender<()>,
+    },
 }
 
 /// The part of the engine other threads read directly (short critical sections only, and
@@ -273,6 +277,8 @@ fn start() -> Result<Handle, StartError> {
     std::thread::Builder::new()
         .name("namesock-engine".into())
         .spawn(move || engine.run())?;
+    // SAFETY: registers a plain extern "C" function; atexit has no other preconditions.
+    unsafe { libc::atexit(drain_at_exit) };
     tracing::debug!(pid = sys::getpid(), "engine started");
     Ok(Handle {
         pid: sys::getpid(),
@@ -281,6 +287,25 @@ fn start() -> Result<Handle, StartError> {
         shared,
         cfg,
     })
+}
+
+/// Longest wait at process exit for sessions to deliver what the program sent.
+const EXIT_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// At exit, the program's last bytes may still sit in the engine (a kernel socket would have
+/// delivered them after exit): wait, bounded, for every half-closed session to finish.
+extern "C" fn drain_at_exit() {
+    // Never unwind into libc.
+    let _ = std::panic::catch_unwind(|| {
+        let Some(h) = current() else {
+            return;
+        };
+        let (reply, rx) = mpsc::sync_channel(1);
+        if h.send(Command::Drain { reply }).is_ok() {
+            let limit = h.cfg.linger().min(EXIT_DRAIN_MAX);
+            let _ = rx.recv_timeout(limit);
+        }
+    });
 }
 
 /// The effective configuration of this process's engine (starting it if needed).

@@ -59,6 +59,11 @@ impl AppSide {
         }
     }
 
+    /// The program half-closed its socket (and the session took every byte before it).
+    pub fn read_eof(&self) -> bool {
+        self.read_eof
+    }
+
     /// Everything taken from the session reached the program's socket.
     pub fn flushed(&self) -> bool {
         self.outbound.len() == self.out_pos
