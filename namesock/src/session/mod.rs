@@ -688,9 +688,10 @@ impl Session {
         }
     }
 
-    /// The application vanished: RESET(AppAbort) on every live path, then finished.
+    /// The application vanished: RESET(AppAbort) on every live path, then finished. After
+    /// `Closed` there is nothing left to abort (a server finishes its linger on its own).
     pub fn app_abort(&mut self) {
-        if matches!(self.state, State::Open | State::Closed) {
+        if self.state == State::Open {
             self.reset(ResetReason::AppAbort, true, false);
         }
     }
