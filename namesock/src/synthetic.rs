@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 /// The IPv4 synthetic network: `240.78.0.0/16` ("N" = 78).
 pub const V4_PREFIX: [u8; 2] = [240, 78];
 /// The IPv6 synthetic network: `100::4e53:0:0/96` ("NS" = 0x4e53), in the discard prefix.
-pub const V6_PREFIX: [u16; 6] = [0x0100, 0, 0, 0, 0x4e53, 0];
+pub const V6_PREFIX: [u16; 6] = [0x0100, 0, 0, 0, 0, 0x4e53];
 /// Most names one table holds (a quarter of the slots, so probing stays short).
 pub const MAX_ENTRIES: usize = 16384;
 /// Longest name accepted (the DNS limit).
@@ -413,6 +413,8 @@ mod tests {
         assert!(!is_synthetic("127.0.0.1".parse().unwrap()));
         assert!(!is_synthetic("240.78.0.0".parse().unwrap()));
         assert!(!is_synthetic("100::4e53:1:1".parse().unwrap()));
+        assert!(!is_synthetic("100::4e53:0:0:1".parse().unwrap()));
+        assert_eq!(v6.to_string(), format!("100::4e53:0:{:x}", v6.segments()[7]));
         assert_eq!(t.name_of(v4.into()).unwrap().as_deref(), Some("web.ns.alt"));
         assert_eq!(t.name_of(v6.into()).unwrap().as_deref(), Some("web.ns.alt"));
         assert_eq!(t.assign("WEB.ns.alt.").unwrap(), (v4, v6));
