@@ -1,0 +1,305 @@
+//! Socket hooks: only the calls that name addresses. The program's fd stays a real TCP
+//! socket; the engine relays its bytes, so read/write/poll/sendfile/... need no hook.
+
+use std::io::Write;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use libc::{c_int, c_uint, sockaddr, socklen_t};
+use namesock::engine::{self, ServeError, StartError};
+use namesock::identity::KeyFileError;
+use namesock::synthetic;
+
+use crate::fds::{self, FdState};
+use crate::guard::set_errno;
+use crate::{addr, real::call as real};
+
+/// -1 with `errno`.
+fn fail(errno: c_int) -> c_int {
+    set_errno(errno);
+    -1
+}
+
+fn sockopt_int(fd: RawFd, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `v` and `len` describe a c_int that outlives the call.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &mut len) };
+    (r == 0).then_some(v)
+}
+
+/// The family of an AF_INET/AF_INET6 stream socket; `None` for any other socket.
+fn tcp_family(fd: RawFd) -> Option<c_int> {
+    let family = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let stream = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_STREAM;
+    (stream && matches!(family, libc::AF_INET | libc::AF_INET6)).then_some(family)
+}
+
+/// `socket`: a new fd has no history, whatever was closed behind our back under its number.
+pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+    // SAFETY: socket(2) takes plain integers.
+    let fd = unsafe { real::socket(domain, kind, protocol) };
+    if fd >= 0 {
+        forget(fd);
+    }
+    fd
+}
+
+/// `connect`: a synthetic address is a session through the engine; anything else is the
+/// real connect.
+///
+/// # Safety
+/// `sa` holds `len` bytes.
+pub unsafe fn connect(fd: RawFd, sa: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: the caller's address.
+    let target = unsafe { addr::read(sa, len) }.filter(|a| synthetic::is_synthetic(a.ip()));
+    let Some(to) = target else {
+        // SAFETY: the caller's arguments unchanged.
+        return unsafe { real::connect(fd, sa, len) };
+    };
+    namesock::logging::init_from_env();
+    if tcp_family(fd).is_none() {
+        // Only TCP is carried: a UDP or raw socket to a synthetic address goes nowhere.
+        tracing::debug!(fd, %to, "not a TCP socket: synthetic addresses are unreachable");
+        return fail(libc::ENETUNREACH);
+    }
+    let Some((target, port)) = synthetic::target_for(&to) else {
+        tracing::info!(fd, %to, "no name behind this synthetic address");
+        return fail(libc::EHOSTUNREACH);
+    };
+    if !fds::fits(fd) {
+        return fail(libc::EMFILE);
+    }
+    if let Some(FdState::Client { .. }) = fds::get(fd) {
+        // Connected already (programs that connect again to learn a non-blocking connect's
+        // outcome expect this answer).
+        return fail(libc::EISCONN);
+    }
+    match engine::connect_fd(fd, &target, port) {
+        Ok(info) => {
+            tracing::debug!(fd, %target, port, peer = %info.peer_addr, "connected");
+            fds::set(fd, FdState::Client { peer: to });
+            0
+        }
+        Err(e) => {
+            tracing::info!(fd, %target, port, "connect failed: {e}");
+            fail(e.errno())
+        }
+    }
+}
+
+/// `getpeername`: the synthetic address a client connected to, the real client of a
+/// delivered session; otherwise (and for every error) the real answer.
+///
+/// # Safety
+/// The contract of getpeername(2).
+pub unsafe fn getpeername(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the caller's arguments unchanged.
+    let r = unsafe { real::getpeername(fd, sa, len) };
+    if r == 0
+        && let Some(FdState::Client { peer } | FdState::Delivered { peer }) = fds::get(fd)
+    {
+        // SAFETY: `sa`/`len` were valid for the real call, which succeeded.
+        unsafe { addr::write(&peer, sa, len) };
+    }
+    r
+}
+
+/// The address the engine delivers sessions to: the listener's own, or loopback when it is
+/// bound to a wildcard address.
+fn delivery_address(fd: RawFd, family: c_int) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: `ss` holds `len` bytes.
+    if unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes.
+    let bound = unsafe { addr::read((&raw const ss).cast(), len) }?;
+    let ip = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        // A dual-stack `::` listener accepts IPv4 too: deliver over 127.0.0.1, which exists
+        // wherever `lo` is up (`::1` may not).
+        IpAddr::V6(ip)
+            if ip.is_unspecified()
+                && family == libc::AF_INET6
+                && sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(0) =>
+        {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, bound.port()))
+}
+
+/// The errno a failed `serve` turns into for the program's listen.
+fn serve_errno(e: &ServeError) -> c_int {
+    match e {
+        ServeError::KeyInUse { .. } => libc::EADDRINUSE,
+        ServeError::Bind { source, .. }
+        | ServeError::Lock { source, .. }
+        | ServeError::Start(StartError::Io(source))
+        | ServeError::Key(KeyFileError::Io { source, .. }) => {
+            source.raw_os_error().unwrap_or(libc::EIO)
+        }
+        ServeError::Key(_) => libc::EACCES,
+        ServeError::Start(StartError::Config(_)) => libc::EINVAL,
+        ServeError::Publish(_) | ServeError::EngineGone => libc::EIO,
+    }
+}
+
+/// `listen`: the real listen, then the engine serves the port, delivering sessions to this
+/// socket. If the engine cannot serve, listen fails (with the reason on stderr): a server
+/// silently reachable only by plain TCP would be "something else".
+pub fn listen(fd: RawFd, backlog: c_int) -> c_int {
+    // SAFETY: listen(2) takes plain integers.
+    let r = unsafe { real::listen(fd, backlog) };
+    if r != 0 || matches!(fds::get(fd), Some(FdState::Listening { .. })) {
+        return r;
+    }
+    let Some(family) = tcp_family(fd) else {
+        return r;
+    };
+    let Some(deliver_to) = delivery_address(fd, family) else {
+        return r;
+    };
+    namesock::logging::init_from_env();
+    if !fds::fits(fd) {
+        return fail(libc::EMFILE);
+    }
+    let port = deliver_to.port();
+    match engine::serve(port, deliver_to) {
+        Ok(()) => {
+            tracing::debug!(fd, port, %deliver_to, "serving");
+            fds::set(fd, FdState::Listening { port });
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "namesock: cannot serve port {port} by name: {e}"
+            );
+            fail(serve_errno(&e))
+        }
+    }
+}
+
+/// `accept`/`accept4`: the real accept; a session the engine delivered shows its real client
+/// address (in `sa` and later in getpeername) instead of the engine's loopback end.
+///
+/// # Safety
+/// The contract of accept4(2).
+pub unsafe fn accept4(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut ss_len = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: our own buffer of `ss_len` bytes.
+    let new = unsafe { real::accept4(fd, (&raw mut ss).cast(), &mut ss_len, flags) };
+    if new < 0 {
+        return new;
+    }
+    forget(new);
+    // SAFETY: the kernel wrote `ss_len` bytes.
+    let relay_peer = unsafe { addr::read((&raw const ss).cast(), ss_len) };
+    let delivered = relay_peer
+        .filter(|p| p.ip().to_canonical().is_loopback())
+        .filter(|_| matches!(fds::get(fd), Some(FdState::Listening { .. })))
+        // The engine knows the delivery by its own (IPv4 or IPv6) address; a dual-stack
+        // listener sees an IPv4 one v4-mapped.
+        .and_then(|p| delivered_session(p).map(|info| (p, info)));
+    let shown = match delivered {
+        Some((relay, info)) => {
+            let family = if relay.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            let peer = addr::for_family(info.peer_addr, family)
+                .or_else(|| guid_address(&info.peer_guid, info.peer_addr.port(), family))
+                .unwrap_or(relay);
+            tracing::debug!(fd, new, %relay, %peer, guid = %info.peer_guid, "delivered session");
+            fds::set(new, FdState::Delivered { peer });
+            Some(peer)
+        }
+        None => relay_peer,
+    };
+    match shown {
+        // SAFETY: `sa`/`len` are the caller's (null or valid).
+        Some(peer) => unsafe { addr::write(&peer, sa, len) },
+        None if !sa.is_null() && !len.is_null() => {
+            // Not an IP socket: hand over what the kernel said.
+            // SAFETY: `sa` holds `*len` bytes; `ss` holds `ss_len`.
+            unsafe {
+                let n = (*len).min(ss_len) as usize;
+                std::ptr::copy_nonoverlapping((&raw const ss).cast::<u8>(), sa.cast::<u8>(), n);
+                *len = ss_len;
+            }
+        }
+        None => {}
+    }
+    new
+}
+
+/// How long an accept of a loopback connection waits for the engine to say whether it is one
+/// of its deliveries: the engine thread records a delivery right after its non-blocking
+/// connect, which on loopback may complete (and be accepted) a moment before that.
+const DELIVERY_GRACE: Duration = Duration::from_millis(20);
+
+/// The session the engine delivered through the connection from `relay_peer`, if any.
+fn delivered_session(relay_peer: SocketAddr) -> Option<engine::SessionInfo> {
+    // The engine knows the delivery by its own address; a dual-stack listener sees an IPv4
+    // one v4-mapped.
+    let engine_end = SocketAddr::new(relay_peer.ip().to_canonical(), relay_peer.port());
+    let deadline = Instant::now() + DELIVERY_GRACE;
+    loop {
+        if let Some(info) = engine::delivered_session(engine_end) {
+            return Some(info);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A client's IPv6 address cannot show in an AF_INET socket: show the synthetic IPv4 address
+/// of its GUID instead (which getnameinfo turns into `<guid>.<zone>`).
+fn guid_address(guid: &namesock::identity::Guid, port: u16, family: c_int) -> Option<SocketAddr> {
+    let zone = synthetic::gns().ok()?.zone().to_owned();
+    let (v4, v6) = synthetic::assign(&format!("{guid}.{zone}")).ok()?;
+    Some(if family == libc::AF_INET {
+        SocketAddr::new(v4.into(), port)
+    } else {
+        SocketAddr::new(v6.into(), port)
+    })
+}
+
+/// Forgets an fd that is closed or reused; a listener's port stops being served.
+fn forget(fd: RawFd) {
+    if let Some(FdState::Listening { port }) = fds::take(fd) {
+        tracing::debug!(fd, port, "listener closed: unserving");
+        engine::unserve(port);
+    }
+}
+
+pub fn close(fd: RawFd) -> c_int {
+    forget(fd);
+    // SAFETY: close(2) takes a plain integer.
+    unsafe { real::close(fd) }
+}
+
+pub fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // SAFETY: close_range(2) takes plain integers.
+    let r = unsafe { real::close_range(first, last, flags) };
+    if r == 0 && flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+        let end = last.min(fds::MAX_FD as c_uint - 1);
+        for fd in first..=end {
+            forget(fd as RawFd);
+        }
+    }
+    r
+}
