@@ -3,7 +3,7 @@
 //! the SHA-256 of what it sent and received.
 //!
 //! ```text
-//! nsbench serve PORT [--bytes N] [--seed S] [--out FILE]          # namesock listener
+//! nsbench serve PORT [--bytes N] [--seed S] [--out FILE] [--rate B/s]   # namesock listener
 //! nsbench connect NAME:PORT [--bytes N] [--seed S] [--out FILE]   # namesock client
 //! nsbench plain-serve PORT [...]  /  nsbench plain-connect IP:PORT [...]   # plain TCP
 //! ```
@@ -25,6 +25,8 @@ struct Opts {
     bytes: u64,
     seed: u64,
     out: Option<String>,
+    /// Pace the sender to this many bytes per second (0: as fast as possible).
+    rate: u64,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -32,6 +34,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         bytes: 64 << 20,
         seed: 1,
         out: None,
+        rate: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -40,6 +43,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--bytes" => o.bytes = v.parse().map_err(|e| format!("--bytes: {e}"))?,
             "--seed" => o.seed = v.parse().map_err(|e| format!("--seed: {e}"))?,
             "--out" => o.out = Some(v.clone()),
+            "--rate" => o.rate = v.parse().map_err(|e| format!("--rate: {e}"))?,
             _ => return Err(format!("unknown option {a}")),
         }
     }
@@ -57,13 +61,20 @@ fn transfer(
     shutdown: impl FnOnce() + Send + 'static,
     o: &Opts,
 ) -> io::Result<(String, u64, String)> {
-    let (bytes, seed) = (o.bytes, o.seed);
+    let (bytes, seed, rate) = (o.bytes, o.seed, o.rate);
     let sender = std::thread::spawn(move || -> io::Result<String> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut sha = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut left = bytes;
+        let start = Instant::now();
         while left > 0 {
+            if rate > 0 {
+                let due = std::time::Duration::from_secs_f64((bytes - left) as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             let n = left.min(buf.len() as u64) as usize;
             rng.fill_bytes(&mut buf[..n]);
             sha.update(&buf[..n]);

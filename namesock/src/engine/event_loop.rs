@@ -1378,11 +1378,17 @@ impl Engine {
         }
         tracing::debug!(?changes, "local addresses changed");
         let mut gone: Vec<std::net::IpAddr> = Vec::new();
+        let mut link_down: Vec<std::net::IpAddr> = Vec::new();
         let mut added = false;
         for ch in &changes {
             match ch {
                 AddrChange::Removed(ip) => gone.push(*ip),
-                AddrChange::Added(_) => added = true,
+                AddrChange::Added(_) | AddrChange::LinkUp(_) => added = true,
+                AddrChange::LinkDown(index) => {
+                    // Its addresses may stay configured, but nothing gets through them.
+                    let addrs = sys::addrs_of_interface(*index).unwrap_or_default();
+                    link_down.extend(addrs);
+                }
                 AddrChange::Overflow => {
                     added = true;
                     if let Ok(now_addrs) = sys::local_addrs() {
@@ -1397,8 +1403,10 @@ impl Engine {
             }
         }
         // An address that went away takes its paths with it, at once.
-        if !gone.is_empty() {
-            let still = sys::local_addrs().unwrap_or_default();
+        if !gone.is_empty() || !link_down.is_empty() {
+            let mut still = sys::local_addrs().unwrap_or_default();
+            still.retain(|ip| !link_down.contains(ip));
+            gone.extend(link_down.iter().copied());
             let dead: Vec<PathId> = self
                 .paths
                 .iter()

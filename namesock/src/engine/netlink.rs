@@ -11,6 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub enum AddrChange {
     Added(IpAddr),
     Removed(IpAddr),
+    /// An interface lost carrier or went down (its addresses may stay, unusable).
+    LinkDown(u32),
+    /// An interface came (back) up.
+    LinkUp(u32),
     /// The kernel dropped notifications (ENOBUFS): rescan everything.
     Overflow,
 }
@@ -19,6 +23,7 @@ pub struct AddrMonitor {
     fd: OwnedFd,
 }
 
+const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
@@ -40,7 +45,7 @@ impl AddrMonitor {
         // SAFETY: sockaddr_nl is plain old data; all-zero is valid.
         let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+        sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
         // SAFETY: `sa` is a valid sockaddr_nl of the given length.
         let r = unsafe {
             libc::bind(
@@ -95,7 +100,8 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Parses a datagram of netlink messages (RTM_NEWADDR / RTM_DELADDR).
+/// Parses a datagram of netlink messages (RTM_NEWADDR / RTM_DELADDR / RTM_NEWLINK /
+/// RTM_DELLINK).
 fn parse(mut buf: &[u8], out: &mut Vec<AddrChange>) {
     const NLMSG_HDR: usize = mem::size_of::<libc::nlmsghdr>();
     const IFA_HDR: usize = mem::size_of::<libc::ifaddrmsg>();
@@ -106,6 +112,18 @@ fn parse(mut buf: &[u8], out: &mut Vec<AddrChange>) {
             return;
         }
         let msg = &buf[NLMSG_HDR..len];
+        // ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32.
+        if (ty == libc::RTM_NEWLINK || ty == libc::RTM_DELLINK) && msg.len() >= 16 {
+            let index = u32::from_ne_bytes(msg[4..8].try_into().unwrap());
+            let flags = u32::from_ne_bytes(msg[8..12].try_into().unwrap());
+            let running = flags & (libc::IFF_UP | libc::IFF_RUNNING) as u32
+                == (libc::IFF_UP | libc::IFF_RUNNING) as u32;
+            out.push(if ty == libc::RTM_NEWLINK && running {
+                AddrChange::LinkUp(index)
+            } else {
+                AddrChange::LinkDown(index)
+            });
+        }
         if (ty == libc::RTM_NEWADDR || ty == libc::RTM_DELADDR) && msg.len() >= IFA_HDR {
             let family = msg[0] as libc::c_int;
             let (mut local, mut address) = (None, None);

@@ -191,7 +191,8 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
         // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
         let ifa = unsafe { &*cur };
         cur = ifa.ifa_next;
-        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+        let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_uint;
+        let up = ifa.ifa_flags & want == want;
         if ifa.ifa_addr.is_null() || !up {
             continue;
         }
@@ -215,6 +216,34 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
     loopback.dedup();
     global.extend(loopback);
     Ok(global)
+}
+
+/// The addresses configured on interface `index`, whatever its state.
+pub fn addrs_of_interface(index: u32) -> io::Result<Vec<IpAddr>> {
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs.
+    cvt(unsafe { libc::getifaddrs(&mut ifap) })?;
+    let mut out = Vec::new();
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated interface name owned by the list.
+        if unsafe { libc::if_nametoindex(ifa.ifa_name) } != index {
+            continue;
+        }
+        // SAFETY: getifaddrs gives a valid address of the family it names.
+        if let Some(sa) = unsafe { from_sockaddr(ifa.ifa_addr) } {
+            out.push(sa.ip());
+        }
+    }
+    // SAFETY: `ifap` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    Ok(out)
 }
 
 /// The address family (AF_INET/AF_INET6) of a socket.
