@@ -272,7 +272,7 @@ impl Session {
             debug!(path, "path_opened ignored: not an open client session");
             return;
         }
-        self.paths.retain(|p| p.id != path);
+        self.detach(path);
         let mut resume = None;
         let frame = match &self.hello {
             Some(hello) => Frame::Hello(hello.clone()),
@@ -494,7 +494,7 @@ impl Session {
             return;
         }
         self.freshness = resume.freshness;
-        self.paths.retain(|p| p.id != path);
+        self.detach(path);
         let mut ack = ResumeAck {
             conn_id: self.conn_id,
             path_id: resume.path_id,
@@ -774,19 +774,29 @@ impl Session {
         }
     }
 
-    fn lose_path(&mut self, now: Instant, path: PathId, dead: bool) {
-        let Some(i) = self.index(path) else { return };
+    /// Removes `path`. If it was the active one, the next active path (failover) resends
+    /// everything unconfirmed. Returns whether the path existed.
+    fn detach(&mut self, path: PathId) -> bool {
+        let Some(i) = self.index(path) else {
+            return false;
+        };
         let was_active = self.active() == Some(i);
         self.paths.remove(i);
+        if was_active {
+            self.send.rewind();
+        }
+        true
+    }
+
+    fn lose_path(&mut self, now: Instant, path: PathId, dead: bool) {
+        if !self.detach(path) {
+            return;
+        }
         if dead {
             self.events.push_back(Event::PathDead(path));
         }
         if !matches!(self.state, State::Open | State::Closed) {
             return;
-        }
-        if was_active {
-            // Failover: the next active path resends everything unconfirmed.
-            self.send.rewind();
         }
         if !self.paths.iter().any(Path::is_live) && self.no_live_since.is_none() {
             self.no_live_since = Some(now);
