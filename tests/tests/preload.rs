@@ -1,0 +1,657 @@
+//! libnamesock.so with real programs (curl, python3, socat, nc) on this machine, each test in
+//! its own scenario world (file GNS, keys, runtime directories in a fresh work directory) and
+//! on its own ports. Every transfer is checked byte for byte.
+//!
+//! The tests run the `namesock` binary and `libnamesock.so` of their own build profile
+//! (`target/<profile>/`, beside `target/<profile>/deps/<this test>`), and build them first with
+//! `cargo build -p namesock -p namesock-preload` (a no-op when they are up to date), so that
+//! `cargo test` alone never runs stale hooks.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use namesock::identity::Keypair;
+use namesock::testbed::scenario::{Local, Timers, Tools, World, ZONE, hex, sha256_file};
+use namesock::testbed::{Process, run_with_input};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The tools of this test's profile, built once per test binary.
+fn tools() -> Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable");
+            // target/<profile>/deps/preload-<hash>
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "-q", "-p", "namesock", "-p", "namesock-preload"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of namesock and libnamesock.so failed"
+            );
+            Tools::in_dir(profile_dir).expect("built tools")
+        })
+        .clone()
+}
+
+fn world(tag: &str) -> World {
+    World::new(tag, tools(), Timers::default()).expect("scenario world")
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Runs `command` to completion with `stdin`, stdout and stderr captured.
+fn run(command: Command, stdin: Option<&str>) -> Output {
+    run_with_input(command, stdin, TIMEOUT).expect("program ran")
+}
+
+fn check(what: &str, output: &Output, world: &World, label: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        world.log_tail(label, 30)
+    );
+}
+
+/// `python3 -m http.server` under `namesock run --name <name>`, serving the world's `www`.
+struct WebServer {
+    process: Process,
+    port: u16,
+    guid: String,
+}
+
+impl WebServer {
+    fn start(world: &World, label: &str, name: &str) -> WebServer {
+        let port = free_port();
+        let process = world
+            .start_http_server(&Local, label, name, port)
+            .expect("start the server");
+        let record = world
+            .wait_for_record(name, Duration::from_secs(30), |_| true)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name} never registered: {e}\n{}",
+                    world.log_tail(label, 30)
+                )
+            });
+        WebServer {
+            process,
+            port,
+            guid: record.guid.to_string(),
+        }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.process.kill();
+    }
+}
+
+/// `curl` under the preload as program `label`; its output, stdout = the body.
+fn curl(world: &World, label: &str, args: &[&str]) -> Output {
+    let mut argv = vec!["curl", "-sS", "--max-time", "100"];
+    argv.extend(args);
+    run(
+        world
+            .namesock_run(&Local, label, &argv)
+            .expect("curl command"),
+        None,
+    )
+}
+
+fn file_with(world: &World, name: &str, size: u64) -> (PathBuf, [u8; 32]) {
+    let served = world.serve_random_file(name, size).expect("test file");
+    (world.path("www").join(name), served.sha256)
+}
+
+#[test]
+fn curl_downloads_by_name_and_by_guid_literal() {
+    let world = world("preload-curl");
+    let (_, sha) = file_with(&world, "file", 100 << 20);
+    let server = WebServer::start(&world, "web", "web");
+    for (label, host) in [
+        ("by-name", format!("web.{ZONE}")),
+        ("by-guid", format!("{}.{ZONE}", server.guid)),
+    ] {
+        let out = world.path(&format!("{label}.out"));
+        let url = format!("http://{host}:{}/file", server.port);
+        let output = curl(
+            &world,
+            label,
+            &["--fail", "-o", out.to_str().unwrap(), &url],
+        );
+        check(&url, &output, &world, label);
+        assert_eq!(
+            hex(&sha256_file(&out).unwrap()),
+            hex(&sha),
+            "{url}: content differs"
+        );
+    }
+}
+
+#[test]
+fn resolution_hooks_answer_names_in_the_zone() {
+    let world = world("preload-resolve");
+    let key = Keypair::generate();
+    let gns = world.gns().unwrap();
+    let locator: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    gns.publish(&key, &[locator], &["web".to_owned()]).unwrap();
+    gns.register(&key, "web").unwrap();
+    let guid_host = format!("{}.{ZONE}", key.guid());
+    // Python's socket module calls getaddrinfo, gethostbyname_r, gethostbyaddr_r/gethostbyaddr
+    // and getnameinfo of the C library.
+    let script = r#"
+import socket, sys
+host, guid_host = sys.argv[1], sys.argv[2]
+def gai(*a, **k):
+    return sorted({(ai[0].name, ai[4][0], ai[4][1]) for ai in socket.getaddrinfo(*a, **k)})
+print("unspec", gai(host, 8000, type=socket.SOCK_STREAM))
+print("inet", gai(host, "http", socket.AF_INET, socket.SOCK_STREAM))
+print("inet6", gai(host, 443, socket.AF_INET6, socket.SOCK_STREAM))
+print("canon", socket.getaddrinfo(host, 1, socket.AF_INET, socket.SOCK_STREAM, 0, socket.AI_CANONNAME)[0][3])
+print("guid", gai(guid_host, 1, socket.AF_INET, socket.SOCK_STREAM))
+ip = socket.gethostbyname(host)
+print("byname", ip, socket.gethostbyname(host.upper() + ".") == ip)
+print("byname_ex", socket.gethostbyname_ex(host))
+print("byaddr", socket.gethostbyaddr(ip)[0])
+print("nameinfo", socket.getnameinfo((ip, 80), 0), socket.getnameinfo((ip, 80), socket.NI_NUMERICHOST))
+v6 = gai(host, 1, socket.AF_INET6)[0][1]
+print("nameinfo6", socket.getnameinfo((v6, 80, 0, 0), socket.NI_NUMERICSERV)[0])
+for bad in [host, "nosuch." + host.split(".", 1)[1]]:
+    try:
+        socket.getaddrinfo(bad, 80, flags=socket.AI_NUMERICHOST if bad == host else 0)
+        print("resolved", bad)
+    except socket.gaierror as e:
+        print("gaierror", e.errno == socket.EAI_NONAME)
+print("localhost", gai("localhost", 80, socket.AF_INET, socket.SOCK_STREAM))
+"#;
+    let host = format!("web.{ZONE}");
+    let mut command = world
+        .namesock_run(&Local, "py", &["python3", "-c", script, &host, &guid_host])
+        .unwrap();
+    command.stdout(Stdio::piped());
+    let output = run(command, None);
+    check("python resolution script", &output, &world, "py");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let field = |key: &str| -> &str {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{text}"))
+    };
+    let ip = field("byname").split(' ').next().unwrap().to_owned();
+    assert!(ip.starts_with("240.78."), "{text}");
+    assert!(field("byname").ends_with("True"), "{text}");
+    let v6 = lines[0]; // unspec: both families, one address each
+    assert!(v6.contains(&format!("('AF_INET', '{ip}', 8000)")), "{text}");
+    assert!(v6.contains("('AF_INET6', '100::4e53:0:"), "{text}");
+    assert_eq!(field("inet"), format!("[('AF_INET', '{ip}', 80)]"));
+    assert!(
+        field("inet6").starts_with("[('AF_INET6', '100::4e53:0:"),
+        "{text}"
+    );
+    assert!(field("inet6").ends_with(", 443)]"), "{text}");
+    assert_eq!(field("canon"), host);
+    assert!(field("guid").starts_with("[('AF_INET', '240.78."), "{text}");
+    assert!(
+        !field("guid").contains(&ip),
+        "a GUID literal has its own address: {text}"
+    );
+    assert_eq!(field("byname_ex"), format!("('{host}', [], ['{ip}'])"));
+    assert_eq!(field("byaddr"), host);
+    assert_eq!(
+        field("nameinfo"),
+        format!("('{host}', 'http') ('{ip}', 'http')")
+    );
+    assert_eq!(field("nameinfo6"), host);
+    assert_eq!(
+        lines.iter().filter(|l| **l == "gaierror True").count(),
+        2,
+        "AI_NUMERICHOST and unknown names fail with EAI_NONAME: {text}"
+    );
+    assert_eq!(field("localhost"), "[('AF_INET', '127.0.0.1', 80)]");
+}
+
+#[test]
+fn unknown_names_and_refused_ports_fail_like_curl_expects() {
+    let world = world("preload-errors");
+    let server = WebServer::start(&world, "web", "web");
+    let unknown = curl(
+        &world,
+        "unknown",
+        &[&format!("http://nosuch.{ZONE}:{}/", server.port)],
+    );
+    assert_eq!(unknown.status.code(), Some(6), "{unknown:?}");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("Could not resolve host"), "{stderr}");
+
+    let refused_port = free_port();
+    let refused = curl(
+        &world,
+        "refused",
+        &["-v", &format!("http://web.{ZONE}:{refused_port}/")],
+    );
+    assert_eq!(refused.status.code(), Some(7), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn names_outside_the_zone_take_the_normal_path() {
+    let world = world("preload-legacy");
+    let (_, sha) = file_with(&world, "file", 1 << 20);
+    let port = free_port();
+    let www = world.path("www");
+    let port_arg = port.to_string();
+    // A plain server, not under the preload.
+    let mut server = Process::spawn(
+        world
+            .plain(
+                &Local,
+                "plain",
+                &[
+                    "python3",
+                    "-m",
+                    "http.server",
+                    &port_arg,
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                    www.to_str().unwrap(),
+                ],
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    wait_for_port(port);
+    let out = world.path("legacy.out");
+    let output = curl(
+        &world,
+        "legacy",
+        &[
+            "--fail",
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            "%{remote_ip}",
+            &format!("http://localhost:{port}/file"),
+        ],
+    );
+    server.kill();
+    check("curl by localhost", &output, &world, "legacy");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "127.0.0.1");
+    assert_eq!(sha256_file(&out).unwrap(), sha);
+    // Nothing of namesock was involved: no synthetic address was handed out.
+    assert!(!world.path("run/legacy/namesock/synthetic").exists());
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A server program under `namesock run --name <name>`, with stdout and stderr in its log.
+fn serve(world: &World, label: &str, name: &str, argv: &[&str]) -> Process {
+    let mut command = world.namesock_run(&Local, label, argv).unwrap();
+    command.env("NAMESOCK_NAME", name);
+    let process = Process::spawn(command).unwrap();
+    world
+        .wait_for_record(name, Duration::from_secs(30), |_| true)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{name} never registered: {e}\n{}",
+                world.log_tail(label, 30)
+            )
+        });
+    process
+}
+
+#[test]
+fn socat_half_close_then_the_server_answers() {
+    let world = world("preload-halfclose");
+    let port = free_port();
+    // The server reads until the client's FIN, then answers with the byte count and hash.
+    let mut server = serve(
+        &world,
+        "srv",
+        "count",
+        &[
+            "socat",
+            &format!("TCP-LISTEN:{port},reuseaddr"),
+            "SYSTEM:wc -c; echo done",
+        ],
+    );
+    let input: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    let client = world
+        .namesock_run(
+            &Local,
+            "cli",
+            &[
+                "socat",
+                "-t",
+                "30",
+                "-",
+                &format!("TCP:count.{ZONE}:{port}"),
+            ],
+        )
+        .unwrap();
+    let output = run(client, Some(&input));
+    server.kill();
+    check("socat client", &output, &world, "cli");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{}\ndone\n", input.len())
+    );
+}
+
+#[test]
+fn socat_bulk_from_the_server_and_nc_as_server() {
+    let world = world("preload-bulk");
+    let (path, sha) = file_with(&world, "bulk", 8 << 20);
+    // socat serves a file; socat downloads it.
+    let port = free_port();
+    let mut server = serve(
+        &world,
+        "srv",
+        "files",
+        &[
+            "socat",
+            "-u",
+            &format!("OPEN:{}", path.display()),
+            &format!("TCP-LISTEN:{port},reuseaddr"),
+        ],
+    );
+    let out = world.path("bulk.out");
+    let mut client = world
+        .namesock_run(
+            &Local,
+            "cli",
+            &[
+                "socat",
+                "-u",
+                &format!("TCP:files.{ZONE}:{port}"),
+                &format!("CREATE:{}", out.display()),
+            ],
+        )
+        .unwrap();
+    client.stdin(Stdio::null());
+    let output = run(client, None);
+    server.kill();
+    check("socat download", &output, &world, "cli");
+    assert_eq!(sha256_file(&out).unwrap(), sha);
+
+    // nc listens and receives a file from socat; the listener's side sees the client's EOF
+    // (nc -N on the client side is socat's shutdown here) and exits.
+    let port = free_port();
+    let received = world.path("nc.out");
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "ncsrv",
+            &[
+                "sh",
+                "-c",
+                &format!("nc -l 127.0.0.1 {port} > {}", received.display()),
+            ],
+        )
+        .unwrap();
+    command.env("NAMESOCK_NAME", "sink");
+    let mut nc = Process::spawn(command).unwrap();
+    world
+        .wait_for_record("sink", Duration::from_secs(30), |_| true)
+        .unwrap();
+    let send = world
+        .namesock_run(
+            &Local,
+            "send",
+            &[
+                "socat",
+                "-u",
+                &format!("OPEN:{}", path.display()),
+                &format!("TCP:sink.{ZONE}:{port}"),
+            ],
+        )
+        .unwrap();
+    let output = run(send, None);
+    check("socat upload", &output, &world, "send");
+    let status = nc.wait_timeout(TIMEOUT).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "nc: {status:?}\n{}",
+        world.log_tail("ncsrv", 30)
+    );
+    assert_eq!(sha256_file(&received).unwrap(), sha);
+}
+
+#[test]
+fn nc_interactive_exchange_through_an_echo_server() {
+    let world = world("preload-interactive");
+    let port = free_port();
+    let mut server = serve(
+        &world,
+        "echo",
+        "echo",
+        &["socat", &format!("TCP-LISTEN:{port},reuseaddr"), "PIPE"],
+    );
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "nc",
+            &["nc", "-N", &format!("echo.{ZONE}"), &port.to_string()],
+        )
+        .unwrap();
+    command.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut nc = Process::spawn(command).unwrap();
+    let mut input = nc.child_mut().stdin.take().unwrap();
+    let mut output = BufReader::new(nc.child_mut().stdout.take().unwrap());
+    // One line at a time, each answered before the next is sent.
+    for i in 0..20 {
+        let line = format!("message {i}: {}\n", "x".repeat(i * 100));
+        input.write_all(line.as_bytes()).unwrap();
+        input.flush().unwrap();
+        let mut echoed = String::new();
+        output.read_line(&mut echoed).unwrap();
+        assert_eq!(echoed, line);
+    }
+    // Closing stdin half-closes (nc -N); the echo server closes in turn; nc ends.
+    drop(input);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut output, &mut rest).unwrap();
+    assert_eq!(rest, "");
+    let status: Option<ExitStatus> = nc.wait_timeout(Duration::from_secs(30)).unwrap();
+    server.kill();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "nc: {status:?}\n{}",
+        world.log_tail("nc", 30)
+    );
+}
+
+#[test]
+fn differential_same_client_same_bytes_natively_and_through_namesock() {
+    let world = world("preload-differential");
+    for (name, size) in [("empty", 0), ("small", 1000), ("mid", 3 << 20)] {
+        file_with(&world, name, size);
+    }
+    std::fs::create_dir_all(world.path("www/dir")).unwrap();
+    std::fs::write(world.path("www/dir/a.txt"), "a\n").unwrap();
+    let server = WebServer::start(&world, "web", "web");
+    let www = world.path("www");
+    let plain_port = free_port();
+    let plain_port_arg = plain_port.to_string();
+    let mut plain = Process::spawn(
+        world
+            .plain(
+                &Local,
+                "plain",
+                &[
+                    "python3",
+                    "-m",
+                    "http.server",
+                    &plain_port_arg,
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                    www.to_str().unwrap(),
+                ],
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    wait_for_port(plain_port);
+    for path in ["/empty", "/small", "/mid", "/dir/", "/dir", "/missing"] {
+        let args = |host: &str, port: u16| {
+            vec![
+                "-s".to_owned(),
+                "-w".to_owned(),
+                "\n%{http_code} %{size_download}\n".to_owned(),
+                format!("http://{host}:{port}{path}"),
+            ]
+        };
+        let native_args = args("127.0.0.1", plain_port);
+        let mut native = Command::new("curl");
+        native.args(&native_args);
+        let native = run(native, None);
+        let ns_args = args(&format!("web.{ZONE}"), server.port);
+        let ns_args: Vec<&str> = ns_args.iter().map(String::as_str).collect();
+        let through = curl(&world, "diff", &ns_args);
+        assert_eq!(native.status.code(), through.status.code(), "{path}");
+        assert!(
+            native.stdout == through.stdout,
+            "{path}: native {} bytes, through namesock {} bytes",
+            native.stdout.len(),
+            through.stdout.len()
+        );
+    }
+    plain.kill();
+}
+
+#[test]
+fn a_resolved_address_stays_valid_across_exec() {
+    let world = world("preload-exec");
+    let (_, sha) = file_with(&world, "file", 1 << 20);
+    let server = WebServer::start(&world, "web", "web");
+    let out = world.path("exec.out");
+    // Resolve in python, then exec curl on the bare synthetic address.
+    let script = format!(
+        "import os, socket; ip = socket.gethostbyname('web.{ZONE}'); \
+         os.execvp('curl', ['curl', '-sS', '--fail', '-o', '{}', f'http://{{ip}}:{}/file'])",
+        out.display(),
+        server.port
+    );
+    let output = run(
+        world
+            .namesock_run(&Local, "exec", &["python3", "-c", &script])
+            .unwrap(),
+        None,
+    );
+    check("resolve then exec curl", &output, &world, "exec");
+    assert_eq!(sha256_file(&out).unwrap(), sha);
+}
+
+#[test]
+fn a_forking_server_sees_each_client_and_answers_after_its_eof() {
+    let world = world("preload-fork");
+    let port = free_port();
+    // socat forks a child per connection; the child reports the peer address its parent's
+    // accept saw, then counts the bytes up to the client's EOF.
+    let mut server = serve(
+        &world,
+        "srv",
+        "forking",
+        &[
+            "socat",
+            &format!("TCP-LISTEN:{port},reuseaddr,fork"),
+            "SYSTEM:echo peer $SOCAT_PEERADDR; wc -c",
+        ],
+    );
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let input = "y".repeat(1000 * (i + 1));
+            let label = format!("cli{i}");
+            let command = world
+                .namesock_run(
+                    &Local,
+                    &label,
+                    &[
+                        "socat",
+                        "-t",
+                        "30",
+                        "-",
+                        &format!("TCP:forking.{ZONE}:{port}"),
+                    ],
+                )
+                .unwrap();
+            std::thread::spawn(move || (input.len(), run(command, Some(&input))))
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (len, output) = client.join().unwrap();
+        check(
+            "socat client of a forking server",
+            &output,
+            &world,
+            &format!("cli{i}"),
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let mut lines = text.lines();
+        let peer = lines
+            .next()
+            .and_then(|l| l.strip_prefix("peer "))
+            .unwrap_or_default();
+        let peer: std::net::IpAddr = peer.parse().unwrap_or_else(|_| panic!("{text}"));
+        // The client's real address (or, for an IPv6 client in this IPv4 socket, the
+        // synthetic address of its GUID), never the engine's loopback end of the delivery.
+        assert!(
+            !peer.is_loopback() || only_loopback(),
+            "accept showed the relay: {text}"
+        );
+        assert_eq!(lines.next(), Some(len.to_string().as_str()), "{text}");
+    }
+    server.kill();
+}
+
+/// Does this machine have no address but loopback ones (then a loopback peer is real)?
+fn only_loopback() -> bool {
+    let text = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    let v6 = text.lines().any(|l| !l.ends_with(" lo"));
+    let v4 = Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| !l.contains(" lo "))
+        })
+        .unwrap_or(false);
+    !v4 && !v6
+}
