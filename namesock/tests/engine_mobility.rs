@@ -71,11 +71,17 @@ fn runs() -> usize {
         .unwrap_or(1)
 }
 
+/// The scenario's files (logs, GNS, keys); kept when `ENGINE_KEEP` is set.
 fn workdir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
+    let mut dir = tempfile::Builder::new()
         .prefix(&format!("engine-{tag}-"))
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
+        .unwrap();
+    if std::env::var_os("ENGINE_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
 }
 
 /// The engine settings of a scenario.

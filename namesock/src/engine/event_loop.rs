@@ -1297,26 +1297,45 @@ impl Engine {
             paths: vec![pid],
             closed: false,
         };
-        // Deliver: connect to the program's listener; its accept sees our local address.
-        match TcpStream::connect(deliver_to) {
-            Ok(mut stream) => {
+        // Deliver: connect to the program's listener; its accept sees our local address,
+        // which is known (and recorded) before the connection can be accepted.
+        let deliver = || -> io::Result<(SocketAddr, TcpStream)> {
+            let loopback = if deliver_to.is_ipv4() {
+                std::net::IpAddr::from(Ipv4Addr::LOCALHOST)
+            } else {
+                std::net::IpAddr::from(Ipv6Addr::LOCALHOST)
+            };
+            let local_ip = if deliver_to.ip().is_loopback() {
+                deliver_to.ip()
+            } else {
+                loopback
+            };
+            let dialer = sys::Dialer::new(&deliver_to, Some(local_ip))?;
+            let local = dialer.local_addr()?;
+            self.shared.deliveries.lock().insert(local, info.clone());
+            match dialer.connect(deliver_to) {
+                Ok(stream) => Ok((local, stream)),
+                Err(e) => {
+                    self.shared.deliveries.lock().remove(&local);
+                    Err(e)
+                }
+            }
+        };
+        match deliver() {
+            Ok((local, mut stream)) => {
                 let token = Token(self.next_token);
                 self.next_token += 1;
-                let local = stream.local_addr();
-                if let (Ok(local), Ok(())) = (
-                    local,
-                    self.poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ),
+                c.delivery = Some(local);
+                match self.poll.registry().register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
                 ) {
-                    self.shared.deliveries.lock().insert(local, info);
-                    c.delivery = Some(local);
-                    self.io.insert(token, Io::App(key));
-                    c.app = Some(AppSide::new(stream, token, true));
-                } else {
-                    c.session.app_abort();
+                    Ok(()) => {
+                        self.io.insert(token, Io::App(key));
+                        c.app = Some(AppSide::new(stream, token, true));
+                    }
+                    Err(_) => c.session.app_abort(),
                 }
             }
             Err(e) => {
@@ -1430,10 +1449,28 @@ impl Engine {
                 .map(|(k, _)| *k)
                 .collect();
             for key in waiting {
-                if let Some(c) = self.conns.get_mut(&key) {
-                    c.backoff = BACKOFF_MIN;
-                    c.next_dial = Some(now);
+                // Dials started before the change may hang on a route that is gone: start
+                // over from the new address at once.
+                let Some(c) = self.conns.get_mut(&key) else {
+                    continue;
+                };
+                c.backoff = BACKOFF_MIN;
+                c.next_dial = None;
+                let hanging: Vec<PathId> = c
+                    .paths
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        self.paths
+                            .get(p)
+                            .is_some_and(|fp| fp.state == PathState::Connecting)
+                    })
+                    .collect();
+                for p in hanging {
+                    self.close_path(p, now, false);
                 }
+                let staggered = self.conns.get(&key).is_some_and(|c| c.reply.is_some());
+                self.start_round(key, now, staggered);
             }
         }
         if self.server.is_some() {

@@ -140,41 +140,65 @@ pub unsafe fn from_sockaddr(sa: *const libc::sockaddr) -> Option<SocketAddr> {
     }
 }
 
+/// A non-blocking TCP socket, bound but not yet connected: its local address is known
+/// before the peer can see the connection.
+pub struct Dialer(std::net::TcpStream);
+
+impl Dialer {
+    /// A socket for reaching `remote`, bound to `local` (port 0 when `local` is an IP only).
+    pub fn new(remote: &SocketAddr, local: Option<IpAddr>) -> io::Result<Dialer> {
+        let domain = if remote.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2); the result is checked and owned right away.
+        let fd = cvt(unsafe {
+            libc::socket(
+                domain,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Some(ip) = local {
+            let (ss, len) = sockaddr(&SocketAddr::new(ip, 0));
+            // SAFETY: `ss` holds a valid address of length `len`.
+            cvt(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+        }
+        Ok(Dialer(std::net::TcpStream::from(owned)))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// Starts the connect (it completes in the background: wait for writable).
+    pub fn connect(self, remote: SocketAddr) -> io::Result<mio::net::TcpStream> {
+        let (ss, len) = sockaddr(&remote);
+        // SAFETY: `ss` holds a valid address of length `len`.
+        let r = unsafe {
+            libc::connect(
+                self.0.as_raw_fd(),
+                (&ss as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(mio::net::TcpStream::from_std(self.0))
+    }
+}
+
 /// Starts a non-blocking TCP connect to `remote`, from `local` if given (a multihomed
 /// client pins a path to one interface's address this way).
 pub fn dial(remote: SocketAddr, local: Option<IpAddr>) -> io::Result<mio::net::TcpStream> {
-    let domain = if remote.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let fd = cvt(unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    if let Some(ip) = local {
-        let (ss, len) = sockaddr(&SocketAddr::new(ip, 0));
-        // SAFETY: `ss` holds a valid address of length `len`.
-        cvt(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
-    }
-    let (ss, len) = sockaddr(&remote);
-    // SAFETY: `ss` holds a valid address of length `len`.
-    let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    Ok(mio::net::TcpStream::from_std(std::net::TcpStream::from(
-        owned,
-    )))
+    Dialer::new(&remote, local)?.connect(remote)
 }
 
 /// The addresses of this host's interfaces that are up: global ones first, loopback last
