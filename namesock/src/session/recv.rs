@@ -78,9 +78,11 @@ impl RecvStream {
 
     pub(super) fn read(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.buf.len());
-        for (dst, src) in out.iter_mut().zip(self.buf.drain(..n)) {
-            *dst = src;
-        }
+        let (front, back) = self.buf.as_slices();
+        let from_front = n.min(front.len());
+        out[..from_front].copy_from_slice(&front[..from_front]);
+        out[from_front..n].copy_from_slice(&back[..n - from_front]);
+        self.buf.drain(..n);
         self.consumed += n as u64;
         n
     }
