@@ -22,11 +22,11 @@
  * the library aborts or crashes on bad arguments: NULL, overlong names and too small buffers
  * fail with EINVAL or ERANGE.
  *
- * Threads: every function is thread-safe. The engine is a background thread started on first
- * use; it keeps sessions alive across address changes. A process that exits while its sessions
- * still hold unacknowledged data loses that data, as with any in-process protocol stack: close
- * the sockets and keep the process until the peer has everything (e.g. an application-level
- * reply).
+ * Threads: every function is thread-safe. The engine is a background thread of the process,
+ * started on first use; it keeps sessions alive across address changes. Unlike the kernel's TCP,
+ * it cannot finish sending after the process exits: a process that exits right after its last
+ * write can lose the bytes not yet acknowledged. Exit after the peer has answered (the client
+ * side, in a request/response protocol), or keep the process running (a server).
  *
  * fork: the child may keep using inherited session descriptors; their sessions stay served by
  * the parent's engine for as long as the parent runs. The child's own ns_open/ns_listen calls
@@ -155,20 +155,12 @@ int ns_accept(int lfd,
               size_t guid_len);
 
 /**
- * Closes `fd`, which may be any descriptor; two kinds get more than `close`:
+ * Closes `fd`. For a listener from `ns_listen`, first stops serving its port (sessions
+ * arriving afterwards are refused with `ECONNREFUSED`) and frees the port for a later
+ * `ns_listen`; any other descriptor is simply closed, as with `close`. Thread-safe; does not
+ * block beyond `close`.
  *
- * - a listener from `ns_listen`: first stops serving its port (sessions arriving afterwards
- *   are refused with `ECONNREFUSED`);
- * - a session from `ns_accept`: after closing, waits until the session has ended (the peer
- *   acknowledged every byte and closed its side too), at most the linger period
- *   (`NAMESOCK_LINGER_MS`). The engine is a thread of this process, so a process that exits
- *   right after a plain `close` can lose the last bytes it wrote; `ns_close` then `exit` is
- *   safe.
- *
- * Other descriptors are simply closed. Thread-safe.
- *
- * Returns 0, or -1 with `errno` from `close` (`EBADF`, `EINTR`, `EIO`); a session whose peer
- * did not finish within the linger period is not an error (the engine resets it).
+ * Returns 0, or -1 with `errno` from `close` (`EBADF`, `EINTR`, `EIO`).
  */
 int ns_close(int fd);
 

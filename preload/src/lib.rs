@@ -34,6 +34,7 @@
 //! `getsockname`/`getsockopt`/`setsockopt` (see `docs/preload.md`).
 
 mod addr;
+mod capi;
 mod fds;
 mod guard;
 mod hooks;
