@@ -76,8 +76,10 @@ extern "C" {
  * close work as on any TCP socket. The session survives address changes of either end: the
  * descriptor may stall, but never loses, duplicates or reorders bytes.
  *
- * - `src_name`: the name this end presents, registered (first come) to this process's
- *   identity in the GNS so the peer's `ns_accept` reports it; NULL: the identity's key alone.
+ * - `src_name`: a name this end claims, registered (first come) to this process's identity
+ *   in the GNS; NULL: none. (The peer's `ns_accept` shows a name that this identity's signed
+ *   GNS record lists, e.g. with `namesock publish --name NAME`, or as a server with
+ *   `NAMESOCK_NAME`.) The session is always authenticated by this process's key.
  * - `dst_name`: `web.ns.alt`, `web` (the zone is appended) or a GUID (`<guid>` or
  *   `<guid>.ns.alt`).
  * - `transport`: `NS_TCP`.
@@ -131,8 +133,9 @@ int ns_listen(const char *src_name,
  * (close-on-exec, blocking), like `accept`. Connections to the loopback socket that are not
  * sessions delivered by the engine (some other local program) are closed and skipped.
  *
- * - `peer_name`, `name_len`: receives the peer's name, or "" if it presented none; NULL:
- *   not wanted. Needs `NS_NAME_LEN` bytes to hold any name.
+ * - `peer_name`, `name_len`: receives the peer's name: the first name its signed GNS record
+ *   claims that is also bound to its GUID (verified both ways), or "" if none; NULL: not
+ *   wanted. Needs `NS_NAME_LEN` bytes to hold any name. Looking the name up reads the GNS.
  * - `peer_guid`, `guid_len`: receives the peer's GUID (`NS_GUID_LEN` bytes); NULL: not wanted.
  *
  * Blocks unless `lfd` is non-blocking (then -1 with `EAGAIN` when nothing waits). Thread-safe.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
 use namesock::testbed::{Progress, Testbed};
+use namesock_resolver::Gns;
 use namesock_tests::require_root;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -107,11 +108,20 @@ impl World {
         self.dir.path().join(format!("{who}.key"))
     }
 
+    fn key(&self, who: &str) -> Keypair {
+        Keypair::load_or_create(&self.key_path(who)).expect("key file")
+    }
+
     fn guid(&self, who: &str) -> String {
-        Keypair::load_or_create(&self.key_path(who))
-            .expect("key file")
-            .guid()
-            .to_string()
+        self.key(who).guid().to_string()
+    }
+
+    /// `who` claims `name`: binds it and publishes a record (no addresses) that lists it.
+    fn claim(&self, who: &str, name: &str) {
+        let gns = Gns::file(&self.dir.path().join("gns"), "ns.alt").expect("gns");
+        let key = self.key(who);
+        gns.register(&key, name).expect("register");
+        gns.publish(&key, &[], &[name.to_owned()]).expect("publish");
     }
 
     /// An example program run as identity `who`.
@@ -332,10 +342,17 @@ fn echo_by_name_and_by_guid() {
     let server_guid = world.guid("server");
     let client_guid = world.guid("client");
 
-    for (target, message) in [
-        ("echo.ns.alt".to_owned(), "hello by name"),
-        (server_guid.clone(), "hello by guid"),
-    ] {
+    let sessions = [
+        ("echo.ns.alt".to_owned(), "hello by name", "-"),
+        ("echo".to_owned(), "hello by short name", "-"),
+        (server_guid.clone(), "hello by guid", "-"),
+        // A client whose signed record claims a name it holds: the server sees that name.
+        ("echo.ns.alt".to_owned(), "hello from alice", "alice.ns.alt"),
+    ];
+    for (target, message, peer_name) in sessions {
+        if peer_name != "-" {
+            world.claim("client", peer_name);
+        }
         let out =
             run_ok(
                 world
@@ -347,9 +364,10 @@ fn echo_by_name_and_by_guid() {
             format!("echo {message}")
         );
         let session = server.line(Duration::from_secs(30));
-        assert!(
-            session.starts_with("session from ") && session.ends_with(&client_guid),
-            "the server should see the client's GUID {client_guid}: {session}"
+        assert_eq!(
+            session,
+            format!("session from {peer_name} {client_guid}"),
+            "the server should see the client's name and GUID"
         );
     }
     server.finish(Duration::from_secs(30));
