@@ -519,6 +519,18 @@ impl Engine {
             {
                 self.dial(key, addr, now);
             }
+            // Re-dialing: try again after the backoff even while these dials hang, and ask
+            // the GNS each time (the peer may have moved too).
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.next_dial = Some(now + c.backoff);
+                c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+                if !c.resolving
+                    && let Some(t) = c.target.clone()
+                {
+                    c.resolving = true;
+                    self.resolve(key, &t);
+                }
+            }
         }
         self.check_round(key, now);
     }
