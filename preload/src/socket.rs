@@ -5,7 +5,6 @@ use std::io::Write;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 use namesock::engine::{self, ServeError, StartError};
@@ -244,26 +243,15 @@ pub unsafe fn accept4(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t, flags: 
     new
 }
 
-/// How long an accept of a loopback connection waits for the engine to say whether it is one
-/// of its deliveries: the engine thread records a delivery right after its non-blocking
-/// connect, which on loopback may complete (and be accepted) a moment before that.
-const DELIVERY_GRACE: Duration = Duration::from_millis(20);
-
-/// The session the engine delivered through the connection from `relay_peer`, if any.
+/// The session the engine delivered through the connection from `relay_peer`, if any (the
+/// engine records a delivery before connecting it).
 fn delivered_session(relay_peer: SocketAddr) -> Option<engine::SessionInfo> {
     // The engine knows the delivery by its own address; a dual-stack listener sees an IPv4
     // one v4-mapped.
-    let engine_end = SocketAddr::new(relay_peer.ip().to_canonical(), relay_peer.port());
-    let deadline = Instant::now() + DELIVERY_GRACE;
-    loop {
-        if let Some(info) = engine::delivered_session(engine_end) {
-            return Some(info);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    engine::delivered_session(SocketAddr::new(
+        relay_peer.ip().to_canonical(),
+        relay_peer.port(),
+    ))
 }
 
 /// A client's IPv6 address cannot show in an AF_INET socket: show the synthetic IPv4 address
