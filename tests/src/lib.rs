@@ -106,14 +106,23 @@ impl Scenario {
         }
     }
 
-    /// How curl fetches the served file by name under namesock, at `rate` bytes/s.
-    pub fn fetch(&self, rate: Option<u64>, max_time: Duration) -> Fetch {
+    /// How curl fetches the served file by name under namesock.
+    pub fn fetch(&self, max_time: Duration) -> Fetch {
         Fetch {
             url: format!("http://web.ns.alt:{PORT}{}", self.served.url_path),
-            rate,
+            // curl's --limit-rate lets a fast local download through at full speed (curl
+            // 7.88); the server's link is limited instead (`limit_server`).
+            rate: None,
             max_time,
             namesock: true,
         }
+    }
+
+    /// Limit what the server sends to `bytes_per_s` (a token bucket on its links), so that a
+    /// download lasts long enough to move during it.
+    pub fn limit_server(&self, bytes_per_s: u64) {
+        let kbit = (bytes_per_s * 8 / 1000).max(8);
+        self.server.limit_rate(Some(kbit)).expect("rate limit");
     }
 
     /// Start the client's download.

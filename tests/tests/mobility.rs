@@ -22,7 +22,8 @@ fn secs(n: u64) -> Duration {
 /// `(i + 1) / (count + 2)` of the file arrived; checks the result and prints the outages.
 fn moving_download(name: &str, size: u64, rate: u64, count: usize, moves: impl Fn(&Scenario)) {
     let scenario = Scenario::new(name, size, Timers::fast());
-    let mut download = scenario.download("client", &scenario.fetch(Some(rate), MAX_TIME));
+    scenario.limit_server(rate);
+    let mut download = scenario.download("client", &scenario.fetch(MAX_TIME));
     for i in 0..count {
         let fraction = (i + 1) as f64 / (count + 2) as f64;
         scenario.wait_for_fraction(&mut download, fraction, secs(60));
@@ -41,7 +42,7 @@ fn connection_time_mobility() {
     // The server moves after publishing and before the client connects: the record the client
     // reads first may be stale; it must still reach the server.
     let scenario = Scenario::new("conntime", 4 * MIB, Timers::fast());
-    let fetch = scenario.fetch(None, secs(90));
+    let fetch = scenario.fetch(secs(90));
     scenario
         .server
         .move_to_new_subnet()
@@ -112,7 +113,8 @@ fn two_client_interfaces_one_dies() {
     }
     let scenario = Scenario::new("twoifs", 16 * MIB, Timers::fast());
     scenario.client.add_link().expect("second client link");
-    let mut download = scenario.download("client", &scenario.fetch(Some(2 * MIB), MAX_TIME));
+    scenario.limit_server(2 * MIB);
+    let mut download = scenario.download("client", &scenario.fetch(MAX_TIME));
     scenario.wait_for_fraction(&mut download, 0.3, secs(60));
     download.mark_move();
     scenario.client.link_down(0).expect("first link down");
@@ -130,7 +132,8 @@ fn outage_of_30_seconds_shorter_than_the_linger() {
         ..Timers::fast()
     };
     let scenario = Scenario::new("outage30", 8 * MIB, timers);
-    let mut download = scenario.download("client", &scenario.fetch(Some(MIB), MAX_TIME));
+    scenario.limit_server(MIB);
+    let mut download = scenario.download("client", &scenario.fetch(MAX_TIME));
     scenario.wait_for_fraction(&mut download, 0.25, secs(60));
     download.mark_move();
     scenario.client.cut().expect("cut the client");
@@ -155,7 +158,8 @@ fn outage_longer_than_the_linger_resets_and_nothing_hangs() {
         ..Timers::fast()
     };
     let mut scenario = Scenario::new("outagelong", 8 * MIB, timers);
-    let mut download = scenario.download("client", &scenario.fetch(Some(MIB), MAX_TIME));
+    scenario.limit_server(MIB);
+    let mut download = scenario.download("client", &scenario.fetch(MAX_TIME));
     scenario.wait_for_fraction(&mut download, 0.25, secs(60));
     let cut_at = Instant::now();
     scenario.client.cut().expect("cut the client");
@@ -194,7 +198,7 @@ fn outage_longer_than_the_linger_resets_and_nothing_hangs() {
         scenario.start_server();
     }
     assert!(server_alive, "the server died with the session");
-    let again = scenario.download("again", &scenario.fetch(None, secs(60)));
+    let again = scenario.download("again", &scenario.fetch(secs(60)));
     let outcome = again.finish(secs(70)).expect("second download");
     scenario.check("again", &outcome);
 }
@@ -206,7 +210,8 @@ fn loss_of_2_percent_on_every_path_during_moves() {
     }
     let scenario = Scenario::new("loss", 16 * MIB, Timers::fast());
     scenario.bed.add_loss(2.0).expect("2% loss at the router");
-    let mut download = scenario.download("client", &scenario.fetch(Some(2 * MIB), MAX_TIME));
+    scenario.limit_server(2 * MIB);
+    let mut download = scenario.download("client", &scenario.fetch(MAX_TIME));
     let movers = [&scenario.client, &scenario.server, &scenario.client];
     for (i, host) in movers.into_iter().enumerate() {
         scenario.wait_for_fraction(&mut download, (i + 1) as f64 / 5.0, secs(90));
@@ -251,7 +256,7 @@ fn plain_tcp_beside_namesock_is_untouched() {
     wait_for_port(&scenario, PORT + 1);
     let downloads = [
         // namesock to namesock, by name
-        ("byname", scenario.fetch(None, secs(60))),
+        ("byname", scenario.fetch(secs(60))),
         // a plain client to the namesock server's own port: plain TCP
         ("plaintonamesock", by_address(PORT, false)),
         // a namesock client to an address outside the zone: plain TCP

@@ -81,11 +81,17 @@ fn timers() -> Timers {
     }
 }
 
+/// Bytes per second the server may send, so that the download takes `options.duration`.
+fn rate(options: &DemoOptions) -> u64 {
+    options.size / options.duration.as_secs().max(1)
+}
+
 fn fetch(options: &DemoOptions, port: u16) -> Fetch {
-    let rate = options.size / options.duration.as_secs().max(1);
     Fetch {
         url: format!("http://web.ns.alt:{port}/file"),
-        rate: Some(rate),
+        // curl's --limit-rate lets fast local transfers through (curl 7.88): the server's
+        // link is limited instead.
+        rate: None,
         max_time: options.duration * 6 + Duration::from_secs(60),
         namesock: true,
     }
@@ -114,11 +120,12 @@ fn header(out: &mut dyn Write, world: &World, options: &DemoOptions, port: u16) 
         "  server: namesock run --name web -- python3 -m http.server {port}   ({} MiB random file)",
         options.size >> 20
     )?;
+    writeln!(out, "  client: namesock run -- curl -o out {}", f.url)?;
     writeln!(
         out,
-        "  client: namesock run -- curl --limit-rate {} -o out {}",
-        f.rate.unwrap_or_default(),
-        f.url
+        "  the server's link is limited to {:.1} MiB/s so that the download lasts about {} s",
+        rate(options) as f64 / (1 << 20) as f64,
+        options.duration.as_secs()
     )
 }
 
@@ -133,6 +140,7 @@ pub fn namespaces(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepo
     let bed = Testbed::for_scenario("demo")?;
     let server = bed.add_host("server")?;
     let client = bed.add_host("client")?;
+    server.limit_rate(Some((rate(options) * 8 / 1000).max(8)))?;
     writeln!(
         out,
         "  server at {}, client at {}",
@@ -198,7 +206,12 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     let key = Keypair::load(&world.path("keys").join("server.key"))?;
     let gns = world.gns()?;
     let mut forwarders = Vec::new();
-    let first = Forwarder::start(loopback_addr(2), engine, Ipv4Addr::new(127, 0, 0, 10))?;
+    let first = Forwarder::start(
+        loopback_addr(2),
+        engine,
+        Ipv4Addr::new(127, 0, 0, 10),
+        Some(rate(options)),
+    )?;
     gns.publish(&key, &[first.local_addr()], &["web".to_owned()])?;
     writeln!(
         out,
@@ -217,7 +230,12 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
         }
         download.mark_move();
         let what = if step == 0 {
-            let next = Forwarder::start(loopback_addr(3), engine, Ipv4Addr::new(127, 0, 0, 10))?;
+            let next = Forwarder::start(
+                loopback_addr(3),
+                engine,
+                Ipv4Addr::new(127, 0, 0, 10),
+                Some(rate(options)),
+            )?;
             gns.publish(&key, &[next.local_addr()], &["web".to_owned()])?;
             let mut old = forwarders.remove(0);
             old.stop();

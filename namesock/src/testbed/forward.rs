@@ -25,19 +25,28 @@ pub struct Forwarder {
 
 struct Shared {
     stop: AtomicBool,
+    /// Bytes per second each direction of each connection may carry (None: unlimited).
+    rate: Option<u64>,
     source: Mutex<Ipv4Addr>,
     upstream: SocketAddr,
     connections: Mutex<Vec<TcpStream>>,
 }
 
 impl Forwarder {
-    /// Listen on `listen` (port 0 = any) and forward to `upstream`, connecting from `source`.
-    pub fn start(listen: SocketAddr, upstream: SocketAddr, source: Ipv4Addr) -> io::Result<Self> {
+    /// Listen on `listen` (port 0 = any) and forward to `upstream`, connecting from `source`,
+    /// carrying at most `rate` bytes per second each way on each connection.
+    pub fn start(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        source: Ipv4Addr,
+        rate: Option<u64>,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            rate,
             source: Mutex::new(source),
             upstream,
             connections: Mutex::new(Vec::new()),
@@ -118,21 +127,30 @@ fn carry(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     connections.push(client.try_clone()?);
     connections.push(upstream.try_clone()?);
     drop(connections);
-    pump(client.try_clone()?, upstream.try_clone()?);
-    pump(upstream, client);
+    pump(client.try_clone()?, upstream.try_clone()?, shared.rate);
+    pump(upstream, client, shared.rate);
     Ok(())
 }
 
-/// Copy `from` to `to` on a thread until either ends; then end both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copy `from` to `to` on a thread until either ends (at most `rate` bytes/s); then end both.
+fn pump(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>) {
     thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
+        let start = std::time::Instant::now();
+        let mut carried = 0u64;
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
+                    }
+                    carried += n as u64;
+                    if let Some(rate) = rate.filter(|&r| r > 0) {
+                        let due = Duration::from_secs_f64(carried as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            thread::sleep(wait);
+                        }
                     }
                 }
             }
@@ -191,6 +209,7 @@ mod tests {
             "127.0.0.2:0".parse().unwrap(),
             upstream,
             Ipv4Addr::new(127, 0, 0, 10),
+            None,
         )
         .unwrap();
         let mut client = TcpStream::connect(forwarder.local_addr()).unwrap();
