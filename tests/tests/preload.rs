@@ -655,3 +655,97 @@ fn only_loopback() -> bool {
         .unwrap_or(false);
     !v4 && !v6
 }
+
+#[test]
+fn socket_calls_show_the_peers_not_the_relay() {
+    let world = world("preload-sockcalls");
+    let port = free_port();
+    // A server that reports, for each connection, the address its accept returned and what
+    // getpeername says, then echoes one line.
+    let server_script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(8)
+while True:
+    c, addr = s.accept()
+    f = c.makefile("rwb")
+    f.write(("%s %s\n" % (addr[0], c.getpeername()[0])).encode())
+    f.write(f.readline())
+    f.close()
+    c.close()
+"#;
+    let mut server = serve(
+        &world,
+        "srv",
+        "pyserv",
+        &["python3", "-c", server_script, &port.to_string()],
+    );
+    // Clients: IPv4 and IPv6 sockets, blocking and non-blocking connects.
+    let client_script = r#"
+import errno, select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for family in (socket.AF_INET, socket.AF_INET6):
+    for blocking in (True, False):
+        ip = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4][0]
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(blocking)
+        rc = s.connect_ex((ip, port))
+        if rc == errno.EINPROGRESS:
+            select.select([], [s], [], 30)
+            rc = 0
+        assert rc == 0, rc
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == family
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == socket.IPPROTO_TCP
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        peer = s.getpeername()
+        assert peer[0] == ip and peer[1] == port, (peer, ip)
+        assert s.connect_ex((ip, port)) == errno.EISCONN
+        s.setblocking(True)
+        f = s.makefile("rwb")
+        f.write(b"hello %d\n" % family)
+        f.flush()
+        seen = f.readline().decode().split()
+        assert f.readline() == b"hello %d\n" % family
+        print(family, blocking, ip, seen[0], seen[1])
+        s.close()
+"#;
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "cli",
+            &[
+                "python3",
+                "-c",
+                client_script,
+                &format!("pyserv.{ZONE}"),
+                &port.to_string(),
+            ],
+        )
+        .unwrap();
+    command.stdout(Stdio::piped());
+    let output = run(command, None);
+    server.kill();
+    check("python socket calls", &output, &world, "cli");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (ip, accepted, peer) = (fields[2], fields[3], fields[4]);
+        assert!(
+            ip.starts_with("240.78.") || ip.starts_with("100::4e53:0:"),
+            "{text}"
+        );
+        // The server's accept and getpeername agree, and show the client (its real address,
+        // or its GUID's synthetic address when that is IPv6), not the relay's loopback end.
+        assert_eq!(accepted, peer, "{text}");
+        let peer: std::net::IpAddr = peer.parse().unwrap();
+        assert!(!peer.is_loopback() || only_loopback(), "{text}");
+    }
+}
