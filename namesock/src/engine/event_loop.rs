@@ -38,6 +38,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A dial still connecting after this long is abandoned at the next round.
 const DIAL_STALE: Duration = Duration::from_secs(3);
+/// At most this many paths (active and standby) per multihomed client session.
+const MAX_STANDBY: usize = 3;
 /// At most this many dials in flight per session.
 const MAX_DIALS: usize = 16;
 /// A program has this long to attach its fd to the relay after `connect_fd` got its answer.
@@ -93,6 +95,8 @@ struct Conn {
     paths: Vec<PathId>,
     /// Both directions finished and confirmed (a server session still lingers for resumes).
     closed: bool,
+    /// Local addresses a standby path was tried from (until the addresses change).
+    standby_tried: HashSet<std::net::IpAddr>,
 }
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
@@ -434,6 +438,7 @@ impl Engine {
                     delivery: None,
                     paths: Vec::new(),
                     closed: false,
+                    standby_tried: HashSet::new(),
                 },
             );
             self.start_round(key, now, true);
@@ -554,6 +559,18 @@ impl Engine {
 
     /// Starts one dial; `false` if it failed at once.
     fn dial(&mut self, key: u64, addr: SocketAddr, now: Instant) -> bool {
+        self.dial_from(key, addr, None, now)
+    }
+
+    /// Starts one dial, from `local` if given (then it is a standby path); `false` if it
+    /// failed at once.
+    fn dial_from(
+        &mut self,
+        key: u64,
+        addr: SocketAddr,
+        local: Option<std::net::IpAddr>,
+        now: Instant,
+    ) -> bool {
         let Some(c) = self.conns.get_mut(&key) else {
             return false;
         };
@@ -567,14 +584,16 @@ impl Engine {
             })
             .count();
         let already = c.paths.iter().any(|p| {
-            self.paths
-                .get(p)
-                .is_some_and(|fp| fp.state == PathState::Connecting && fp.remote == addr)
+            self.paths.get(p).is_some_and(|fp| {
+                fp.state == PathState::Connecting
+                    && fp.remote == addr
+                    && (local.is_none() || fp.local.map(|a| a.ip()) == local)
+            })
         });
         if already || dialing >= MAX_DIALS {
             return true;
         }
-        match sys::dial(addr, None) {
+        match sys::dial(addr, local) {
             Ok(mut stream) => {
                 let token = Token(self.next_token);
                 self.next_token += 1;
@@ -591,10 +610,11 @@ impl Engine {
                 let mut fp = FlowPath::new(stream, token, addr, PathState::Connecting);
                 fp.conn = Some(key);
                 fp.started = now;
+                fp.standby = local.is_some();
                 self.paths.insert(pid, fp);
                 self.io.insert(token, Io::Path(pid));
                 c.paths.push(pid);
-                tracing::debug!(path = pid, %addr, "dialing");
+                tracing::debug!(path = pid, %addr, ?local, "dialing");
                 true
             }
             Err(e) => {
@@ -710,6 +730,11 @@ impl Engine {
                 Ok(Some(e)) | Err(e) => {
                     tracing::debug!(path = pid, remote = %fp.remote, error = %e, "dial failed");
                     let key = fp.conn;
+                    if fp.standby {
+                        // Not part of a round: just forget it.
+                        self.close_path(pid, now, false);
+                        return;
+                    }
                     if let Some(c) = key.and_then(|k| self.conns.get_mut(&k)) {
                         Self::note_dial_error(c, &e);
                     }
@@ -799,13 +824,65 @@ impl Engine {
                     && self
                         .paths
                         .get(p)
-                        .is_some_and(|o| o.state == PathState::Connecting)
+                        .is_some_and(|o| o.state == PathState::Connecting && !o.standby)
             })
             .collect();
         for p in others {
             self.close_path(p, now, false);
         }
         self.dirty.insert(key);
+        self.ensure_standby(key, now);
+    }
+
+    /// A multihomed client keeps one more path per local address (of the active path's
+    /// family), so that losing an interface costs no reconnect: the session just carries on
+    /// over the survivor.
+    fn ensure_standby(&mut self, key: u64, now: Instant) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if c.server || c.reply.is_some() || c.need_path || c.closed {
+            return;
+        }
+        let open: Vec<&FlowPath> = c
+            .paths
+            .iter()
+            .filter_map(|p| self.paths.get(p))
+            .filter(|fp| fp.state != PathState::Closing)
+            .collect();
+        let Some(active) = open
+            .iter()
+            .rev()
+            .find(|fp| fp.state == PathState::Open && !fp.remote.ip().is_loopback())
+            .map(|fp| fp.remote)
+        else {
+            return;
+        };
+        let used: Vec<std::net::IpAddr> = open
+            .iter()
+            .filter_map(|fp| fp.local.map(|a| a.ip()))
+            .collect();
+        let mut room = MAX_STANDBY.saturating_sub(open.len());
+        let mut dials = Vec::new();
+        for ip in sys::local_addrs().unwrap_or_default() {
+            if room == 0 {
+                break;
+            }
+            if ip.is_loopback()
+                || ip.is_ipv4() != active.is_ipv4()
+                || used.contains(&ip)
+                || c.standby_tried.contains(&ip)
+            {
+                continue;
+            }
+            c.standby_tried.insert(ip);
+            dials.push(ip);
+            room -= 1;
+        }
+        for ip in dials {
+            tracing::debug!(local = %ip, remote = %active, "standby path");
+            self.dial_from(key, active, Some(ip), now);
+        }
     }
 
     /// Reads frames from a path into its session (or, for a new server path, its first
@@ -1308,6 +1385,7 @@ impl Engine {
             delivery: None,
             paths: vec![pid],
             closed: false,
+            standby_tried: HashSet::new(),
         };
         // Deliver: connect to the program's listener; its accept sees our local address,
         // which is known (and recorded) before the connection can be accepted.
@@ -1483,6 +1561,20 @@ impl Engine {
                 }
                 let staggered = self.conns.get(&key).is_some_and(|c| c.reply.is_some());
                 self.start_round(key, now, staggered);
+            }
+        }
+        if added {
+            let live: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.server && !c.need_path)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in live {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.standby_tried.clear();
+                }
+                self.ensure_standby(key, now);
             }
         }
         if self.server.is_some() {
@@ -1670,6 +1762,7 @@ impl Engine {
                     return;
                 }
                 self.established(key, peer, now);
+                self.ensure_standby(key, now);
             }
             Event::Readable | Event::Writable => {}
             Event::PathDead(p) => {

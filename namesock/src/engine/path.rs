@@ -38,6 +38,8 @@ pub struct FlowPath {
     pub opened: bool,
     /// Paths to close once this one has carried a frame from the peer (make-before-break).
     pub replaces: Vec<u32>,
+    /// A multihomed client's extra path, pinned to one more local address.
+    pub standby: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -67,6 +69,7 @@ impl FlowPath {
             started: Instant::now(),
             opened: false,
             replaces: Vec::new(),
+            standby: false,
             rbuf: Vec::with_capacity(READ_CHUNK),
             wbuf: Vec::new(),
             wpos: 0,
