@@ -1,12 +1,12 @@
 //! namesock: TCP connections named by who the peer is, not where it is.
 
 pub use namesock_identity as identity;
+pub mod api;
 pub mod config;
+pub mod engine;
 pub mod logging;
 pub mod session;
 pub mod synthetic;
 pub mod testbed;
 pub mod wire;
-pub mod api;
-pub mod engine;
 pub use api::{TcpListener, TcpStream};
