@@ -13,8 +13,9 @@ use namesock_tests::{PORT, Scenario, require_root};
 
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 100 * MIB;
-/// Slow enough that the move lands mid-download, fast enough for a test.
-const RATE: u64 = 8 * MIB;
+/// The server's links (shared by both downloads): slow enough that the move lands
+/// mid-download, fast enough for a test.
+const RATE: u64 = 16 * MIB;
 const MAX_TIME: Duration = Duration::from_secs(180);
 
 /// Starts the two downloads (by name, by GUID literal), waits for 30 % of the first, runs
@@ -25,7 +26,8 @@ fn two_downloads_across_a_move(name: &str, moves: impl Fn(&Scenario)) {
         .world
         .wait_for_record("web", Duration::from_secs(30), |_| true)
         .expect("web's record");
-    let by_name = scenario.fetch(Some(RATE), MAX_TIME);
+    scenario.limit_server(RATE);
+    let by_name = scenario.fetch(MAX_TIME);
     let by_guid = Fetch {
         url: format!(
             "http://{}.{ZONE}:{PORT}{}",
