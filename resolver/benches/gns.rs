@@ -21,7 +21,13 @@ fn main() {
     let named = bind9::Named::start();
     let config = GnsConfig::from_values(Some(&named.gns_url()), None).expect("DNS config");
     let dns = || Gns::new(&config).expect("DNS backend");
-    run("BIND9 (RFC 2136 + TSIG, TXT lookups)", &dns(), &dns(), 100);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run("BIND9 (RFC 2136 + TSIG, TXT lookups)", &dns(), &dns(), 100)
+    }));
+    if let Err(panic) = result {
+        eprintln!("named's log:\n{}", named.log());
+        std::panic::resume_unwind(panic);
+    }
 }
 
 fn run(label: &str, writer: &Gns, reader: &Gns, rounds: usize) {
@@ -32,7 +38,9 @@ fn run(label: &str, writer: &Gns, reader: &Gns, rounds: usize) {
         let port = 1000 + (round % 60000) as u16;
         let addr = SocketAddr::from(([192, 0, 2, (round % 250) as u8 + 1], port));
         let start = Instant::now();
-        let published = writer.publish(&kp, &[addr], &[]).expect("publish");
+        let published = writer
+            .publish(&kp, &[addr], &[])
+            .unwrap_or_else(|e| panic!("publish in round {round}: {e}"));
         loop {
             match reader.resolve(&target) {
                 Ok(rec) if rec.seq == published.seq => break,

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::dnssec::rdata::tsig::TsigAlgorithm;
@@ -265,10 +265,59 @@ impl DnsStore {
         msg
     }
 
-    /// Signs `msg` with TSIG, sends it over TCP and checks the (signed) answer.
-    fn send_update(&self, mut msg: Message, owner: &str) -> Result<(), DnsError> {
+    /// Signs `msg` with TSIG, sends it over TCP and checks the answer. A SERVFAIL (the server
+    /// could not process it, e.g. right after it started) is retried with backoff within the
+    /// timeout; other refusals are final.
+    fn send_update(&self, msg: Message, owner: &str) -> Result<(), DnsError> {
         let server = self.config.server;
         let signer = self.signer.as_ref().ok_or(DnsError::NoTsigKey)?;
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let mut attempt = msg.clone();
+            attempt.set_id(rand::random());
+            let code = self.exchange_update(attempt, signer, owner)?;
+            match code {
+                ResponseCode::NoError => {
+                    tracing::debug!(owner, %server, "DNS update accepted");
+                    return Ok(());
+                }
+                ResponseCode::ServFail if start.elapsed() + backoff < self.config.timeout => {
+                    tracing::debug!(owner, %server, "SERVFAIL on update; retrying");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                }
+                // RFC 8945 5.2: a bad key, signature or time is answered NOTAUTH (unsigned).
+                ResponseCode::NotAuth => {
+                    return Err(DnsError::TsigRejected {
+                        server,
+                        key: signer.signer_name().to_string(),
+                    });
+                }
+                ResponseCode::YXRRSet | ResponseCode::NXRRSet => {
+                    return Err(DnsError::UpdateConflict {
+                        name: owner.to_owned(),
+                    });
+                }
+                code => {
+                    return Err(DnsError::UpdateRefused {
+                        server,
+                        zone: self.config.zone.clone(),
+                        rcode: code.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One signed exchange; the answer's code, with a success's TSIG verified.
+    fn exchange_update(
+        &self,
+        mut msg: Message,
+        signer: &TSigner,
+        owner: &str,
+    ) -> Result<ResponseCode, DnsError> {
+        let server = self.config.server;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
@@ -291,37 +340,17 @@ impl DnsStore {
                 detail: "answer id does not match the update".to_owned(),
             });
         }
-        match response.response_code() {
-            ResponseCode::NoError => {}
-            // RFC 8945 5.2: a bad key, signature or time is answered NOTAUTH (unsigned).
-            ResponseCode::NotAuth => {
-                return Err(DnsError::TsigRejected {
-                    server,
-                    key: signer.signer_name().to_string(),
-                });
-            }
-            ResponseCode::YXRRSet | ResponseCode::NXRRSet => {
-                return Err(DnsError::UpdateConflict {
-                    name: owner.to_owned(),
-                });
-            }
-            code => {
-                return Err(DnsError::UpdateRefused {
-                    server,
-                    zone: self.config.zone.clone(),
-                    rcode: code.to_string(),
-                });
-            }
-        }
+        let code = response.response_code();
         // A success must come from the key holder too, or it proves nothing.
-        if let Some(verify) = verifier.as_mut() {
+        if code == ResponseCode::NoError
+            && let Some(verify) = verifier.as_mut()
+        {
             verify(&response_bytes).map_err(|e| DnsError::BadResponse {
                 server,
                 detail: format!("TSIG on the answer does not verify: {e}"),
             })?;
         }
-        tracing::debug!(owner, %server, "DNS update accepted");
-        Ok(())
+        Ok(code)
     }
 
     fn exchange_tcp(&self, request: &[u8]) -> io::Result<Vec<u8>> {
