@@ -97,6 +97,8 @@ struct Conn {
     closed: bool,
     /// Local addresses a standby path was tried from (until the addresses change).
     standby_tried: HashSet<std::net::IpAddr>,
+    /// When the latest round of dials started.
+    last_round: Option<Instant>,
 }
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
@@ -137,6 +139,7 @@ pub(crate) struct Engine {
     client_key: Arc<Keypair>,
     connecting: HashMap<u64, Connecting>,
     conns: HashMap<u64, Conn>,
+    /// Server sessions by connection ID (where a RESUME finds its session).
     by_conn_id: HashMap<ConnId, u64>,
     secrets: HashMap<[u8; SECRET_LEN], u64>,
     paths: HashMap<PathId, FlowPath>,
@@ -409,7 +412,6 @@ impl Engine {
                 Target::Guid(_) => rec.names.first().cloned(),
             };
             tracing::debug!(target = %req.target, port = req.port, locators = ?rec.locators, "connecting");
-            self.by_conn_id.insert(conn_id, key);
             self.conns.insert(
                 key,
                 Conn {
@@ -439,6 +441,7 @@ impl Engine {
                     paths: Vec::new(),
                     closed: false,
                     standby_tried: HashSet::new(),
+                    last_round: None,
                 },
             );
             self.start_round(key, now, true);
@@ -498,6 +501,7 @@ impl Engine {
             return;
         };
         c.round_refused = true;
+        c.last_round = Some(now);
         c.dial_queue = Self::candidates(c).into();
         c.next_dial = None;
         // Give up on dials that have hung for a while (a SYN into a black hole).
@@ -1386,6 +1390,7 @@ impl Engine {
             paths: vec![pid],
             closed: false,
             standby_tried: HashSet::new(),
+            last_round: None,
         };
         // Deliver: connect to the program's listener; its accept sees our local address,
         // which is known (and recorded) before the connection can be accepted.
@@ -1774,7 +1779,11 @@ impl Engine {
                     return;
                 }
                 c.need_path = true;
-                if c.next_dial.is_none() {
+                // A path that connects and dies at once must not make a busy loop.
+                let spaced = c.last_round.map(|t| t + BACKOFF_MIN);
+                if c.next_dial.is_none() && spaced.is_some_and(|t| now < t) {
+                    c.next_dial = spaced;
+                } else if c.next_dial.is_none() {
                     tracing::debug!("no path left: re-dialing");
                     let staggered = c.reply.is_some();
                     if !c.resolving
@@ -1887,7 +1896,9 @@ impl Engine {
     }
 
     fn remove_parts(&mut self, _key: u64, mut c: Conn) {
-        self.by_conn_id.remove(&c.session.conn_id());
+        if c.server {
+            self.by_conn_id.remove(&c.session.conn_id());
+        }
         if let Some(s) = c.secret.take() {
             self.secrets.remove(&s);
         }
