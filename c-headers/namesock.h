@@ -119,7 +119,8 @@ int ns_open(const char *src_name,
  * Returns the descriptor, or -1 with `errno`: `EINVAL` (a name that is too long or not valid,
  * port 0), `EPROTONOSUPPORT` (transport), `EADDRINUSE` (`port` is already served in this
  * process, or `src_name` is held by another identity), `EACCES` (the key file cannot be
- * used), `EIO` (the GNS cannot be written, internal error), `EMFILE`/`ENFILE`.
+ * used), `EIO` (the GNS cannot be written, internal error), `EMFILE` (also: 256 listeners
+ * from `ns_listen` are open), `ENFILE`.
  *
  * # Safety
  * `src_name` is NULL or a NUL-terminated string.
@@ -146,7 +147,8 @@ int ns_listen(const char *src_name,
  * Returns the descriptor, or -1 with `errno`: `ERANGE` (a buffer cannot hold its value,
  * checked before accepting so no session is lost), `EBADF` (`lfd` is not open, or was closed
  * with `ns_close`), `ENOTSOCK`, `EINVAL` (`lfd` is not listening), `EAGAIN`, `EINTR`,
- * `ECONNABORTED`, `EMFILE`/`ENFILE`, `EIO` (internal error).
+ * `ECONNABORTED`, `EMFILE`/`ENFILE`, `EIO` (internal error); `EINVAL` also for a listener that
+ * another process made (inherited across `fork`).
  *
  * # Safety
  * `peer_name` is NULL or points to `name_len` writable bytes; the same for `peer_guid`.

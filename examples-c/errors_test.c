@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int failures;
@@ -125,6 +126,31 @@ int main(int argc, char **argv)
         close(pipefd[0]);
         close(pipefd[1]);
     }
+
+    /* across fork: the child has the same identity, but the listener's sessions stay the
+       parent's (its engine knows them), so the child's ns_accept refuses at once */
+    /* The verdict comes through a pipe, not the exit status, which tools like valgrind may
+       claim for their own report on the child. */
+    int verdict[2];
+    expect("pipe", pipe(verdict) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t child = fork();
+    if (child == 0) {
+        char child_guid[NS_GUID_LEN];
+        int same = ns_self_guid(child_guid, sizeof child_guid) == 0 && strcmp(child_guid, guid) == 0;
+        int refused = ns_accept(lfd, NULL, 0, NULL, 0) == -1 && errno == EINVAL;
+        ssize_t ignored = write(verdict[1], same && refused ? "y" : "n", 1);
+        (void)ignored;
+        _exit(0);
+    }
+    close(verdict[1]);
+    char answer = 0;
+    expect("fork: the child has our GUID and its ns_accept refuses",
+           child > 0 && read(verdict[0], &answer, 1) == 1 && answer == 'y');
+    close(verdict[0]);
+    if (child > 0)
+        waitpid(child, NULL, 0);
 
     /* a closed listener */
     expect("ns_close listener", ns_close(lfd) == 0);

@@ -8,8 +8,8 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use namesock::config::Config;
@@ -237,33 +237,125 @@ fn accept_session(lfd: RawFd) -> Result<(TcpStream, SessionInfo), c_int> {
     }
 }
 
-/// The listeners made by `ns_listen`: descriptor, service port, the loopback address sessions
-/// are delivered to. One entry per descriptor number (a number reused after a plain `close`
-/// replaces the stale entry), so bounded by the descriptor limit.
-static LISTENERS: Mutex<Vec<(RawFd, u16, SocketAddr)>> = Mutex::new(Vec::new());
+/// How many listeners from `ns_listen` a process can have at once (more: `EMFILE`).
+const MAX_LISTENERS: usize = 256;
 
-fn listeners() -> std::sync::MutexGuard<'static, Vec<(RawFd, u16, SocketAddr)>> {
-    // A panic while holding the lock cannot leave the list half-changed: keep using it.
-    LISTENERS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A listener from `ns_listen`: its descriptor, its service port, and the loopback port the
+/// engine delivers its sessions to.
+#[derive(Clone, Copy)]
+struct Listener {
+    fd: RawFd,
+    port: u16,
+    deliver_port: u16,
 }
 
-/// If `fd` is a listener from `ns_listen` and still that socket (not closed with `close` and
-/// the number reused), forgets it and returns its service port.
+impl Listener {
+    /// Nonzero: the descriptor (never negative) plus one, then the two ports.
+    fn pack(self) -> u64 {
+        (u64::from(self.fd.unsigned_abs()) + 1) << 32
+            | u64::from(self.port) << 16
+            | u64::from(self.deliver_port)
+    }
+
+    fn unpack(v: u64) -> Option<Listener> {
+        let fd = RawFd::try_from((v >> 32).checked_sub(1)?).ok()?;
+        Some(Listener {
+            fd,
+            port: (v >> 16) as u16,
+            deliver_port: v as u16,
+        })
+    }
+}
+
+/// One entry of the listener table: 0 (free) or a packed [`Listener`], and the pid that made it.
+struct Slot {
+    entry: AtomicU64,
+    pid: AtomicU32,
+}
+
+/// The listener table. Lock-free, so that a child forked at any moment can use it; a child sees
+/// its parent's entries too and leaves them alone (their sessions belong to the parent's
+/// engine).
+static LISTENERS: [Slot; MAX_LISTENERS] = [const {
+    Slot {
+        entry: AtomicU64::new(0),
+        pid: AtomicU32::new(0),
+    }
+}; MAX_LISTENERS];
+
+/// Every listener in the table: (slot, packed value, listener, made by this process).
+fn listeners() -> impl Iterator<Item = (&'static Slot, u64, Listener, bool)> {
+    let me = std::process::id();
+    LISTENERS.iter().filter_map(move |slot| {
+        let v = slot.entry.load(Ordering::Acquire);
+        let listener = Listener::unpack(v)?;
+        let mine = slot.pid.load(Ordering::Acquire) == me;
+        Some((slot, v, listener, mine))
+    })
+}
+
+/// Removes this process's entry for `fd`, if any.
+fn remove_listener(fd: RawFd) -> Option<Listener> {
+    listeners()
+        .filter(|&(_, _, l, mine)| mine && l.fd == fd)
+        .find_map(|(slot, v, l, _)| {
+            let freed = slot
+                .entry
+                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Acquire);
+            freed.is_ok().then_some(l)
+        })
+}
+
+/// Adds `listener` unless this process already serves its port (`EADDRINUSE`) or the table is
+/// full (`EMFILE`). An entry left under the same descriptor by a plain `close` is dropped.
+fn add_listener(listener: Listener) -> Result<(), c_int> {
+    remove_listener(listener.fd);
+    let me = std::process::id();
+    let slot = LISTENERS
+        .iter()
+        .find(|slot| {
+            slot.entry.load(Ordering::Acquire) == 0 && {
+                slot.pid.store(me, Ordering::Release);
+                slot.entry
+                    .compare_exchange(0, listener.pack(), Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            }
+        })
+        .ok_or(libc::EMFILE)?;
+    let taken = listeners()
+        .any(|(other, _, l, mine)| mine && l.port == listener.port && !std::ptr::eq(other, slot));
+    if taken {
+        remove_listener(listener.fd);
+        return Err(libc::EADDRINUSE);
+    }
+    Ok(())
+}
+
+/// If `fd` is a listener of this process from `ns_listen` and still that socket (not closed
+/// with `close` and the number reused), forgets it and returns its service port.
 fn forget_listener(fd: RawFd) -> Option<u16> {
-    let (port, deliver_to) = {
-        let mut list = listeners();
-        let i = list.iter().position(|&(f, _, _)| f == fd)?;
-        let (_, port, deliver_to) = list.swap_remove(i);
-        (port, deliver_to)
-    };
+    let listener = remove_listener(fd)?;
     // SAFETY: `fd` is borrowed only to duplicate it for the address check.
     let probe = unsafe { BorrowedFd::borrow_raw(fd) }
         .try_clone_to_owned()
         .ok()?;
-    let same = TcpListener::from(probe).local_addr().ok() == Some(deliver_to);
-    same.then_some(port)
+    let local = TcpListener::from(probe).local_addr().ok()?;
+    (local.port() == listener.deliver_port).then_some(listener.port)
+}
+
+/// `EINVAL` if `lfd` is a listener that another process (a parent before `fork`) made: its
+/// engine, not ours, knows the sessions delivered to it.
+fn check_listener_owner(lfd: RawFd) -> Result<(), c_int> {
+    let (mine, theirs) = listeners()
+        .filter(|&(_, _, l, _)| l.fd == lfd)
+        .fold((false, false), |(m, t), (.., by_me)| {
+            (m || by_me, t || !by_me)
+        });
+    if theirs && !mine {
+        Err(libc::EINVAL)
+    } else {
+        Ok(())
+    }
 }
 
 /// Opens a session to service `port` of the endpoint named `dst_name` and returns a connected
@@ -332,7 +424,8 @@ pub unsafe extern "C" fn ns_open(
 /// Returns the descriptor, or -1 with `errno`: `EINVAL` (a name that is too long or not valid,
 /// port 0), `EPROTONOSUPPORT` (transport), `EADDRINUSE` (`port` is already served in this
 /// process, or `src_name` is held by another identity), `EACCES` (the key file cannot be
-/// used), `EIO` (the GNS cannot be written, internal error), `EMFILE`/`ENFILE`.
+/// used), `EIO` (the GNS cannot be written, internal error), `EMFILE` (also: 256 listeners
+/// from `ns_listen` are open), `ENFILE`.
 ///
 /// # Safety
 /// `src_name` is NULL or a NUL-terminated string.
@@ -345,23 +438,23 @@ pub unsafe extern "C" fn ns_listen(src_name: *const c_char, port: u16, transport
         if port == 0 {
             return Err(libc::EINVAL);
         }
-        if listeners().iter().any(|&(_, p, _)| p == port) {
-            return Err(libc::EADDRINUSE);
-        }
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| os_errno(&e))?;
         let deliver_to = listener.local_addr().map_err(|e| os_errno(&e))?;
-        engine::serve(port, deliver_to).map_err(|e| serve_errno(&e))?;
-        if let Some(src) = src
-            && let Err(errno) = register(src)
-        {
+        let fd = listener.as_raw_fd();
+        add_listener(Listener {
+            fd,
+            port,
+            deliver_port: deliver_to.port(),
+        })?;
+        let served = engine::serve(port, deliver_to)
+            .map_err(|e| serve_errno(&e))
+            .and_then(|()| src.map_or(Ok(()), register));
+        if let Err(errno) = served {
             engine::unserve(port);
+            remove_listener(fd);
             return Err(errno);
         }
-        let fd = listener.into_raw_fd();
-        let mut list = listeners();
-        list.retain(|&(f, _, _)| f != fd);
-        list.push((fd, port, deliver_to));
-        Ok(fd)
+        Ok(listener.into_raw_fd())
     })
 }
 
@@ -382,7 +475,8 @@ pub unsafe extern "C" fn ns_listen(src_name: *const c_char, port: u16, transport
 /// Returns the descriptor, or -1 with `errno`: `ERANGE` (a buffer cannot hold its value,
 /// checked before accepting so no session is lost), `EBADF` (`lfd` is not open, or was closed
 /// with `ns_close`), `ENOTSOCK`, `EINVAL` (`lfd` is not listening), `EAGAIN`, `EINTR`,
-/// `ECONNABORTED`, `EMFILE`/`ENFILE`, `EIO` (internal error).
+/// `ECONNABORTED`, `EMFILE`/`ENFILE`, `EIO` (internal error); `EINVAL` also for a listener that
+/// another process made (inherited across `fork`).
 ///
 /// # Safety
 /// `peer_name` is NULL or points to `name_len` writable bytes; the same for `peer_guid`.
@@ -403,6 +497,7 @@ pub unsafe extern "C" fn ns_accept(
         if let Some(out) = &guid_out {
             out.check_fits(NS_GUID_LEN - 1)?;
         }
+        check_listener_owner(lfd)?;
         let (stream, info) = accept_session(lfd)?;
         // SAFETY: the caller's buffers hold name_len/guid_len writable bytes; their sizes were
         // checked above against the longest name and a GUID.
