@@ -10,7 +10,6 @@ use std::ffi::{c_char, c_int};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use namesock::config::Config;
 use namesock::engine::{self, ConnectError, ServeError, SessionInfo, StartError, Target};
@@ -193,24 +192,6 @@ fn name_of(gns: &Gns, guid: Guid) -> Option<String> {
         .find(|name| gns.resolve_name(name).is_ok_and(|b| b.guid == guid))
 }
 
-/// The engine records a delivery right after its connect returns, which can be a moment after
-/// the program's accept returned: how long to wait for it before deciding a loopback connection
-/// is not a session.
-const DELIVERY_GRACE: Duration = Duration::from_secs(1);
-
-fn delivered_session(relay_peer: SocketAddr) -> Option<SessionInfo> {
-    let deadline = Instant::now() + DELIVERY_GRACE;
-    loop {
-        if let Some(info) = engine::delivered_session(relay_peer) {
-            return Some(info);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Accepts on `lfd`, skipping connections that are not sessions delivered by the engine.
 fn accept_session(lfd: RawFd) -> Result<(TcpStream, SessionInfo), c_int> {
     loop {
@@ -231,7 +212,8 @@ fn accept_session(lfd: RawFd) -> Result<(TcpStream, SessionInfo), c_int> {
         let Ok(relay_peer) = stream.peer_addr() else {
             continue;
         };
-        if let Some(info) = delivered_session(relay_peer) {
+        // The engine records a delivery before it connects, so this is never too early.
+        if let Some(info) = engine::delivered_session(relay_peer) {
             return Ok((stream, info));
         }
     }
