@@ -4,8 +4,9 @@
 //!
 //! The tests run the `namesock` binary and `libnamesock.so` of their own build profile
 //! (`target/<profile>/`, beside `target/<profile>/deps/<this test>`), and build them first with
-//! `cargo build -p namesock -p namesock-preload` (a no-op when they are up to date), so that
-//! `cargo test` alone never runs stale hooks.
+//! `cargo build --workspace` in that profile, so that `cargo test` alone never runs stale
+//! hooks. After `tests/run.sh`'s own `cargo build --release --workspace` that is a no-op (the
+//! same command: `-p` selections would unify features differently and rebuild).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -32,7 +33,7 @@ fn tools() -> Tools {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
             build
-                .args(["build", "-q", "-p", "namesock", "-p", "namesock-preload"])
+                .args(["build", "-q", "--workspace"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
             if release {
                 build.arg("--release");
