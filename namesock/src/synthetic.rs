@@ -388,6 +388,20 @@ pub fn lookup(host: &str) -> Result<Option<(Ipv4Addr, Ipv6Addr)>, LookupError> {
     Ok(Some(assign(&namesock_resolver::name::normalize(host))?))
 }
 
+/// Is `host` the name this process serves as (`NAMESOCK_NAME`, or `name` in the configuration
+/// file)? A server that binds to its own name (`AI_PASSIVE`) means "wherever I can be
+/// reached": it gets the wildcard addresses, and its listen is served by name.
+pub fn is_own_name(host: &str) -> bool {
+    let Ok(Some(own)) = crate::config::Config::load().map(|c| c.name) else {
+        return false;
+    };
+    let Ok(gns) = gns() else {
+        return false;
+    };
+    let host = namesock_resolver::name::normalize(host);
+    gns.full_name(&own).is_ok_and(|own| own == host)
+}
+
 /// The service a connect to `addr` means: the target behind a synthetic address, and the port.
 pub fn target_for(addr: &SocketAddr) -> Option<(Target, u16)> {
     let name = name_of(addr.ip())?;
@@ -414,7 +428,10 @@ mod tests {
         assert!(!is_synthetic("240.78.0.0".parse().unwrap()));
         assert!(!is_synthetic("100::4e53:1:1".parse().unwrap()));
         assert!(!is_synthetic("100::4e53:0:0:1".parse().unwrap()));
-        assert_eq!(v6.to_string(), format!("100::4e53:0:{:x}", v6.segments()[7]));
+        assert_eq!(
+            v6.to_string(),
+            format!("100::4e53:0:{:x}", v6.segments()[7])
+        );
         assert_eq!(t.name_of(v4.into()).unwrap().as_deref(), Some("web.ns.alt"));
         assert_eq!(t.name_of(v6.into()).unwrap().as_deref(), Some("web.ns.alt"));
         assert_eq!(t.assign("WEB.ns.alt.").unwrap(), (v4, v6));

@@ -85,6 +85,15 @@ pub unsafe fn getaddrinfo(
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
+    if local.ai_flags & libc::AI_PASSIVE != 0 && !node.is_null() {
+        // SAFETY: a non-null node is NUL-terminated (the caller's contract).
+        let host = unsafe { CStr::from_ptr(node) }.to_str().unwrap_or_default();
+        if synthetic::is_own_name(host) {
+            // Binding to our own name: the wildcard addresses, as for a NULL node.
+            // SAFETY: the caller's arguments, without the node.
+            return unsafe { real::getaddrinfo(ptr::null(), service, hints, res) };
+        }
+    }
     // SAFETY: `node` is null or NUL-terminated (the caller's contract).
     let (name, v4, v6) = match unsafe { answer(node) } {
         // SAFETY: as above.

@@ -188,12 +188,15 @@ for bad in [host, "nosuch." + host.split(".", 1)[1]]:
     except socket.gaierror as e:
         print("gaierror", e.errno == socket.EAI_NONAME)
 print("localhost", gai("localhost", 80, socket.AF_INET, socket.SOCK_STREAM))
+print("passive", gai(host, 80, socket.AF_INET, socket.SOCK_STREAM, 0, socket.AI_PASSIVE))
+print("passive_other", gai(guid_host, 80, socket.AF_INET, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0][1] != "0.0.0.0")
 "#;
     let host = format!("web.{ZONE}");
     let mut command = world
         .namesock_run(&Local, "py", &["python3", "-c", script, &host, &guid_host])
         .unwrap();
-    command.stdout(Stdio::piped());
+    // This process serves as `web`: binding to its own name means the wildcard address.
+    command.env("NAMESOCK_NAME", "web").stdout(Stdio::piped());
     let output = run(command, None);
     check("python resolution script", &output, &world, "py");
     let text = String::from_utf8(output.stdout).unwrap();
@@ -235,6 +238,8 @@ print("localhost", gai("localhost", 80, socket.AF_INET, socket.SOCK_STREAM))
         "AI_NUMERICHOST and unknown names fail with EAI_NONAME: {text}"
     );
     assert_eq!(field("localhost"), "[('AF_INET', '127.0.0.1', 80)]");
+    assert_eq!(field("passive"), "[('AF_INET', '0.0.0.0', 80)]");
+    assert_eq!(field("passive_other"), "True");
 }
 
 #[test]
