@@ -120,6 +120,19 @@ fn testbed_command() -> Command {
                     .help("0 to 100 (0 removes the loss)"),
             ),
         )
+        .subcommand(
+            host_command(
+                "rate",
+                "Limit what a host sends (a token bucket on its links)",
+            )
+            .arg(
+                Arg::new("kbit")
+                    .value_name("KBIT_PER_S")
+                    .required(true)
+                    .value_parser(clap::value_parser!(u64))
+                    .help("kbit/s (0 removes the limit)"),
+            ),
+        )
         .subcommand(host_command(
             "add-link",
             "Join a host to the router by one more link",
@@ -196,6 +209,10 @@ fn testbed(matches: &ArgMatches) -> Result<(), TestbedError> {
             } else {
                 host()?.add_loss(percent)?;
             }
+        }
+        "rate" => {
+            let kbit = sub.get_one::<u64>("kbit").copied().unwrap_or(0);
+            host()?.limit_rate(Some(kbit).filter(|&k| k > 0))?;
         }
         "add-link" => {
             let host = host()?;
