@@ -262,6 +262,42 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 }
 
 /// # Safety
+/// The contract of dup(2) (a plain integer: always safe to call).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    hook(
+        // SAFETY: a plain integer.
+        || unsafe { real::dup(fd) },
+        || socket::dup(fd),
+        failed,
+    )
+}
+
+/// # Safety
+/// The contract of dup2(2) (plain integers: always safe to call).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    hook(
+        // SAFETY: plain integers.
+        || unsafe { real::dup2(old, new) },
+        || socket::dup3(old, new, None),
+        failed,
+    )
+}
+
+/// # Safety
+/// The contract of dup3(2) (plain integers: always safe to call).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    hook(
+        // SAFETY: plain integers.
+        || unsafe { real::dup3(old, new, flags) },
+        || socket::dup3(old, new, Some(flags)),
+        failed,
+    )
+}
+
+/// # Safety
 /// The contract of close_range(2) (plain integers: always safe to call).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {

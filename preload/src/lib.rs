@@ -28,7 +28,8 @@
 //!
 //! Sockets ([`socket`]): `connect` (synthetic address -> session through the engine),
 //! `getpeername`, `listen` (the engine serves the port too), `accept`, `accept4`, `close`,
-//! `close_range`, and `socket` (a new fd forgets any stale state under its number). Not
+//! `close_range`, `dup`, `dup2`, `dup3`, and `socket` (a new fd forgets any stale state under
+//! its number). Not
 //! hooked, on purpose: data calls (the fd is a real TCP socket relayed by the engine),
 //! `shutdown` (a real half-close of the relay socket, which the engine forwards), and
 //! `getsockname`/`getsockopt`/`setsockopt` (see `docs/preload.md`).

@@ -274,6 +274,40 @@ fn forget(fd: RawFd) {
     }
 }
 
+/// After `new` became a copy of `old` (dup, dup2, dup3): the copy is the same connection, with
+/// the same peer. A listener's copy is not a second listener: closing one of them does not
+/// stop the engine serving (the port is unserved when the original closes).
+fn copied(old: RawFd, new: RawFd) {
+    forget(new);
+    if let Some(state @ (FdState::Client { .. } | FdState::Delivered { .. })) = fds::get(old) {
+        fds::set(new, state);
+    }
+}
+
+pub fn dup(fd: RawFd) -> c_int {
+    // SAFETY: dup(2) takes a plain integer.
+    let new = unsafe { real::dup(fd) };
+    if new >= 0 {
+        copied(fd, new);
+    }
+    new
+}
+
+pub fn dup3(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
+    // SAFETY: dup2(2)/dup3(2) take plain integers.
+    let r = unsafe {
+        match flags {
+            Some(flags) => real::dup3(old, new, flags),
+            None => real::dup2(old, new),
+        }
+    };
+    // dup2(fd, fd) does nothing (and dup3 refuses it).
+    if r >= 0 && old != new {
+        copied(old, new);
+    }
+    r
+}
+
 pub fn close(fd: RawFd) -> c_int {
     forget(fd);
     // SAFETY: close(2) takes a plain integer.

@@ -690,7 +690,7 @@ while True:
     );
     // Clients: IPv4 and IPv6 sockets, blocking and non-blocking connects.
     let client_script = r#"
-import errno, select, socket, sys
+import ctypes, errno, os, select, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 for family in (socket.AF_INET, socket.AF_INET6):
     for blocking in (True, False):
@@ -713,6 +713,12 @@ for family in (socket.AF_INET, socket.AF_INET6):
         peer = s.getpeername()
         assert peer[0] == ip and peer[1] == port, (peer, ip)
         assert s.connect_ex((ip, port)) == errno.EISCONN
+        # dup and dup2 (Python's os.dup uses fcntl(F_DUPFD_CLOEXEC), which is not hooked).
+        for fd in (ctypes.CDLL(None).dup(s.fileno()), os.dup2(s.fileno(), 200)):
+            copy = socket.socket(fileno=fd)
+            assert copy.getpeername() == peer, (copy.getpeername(), peer)
+            copy.detach()
+            os.close(fd)
         s.setblocking(True)
         f = s.makefile("rwb")
         f.write(b"hello %d\n" % family)
