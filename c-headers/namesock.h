@@ -31,7 +31,12 @@
  * fork: the child may keep using inherited session descriptors; their sessions stay served by
  * the parent's engine for as long as the parent runs. The child's own ns_open/ns_listen calls
  * start a separate engine in the child; ns_accept on a listener must be called in the process
- * that created it.
+ * that created it (in a child it fails with EINVAL rather than take the parent's sessions).
+ *
+ * Identity: one key file per process that listens (a second listening process with the same
+ * NAMESOCK_KEY gets EADDRINUSE). Under LD_PRELOAD or when linked with -lnamesock, the library's
+ * hooks also serve programs' plain socket calls for names in the zone; the ns_* functions never
+ * go through them.
  *
  * Configuration (environment, all optional): NAMESOCK_KEY (key file, default
  * ~/.config/namesock/key), NAMESOCK_GNS (GNS backend, default the file store), NAMESOCK_ZONE
