@@ -24,6 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, Per
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use namesock_resolver::dns::DnsError;
 use namesock_resolver::{Gns, GnsError, Target};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -345,7 +346,11 @@ impl LookupError {
             LookupError::Gns(GnsError::NotFound(_) | GnsError::InvalidName(_)) => {
                 LookupFailure::NoName
             }
-            LookupError::Gns(GnsError::Io { .. }) => LookupFailure::TryAgain,
+            // The GNS could not be reached (file store unreadable, DNS server down or slow).
+            LookupError::Gns(
+                GnsError::Io { .. }
+                | GnsError::Dns(DnsError::Lookup { .. } | DnsError::Transport { .. }),
+            ) => LookupFailure::TryAgain,
             LookupError::Gns(_) | LookupError::Table(_) => LookupFailure::Fail,
         }
     }
@@ -537,6 +542,22 @@ mod tests {
             t.assign("one-more.ns.alt"),
             Err(SyntheticError::TableFull { .. })
         ));
+    }
+
+    #[test]
+    fn failures_are_the_standard_kinds() {
+        let not_found = GnsError::NotFound(Target::Name("x.ns.alt".into()));
+        assert_eq!(
+            LookupError::from(not_found).failure(),
+            LookupFailure::NoName
+        );
+        let io = GnsError::Io {
+            path: "/gns".into(),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(LookupError::from(io).failure(), LookupFailure::TryAgain);
+        let full = SyntheticError::TableFull { path: "/t".into() };
+        assert_eq!(LookupError::from(full).failure(), LookupFailure::Fail);
     }
 
     #[test]
