@@ -34,10 +34,10 @@ const FIRST_DYNAMIC: usize = 16;
 /// Happy eyeballs: start the next locator's dial this long after the previous one.
 const STAGGER: Duration = Duration::from_millis(250);
 /// Re-dial backoff while a session has no path.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A dial still connecting after this long is abandoned at the next round.
-const DIAL_STALE: Duration = Duration::from_secs(3);
+const DIAL_STALE: Duration = Duration::from_millis(900);
 /// At most this many paths (active and standby) per multihomed client session.
 const MAX_STANDBY: usize = 3;
 /// At most this many dials in flight per session.
@@ -1753,6 +1753,16 @@ impl Engine {
             if !progressed && failed.is_empty() {
                 break;
             }
+        }
+        // Closed both ways and everything handed over: the program's socket is done even if
+        // the (server) session still lingers for a late resume.
+        if let Some(c) = self.conns.get_mut(&key)
+            && c.closed
+            && c.app.as_ref().is_some_and(|a| a.flushed() && a.read_eof())
+            && let Some(mut app) = c.app.take()
+        {
+            self.io.remove(&app.token);
+            let _ = self.poll.registry().deregister(&mut app.stream);
         }
         self.maybe_finish(key);
     }

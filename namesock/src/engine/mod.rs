@@ -2,14 +2,55 @@
 //! listener and application-side socket, a thin driver around the sans-IO
 //! [`Session`](crate::session::Session).
 //!
-//! The program's side of a session is a real kernel socket: a loopback TCP connection into
-//! the engine's relay listener (client) or from the engine into the program's own listener
-//! (server). The engine relays bytes between that socket and the session, which frames them
-//! over one or more TCP flow paths to the peer's engine.
+//! # How it works
 //!
-//! Everything here blocks only the calling thread; the loop itself never blocks (GNS
-//! lookups and publishing run on short-lived threads and report back through the command
-//! channel).
+//! - **One engine per process**, started by the first call that needs it. Other threads talk
+//!   to it through a bounded command channel plus a mio `Waker`; they block, the loop never
+//!   does. GNS resolves and publishes run on short-lived threads and report back through the
+//!   same channel. The handle is a leaked pointer tagged with the pid (no lock to be caught
+//!   held by `fork`): a forked child starts its own engine on first use, sessions inherited
+//!   from the parent stay with the parent's engine.
+//! - **The program's socket is a real kernel socket.** Client: `connect_fd` waits for the
+//!   session to be established, connects the caller's fd to the engine's loopback relay
+//!   listener (127.0.0.1 or ::1 by the fd's family, temporarily blocking, flags restored) and
+//!   writes a 16-byte random secret that pairs the connection with its session. Server: the
+//!   engine connects to the program's own listener (`deliver_to`); the local address of that
+//!   connection is recorded *before* the connect, so `delivered_session(peer)` answers the
+//!   program's accept at once.
+//! - **The relay is bounded both ways** (64 KiB per direction): the engine reads from the
+//!   program only while `Session::app_write` takes bytes (replay room), so a full replay
+//!   buffer is backpressure on the program, never loss. Program EOF becomes
+//!   `app_shutdown_write` (FIN), the peer's FIN becomes `shutdown(SHUT_WR)`, a RESET (or the
+//!   linger running out) closes the program's socket with `SO_LINGER {1, 0}`: ECONNRESET.
+//! - **Flow paths** are TCP connections with `TCP_NODELAY`, `TCP_USER_TIMEOUT` (= path-dead
+//!   time) and keepalive; frames are written while the path's 128 KiB write buffer has room
+//!   and read into a buffer of at most one frame plus 64 KiB.
+//! - **Client dialing**: the first connect races the locators happy-eyeballs style (IPv6 and
+//!   IPv4 interleaved, the next one 250 ms after the previous); a dead path (`NeedPath`) is
+//!   re-dialed at once to the MOVED and last-known locators together, and again every backoff
+//!   tick (25 ms doubling to 1 s; a dial still hanging after 0.9 s is started afresh) with a
+//!   fresh GNS resolve each time, until a path connects or the session's linger ends it. If every locator refused the TCP connect right after a
+//!   fresh resolve, connect fails with ECONNREFUSED; otherwise it retries (the peer may be
+//!   moving) until the connect timeout: ETIMEDOUT, or EHOSTUNREACH/ENETUNREACH when that was
+//!   the last dial's error. A server's `RESET(PortRefused)` is ECONNREFUSED, a name with no
+//!   record [`ConnectError::UnknownName`].
+//! - **Mobility**: an rtnetlink socket (address and link groups) in the loop. A vanished local
+//!   address (or an interface going down) kills its paths at once; a new one restarts any
+//!   hanging dials. A server republishes its addresses off the loop on every change
+//!   (coalesced) and sends MOVED on its sessions; a client that gets MOVED while its path is
+//!   still alive dials the new address first (make-before-break) and drops the old path once
+//!   the new one carried a frame. A multihomed client keeps a standby path from each other
+//!   local address of the active path's family (at most 3 paths), so losing an interface
+//!   costs no reconnect.
+//! - **Server side**: the identity from the key file, an exclusive `flock` on `<key>.lock` (a
+//!   second listening process on the same key gets [`ServeError::KeyInUse`]), the engine port
+//!   on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
+//!   `Acceptor::accept_hello` -> delivery, any other port -> `RESET(PortRefused)`. RESUME:
+//!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
+//!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
+//!   just loses its own path.
+//! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
+//!   to deliver their last bytes, as the kernel would for a plain socket.
 
 mod event_loop;
 mod netlink;
