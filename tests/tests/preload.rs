@@ -761,3 +761,44 @@ for family in (socket.AF_INET, socket.AF_INET6):
         assert!(!peer.is_loopback() || only_loopback(), "{text}");
     }
 }
+
+#[test]
+fn namesock_run_refuses_what_would_run_without_namesock() {
+    let tools = tools();
+    let run_cmd = |env: &[(&str, &str)], argv: &[&str]| {
+        let mut command = Command::new(&tools.namesock);
+        command.arg("run").arg("--").args(argv);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        run(command, None)
+    };
+    // The library cannot be found.
+    let output = run_cmd(
+        &[("NAMESOCK_LIB", "/nonexistent/libnamesock.so")],
+        &["true"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NAMESOCK_LIB"));
+    // The program does not exist.
+    let output = run_cmd(&[], &["no-such-program-for-namesock"]);
+    assert_eq!(output.status.code(), Some(127));
+    // LD_PRELOAD is appended to, and the program runs.
+    let output = run_cmd(&[("LD_PRELOAD", "")], &["sh", "-c", "echo \"$LD_PRELOAD\""]);
+    check("namesock run sh", &output, &world("preload-run"), "none");
+    let preload = String::from_utf8_lossy(&output.stdout);
+    assert!(preload.trim_end().ends_with("libnamesock.so"), "{preload}");
+    // A set-user-ID program owned by someone else (needs root to make one).
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("setuid-true");
+    std::fs::copy("/bin/true", &prog).unwrap();
+    let chown = Command::new("chown").arg("nobody").arg(&prog).status();
+    if chown.is_ok_and(|s| s.success()) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let output = run_cmd(&[], &[prog.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(126));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("set-user-ID"), "{stderr}");
+    }
+}
