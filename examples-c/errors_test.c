@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     }
     const char *name = argv[1];
     long lport = strtol(argv[2], NULL, 10);
-    if (lport <= 0 || lport >= 65535) {
+    if (lport <= 0 || lport >= 65533) {
         fprintf(stderr, "errors_test: bad port %s\n", argv[2]);
         return 2;
     }
@@ -87,6 +87,8 @@ int main(int argc, char **argv)
         return 1;
     }
     expect_errno("ns_listen same port twice", ns_listen(name, port, NS_TCP), EADDRINUSE);
+    int anon = ns_listen(NULL, (uint16_t)(port + 2), NS_TCP);
+    expect("ns_listen without a name (reachable by GUID)", anon >= 0 && ns_close(anon) == 0);
 
     /* ns_resolve */
     char rguid[NS_GUID_LEN];
