@@ -483,6 +483,17 @@ impl Engine {
                 all.push(*a);
             }
         }
+        // Loopback locators mean "the peer is on this host": dial them only when it is (one of
+        // its other addresses is ours, or it published nothing else). Elsewhere they would
+        // reach whatever engine of this host happens to use that port.
+        let (lo, global): (Vec<&SocketAddr>, Vec<&SocketAddr>) =
+            all.iter().partition(|a| a.ip().is_loopback());
+        if !lo.is_empty() && !global.is_empty() {
+            let ours = sys::local_addrs().unwrap_or_default();
+            if !global.iter().any(|a| ours.contains(&a.ip())) {
+                all.retain(|a| !a.ip().is_loopback());
+            }
+        }
         let (v6, v4): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.is_ipv6());
         let mut out = Vec::with_capacity(v6.len() + v4.len());
         let (mut i6, mut i4) = (v6.into_iter(), v4.into_iter());

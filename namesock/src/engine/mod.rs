@@ -368,7 +368,13 @@ pub fn connect_fd(fd: RawFd, target: &Target, port: u16) -> Result<SessionInfo, 
     let h = handle()?;
     let relay = match sys::socket_domain(fd).map_err(ConnectError::Socket)? {
         libc::AF_INET => h.shared.relay_v4,
-        libc::AF_INET6 => h.shared.relay_v6,
+        // Without ::1 (IPv6 off), a dual-stack socket still reaches 127.0.0.1 as v4-mapped.
+        libc::AF_INET6 => h.shared.relay_v6.or_else(|| {
+            h.shared.relay_v4.map(|a| match a {
+                SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), a.port()),
+                v6 => v6,
+            })
+        }),
         _ => None,
     }
     .ok_or_else(|| ConnectError::Socket(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))?;
