@@ -107,13 +107,13 @@ pub unsafe fn getaddrinfo(
         }
         Answer::Synthetic(name, v4, v6) => (name, v4, v6),
     };
-    let families: &[(c_int, IpAddr)] = match local.ai_family {
-        libc::AF_INET => &[(libc::AF_INET, IpAddr::V4(v4))],
-        libc::AF_INET6 => &[(libc::AF_INET6, IpAddr::V6(v6))],
-        libc::AF_UNSPEC => &[
-            (libc::AF_INET, IpAddr::V4(v4)),
-            (libc::AF_INET6, IpAddr::V6(v6)),
-        ],
+    // For AF_UNSPEC each address is asked for with AF_UNSPEC too, so that glibc applies
+    // AI_ADDRCONFIG exactly as for any name (keep only the families the host has addresses
+    // of, or both when it has neither, e.g. loopback only).
+    let addresses: &[IpAddr] = match local.ai_family {
+        libc::AF_INET => &[IpAddr::V4(v4)],
+        libc::AF_INET6 => &[IpAddr::V6(v6)],
+        libc::AF_UNSPEC => &[IpAddr::V4(v4), IpAddr::V6(v6)],
         _ => return libc::EAI_FAMILY,
     };
     let want_canon = local.ai_flags & libc::AI_CANONNAME != 0;
@@ -121,8 +121,7 @@ pub unsafe fn getaddrinfo(
     let mut head: *mut addrinfo = ptr::null_mut();
     let mut tail: *mut addrinfo = ptr::null_mut();
     let mut last_err = libc::EAI_NONAME;
-    for &(family, ip) in families {
-        local.ai_family = family;
+    for ip in addresses {
         let text = CString::new(ip.to_string()).expect("an IP address has no NUL");
         let mut part: *mut addrinfo = ptr::null_mut();
         // SAFETY: `text` is NUL-terminated, `service` is the caller's, `local` is a valid

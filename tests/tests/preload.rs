@@ -802,3 +802,36 @@ fn namesock_run_refuses_what_would_run_without_namesock() {
         assert!(stderr.contains("set-user-ID"), "{stderr}");
     }
 }
+
+#[test]
+fn addrconfig_on_a_host_with_only_loopback_still_resolves() {
+    if !namesock_tests::require_root("addrconfig_on_a_host_with_only_loopback_still_resolves") {
+        return;
+    }
+    let world = world("preload-addrconfig");
+    let key = Keypair::generate();
+    let gns = world.gns().unwrap();
+    gns.publish(
+        &key,
+        &["192.0.2.1:4000".parse().unwrap()],
+        &["web".to_owned()],
+    )
+    .unwrap();
+    gns.register(&key, "web").unwrap();
+    // A fresh network namespace has no address at all: glibc's AI_ADDRCONFIG then keeps both
+    // families (as it does for any name), and so must the synthetic answer.
+    let script = format!(
+        "import socket; print(sorted({{a[0].name for a in socket.getaddrinfo('web.{ZONE}', 80, \
+         type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)}}))"
+    );
+    let mut command = world
+        .namesock_run(&Local, "py", &["unshare", "-n", "python3", "-c", &script])
+        .unwrap();
+    command.stdout(Stdio::piped());
+    let output = run(command, None);
+    check("getaddrinfo with AI_ADDRCONFIG", &output, &world, "py");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "['AF_INET', 'AF_INET6']"
+    );
+}
