@@ -12,6 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
@@ -95,7 +96,9 @@ pub enum Expect {
 pub struct DnsStore {
     config: DnsConfig,
     zone: Name,
-    resolver: Resolver,
+    /// The lookup client and the process that built it: its runtime (epoll instance, locks)
+    /// must not be shared with a forked child, which builds its own.
+    resolver: Mutex<(u32, Arc<Resolver>)>,
     signer: Option<TSigner>,
 }
 
@@ -116,25 +119,7 @@ fn dns_name(text: &str) -> Result<Name, DnsError> {
 
 impl DnsStore {
     pub fn new(config: &DnsConfig) -> Result<DnsStore, DnsError> {
-        let servers = NameServerConfigGroup::from_ips_clear(
-            &[config.server.ip()],
-            config.server.port(),
-            true,
-        );
-        let mut opts = ResolverOpts::default();
-        // Every resolve asks the server: addresses change, and a stale cache defeats mobility.
-        opts.cache_size = 0;
-        opts.use_hosts_file = false;
-        opts.recursion_desired = false;
-        opts.edns0 = true;
-        opts.attempts = 2;
-        opts.timeout = config.timeout / 2;
-        opts.try_tcp_on_error = true;
-        let resolver = Resolver::new(ResolverConfig::from_parts(None, vec![], servers), opts)
-            .map_err(|source| DnsError::Transport {
-                server: config.server,
-                source,
-            })?;
+        let resolver = build_resolver(config)?;
         let signer = config
             .tsig
             .as_ref()
@@ -154,9 +139,25 @@ impl DnsStore {
         Ok(DnsStore {
             zone: dns_name(&config.zone)?,
             config: config.clone(),
-            resolver,
+            resolver: Mutex::new((std::process::id(), Arc::new(resolver))),
             signer,
         })
+    }
+
+    /// This process's lookup client (rebuilt once after a fork).
+    fn resolver(&self) -> Result<Arc<Resolver>, DnsError> {
+        let mut guard = self
+            .resolver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pid = std::process::id();
+        if guard.0 != pid {
+            let fresh = Arc::new(build_resolver(&self.config)?);
+            // The parent's copy may hold locks taken by threads that do not exist here:
+            // never touch it again, not even to drop it.
+            std::mem::forget(std::mem::replace(&mut *guard, (pid, fresh)));
+        }
+        Ok(Arc::clone(&guard.1))
     }
 
     pub fn config(&self) -> &DnsConfig {
@@ -179,7 +180,7 @@ impl DnsStore {
 
     fn get_txt(&self, owner: &str) -> Result<Vec<Vec<u8>>, DnsError> {
         let name = dns_name(owner)?;
-        let lookup = match self.resolver.txt_lookup(name) {
+        let lookup = match self.resolver()?.txt_lookup(name) {
             Ok(lookup) => lookup,
             Err(e) if matches!(e.kind(), ResolveErrorKind::NoRecordsFound { .. }) => {
                 return Ok(Vec::new());
@@ -371,6 +372,27 @@ impl DnsStore {
         stream.read_exact(&mut response)?;
         Ok(response)
     }
+}
+
+/// A hickory resolver that asks only `config.server`, caches nothing and gives up in time.
+fn build_resolver(config: &DnsConfig) -> Result<Resolver, DnsError> {
+    let servers =
+        NameServerConfigGroup::from_ips_clear(&[config.server.ip()], config.server.port(), true);
+    let mut opts = ResolverOpts::default();
+    // Every resolve asks the server: addresses change, and a stale cache defeats mobility.
+    opts.cache_size = 0;
+    opts.use_hosts_file = false;
+    opts.recursion_desired = false;
+    opts.edns0 = true;
+    opts.attempts = 2;
+    opts.timeout = config.timeout / 2;
+    opts.try_tcp_on_error = true;
+    Resolver::new(ResolverConfig::from_parts(None, vec![], servers), opts).map_err(|source| {
+        DnsError::Transport {
+            server: config.server,
+            source,
+        }
+    })
 }
 
 /// RFC 2136 2.5.2: delete an RRset (class ANY, TTL 0, empty rdata).

@@ -241,3 +241,30 @@ fn forged_records_in_the_zone_are_rejected() {
     let fresh = writer.publish(&kp, &[addr("192.0.2.3:3")], &[]).unwrap();
     assert_eq!(reader.resolve(&target).unwrap(), fresh);
 }
+
+#[test]
+fn a_forked_child_resolves_with_its_own_client() {
+    let named = Named::start();
+    let gns = gns(&named);
+    let kp = Keypair::generate();
+    let target = Target::Guid(kp.guid());
+    let rec = gns.publish(&kp, &[addr("192.0.2.77:7")], &[]).unwrap();
+    assert_eq!(gns.resolve(&target).unwrap(), rec);
+    // SAFETY: the child only resolves, then leaves with _exit; SIGALRM ends it if it hangs.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe { libc::alarm(10) };
+        let ok = gns.resolve(&target).is_ok_and(|r| r == rec);
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child could not resolve (status {status:#x})"
+    );
+    // The parent's client still works.
+    assert_eq!(gns.resolve(&target).unwrap(), rec);
+}
