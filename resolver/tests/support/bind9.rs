@@ -119,8 +119,13 @@ zone "{ZONE}" {{
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("named exited with {status}:\n{}", self.log()));
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-                && self.log().contains("running")
+            let log = self.log();
+            // Someone took the port between probing and binding: named runs without it.
+            if log.contains("address in use") || log.contains("could not listen") {
+                return Err(format!("port {} taken:\n{log}", self.addr.port()));
+            }
+            if log.contains("running")
+                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
             {
                 return Ok(());
             }
