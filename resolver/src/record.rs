@@ -514,6 +514,32 @@ mod tests {
         assert!(next_seq(Some(a)) > a);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = Record::decode(&bytes);
+            let _ = NameBinding::decode(&bytes);
+        }
+
+        #[test]
+        fn any_record_round_trips(
+            seed in proptest::array::uniform32(proptest::num::u8::ANY),
+            seq in proptest::num::u64::ANY,
+            expires in proptest::num::u64::ANY,
+            v4 in proptest::collection::vec((proptest::array::uniform4(proptest::num::u8::ANY), proptest::num::u16::ANY), 0..8),
+            v6 in proptest::collection::vec((proptest::array::uniform16(proptest::num::u8::ANY), proptest::num::u16::ANY), 0..8),
+            names in proptest::collection::vec("[a-z0-9]{1,20}(\\.[a-z0-9]{1,20}){0,3}", 0..MAX_NAMES),
+        ) {
+            let kp = Keypair::from_seed(&seed);
+            let mut locators: Vec<SocketAddr> = v4.iter().map(|(ip, port)| SocketAddr::from((*ip, *port))).collect();
+            locators.extend(v6.iter().map(|(ip, port)| SocketAddr::from((*ip, *port))));
+            let rec = Record::sign(&kp, seq, expires, &locators, &names).unwrap();
+            let bytes = rec.encode();
+            proptest::prop_assert!(bytes.len() <= MAX_RECORD_LEN);
+            proptest::prop_assert_eq!(Record::decode(&bytes).unwrap(), rec);
+        }
+    }
+
     #[test]
     fn expiry() {
         let kp = Keypair::from_seed(&[1; 32]);
