@@ -1598,12 +1598,19 @@ impl Engine {
         }
     }
 
-    /// Is a session still delivering what its program sent before half-closing?
+    /// Is a session still delivering what its program sent? (At exit: a program that
+    /// half-closed waits for the session to close; bytes still unread from a program's socket
+    /// are waited for too. What sits unconfirmed in a replay buffer of a session that the
+    /// program left open cannot be told apart from an idle one, and is not waited for.)
     fn draining(&self) -> bool {
         self.conns.values().any(|c| {
-            c.app.as_ref().is_some_and(|a| a.read_eof() && !a.failed)
-                && !c.closed
-                && !c.session.is_finished()
+            let Some(a) = c.app.as_ref().filter(|a| !a.failed && !a.connecting) else {
+                return false;
+            };
+            if c.closed || c.session.is_finished() {
+                return false;
+            }
+            a.read_eof() || a.backlog() > 0
         })
     }
 

@@ -64,6 +64,13 @@ impl AppSide {
         self.read_eof
     }
 
+    /// Bytes of the program that the session has not taken yet (buffered here or still in
+    /// the socket).
+    pub fn backlog(&self) -> usize {
+        let here = self.inbound.len() - self.in_pos;
+        here + sys::unread(self.stream.as_raw_fd()).unwrap_or(0)
+    }
+
     /// Everything taken from the session reached the program's socket.
     pub fn flushed(&self) -> bool {
         self.outbound.len() == self.out_pos

@@ -287,6 +287,14 @@ pub fn socket_domain(fd: RawFd) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
+/// Bytes waiting to be read on a socket.
+pub fn unread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to `n`, which outlives the call.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
 pub fn get_fl(fd: RawFd) -> io::Result<libc::c_int> {
     // SAFETY: F_GETFL only reads the descriptor's flags.
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })
