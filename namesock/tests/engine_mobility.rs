@@ -77,17 +77,32 @@ fn runs() -> usize {
         .unwrap_or(1)
 }
 
-/// The scenario's files (logs, GNS, keys); kept when `ENGINE_KEEP` is set.
-fn workdir(tag: &str) -> tempfile::TempDir {
-    let mut dir = tempfile::Builder::new()
-        .prefix(&format!("engine-{tag}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    if std::env::var_os("ENGINE_KEEP").is_some() {
-        dir.disable_cleanup(true);
-        eprintln!("keeping {}", dir.path().display());
+/// The scenario's files (logs, GNS, keys): removed at the end, kept when the test fails or
+/// `ENGINE_KEEP` is set.
+struct WorkDir(tempfile::TempDir);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        self.0.path()
     }
-    dir
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("ENGINE_KEEP").is_some() {
+            self.0.disable_cleanup(true);
+            eprintln!("kept {}", self.0.path().display());
+        }
+    }
+}
+
+fn workdir(tag: &str) -> WorkDir {
+    WorkDir(
+        tempfile::Builder::new()
+            .prefix(&format!("engine-{tag}-"))
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap(),
+    )
 }
 
 /// The engine settings of a scenario.
