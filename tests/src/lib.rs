@@ -72,7 +72,11 @@ impl Scenario {
 
     /// The bed, the world and the file, with no server started.
     pub fn without_server(name: &str, file_size: u64, timers: Timers) -> Scenario {
-        let world = World::new(name, tools(), timers).expect("scenario directory");
+        let mut world = World::new(name, tools(), timers).expect("scenario directory");
+        if std::env::var_os("NAMESOCK_TEST_KEEP").is_some() {
+            eprintln!("{name}: keeping {}", world.dir.path().display());
+            world.dir.keep();
+        }
         let bed = Testbed::for_scenario(name).expect("test bed");
         let server = bed.add_host("server").expect("server host");
         let client = bed.add_host("client").expect("client host");

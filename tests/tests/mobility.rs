@@ -94,6 +94,20 @@ fn server_moves_ten_times() {
 }
 
 #[test]
+fn server_moves_make_before_break() {
+    if !require_root("server_moves_make_before_break") {
+        return;
+    }
+    // The old address works for 3 s after the new one appears: the server can tell its
+    // clients where it went (MOVED) before the old path dies.
+    moving_download("servermbb", 16 * MIB, 2 * MIB, 1, |s| {
+        s.server
+            .move_link_with_overlap(0, secs(3))
+            .expect("move the server");
+    });
+}
+
+#[test]
 fn both_move_at_the_same_moment() {
     if !require_root("both_move_at_the_same_moment") {
         return;

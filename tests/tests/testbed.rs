@@ -60,6 +60,24 @@ fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
     assert!(!reachable(&a, old_v6.into()), "b still answers at {old_v6}");
     assert!(reachable(&b, a.v4().into()), "moved b cannot reach a");
 
+    // Make-before-break: both addresses answer during the overlap, only the new one after.
+    let before = b.v4();
+    let overlap = std::thread::scope(|scope| {
+        let mover = scope.spawn(|| b.move_link_with_overlap(0, Duration::from_secs(2)));
+        std::thread::sleep(Duration::from_millis(700));
+        let both = reachable(&a, before.into()) && reachable(&a, b.v4().into());
+        (
+            both,
+            mover.join().expect("mover").expect("overlapping move"),
+        )
+    });
+    assert!(overlap.0, "both addresses should answer during the overlap");
+    assert!(
+        !reachable(&a, before.into()),
+        "the old address answers after the overlap"
+    );
+    assert!(reachable(&a, overlap.1.0.into()));
+
     let (v4, _) = b.move_to_new_link(0).expect("move b to a new link");
     assert!(reachable(&a, v4.into()), "a cannot reach b on its new link");
 

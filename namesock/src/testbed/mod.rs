@@ -414,6 +414,35 @@ impl Host {
         Ok((subnet.host_v4(), subnet.host_v6()))
     }
 
+    /// Move link `index` make-before-break: the new address is added (and becomes the source
+    /// of new connections), both work for `overlap`, then the old one is removed. Connections
+    /// on the old address live until then, so a server can announce where it went.
+    pub fn move_link_with_overlap(
+        &self,
+        index: usize,
+        overlap: Duration,
+    ) -> Result<(Ipv4Addr, Ipv6Addr)> {
+        let old = self.link(index)?;
+        let subnet = self.bed.inner.state.lock().allocate_subnet()?;
+        let new = LinkState {
+            subnet,
+            ..old.clone()
+        };
+        let router = self.bed.router_namespace();
+        let namespace = self.namespace();
+        add_router_addrs(&router, &new)?;
+        add_host_addrs(&namespace, &new, index)?;
+        self.set_link(index, new)?;
+        std::thread::sleep(overlap);
+        del_addrs(&namespace, &old.host_if, &old.subnet.host_addrs())?;
+        del_addrs(
+            &router,
+            &old.router_if,
+            &[old.subnet.router_v4().into(), old.subnet.router_v6().into()],
+        )?;
+        Ok((subnet.host_v4(), subnet.host_v6()))
+    }
+
     /// Move the host to a new link: a new veth pair on a new subnet replaces link `index` (the
     /// old interface disappears, as when a laptop goes from one network to another).
     pub fn move_to_new_link(&self, index: usize) -> Result<(Ipv4Addr, Ipv6Addr)> {
