@@ -162,7 +162,11 @@ impl Config {
         num(env, "NAMESOCK_PATH_DEAD_MS", &mut self.path_dead_ms)?;
         num(env, "NAMESOCK_LINGER_MS", &mut self.linger_ms)?;
         num(env, "NAMESOCK_REPLAY_BYTES", &mut self.replay_bytes)?;
-        num(env, "NAMESOCK_CONNECT_TIMEOUT_MS", &mut self.connect_timeout_ms)?;
+        num(
+            env,
+            "NAMESOCK_CONNECT_TIMEOUT_MS",
+            &mut self.connect_timeout_ms,
+        )?;
         Ok(())
     }
 
@@ -212,7 +216,11 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ns.toml");
-        std::fs::write(&file, "linger_ms = 500\nkeepalive_ms = 100\nzone = \"x.alt\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "linger_ms = 500\nkeepalive_ms = 100\nzone = \"x.alt\"\n",
+        )
+        .unwrap();
         let f = file.to_str().unwrap().to_owned();
         let cfg = Config::load_from(|v| match v {
             "NAMESOCK_CONFIG" => Some(f.clone()),
