@@ -93,7 +93,8 @@ struct Conn {
     app: Option<AppSide>,
     delivery: Option<SocketAddr>,
     paths: Vec<PathId>,
-    /// Both directions finished and confirmed (a server session still lingers for resumes).
+    /// Both directions finished and confirmed (a server session still lingers for resumes),
+    /// or the session was reset: nothing more to dial or relay.
     closed: bool,
     /// Local addresses a standby path was tried from (until the addresses change).
     standby_tried: HashSet<std::net::IpAddr>,
@@ -994,6 +995,7 @@ impl Engine {
                 c.session.path_closed(now, pid);
             }
             if !c.server
+                && !c.closed
                 && !c.paths.iter().any(|p| {
                     self.paths
                         .get(p)
@@ -1803,7 +1805,7 @@ impl Engine {
                 self.close_path(p, now, false);
             }
             Event::NeedPath => {
-                if c.server {
+                if c.server || c.closed {
                     return;
                 }
                 c.need_path = true;
@@ -1849,9 +1851,17 @@ impl Engine {
             Event::Closed => {
                 tracing::debug!("session closed");
                 c.closed = true;
+                c.need_path = false;
+                c.next_dial = None;
+                c.dial_queue.clear();
             }
             Event::Reset { reason } => {
                 tracing::debug!(?reason, "session reset");
+                // Nothing more to dial for.
+                c.closed = true;
+                c.need_path = false;
+                c.next_dial = None;
+                c.dial_queue.clear();
                 if let Some(r) = c.reply.take() {
                     let err = match reason {
                         ResetReason::PortRefused => ConnectError::Refused {
