@@ -52,14 +52,17 @@ pub const PORT: u16 = 8000;
 
 /// A bed with a `server` host running `python3 -m http.server` under namesock as `web`, serving
 /// a random file, and a `client` host.
+///
+/// Fields drop in order: the server process, then the bed (which kills whatever still runs in
+/// its namespaces and removes them), then the work directory.
 pub struct Scenario {
-    pub name: String,
-    pub world: World,
-    pub bed: Testbed,
+    pub server_process: Option<Process>,
     pub server: Host,
     pub client: Host,
+    pub bed: Testbed,
     pub served: Served,
-    pub server_process: Option<Process>,
+    pub world: World,
+    pub name: String,
 }
 
 impl Scenario {
