@@ -163,3 +163,49 @@ fn a_saved_bed_can_be_taken_over_and_removed() {
     assert!(!namespace_exists(&format!("{prefix}-h")));
     assert!(!namespace_exists(&format!("{prefix}-router")));
 }
+
+#[test]
+fn namesock_testbed_commands_build_move_and_remove_a_bed() {
+    if !require_root("namesock testbed") {
+        return;
+    }
+    let namesock = namesock_tests::tools().namesock;
+    let bed = format!("cli{}", std::process::id());
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&namesock)
+            .arg("testbed")
+            .args(args)
+            .output()
+            .expect("namesock testbed");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let errors = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "testbed {args:?}: {errors}");
+        text
+    };
+    let status = run(&["up", &bed]);
+    assert!(
+        status.contains("client") && status.contains("server"),
+        "{status}"
+    );
+    let moved = run(&["move", &bed, "server"]);
+    let new_v4 = moved
+        .split_whitespace()
+        .nth(3)
+        .expect("new address")
+        .to_owned();
+    let ping = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
+    assert!(ping.contains("1 received"), "{ping}");
+    run(&["cut", &bed, "server"]);
+    run(&["restore", &bed, "server"]);
+    run(&["loss", &bed, "server", "2"]);
+    run(&["loss", &bed, "server", "0"]);
+    run(&["rate", &bed, "server", "8000"]);
+    run(&["add-link", &bed, "client"]);
+    run(&["link-down", &bed, "client", "0"]);
+    run(&["link-up", &bed, "client", "0"]);
+    assert!(run(&["status", &bed]).contains(&new_v4));
+    run(&["down", &bed]);
+    for host in ["router", "client", "server"] {
+        assert!(!namespace_exists(&format!("nsu-{bed}-{host}")));
+    }
+}
