@@ -24,7 +24,9 @@ pub enum KeyFileError {
         "key file {path} has mode {mode:04o}: others can read the secret; run `chmod 600 {path}`"
     )]
     LoosePermissions { path: PathBuf, mode: u32 },
-    #[error("key file {path} is not a namesock key (expected a line `{SEED_PREFIX}<64 hex digits>`)")]
+    #[error(
+        "key file {path} is not a namesock key (expected a line `{SEED_PREFIX}<64 hex digits>`)"
+    )]
     Malformed { path: PathBuf },
     #[error("key file {path} already exists; refusing to overwrite an identity")]
     Exists { path: PathBuf },

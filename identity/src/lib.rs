@@ -52,7 +52,11 @@ impl Guid {
 
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+        f.write_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&self.0)
+                .to_ascii_lowercase(),
+        )
     }
 }
 
@@ -205,7 +209,10 @@ mod tests {
         let digest = Sha256::digest(kp.public().as_bytes());
         assert_eq!(&kp.guid().as_bytes()[..], &digest[..20]);
         assert!(kp.guid().is_certified_by(&kp.public()));
-        assert!(!kp.guid().is_certified_by(&Keypair::from_seed(&[8; 32]).public()));
+        assert!(
+            !kp.guid()
+                .is_certified_by(&Keypair::from_seed(&[8; 32]).public())
+        );
     }
 
     #[test]
@@ -222,8 +229,14 @@ mod tests {
         let kp = Keypair::from_seed(&[1; 32]);
         let sig = kp.sign(b"hello");
         assert_eq!(kp.public().verify(b"hello", &sig), Ok(()));
-        assert_eq!(kp.public().verify(b"hellp", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            kp.public().verify(b"hellp", &sig),
+            Err(CryptoError::BadSignature)
+        );
         let other = Keypair::from_seed(&[2; 32]);
-        assert_eq!(other.public().verify(b"hello", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            other.public().verify(b"hello", &sig),
+            Err(CryptoError::BadSignature)
+        );
     }
 }
