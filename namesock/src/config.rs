@@ -36,6 +36,9 @@ pub struct Config {
     pub keepalive_ms: u64,
     /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
     pub path_dead_ms: u64,
+    /// Silence after which a flow path that owes an answer is suspect, so that a client
+    /// asks the GNS whether the server moved (`NAMESOCK_SUSPECT_MS`; at least 3 RTTs).
+    pub suspect_ms: u64,
     /// How long a session without any flow path is kept (`NAMESOCK_LINGER_MS`).
     pub linger_ms: u64,
     /// Replay (unacknowledged) buffer per session and direction (`NAMESOCK_REPLAY_BYTES`).
@@ -58,6 +61,7 @@ impl Default for Config {
             engine_port: 0,
             keepalive_ms: 5_000,
             path_dead_ms: 15_000,
+            suspect_ms: 200,
             linger_ms: 60_000,
             replay_bytes: 4 << 20,
             connect_timeout_ms: 10_000,
@@ -160,6 +164,7 @@ impl Config {
         num(env, "NAMESOCK_ENGINE_PORT", &mut self.engine_port)?;
         num(env, "NAMESOCK_KEEPALIVE_MS", &mut self.keepalive_ms)?;
         num(env, "NAMESOCK_PATH_DEAD_MS", &mut self.path_dead_ms)?;
+        num(env, "NAMESOCK_SUSPECT_MS", &mut self.suspect_ms)?;
         num(env, "NAMESOCK_LINGER_MS", &mut self.linger_ms)?;
         num(env, "NAMESOCK_REPLAY_BYTES", &mut self.replay_bytes)?;
         num(
@@ -174,6 +179,7 @@ impl Config {
         for (what, v) in [
             ("keepalive_ms", self.keepalive_ms),
             ("path_dead_ms", self.path_dead_ms),
+            ("suspect_ms", self.suspect_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("replay_bytes", self.replay_bytes as u64),
         ] {
@@ -197,6 +203,10 @@ impl Config {
 
     pub fn path_dead(&self) -> Duration {
         Duration::from_millis(self.path_dead_ms)
+    }
+
+    pub fn suspect(&self) -> Duration {
+        Duration::from_millis(self.suspect_ms)
     }
 
     pub fn linger(&self) -> Duration {

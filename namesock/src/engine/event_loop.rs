@@ -160,6 +160,7 @@ fn session_config(cfg: &Config) -> SessionConfig {
         recv_capacity: cfg.replay_bytes,
         keepalive_interval: cfg.keepalive(),
         path_dead_after: cfg.path_dead(),
+        suspect_after: cfg.suspect(),
         linger: cfg.linger(),
     }
 }
@@ -460,18 +461,79 @@ impl Engine {
                     .filter(|a| !c.locators.contains(a))
                     .copied()
                     .collect();
+                let newer = rec.seq > c.record_seq;
                 c.record_seq = rec.seq;
-                c.locators = rec.locators;
+                c.locators = rec.locators.clone();
                 c.round_resolved = true;
                 if c.need_path && !fresh.is_empty() {
                     tracing::debug!(?fresh, "new locators from the GNS: dialing them now");
                     for addr in fresh {
                         self.dial(key, addr, now);
                     }
+                } else if newer && !c.need_path && !c.closed {
+                    self.peer_moved(key, rec.seq, rec.locators, now);
                 }
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "re-resolve failed"),
+        }
+    }
+
+    /// The server announced (MOVED) or published (a newer record) these locators. Unless a
+    /// live path already goes to one of them, dial them while the old path lives
+    /// (make-before-break); the old path is dropped once a new one carried a frame.
+    fn peer_moved(&mut self, key: u64, seq: u64, locators: Vec<SocketAddr>, now: Instant) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if seq <= c.moved_seq {
+            return;
+        }
+        tracing::debug!(seq, ?locators, "peer moved");
+        c.moved_seq = seq;
+        c.moved = locators;
+        let current_ok = c.paths.iter().any(|p| {
+            self.paths
+                .get(p)
+                .is_some_and(|fp| fp.state == PathState::Open && c.moved.contains(&fp.remote))
+        });
+        if !current_ok {
+            let cands: Vec<SocketAddr> = Self::candidates(c)
+                .into_iter()
+                .filter(|a| c.moved.contains(a))
+                .collect();
+            for a in cands {
+                self.dial(key, a, now);
+            }
+            return;
+        }
+        // The old address still works and the server gained one: a standby path to the new
+        // address (from the active path's local one), so that losing the old costs no
+        // reconnect when it goes before a MOVED could say so.
+        let open: Vec<&FlowPath> = c
+            .paths
+            .iter()
+            .filter_map(|p| self.paths.get(p))
+            .filter(|fp| fp.state != PathState::Closing)
+            .collect();
+        let Some((remote, local)) = open
+            .iter()
+            .rev()
+            .find(|fp| fp.state == PathState::Open && !fp.remote.ip().is_loopback())
+            .map(|fp| (fp.remote, fp.local))
+        else {
+            return;
+        };
+        let new_remote = c.moved.iter().copied().find(|a| {
+            !a.ip().is_loopback()
+                && a.is_ipv4() == remote.is_ipv4()
+                && !open.iter().any(|fp| fp.remote == *a)
+        });
+        if let (Some(addr), Some(local)) = (new_remote, local)
+            && open.len() < MAX_STANDBY
+        {
+            tracing::debug!(%addr, "standby path to the server's new address");
+            self.dial_from(key, addr, Some(local.ip()), now);
         }
     }
 
@@ -1825,27 +1887,21 @@ impl Engine {
                     self.start_round(key, now, staggered);
                 }
             }
-            Event::Moved { seq, locators } => {
-                if c.server || seq <= c.moved_seq {
+            Event::PathSuspect(p) => {
+                // Silence where an answer is owed: if the server moved without a MOVED
+                // reaching us (its old address went first), the GNS already knows where.
+                if c.server || c.closed || c.need_path || c.resolving {
                     return;
                 }
-                tracing::debug!(seq, ?locators, "peer moved");
-                c.moved_seq = seq;
-                c.moved = locators.clone();
-                let current_ok = c.paths.iter().any(|p| {
-                    self.paths.get(p).is_some_and(|fp| {
-                        fp.state == PathState::Open && locators.contains(&fp.remote)
-                    })
-                });
-                if !current_ok {
-                    // Make-before-break: a path to the new address while the old one lives.
-                    let cands: Vec<SocketAddr> = Self::candidates(c)
-                        .into_iter()
-                        .filter(|a| locators.contains(a))
-                        .collect();
-                    for a in cands {
-                        self.dial(key, a, now);
-                    }
+                if let Some(t) = c.target.clone() {
+                    tracing::debug!(path = p, "path suspect: asking the GNS");
+                    c.resolving = true;
+                    self.resolve(key, &t);
+                }
+            }
+            Event::Moved { seq, locators } => {
+                if !c.server {
+                    self.peer_moved(key, seq, locators, now);
                 }
             }
             Event::Closed => {

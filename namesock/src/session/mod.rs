@@ -61,6 +61,8 @@ pub struct SessionConfig {
     pub keepalive_interval: Duration,
     /// A path that received nothing this long is dead.
     pub path_dead_after: Duration,
+    /// A path that owes us an answer this long (or three round trips, if longer) is suspect.
+    pub suspect_after: Duration,
     /// A session without a live path this long ends with `Reset { LingerExpired }`.
     pub linger: Duration,
 }
@@ -72,6 +74,7 @@ impl Default for SessionConfig {
             recv_capacity: 4 << 20,
             keepalive_interval: Duration::from_secs(5),
             path_dead_after: Duration::from_secs(15),
+            suspect_after: Duration::from_millis(200),
             linger: Duration::from_secs(60),
         }
     }
@@ -95,6 +98,10 @@ pub enum Event {
     Writable,
     /// Silence or a protocol error on this path: the engine closes it.
     PathDead(PathId),
+    /// The path owes an answer and has been silent for a while (raised again, at doubling
+    /// intervals, until something arrives or the path is dead). Not fatal: a client asks the
+    /// GNS whether the server moved.
+    PathSuspect(PathId),
     /// Client: no path left at all; dial and call `path_opened` again.
     NeedPath,
     /// Client: the server announced new addresses.
@@ -315,7 +322,7 @@ impl Session {
         let Some(i) = self.index(path) else {
             return Err(SessionError::UnknownPath(path));
         };
-        self.paths[i].last_recv = now;
+        self.paths[i].heard(now, &frame, self.cfg.suspect_after);
         let result = self.on_frame(i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
@@ -509,6 +516,14 @@ impl Session {
 
     /// The next frame to write on `path`; call while its socket has room, until `None`.
     pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
+        let frame = self.next_frame(now, path)?;
+        if let Some(i) = self.index(path) {
+            self.paths[i].sent(now, &frame, self.cfg.suspect_after);
+        }
+        Some(frame)
+    }
+
+    fn next_frame(&mut self, now: Instant, path: PathId) -> Option<Frame> {
         let i = self.index(path)?;
         if let Some(reason) = self.paths[i].reset.take() {
             return Some(Frame::Reset { reason });
@@ -612,11 +627,13 @@ impl Session {
                 .min(),
             State::Open | State::Closed => {
                 let paths = self.paths.iter().flat_map(|p| {
-                    let ping = p
-                        .is_live()
-                        .then(|| p.ping_at(self.cfg.keepalive_interval))
-                        .flatten();
-                    p.dead_at(dead_after).into_iter().chain(ping)
+                    let live = p.is_live().then_some(p);
+                    let ping = live.and_then(|p| p.ping_at(self.cfg.keepalive_interval));
+                    let watch = live.into_iter().flat_map(|p| [p.suspect_at, p.probe_at]);
+                    p.dead_at(dead_after)
+                        .into_iter()
+                        .chain(ping)
+                        .chain(watch.flatten())
                 });
                 let linger = self.linger_deadline();
                 paths.chain(linger).min()
@@ -639,10 +656,23 @@ impl Session {
         if !matches!(self.state, State::Open | State::Closed) {
             return;
         }
+        let floor = self.cfg.suspect_after;
         for p in self.paths.iter_mut().filter(|p| p.is_live()) {
-            if p.ping_at(self.cfg.keepalive_interval)
-                .is_some_and(|t| now >= t)
-            {
+            let probe = p.probe_at.is_some_and(|t| now >= t);
+            if probe {
+                p.probe_at = None;
+            }
+            if p.suspect_at.is_some_and(|t| now >= t) {
+                p.suspicions += 1;
+                p.suspect_at = Some(now + p.suspect_delay(floor) * (1 << p.suspicions.min(6)));
+                if !self.events.contains(&Event::PathSuspect(p.id)) {
+                    self.events.push_back(Event::PathSuspect(p.id));
+                }
+            }
+            let keepalive = p
+                .ping_at(self.cfg.keepalive_interval)
+                .is_some_and(|t| now >= t);
+            if keepalive || (probe && p.ping_in_flight.is_none()) {
                 p.ping_due = true;
                 p.last_ping = Some(now);
             }

@@ -33,6 +33,16 @@ pub(super) struct Path {
     pub(super) moved_due: bool,
     /// Highest ACK value sent on this path.
     pub(super) ack_sent: u64,
+    /// We sent something the peer answers (DATA, FIN, PING) and have heard nothing since:
+    /// past this instant the path is suspect.
+    pub(super) suspect_at: Option<Instant>,
+    /// Suspicions raised in the current silence (each waits twice as long as the last).
+    pub(super) suspicions: u32,
+    /// The peer's stream was flowing: if it stops this long, PING to learn whether the peer
+    /// paused or the path broke (a receiver owes nothing, so it would otherwise never know).
+    pub(super) probe_at: Option<Instant>,
+    /// Round-trip time of the latest answered PING.
+    pub(super) rtt: Option<Duration>,
 }
 
 impl Path {
@@ -51,6 +61,10 @@ impl Path {
             ping_in_flight: None,
             moved_due: false,
             ack_sent: 0,
+            suspect_at: None,
+            suspicions: 0,
+            probe_at: None,
+            rtt: None,
         }
     }
 
@@ -61,6 +75,44 @@ impl Path {
     /// `None`: never (a configured duration too large to add to an `Instant`).
     pub(super) fn dead_at(&self, silence: Duration) -> Option<Instant> {
         self.last_recv.checked_add(silence)
+    }
+
+    /// How long an answer may take before the path is suspect: the configured floor, or three
+    /// round trips on a slow path.
+    pub(super) fn suspect_delay(&self, floor: Duration) -> Duration {
+        self.rtt.map_or(floor, |rtt| floor.max(rtt * 3))
+    }
+
+    /// A frame arrived: the peer is alive, nothing is owed any more.
+    pub(super) fn heard(&mut self, now: Instant, frame: &Frame, floor: Duration) {
+        self.last_recv = now;
+        self.suspect_at = None;
+        self.suspicions = 0;
+        match frame {
+            Frame::Data { payload, .. } if !payload.is_empty() => {
+                self.probe_at = Some(now + self.suspect_delay(floor));
+            }
+            Frame::Fin { .. } => self.probe_at = None,
+            Frame::Pong { token } => {
+                if let (Some((t, _)), Some(sent)) = (self.ping_in_flight, self.last_ping)
+                    && t == *token
+                {
+                    self.rtt = Some(now.saturating_duration_since(sent));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A frame went out: if the peer owes an answer to it, start waiting for one.
+    pub(super) fn sent(&mut self, now: Instant, frame: &Frame, floor: Duration) {
+        let answered = matches!(
+            frame,
+            Frame::Data { payload, .. } if !payload.is_empty()
+        ) || matches!(frame, Frame::Fin { .. } | Frame::Ping { .. });
+        if answered && self.suspect_at.is_none() {
+            self.suspect_at = Some(now + self.suspect_delay(floor));
+        }
     }
 
     /// Keepalive: PING once the path has been quiet (received nothing, sent no PING) this long.

@@ -537,3 +537,79 @@ mod arbitrary_input {
         }
     }
 }
+
+#[test]
+fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
+    let mut pair = Pair::new(1, cfg());
+    let floor = cfg().suspect_after;
+    assert_eq!(pair.client.app_write(b"lost"), 4);
+    // The DATA goes out and is lost with its path: no answer comes.
+    assert!(matches!(
+        pair.client.poll_transmit(pair.now, CPATH),
+        Some(Frame::Data { .. })
+    ));
+    let first = pair.now + floor;
+    assert_eq!(pair.client.poll_timeout(), Some(first));
+    pair.client.handle_timeout(first);
+    assert_eq!(events(&mut pair.client), vec![Event::PathSuspect(CPATH)]);
+    let second = pair.client.poll_timeout().unwrap();
+    assert_eq!(second, first + floor * 2);
+    pair.client.handle_timeout(second);
+    assert_eq!(events(&mut pair.client), vec![Event::PathSuspect(CPATH)]);
+    assert_eq!(pair.client.poll_timeout(), Some(second + floor * 4));
+    // Any frame from the peer ends the suspicion; the session never lost a byte over it.
+    pair.now = second;
+    let _ = pair
+        .client
+        .handle_frame(second, CPATH, Frame::Ack { ack: 0 });
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(second + cfg().keepalive_interval)
+    );
+    assert!(events(&mut pair.client).is_empty());
+}
+
+#[test]
+fn a_receiver_whose_stream_stops_probes_with_a_ping_before_suspecting() {
+    let mut pair = Pair::new(1, cfg());
+    let floor = cfg().suspect_after;
+    assert_eq!(pair.server_to_client(b"flowing"), b"flowing");
+    pair.pump();
+    events(&mut pair.client);
+    let probe = pair.now + floor;
+    assert_eq!(pair.client.poll_timeout(), Some(probe));
+    pair.client.handle_timeout(probe);
+    assert!(
+        events(&mut pair.client).is_empty(),
+        "a pause is not yet suspect"
+    );
+    let sent: Vec<Frame> = std::iter::from_fn(|| pair.client.poll_transmit(probe, CPATH)).collect();
+    assert!(sent.iter().any(|f| matches!(f, Frame::Ping { .. })));
+    // The PING's answer is owed: unanswered, the path becomes suspect.
+    let suspect = probe + floor;
+    assert_eq!(pair.client.poll_timeout(), Some(suspect));
+    pair.client.handle_timeout(suspect);
+    assert_eq!(events(&mut pair.client), vec![Event::PathSuspect(CPATH)]);
+}
+
+#[test]
+fn a_slow_path_waits_three_round_trips_before_suspecting() {
+    let mut pair = Pair::new(1, cfg());
+    let floor = cfg().suspect_after;
+    let rtt = floor; // three of them exceed the floor
+    let t = pair.now + cfg().keepalive_interval;
+    pair.client.handle_timeout(t);
+    let Some(Frame::Ping { token }) = pair.client.poll_transmit(t, CPATH) else {
+        panic!("no keepalive PING");
+    };
+    let _ = pair
+        .client
+        .handle_frame(t + rtt, CPATH, Frame::Pong { token });
+    assert_eq!(pair.client.app_write(b"x"), 1);
+    let sent_at = t + rtt;
+    assert!(matches!(
+        pair.client.poll_transmit(sent_at, CPATH),
+        Some(Frame::Data { .. })
+    ));
+    assert_eq!(pair.client.poll_timeout(), Some(sent_at + rtt * 3));
+}
