@@ -39,7 +39,11 @@
 //!   hanging dials. A server republishes its addresses off the loop on every change
 //!   (coalesced) and sends MOVED on its sessions; a client that gets MOVED while its path is
 //!   still alive dials the new address first (make-before-break) and drops the old path once
-//!   the new one carried a frame. A multihomed client keeps a standby path from each other
+//!   the new one carried a frame; if the old address is still announced too, it opens a
+//!   standby path to the new one instead. A client path that owes an answer and stays silent
+//!   (`Event::PathSuspect`, after `NAMESOCK_SUSPECT_MS` or 3 RTTs) triggers a fresh GNS
+//!   lookup, and a newer record counts as MOVED: that is how a client finds a server whose old
+//!   address vanished before a MOVED could be sent on it. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
 //! - **Server side**: the identity from the key file, an exclusive `flock` on `<key>.lock` (a

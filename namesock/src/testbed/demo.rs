@@ -71,14 +71,9 @@ impl DemoReport {
     }
 }
 
-/// The session timers the demo runs with (printed with the results).
+/// The demo runs on namesock's defaults: no timer is shortened to make moves look fast.
 fn timers() -> Timers {
-    Timers {
-        keepalive_ms: Some(500),
-        path_dead_ms: Some(2000),
-        linger_ms: None,
-        connect_timeout_ms: None,
-    }
+    Timers::default()
 }
 
 /// Bytes per second the server may send, so that the download takes `options.duration`.
@@ -106,13 +101,14 @@ fn world(options: &DemoOptions) -> Result<World, DemoError> {
 }
 
 fn header(out: &mut dyn Write, world: &World, options: &DemoOptions, port: u16) -> io::Result<()> {
-    let t = timers();
+    let defaults = crate::config::Config::default();
     writeln!(
         out,
-        "  GNS: file store in {} (zone ns.alt); session timers: keepalive {} ms, a silent path is dead after {} ms",
+        "  GNS: file store in {} (zone ns.alt); default timers: a path owing an answer is suspect after {} ms, keepalive {} ms, dead after {} ms",
         world.path("gns").display(),
-        t.keepalive_ms.unwrap_or_default(),
-        t.path_dead_ms.unwrap_or_default()
+        defaults.suspect_ms,
+        defaults.keepalive_ms,
+        defaults.path_dead_ms
     )?;
     let f = fetch(options, port);
     writeln!(
