@@ -123,6 +123,20 @@ struct Server {
     registered: bool,
     published: Option<(u64, Vec<SocketAddr>)>,
     waiters: Vec<SyncSender<Result<(), ServeError>>>,
+    /// When to publish again although nothing changed: records and name bindings expire.
+    refresh_at: Option<Instant>,
+    /// Publish attempts that failed in a row (retried sooner).
+    failures: u32,
+}
+
+/// Time until the next publish: well before a record expires, or soon after a failure (the
+/// GNS may be back), backing off to a minute.
+fn refresh_delay(failures: u32) -> Duration {
+    if failures == 0 {
+        namesock_resolver::RECORD_LIFETIME / 4
+    } else {
+        Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60))
+    }
 }
 
 pub(crate) struct Engine {
@@ -332,7 +346,7 @@ impl Engine {
                 }
             }
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
-            Command::Published { result } => self.on_published(result),
+            Command::Published { result } => self.on_published(result, now),
             Command::Drain { reply } => self.drain_waiters.push(reply),
         }
     }
@@ -1255,6 +1269,8 @@ impl Engine {
             registered: false,
             published: None,
             waiters: Vec::new(),
+            refresh_at: None,
+            failures: 0,
         })
     }
 
@@ -1306,11 +1322,13 @@ impl Engine {
         }
     }
 
-    fn on_published(&mut self, result: Result<(Record, Vec<SocketAddr>), GnsError>) {
+    fn on_published(&mut self, result: Result<(Record, Vec<SocketAddr>), GnsError>, now: Instant) {
         let Some(s) = &mut self.server else {
             return;
         };
         s.publishing = false;
+        s.failures = if result.is_ok() { 0 } else { s.failures + 1 };
+        s.refresh_at = Some(now + refresh_delay(s.failures));
         match result {
             Ok((rec, locators)) => {
                 tracing::debug!(seq = rec.seq, ?locators, "published");
@@ -1702,6 +1720,7 @@ impl Engine {
         for p in self.paths.values().filter(|p| p.conn.is_none()) {
             at(Some(p.started + FIRST_FRAME_TIMEOUT));
         }
+        at(self.server.as_ref().and_then(|s| s.refresh_at));
         next
     }
 
@@ -1775,6 +1794,14 @@ impl Engine {
             .collect();
         for p in silent {
             self.close_path(p, now, false);
+        }
+        if let Some(s) = &mut self.server
+            && s.refresh_at.is_some_and(|t| t <= now)
+        {
+            s.refresh_at = None;
+            // The name binding expires like the record: claim it again too.
+            s.registered = false;
+            self.publish();
         }
     }
 
@@ -2010,5 +2037,18 @@ impl Engine {
                 let _ = self.poll.registry().deregister(&mut fp.stream);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_refreshed_well_before_they_expire_and_failures_retried_soon() {
+        assert!(refresh_delay(0) * 2 < namesock_resolver::RECORD_LIFETIME);
+        assert_eq!(refresh_delay(1), Duration::from_secs(2));
+        assert_eq!(refresh_delay(2), Duration::from_secs(4));
+        assert_eq!(refresh_delay(40), Duration::from_secs(60));
     }
 }
