@@ -9,7 +9,7 @@
 //! same command: `-p` selections would unify features differently and rebuild).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use namesock::identity::Keypair;
 use namesock::testbed::scenario::{Local, Timers, Tools, World, ZONE, hex, sha256_file};
-use namesock::testbed::{Process, run_with_input};
+use namesock::testbed::{Process, free_port, run_with_input};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -50,14 +50,6 @@ fn tools() -> Tools {
 
 fn world(tag: &str) -> World {
     World::new(tag, tools(), Timers::default()).expect("scenario world")
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Runs `command` to completion with `stdin`, stdout and stderr captured.

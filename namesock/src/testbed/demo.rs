@@ -22,17 +22,10 @@ use namesock_resolver::Record;
 
 use super::forward::Forwarder;
 use super::scenario::{Download, Fetch, Local, Outcome, ScenarioError, Timers, Tools, World, hex};
-use super::{Testbed, TestbedError};
+use super::{Testbed, TestbedError, free_port};
 
 /// The port the demo's web server listens on in its own namespace.
 const PORT: u16 = 8000;
-
-/// A port free on this machine now (loopback mode shares the machine's ports), else 8000.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|l| l.local_addr())
-        .map_or(PORT, |a| a.port())
-}
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -251,6 +251,21 @@ impl Testbed {
     }
 }
 
+/// A TCP port that is free on this machine now, for a test server. Taken below the kernel's
+/// ephemeral range (32768 and up by default), where every outgoing connection and every
+/// port-0 listener (engines included) gets its port: a port picked there can be taken by
+/// someone else between the check and the server's `bind`.
+pub fn free_port() -> u16 {
+    let free = |port: u16| {
+        std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).is_ok()
+            && std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).is_ok()
+    };
+    (0..1000)
+        .map(|_| 20_000 + rand::random::<u16>() % 12_000)
+        .find(|&port| free(port))
+        .unwrap_or(0)
+}
+
 /// Is this process running as root (effective uid 0), as a test bed needs?
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
