@@ -1,1 +1,1061 @@
-fn main() {}
+//! `nsbench-suite`: namesock against plain TCP (and socat, and MPTCP) between network
+//! namespaces, in one run. Prints the table and writes `bench.md`, `raw.csv`, `move.csv` and
+//! (with gnuplot) `move.png` to the output directory. Needs root; run it with `bench/run.sh`.
+//!
+//! ```text
+//! nsbench-suite [--runs N] [--out DIR] [--bin DIR] [--gns FILE] [--only a,b,..] [--quick]
+//! sections: bulk rr ttfb move plot scale mptcp gns
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use namesock::testbed::scenario::{Timers, Tools, World};
+use namesock::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
+use namesock_bench::parse::{self, Split};
+use namesock_bench::stats::{median, ratio, shortfall};
+use namesock_bench::table::{self, Row, added, fig, times, with_unit};
+
+#[derive(Debug, thiserror::Error)]
+enum SuiteError {
+    #[error(transparent)]
+    Testbed(#[from] TestbedError),
+    #[error(transparent)]
+    Scenario(#[from] namesock::testbed::scenario::ScenarioError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} did not happen in time")]
+    Timeout(String),
+    #[error("{what}: could not read a result from {output:?}")]
+    Parse { what: String, output: String },
+    #[error("usage: {0}")]
+    Usage(String),
+}
+
+type Result<T> = std::result::Result<T, SuiteError>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SuiteError {
+    let what = what.into();
+    move |source| SuiteError::Io { what, source }
+}
+
+const MIB: u64 = 1 << 20;
+
+struct Opts {
+    runs: usize,
+    out: PathBuf,
+    bin: PathBuf,
+    gns: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    quick: bool,
+}
+
+fn opts() -> Result<Opts> {
+    let mut o = Opts {
+        runs: 5,
+        out: PathBuf::from("bench/results"),
+        bin: PathBuf::from("target/release"),
+        gns: None,
+        only: None,
+        quick: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    // Bounded by the argument count.
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| SuiteError::Usage(format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--runs" => {
+                o.runs = val()?
+                    .parse()
+                    .map_err(|_| SuiteError::Usage("--runs N".into()))?
+            }
+            "--out" => o.out = val()?.into(),
+            "--bin" => o.bin = val()?.into(),
+            "--gns" => o.gns = Some(val()?.into()),
+            "--only" => o.only = Some(val()?.split(',').map(str::to_owned).collect()),
+            "--quick" => o.quick = true,
+            other => return Err(SuiteError::Usage(format!("unknown option {other}"))),
+        }
+    }
+    Ok(o)
+}
+
+/// A running program with its stdout lines arriving on a channel.
+struct Running {
+    process: Process,
+    lines: Receiver<String>,
+    all: Vec<String>,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Result<Running> {
+        command.stdout(Stdio::piped()).stdin(Stdio::piped());
+        let mut process = Process::spawn(command)?;
+        let stdout = process
+            .child_mut()
+            .stdout
+            .take()
+            .ok_or_else(|| SuiteError::Timeout("a stdout pipe".into()))?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            // Ends at EOF, when the program exits.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Running {
+            process,
+            lines,
+            all: Vec::new(),
+        })
+    }
+
+    /// Wait for a line starting with `prefix`; the line.
+    fn expect(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.all.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(SuiteError::Timeout(format!("`{prefix}` line")));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(SuiteError::Parse {
+                        what: format!("`{prefix}` line"),
+                        output: self.all.join("\n"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The newest line starting with `prefix` that arrived so far, without waiting.
+    fn latest(&mut self, prefix: &str) -> Option<String> {
+        let mut found = None;
+        // Bounded by what is queued.
+        while let Ok(line) = self.lines.try_recv() {
+            if line.starts_with(prefix) {
+                found = Some(line.clone());
+            }
+            self.all.push(line);
+        }
+        found.or_else(|| self.all.iter().rev().find(|l| l.starts_with(prefix)).cloned())
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self
+            .process
+            .child_mut()
+            .stdin
+            .as_mut()
+            .ok_or_else(|| SuiteError::Timeout("a stdin pipe".into()))?;
+        writeln!(stdin, "{line}").map_err(io("write to a program"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+fn read_proc(pid: u32, file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    parse::vm_rss_kib(&read_proc(pid, "status")).unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    parse::proc_stat(&read_proc(pid, "stat")).map_or(0, |t| t.total())
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf reads a configuration value; no memory is involved.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Deletes `/etc/netns/<namespace>` (the per-namespace /etc/hosts) when dropped.
+struct NetnsEtc(PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Suite {
+    opts: Opts,
+    bed: Testbed,
+    client: Host,
+    server: Host,
+    world: World,
+    nb_peer: PathBuf,
+    nsbench: PathBuf,
+    rows: Vec<Row>,
+    samples: Vec<table::Sample>,
+    notes: Vec<String>,
+    plot: Option<PathBuf>,
+    _etc: Option<NetnsEtc>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Plain,
+    Socat,
+    Namesock,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::Socat => "socat",
+            Variant::Namesock => "namesock",
+        }
+    }
+}
+
+/// The socat relays of one variant: one on each host, as namesock has one engine on each.
+struct Socat {
+    _client: Running,
+    _server: Running,
+    pids: [u32; 2],
+}
+
+impl Suite {
+    fn record(&mut self, section: &str, metric: &str, variant: &str, run: usize, value: f64, unit: &str) {
+        self.samples.push(table::Sample {
+            section: section.into(),
+            metric: metric.into(),
+            variant: variant.into(),
+            run,
+            value,
+            unit: unit.into(),
+        });
+    }
+
+    fn values(&self, section: &str, metric: &str, variant: &str) -> Vec<f64> {
+        self.samples
+            .iter()
+            .filter(|s| s.section == section && s.metric == metric && s.variant == variant)
+            .map(|s| s.value)
+            .collect()
+    }
+
+    fn med(&self, section: &str, metric: &str, variant: &str) -> Option<f64> {
+        median(&self.values(section, metric, variant))
+    }
+
+    /// A command for `program args` at `host` with the namesock environment of `label` (its
+    /// key), logging to `log`.
+    fn ns_command(&self, host: &Host, label: &str, log: &str, argv: &[&str]) -> Result<Command> {
+        let mut c = self.world.with_namesock_env(host, label, argv)?;
+        c.env("NAMESOCK_LOG_FILE", self.world.log(log))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.world.log(&format!("{log}.stderr")))
+                    .map_err(io("log file"))?,
+            ));
+        Ok(c)
+    }
+
+    fn plain_command(&self, host: &Host, log: &str, argv: &[&str]) -> Result<Command> {
+        let mut c = self.world.plain(host, log, argv)?;
+        c.stderr(Stdio::from(
+            std::fs::File::create(self.world.log(&format!("{log}.stderr")))
+                .map_err(io("log file"))?,
+        ));
+        Ok(c)
+    }
+
+    fn peer(&self, host: &Host, variant: Variant, label: &str, log: &str, args: &[&str]) -> Result<Command> {
+        let bin = self.nb_peer.to_string_lossy().into_owned();
+        let mut argv = vec![bin.as_str()];
+        argv.extend_from_slice(args);
+        match variant {
+            Variant::Namesock => self.ns_command(host, label, log, &argv),
+            _ => self.plain_command(host, log, &argv),
+        }
+    }
+
+    fn start_socat(&self, front: u16, back: u16, app: u16) -> Result<Socat> {
+        let server_side = format!("TCP-LISTEN:{back},fork,reuseaddr");
+        let to_app = format!("TCP:127.0.0.1:{app},nodelay");
+        let s = Running::spawn(self.plain_command(
+            &self.server,
+            &format!("socat-s-{back}"),
+            &["socat", "-b", "131072", &server_side, &to_app],
+        )?)?;
+        let client_side = format!("TCP-LISTEN:{front},fork,reuseaddr,bind=127.0.0.1");
+        let to_server = format!("TCP:{}:{back},nodelay", self.server.v4());
+        let c = Running::spawn(self.plain_command(
+            &self.client,
+            &format!("socat-c-{front}"),
+            &["socat", "-b", "131072", &client_side, &to_server],
+        )?)?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Socat {
+            pids: [c.pid(), s.pid()],
+            _client: c,
+            _server: s,
+        })
+    }
+
+    /// The target a client of `variant` dials for a server app on `port` registered as `name`.
+    fn target(&self, variant: Variant, name: &str, port: u16, socat_front: u16) -> String {
+        match variant {
+            Variant::Plain => format!("{}:{port}", self.server.v4()),
+            Variant::Socat => format!("127.0.0.1:{socat_front}"),
+            Variant::Namesock => format!("{name}.ns.alt:{port}"),
+        }
+    }
+
+    // ---------------------------------------------------------------- bulk throughput
+
+    fn bulk(&mut self) -> Result<()> {
+        let bytes = if self.opts.quick { 128 * MIB } else { 1024 * MIB };
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let hz = ticks_per_sec();
+        for run in 0..self.opts.runs {
+            for variant in [Variant::Plain, Variant::Socat, Variant::Namesock] {
+                for (dir, server_sends) in [("client->server", 0), ("server->client", bytes)] {
+                    let port = 7100;
+                    let socat = match variant {
+                        Variant::Socat => Some(self.start_socat(7101, 7102, port)?),
+                        _ => None,
+                    };
+                    let socat_ticks0: u64 = socat.as_ref().map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum());
+                    let m = variant.name();
+                    let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
+                    let mut sc = self.peer(
+                        &self.server,
+                        variant,
+                        "srv-bulk",
+                        &format!("bulk-server-{m}"),
+                        &["bulk-serve", m_arg(variant), &port_s, &sends_s],
+                    )?;
+                    sc.env("NAMESOCK_NAME", "bulk");
+                    let mut server = Running::spawn(sc)?;
+                    server.expect("ready", Duration::from_secs(20))?;
+                    let target = self.target(variant, "bulk", port, 7101);
+                    let client_sends = (bytes - server_sends).to_string();
+                    let mut client = Running::spawn(self.peer(
+                        &self.client,
+                        variant,
+                        "cli-bulk",
+                        &format!("bulk-client-{m}"),
+                        &["bulk", m_arg(variant), &target, &client_sends],
+                    )?)?;
+                    let c = client.expect("bulk", Duration::from_secs(120))?;
+                    let s = server.expect("bulk", Duration::from_secs(120))?;
+                    let receiver = if server_sends == 0 { &s } else { &c };
+                    let secs: f64 = parse::num(receiver, "secs").unwrap_or(f64::NAN);
+                    let recv: u64 = parse::num(receiver, "recv").unwrap_or(0);
+                    if recv != bytes {
+                        return Err(SuiteError::Parse {
+                            what: format!("bulk {m} {dir}: received {recv} of {bytes}"),
+                            output: receiver.clone(),
+                        });
+                    }
+                    let mbps = bytes as f64 / secs / 1e6;
+                    self.record("bulk", dir, m, run, mbps, "MB/s");
+                    std::thread::sleep(Duration::from_millis(200));
+                    let socat_cpu = socat.as_ref().map_or(0.0, |s| {
+                        (s.pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - socat_ticks0) as f64 / hz
+                    });
+                    let cpu = parse::num::<f64>(&c, "cpu_s").unwrap_or(f64::NAN)
+                        + parse::num::<f64>(&s, "cpu_s").unwrap_or(f64::NAN)
+                        + socat_cpu;
+                    self.record("cpu", &format!("CPU s per GiB, {dir}"), m, run, cpu / gib, "s/GiB");
+                    eprintln!("  bulk run {run} {m:8} {dir}: {mbps:.0} MB/s, {:.2} CPU s/GiB", cpu / gib);
+                    drop(socat);
+                }
+            }
+        }
+        for dir in ["client->server", "server->client"] {
+            let plain = self.med("bulk", dir, "plain");
+            let socat = self.med("bulk", dir, "socat");
+            let ns = self.med("bulk", dir, "namesock");
+            let r = ratio(ns, plain);
+            let goal = match r {
+                Some(r) => match shortfall(r, 0.9) {
+                    Ok(()) => "≥0.9: met".to_owned(),
+                    Err(short) => format!("≥0.9: missed by {:.0} %", short * 100.0),
+                },
+                None => "≥0.9".to_owned(),
+            };
+            self.rows.push(Row {
+                section: "bulk, 1 session".into(),
+                metric: format!("throughput {dir}"),
+                namesock: with_unit(ns, "MB/s"),
+                plain: with_unit(plain, "MB/s"),
+                peer: format!("socat×2: {}", with_unit(socat, "MB/s")),
+                versus: times(r),
+                goal,
+            });
+        }
+        for dir in ["client->server", "server->client"] {
+            let metric = format!("CPU s per GiB, {dir}");
+            let plain = self.med("cpu", &metric, "plain");
+            let ns = self.med("cpu", &metric, "namesock");
+            let socat = self.med("cpu", &metric, "socat");
+            self.rows.push(Row {
+                section: "CPU".into(),
+                metric: format!("CPU per GiB relayed, {dir} (both ends)"),
+                namesock: with_unit(ns, "s"),
+                plain: with_unit(plain, "s"),
+                peer: format!("socat×2: {}", with_unit(socat, "s")),
+                versus: times(ratio(ns, plain)),
+                goal: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- request/response, TTFB
+
+    fn echo_servers(&self, port: u16) -> Result<(Running, Running, Socat)> {
+        let p = port.to_string();
+        let mut plain = Running::spawn(self.peer(&self.server, Variant::Plain, "srv-echo", "echo-plain", &["echo-serve", "plain", &p])?)?;
+        plain.expect("ready", Duration::from_secs(20))?;
+        let ns_port = (port + 1).to_string();
+        let mut nc = self.peer(&self.server, Variant::Namesock, "srv-echo", "echo-ns", &["echo-serve", "ns", &ns_port])?;
+        nc.env("NAMESOCK_NAME", "echo");
+        let mut ns = Running::spawn(nc)?;
+        ns.expect("ready", Duration::from_secs(20))?;
+        let socat = self.start_socat(port + 2, port + 3, port)?;
+        Ok((plain, ns, socat))
+    }
+
+    fn rr(&mut self) -> Result<()> {
+        let port = 7200;
+        let (_plain, _ns, _socat) = self.echo_servers(port)?;
+        let count = if self.opts.quick { "500" } else { "5000" };
+        for run in 0..self.opts.runs {
+            for variant in [Variant::Plain, Variant::Socat, Variant::Namesock] {
+                let app_port = if variant == Variant::Namesock { port + 1 } else { port };
+                let target = self.target(variant, "echo", app_port, port + 2);
+                let m = variant.name();
+                let mut c = Running::spawn(self.peer(&self.client, variant, "cli-echo", &format!("rr-{m}"), &["rr", m_arg(variant), &target, count, "64"])?)?;
+                let line = c.expect("rr", Duration::from_secs(120))?;
+                let us: f64 = parse::num(&line, "median_us").ok_or_else(|| SuiteError::Parse { what: "rr".into(), output: line.clone() })?;
+                eprintln!("  rr run {run} {m:8}: {us:.1} µs");
+                self.record("rr", "round trip, 64 B", m, run, us, "µs");
+            }
+        }
+        let plain = self.med("rr", "round trip, 64 B", "plain");
+        let ns = self.med("rr", "round trip, 64 B", "namesock");
+        let socat = self.med("rr", "round trip, 64 B", "socat");
+        self.rows.push(Row {
+            section: "latency".into(),
+            metric: "request/response 64 B, median round trip".into(),
+            namesock: with_unit(ns, "µs"),
+            plain: with_unit(plain, "µs"),
+            peer: format!("socat×2: {}", with_unit(socat, "µs")),
+            versus: added(ns, plain, "µs"),
+            goal: String::new(),
+        });
+        Ok(())
+    }
+
+    fn ttfb(&mut self) -> Result<()> {
+        let port = 7300;
+        let (_plain, _ns, _socat) = self.echo_servers(port)?;
+        // getaddrinfo of a name in the client namespace's own /etc/hosts (ip netns exec
+        // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts): the "files" source of nsswitch.
+        let etc = PathBuf::from("/etc/netns").join(self.client.namespace());
+        std::fs::create_dir_all(&etc).map_err(io("/etc/netns"))?;
+        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{} echo-server.bench\n", self.server.v4()))
+            .map_err(io("/etc/netns hosts"))?;
+        self._etc = Some(NetnsEtc(etc));
+        let count = if self.opts.quick { "20" } else { "100" };
+        for run in 0..self.opts.runs {
+            let cases: [(&str, Variant, &str, String); 3] = [
+                ("plain", Variant::Plain, "plain", format!("{}:{port}", self.server.v4())),
+                ("lookup", Variant::Plain, "lookup", format!("echo-server.bench:{port}")),
+                ("namesock", Variant::Namesock, "ns", format!("echo.ns.alt:{}", port + 1)),
+            ];
+            for (name, variant, mode, target) in cases {
+                let mut c = Running::spawn(self.peer(&self.client, variant, "cli-echo", &format!("ttfb-{name}"), &["ttfb", mode, &target, count])?)?;
+                let line = c.expect("ttfb", Duration::from_secs(120))?;
+                let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
+                let first: f64 = parse::num(&line, "first_us").unwrap_or(f64::NAN);
+                eprintln!("  ttfb run {run} {name:8}: first {first:.0} µs, then {warm:.0} µs");
+                self.record("ttfb", "warm", name, run, warm, "µs");
+                self.record("ttfb", "first in process", name, run, first, "µs");
+            }
+        }
+        for metric in ["warm", "first in process"] {
+            let plain = self.med("ttfb", metric, "plain");
+            let lookup = self.med("ttfb", metric, "lookup");
+            let ns = self.med("ttfb", metric, "namesock");
+            let what = if metric == "warm" {
+                "time to first byte, new connection (median of later connects)"
+            } else {
+                "time to first byte, first connection of a process (engine start)"
+            };
+            self.rows.push(Row {
+                section: "connect".into(),
+                metric: what.into(),
+                namesock: with_unit(ns, "µs"),
+                plain: format!("{} (known IP)", with_unit(plain, "µs")),
+                peer: format!("plain + getaddrinfo(/etc/hosts): {}", with_unit(lookup, "µs")),
+                versus: format!("{} vs IP, {} vs lookup", added(ns, plain, "µs"), added(ns, lookup, "µs")),
+                goal: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- moves
+
+    /// One paced transfer server -> client by name while `act` moves hosts; the outage (from
+    /// the receiver's progress), its split (from the debug logs) and whether all bytes came.
+    fn paced_move(&mut self, tag: &str, act: &dyn Fn(&Suite) -> Result<()>) -> Result<(Duration, Split, bool)> {
+        let rate = 8 * MIB;
+        let bytes = 6 * rate;
+        let port = 7400;
+        let out = self.world.path(&format!("{tag}.out"));
+        let nsbench = self.nsbench.to_string_lossy().into_owned();
+        let (p, b, r) = (port.to_string(), bytes.to_string(), rate.to_string());
+        let server_log = format!("{tag}-server");
+        let client_log = format!("{tag}-client");
+        let mut sc = self.ns_command(&self.server, "srv-move", &server_log, &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r])?;
+        sc.env("NAMESOCK_NAME", "mover").env("NAMESOCK_LOG", "debug");
+        let mut server = Running::spawn(sc)?;
+        server.expect("ready", Duration::from_secs(20))?;
+        let target = format!("mover.ns.alt:{port}");
+        let out_s = out.to_string_lossy().into_owned();
+        let mut cc = self.ns_command(&self.client, "cli-move", &client_log, &[&nsbench, "connect", &target, "--bytes", "0", "--out", &out_s])?;
+        cc.env("NAMESOCK_LOG", "debug");
+        let mut client = Running::spawn(cc)?;
+        let progress = Progress::watch(out.clone(), Duration::from_millis(5));
+        if !progress.wait_for_bytes(2 * rate, Duration::from_secs(30)) {
+            return Err(SuiteError::Timeout(format!("{tag}: the first bytes")));
+        }
+        let moved_at = progress.now();
+        let moved_wall = SystemTime::now();
+        act(self)?;
+        let done = client.expect("done", Duration::from_secs(60));
+        let end = progress.now();
+        let samples = progress.finish();
+        let complete = done.is_ok_and(|l| parse::num::<u64>(&l, "recv") == Some(bytes));
+        let outage = stalls(&samples, &[moved_at], end, bytes)
+            .first()
+            .map_or(end - moved_at, |s| s.longest);
+        drop(server);
+        let read = |log: &str| std::fs::read_to_string(self.world.log(log)).unwrap_or_default();
+        let (client_steps, server_steps) = (
+            parse::steps(&read(&client_log)),
+            parse::steps(&read(&server_log)),
+        );
+        // The address change itself: the first time an engine noticed something after the
+        // `ip` commands began (the moving host's engine hears of it by netlink at once).
+        let began = unix_us(moved_wall);
+        let changed = client_steps
+            .iter()
+            .chain(&server_steps)
+            .filter(|(t, s)| *s == parse::Step::Detect && *t >= began)
+            .map(|(t, _)| *t)
+            .min()
+            .unwrap_or(began);
+        let split = parse::split(changed, 30_000_000, &client_steps, &server_steps);
+        Ok((outage, split, complete))
+    }
+
+    fn moves(&mut self) -> Result<()> {
+        let runs = self.opts.runs.min(3);
+        type Act = fn(&Suite) -> Result<()>;
+        let kinds: [(&str, Act); 3] = [
+            ("client moves", |s| s.client.move_to_new_subnet().map(drop).map_err(Into::into)),
+            ("server moves", |s| s.server.move_to_new_subnet().map(drop).map_err(Into::into)),
+            ("both move", |s| {
+                s.server.move_to_new_subnet()?;
+                s.client.move_to_new_subnet()?;
+                Ok(())
+            }),
+        ];
+        for (kind, act) in kinds {
+            let mut splits = Vec::new();
+            let mut incomplete = 0;
+            for run in 0..runs {
+                let tag = format!("move-{}-{run}", kind.replace(' ', "-"));
+                let (outage, split, complete) = self.paced_move(&tag, &act)?;
+                let ms = outage.as_secs_f64() * 1e3;
+                eprintln!("  {kind} run {run}: outage {ms:.0} ms, split {split:?}, complete {complete}");
+                if !complete {
+                    incomplete += 1;
+                }
+                self.record("move", kind, "namesock", run, ms, "ms");
+                for (phase, v) in [("detection", split.detection_ms), ("re-resolution", split.resolution_ms), ("resume", split.resume_ms)] {
+                    if let Some(v) = v {
+                        self.record("move", &format!("{kind}: {phase}"), "namesock", run, v, "ms");
+                    }
+                }
+                splits.push(split);
+            }
+            let total = self.med("move", kind, "namesock");
+            let phase = |p: &str| {
+                self.med("move", &format!("{kind}: {p}"), "namesock")
+                    .map_or("-".to_owned(), |v| format!("{} ms", fig(v)))
+            };
+            let note = if incomplete > 0 { format!(", {incomplete} run(s) incomplete") } else { String::new() };
+            self.rows.push(Row {
+                section: "move (keepalive 300 ms, dead 1.5 s)".into(),
+                metric: format!("outage, {kind} (median of {runs})"),
+                namesock: with_unit(total, "ms"),
+                plain: "connection dies".into(),
+                peer: String::new(),
+                versus: format!(
+                    "detect {}, re-resolve {}, resume {}{note}",
+                    phase("detection"),
+                    phase("re-resolution"),
+                    phase("resume")
+                ),
+                goal: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- the plot
+
+    fn plot(&mut self) -> Result<()> {
+        let rate = 4 * MIB;
+        let bytes = 12 * rate;
+        let nsbench = self.nsbench.to_string_lossy().into_owned();
+        let (b, r) = (bytes.to_string(), rate.to_string());
+        let mut sc = self.ns_command(&self.server, "srv-move", "plot-server", &[&nsbench, "serve", "7500", "--bytes", &b, "--rate", &r])?;
+        sc.env("NAMESOCK_NAME", "mover");
+        let mut ns_server = Running::spawn(sc)?;
+        ns_server.expect("ready", Duration::from_secs(20))?;
+        let mut plain_server = Running::spawn(self.plain_command(&self.server, "plot-plain-server", &[&nsbench, "plain-serve", "7501", "--bytes", &b, "--rate", &r])?)?;
+        plain_server.expect("ready", Duration::from_secs(20))?;
+        let (ns_out, plain_out) = (self.world.path("plot-ns.out"), self.world.path("plot-plain.out"));
+        let ns_out_s = ns_out.to_string_lossy().into_owned();
+        let plain_out_s = plain_out.to_string_lossy().into_owned();
+        let ns_client = Running::spawn(self.ns_command(&self.client, "cli-move", "plot-client", &[&nsbench, "connect", "mover.ns.alt:7500", "--bytes", "0", "--out", &ns_out_s])?)?;
+        let plain_target = format!("{}:7501", self.server.v4());
+        let plain_client = Running::spawn(self.plain_command(&self.client, "plot-plain-client", &[&nsbench, "plain-connect", &plain_target, "--bytes", "0", "--out", &plain_out_s])?)?;
+        let ns_progress = Progress::watch(ns_out, Duration::from_millis(20));
+        let plain_progress = Progress::watch(plain_out, Duration::from_millis(20));
+        std::thread::sleep(Duration::from_secs(4));
+        let moved = ns_progress.now();
+        self.client.move_to_new_subnet()?;
+        // Bounded: the paced transfer lasts 12 s; give it 10 s more.
+        let deadline = Instant::now() + Duration::from_secs(22);
+        while ns_progress.bytes() < bytes && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let end = ns_progress.now();
+        let (ns_s, plain_s) = (ns_progress.finish(), plain_progress.finish());
+        drop((ns_client, plain_client, ns_server, plain_server));
+        let csv = self.opts.out.join("move.csv");
+        std::fs::write(&csv, move_csv(&ns_s, &plain_s, end)).map_err(io("move.csv"))?;
+        let png = self.opts.out.join("move.png");
+        let script = gnuplot_script(&csv, &png, moved.as_secs_f64());
+        let ran = Command::new("gnuplot")
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut g| {
+                if let Some(mut i) = g.stdin.take() {
+                    i.write_all(script.as_bytes())?;
+                }
+                g.wait()
+            });
+        match ran {
+            Ok(s) if s.success() => self.plot = Some(png),
+            other => self.notes.push(format!("gnuplot did not make the plot ({other:?}); move.csv has the data")),
+        }
+        let mib = |s: &[Sample]| s.last().map_or(0.0, |x| x.bytes as f64 / MIB as f64);
+        self.notes.push(format!(
+            "plot: client moved at {:.1} s; namesock received {:.1} MiB of {}, the plain TCP connection {:.1} MiB",
+            moved.as_secs_f64(),
+            mib(&ns_s),
+            bytes / MIB,
+            mib(&plain_s)
+        ));
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- scale, memory
+
+    fn scale(&mut self) -> Result<()> {
+        let (idle, busy, secs) = if self.opts.quick {
+            ("10,100,1000", "10,100", "2")
+        } else {
+            ("100,1000,10000", "10,100,1000", "5")
+        };
+        for variant in [Variant::Plain, Variant::Namesock] {
+            let m = variant.name();
+            let port = if variant == Variant::Namesock { 7601 } else { 7600 };
+            let p = port.to_string();
+            let mut sc = self.peer(&self.server, variant, "srv-sink", &format!("sink-{m}"), &["sink-serve", m_arg(variant), &p])?;
+            sc.env("NAMESOCK_NAME", "sink");
+            let mut server = Running::spawn(sc)?;
+            server.expect("ready", Duration::from_secs(20))?;
+            let target = self.target(variant, "sink", port, 0);
+            let mut client = Running::spawn(self.peer(&self.client, variant, "cli-sink", &format!("many-{m}"), &["many", m_arg(variant), &target, idle, busy, secs])?)?;
+            let rss = |c: &Running, s: &Running| rss_kib(c.pid()) + rss_kib(s.pid());
+            client.expect("opened n=0", Duration::from_secs(20))?;
+            let base = rss(&client, &server);
+            client.send("go")?;
+            let mut last_idle_rss = base;
+            let mut last_idle_n = 0u64;
+            let n_idle = idle.split(',').count();
+            for _ in 0..n_idle {
+                let line = client.expect("opened", Duration::from_secs(600))?;
+                std::thread::sleep(Duration::from_secs(1));
+                let n: u64 = parse::num(&line, "n").unwrap_or(0);
+                let open_secs: f64 = parse::num(&line, "secs").unwrap_or(f64::NAN);
+                let now = rss(&client, &server);
+                let per = (now.saturating_sub(base)) as f64 * 1024.0 / n.max(1) as f64;
+                eprintln!("  scale {m}: {n} idle sessions, RSS {now} KiB, {per:.0} B/session, opened in {open_secs:.1} s");
+                self.record("scale", &format!("idle {n}: RSS per session"), m, 0, per, "B");
+                self.record("scale", &format!("idle {n}: RSS total"), m, 0, now as f64, "KiB");
+                (last_idle_rss, last_idle_n) = (now, n);
+                client.send("go")?;
+            }
+            for _ in 0..busy.split(',').count() {
+                let line = client.expect("busy-start", Duration::from_secs(60))?;
+                let n: u64 = parse::num(&line, "n").unwrap_or(0);
+                let s0 = server.latest("stat").and_then(|l| parse::num::<u64>(&l, "bytes")).unwrap_or(0);
+                let t0 = Instant::now();
+                let secs_f: f64 = secs.parse().unwrap_or(5.0);
+                std::thread::sleep(Duration::from_secs_f64(secs_f * 0.8));
+                let during = rss(&client, &server);
+                client.expect("busy-end", Duration::from_secs(60))?;
+                std::thread::sleep(Duration::from_millis(300));
+                let s1 = server.latest("stat").and_then(|l| parse::num::<u64>(&l, "bytes")).unwrap_or(0);
+                let mbps = (s1.saturating_sub(s0)) as f64 / t0.elapsed().as_secs_f64() / 1e6;
+                let per = during.saturating_sub(last_idle_rss) as f64 * 1024.0 / n.max(1) as f64;
+                eprintln!("  scale {m}: {n} busy of {last_idle_n}: {mbps:.0} MB/s, RSS {during} KiB, +{per:.0} B per busy session");
+                self.record("scale", &format!("busy {n}: throughput"), m, 0, mbps, "MB/s");
+                self.record("scale", &format!("busy {n}: extra RSS per busy session"), m, 0, per, "B");
+                client.send("go")?;
+            }
+            let _ = client.expect("done", Duration::from_secs(30));
+        }
+        let metrics: Vec<String> = {
+            let mut seen = Vec::new();
+            for s in self.samples.iter().filter(|s| s.section == "scale") {
+                if !seen.contains(&s.metric) && !s.metric.ends_with("RSS total") {
+                    seen.push(s.metric.clone());
+                }
+            }
+            seen
+        };
+        for metric in metrics {
+            let unit = if metric.ends_with("throughput") { "MB/s" } else { "B" };
+            let plain = self.med("scale", &metric, "plain");
+            let ns = self.med("scale", &metric, "namesock");
+            self.rows.push(Row {
+                section: "scale (one engine each end)".into(),
+                metric: format!("{metric} (client + server process)"),
+                namesock: with_unit(ns, unit),
+                plain: with_unit(plain, unit),
+                peer: String::new(),
+                versus: if unit == "MB/s" { times(ratio(ns, plain)) } else { added(ns, plain, unit) },
+                goal: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- MPTCP failover
+
+    fn mptcp(&mut self) -> Result<()> {
+        self.client.add_link()?;
+        let (cns, sns) = (self.client.namespace(), self.server.namespace());
+        let second = self.client.link(1)?;
+        let sh = |ns: &str, script: &str| -> Result<()> {
+            let out = namesock::testbed::run_with_input(
+                {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "sh", "-c", script]);
+                    c
+                },
+                None,
+                Duration::from_secs(20),
+            )?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(SuiteError::Parse { what: format!("`{script}`"), output: String::from_utf8_lossy(&out.stderr).into_owned() })
+            }
+        };
+        for ns in [&cns, &sns] {
+            sh(ns, "sysctl -q -w net.mptcp.enabled=1 && ip mptcp limits set subflow 4 add_addr_accepted 4")?;
+        }
+        sh(&cns, &format!("ip mptcp endpoint flush; ip mptcp endpoint add {} dev {} subflow", second.subnet.host_v4(), second.host_if))?;
+        let runs = self.opts.runs.min(3);
+        let rate = 8 * MIB;
+        let bytes = 5 * rate;
+        let nsbench = self.nsbench.to_string_lossy().into_owned();
+        let (b, r) = (bytes.to_string(), rate.to_string());
+        for run in 0..runs {
+            for which in ["namesock", "mptcp"] {
+                let port = if which == "namesock" { 7700 } else { 7701 };
+                let p = port.to_string();
+                let out = self.world.path(&format!("mptcp-{which}-{run}.out"));
+                let out_s = out.to_string_lossy().into_owned();
+                let (mut server, client) = if which == "namesock" {
+                    let mut sc = self.ns_command(&self.server, "srv-move", &format!("fail-{which}-{run}-server"), &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r])?;
+                    sc.env("NAMESOCK_NAME", "mover");
+                    let mut s = Running::spawn(sc)?;
+                    s.expect("ready", Duration::from_secs(20))?;
+                    let target = format!("mover.ns.alt:{port}");
+                    let c = Running::spawn(self.ns_command(&self.client, "cli-move", &format!("fail-{which}-{run}-client"), &[&nsbench, "connect", &target, "--bytes", "0", "--out", &out_s])?)?;
+                    (s, c)
+                } else {
+                    let mut s = Running::spawn(self.plain_command(&self.server, &format!("fail-{which}-{run}-server"), &["mptcpize", "run", &nsbench, "plain-serve", &p, "--bytes", &b, "--rate", &r])?)?;
+                    s.expect("ready", Duration::from_secs(20))?;
+                    let target = format!("{}:{port}", self.server.v4());
+                    let c = Running::spawn(self.plain_command(&self.client, &format!("fail-{which}-{run}-client"), &["mptcpize", "run", &nsbench, "plain-connect", &target, "--bytes", "0", "--out", &out_s])?)?;
+                    (s, c)
+                };
+                let progress = Progress::watch(out, Duration::from_millis(5));
+                if !progress.wait_for_bytes(2 * rate, Duration::from_secs(30)) {
+                    return Err(SuiteError::Timeout(format!("{which}: first bytes")));
+                }
+                let subflows = if which == "mptcp" {
+                    let o = namesock::testbed::run_with_input({
+                        let mut c = Command::new("ip");
+                        c.args(["netns", "exec", &cns, "ss", "-tniM"]);
+                        c
+                    }, None, Duration::from_secs(10))?;
+                    String::from_utf8_lossy(&o.stdout).matches("ESTAB").count()
+                } else {
+                    0
+                };
+                let moved = progress.now();
+                self.client.link_down(0)?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while progress.bytes() < bytes && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let end = progress.now();
+                let samples = progress.finish();
+                let got = samples.last().map_or(0, |s| s.bytes);
+                let outage = stalls(&samples, &[moved], end, bytes).first().map_or(end - moved, |s| s.longest);
+                let ms = outage.as_secs_f64() * 1e3;
+                eprintln!("  failover run {run} {which}: stall {ms:.0} ms, {got} of {bytes} bytes{}", if which == "mptcp" { format!(", {subflows} TCP flows established before") } else { String::new() });
+                self.record("failover", "stall", which, run, ms, "ms");
+                if got < bytes {
+                    self.notes.push(format!("failover run {run}: {which} got {got} of {bytes} bytes within 30 s"));
+                }
+                drop(client);
+                server.process.kill();
+                self.client.link_up(0)?;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        let ns = self.med("failover", "stall", "namesock");
+        let mp = self.med("failover", "stall", "mptcp");
+        self.rows.push(Row {
+            section: "multihomed failover".into(),
+            metric: format!("stall when the client's first of two links dies (median of {runs})"),
+            namesock: with_unit(ns, "ms"),
+            plain: "connection dies".into(),
+            peer: format!("MPTCP (mptcpize): {}", with_unit(mp, "ms")),
+            versus: format!("namesock {} MPTCP", times(ratio(ns, mp))),
+            goal: String::new(),
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- GNS
+
+    fn gns(&mut self) -> Result<()> {
+        let Some(path) = self.opts.gns.clone() else {
+            self.notes.push("GNS figures: not run (pass --gns FILE with the output of `cargo bench -p namesock-resolver --bench gns`)".into());
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
+        let figures = parse::gns_bench(&text);
+        if figures.is_empty() {
+            self.notes.push(format!("GNS figures: none found in {}", path.display()));
+        }
+        for g in figures {
+            self.rows.push(Row {
+                section: "GNS".into(),
+                metric: format!("{}: publish -> visible (median, p99); verified resolves/s", g.backend),
+                namesock: format!("{} ms, {} ms; {}/s", fig(g.visible_median_ms), fig(g.visible_p99_ms), fig(g.resolves_per_sec)),
+                plain: String::new(),
+                peer: String::new(),
+                versus: String::new(),
+                goal: String::new(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn m_arg(v: Variant) -> &'static str {
+    match v {
+        Variant::Namesock => "ns",
+        _ => "plain",
+    }
+}
+
+/// Bytes received over time for both connections, on a common 20 ms grid up to `end`.
+fn move_csv(ns: &[Sample], plain: &[Sample], end: Duration) -> String {
+    let at = |s: &[Sample], t: Duration| s.iter().take_while(|x| x.at <= t).last().map_or(0, |x| x.bytes);
+    let mut out = String::from("seconds,namesock_mib,plain_tcp_mib\n");
+    let steps = (end.as_millis() / 20) as u64;
+    for i in 0..=steps.min(100_000) {
+        let t = Duration::from_millis(i * 20);
+        let _ = writeln!(
+            out,
+            "{:.2},{:.3},{:.3}",
+            t.as_secs_f64(),
+            at(ns, t) as f64 / MIB as f64,
+            at(plain, t) as f64 / MIB as f64
+        );
+    }
+    out
+}
+
+fn gnuplot_script(csv: &Path, png: &Path, moved: f64) -> String {
+    format!(
+        "set terminal pngcairo size 900,480 font 'sans,11'\n\
+         set output '{png}'\n\
+         set datafile separator ','\n\
+         set title 'Bytes received while the client changes its address (paced at 4 MiB/s)'\n\
+         set xlabel 'seconds'\nset ylabel 'MiB received'\nset key left top\nset grid\n\
+         set arrow from {moved},graph 0 to {moved},graph 1 nohead dashtype 2 lc rgb 'gray40'\n\
+         set label 'client moves' at {moved},graph 0.95 offset 0.5,0\n\
+         plot '{csv}' using 1:2 skip 1 with lines lw 2 title 'namesock', \
+         '' using 1:3 skip 1 with lines lw 2 title 'plain TCP'\n",
+        png = png.display(),
+        csv = csv.display(),
+    )
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn uname_r() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nsbench-suite: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let opts = opts()?;
+    if !namesock::testbed::is_root() {
+        return Err(SuiteError::Usage("run as root (network namespaces)".into()));
+    }
+    namesock_bench::raise_nofile(1 << 20);
+    std::fs::create_dir_all(&opts.out).map_err(io("output directory"))?;
+    let tools = Tools::in_dir(&opts.bin)?;
+    let nb_peer = std::fs::canonicalize(opts.bin.join("nb-peer")).map_err(io("nb-peer (build the workspace in release mode)"))?;
+    let nsbench = std::fs::canonicalize(opts.bin.join("examples/nsbench")).map_err(io("examples/nsbench (cargo build --release -p namesock --example nsbench)"))?;
+    let prefix = format!("nb-{}", std::process::id());
+    Testbed::sweep(&prefix);
+    let bed = Testbed::new(&prefix)?;
+    let server = bed.add_host("server")?;
+    let client = bed.add_host("client")?;
+    let world = World::new("bench", tools, Timers::fast())?;
+    let load_before = uptime();
+    let started = SystemTime::now();
+    let mut suite = Suite {
+        opts,
+        bed,
+        client,
+        server,
+        world,
+        nb_peer,
+        nsbench,
+        rows: Vec::new(),
+        samples: Vec::new(),
+        notes: Vec::new(),
+        plot: None,
+        _etc: None,
+    };
+    let wanted = |s: &Suite, name: &str| s.opts.only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    type Section = fn(&mut Suite) -> Result<()>;
+    let sections: [(&str, Section); 8] = [
+        ("bulk", Suite::bulk),
+        ("rr", Suite::rr),
+        ("ttfb", Suite::ttfb),
+        ("move", Suite::moves),
+        ("plot", Suite::plot),
+        ("scale", Suite::scale),
+        ("mptcp", Suite::mptcp),
+        ("gns", Suite::gns),
+    ];
+    let mut failed = BTreeMap::new();
+    for (name, section) in sections {
+        if !wanted(&suite, name) {
+            continue;
+        }
+        eprintln!("== {name} (load {})", uptime());
+        if let Err(e) = section(&mut suite) {
+            eprintln!("   {name} failed: {e}");
+            failed.insert(name, e.to_string());
+        }
+    }
+    let _ = &suite.bed;
+    let load_after = uptime();
+    let minutes = started.elapsed().map_or(0.0, |d| d.as_secs_f64() / 60.0);
+    let mut md = String::new();
+    let _ = writeln!(md, "namesock benchmarks: {} run(s) per figure unless noted, median; kernel {}, load average {load_before} before and {load_after} after ({minutes:.1} min).\n", suite.opts.runs, uname_r());
+    md.push_str(&table::markdown(&suite.rows));
+    for note in &suite.notes {
+        let _ = writeln!(md, "\n- {note}");
+    }
+    for (name, e) in &failed {
+        let _ = writeln!(md, "\n- section `{name}` failed: {e}");
+    }
+    println!("{md}");
+    let write = |file: &str, text: &str| std::fs::write(suite.opts.out.join(file), text).map_err(io(file.to_owned()));
+    write("bench.md", &md)?;
+    write("raw.csv", &table::csv(&suite.samples))?;
+    if let Some(png) = &suite.plot {
+        eprintln!("plot: {}", png.display());
+    }
+    Ok(())
+}
