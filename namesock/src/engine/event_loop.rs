@@ -524,18 +524,8 @@ impl Engine {
         // The old address still works and the server gained one: a standby path to the new
         // address (from the active path's local one), so that losing the old costs no
         // reconnect when it goes before a MOVED could say so.
-        let open: Vec<&FlowPath> = c
-            .paths
-            .iter()
-            .filter_map(|p| self.paths.get(p))
-            .filter(|fp| fp.state != PathState::Closing)
-            .collect();
-        let Some((remote, local)) = open
-            .iter()
-            .rev()
-            .find(|fp| fp.state == PathState::Open && !fp.remote.ip().is_loopback())
-            .map(|fp| (fp.remote, fp.local))
-        else {
+        let (open, active) = Self::open_and_active(&self.paths, c);
+        let Some((remote, local)) = active.map(|fp| (fp.remote, fp.local)) else {
             return;
         };
         let new_remote = c.moved.iter().copied().find(|a| {
@@ -549,6 +539,26 @@ impl Engine {
             tracing::debug!(%addr, "standby path to the server's new address");
             self.dial_from(key, addr, Some(local.ip()), now);
         }
+    }
+
+    /// A session's paths that are not closing, and the newest open one to a remote host (the
+    /// one standby paths back up).
+    fn open_and_active<'a>(
+        paths: &'a HashMap<PathId, FlowPath>,
+        c: &Conn,
+    ) -> (Vec<&'a FlowPath>, Option<&'a FlowPath>) {
+        let open: Vec<&FlowPath> = c
+            .paths
+            .iter()
+            .filter_map(|p| paths.get(p))
+            .filter(|fp| fp.state != PathState::Closing)
+            .collect();
+        let active = open
+            .iter()
+            .rev()
+            .find(|fp| fp.state == PathState::Open && !fp.remote.ip().is_loopback())
+            .copied();
+        (open, active)
     }
 
     /// Candidate addresses for a new path: MOVED ones first (newest news), then the record's;
@@ -936,18 +946,8 @@ impl Engine {
         if c.server || c.reply.is_some() || c.need_path || c.closed {
             return;
         }
-        let open: Vec<&FlowPath> = c
-            .paths
-            .iter()
-            .filter_map(|p| self.paths.get(p))
-            .filter(|fp| fp.state != PathState::Closing)
-            .collect();
-        let Some(active) = open
-            .iter()
-            .rev()
-            .find(|fp| fp.state == PathState::Open && !fp.remote.ip().is_loopback())
-            .map(|fp| fp.remote)
-        else {
+        let (open, active) = Self::open_and_active(&self.paths, c);
+        let Some(active) = active.map(|fp| fp.remote) else {
             return;
         };
         let used: Vec<std::net::IpAddr> = open
