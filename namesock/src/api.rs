@@ -184,12 +184,18 @@ impl TcpListener {
         Ok(TcpListener { inner, port, guid })
     }
 
-    /// Waits for the next session.
+    /// Waits for the next session. Its `peer_name` is the client's verified name in the GNS,
+    /// if it registered one (one lookup per session).
     pub fn accept(&self) -> io::Result<(TcpStream, SessionInfo)> {
         loop {
             let (inner, relay_peer) = self.inner.accept()?;
             // Only the engine's deliveries count; anything else on loopback is dropped.
-            if let Some(info) = engine::delivered_session(relay_peer) {
+            if let Some(mut info) = engine::delivered_session(relay_peer) {
+                if info.peer_name.is_none() {
+                    info.peer_name = engine::gns()
+                        .ok()
+                        .and_then(|gns| gns.verified_name(info.peer_guid));
+                }
                 let stream = TcpStream {
                     inner,
                     info: info.clone(),

@@ -25,6 +25,7 @@ fn sessions_and_errors_on_loopback() {
         );
         std::env::set_var("NAMESOCK_KEY", &key);
         std::env::set_var("NAMESOCK_CONNECT_TIMEOUT_MS", "3000");
+        std::env::set_var("NAMESOCK_NAME", "echo");
     }
 
     // Another process serving with this key holds its lock: we are refused, clearly.
@@ -64,8 +65,10 @@ fn sessions_and_errors_on_loopback() {
     let (info, got) = server.join().unwrap();
     assert_eq!(got, b"there");
     assert_eq!(info.service_port, 8000);
-    // This process's client proves the key file's identity too.
+    // This process's client proves the key file's identity too, and with it the name the
+    // process registered (verified: the binding points back at the GUID).
     assert_eq!(info.peer_guid, guid);
+    assert_eq!(info.peer_name.as_deref(), Some("echo.ns.alt"));
 
     // A port nobody serves: ECONNREFUSED.
     let err = engine::connect(&Target::Guid(guid), 9999).unwrap_err();

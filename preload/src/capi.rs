@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use namesock::config::Config;
 use namesock::engine::{self, ConnectError, ServeError, SessionInfo, StartError, Target};
-use namesock::identity::{Guid, KeyFileError, Keypair};
+use namesock::identity::{KeyFileError, Keypair};
 use namesock_resolver::{Gns, GnsError};
 
 /// Transport `NS_TCP`: a reliable, ordered byte stream carried over TCP flow paths, the only
@@ -181,15 +181,6 @@ fn register(name: &str) -> Result<(), c_int> {
     gns()?
         .register(&identity()?, name)
         .map_err(|e| gns_errno(&e))
-}
-
-/// The peer's name: the first name its signed record claims whose binding is really its.
-fn name_of(gns: &Gns, guid: Guid) -> Option<String> {
-    let record = gns.resolve(&Target::Guid(guid)).ok()?;
-    record
-        .names
-        .into_iter()
-        .find(|name| gns.resolve_name(name).is_ok_and(|b| b.guid == guid))
 }
 
 /// Accepts on `lfd`, skipping connections that are not sessions delivered by the engine.
@@ -487,7 +478,7 @@ pub unsafe extern "C" fn ns_accept(
             if let Some(out) = &name_out {
                 let name = match info.peer_name {
                     Some(name) => Some(name),
-                    None => gns().ok().and_then(|gns| name_of(&gns, info.peer_guid)),
+                    None => gns().ok().and_then(|gns| gns.verified_name(info.peer_guid)),
                 };
                 out.put(name.as_deref().unwrap_or(""))?;
             }

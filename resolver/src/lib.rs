@@ -130,6 +130,16 @@ impl Gns {
         }
     }
 
+    /// The name `guid` goes by: the first name its signed record claims whose binding really
+    /// points back at it (a record can claim any name; only the binding proves it).
+    pub fn verified_name(&self, guid: Guid) -> Option<String> {
+        let record = self.resolve(&Target::Guid(guid)).ok()?;
+        record
+            .names
+            .into_iter()
+            .find(|name| self.resolve_name(name).is_ok_and(|b| b.guid == guid))
+    }
+
     /// The verified binding of `name` (a full name in the zone).
     pub fn resolve_name(&self, name: &str) -> Result<NameBinding, GnsError> {
         let target = Target::Name(name.to_owned());

@@ -84,7 +84,8 @@ use crate::wire::ResetReason;
 pub struct SessionInfo {
     /// The peer's identity (for a server: the client's key).
     pub peer_guid: Guid,
-    /// The peer's name, when it was reached by name.
+    /// The peer's name: for a client, the name it dialled (or the one the GUID's record
+    /// claims); for a server, the client's verified name (filled by `TcpListener::accept`).
     pub peer_name: Option<String>,
     /// The real network address of the peer on the session's current flow path.
     pub peer_addr: SocketAddr,
