@@ -162,7 +162,13 @@ impl Running {
             }
             self.all.push(line);
         }
-        found.or_else(|| self.all.iter().rev().find(|l| l.starts_with(prefix)).cloned())
+        found.or_else(|| {
+            self.all
+                .iter()
+                .rev()
+                .find(|l| l.starts_with(prefix))
+                .cloned()
+        })
     }
 
     fn send(&mut self, line: &str) -> Result<()> {
@@ -252,7 +258,15 @@ struct Socat {
 }
 
 impl Suite {
-    fn record(&mut self, section: &str, metric: &str, variant: &str, run: usize, value: f64, unit: &str) {
+    fn record(
+        &mut self,
+        section: &str,
+        metric: &str,
+        variant: &str,
+        run: usize,
+        value: f64,
+        unit: &str,
+    ) {
         self.samples.push(table::Sample {
             section: section.into(),
             metric: metric.into(),
@@ -296,7 +310,14 @@ impl Suite {
         Ok(c)
     }
 
-    fn peer(&self, host: &Host, variant: Variant, label: &str, log: &str, args: &[&str]) -> Result<Command> {
+    fn peer(
+        &self,
+        host: &Host,
+        variant: Variant,
+        label: &str,
+        log: &str,
+        args: &[&str],
+    ) -> Result<Command> {
         let bin = self.nb_peer.to_string_lossy().into_owned();
         let mut argv = vec![bin.as_str()];
         argv.extend_from_slice(args);
@@ -341,7 +362,11 @@ impl Suite {
     // ---------------------------------------------------------------- bulk throughput
 
     fn bulk(&mut self) -> Result<()> {
-        let bytes = if self.opts.quick { 128 * MIB } else { 1024 * MIB };
+        let bytes = if self.opts.quick {
+            128 * MIB
+        } else {
+            1024 * MIB
+        };
         let gib = bytes as f64 / (1u64 << 30) as f64;
         let hz = ticks_per_sec();
         for run in 0..self.opts.runs {
@@ -352,7 +377,9 @@ impl Suite {
                         Variant::Socat => Some(self.start_socat(7101, 7102, port)?),
                         _ => None,
                     };
-                    let socat_ticks0: u64 = socat.as_ref().map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum());
+                    let socat_ticks0: u64 = socat
+                        .as_ref()
+                        .map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum());
                     let m = variant.name();
                     let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
                     let mut sc = self.peer(
@@ -389,13 +416,24 @@ impl Suite {
                     self.record("bulk", dir, m, run, mbps, "MB/s");
                     std::thread::sleep(Duration::from_millis(200));
                     let socat_cpu = socat.as_ref().map_or(0.0, |s| {
-                        (s.pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - socat_ticks0) as f64 / hz
+                        (s.pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - socat_ticks0) as f64
+                            / hz
                     });
                     let cpu = parse::num::<f64>(&c, "cpu_s").unwrap_or(f64::NAN)
                         + parse::num::<f64>(&s, "cpu_s").unwrap_or(f64::NAN)
                         + socat_cpu;
-                    self.record("cpu", &format!("CPU s per GiB, {dir}"), m, run, cpu / gib, "s/GiB");
-                    eprintln!("  bulk run {run} {m:8} {dir}: {mbps:.0} MB/s, {:.2} CPU s/GiB", cpu / gib);
+                    self.record(
+                        "cpu",
+                        &format!("CPU s per GiB, {dir}"),
+                        m,
+                        run,
+                        cpu / gib,
+                        "s/GiB",
+                    );
+                    eprintln!(
+                        "  bulk run {run} {m:8} {dir}: {mbps:.0} MB/s, {:.2} CPU s/GiB",
+                        cpu / gib
+                    );
                     drop(socat);
                 }
             }
@@ -444,10 +482,22 @@ impl Suite {
 
     fn echo_servers(&self, port: u16) -> Result<(Running, Running, Socat)> {
         let p = port.to_string();
-        let mut plain = Running::spawn(self.peer(&self.server, Variant::Plain, "srv-echo", "echo-plain", &["echo-serve", "plain", &p])?)?;
+        let mut plain = Running::spawn(self.peer(
+            &self.server,
+            Variant::Plain,
+            "srv-echo",
+            "echo-plain",
+            &["echo-serve", "plain", &p],
+        )?)?;
         plain.expect("ready", Duration::from_secs(20))?;
         let ns_port = (port + 1).to_string();
-        let mut nc = self.peer(&self.server, Variant::Namesock, "srv-echo", "echo-ns", &["echo-serve", "ns", &ns_port])?;
+        let mut nc = self.peer(
+            &self.server,
+            Variant::Namesock,
+            "srv-echo",
+            "echo-ns",
+            &["echo-serve", "ns", &ns_port],
+        )?;
         nc.env("NAMESOCK_NAME", "echo");
         let mut ns = Running::spawn(nc)?;
         ns.expect("ready", Duration::from_secs(20))?;
@@ -461,12 +511,25 @@ impl Suite {
         let count = if self.opts.quick { "500" } else { "5000" };
         for run in 0..self.opts.runs {
             for variant in [Variant::Plain, Variant::Socat, Variant::Namesock] {
-                let app_port = if variant == Variant::Namesock { port + 1 } else { port };
+                let app_port = if variant == Variant::Namesock {
+                    port + 1
+                } else {
+                    port
+                };
                 let target = self.target(variant, "echo", app_port, port + 2);
                 let m = variant.name();
-                let mut c = Running::spawn(self.peer(&self.client, variant, "cli-echo", &format!("rr-{m}"), &["rr", m_arg(variant), &target, count, "64"])?)?;
+                let mut c = Running::spawn(self.peer(
+                    &self.client,
+                    variant,
+                    "cli-echo",
+                    &format!("rr-{m}"),
+                    &["rr", m_arg(variant), &target, count, "64"],
+                )?)?;
                 let line = c.expect("rr", Duration::from_secs(120))?;
-                let us: f64 = parse::num(&line, "median_us").ok_or_else(|| SuiteError::Parse { what: "rr".into(), output: line.clone() })?;
+                let us: f64 = parse::num(&line, "median_us").ok_or_else(|| SuiteError::Parse {
+                    what: "rr".into(),
+                    output: line.clone(),
+                })?;
                 eprintln!("  rr run {run} {m:8}: {us:.1} µs");
                 self.record("rr", "round trip, 64 B", m, run, us, "µs");
             }
@@ -493,18 +556,45 @@ impl Suite {
         // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts): the "files" source of nsswitch.
         let etc = PathBuf::from("/etc/netns").join(self.client.namespace());
         std::fs::create_dir_all(&etc).map_err(io("/etc/netns"))?;
-        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{} echo-server.bench\n", self.server.v4()))
-            .map_err(io("/etc/netns hosts"))?;
+        std::fs::write(
+            etc.join("hosts"),
+            format!(
+                "127.0.0.1 localhost\n{} echo-server.bench\n",
+                self.server.v4()
+            ),
+        )
+        .map_err(io("/etc/netns hosts"))?;
         self._etc = Some(NetnsEtc(etc));
         let count = if self.opts.quick { "20" } else { "100" };
         for run in 0..self.opts.runs {
             let cases: [(&str, Variant, &str, String); 3] = [
-                ("plain", Variant::Plain, "plain", format!("{}:{port}", self.server.v4())),
-                ("lookup", Variant::Plain, "lookup", format!("echo-server.bench:{port}")),
-                ("namesock", Variant::Namesock, "ns", format!("echo.ns.alt:{}", port + 1)),
+                (
+                    "plain",
+                    Variant::Plain,
+                    "plain",
+                    format!("{}:{port}", self.server.v4()),
+                ),
+                (
+                    "lookup",
+                    Variant::Plain,
+                    "lookup",
+                    format!("echo-server.bench:{port}"),
+                ),
+                (
+                    "namesock",
+                    Variant::Namesock,
+                    "ns",
+                    format!("echo.ns.alt:{}", port + 1),
+                ),
             ];
             for (name, variant, mode, target) in cases {
-                let mut c = Running::spawn(self.peer(&self.client, variant, "cli-echo", &format!("ttfb-{name}"), &["ttfb", mode, &target, count])?)?;
+                let mut c = Running::spawn(self.peer(
+                    &self.client,
+                    variant,
+                    "cli-echo",
+                    &format!("ttfb-{name}"),
+                    &["ttfb", mode, &target, count],
+                )?)?;
                 let line = c.expect("ttfb", Duration::from_secs(120))?;
                 let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
                 let first: f64 = parse::num(&line, "first_us").unwrap_or(f64::NAN);
@@ -527,8 +617,15 @@ impl Suite {
                 metric: what.into(),
                 namesock: with_unit(ns, "µs"),
                 plain: format!("{} (known IP)", with_unit(plain, "µs")),
-                peer: format!("plain + getaddrinfo(/etc/hosts): {}", with_unit(lookup, "µs")),
-                versus: format!("{} vs IP, {} vs lookup", added(ns, plain, "µs"), added(ns, lookup, "µs")),
+                peer: format!(
+                    "plain + getaddrinfo(/etc/hosts): {}",
+                    with_unit(lookup, "µs")
+                ),
+                versus: format!(
+                    "{} vs IP, {} vs lookup",
+                    added(ns, plain, "µs"),
+                    added(ns, lookup, "µs")
+                ),
                 goal: String::new(),
             });
         }
@@ -539,7 +636,11 @@ impl Suite {
 
     /// One paced transfer server -> client by name while `act` moves hosts; the outage (from
     /// the receiver's progress), its split (from the debug logs) and whether all bytes came.
-    fn paced_move(&mut self, tag: &str, act: &dyn Fn(&Suite) -> Result<()>) -> Result<(Duration, Split, bool)> {
+    fn paced_move(
+        &mut self,
+        tag: &str,
+        act: &dyn Fn(&Suite) -> Result<()>,
+    ) -> Result<(Duration, Split, bool)> {
         let rate = 8 * MIB;
         let bytes = 6 * rate;
         let port = 7400;
@@ -548,13 +649,26 @@ impl Suite {
         let (p, b, r) = (port.to_string(), bytes.to_string(), rate.to_string());
         let server_log = format!("{tag}-server");
         let client_log = format!("{tag}-client");
-        let mut sc = self.ns_command(&self.server, "srv-move", &server_log, &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r])?;
-        sc.env("NAMESOCK_NAME", "mover").env("NAMESOCK_LOG", "debug");
+        let mut sc = self.ns_command(
+            &self.server,
+            "srv-move",
+            &server_log,
+            &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r],
+        )?;
+        sc.env("NAMESOCK_NAME", "mover")
+            .env("NAMESOCK_LOG", "debug");
         let mut server = Running::spawn(sc)?;
         server.expect("ready", Duration::from_secs(20))?;
         let target = format!("mover.ns.alt:{port}");
         let out_s = out.to_string_lossy().into_owned();
-        let mut cc = self.ns_command(&self.client, "cli-move", &client_log, &[&nsbench, "connect", &target, "--bytes", "0", "--out", &out_s])?;
+        let mut cc = self.ns_command(
+            &self.client,
+            "cli-move",
+            &client_log,
+            &[
+                &nsbench, "connect", &target, "--bytes", "0", "--out", &out_s,
+            ],
+        )?;
         cc.env("NAMESOCK_LOG", "debug");
         let mut client = Running::spawn(cc)?;
         let progress = Progress::watch(out.clone(), Duration::from_millis(5));
@@ -595,8 +709,12 @@ impl Suite {
         let runs = self.opts.runs.min(3);
         type Act = fn(&Suite) -> Result<()>;
         let kinds: [(&str, Act); 3] = [
-            ("client moves", |s| s.client.move_to_new_subnet().map(drop).map_err(Into::into)),
-            ("server moves", |s| s.server.move_to_new_subnet().map(drop).map_err(Into::into)),
+            ("client moves", |s| {
+                s.client.move_to_new_subnet().map(drop).map_err(Into::into)
+            }),
+            ("server moves", |s| {
+                s.server.move_to_new_subnet().map(drop).map_err(Into::into)
+            }),
             ("both move", |s| {
                 s.server.move_to_new_subnet()?;
                 s.client.move_to_new_subnet()?;
@@ -610,14 +728,27 @@ impl Suite {
                 let tag = format!("move-{}-{run}", kind.replace(' ', "-"));
                 let (outage, split, complete) = self.paced_move(&tag, &act)?;
                 let ms = outage.as_secs_f64() * 1e3;
-                eprintln!("  {kind} run {run}: outage {ms:.0} ms, split {split:?}, complete {complete}");
+                eprintln!(
+                    "  {kind} run {run}: outage {ms:.0} ms, split {split:?}, complete {complete}"
+                );
                 if !complete {
                     incomplete += 1;
                 }
                 self.record("move", kind, "namesock", run, ms, "ms");
-                for (phase, v) in [("detection", split.detection_ms), ("re-resolution", split.resolution_ms), ("resume", split.resume_ms)] {
+                for (phase, v) in [
+                    ("detection", split.detection_ms),
+                    ("re-resolution", split.resolution_ms),
+                    ("resume", split.resume_ms),
+                ] {
                     if let Some(v) = v {
-                        self.record("move", &format!("{kind}: {phase}"), "namesock", run, v, "ms");
+                        self.record(
+                            "move",
+                            &format!("{kind}: {phase}"),
+                            "namesock",
+                            run,
+                            v,
+                            "ms",
+                        );
                     }
                 }
                 splits.push(split);
@@ -627,7 +758,11 @@ impl Suite {
                 self.med("move", &format!("{kind}: {p}"), "namesock")
                     .map_or("-".to_owned(), |v| format!("{} ms", fig(v)))
             };
-            let note = if incomplete > 0 { format!(", {incomplete} run(s) incomplete") } else { String::new() };
+            let note = if incomplete > 0 {
+                format!(", {incomplete} run(s) incomplete")
+            } else {
+                String::new()
+            };
             self.rows.push(Row {
                 section: "move (keepalive 300 ms, dead 1.5 s)".into(),
                 metric: format!("outage, {kind} (median of {runs})"),
@@ -653,18 +788,55 @@ impl Suite {
         let bytes = 12 * rate;
         let nsbench = self.nsbench.to_string_lossy().into_owned();
         let (b, r) = (bytes.to_string(), rate.to_string());
-        let mut sc = self.ns_command(&self.server, "srv-move", "plot-server", &[&nsbench, "serve", "7500", "--bytes", &b, "--rate", &r])?;
+        let mut sc = self.ns_command(
+            &self.server,
+            "srv-move",
+            "plot-server",
+            &[&nsbench, "serve", "7500", "--bytes", &b, "--rate", &r],
+        )?;
         sc.env("NAMESOCK_NAME", "mover");
         let mut ns_server = Running::spawn(sc)?;
         ns_server.expect("ready", Duration::from_secs(20))?;
-        let mut plain_server = Running::spawn(self.plain_command(&self.server, "plot-plain-server", &[&nsbench, "plain-serve", "7501", "--bytes", &b, "--rate", &r])?)?;
+        let mut plain_server = Running::spawn(self.plain_command(
+            &self.server,
+            "plot-plain-server",
+            &[&nsbench, "plain-serve", "7501", "--bytes", &b, "--rate", &r],
+        )?)?;
         plain_server.expect("ready", Duration::from_secs(20))?;
-        let (ns_out, plain_out) = (self.world.path("plot-ns.out"), self.world.path("plot-plain.out"));
+        let (ns_out, plain_out) = (
+            self.world.path("plot-ns.out"),
+            self.world.path("plot-plain.out"),
+        );
         let ns_out_s = ns_out.to_string_lossy().into_owned();
         let plain_out_s = plain_out.to_string_lossy().into_owned();
-        let ns_client = Running::spawn(self.ns_command(&self.client, "cli-move", "plot-client", &[&nsbench, "connect", "mover.ns.alt:7500", "--bytes", "0", "--out", &ns_out_s])?)?;
+        let ns_client = Running::spawn(self.ns_command(
+            &self.client,
+            "cli-move",
+            "plot-client",
+            &[
+                &nsbench,
+                "connect",
+                "mover.ns.alt:7500",
+                "--bytes",
+                "0",
+                "--out",
+                &ns_out_s,
+            ],
+        )?)?;
         let plain_target = format!("{}:7501", self.server.v4());
-        let plain_client = Running::spawn(self.plain_command(&self.client, "plot-plain-client", &[&nsbench, "plain-connect", &plain_target, "--bytes", "0", "--out", &plain_out_s])?)?;
+        let plain_client = Running::spawn(self.plain_command(
+            &self.client,
+            "plot-plain-client",
+            &[
+                &nsbench,
+                "plain-connect",
+                &plain_target,
+                "--bytes",
+                "0",
+                "--out",
+                &plain_out_s,
+            ],
+        )?)?;
         let ns_progress = Progress::watch(ns_out, Duration::from_millis(20));
         let plain_progress = Progress::watch(plain_out, Duration::from_millis(20));
         std::thread::sleep(Duration::from_secs(4));
@@ -694,7 +866,9 @@ impl Suite {
             });
         match ran {
             Ok(s) if s.success() => self.plot = Some(png),
-            other => self.notes.push(format!("gnuplot did not make the plot ({other:?}); move.csv has the data")),
+            other => self.notes.push(format!(
+                "gnuplot did not make the plot ({other:?}); move.csv has the data"
+            )),
         }
         let mib = |s: &[Sample]| s.last().map_or(0.0, |x| x.bytes as f64 / MIB as f64);
         self.notes.push(format!(
@@ -717,53 +891,135 @@ impl Suite {
         };
         for variant in [Variant::Plain, Variant::Namesock] {
             let m = variant.name();
-            let port = if variant == Variant::Namesock { 7601 } else { 7600 };
+            let port = if variant == Variant::Namesock {
+                7601
+            } else {
+                7600
+            };
             let p = port.to_string();
-            let mut sc = self.peer(&self.server, variant, "srv-sink", &format!("sink-{m}"), &["sink-serve", m_arg(variant), &p])?;
+            let mut sc = self.peer(
+                &self.server,
+                variant,
+                "srv-sink",
+                &format!("sink-{m}"),
+                &["sink-serve", m_arg(variant), &p],
+            )?;
             sc.env("NAMESOCK_NAME", "sink");
             let mut server = Running::spawn(sc)?;
             server.expect("ready", Duration::from_secs(20))?;
             let target = self.target(variant, "sink", port, 0);
-            let mut client = Running::spawn(self.peer(&self.client, variant, "cli-sink", &format!("many-{m}"), &["many", m_arg(variant), &target, idle, busy, secs])?)?;
+            let mut client = Running::spawn(self.peer(
+                &self.client,
+                variant,
+                "cli-sink",
+                &format!("many-{m}"),
+                &["many", m_arg(variant), &target, idle, busy, secs],
+            )?)?;
             let rss = |c: &Running, s: &Running| rss_kib(c.pid()) + rss_kib(s.pid());
             client.expect("opened n=0", Duration::from_secs(20))?;
             let base = rss(&client, &server);
             client.send("go")?;
             let mut last_idle_rss = base;
             let mut last_idle_n = 0u64;
-            let n_idle = idle.split(',').count();
-            for _ in 0..n_idle {
+            let idle_steps: Vec<u64> = idle.split(',').filter_map(|x| x.parse().ok()).collect();
+            let busy_steps: Vec<u64> = busy.split(',').filter_map(|x| x.parse().ok()).collect();
+            // Never take the machine's last memory (others run tests on it): a step whose
+            // estimated cost would leave less than 4 GiB available is skipped.
+            let mut busy_kib_each = 10.0 * 1024.0;
+            let mut stopped = None;
+            for (i, _) in idle_steps.iter().enumerate() {
                 let line = client.expect("opened", Duration::from_secs(600))?;
                 std::thread::sleep(Duration::from_secs(1));
                 let n: u64 = parse::num(&line, "n").unwrap_or(0);
                 let open_secs: f64 = parse::num(&line, "secs").unwrap_or(f64::NAN);
                 let now = rss(&client, &server);
                 let per = (now.saturating_sub(base)) as f64 * 1024.0 / n.max(1) as f64;
-                eprintln!("  scale {m}: {n} idle sessions, RSS {now} KiB, {per:.0} B/session, opened in {open_secs:.1} s");
-                self.record("scale", &format!("idle {n}: RSS per session"), m, 0, per, "B");
-                self.record("scale", &format!("idle {n}: RSS total"), m, 0, now as f64, "KiB");
+                eprintln!(
+                    "  scale {m}: {n} idle sessions, RSS {now} KiB, {per:.0} B/session, opened in {open_secs:.1} s"
+                );
+                self.record(
+                    "scale",
+                    &format!("idle {n}: RSS per session"),
+                    m,
+                    0,
+                    per,
+                    "B",
+                );
+                self.record(
+                    "scale",
+                    &format!("idle {n}: RSS total"),
+                    m,
+                    0,
+                    now as f64,
+                    "KiB",
+                );
                 (last_idle_rss, last_idle_n) = (now, n);
+                let need = match idle_steps.get(i + 1) {
+                    Some(next) => per / 1024.0 * next.saturating_sub(n) as f64,
+                    None => busy_kib_each * busy_steps.first().copied().unwrap_or(0) as f64,
+                };
+                if !room_for(need) {
+                    stopped = Some(format!("after {n} idle sessions"));
+                    break;
+                }
                 client.send("go")?;
             }
-            for _ in 0..busy.split(',').count() {
+            for (j, _) in busy_steps.iter().enumerate() {
+                if stopped.is_some() {
+                    break;
+                }
                 let line = client.expect("busy-start", Duration::from_secs(60))?;
                 let n: u64 = parse::num(&line, "n").unwrap_or(0);
-                let s0 = server.latest("stat").and_then(|l| parse::num::<u64>(&l, "bytes")).unwrap_or(0);
+                let s0 = server
+                    .latest("stat")
+                    .and_then(|l| parse::num::<u64>(&l, "bytes"))
+                    .unwrap_or(0);
                 let t0 = Instant::now();
                 let secs_f: f64 = secs.parse().unwrap_or(5.0);
                 std::thread::sleep(Duration::from_secs_f64(secs_f * 0.8));
                 let during = rss(&client, &server);
                 client.expect("busy-end", Duration::from_secs(60))?;
                 std::thread::sleep(Duration::from_millis(300));
-                let s1 = server.latest("stat").and_then(|l| parse::num::<u64>(&l, "bytes")).unwrap_or(0);
+                let s1 = server
+                    .latest("stat")
+                    .and_then(|l| parse::num::<u64>(&l, "bytes"))
+                    .unwrap_or(0);
                 let mbps = (s1.saturating_sub(s0)) as f64 / t0.elapsed().as_secs_f64() / 1e6;
                 let per = during.saturating_sub(last_idle_rss) as f64 * 1024.0 / n.max(1) as f64;
-                eprintln!("  scale {m}: {n} busy of {last_idle_n}: {mbps:.0} MB/s, RSS {during} KiB, +{per:.0} B per busy session");
-                self.record("scale", &format!("busy {n}: throughput"), m, 0, mbps, "MB/s");
-                self.record("scale", &format!("busy {n}: extra RSS per busy session"), m, 0, per, "B");
+                eprintln!(
+                    "  scale {m}: {n} busy of {last_idle_n}: {mbps:.0} MB/s, RSS {during} KiB, +{per:.0} B per busy session"
+                );
+                self.record(
+                    "scale",
+                    &format!("busy {n}: throughput"),
+                    m,
+                    0,
+                    mbps,
+                    "MB/s",
+                );
+                self.record(
+                    "scale",
+                    &format!("busy {n}: extra RSS per busy session"),
+                    m,
+                    0,
+                    per,
+                    "B",
+                );
+                busy_kib_each = busy_kib_each.max(per / 1024.0);
+                if let Some(next) = busy_steps.get(j + 1)
+                    && !room_for(busy_kib_each * next.saturating_sub(n) as f64)
+                {
+                    stopped = Some(format!("after {n} busy sessions"));
+                    break;
+                }
                 client.send("go")?;
             }
-            let _ = client.expect("done", Duration::from_secs(30));
+            match stopped {
+                Some(at) => self.notes.push(format!(
+                    "scale, {m}: stopped {at}: the next step would have left less than 4 GiB of memory available"
+                )),
+                None => drop(client.expect("done", Duration::from_secs(30))),
+            }
         }
         let metrics: Vec<String> = {
             let mut seen = Vec::new();
@@ -775,7 +1031,11 @@ impl Suite {
             seen
         };
         for metric in metrics {
-            let unit = if metric.ends_with("throughput") { "MB/s" } else { "B" };
+            let unit = if metric.ends_with("throughput") {
+                "MB/s"
+            } else {
+                "B"
+            };
             let plain = self.med("scale", &metric, "plain");
             let ns = self.med("scale", &metric, "namesock");
             self.rows.push(Row {
@@ -784,7 +1044,11 @@ impl Suite {
                 namesock: with_unit(ns, unit),
                 plain: with_unit(plain, unit),
                 peer: String::new(),
-                versus: if unit == "MB/s" { times(ratio(ns, plain)) } else { added(ns, plain, unit) },
+                versus: if unit == "MB/s" {
+                    times(ratio(ns, plain))
+                } else {
+                    added(ns, plain, unit)
+                },
                 goal: String::new(),
             });
         }
@@ -810,14 +1074,29 @@ impl Suite {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(SuiteError::Parse { what: format!("`{script}`"), output: String::from_utf8_lossy(&out.stderr).into_owned() })
+                Err(SuiteError::Parse {
+                    what: format!("`{script}`"),
+                    output: String::from_utf8_lossy(&out.stderr).into_owned(),
+                })
             }
         };
         for ns in [&cns, &sns] {
-            sh(ns, "sysctl -q -w net.mptcp.enabled=1 && ip mptcp limits set subflow 4 add_addr_accepted 4")?;
+            sh(
+                ns,
+                "sysctl -q -w net.mptcp.enabled=1 && ip mptcp limits set subflow 4 add_addr_accepted 4",
+            )?;
         }
-        sh(&cns, &format!("ip mptcp endpoint flush; ip mptcp endpoint add {} dev {} subflow", second.subnet.host_v4(), second.host_if))?;
+        sh(
+            &cns,
+            &format!(
+                "ip mptcp endpoint flush; ip mptcp endpoint add {} dev {} subflow",
+                second.subnet.host_v4(),
+                second.host_if
+            ),
+        )?;
         let runs = self.opts.runs.min(3);
+        // Both directions paced, so that neither end half-closes early: the MPTCP path
+        // manager adds no subflow to a connection that is already closing.
         let rate = 8 * MIB;
         let bytes = 5 * rate;
         let nsbench = self.nsbench.to_string_lossy().into_owned();
@@ -829,18 +1108,61 @@ impl Suite {
                 let out = self.world.path(&format!("mptcp-{which}-{run}.out"));
                 let out_s = out.to_string_lossy().into_owned();
                 let (mut server, client) = if which == "namesock" {
-                    let mut sc = self.ns_command(&self.server, "srv-move", &format!("fail-{which}-{run}-server"), &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r])?;
+                    let mut sc = self.ns_command(
+                        &self.server,
+                        "srv-move",
+                        &format!("fail-{which}-{run}-server"),
+                        &[&nsbench, "serve", &p, "--bytes", &b, "--rate", &r],
+                    )?;
                     sc.env("NAMESOCK_NAME", "mover");
                     let mut s = Running::spawn(sc)?;
                     s.expect("ready", Duration::from_secs(20))?;
                     let target = format!("mover.ns.alt:{port}");
-                    let c = Running::spawn(self.ns_command(&self.client, "cli-move", &format!("fail-{which}-{run}-client"), &[&nsbench, "connect", &target, "--bytes", "0", "--out", &out_s])?)?;
+                    let c = Running::spawn(self.ns_command(
+                        &self.client,
+                        "cli-move",
+                        &format!("fail-{which}-{run}-client"),
+                        &[
+                            &nsbench, "connect", &target, "--bytes", &b, "--rate", &r, "--out",
+                            &out_s,
+                        ],
+                    )?)?;
                     (s, c)
                 } else {
-                    let mut s = Running::spawn(self.plain_command(&self.server, &format!("fail-{which}-{run}-server"), &["mptcpize", "run", &nsbench, "plain-serve", &p, "--bytes", &b, "--rate", &r])?)?;
+                    let mut s = Running::spawn(self.plain_command(
+                        &self.server,
+                        &format!("fail-{which}-{run}-server"),
+                        &[
+                            "mptcpize",
+                            "run",
+                            &nsbench,
+                            "plain-serve",
+                            &p,
+                            "--bytes",
+                            &b,
+                            "--rate",
+                            &r,
+                        ],
+                    )?)?;
                     s.expect("ready", Duration::from_secs(20))?;
                     let target = format!("{}:{port}", self.server.v4());
-                    let c = Running::spawn(self.plain_command(&self.client, &format!("fail-{which}-{run}-client"), &["mptcpize", "run", &nsbench, "plain-connect", &target, "--bytes", "0", "--out", &out_s])?)?;
+                    let c = Running::spawn(self.plain_command(
+                        &self.client,
+                        &format!("fail-{which}-{run}-client"),
+                        &[
+                            "mptcpize",
+                            "run",
+                            &nsbench,
+                            "plain-connect",
+                            &target,
+                            "--bytes",
+                            &b,
+                            "--rate",
+                            &r,
+                            "--out",
+                            &out_s,
+                        ],
+                    )?)?;
                     (s, c)
                 };
                 let progress = Progress::watch(out, Duration::from_millis(5));
@@ -848,11 +1170,15 @@ impl Suite {
                     return Err(SuiteError::Timeout(format!("{which}: first bytes")));
                 }
                 let subflows = if which == "mptcp" {
-                    let o = namesock::testbed::run_with_input({
-                        let mut c = Command::new("ip");
-                        c.args(["netns", "exec", &cns, "ss", "-tniM"]);
-                        c
-                    }, None, Duration::from_secs(10))?;
+                    let o = namesock::testbed::run_with_input(
+                        {
+                            let mut c = Command::new("ip");
+                            c.args(["netns", "exec", &cns, "ss", "-tniM"]);
+                            c
+                        },
+                        None,
+                        Duration::from_secs(10),
+                    )?;
                     String::from_utf8_lossy(&o.stdout).matches("ESTAB").count()
                 } else {
                     0
@@ -866,12 +1192,23 @@ impl Suite {
                 let end = progress.now();
                 let samples = progress.finish();
                 let got = samples.last().map_or(0, |s| s.bytes);
-                let outage = stalls(&samples, &[moved], end, bytes).first().map_or(end - moved, |s| s.longest);
+                let outage = stalls(&samples, &[moved], end, bytes)
+                    .first()
+                    .map_or(end - moved, |s| s.longest);
                 let ms = outage.as_secs_f64() * 1e3;
-                eprintln!("  failover run {run} {which}: stall {ms:.0} ms, {got} of {bytes} bytes{}", if which == "mptcp" { format!(", {subflows} TCP flows established before") } else { String::new() });
+                eprintln!(
+                    "  failover run {run} {which}: stall {ms:.0} ms, {got} of {bytes} bytes{}",
+                    if which == "mptcp" {
+                        format!(", {subflows} TCP flows established before")
+                    } else {
+                        String::new()
+                    }
+                );
                 self.record("failover", "stall", which, run, ms, "ms");
                 if got < bytes {
-                    self.notes.push(format!("failover run {run}: {which} got {got} of {bytes} bytes within 30 s"));
+                    self.notes.push(format!(
+                        "failover run {run}: {which} got {got} of {bytes} bytes within 30 s"
+                    ));
                 }
                 drop(client);
                 server.process.kill();
@@ -903,13 +1240,22 @@ impl Suite {
         let text = std::fs::read_to_string(&path).map_err(io(path.display().to_string()))?;
         let figures = parse::gns_bench(&text);
         if figures.is_empty() {
-            self.notes.push(format!("GNS figures: none found in {}", path.display()));
+            self.notes
+                .push(format!("GNS figures: none found in {}", path.display()));
         }
         for g in figures {
             self.rows.push(Row {
                 section: "GNS".into(),
-                metric: format!("{}: publish -> visible (median, p99); verified resolves/s", g.backend),
-                namesock: format!("{} ms, {} ms; {}/s", fig(g.visible_median_ms), fig(g.visible_p99_ms), fig(g.resolves_per_sec)),
+                metric: format!(
+                    "{}: publish -> visible (median, p99); verified resolves/s",
+                    g.backend
+                ),
+                namesock: format!(
+                    "{} ms, {} ms; {}/s",
+                    fig(g.visible_median_ms),
+                    fig(g.visible_p99_ms),
+                    fig(g.resolves_per_sec)
+                ),
                 plain: String::new(),
                 peer: String::new(),
                 versus: String::new(),
@@ -929,7 +1275,12 @@ fn m_arg(v: Variant) -> &'static str {
 
 /// Bytes received over time for both connections, on a common 20 ms grid up to `end`.
 fn move_csv(ns: &[Sample], plain: &[Sample], end: Duration) -> String {
-    let at = |s: &[Sample], t: Duration| s.iter().take_while(|x| x.at <= t).last().map_or(0, |x| x.bytes);
+    let at = |s: &[Sample], t: Duration| {
+        s.iter()
+            .take_while(|x| x.at <= t)
+            .last()
+            .map_or(0, |x| x.bytes)
+    };
     let mut out = String::from("seconds,namesock_mib,plain_tcp_mib\n");
     let steps = (end.as_millis() / 20) as u64;
     for i in 0..=steps.min(100_000) {
@@ -959,6 +1310,13 @@ fn gnuplot_script(csv: &Path, png: &Path, moved: f64) -> String {
         png = png.display(),
         csv = csv.display(),
     )
+}
+
+/// Is there room for `kib` more memory while keeping 4 GiB available to everyone else?
+fn room_for(kib: f64) -> bool {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = parse::mem_available_kib(&meminfo).unwrap_or(0) as f64;
+    available - kib > 4.0 * 1024.0 * 1024.0
 }
 
 fn uptime() -> String {
@@ -991,8 +1349,11 @@ fn run() -> Result<()> {
     namesock_bench::raise_nofile(1 << 20);
     std::fs::create_dir_all(&opts.out).map_err(io("output directory"))?;
     let tools = Tools::in_dir(&opts.bin)?;
-    let nb_peer = std::fs::canonicalize(opts.bin.join("nb-peer")).map_err(io("nb-peer (build the workspace in release mode)"))?;
-    let nsbench = std::fs::canonicalize(opts.bin.join("examples/nsbench")).map_err(io("examples/nsbench (cargo build --release -p namesock --example nsbench)"))?;
+    let nb_peer = std::fs::canonicalize(opts.bin.join("nb-peer"))
+        .map_err(io("nb-peer (build the workspace in release mode)"))?;
+    let nsbench = std::fs::canonicalize(opts.bin.join("examples/nsbench")).map_err(io(
+        "examples/nsbench (cargo build --release -p namesock --example nsbench)",
+    ))?;
     let prefix = format!("nb-{}", std::process::id());
     Testbed::sweep(&prefix);
     let bed = Testbed::new(&prefix)?;
@@ -1015,7 +1376,12 @@ fn run() -> Result<()> {
         plot: None,
         _etc: None,
     };
-    let wanted = |s: &Suite, name: &str| s.opts.only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    let wanted = |s: &Suite, name: &str| {
+        s.opts
+            .only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == name))
+    };
     type Section = fn(&mut Suite) -> Result<()>;
     let sections: [(&str, Section); 8] = [
         ("bulk", Suite::bulk),
@@ -1042,7 +1408,12 @@ fn run() -> Result<()> {
     let load_after = uptime();
     let minutes = started.elapsed().map_or(0.0, |d| d.as_secs_f64() / 60.0);
     let mut md = String::new();
-    let _ = writeln!(md, "namesock benchmarks: {} run(s) per figure unless noted, median; kernel {}, load average {load_before} before and {load_after} after ({minutes:.1} min).\n", suite.opts.runs, uname_r());
+    let _ = writeln!(
+        md,
+        "namesock benchmarks: {} run(s) per figure unless noted, median; kernel {}, load average {load_before} before and {load_after} after ({minutes:.1} min).\n",
+        suite.opts.runs,
+        uname_r()
+    );
     md.push_str(&table::markdown(&suite.rows));
     for note in &suite.notes {
         let _ = writeln!(md, "\n- {note}");
@@ -1051,7 +1422,9 @@ fn run() -> Result<()> {
         let _ = writeln!(md, "\n- section `{name}` failed: {e}");
     }
     println!("{md}");
-    let write = |file: &str, text: &str| std::fs::write(suite.opts.out.join(file), text).map_err(io(file.to_owned()));
+    let write = |file: &str, text: &str| {
+        std::fs::write(suite.opts.out.join(file), text).map_err(io(file.to_owned()))
+    };
     write("bench.md", &md)?;
     write("raw.csv", &table::csv(&suite.samples))?;
     if let Some(png) = &suite.plot {

@@ -85,6 +85,12 @@ pub fn vm_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// MemAvailable in KiB from `/proc/meminfo`.
+pub fn mem_available_kib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `mem` pages of the TCP line of `/proc/net/sockstat` (kernel memory of TCP buffers).
 pub fn sockstat_tcp_pages(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("TCP:"))?;
@@ -180,7 +186,12 @@ pub struct Split {
 
 /// Split an outage that began at `moved_us` (Unix µs) using the client's and the server's
 /// recovery steps. Only steps at or after the move count, and only within `window_us`.
-pub fn split(moved_us: i64, window_us: i64, client: &[(i64, Step)], server: &[(i64, Step)]) -> Split {
+pub fn split(
+    moved_us: i64,
+    window_us: i64,
+    client: &[(i64, Step)],
+    server: &[(i64, Step)],
+) -> Split {
     let after = |v: &[(i64, Step)], step: Step, from: i64| {
         v.iter()
             .filter(|(t, s)| *s == step && *t >= from && *t <= moved_us + window_us)
@@ -248,14 +259,20 @@ mod tests {
         let out = "ready x\ndone sent=10 sent_sha256=ab recv=20 recv_sha256=cd secs=1.500\n";
         let d = nsbench_done(out).unwrap();
         assert_eq!((d.sent, d.recv, d.secs), (10, 20, 1.5));
-        assert_eq!((d.sent_sha256.as_str(), d.recv_sha256.as_str()), ("ab", "cd"));
+        assert_eq!(
+            (d.sent_sha256.as_str(), d.recv_sha256.as_str()),
+            ("ab", "cd")
+        );
         assert!(nsbench_done("done sent=1").is_none());
         assert!(nsbench_done("").is_none());
     }
 
     #[test]
     fn fields() {
-        assert_eq!(num::<u64>("stat t_ms=5 bytes=77 conns=2", "bytes"), Some(77));
+        assert_eq!(
+            num::<u64>("stat t_ms=5 bytes=77 conns=2", "bytes"),
+            Some(77)
+        );
         assert_eq!(num::<u64>("stat t_ms=5 bytes=77", "conns"), None);
         assert_eq!(field("a=1 ab=2", "ab"), Some("2"));
     }
@@ -284,27 +301,48 @@ mod tests {
     fn rss_and_sockstat() {
         assert_eq!(vm_rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), Some(12345));
         assert_eq!(vm_rss_kib("Name:\tx\n"), None);
+        let m = "MemTotal:       24000000 kB\nMemAvailable:   19000000 kB\n";
+        assert_eq!(mem_available_kib(m), Some(19_000_000));
+        assert_eq!(mem_available_kib("MemTotal: 1 kB"), None);
         let s = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 0 alloc 4 mem 17\nUDP: inuse 0 mem 0\n";
         assert_eq!(sockstat_tcp_pages(s), Some(17));
     }
 
     #[test]
     fn log_times() {
-        assert_eq!(log_time_us("1970-01-01T00:00:01.5Z  DEBUG x"), Some(1_500_000));
+        assert_eq!(
+            log_time_us("1970-01-01T00:00:01.5Z  DEBUG x"),
+            Some(1_500_000)
+        );
         let t = log_time_us("2026-11-22T07:57:19.123456Z DEBUG namesock: hi").unwrap();
         // 2026-11-22 is day 20_779 since the epoch.
         assert_eq!(t, ((20_779 * 24 + 7) * 60 + 57) * 60_000_000 + 19_123_456);
-        assert_eq!(log_time_us("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
+        assert_eq!(
+            log_time_us("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000_000)
+        );
         assert_eq!(log_time_us("not a time"), None);
         assert_eq!(log_time_us("2026-13-01T00:00:00Z"), None);
     }
 
     #[test]
     fn classify_lines() {
-        assert_eq!(classify("DEBUG local addresses changed changes=[..]"), Some(Step::Detect));
-        assert_eq!(classify("path suspect: asking the GNS path=3"), Some(Step::Detect));
-        assert_eq!(classify("new locators from the GNS: dialing them now"), Some(Step::Resolve));
-        assert_eq!(classify("session resumed on a new path path=4"), Some(Step::Resume));
+        assert_eq!(
+            classify("DEBUG local addresses changed changes=[..]"),
+            Some(Step::Detect)
+        );
+        assert_eq!(
+            classify("path suspect: asking the GNS path=3"),
+            Some(Step::Detect)
+        );
+        assert_eq!(
+            classify("new locators from the GNS: dialing them now"),
+            Some(Step::Resolve)
+        );
+        assert_eq!(
+            classify("session resumed on a new path path=4"),
+            Some(Step::Resume)
+        );
         assert_eq!(classify("path connected"), None);
     }
 
@@ -325,7 +363,10 @@ mod tests {
         let client = vec![(t0 + 2_000, Step::Detect)];
         let server = vec![(t0 + 42_000, Step::Resume)];
         let s = split(t0, 10_000_000, &client, &server);
-        assert_eq!((s.detection_ms, s.resolution_ms, s.resume_ms), (Some(2.0), None, Some(40.0)));
+        assert_eq!(
+            (s.detection_ms, s.resolution_ms, s.resume_ms),
+            (Some(2.0), None, Some(40.0))
+        );
         // Out of the window: nothing.
         let s = split(t0, 1_000, &client, &server);
         assert_eq!(s, Split::default());
@@ -337,7 +378,14 @@ mod tests {
         let g = gns_bench(out);
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].backend, "file store");
-        assert_eq!((g[0].visible_median_ms, g[0].visible_p99_ms, g[0].resolves_per_sec), (0.12, 0.3, 25000.0));
+        assert_eq!(
+            (
+                g[0].visible_median_ms,
+                g[0].visible_p99_ms,
+                g[0].resolves_per_sec
+            ),
+            (0.12, 0.3, 25000.0)
+        );
         assert_eq!(g[1].backend, "BIND9 (RFC 2136 + TSIG, TXT lookups)");
         assert_eq!(g[1].resolves_per_sec, 2100.0);
         assert!(gns_bench("garbage").is_empty());

@@ -22,7 +22,13 @@ pub struct Row {
 /// Render rows as a markdown table with a header.
 pub fn markdown(rows: &[Row]) -> String {
     let header = [
-        "section", "metric", "namesock", "plain TCP", "peer", "namesock vs plain", "goal",
+        "section",
+        "metric",
+        "namesock",
+        "plain TCP",
+        "peer",
+        "namesock vs plain",
+        "goal",
     ];
     let cells: Vec<[String; 7]> = rows
         .iter()

@@ -104,9 +104,9 @@ impl Listener {
     fn bind(mode: Mode, port: u16) -> Result<Listener, PeerError> {
         Ok(match mode {
             Mode::Ns => Listener::Ns(namesock::TcpListener::bind(port).map_err(io_err("bind"))?),
-            _ => Listener::Plain(
-                std::net::TcpListener::bind(("::", port)).map_err(io_err("bind"))?,
-            ),
+            _ => {
+                Listener::Plain(std::net::TcpListener::bind(("::", port)).map_err(io_err("bind"))?)
+            }
         })
     }
 
@@ -217,11 +217,22 @@ fn sink_serve(mode: Mode, port: u16) -> Result<(), PeerError> {
     let mut last_stat = Instant::now();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 256 * 1024];
+    // Sessions whose last drain stopped before the socket ran dry (their edge is used up).
+    let mut again: Vec<usize> = Vec::new();
     loop {
-        poll.poll(&mut events, Some(Duration::from_millis(50)))
+        let wait = if again.is_empty() { 50 } else { 0 };
+        poll.poll(&mut events, Some(Duration::from_millis(wait)))
             .map_err(io_err("poll"))?;
-        for ev in events.iter() {
-            total += streams.drain(ev.token().0, &mut buf);
+        let mut todo: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+        todo.append(&mut again);
+        todo.sort_unstable();
+        todo.dedup();
+        for token in todo {
+            let (got, more) = streams.drain(token, &mut buf);
+            total += got;
+            if more {
+                again.push(token);
+            }
         }
         if last_stat.elapsed() >= Duration::from_millis(250) {
             last_stat = Instant::now();
@@ -260,30 +271,31 @@ mod slots {
             v[token] = Some(s);
         }
 
-        /// Read `token`'s session until it would block (edge-triggered); bytes read.
-        pub fn drain(&self, token: usize, buf: &mut [u8]) -> u64 {
+        /// Read `token`'s session until it would block (edge-triggered): the bytes read, and
+        /// whether it may have more (the bounded turn ended first).
+        pub fn drain(&self, token: usize, buf: &mut [u8]) -> (u64, bool) {
             let mut v = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let Some(Some(s)) = v.get_mut(token) else {
-                return 0;
+                return (0, false);
             };
             let mut got = 0u64;
-            // Bounded: at most 64 reads per event, then the next readiness event resumes.
-            for _ in 0..64 {
+            // Bounded: at most 16 reads per turn.
+            for _ in 0..16 {
                 match s.read(buf) {
                     Ok(0) => {
                         v[token] = None;
-                        break;
+                        return (got, false);
                     }
                     Ok(n) => got += n as u64,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return (got, false),
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
                         v[token] = None;
-                        break;
+                        return (got, false);
                     }
                 }
             }
-            got
+            (got, true)
         }
     }
 }
@@ -351,20 +363,38 @@ fn many(
         let mut sent = 0u64;
         // Everything writable once at the start, then on each readiness edge.
         let mut ready: Vec<usize> = (0..busy_set.len()).collect();
+        let mut again: Vec<usize> = Vec::new();
         while start.elapsed().as_secs_f64() < secs {
             for i in ready.drain(..) {
                 let s = &mut busy_set[i];
-                // Bounded per readiness edge.
+                // Bounded per turn; a session that did not block yet gets another turn (its
+                // readiness edge is used up).
+                let mut blocked = false;
                 for _ in 0..16 {
                     match s.write(&chunk) {
                         Ok(n) => sent += n as u64,
-                        Err(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(_) => {
+                            blocked = true;
+                            break;
+                        }
                     }
                 }
+                if !blocked {
+                    again.push(i);
+                }
             }
-            poll.poll(&mut events, Some(Duration::from_millis(20)))
+            let wait = if again.is_empty() { 20 } else { 0 };
+            poll.poll(&mut events, Some(Duration::from_millis(wait)))
                 .map_err(io_err("poll"))?;
+            ready.append(&mut again);
             ready.extend(events.iter().map(|e| e.token().0));
+            ready.sort_unstable();
+            ready.dedup();
         }
         say(format!(
             "busy-end n={} sent={sent} secs={:.3}",

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Regenerates every benchmark figure of namesock (issue 8): the criterion benches of the wire
+# codec and the session, the GNS figures, and the end-to-end suite between network namespaces
+# (namesock against plain TCP, socat and MPTCP), writing bench/results/. Needs root, iproute2,
+# nftables, socat, mptcpd (mptcpize), gnuplot-nox (for the PNG) and BIND9 (for the GNS figures).
+#
+#   sudo bench/run.sh                 # everything, 5 runs per figure
+#   sudo bench/run.sh --runs 3 --only bulk,rr    # options go to nsbench-suite
+#
+# Not part of tests/run.sh or CI: these are measurements, not timed tests.
+set -eu
+cd "$(dirname "$0")/.."
+out=bench/results
+mkdir -p "$out"
+
+cargo build --release --workspace --bins --examples
+if [ -z "${NB_SKIP_CRITERION:-}" ]; then
+    cargo bench -p namesock --bench wire --bench session -- --noplot 2>&1 | tee "$out/criterion.txt"
+fi
+if [ -z "${NB_SKIP_GNS:-}" ]; then
+    cargo bench -p namesock-resolver --bench gns 2>&1 | tee "$out/gns.txt"
+fi
+uname -r >"$out/machine.txt"
+nproc >>"$out/machine.txt"
+free -g | awk '/Mem:/ {print $2 " GiB"}' >>"$out/machine.txt"
+uptime >>"$out/machine.txt"
+target/release/nsbench-suite --out "$out" --gns "$out/gns.txt" "$@"
