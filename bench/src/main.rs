@@ -904,20 +904,30 @@ impl Suite {
                 &format!("sink-{m}"),
                 &["sink-serve", m_arg(variant), &p],
             )?;
-            sc.env("NAMESOCK_NAME", "sink");
+            // namesock's default timers (keepalive 5 s), not the quick ones of the moves: 10,000
+            // sessions pinging every 300 ms would measure the keepalives.
+            sc.env("NAMESOCK_NAME", "sink")
+                .env_remove("NAMESOCK_KEEPALIVE_MS")
+                .env_remove("NAMESOCK_PATH_DEAD_MS");
             let mut server = Running::spawn(sc)?;
             server.expect("ready", Duration::from_secs(20))?;
             let target = self.target(variant, "sink", port, 0);
-            let mut client = Running::spawn(self.peer(
+            let mut cc = self.peer(
                 &self.client,
                 variant,
                 "cli-sink",
                 &format!("many-{m}"),
                 &["many", m_arg(variant), &target, idle, busy, secs],
-            )?)?;
+            )?;
+            cc.env_remove("NAMESOCK_KEEPALIVE_MS")
+                .env_remove("NAMESOCK_PATH_DEAD_MS");
+            let mut client = Running::spawn(cc)?;
             let rss = |c: &Running, s: &Running| rss_kib(c.pid()) + rss_kib(s.pid());
+            let (cns, sns) = (self.client.namespace(), self.server.namespace());
+            let kernel_kib = || tcp_kernel_kib(&cns) + tcp_kernel_kib(&sns);
             client.expect("opened n=0", Duration::from_secs(20))?;
             let base = rss(&client, &server);
+            let kbase = kernel_kib();
             client.send("go")?;
             let mut last_idle_rss = base;
             let mut last_idle_n = 0u64;
@@ -934,6 +944,15 @@ impl Suite {
                 let open_secs: f64 = parse::num(&line, "secs").unwrap_or(f64::NAN);
                 let now = rss(&client, &server);
                 let per = (now.saturating_sub(base)) as f64 * 1024.0 / n.max(1) as f64;
+                let kper = kernel_kib().saturating_sub(kbase) as f64 * 1024.0 / n.max(1) as f64;
+                self.record(
+                    "scale",
+                    &format!("idle {n}: kernel TCP buffers per session"),
+                    m,
+                    0,
+                    kper,
+                    "B",
+                );
                 eprintln!(
                     "  scale {m}: {n} idle sessions, RSS {now} KiB, {per:.0} B/session, opened in {open_secs:.1} s"
                 );
@@ -1312,6 +1331,38 @@ fn gnuplot_script(csv: &Path, png: &Path, moved: f64) -> String {
     )
 }
 
+/// The kernel's TCP buffer memory in `namespace` (the `mem` pages of /proc/net/sockstat).
+fn tcp_kernel_kib(namespace: &str) -> u64 {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", namespace, "cat", "/proc/net/sockstat"]);
+    namesock::testbed::run_with_input(c, None, Duration::from_secs(10))
+        .ok()
+        .and_then(|o| parse::sockstat_tcp_pages(&String::from_utf8_lossy(&o.stdout)))
+        .map_or(0, |pages| pages * 4)
+}
+
+/// Remove the beds of earlier suite runs (`nb-<pid>-...`) whose process is gone.
+fn sweep_stale_beds() {
+    let mut c = Command::new("ip");
+    c.args(["netns", "list"]);
+    let Ok(out) = namesock::testbed::run_with_input(c, None, Duration::from_secs(10)) else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    for pid in listing.lines().filter_map(|l| {
+        let name = l.split_whitespace().next()?;
+        name.strip_prefix("nb-")?
+            .split('-')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    }) {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            Testbed::sweep(&format!("nb-{pid}"));
+        }
+    }
+}
+
 /// Is there room for `kib` more memory while keeping 4 GiB available to everyone else?
 fn room_for(kib: f64) -> bool {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -1354,8 +1405,8 @@ fn run() -> Result<()> {
     let nsbench = std::fs::canonicalize(opts.bin.join("examples/nsbench")).map_err(io(
         "examples/nsbench (cargo build --release -p namesock --example nsbench)",
     ))?;
+    sweep_stale_beds();
     let prefix = format!("nb-{}", std::process::id());
-    Testbed::sweep(&prefix);
     let bed = Testbed::new(&prefix)?;
     let server = bed.add_host("server")?;
     let client = bed.add_host("client")?;

@@ -1,0 +1,145 @@
+//! The sans-IO session: bytes written by one application move to the other through two
+//! in-memory sessions, with and without the frame codec in between, and the handshake.
+//! `cargo bench -p namesock --bench session` (run by `bench/run.sh`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use namesock::identity::Keypair;
+use namesock::session::{Acceptor, Event, Session, SessionConfig};
+use namesock::wire::{Frame, PathId};
+
+const CPATH: PathId = 1;
+const SPATH: PathId = 100;
+
+struct Pair {
+    now: Instant,
+    client: Session,
+    server: Session,
+    /// Encode and decode every frame (as the engine does) instead of passing it by value.
+    codec: bool,
+    wire: Vec<u8>,
+}
+
+impl Pair {
+    fn new(codec: bool) -> Pair {
+        let cfg = SessionConfig::default();
+        let now = Instant::now();
+        let skey = Arc::new(Keypair::from_seed(&[2; 32]));
+        let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [1; 16], [9; 32], now);
+        client.path_opened(now, CPATH);
+        let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+            panic!("no HELLO");
+        };
+        let server = Acceptor::new(cfg, skey)
+            .accept_hello(now, &hello, SPATH)
+            .expect("HELLO accepted");
+        let mut pair = Pair {
+            now,
+            client,
+            server,
+            codec,
+            wire: Vec::with_capacity(128 * 1024),
+        };
+        pair.pump();
+        assert!(matches!(
+            pair.client.poll_event(),
+            Some(Event::Established { .. })
+        ));
+        pair
+    }
+
+    fn carry(&mut self, frame: Frame) -> Frame {
+        if !self.codec {
+            return frame;
+        }
+        self.wire.clear();
+        frame.encode(&mut self.wire);
+        match Frame::decode(&self.wire) {
+            Ok(Some((f, _))) => f,
+            other => panic!("codec round trip: {other:?}"),
+        }
+    }
+
+    /// Frames both ways until quiet (bounded: a quiet pair stops at once).
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            while let Some(f) = self.client.poll_transmit(self.now, CPATH) {
+                let f = self.carry(f);
+                let _ = self.server.handle_frame(self.now, SPATH, f);
+                moved = true;
+            }
+            while let Some(f) = self.server.poll_transmit(self.now, SPATH) {
+                let f = self.carry(f);
+                let _ = self.client.handle_frame(self.now, CPATH, f);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Move `total` bytes from the client application to the server application.
+    fn transfer(&mut self, data: &[u8], total: usize, buf: &mut [u8]) -> usize {
+        let (mut written, mut read) = (0, 0);
+        // Bounded: every round moves at least one frame's worth while bytes remain.
+        for _ in 0..(total / 1024 + 1000) {
+            if read >= total {
+                break;
+            }
+            if written < total {
+                let n = (total - written).min(data.len());
+                written += self.client.app_write(&data[..n]);
+            }
+            self.pump();
+            loop {
+                let n = self.server.app_read(buf);
+                if n == 0 {
+                    break;
+                }
+                read += n;
+            }
+            self.pump();
+            while self.client.poll_event().is_some() {}
+            while self.server.poll_event().is_some() {}
+        }
+        read
+    }
+}
+
+fn session(c: &mut Criterion) {
+    let total = 16 << 20;
+    let data = vec![0x5a; 256 * 1024];
+    let mut buf = vec![0; 256 * 1024];
+    let mut g = c.benchmark_group("session/transfer");
+    g.throughput(Throughput::Bytes(total as u64));
+    g.sample_size(20);
+    for codec in [false, true] {
+        let name = if codec {
+            "with codec"
+        } else {
+            "frames by value"
+        };
+        g.bench_function(BenchmarkId::new("16 MiB one way", name), |b| {
+            let mut pair = Pair::new(codec);
+            b.iter(|| {
+                let got = pair.transfer(&data, total, &mut buf);
+                assert_eq!(got, total);
+                black_box(got)
+            })
+        });
+    }
+    g.finish();
+
+    c.bench_function("session/handshake (sign + verify both ways)", |b| {
+        b.iter(|| black_box(Pair::new(false).client.conn_id()))
+    });
+}
+
+criterion_group!(benches, session);
+criterion_main!(benches);
