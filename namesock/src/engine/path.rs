@@ -40,7 +40,11 @@ pub struct FlowPath {
     pub replaces: Vec<u32>,
     /// A multihomed client's extra path, pinned to one more local address.
     pub standby: bool,
+    /// Bytes read and not yet decoded are `rbuf[rstart..rend]`; the buffer is zeroed once
+    /// (when the first bytes arrive), not per read.
     rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
@@ -70,7 +74,9 @@ impl FlowPath {
             opened: false,
             replaces: Vec::new(),
             standby: false,
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
@@ -82,12 +88,11 @@ impl FlowPath {
     pub fn read_frames(&mut self, mut on_frame: impl FnMut(Frame) -> bool) -> ReadOutcome {
         loop {
             // Frames already buffered first (a previous call may have stopped early).
-            let mut pos = 0;
             let mut stop = false;
-            loop {
-                match Frame::decode(&self.rbuf[pos..]) {
+            while self.rstart < self.rend {
+                match Frame::decode(&self.rbuf[self.rstart..self.rend]) {
                     Ok(Some((frame, used))) => {
-                        pos += used;
+                        self.rstart += used;
                         if !on_frame(frame) {
                             stop = true;
                             break;
@@ -97,23 +102,29 @@ impl FlowPath {
                     Err(e) => return ReadOutcome::Malformed(e),
                 }
             }
-            self.rbuf.drain(..pos);
+            if self.rstart == self.rend {
+                (self.rstart, self.rend) = (0, 0);
+            }
             if stop {
                 return ReadOutcome::Open;
             }
-            if self.rbuf.len() > MAX_FRAME {
+            if self.rend - self.rstart > MAX_FRAME {
                 return ReadOutcome::Closed(Some(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "frame larger than MAX_FRAME",
                 )));
             }
-            let start = self.rbuf.len();
-            self.rbuf.resize(start + READ_CHUNK, 0);
-            let r = self.stream.read(&mut self.rbuf[start..]);
-            self.rbuf.truncate(start + *r.as_ref().unwrap_or(&0));
-            match r {
+            if self.rbuf.is_empty() {
+                self.rbuf = vec![0; MAX_FRAME + READ_CHUNK];
+            }
+            if self.rbuf.len() - self.rend < READ_CHUNK {
+                // Move the partial frame to the front: at most MAX_FRAME bytes.
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                (self.rstart, self.rend) = (0, self.rend - self.rstart);
+            }
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => return ReadOutcome::Closed(None),
-                Ok(_) => {}
+                Ok(n) => self.rend += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Closed(Some(e)),

@@ -30,12 +30,16 @@ pub struct AppSide {
     read_eof: bool,
     /// SHUT_WR sent to the program after the peer's FIN.
     wrote_eof: bool,
-    /// Bytes read from the program that the session has not taken yet (no replay room).
+    /// Bytes read from the program that the session has not taken yet (no replay room):
+    /// `inbound[in_pos..in_len]`. Both buffers are zeroed once, on first use, not per read.
     inbound: Vec<u8>,
     in_pos: usize,
-    /// Bytes taken from the session that the program's socket has not taken yet.
+    in_len: usize,
+    /// Bytes taken from the session that the program's socket has not taken yet:
+    /// `outbound[out_pos..out_len]`.
     outbound: Vec<u8>,
     out_pos: usize,
+    out_len: usize,
     /// The program's socket failed: the session was aborted.
     pub failed: bool,
 }
@@ -53,8 +57,10 @@ impl AppSide {
             wrote_eof: false,
             inbound: Vec::new(),
             in_pos: 0,
+            in_len: 0,
             outbound: Vec::new(),
             out_pos: 0,
+            out_len: 0,
             failed: false,
         }
     }
@@ -67,13 +73,13 @@ impl AppSide {
     /// Bytes of the program that the session has not taken yet (buffered here or still in
     /// the socket).
     pub fn backlog(&self) -> usize {
-        let here = self.inbound.len() - self.in_pos;
+        let here = self.in_len - self.in_pos;
         here + sys::unread(self.stream.as_raw_fd()).unwrap_or(0)
     }
 
     /// Everything taken from the session reached the program's socket.
     pub fn flushed(&self) -> bool {
-        self.outbound.len() == self.out_pos
+        self.out_len == self.out_pos
     }
 
     /// Moves bytes both ways as far as readiness, buffers and the session's room allow.
@@ -91,42 +97,40 @@ impl AppSide {
     /// (replay room): otherwise the socket's own buffers fill and the program blocks.
     fn pump_in(&mut self, session: &mut Session) {
         loop {
-            if self.in_pos < self.inbound.len() {
-                let n = session.app_write(&self.inbound[self.in_pos..]);
+            if self.in_pos < self.in_len {
+                let n = session.app_write(&self.inbound[self.in_pos..self.in_len]);
                 self.in_pos += n;
-                if self.in_pos < self.inbound.len() {
+                if self.in_pos < self.in_len {
                     return; // no room: wait for Event::Writable
                 }
             }
             if self.read_eof || !self.readable {
                 return;
             }
-            self.inbound.resize(BUF, 0);
-            self.in_pos = 0;
+            if self.inbound.is_empty() {
+                self.inbound = vec![0; BUF];
+            }
+            (self.in_pos, self.in_len) = (0, 0);
             match self.stream.read(&mut self.inbound) {
                 Ok(0) => {
-                    self.inbound.clear();
                     self.read_eof = true;
                     session.app_shutdown_write();
                     return;
                 }
-                Ok(n) => self.inbound.truncate(n),
-                Err(e) => {
-                    self.inbound.clear();
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            self.readable = false;
-                            return;
-                        }
-                        io::ErrorKind::Interrupted => {}
-                        _ => {
-                            tracing::debug!(error = %e, "program socket failed: aborting session");
-                            self.failed = true;
-                            session.app_abort();
-                            return;
-                        }
+                Ok(n) => self.in_len = n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        return;
                     }
-                }
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        tracing::debug!(error = %e, "program socket failed: aborting session");
+                        self.failed = true;
+                        session.app_abort();
+                        return;
+                    }
+                },
             }
         }
     }
@@ -134,11 +138,14 @@ impl AppSide {
     /// Session -> program.
     fn pump_out(&mut self, session: &mut Session) {
         loop {
-            if self.out_pos < self.outbound.len() {
+            if self.out_pos < self.out_len {
                 if !self.writable {
                     return;
                 }
-                match self.stream.write(&self.outbound[self.out_pos..]) {
+                match self
+                    .stream
+                    .write(&self.outbound[self.out_pos..self.out_len])
+                {
                     Ok(n) => self.out_pos += n,
                     Err(e) => match e.kind() {
                         io::ErrorKind::WouldBlock => {
@@ -159,10 +166,11 @@ impl AppSide {
             if self.wrote_eof {
                 return;
             }
-            self.outbound.resize(BUF, 0);
-            self.out_pos = 0;
+            if self.outbound.is_empty() {
+                self.outbound = vec![0; BUF];
+            }
             let n = session.app_read(&mut self.outbound);
-            self.outbound.truncate(n);
+            (self.out_pos, self.out_len) = (0, n);
             if n == 0 {
                 if session.app_read_eof() {
                     self.wrote_eof = true;
