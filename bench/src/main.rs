@@ -231,6 +231,8 @@ struct Suite {
     notes: Vec<String>,
     plot: Option<PathBuf>,
     _etc: Option<NetnsEtc>,
+    /// The open-file limit this process (and so every program it starts) has.
+    nofile: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -884,11 +886,27 @@ impl Suite {
     // ---------------------------------------------------------------- scale, memory
 
     fn scale(&mut self) -> Result<()> {
-        let (idle, busy, secs) = if self.opts.quick {
-            ("10,100,1000", "10,100", "2")
+        let (wanted_idle, busy, secs) = if self.opts.quick {
+            (1000, "10,100", "2")
         } else {
-            ("100,1000,10000", "10,100,1000", "5")
+            (10_000, "10,100,1000", "5")
         };
+        // A namesock session takes 3 descriptors in each engine-bearing process (the program's
+        // socket, the engine's end of it, the flow path); keep 500 spare for the rest.
+        let most = self.nofile.saturating_sub(500) / 3;
+        let top = if wanted_idle > most {
+            let capped = most / 1000 * 1000;
+            self.notes.push(format!(
+                "scale: {wanted_idle} idle sessions asked for, {capped} measured: the open-file limit here is {} \
+                 (its hard limit cannot be raised without CAP_SYS_RESOURCE) and namesock needs 3 descriptors per session in each process",
+                self.nofile
+            ));
+            capped
+        } else {
+            wanted_idle
+        };
+        let idle = format!("{},{},{top}", top / 100, top / 10);
+        let idle = idle.as_str();
         for variant in [Variant::Plain, Variant::Namesock] {
             let m = variant.name();
             let port = if variant == Variant::Namesock {
@@ -939,9 +957,23 @@ impl Suite {
             let mut stopped = None;
             for (i, _) in idle_steps.iter().enumerate() {
                 let line = client.expect("opened", Duration::from_secs(600))?;
-                std::thread::sleep(Duration::from_secs(1));
+                // Past one keepalive interval (5 s), so every session has received a frame
+                // and holds the buffers an idle session holds for good.
+                std::thread::sleep(Duration::from_secs(if variant == Variant::Namesock {
+                    6
+                } else {
+                    1
+                }));
                 let n: u64 = parse::num(&line, "n").unwrap_or(0);
                 let open_secs: f64 = parse::num(&line, "secs").unwrap_or(f64::NAN);
+                self.record(
+                    "scale",
+                    &format!("idle {n}: seconds to open them (one by one)"),
+                    m,
+                    0,
+                    open_secs,
+                    "s",
+                );
                 let now = rss(&client, &server);
                 let per = (now.saturating_sub(base)) as f64 * 1024.0 / n.max(1) as f64;
                 let kper = kernel_kib().saturating_sub(kbase) as f64 * 1024.0 / n.max(1) as f64;
@@ -1050,11 +1082,15 @@ impl Suite {
             seen
         };
         for metric in metrics {
-            let unit = if metric.ends_with("throughput") {
-                "MB/s"
-            } else {
-                "B"
-            };
+            let unit = self
+                .samples
+                .iter()
+                .find(|x| x.section == "scale" && x.metric == metric)
+                .map_or("B", |x| match x.unit.as_str() {
+                    "MB/s" => "MB/s",
+                    "s" => "s",
+                    _ => "B",
+                });
             let plain = self.med("scale", &metric, "plain");
             let ns = self.med("scale", &metric, "namesock");
             self.rows.push(Row {
@@ -1063,7 +1099,7 @@ impl Suite {
                 namesock: with_unit(ns, unit),
                 plain: with_unit(plain, unit),
                 peer: String::new(),
-                versus: if unit == "MB/s" {
+                versus: if unit != "B" {
                     times(ratio(ns, plain))
                 } else {
                     added(ns, plain, unit)
@@ -1397,7 +1433,7 @@ fn run() -> Result<()> {
     if !namesock::testbed::is_root() {
         return Err(SuiteError::Usage("run as root (network namespaces)".into()));
     }
-    namesock_bench::raise_nofile(1 << 20);
+    let nofile = namesock_bench::raise_nofile(1 << 20);
     std::fs::create_dir_all(&opts.out).map_err(io("output directory"))?;
     let tools = Tools::in_dir(&opts.bin)?;
     let nb_peer = std::fs::canonicalize(opts.bin.join("nb-peer"))
@@ -1426,6 +1462,7 @@ fn run() -> Result<()> {
         notes: Vec::new(),
         plot: None,
         _etc: None,
+        nofile,
     };
     let wanted = |s: &Suite, name: &str| {
         s.opts

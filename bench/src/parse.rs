@@ -236,15 +236,15 @@ pub fn gns_bench(output: &str) -> Vec<GnsFigures> {
                 rest.split_whitespace().next()?.parse().ok()
             };
             visible = grab("median ").zip(grab("p99 "));
-        } else if let Some(rest) = t.strip_prefix("verified resolves per second (one thread):") {
-            if let (Some(l), Some((m, p)), Ok(n)) = (&label, visible, rest.trim().parse::<f64>()) {
-                out.push(GnsFigures {
-                    backend: l.clone(),
-                    visible_median_ms: m,
-                    visible_p99_ms: p,
-                    resolves_per_sec: n,
-                });
-            }
+        } else if let Some(rest) = t.strip_prefix("verified resolves per second (one thread):")
+            && let (Some(l), Some((m, p)), Ok(n)) = (&label, visible, rest.trim().parse::<f64>())
+        {
+            out.push(GnsFigures {
+                backend: l.clone(),
+                visible_median_ms: m,
+                visible_p99_ms: p,
+                resolves_per_sec: n,
+            });
         }
     }
     out
