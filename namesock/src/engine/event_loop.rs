@@ -1,6 +1,7 @@
 //! The engine thread: a mio loop that drives sessions, flow paths and relays.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -100,6 +101,8 @@ struct Conn {
     standby_tried: HashSet<std::net::IpAddr>,
     /// When the latest round of dials started.
     last_round: Option<Instant>,
+    /// The deadline this session is filed under in the engine's timer heap.
+    timer: Option<Instant>,
 }
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
@@ -166,6 +169,16 @@ pub(crate) struct Engine {
     dirty: HashSet<u64>,
     /// Threads waiting (at process exit) for half-closed sessions to finish.
     drain_waiters: Vec<SyncSender<()>>,
+    /// Sessions by deadline, so that a loop turn costs what it touches, not every session.
+    /// Entries whose deadline no longer matches `Conn::timer` are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Sessions whose deadline may have changed this turn (besides `dirty`).
+    touched: Vec<u64>,
+    /// Something happened whose sessions are not known (a command, an accept, an address
+    /// change): recompute every session's deadline at the end of the turn.
+    touched_all: bool,
+    /// Server paths accepted and not yet attached, by accept time (oldest first).
+    unattached: VecDeque<(Instant, PathId)>,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -260,6 +273,10 @@ impl Engine {
             next_key: 1,
             dirty: HashSet::new(),
             drain_waiters: Vec::new(),
+            timers: BinaryHeap::new(),
+            touched: Vec::new(),
+            touched_all: false,
+            unattached: VecDeque::new(),
         };
         Ok((engine, waker, shared))
     }
@@ -286,10 +303,22 @@ impl Engine {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    RELAY_V4 | RELAY_V6 => self.accept_relay(ev.token(), now),
-                    LISTENER => self.accept_paths(now),
-                    MONITOR => self.on_addr_change(now),
-                    t => self.on_io(t, ev, now),
+                    RELAY_V4 | RELAY_V6 => {
+                        self.touched_all = true;
+                        self.accept_relay(ev.token(), now)
+                    }
+                    LISTENER => {
+                        self.touched_all = true;
+                        self.accept_paths(now)
+                    }
+                    MONITOR => {
+                        self.touched_all = true;
+                        self.on_addr_change(now)
+                    }
+                    t => {
+                        self.touch_io(t);
+                        self.on_io(t, ev, now)
+                    }
                 }
             }
             if !self.drain_commands(now) {
@@ -298,9 +327,11 @@ impl Engine {
             }
             self.on_timers(Instant::now());
             let dirty: Vec<u64> = self.dirty.drain().collect();
-            for key in dirty {
+            for &key in &dirty {
                 self.drive(key, Instant::now());
             }
+            self.touched.extend(dirty);
+            self.reschedule();
             if !self.drain_waiters.is_empty() && !self.draining() {
                 for w in self.drain_waiters.drain(..) {
                     let _ = w.send(());
@@ -313,7 +344,10 @@ impl Engine {
     fn drain_commands(&mut self, now: Instant) -> bool {
         loop {
             match self.rx.try_recv() {
-                Ok(cmd) => self.on_command(cmd, now),
+                Ok(cmd) => {
+                    self.touched_all = true;
+                    self.on_command(cmd, now)
+                }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
@@ -458,6 +492,7 @@ impl Engine {
                     closed: false,
                     standby_tried: HashSet::new(),
                     last_round: None,
+                    timer: None,
                 },
             );
             self.start_round(key, now, true);
@@ -779,6 +814,58 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------- I/O events
+
+    /// Notes which session an IO event concerns, so that its deadline is recomputed.
+    fn touch_io(&mut self, token: Token) {
+        match self.io.get(&token) {
+            Some(Io::Path(p)) => match self.paths.get(p).and_then(|fp| fp.conn) {
+                Some(key) => self.touched.push(key),
+                // A path that may present HELLO or RESUME: any session, or a new one.
+                None => self.touched_all = true,
+            },
+            Some(Io::App(key)) => self.touched.push(*key),
+            Some(Io::Pending(_)) => self.touched_all = true,
+            None => {}
+        }
+    }
+
+    /// Files the sessions touched this turn under their current deadlines.
+    fn reschedule(&mut self) {
+        let keys: Vec<u64> = if std::mem::take(&mut self.touched_all) {
+            self.touched.clear();
+            self.conns.keys().copied().collect()
+        } else {
+            std::mem::take(&mut self.touched)
+        };
+        for key in keys {
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            let deadline = [
+                c.session.poll_timeout(),
+                c.next_dial,
+                c.reply.as_ref().and(c.deadline),
+                c.pair_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if deadline != c.timer {
+                c.timer = deadline;
+                if let Some(t) = deadline {
+                    self.timers.push(Reverse((t, key)));
+                }
+            }
+        }
+        // Stale entries are bounded: rebuild the heap when they outnumber the live ones.
+        if self.timers.len() > 4 * self.conns.len() + 1024 {
+            self.timers = self
+                .conns
+                .iter()
+                .filter_map(|(key, c)| c.timer.map(|t| Reverse((t, *key))))
+                .collect();
+        }
+    }
 
     fn on_io(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
         match self.io.get(&token) {
@@ -1370,8 +1457,10 @@ impl Engine {
             };
             match s.listener.accept() {
                 Ok((mut stream, remote)) => {
-                    let unattached = self.paths.values().filter(|p| p.conn.is_none()).count();
-                    if unattached >= MAX_UNATTACHED {
+                    let paths = &self.paths;
+                    self.unattached
+                        .retain(|(_, p)| paths.get(p).is_some_and(|fp| fp.conn.is_none()));
+                    if self.unattached.len() >= MAX_UNATTACHED {
                         continue;
                     }
                     let _ = sys::tune_flow_path(
@@ -1395,6 +1484,7 @@ impl Engine {
                     fp.writable = true;
                     self.paths.insert(pid, fp);
                     self.io.insert(token, Io::Path(pid));
+                    self.unattached.push_back((now, pid));
                     tracing::debug!(path = pid, %remote, "flow path accepted");
                     self.read_path(pid, now);
                 }
@@ -1484,6 +1574,7 @@ impl Engine {
             closed: false,
             standby_tried: HashSet::new(),
             last_round: None,
+            timer: None,
         };
         // Deliver: connect to the program's listener; its accept sees our local address,
         // which is known (and recorded) before the connection can be accepted.
@@ -1708,18 +1799,15 @@ impl Engine {
         for r in self.connecting.values() {
             at(Some(r.deadline));
         }
-        for c in self.conns.values() {
-            at(c.session.poll_timeout());
-            at(c.next_dial);
-            at(c.reply.as_ref().and(c.deadline));
-            at(c.pair_deadline);
-        }
+        // A stale top costs one early wake-up, after which `on_timers` drops it.
+        at(self.timers.peek().map(|Reverse((t, _))| *t));
         for (_, p) in self.pending.values() {
             at(Some(p.since + PAIR_TIMEOUT));
         }
-        for p in self.paths.values().filter(|p| p.conn.is_none()) {
-            at(Some(p.started + FIRST_FRAME_TIMEOUT));
-        }
+        at(self
+            .unattached
+            .front()
+            .map(|(since, _)| *since + FIRST_FRAME_TIMEOUT));
         at(self.server.as_ref().and_then(|s| s.refresh_at));
         next
     }
@@ -1736,8 +1824,21 @@ impl Engine {
                 let _ = r.reply.send(Err(ConnectError::TimedOut));
             }
         }
-        let keys: Vec<u64> = self.conns.keys().copied().collect();
-        for key in keys {
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, key))) = self.timers.peek()
+            && t <= now
+        {
+            self.timers.pop();
+            if let Some(c) = self.conns.get_mut(&key)
+                && c.timer == Some(t)
+            {
+                c.timer = None;
+                due.push(key);
+            }
+        }
+        for key in due {
+            // Rescheduled at the end of the turn, whatever happens here.
+            self.dirty.insert(key);
             let Some(c) = self.conns.get_mut(&key) else {
                 continue;
             };
@@ -1786,14 +1887,13 @@ impl Engine {
         for id in stale {
             self.drop_pending(id);
         }
-        let silent: Vec<PathId> = self
-            .paths
-            .iter()
-            .filter(|(_, p)| p.conn.is_none() && p.started + FIRST_FRAME_TIMEOUT <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for p in silent {
-            self.close_path(p, now, false);
+        while let Some(&(since, pid)) = self.unattached.front()
+            && since + FIRST_FRAME_TIMEOUT <= now
+        {
+            self.unattached.pop_front();
+            if self.paths.get(&pid).is_some_and(|p| p.conn.is_none()) {
+                self.close_path(pid, now, false);
+            }
         }
         if let Some(s) = &mut self.server
             && s.refresh_at.is_some_and(|t| t <= now)
