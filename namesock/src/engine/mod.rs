@@ -10,6 +10,11 @@
 //!   same channel. The handle is a leaked pointer tagged with the pid (no lock to be caught
 //!   held by `fork`): a forked child starts its own engine on first use, sessions inherited
 //!   from the parent stay with the parent's engine.
+//! - **A loop turn costs what it touches.** Each session is filed in a timer heap under its
+//!   next deadline (the session's own, a re-dial, the connect timeout); a turn recomputes the
+//!   deadlines of the sessions its events, timers and driving touched, and all of them only
+//!   after a rare event (a command, an accept, an address change). Read buffers are zeroed
+//!   once, not per read.
 //! - **The program's socket is a real kernel socket.** Client: `connect_fd` waits for the
 //!   session to be established, connects the caller's fd to the engine's loopback relay
 //!   listener (127.0.0.1 or ::1 by the fd's family, temporarily blocking, flags restored) and
