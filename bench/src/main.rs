@@ -1075,7 +1075,13 @@ impl Suite {
         let metrics: Vec<String> = {
             let mut seen = Vec::new();
             for s in self.samples.iter().filter(|s| s.section == "scale") {
-                if !seen.contains(&s.metric) && !s.metric.ends_with("RSS total") {
+                // The table keeps memory and throughput at each step and the opening time of
+                // the largest step; raw.csv has everything.
+                let shown = s.metric.contains("RSS per")
+                    || s.metric.ends_with("throughput")
+                    || (s.metric.contains("seconds to open")
+                        && s.metric.starts_with(&format!("idle {top}:")));
+                if !seen.contains(&s.metric) && shown {
                     seen.push(s.metric.clone());
                 }
             }
@@ -1086,24 +1092,31 @@ impl Suite {
                 .samples
                 .iter()
                 .find(|x| x.section == "scale" && x.metric == metric)
-                .map_or("B", |x| match x.unit.as_str() {
-                    "MB/s" => "MB/s",
-                    "s" => "s",
-                    _ => "B",
-                });
+                .map_or_else(String::new, |x| x.unit.clone());
             let plain = self.med("scale", &metric, "plain");
             let ns = self.med("scale", &metric, "namesock");
+            let (show, versus) = match unit.as_str() {
+                "B" => (
+                    (|v: Option<f64>| with_unit(v.map(|b| b / 1024.0), "KiB"))
+                        as fn(Option<f64>) -> String,
+                    added(ns.map(|b| b / 1024.0), plain.map(|b| b / 1024.0), "KiB"),
+                ),
+                "s" => (
+                    (|v: Option<f64>| with_unit(v, "s")) as fn(Option<f64>) -> String,
+                    times(ratio(ns, plain)),
+                ),
+                _ => (
+                    (|v: Option<f64>| with_unit(v, "MB/s")) as fn(Option<f64>) -> String,
+                    times(ratio(ns, plain)),
+                ),
+            };
             self.rows.push(Row {
                 section: "scale (one engine each end)".into(),
                 metric: format!("{metric} (client + server process)"),
-                namesock: with_unit(ns, unit),
-                plain: with_unit(plain, unit),
+                namesock: show(ns),
+                plain: show(plain),
                 peer: String::new(),
-                versus: if unit != "B" {
-                    times(ratio(ns, plain))
-                } else {
-                    added(ns, plain, unit)
-                },
+                versus,
                 goal: String::new(),
             });
         }
