@@ -1550,3 +1550,37 @@ fn run() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ms: u64, bytes: u64) -> Sample {
+        Sample {
+            at: Duration::from_millis(ms),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn move_csv_holds_the_last_size_seen_on_a_20_ms_grid() {
+        let ns = [sample(0, 0), sample(30, MIB), sample(50, 2 * MIB)];
+        let plain = [sample(0, 0), sample(10, MIB)];
+        let csv = move_csv(&ns, &plain, Duration::from_millis(60));
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "seconds,namesock_mib,plain_tcp_mib");
+        assert_eq!(lines[1], "0.00,0.000,0.000");
+        assert_eq!(lines[2], "0.02,0.000,1.000");
+        assert_eq!(lines[3], "0.04,1.000,1.000");
+        assert_eq!(lines[4], "0.06,2.000,1.000");
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn gnuplot_script_names_its_files_and_the_move() {
+        let s = gnuplot_script(Path::new("/r/move.csv"), Path::new("/r/move.png"), 4.0);
+        assert!(s.contains("set output '/r/move.png'"));
+        assert!(s.contains("plot '/r/move.csv'"));
+        assert!(s.contains("set arrow from 4,graph 0"));
+    }
+}
