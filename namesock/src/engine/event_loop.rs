@@ -21,7 +21,7 @@ use crate::session::{Acceptor, Event, Session, SessionConfig};
 use crate::wire::{ConnId, Frame, Hello, PathId, ResetReason, Resume};
 
 use super::netlink::{AddrChange, AddrMonitor};
-use super::path::{FlowPath, PathState, ReadOutcome};
+use super::path::{FlowPath, PathState, READ_CHUNK, ReadOutcome};
 use super::relay::{AppSide, SECRET_LEN};
 use super::{Command, ConnectError, Ready, ServeError, SessionInfo, Shared, sys};
 
@@ -179,6 +179,9 @@ pub(crate) struct Engine {
     touched_all: bool,
     /// Server paths accepted and not yet attached, by accept time (oldest first).
     unattached: VecDeque<(Instant, PathId)>,
+    /// Every read and relay goes through this one buffer (the loop is single-threaded), so
+    /// an idle session holds no IO buffers.
+    scratch: Vec<u8>,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -277,6 +280,7 @@ impl Engine {
             touched: Vec::new(),
             touched_all: false,
             unattached: VecDeque::new(),
+            scratch: vec![0; READ_CHUNK],
         };
         Ok((engine, waker, shared))
     }
@@ -1079,7 +1083,7 @@ impl Engine {
                     };
                     let mut failed = None;
                     let mut got_frame = false;
-                    outcome = fp.read_frames(|frame| {
+                    outcome = fp.read_frames(&mut self.scratch, |frame| {
                         got_frame = true;
                         match c.session.handle_frame(now, pid, frame) {
                             Ok(()) => true,
@@ -1105,7 +1109,7 @@ impl Engine {
                 }
                 None => {
                     let mut first = None;
-                    outcome = fp.read_frames(|frame| {
+                    outcome = fp.read_frames(&mut self.scratch, |frame| {
                         first = Some(frame);
                         false
                     });
@@ -1914,7 +1918,7 @@ impl Engine {
                 return;
             };
             if let Some(app) = &mut c.app {
-                app.pump(&mut c.session);
+                app.pump(&mut c.session, &mut self.scratch);
             }
             let mut progressed = false;
             while let Some(ev) = self

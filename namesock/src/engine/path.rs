@@ -11,8 +11,8 @@ use crate::wire::{DecodeError, Frame, MAX_FRAME};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
-/// Bytes read from the socket per read call.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from the socket per read call: the size of the engine's scratch buffer.
+pub const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathState {
@@ -40,11 +40,9 @@ pub struct FlowPath {
     pub replaces: Vec<u32>,
     /// A multihomed client's extra path, pinned to one more local address.
     pub standby: bool,
-    /// Bytes read and not yet decoded are `rbuf[rstart..rend]`; the buffer is zeroed once
-    /// (when the first bytes arrive), not per read.
+    /// Bytes read and not yet decoded: a partial frame, or frames left when the caller
+    /// stopped early. Reads go to the engine's scratch buffer, so an idle path holds nothing.
     rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
@@ -75,59 +73,61 @@ impl FlowPath {
             replaces: Vec::new(),
             standby: false,
             rbuf: Vec::new(),
-            rstart: 0,
-            rend: 0,
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
         }
     }
 
-    /// Reads until WouldBlock, handing every complete frame to `on_frame`. The read buffer
-    /// never holds more than one partial frame plus one chunk.
-    pub fn read_frames(&mut self, mut on_frame: impl FnMut(Frame) -> bool) -> ReadOutcome {
+    /// Reads until WouldBlock (through `scratch`, at least `READ_CHUNK` bytes), handing every
+    /// complete frame to `on_frame` until it returns `false`. What is left over, at most one
+    /// partial frame plus one chunk, waits in the path's own buffer.
+    pub fn read_frames(
+        &mut self,
+        scratch: &mut [u8],
+        mut on_frame: impl FnMut(Frame) -> bool,
+    ) -> ReadOutcome {
         loop {
-            // Frames already buffered first (a previous call may have stopped early).
-            let mut stop = false;
-            while self.rstart < self.rend {
-                match Frame::decode(&self.rbuf[self.rstart..self.rend]) {
-                    Ok(Some((frame, used))) => {
-                        self.rstart += used;
-                        if !on_frame(frame) {
-                            stop = true;
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
+            if !self.rbuf.is_empty() {
+                let (used, stop) = match decode_frames(&self.rbuf, &mut on_frame) {
+                    Ok(done) => done,
                     Err(e) => return ReadOutcome::Malformed(e),
+                };
+                self.rbuf.drain(..used);
+                if stop {
+                    return ReadOutcome::Open;
+                }
+                if self.rbuf.len() > MAX_FRAME {
+                    return ReadOutcome::Closed(Some(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "frame larger than MAX_FRAME",
+                    )));
                 }
             }
-            if self.rstart == self.rend {
-                (self.rstart, self.rend) = (0, 0);
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Closed(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.rbuf.is_empty() {
+                        self.rbuf = Vec::new();
+                    }
+                    return ReadOutcome::Open;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadOutcome::Closed(Some(e)),
+            };
+            if !self.rbuf.is_empty() {
+                self.rbuf.extend_from_slice(&scratch[..n]);
+                continue;
             }
+            // The common case: whole frames straight from the scratch buffer.
+            let (used, stop) = match decode_frames(&scratch[..n], &mut on_frame) {
+                Ok(done) => done,
+                Err(e) => return ReadOutcome::Malformed(e),
+            };
+            self.rbuf.extend_from_slice(&scratch[used..n]);
             if stop {
                 return ReadOutcome::Open;
-            }
-            if self.rend - self.rstart > MAX_FRAME {
-                return ReadOutcome::Closed(Some(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "frame larger than MAX_FRAME",
-                )));
-            }
-            if self.rbuf.is_empty() {
-                self.rbuf = vec![0; MAX_FRAME + READ_CHUNK];
-            }
-            if self.rbuf.len() - self.rend < READ_CHUNK {
-                // Move the partial frame to the front: at most MAX_FRAME bytes.
-                self.rbuf.copy_within(self.rstart..self.rend, 0);
-                (self.rstart, self.rend) = (0, self.rend - self.rstart);
-            }
-            match self.stream.read(&mut self.rbuf[self.rend..]) {
-                Ok(0) => return ReadOutcome::Closed(None),
-                Ok(n) => self.rend += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return ReadOutcome::Closed(Some(e)),
             }
         }
     }
@@ -172,4 +172,20 @@ impl FlowPath {
         }
         Ok(())
     }
+}
+
+/// Hands the complete frames at the start of `buf` to `on_frame`; returns the bytes they
+/// took and whether `on_frame` asked to stop.
+fn decode_frames(
+    buf: &[u8],
+    on_frame: &mut impl FnMut(Frame) -> bool,
+) -> Result<(usize, bool), DecodeError> {
+    let mut pos = 0;
+    while let Some((frame, used)) = Frame::decode(&buf[pos..])? {
+        pos += used;
+        if !on_frame(frame) {
+            return Ok((pos, true));
+        }
+    }
+    Ok((pos, false))
 }

@@ -47,6 +47,9 @@ use send::{Chunk, SendStream};
 
 /// More paths than this and the oldest is dropped: every table stays bounded.
 const MAX_PATHS: usize = 8;
+/// A drained stream buffer holding more memory than this gives it back: an idle session
+/// after a bulk transfer should cost what an idle session costs.
+const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 /// Upper bound on how much the application may consume before an ACK goes out.
 const MAX_ACK_EVERY: u64 = 64 * 1024;
 

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::SessionError;
+use super::{KEEP_WHEN_EMPTY, SessionError};
 
 pub(super) struct RecvStream {
     /// Bytes `[consumed, next)`: received, not yet read by the application.
@@ -83,6 +83,9 @@ impl RecvStream {
         out[..from_front].copy_from_slice(&front[..from_front]);
         out[from_front..n].copy_from_slice(&back[..n - from_front]);
         self.buf.drain(..n);
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_WHEN_EMPTY {
+            self.buf = VecDeque::new();
+        }
         self.consumed += n as u64;
         n
     }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::SessionError;
+use super::{KEEP_WHEN_EMPTY, SessionError};
 use crate::wire::MAX_DATA;
 
 /// What to send next on the active path.
@@ -100,6 +100,9 @@ impl SendStream {
         let trim_to = self.known.min(self.end);
         if trim_to > self.base {
             self.replay.drain(..(trim_to - self.base) as usize);
+            if self.replay.is_empty() && self.replay.capacity() > KEEP_WHEN_EMPTY {
+                self.replay = VecDeque::new();
+            }
             self.base = trim_to;
         }
         self.next = self.next.max(self.known);
