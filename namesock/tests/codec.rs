@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use namesock::identity::{Guid, Keypair, PublicKey, Signature};
 use namesock::wire::{
-    DecodeError, Frame, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
+    DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
     ResetReason, Resume, ResumeAck,
 };
 use proptest::prelude::*;
@@ -179,6 +179,18 @@ proptest! {
             rest = &rest[used..];
         }
         prop_assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn in_place_decoding_borrows_the_payload_and_agrees_with_owned(frame in frame()) {
+        let bytes = encode(&frame);
+        let (got, used) = FrameRef::decode_ref(&bytes).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        if let Frame::Data { payload, .. } = &got {
+            let input = bytes.as_ptr_range();
+            prop_assert!(payload.is_empty() || input.contains(&payload.as_ptr()), "payload copied");
+        }
+        prop_assert_eq!(got.into_owned(), frame);
     }
 
     #[test]

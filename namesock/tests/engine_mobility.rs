@@ -716,7 +716,7 @@ fn h_third_party_resume_cannot_disturb_the_session() {
     };
     // 1. A forged RESUME with the captured connection ID.
     let mut forged = Vec::new();
-    Frame::Resume(namesock::wire::Resume {
+    Frame::<Vec<u8>>::Resume(namesock::wire::Resume {
         conn_id,
         path_id: 4242,
         received: 0,

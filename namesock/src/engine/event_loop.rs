@@ -1110,7 +1110,7 @@ impl Engine {
                 None => {
                     let mut first = None;
                     outcome = fp.read_frames(&mut self.scratch, |frame| {
-                        first = Some(frame);
+                        first = Some(frame.into_owned());
                         false
                     });
                     if let Some(frame) = first {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use mio::Token;
 use mio::net::TcpStream;
 
-use crate::wire::{DecodeError, Frame, MAX_FRAME};
+use crate::wire::{DecodeError, Frame, FrameRef, MAX_FRAME};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
@@ -80,12 +80,12 @@ impl FlowPath {
     }
 
     /// Reads until WouldBlock (through `scratch`, at least `READ_CHUNK` bytes), handing every
-    /// complete frame to `on_frame` until it returns `false`. What is left over, at most one
+    /// complete frame (decoded in place) to `on_frame` until it returns `false`. What is left over, at most one
     /// partial frame plus one chunk, waits in the path's own buffer.
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
-        mut on_frame: impl FnMut(Frame) -> bool,
+        mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
     ) -> ReadOutcome {
         loop {
             if !self.rbuf.is_empty() {
@@ -178,10 +178,10 @@ impl FlowPath {
 /// took and whether `on_frame` asked to stop.
 fn decode_frames(
     buf: &[u8],
-    on_frame: &mut impl FnMut(Frame) -> bool,
+    on_frame: &mut impl FnMut(FrameRef<'_>) -> bool,
 ) -> Result<(usize, bool), DecodeError> {
     let mut pos = 0;
-    while let Some((frame, used)) = Frame::decode(&buf[pos..])? {
+    while let Some((frame, used)) = FrameRef::decode_ref(&buf[pos..])? {
         pos += used;
         if !on_frame(frame) {
             return Ok((pos, true));

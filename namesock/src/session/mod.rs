@@ -313,11 +313,11 @@ impl Session {
 
     /// A frame arrived on `path`. `Err`: the path broke the protocol and is already detached
     /// (a `PathDead` is queued too); the engine closes it.
-    pub fn handle_frame(
+    pub fn handle_frame<P: AsRef<[u8]>>(
         &mut self,
         now: Instant,
         path: PathId,
-        frame: Frame,
+        frame: Frame<P>,
     ) -> Result<(), SessionError> {
         if self.is_terminal() {
             return Ok(());
@@ -335,7 +335,7 @@ impl Session {
         result
     }
 
-    fn on_frame(&mut self, i: usize, frame: Frame) -> Result<(), SessionError> {
+    fn on_frame<P: AsRef<[u8]>>(&mut self, i: usize, frame: Frame<P>) -> Result<(), SessionError> {
         let name = frame.name();
         let unexpected = |why| SessionError::UnexpectedFrame { frame: name, why };
         if self.paths[i].state == PathState::Handshaking
@@ -358,7 +358,7 @@ impl Session {
                 payload,
             } => {
                 self.send.on_ack(ack)?;
-                if self.recv.on_data(offset, &payload)? {
+                if self.recv.on_data(offset, payload.as_ref())? {
                     self.signal_readable();
                 }
                 Ok(())

@@ -84,12 +84,17 @@ impl Path {
     }
 
     /// A frame arrived: the peer is alive, nothing is owed any more.
-    pub(super) fn heard(&mut self, now: Instant, frame: &Frame, floor: Duration) {
+    pub(super) fn heard<P: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        frame: &Frame<P>,
+        floor: Duration,
+    ) {
         self.last_recv = now;
         self.suspect_at = None;
         self.suspicions = 0;
         match frame {
-            Frame::Data { payload, .. } if !payload.is_empty() => {
+            Frame::Data { payload, .. } if !payload.as_ref().is_empty() => {
                 self.probe_at = Some(now + self.suspect_delay(floor));
             }
             Frame::Fin { .. } => self.probe_at = None,

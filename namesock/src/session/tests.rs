@@ -9,6 +9,8 @@ use super::*;
 
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
+/// Frames built by hand own their payload (`Frame` alone leaves it to inference).
+type Owned = Frame;
 
 fn cfg() -> SessionConfig {
     SessionConfig {
@@ -145,7 +147,7 @@ fn hello_ack_from_a_key_that_is_not_the_guid_is_a_hard_failure() {
     };
     ack.signature = impostor.sign(&auth::hello_ack(&hello, &ack));
     assert_eq!(
-        client.handle_frame(now, CPATH, Frame::HelloAck(ack)),
+        client.handle_frame(now, CPATH, Owned::HelloAck(ack)),
         Err(SessionError::Handshake(HandshakeError::KeyMismatch))
     );
     assert!(events(&mut client).contains(&Event::Reset {
@@ -171,7 +173,7 @@ fn hello_ack_with_the_right_key_but_a_bad_signature_is_a_hard_failure() {
     };
     ack.window += 1; // tampered in flight
     assert_eq!(
-        client.handle_frame(now, CPATH, Frame::HelloAck(ack)),
+        client.handle_frame(now, CPATH, Owned::HelloAck(ack)),
         Err(SessionError::Handshake(HandshakeError::BadSignature))
     );
     assert!(events(&mut client).contains(&Event::Reset {
@@ -283,7 +285,7 @@ fn a_forged_resume_ack_closes_only_that_path() {
     };
     assert_eq!(
         pair.client
-            .handle_frame(pair.now, 2, Frame::ResumeAck(forged)),
+            .handle_frame(pair.now, 2, Owned::ResumeAck(forged)),
         Err(SessionError::Handshake(HandshakeError::BadSignature))
     );
     assert!(events(&mut pair.client).contains(&Event::PathDead(2)));
@@ -447,7 +449,7 @@ mod arbitrary_input {
             small.clone().prop_map(|ack| Frame::Ack { ack }),
             small.clone().prop_map(|offset| Frame::Fin { offset }),
             any::<u64>().prop_map(|token| Frame::Ping { token }),
-            any::<u64>().prop_map(|token| Frame::Pong { token }),
+            any::<u64>().prop_map(|token| Owned::Pong { token }),
             Just(Frame::Reset {
                 reason: ResetReason::Protocol
             }),
@@ -561,7 +563,7 @@ fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
     pair.now = second;
     let _ = pair
         .client
-        .handle_frame(second, CPATH, Frame::Ack { ack: 0 });
+        .handle_frame(second, CPATH, Owned::Ack { ack: 0 });
     assert_eq!(
         pair.client.poll_timeout(),
         Some(second + cfg().keepalive_interval)
@@ -604,7 +606,7 @@ fn a_slow_path_waits_three_round_trips_before_suspecting() {
     };
     let _ = pair
         .client
-        .handle_frame(t + rtt, CPATH, Frame::Pong { token });
+        .handle_frame(t + rtt, CPATH, Owned::Pong { token });
     assert_eq!(pair.client.app_write(b"x"), 1);
     let sent_at = t + rtt;
     assert!(matches!(

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use namesock_identity::{Guid, PublicKey, Signature};
 
 use super::{
-    DecodeError, Frame, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
-    ResetReason, Resume, ResumeAck, VERSION,
+    DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME,
+    MAX_LOCATORS, ResetReason, Resume, ResumeAck, VERSION,
 };
 
 const HELLO: u8 = 1;
@@ -24,7 +24,7 @@ const MOVED: u8 = 11;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
-impl Frame {
+impl<P: AsRef<[u8]>> Frame<P> {
     /// Appends the frame's wire form to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
@@ -33,36 +33,6 @@ impl Frame {
         let len = out.len() - start - HEADER_LEN;
         debug_assert!(len <= MAX_FRAME - HEADER_LEN, "encoded an oversized frame");
         out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-    }
-
-    /// `Ok(None)`: `buf` does not hold a whole frame yet. `Ok(Some((frame, consumed)))`: the
-    /// first frame in `buf` and its length. `Err`: malformed; the path must be closed.
-    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
-        let Some(header) = buf.get(..HEADER_LEN) else {
-            // Reject an unknown type as early as possible, even on a partial header.
-            if let Some(&t) = buf.first() {
-                name_of(t).ok_or(DecodeError::UnknownType(t))?;
-            }
-            return Ok(None);
-        };
-        let kind = header[0];
-        let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if len > MAX_FRAME - HEADER_LEN {
-            return Err(DecodeError::TooLong {
-                len,
-                max: MAX_FRAME - HEADER_LEN,
-            });
-        }
-        let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
-            return Ok(None);
-        };
-        let mut r = Reader { buf: body, name };
-        let frame = decode_body(kind, &mut r)?;
-        if !r.buf.is_empty() {
-            return Err(DecodeError::TrailingBytes(name));
-        }
-        Ok(Some((frame, HEADER_LEN + len)))
     }
 
     /// The frame's name in `docs/protocol.md`, for logs and errors.
@@ -109,10 +79,10 @@ impl Frame {
                 ack,
                 payload,
             } => {
-                debug_assert!(payload.len() <= MAX_DATA);
+                debug_assert!(payload.as_ref().len() <= MAX_DATA);
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&ack.to_be_bytes());
-                out.extend_from_slice(payload);
+                out.extend_from_slice(payload.as_ref());
             }
             Frame::Ack { ack: v }
             | Frame::Ping { token: v }
@@ -138,6 +108,72 @@ impl Frame {
                 }
             }
         }
+    }
+}
+
+impl<'a> FrameRef<'a> {
+    /// `Ok(None)`: `buf` does not hold a whole frame yet. `Ok(Some((frame, consumed)))`: the
+    /// first frame in `buf` (a DATA payload borrowing it) and its length. `Err`: malformed;
+    /// the path must be closed.
+    pub fn decode_ref(buf: &'a [u8]) -> Result<Option<(FrameRef<'a>, usize)>, DecodeError> {
+        let Some(header) = buf.get(..HEADER_LEN) else {
+            // Reject an unknown type as early as possible, even on a partial header.
+            if let Some(&t) = buf.first() {
+                name_of(t).ok_or(DecodeError::UnknownType(t))?;
+            }
+            return Ok(None);
+        };
+        let kind = header[0];
+        let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_FRAME - HEADER_LEN {
+            return Err(DecodeError::TooLong {
+                len,
+                max: MAX_FRAME - HEADER_LEN,
+            });
+        }
+        let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        let mut r = Reader { buf: body, name };
+        let frame = decode_body(kind, &mut r)?;
+        if !r.buf.is_empty() {
+            return Err(DecodeError::TrailingBytes(name));
+        }
+        Ok(Some((frame, HEADER_LEN + len)))
+    }
+
+    /// The same frame with its payload copied out of the decoder's input.
+    pub fn into_owned(self) -> Frame {
+        match self {
+            Frame::Hello(h) => Frame::Hello(h),
+            Frame::HelloAck(a) => Frame::HelloAck(a),
+            Frame::Resume(r) => Frame::Resume(r),
+            Frame::ResumeAck(a) => Frame::ResumeAck(a),
+            Frame::Data {
+                offset,
+                ack,
+                payload,
+            } => Frame::Data {
+                offset,
+                ack,
+                payload: payload.to_vec(),
+            },
+            Frame::Ack { ack } => Frame::Ack { ack },
+            Frame::Ping { token } => Frame::Ping { token },
+            Frame::Pong { token } => Frame::Pong { token },
+            Frame::Fin { offset } => Frame::Fin { offset },
+            Frame::Reset { reason } => Frame::Reset { reason },
+            Frame::Moved { seq, locators } => Frame::Moved { seq, locators },
+        }
+    }
+}
+
+impl Frame {
+    /// [`Frame::decode_ref`], with the payload copied out (tests, tools; the engine decodes
+    /// in place).
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
+        Ok(FrameRef::decode_ref(buf)?.map(|(frame, used)| (frame.into_owned(), used)))
     }
 }
 
@@ -202,7 +238,7 @@ fn name_of(kind: u8) -> Option<&'static str> {
     })
 }
 
-fn decode_body(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+fn decode_body<'a>(kind: u8, r: &mut Reader<'a>) -> Result<FrameRef<'a>, DecodeError> {
     Ok(match kind {
         HELLO => {
             r.magic_and_version()?;
@@ -249,7 +285,7 @@ fn decode_body(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
             Frame::Data {
                 offset,
                 ack,
-                payload: payload.to_vec(),
+                payload,
             }
         }
         ACK => Frame::Ack { ack: r.u64()? },

@@ -34,15 +34,17 @@ pub const MAX_FRAME: usize = 64 * 1024 + HEADER_LEN;
 /// Most locators in one MOVED frame.
 pub const MAX_LOCATORS: usize = 32;
 
-/// One protocol message.
+/// One protocol message. `P` holds a DATA payload: owned (`Vec<u8>`, the default) or
+/// borrowed from the bytes it was decoded from ([`FrameRef`]), so that a received payload is
+/// copied once, into the session's receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub enum Frame<P = Vec<u8>> {
     Hello(Hello),
     HelloAck(HelloAck),
     Data {
         offset: u64,
         ack: u64,
-        payload: Vec<u8>,
+        payload: P,
     },
     Ack {
         ack: u64,
@@ -67,6 +69,9 @@ pub enum Frame {
         reason: ResetReason,
     },
 }
+
+/// A frame decoded in place: its DATA payload borrows the decoder's input.
+pub type FrameRef<'a> = Frame<&'a [u8]>;
 
 /// Client -> server, first frame of a new session's first path.
 #[derive(Debug, Clone, PartialEq, Eq)]
