@@ -21,7 +21,7 @@ use crate::session::{Acceptor, Event, Session, SessionConfig};
 use crate::wire::{ConnId, Frame, Hello, PathId, ResetReason, Resume};
 
 use super::netlink::{AddrChange, AddrMonitor};
-use super::path::{FlowPath, PathState, READ_CHUNK, ReadOutcome};
+use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN};
 use super::relay::{AppSide, SECRET_LEN};
 use super::{Command, ConnectError, Ready, ServeError, SessionInfo, Shared, sys};
 
@@ -280,7 +280,7 @@ impl Engine {
             touched: Vec::new(),
             touched_all: false,
             unattached: VecDeque::new(),
-            scratch: vec![0; READ_CHUNK],
+            scratch: vec![0; SCRATCH_LEN],
         };
         Ok((engine, waker, shared))
     }
@@ -1941,12 +1941,7 @@ impl Engine {
                     continue;
                 }
                 loop {
-                    while fp.has_room() {
-                        match c.session.poll_transmit(now, *pid) {
-                            Some(frame) => fp.queue(&frame),
-                            None => break,
-                        }
-                    }
+                    while fp.has_room() && c.session.transmit_into(now, *pid, fp.write_buf()) {}
                     if fp.pending() == 0 || !fp.writable {
                         break;
                     }
@@ -1971,7 +1966,9 @@ impl Engine {
         // the (server) session still lingers for a late resume.
         if let Some(c) = self.conns.get_mut(&key)
             && c.closed
-            && c.app.as_ref().is_some_and(|a| a.flushed() && a.read_eof())
+            && c.app
+                .as_ref()
+                .is_some_and(|a| a.passed_eof() && a.read_eof())
             && let Some(mut app) = c.app.take()
         {
             self.io.remove(&app.token);
@@ -2059,11 +2056,8 @@ impl Engine {
                     };
                     let _ = r.send(Err(err));
                 }
-                if let Some(app) = c.app.take() {
-                    if let Some(t) = self.io.remove(&app.token).map(|_| app.token) {
-                        let _ = t;
-                    }
-                    let mut app = app;
+                if let Some(mut app) = c.app.take() {
+                    self.io.remove(&app.token);
                     let _ = self.poll.registry().deregister(&mut app.stream);
                     app.reset();
                 }
@@ -2109,7 +2103,7 @@ impl Engine {
         let app_done = c
             .app
             .as_ref()
-            .is_none_or(|a| a.flushed() || a.failed || a.connecting);
+            .is_none_or(|a| a.passed_eof() || a.failed || a.connecting);
         if !(c.session.is_finished() && app_done) {
             return;
         }

@@ -14,9 +14,10 @@
 //!   next deadline (the session's own, a re-dial, the connect timeout); a turn recomputes the
 //!   deadlines of the sessions its events, timers and driving touched, and all of them only
 //!   after a rare event (a command, an accept, an address change). Every read goes through
-//!   one engine-wide scratch buffer; a session keeps only leftovers (a partial frame, bytes
-//!   a full socket or replay buffer did not take), and drained stream buffers give their
-//!   memory back, so an idle session costs little more than its sockets.
+//!   one engine-wide scratch buffer; a path keeps only a partial frame, a program is read
+//!   only as far as its replay buffer has room, the receive buffer is written out in place,
+//!   and drained stream buffers give their memory back, so an idle session costs little
+//!   more than its sockets.
 //! - **The program's socket is a real kernel socket.** Client: `connect_fd` waits for the
 //!   session to be established, connects the caller's fd to the engine's loopback relay
 //!   listener (127.0.0.1 or ::1 by the fd's family, temporarily blocking, flags restored) and

@@ -11,8 +11,10 @@ use crate::wire::{DecodeError, Frame, FrameRef, MAX_FRAME};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
-/// Bytes read from the socket per read call: the size of the engine's scratch buffer.
-pub const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from a socket per read call, at least.
+pub const READ_CHUNK: usize = 256 * 1024;
+/// The engine's scratch buffer: a read chunk behind the largest partial frame.
+pub const SCRATCH_LEN: usize = MAX_FRAME + READ_CHUNK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathState {
@@ -79,56 +81,56 @@ impl FlowPath {
         }
     }
 
-    /// Reads until WouldBlock (through `scratch`, at least `READ_CHUNK` bytes), handing every
-    /// complete frame (decoded in place) to `on_frame` until it returns `false`. What is left over, at most one
-    /// partial frame plus one chunk, waits in the path's own buffer.
+    /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
+    /// complete frame (decoded in place) to `on_frame` until it returns `false`.
+    ///
+    /// A partial frame at the end of a read moves to the front of `scratch` and the next read
+    /// lands behind it, so a byte is copied again only when it belongs to a frame cut by a
+    /// read. What is left when the socket runs dry (at most one partial frame) or when
+    /// `on_frame` stops waits in the path's own buffer.
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
         mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
     ) -> ReadOutcome {
-        loop {
-            if !self.rbuf.is_empty() {
-                let (used, stop) = match decode_frames(&self.rbuf, &mut on_frame) {
-                    Ok(done) => done,
-                    Err(e) => return ReadOutcome::Malformed(e),
-                };
-                self.rbuf.drain(..used);
-                if stop {
-                    return ReadOutcome::Open;
-                }
-                if self.rbuf.len() > MAX_FRAME {
-                    return ReadOutcome::Closed(Some(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "frame larger than MAX_FRAME",
-                    )));
-                }
+        debug_assert!(scratch.len() >= SCRATCH_LEN);
+        if !self.rbuf.is_empty() {
+            let (used, stop) = match decode_frames(&self.rbuf, &mut on_frame) {
+                Ok(done) => done,
+                Err(e) => return ReadOutcome::Malformed(e),
+            };
+            self.rbuf.drain(..used);
+            if stop {
+                return ReadOutcome::Open;
             }
-            let n = match self.stream.read(scratch) {
+        }
+        // Less than one frame is left, and the decoder refuses a longer length field: it
+        // fits in front of a whole read chunk.
+        let mut carry = self.rbuf.len();
+        scratch[..carry].copy_from_slice(&self.rbuf);
+        self.rbuf = Vec::new();
+        loop {
+            let n = match self.stream.read(&mut scratch[carry..]) {
                 Ok(0) => return ReadOutcome::Closed(None),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.rbuf.is_empty() {
-                        self.rbuf = Vec::new();
-                    }
+                    self.rbuf = scratch[..carry].to_vec();
                     return ReadOutcome::Open;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return ReadOutcome::Closed(Some(e)),
             };
-            if !self.rbuf.is_empty() {
-                self.rbuf.extend_from_slice(&scratch[..n]);
-                continue;
-            }
-            // The common case: whole frames straight from the scratch buffer.
-            let (used, stop) = match decode_frames(&scratch[..n], &mut on_frame) {
+            let filled = carry + n;
+            let (used, stop) = match decode_frames(&scratch[..filled], &mut on_frame) {
                 Ok(done) => done,
                 Err(e) => return ReadOutcome::Malformed(e),
             };
-            self.rbuf.extend_from_slice(&scratch[used..n]);
             if stop {
+                self.rbuf = scratch[used..filled].to_vec();
                 return ReadOutcome::Open;
             }
+            scratch.copy_within(used..filled, 0);
+            carry = filled - used;
         }
     }
 
@@ -138,11 +140,16 @@ impl FlowPath {
     }
 
     pub fn queue(&mut self, frame: &Frame) {
+        frame.encode(self.write_buf());
+    }
+
+    /// The buffer to append encoded frames to (what `flush` writes).
+    pub fn write_buf(&mut self) -> &mut Vec<u8> {
         if self.wpos > 0 && self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
         }
-        frame.encode(&mut self.wbuf);
+        &mut self.wbuf
     }
 
     pub fn pending(&self) -> usize {

@@ -29,6 +29,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,10 @@ use crate::wire::{
 use path::{Path, PathState};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
+
+/// A frame on its way out. A DATA payload is named by its stream positions and read from the
+/// replay buffer only when the frame is encoded.
+type Outgoing = Frame<Range<u64>>;
 
 /// More paths than this and the oldest is dropped: every table stays bounded.
 const MAX_PATHS: usize = 8;
@@ -519,6 +524,23 @@ impl Session {
 
     /// The next frame to write on `path`; call while its socket has room, until `None`.
     pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
+        let frame = self.next_outgoing(now, path)?;
+        Some(frame.map_payload(|range| self.send.slices(range).concat()))
+    }
+
+    /// [`Session::poll_transmit`], encoded straight onto `out` (a DATA payload goes from the
+    /// replay buffer to `out` in one copy). Returns whether there was a frame.
+    pub fn transmit_into(&mut self, now: Instant, path: PathId, out: &mut Vec<u8>) -> bool {
+        let Some(frame) = self.next_outgoing(now, path) else {
+            return false;
+        };
+        frame
+            .map_payload(|range| self.send.slices(range))
+            .encode(out);
+        true
+    }
+
+    fn next_outgoing(&mut self, now: Instant, path: PathId) -> Option<Outgoing> {
         let frame = self.next_frame(now, path)?;
         if let Some(i) = self.index(path) {
             self.paths[i].sent(now, &frame, self.cfg.suspect_after);
@@ -526,7 +548,7 @@ impl Session {
         Some(frame)
     }
 
-    fn next_frame(&mut self, now: Instant, path: PathId) -> Option<Frame> {
+    fn next_frame(&mut self, now: Instant, path: PathId) -> Option<Outgoing> {
         let i = self.index(path)?;
         if let Some(reason) = self.paths[i].reset.take() {
             return Some(Frame::Reset { reason });
@@ -571,15 +593,15 @@ impl Session {
     }
 
     /// DATA, FIN or a bare ACK for the active path.
-    fn poll_stream(&mut self, i: usize) -> Option<Frame> {
+    fn poll_stream(&mut self, i: usize) -> Option<Outgoing> {
         let ack = self.recv.ack();
         match self.send.poll() {
-            Some(Chunk::Data { offset, payload }) => {
+            Some(Chunk::Data(range)) => {
                 self.paths[i].ack_sent = ack;
                 Some(Frame::Data {
-                    offset,
+                    offset: range.start,
                     ack,
-                    payload,
+                    payload: range,
                 })
             }
             Some(Chunk::Fin { offset }) => Some(Frame::Fin { offset }),
@@ -699,14 +721,39 @@ impl Session {
         self.send.write(data)
     }
 
+    /// How many bytes `app_write` would take now. 0 arms `Event::Writable`, like a short
+    /// write does.
+    pub fn app_room(&mut self) -> usize {
+        if self.state != State::Open {
+            return 0;
+        }
+        self.send.room()
+    }
+
     /// Reads received bytes. 0 with `app_read_eof()` = the peer finished its stream.
     pub fn app_read(&mut self, buf: &mut [u8]) -> usize {
-        let n = self.recv.read(buf);
+        let [front, back] = self.app_readable();
+        let from_front = buf.len().min(front.len());
+        let from_back = (buf.len() - from_front).min(back.len());
+        buf[..from_front].copy_from_slice(&front[..from_front]);
+        buf[from_front..from_front + from_back].copy_from_slice(&back[..from_back]);
+        self.app_consume(from_front + from_back);
+        from_front + from_back
+    }
+
+    /// The received bytes the application has not read, in order (the second slice is empty
+    /// unless the buffer wraps): a relay writes them out in place, then calls `app_consume`.
+    pub fn app_readable(&self) -> [&[u8]; 2] {
+        self.recv.unread()
+    }
+
+    /// The application took the first `n` bytes of `app_readable`.
+    pub fn app_consume(&mut self, n: usize) {
+        self.recv.consume(n);
         if self.recv.is_empty() {
             self.readable_signalled = false;
         }
         self.after_input();
-        n
     }
 
     pub fn app_read_eof(&self) -> bool {

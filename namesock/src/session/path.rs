@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::Outgoing;
 use crate::wire::{Frame, PathId, ResetReason, Resume};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub(super) struct Path {
     pub(super) last_recv: Instant,
     pub(super) last_ping: Option<Instant>,
     /// HELLO, HELLO_ACK, RESUME or RESUME_ACK, to be sent first.
-    pub(super) handshake: Option<Frame>,
+    pub(super) handshake: Option<Outgoing>,
     /// Client: the RESUME sent on this path, to check its RESUME_ACK against.
     pub(super) resume: Option<Resume>,
     pub(super) reset: Option<ResetReason>,
@@ -46,7 +47,7 @@ pub(super) struct Path {
 }
 
 impl Path {
-    pub(super) fn new(id: PathId, state: PathState, now: Instant, handshake: Frame) -> Self {
+    pub(super) fn new(id: PathId, state: PathState, now: Instant, handshake: Outgoing) -> Self {
         Path {
             id,
             state,
@@ -110,7 +111,7 @@ impl Path {
     }
 
     /// A frame went out: if the peer owes an answer to it, start waiting for one.
-    pub(super) fn sent(&mut self, now: Instant, frame: &Frame, floor: Duration) {
+    pub(super) fn sent(&mut self, now: Instant, frame: &Outgoing, floor: Duration) {
         let answered = matches!(
             frame,
             Frame::Data { payload, .. } if !payload.is_empty()

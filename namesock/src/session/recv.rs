@@ -76,18 +76,20 @@ impl RecvStream {
         }
     }
 
-    pub(super) fn read(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.buf.len());
+    /// Received bytes not read yet: the buffer's two halves.
+    pub(super) fn unread(&self) -> [&[u8]; 2] {
         let (front, back) = self.buf.as_slices();
-        let from_front = n.min(front.len());
-        out[..from_front].copy_from_slice(&front[..from_front]);
-        out[from_front..n].copy_from_slice(&back[..n - from_front]);
+        [front, back]
+    }
+
+    /// The application read the first `n` unread bytes.
+    pub(super) fn consume(&mut self, n: usize) {
+        assert!(n <= self.buf.len(), "consumed more than was received");
         self.buf.drain(..n);
         if self.buf.is_empty() && self.buf.capacity() > KEEP_WHEN_EMPTY {
             self.buf = VecDeque::new();
         }
         self.consumed += n as u64;
-        n
     }
 
     /// Everything up to the peer's FIN has been read.

@@ -4,14 +4,18 @@
 //! "the peer has everything, FIN included" is simply `known == end + 1`.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use super::{KEEP_WHEN_EMPTY, SessionError};
 use crate::wire::MAX_DATA;
 
 /// What to send next on the active path.
 pub(super) enum Chunk {
-    Data { offset: u64, payload: Vec<u8> },
-    Fin { offset: u64 },
+    /// These stream positions, still in the replay buffer (see [`SendStream::slices`]).
+    Data(Range<u64>),
+    Fin {
+        offset: u64,
+    },
 }
 
 pub(super) struct SendStream {
@@ -55,6 +59,20 @@ impl SendStream {
 
     pub(super) fn set_peer_window(&mut self, window: u32) {
         self.peer_window = u64::from(window);
+    }
+
+    /// Room left in the replay buffer. Finding none counts as a refused write: `Writable`
+    /// follows when room appears.
+    pub(super) fn room(&mut self) -> usize {
+        let room = if self.fin {
+            0
+        } else {
+            self.capacity.saturating_sub(self.replay.len())
+        };
+        if room == 0 {
+            self.blocked = true;
+        }
+        room
     }
 
     /// Accepts as much of `data` as the replay buffer has room for.
@@ -127,18 +145,28 @@ impl SendStream {
             if stop <= self.next {
                 return None;
             }
-            let from = (self.next - self.base) as usize;
-            let to = (stop - self.base) as usize;
-            let payload = copy_range(&self.replay, from, to);
-            let offset = self.next;
+            let range = self.next..stop;
             self.advance(stop);
-            return Some(Chunk::Data { offset, payload });
+            return Some(Chunk::Data(range));
         }
         if self.fin && self.next == self.end {
             self.advance(self.end + 1);
             return Some(Chunk::Fin { offset: self.end });
         }
         None
+    }
+
+    /// The bytes at stream positions `range` (a [`Chunk::Data`] not yet trimmed away), as
+    /// the replay buffer's two halves hold them: a frame is encoded straight from them.
+    pub(super) fn slices(&self, range: Range<u64>) -> [&[u8]; 2] {
+        let from = (range.start - self.base) as usize;
+        let to = (range.end - self.base) as usize;
+        let (front, back) = self.replay.as_slices();
+        let split = front.len();
+        [
+            &front[from.min(split)..to.min(split)],
+            &back[from.saturating_sub(split)..to.saturating_sub(split)],
+        ]
     }
 
     fn advance(&mut self, to: u64) {
@@ -166,38 +194,26 @@ impl SendStream {
     }
 }
 
-/// `buf[from..to]` as one Vec: at most two memcpys (a byte iterator was the sender's top
-/// symbol).
-fn copy_range(buf: &VecDeque<u8>, from: usize, to: usize) -> Vec<u8> {
-    let (front, back) = buf.as_slices();
-    let mut out = Vec::with_capacity(to - from);
-    if from < front.len() {
-        out.extend_from_slice(&front[from..to.min(front.len())]);
-    }
-    if to > front.len() {
-        out.extend_from_slice(&back[from.saturating_sub(front.len())..to - front.len()]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn copy_range_matches_the_deque_across_its_wrap() {
-        let mut buf: VecDeque<u8> = VecDeque::with_capacity(8);
-        buf.extend(0..6);
-        buf.drain(..4);
-        buf.extend(6..12);
+    fn slices_match_the_replay_buffer_across_its_wrap() {
+        let mut send = SendStream::new(8);
+        send.peer_window = 1 << 20;
+        assert_eq!(send.write(&[0, 1, 2, 3, 4, 5]), 6);
+        while send.poll().is_some() {}
+        send.on_received(4).unwrap();
+        assert_eq!(send.write(&[6, 7, 8, 9, 10, 11]), 6);
         assert!(
-            !buf.as_slices().1.is_empty(),
-            "the test needs a wrapped deque"
+            !send.replay.as_slices().1.is_empty(),
+            "the test needs a wrapped buffer"
         );
-        for from in 0..=buf.len() {
-            for to in from..=buf.len() {
-                let want: Vec<u8> = buf.range(from..to).copied().collect();
-                assert_eq!(copy_range(&buf, from, to), want, "{from}..{to}");
+        for from in 4..=12 {
+            for to in from..=12 {
+                let want: Vec<u8> = (from as u8..to as u8).collect();
+                assert_eq!(send.slices(from..to).concat(), want, "{from}..{to}");
             }
         }
     }

@@ -309,6 +309,63 @@ fn a_full_replay_buffer_pushes_back_and_acks_free_it() {
 }
 
 #[test]
+fn a_relay_that_asks_for_room_and_finds_none_is_told_when_there_is_some() {
+    let small = SessionConfig {
+        replay_capacity: 1000,
+        ..cfg()
+    };
+    let mut pair = Pair::new(1, small);
+    assert_eq!(pair.client.app_room(), 1000);
+    assert_eq!(pair.client.app_write(&[1; 1000]), 1000);
+    assert_eq!(pair.client.app_room(), 0);
+    assert!(!events(&mut pair.client).contains(&Event::Writable));
+    pair.pump();
+    assert_eq!(read_all(&mut pair.server).len(), 1000);
+    pair.pump();
+    assert!(events(&mut pair.client).contains(&Event::Writable));
+    assert_eq!(pair.client.app_room(), 1000);
+}
+
+#[test]
+fn received_bytes_are_read_in_place_then_consumed() {
+    let mut pair = Pair::new(1, cfg());
+    assert_eq!(pair.client.app_write(b"hello world"), 11);
+    pair.pump();
+    assert_eq!(pair.server.app_readable().concat(), b"hello world");
+    pair.server.app_consume(6);
+    assert_eq!(pair.server.app_readable().concat(), b"world");
+    pair.server.app_consume(5);
+    assert!(pair.server.app_readable().concat().is_empty());
+    pair.pump();
+    assert_eq!(pair.client_to_server(b"more"), b"more");
+}
+
+#[test]
+fn frames_encoded_in_place_carry_the_stream_across_the_replay_buffers_wrap() {
+    let small = SessionConfig {
+        replay_capacity: 3000,
+        ..cfg()
+    };
+    let mut pair = Pair::new(1, small);
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut written, mut got) = (0, Vec::new());
+    while got.len() < data.len() {
+        written += pair.client.app_write(&data[written..(written + 1100).min(data.len())]);
+        let mut wire = Vec::new();
+        while pair.client.transmit_into(pair.now, CPATH, &mut wire) {}
+        let mut rest = &wire[..];
+        while let Some((frame, used)) = crate::wire::FrameRef::decode_ref(rest).unwrap() {
+            pair.server.handle_frame(pair.now, SPATH, frame).unwrap();
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        got.extend(read_all(&mut pair.server));
+        pair.pump();
+    }
+    assert_eq!(got, data);
+}
+
+#[test]
 fn the_sender_never_exceeds_the_receivers_window() {
     let narrow = SessionConfig {
         recv_capacity: 1000,

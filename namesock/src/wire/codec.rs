@@ -6,7 +6,7 @@ use namesock_identity::{Guid, PublicKey, Signature};
 
 use super::{
     DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME,
-    MAX_LOCATORS, ResetReason, Resume, ResumeAck, VERSION,
+    MAX_LOCATORS, Payload, ResetReason, Resume, ResumeAck, VERSION,
 };
 
 const HELLO: u8 = 1;
@@ -24,7 +24,7 @@ const MOVED: u8 = 11;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
-impl<P: AsRef<[u8]>> Frame<P> {
+impl<P: Payload> Frame<P> {
     /// Appends the frame's wire form to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
@@ -33,27 +33,6 @@ impl<P: AsRef<[u8]>> Frame<P> {
         let len = out.len() - start - HEADER_LEN;
         debug_assert!(len <= MAX_FRAME - HEADER_LEN, "encoded an oversized frame");
         out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-    }
-
-    /// The frame's name in `docs/protocol.md`, for logs and errors.
-    pub fn name(&self) -> &'static str {
-        name_of(self.type_code()).unwrap_or("?")
-    }
-
-    fn type_code(&self) -> u8 {
-        match self {
-            Frame::Hello(_) => HELLO,
-            Frame::HelloAck(_) => HELLO_ACK,
-            Frame::Resume(_) => RESUME,
-            Frame::ResumeAck(_) => RESUME_ACK,
-            Frame::Data { .. } => DATA,
-            Frame::Ack { .. } => ACK,
-            Frame::Ping { .. } => PING,
-            Frame::Pong { .. } => PONG,
-            Frame::Fin { .. } => FIN,
-            Frame::Reset { .. } => RESET,
-            Frame::Moved { .. } => MOVED,
-        }
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
@@ -79,10 +58,12 @@ impl<P: AsRef<[u8]>> Frame<P> {
                 ack,
                 payload,
             } => {
-                debug_assert!(payload.as_ref().len() <= MAX_DATA);
+                debug_assert!(payload.len() <= MAX_DATA);
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&ack.to_be_bytes());
-                out.extend_from_slice(payload.as_ref());
+                for part in payload.parts() {
+                    out.extend_from_slice(part);
+                }
             }
             Frame::Ack { ack: v }
             | Frame::Ping { token: v }
@@ -145,6 +126,34 @@ impl<'a> FrameRef<'a> {
 
     /// The same frame with its payload copied out of the decoder's input.
     pub fn into_owned(self) -> Frame {
+        self.map_payload(<[u8]>::to_vec)
+    }
+}
+
+impl<P> Frame<P> {
+    /// The frame's name in `docs/protocol.md`, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        name_of(self.type_code()).unwrap_or("?")
+    }
+
+    fn type_code(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => HELLO,
+            Frame::HelloAck(_) => HELLO_ACK,
+            Frame::Resume(_) => RESUME,
+            Frame::ResumeAck(_) => RESUME_ACK,
+            Frame::Data { .. } => DATA,
+            Frame::Ack { .. } => ACK,
+            Frame::Ping { .. } => PING,
+            Frame::Pong { .. } => PONG,
+            Frame::Fin { .. } => FIN,
+            Frame::Reset { .. } => RESET,
+            Frame::Moved { .. } => MOVED,
+        }
+    }
+
+    /// The same frame with its DATA payload (if it is DATA) turned into another form.
+    pub fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> Frame<Q> {
         match self {
             Frame::Hello(h) => Frame::Hello(h),
             Frame::HelloAck(a) => Frame::HelloAck(a),
@@ -157,7 +166,7 @@ impl<'a> FrameRef<'a> {
             } => Frame::Data {
                 offset,
                 ack,
-                payload: payload.to_vec(),
+                payload: f(payload),
             },
             Frame::Ack { ack } => Frame::Ack { ack },
             Frame::Ping { token } => Frame::Ping { token },

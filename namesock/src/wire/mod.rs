@@ -73,6 +73,39 @@ pub enum Frame<P = Vec<u8>> {
 /// A frame decoded in place: its DATA payload borrows the decoder's input.
 pub type FrameRef<'a> = Frame<&'a [u8]>;
 
+/// The bytes of a DATA payload, in at most two pieces (a ring buffer's two halves), so a
+/// frame can be encoded straight from where its bytes are kept.
+pub trait Payload {
+    fn parts(&self) -> [&[u8]; 2];
+
+    fn len(&self) -> usize {
+        let [a, b] = self.parts();
+        <[u8]>::len(a) + <[u8]>::len(b)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Payload for Vec<u8> {
+    fn parts(&self) -> [&[u8]; 2] {
+        [self, &[]]
+    }
+}
+
+impl Payload for &[u8] {
+    fn parts(&self) -> [&[u8]; 2] {
+        [self, &[]]
+    }
+}
+
+impl Payload for [&[u8]; 2] {
+    fn parts(&self) -> [&[u8]; 2] {
+        *self
+    }
+}
+
 /// Client -> server, first frame of a new session's first path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
