@@ -117,6 +117,7 @@ impl AppSide {
                 .stream
                 .write_vectored(&[IoSlice::new(front), IoSlice::new(back)])
             {
+                Ok(0) => return self.fail(session, &io::ErrorKind::WriteZero.into()),
                 Ok(n) => session.app_consume(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
