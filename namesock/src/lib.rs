@@ -3,6 +3,7 @@
 pub use namesock_identity as identity;
 pub mod api;
 pub mod config;
+mod copy;
 pub mod engine;
 pub mod logging;
 pub mod session;

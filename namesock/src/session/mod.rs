@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 pub use acceptor::Acceptor;
 pub use error::{HandshakeError, ResumeError, SessionError};
 
+use crate::copy;
 use crate::wire::{
     ConnId, Frame, Hello, HelloAck, MAX_LOCATORS, PathId, ResetReason, Resume, ResumeAck,
 };
@@ -525,7 +526,13 @@ impl Session {
     /// The next frame to write on `path`; call while its socket has room, until `None`.
     pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
         let frame = self.next_outgoing(now, path)?;
-        Some(frame.map_payload(|range| self.send.slices(range).concat()))
+        Some(frame.map_payload(|range| {
+            let mut payload = Vec::new();
+            for part in self.send.slices(range) {
+                copy::extend_vec(&mut payload, part);
+            }
+            payload
+        }))
     }
 
     /// [`Session::poll_transmit`], encoded straight onto `out` (a DATA payload goes from the
@@ -735,8 +742,11 @@ impl Session {
         let [front, back] = self.app_readable();
         let from_front = buf.len().min(front.len());
         let from_back = (buf.len() - from_front).min(back.len());
-        buf[..from_front].copy_from_slice(&front[..from_front]);
-        buf[from_front..from_front + from_back].copy_from_slice(&back[..from_back]);
+        copy::copy(&mut buf[..from_front], &front[..from_front]);
+        copy::copy(
+            &mut buf[from_front..from_front + from_back],
+            &back[..from_back],
+        );
         self.app_consume(from_front + from_back);
         from_front + from_back
     }

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{KEEP_WHEN_EMPTY, SessionError};
+use crate::copy;
 
 pub(super) struct RecvStream {
     /// Bytes `[consumed, next)`: received, not yet read by the application.
@@ -51,7 +52,7 @@ impl RecvStream {
         if end > limit {
             return Err(SessionError::BeyondWindow { end, limit });
         }
-        self.buf.extend(&payload[(self.next - offset) as usize..]);
+        copy::extend_deque(&mut self.buf, &payload[(self.next - offset) as usize..]);
         self.next = end;
         Ok(true)
     }

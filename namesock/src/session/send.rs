@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use super::{KEEP_WHEN_EMPTY, SessionError};
+use crate::copy;
 use crate::wire::MAX_DATA;
 
 /// What to send next on the active path.
@@ -82,7 +83,7 @@ impl SendStream {
         }
         let room = self.capacity.saturating_sub(self.replay.len());
         let n = room.min(data.len());
-        self.replay.extend(&data[..n]);
+        copy::extend_deque(&mut self.replay, &data[..n]);
         self.end += n as u64;
         if n < data.len() {
             self.blocked = true;

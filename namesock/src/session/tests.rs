@@ -350,7 +350,9 @@ fn frames_encoded_in_place_carry_the_stream_across_the_replay_buffers_wrap() {
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (mut written, mut got) = (0, Vec::new());
     while got.len() < data.len() {
-        written += pair.client.app_write(&data[written..(written + 1100).min(data.len())]);
+        written += pair
+            .client
+            .app_write(&data[written..(written + 1100).min(data.len())]);
         let mut wire = Vec::new();
         while pair.client.transmit_into(pair.now, CPATH, &mut wire) {}
         let mut rest = &wire[..];

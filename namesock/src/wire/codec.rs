@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use namesock_identity::{Guid, PublicKey, Signature};
 
+use crate::copy;
+
 use super::{
     DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME,
     MAX_LOCATORS, Payload, ResetReason, Resume, ResumeAck, VERSION,
@@ -62,7 +64,7 @@ impl<P: Payload> Frame<P> {
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&ack.to_be_bytes());
                 for part in payload.parts() {
-                    out.extend_from_slice(part);
+                    copy::extend_vec(out, part);
                 }
             }
             Frame::Ack { ack: v }
@@ -126,7 +128,11 @@ impl<'a> FrameRef<'a> {
 
     /// The same frame with its payload copied out of the decoder's input.
     pub fn into_owned(self) -> Frame {
-        self.map_payload(<[u8]>::to_vec)
+        self.map_payload(|payload| {
+            let mut owned = Vec::new();
+            copy::extend_vec(&mut owned, payload);
+            owned
+        })
     }
 }
 
