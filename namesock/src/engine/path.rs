@@ -7,6 +7,7 @@ use std::time::Instant;
 use mio::Token;
 use mio::net::TcpStream;
 
+use crate::copy;
 use crate::wire::{DecodeError, Frame, FrameRef, MAX_FRAME};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
@@ -107,14 +108,14 @@ impl FlowPath {
         // Less than one frame is left, and the decoder refuses a longer length field: it
         // fits in front of a whole read chunk.
         let mut carry = self.rbuf.len();
-        scratch[..carry].copy_from_slice(&self.rbuf);
+        copy::copy(&mut scratch[..carry], &self.rbuf);
         self.rbuf = Vec::new();
         loop {
             let n = match self.stream.read(&mut scratch[carry..]) {
                 Ok(0) => return ReadOutcome::Closed(None),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.rbuf = scratch[..carry].to_vec();
+                    copy::extend_vec(&mut self.rbuf, &scratch[..carry]);
                     return ReadOutcome::Open;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -126,7 +127,7 @@ impl FlowPath {
                 Err(e) => return ReadOutcome::Malformed(e),
             };
             if stop {
-                self.rbuf = scratch[used..filled].to_vec();
+                copy::extend_vec(&mut self.rbuf, &scratch[used..filled]);
                 return ReadOutcome::Open;
             }
             scratch.copy_within(used..filled, 0);
