@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use namesock_identity::{Keypair, PublicKey};
+use namesock_identity::Keypair;
 
 use crate::session::{Acceptor, HandshakeError, ResumeError, Session, SessionConfig};
 use crate::wire::{ConnId, Frame, FrameRef, PathId, ResetReason};
@@ -65,13 +65,13 @@ impl Refusal {
 /// A path's first frame, accepted.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A verified HELLO: a new server session with HELLO_ACK queued on the path, to be
-    /// delivered to the program listening at `deliver_to`.
+    /// A verified HELLO: a new server session (its `peer()` is the client's key) with
+    /// HELLO_ACK queued on the path, to be delivered to the program listening at
+    /// `deliver_to`.
     New {
         key: ConnKey,
         session: Box<Session>,
         port: u16,
-        client: PublicKey,
         deliver_to: SocketAddr,
     },
     /// A verified RESUME, attached to the live session `key` (RESUME_ACK queued).
@@ -167,7 +167,6 @@ impl Endpoint {
                     key,
                     session: Box::new(session),
                     port: hello.port,
-                    client: hello.client_key,
                     deliver_to,
                 })
             }
