@@ -8,6 +8,5 @@ pub mod engine;
 pub mod logging;
 pub mod session;
 pub mod synthetic;
-pub mod testbed;
 pub mod wire;
 pub use api::{TcpListener, TcpStream};
