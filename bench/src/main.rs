@@ -15,11 +15,11 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use namesock_cli::testbed::scenario::{Timers, Tools, World};
-use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 use namesock_bench::parse::{self, Split};
 use namesock_bench::stats::{median, ratio, shortfall};
 use namesock_bench::table::{self, Row, added, fig, times, with_unit};
+use namesock_cli::testbed::scenario::{Timers, Tools, World};
+use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 
 #[derive(Debug, thiserror::Error)]
 enum SuiteError {

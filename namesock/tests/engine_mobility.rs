@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
+use namesock::wire::Frame;
 use namesock_cli::testbed::{Host, Process, Testbed};
 use namesock_cli::testbed::{Progress, median, stalls};
-use namesock::wire::Frame;
 use namesock_resolver::{Gns, Target};
 
 const BYTES: u64 = 64 << 20;

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use namesock_cli::testbed::scenario::{Download, Fetch, Outcome, Served, Timers, Tools, World, hex};
+use namesock_cli::testbed::scenario::{
+    Download, Fetch, Outcome, Served, Timers, Tools, World, hex,
+};
 use namesock_cli::testbed::{Host, Process, Testbed, median};
 
 /// True when running as root; otherwise prints why `test` is skipped and returns false.
