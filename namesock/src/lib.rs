@@ -10,6 +10,5 @@ pub mod logging;
 pub mod path_manager;
 pub mod session;
 pub mod synthetic;
-pub mod testbed;
 pub mod wire;
 pub use api::{TcpListener, TcpStream};
