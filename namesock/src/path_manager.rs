@@ -753,3 +753,6 @@ impl PathManager {
         Some(p)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The path manager's rules, one at a time, in virtual time (the simulation in
+//! `namesock/tests/simulation.rs` runs them together over a virtual network).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use namesock_identity::Keypair;
+
+use super::*;
+use crate::endpoint::{Endpoint, Incoming};
+use crate::session::SessionConfig;
+use crate::wire::FrameRef;
+
+const PORT: u16 = 8000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Bed {
+    t0: Instant,
+    server_key: Arc<Keypair>,
+    local: Vec<IpAddr>,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        Bed {
+            t0: Instant::now(),
+            server_key: Arc::new(Keypair::generate()),
+            local: vec![ip("10.0.0.2")],
+        }
+    }
+
+    fn manager(&self, locators: &[&str]) -> PathManager {
+        let session = Session::client(
+            SessionConfig::default(),
+            Arc::new(Keypair::generate()),
+            self.server_key.guid(),
+            PORT,
+            rand::random(),
+            rand::random(),
+            self.t0,
+        );
+        let locators = locators.iter().map(|a| addr(a)).collect();
+        PathManager::new(
+            self.t0,
+            session,
+            1,
+            locators,
+            self.t0 + Duration::from_secs(10),
+            &self.local,
+        )
+    }
+
+    /// The server's side of a handshake on `path`: HELLO in, HELLO_ACK out.
+    fn establish(&self, pm: &mut PathManager, now: Instant, path: PathId) -> Session {
+        let mut endpoint = Endpoint::new();
+        endpoint.start_serving(SessionConfig::default(), self.server_key.clone());
+        endpoint.serve(PORT, addr("127.0.0.1:1"));
+        let hello = wire(now, pm.session_mut(), path);
+        let Ok(Incoming::New { mut session, .. }) =
+            endpoint.first_frame(now, 1000, decode(&hello), |_| None)
+        else {
+            panic!("HELLO refused");
+        };
+        let ack = wire(now, &mut session, 1000);
+        pm.session_mut()
+            .handle_frame(now, path, decode(&ack))
+            .unwrap();
+        pm.frames_received(now, path);
+        *session
+    }
+}
+
+fn wire(now: Instant, session: &mut Session, path: PathId) -> Vec<u8> {
+    let mut out = Vec::new();
+    while session.transmit_into(now, path, &mut out) {}
+    out
+}
+
+fn decode(bytes: &[u8]) -> FrameRef<'_> {
+    FrameRef::decode_ref(bytes).unwrap().unwrap().0
+}
+
+fn actions(pm: &mut PathManager, now: Instant, local: &[IpAddr]) -> Vec<Action> {
+    std::iter::from_fn(|| pm.poll_action(now, local)).collect()
+}
+
+fn dials(actions: &[Action]) -> Vec<(PathId, SocketAddr, Option<IpAddr>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dial {
+                path,
+                remote,
+                local,
+            } => Some((*path, *remote, *local)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_dials_are_staggered_ipv6_first_and_the_others_stop_when_one_connects() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000", "[fd00::2]:4000", "10.1.3.2:4000"]);
+    let first = dials(&actions(&mut pm, bed.t0, &bed.local));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, addr("[fd00::2]:4000"));
+    assert_eq!(pm.poll_timeout(), Some(bed.t0 + STAGGER));
+    let t1 = bed.t0 + STAGGER;
+    pm.handle_timeout(t1, &bed.local);
+    let second = dials(&actions(&mut pm, t1, &bed.local));
+    assert_eq!(second[0].1, addr("10.1.1.2:4000"));
+    pm.path_connected(t1, second[0].0, addr("10.0.0.2:5000"), &bed.local);
+    // The hanging IPv6 dial is closed; no third dial comes.
+    assert_eq!(
+        actions(&mut pm, t1, &bed.local),
+        vec![Action::Close { path: first[0].0 }]
+    );
+    pm.handle_timeout(t1 + STAGGER, &bed.local);
+    assert!(dials(&actions(&mut pm, t1 + STAGGER, &bed.local)).is_empty());
+}
+
+#[test]
+fn every_locator_refusing_after_a_fresh_resolve_is_connection_refused() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let d = dials(&actions(&mut pm, bed.t0, &bed.local));
+    pm.dial_failed(bed.t0, d[0].0, DialError::Refused);
+    assert_eq!(
+        actions(&mut pm, bed.t0, &bed.local),
+        vec![Action::Failed(ConnectFailure::Refused)]
+    );
+    assert!(pm.is_closed());
+}
+
+#[test]
+fn an_unreachable_peer_is_retried_with_backoff_and_fresh_lookups_until_the_connect_timeout() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let mut now = bed.t0;
+    let mut rounds = 0;
+    let mut gaps = Vec::new();
+    loop {
+        let acts = actions(&mut pm, now, &bed.local);
+        if let Some(Action::Failed(f)) = acts.iter().find(|a| matches!(a, Action::Failed(_))) {
+            assert_eq!(*f, ConnectFailure::HostUnreachable);
+            break;
+        }
+        for a in &acts {
+            match a {
+                Action::Dial { path, .. } => {
+                    rounds += 1;
+                    pm.dial_failed(now, *path, DialError::HostUnreachable)
+                }
+                Action::Resolve => {
+                    pm.resolved(now, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local)
+                }
+                _ => {}
+            }
+        }
+        let next = pm.poll_timeout().expect("a timer while connecting");
+        gaps.push(next - now);
+        now = next;
+    }
+    assert_eq!(now, bed.t0 + Duration::from_secs(10));
+    assert!((10..40).contains(&rounds), "{rounds} rounds");
+    // Backoff: 25 ms doubling, at most a second.
+    assert!(gaps.iter().any(|g| *g == BACKOFF_MIN));
+    assert!(gaps.iter().all(|g| *g <= BACKOFF_MAX));
+}
+
+#[test]
+fn moved_dials_the_new_address_first_and_closes_the_old_path_once_the_new_one_carried_a_frame() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let old = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, old, addr("10.0.0.2:5000"), &bed.local);
+    let mut server = bed.establish(&mut pm, bed.t0, old);
+    assert!(matches!(
+        actions(&mut pm, bed.t0, &bed.local).as_slice(),
+        [Action::Established { .. }]
+    ));
+    // MOVED (seq 2), then the same MOVED again and an older one: one dial.
+    server.announce_moved(2, vec![addr("10.1.3.2:4000")]);
+    let moved = wire(bed.t0, &mut server, 1000);
+    let mut rest = &moved[..];
+    while let Some((frame, used)) = FrameRef::decode_ref(rest).unwrap() {
+        pm.session_mut().handle_frame(bed.t0, old, frame).unwrap();
+        rest = &rest[used..];
+    }
+    let new = dials(&actions(&mut pm, bed.t0, &bed.local));
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].1, addr("10.1.3.2:4000"));
+    pm.resolved(bed.t0, Some((2, vec![addr("10.1.3.2:4000")])), &bed.local);
+    assert!(dials(&actions(&mut pm, bed.t0, &bed.local)).is_empty());
+    // Make-before-break: the old path stays until the new one carries a frame.
+    pm.path_connected(bed.t0, new[0].0, addr("10.0.0.2:5001"), &bed.local);
+    assert!(actions(&mut pm, bed.t0, &bed.local).is_empty());
+    assert!(pm.path(old).is_some());
+    pm.frames_received(bed.t0, new[0].0);
+    assert_eq!(
+        actions(&mut pm, bed.t0, &bed.local),
+        vec![Action::Close { path: old }]
+    );
+}
+
+#[test]
+fn a_multihomed_client_keeps_a_standby_path_from_each_other_address() {
+    let mut bed = Bed::new();
+    bed.local = vec![
+        ip("10.0.0.2"),
+        ip("10.0.9.2"),
+        ip("127.0.0.1"),
+        ip("fd00::9"),
+    ];
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let first = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, first, addr("10.0.0.2:5000"), &bed.local);
+    bed.establish(&mut pm, bed.t0, first);
+    let acts = actions(&mut pm, bed.t0, &bed.local);
+    assert_eq!(
+        dials(&acts).iter().map(|d| (d.1, d.2)).collect::<Vec<_>>(),
+        vec![(addr("10.1.1.2:4000"), Some(ip("10.0.9.2")))]
+    );
+    // Tried once per address until the addresses change.
+    let standby = dials(&acts)[0].0;
+    pm.dial_failed(bed.t0, standby, DialError::NetUnreachable);
+    pm.addresses_changed(bed.t0, false, &bed.local);
+    assert!(dials(&actions(&mut pm, bed.t0, &bed.local)).is_empty());
+    pm.addresses_changed(bed.t0, true, &bed.local);
+    assert_eq!(dials(&actions(&mut pm, bed.t0, &bed.local)).len(), 1);
+}
+
+#[test]
+fn a_lost_path_redials_at_once_and_asks_the_gns() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let first = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, first, addr("10.0.0.2:5000"), &bed.local);
+    bed.establish(&mut pm, bed.t0, first);
+    actions(&mut pm, bed.t0, &bed.local);
+    let later = bed.t0 + Duration::from_secs(1);
+    pm.path_closed(later, first);
+    let acts = actions(&mut pm, later, &bed.local);
+    assert!(acts.contains(&Action::Resolve), "{acts:?}");
+    assert_eq!(dials(&acts).len(), 1);
+    assert!(pm.needs_path());
+    // The GNS knows a new address: dialled at once, besides the round's.
+    pm.resolved(later, Some((5, vec![addr("10.1.7.2:4000")])), &bed.local);
+    let acts = actions(&mut pm, later, &bed.local);
+    assert_eq!(dials(&acts)[0].1, addr("10.1.7.2:4000"));
+}
