@@ -1,42 +1,42 @@
 //! Sans-IO framing of a byte stream: frames cut across reads, decoded in place.
-//!
-//! A [`FrameReader`] owns only the bytes it could not hand out yet (at most one partial frame,
-//! or the frames left when the consumer stopped early); reads go to a scratch buffer the caller
-//! lends for one round of reads, so an idle reader holds no allocation. The caller does the IO:
-//!
-//! ```
-//! # use namesock::wire::{Frame, FrameReader, MAX_FRAME, Step};
-//! # let mut socket: &[u8] = &[6, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7];
-//! # use std::io::Read;
-//! let mut reader = FrameReader::new();
-//! let mut scratch = vec![0; MAX_FRAME + 64 * 1024];
-//! let mut round = reader.round(&mut scratch);
-//! loop {
-//!     match round.frames(|frame| {
-//!         assert_eq!(frame, Frame::Ack { ack: 7 });
-//!         true // false: stop, keep the rest for the next round
-//!     })? {
-//!         Step::NeedBytes => {}
-//!         Step::Stopped => break,
-//!     }
-//!     match socket.read(round.buf()) {
-//!         Ok(0) => break, // end of stream
-//!         Ok(n) => round.filled(n),
-//!         Err(e) => panic!("{e}"),
-//!     }
-//! }
-//! # Ok::<(), namesock::wire::DecodeError>(())
-//! ```
-//!
-//! A partial frame at the end of a read moves to the front of the scratch buffer and the next
-//! read lands behind it, so a byte is copied again only when it belongs to a frame cut by a
-//! read. Whatever is undecoded when the round ends (the [`Round`] is dropped) moves into the
-//! reader. Copies go in 2 KiB pieces (see `crate::copy`).
 
 use super::{DecodeError, FrameRef, MAX_FRAME};
 use crate::copy;
 
-/// Bytes of a stream not handed out yet. See the [module documentation](self).
+/// Cuts a byte stream that arrives in reads of any size into frames.
+///
+/// A [`FrameReader`] owns only the bytes it could not hand out yet (at most one partial frame,
+/// or the frames left when the consumer stopped early); reads go to a scratch buffer the caller
+/// lends for one round of reads, so an idle reader holds no allocation. The caller does the IO:
+///
+/// ```
+/// # use namesock::wire::{Frame, FrameReader, MAX_FRAME, Step};
+/// # let mut socket: &[u8] = &[6, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7];
+/// # use std::io::Read;
+/// let mut reader = FrameReader::new();
+/// let mut scratch = vec![0; MAX_FRAME + 64 * 1024];
+/// let mut round = reader.round(&mut scratch);
+/// loop {
+///     match round.frames(|frame| {
+///         assert_eq!(frame, Frame::Ack { ack: 7 });
+///         true // false: stop, keep the rest for the next round
+///     })? {
+///         Step::NeedBytes => {}
+///         Step::Stopped => break,
+///     }
+///     match socket.read(round.buf()) {
+///         Ok(0) => break, // end of stream
+///         Ok(n) => round.filled(n),
+///         Err(e) => panic!("{e}"),
+///     }
+/// }
+/// # Ok::<(), namesock::wire::DecodeError>(())
+/// ```
+///
+/// A partial frame at the end of a read moves to the front of the scratch buffer and the next
+/// read lands behind it, so a byte is copied again only when it belongs to a frame cut by a
+/// read. Whatever is undecoded when the round ends (the [`Round`] is dropped) moves into the
+/// reader. Copies go in 2 KiB pieces (see `crate::copy`).
 #[derive(Debug, Default)]
 pub struct FrameReader {
     /// Undecoded bytes between rounds: at most one partial frame, or whatever followed the
