@@ -179,7 +179,10 @@ fn read_through(
         let step = loop {
             let step = round.frames(|f| {
                 got.push(f.into_owned());
-                !stops.get(got.len() % stops.len().max(1)).copied().unwrap_or(false)
+                !stops
+                    .get(got.len() % stops.len().max(1))
+                    .copied()
+                    .unwrap_or(false)
             });
             if step != Ok(Step::NeedBytes) {
                 break step;

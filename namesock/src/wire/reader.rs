@@ -165,7 +165,11 @@ impl Round<'_> {
             *self.kept = Vec::new();
             self.in_kept = false;
             self.fresh = stopped;
-            return Ok(if stopped { Step::Stopped } else { Step::NeedBytes });
+            return Ok(if stopped {
+                Step::Stopped
+            } else {
+                Step::NeedBytes
+            });
         }
         let (used, step) = decode_frames(&self.scratch[self.start..self.end], &mut on_frame);
         self.start += used;
@@ -186,7 +190,10 @@ impl Round<'_> {
     /// If bytes arrived since [`Round::frames`] last returned [`Step::NeedBytes`]: they may
     /// hold frames, and room for the read is only guaranteed behind a partial frame.
     pub fn buf(&mut self) -> &mut [u8] {
-        assert!(!self.fresh, "Round::buf before Round::frames handed out the frames");
+        assert!(
+            !self.fresh,
+            "Round::buf before Round::frames handed out the frames"
+        );
         &mut self.scratch[self.end..]
     }
 
@@ -420,7 +427,7 @@ mod tests {
             assert_eq!(reader.buffered(), cut);
             let step = reader.feed(&mut scratch, &bytes[cut..], &mut on_frame);
             assert_eq!(step, Ok(Step::NeedBytes));
-            assert_eq!(got, [frame.clone()]);
+            assert_eq!(got, std::slice::from_ref(&frame));
             assert_eq!((reader.buffered(), reader.capacity()), (0, 0));
         }
     }
@@ -474,7 +481,13 @@ mod tests {
         };
         let mut bytes = encode(&[frame.clone(), frame.clone()]);
         let mut scratch = vec![0; FrameReader::MIN_SCRATCH];
-        for cut in [1, HEADER_LEN, bytes.len() / 2 - 1, bytes.len() / 2 + 1, bytes.len() - 1] {
+        for cut in [
+            1,
+            HEADER_LEN,
+            bytes.len() / 2 - 1,
+            bytes.len() / 2 + 1,
+            bytes.len() - 1,
+        ] {
             let mut reader = FrameReader::new();
             let mut socket = Socket::default();
             socket.reads.push_back(bytes[..cut].to_vec());
@@ -581,7 +594,15 @@ mod tests {
         bytes.extend_from_slice(&[0xee, 0, 0, 0, 1, 0]);
         bytes.extend_from_slice(&encode(&good));
         let mut scratch = scratch();
-        for cut in [0, 1, bad_at - 1, bad_at, bad_at + 1, bad_at + 3, bytes.len()] {
+        for cut in [
+            0,
+            1,
+            bad_at - 1,
+            bad_at,
+            bad_at + 1,
+            bad_at + 3,
+            bytes.len(),
+        ] {
             let mut reader = FrameReader::new();
             let mut got = Vec::new();
             let mut on_frame = |f: FrameRef<'_>| {
