@@ -1,17 +1,31 @@
 #!/bin/sh
 # Regenerates every benchmark figure of namesock (issue 8): the criterion benches of the wire
 # codec and the session, the GNS figures, and the end-to-end suite between network namespaces
-# (namesock against plain TCP, socat and MPTCP), writing bench/results/. Needs root, iproute2,
-# nftables, socat, mptcpd (mptcpize), gnuplot-nox (for the PNG) and BIND9 (for the GNS figures).
+# (namesock against plain TCP, socat and MPTCP), writing bench/results/, then rewrites the
+# README's benchmark section from those results (bench-readme). Needs iproute2, nftables, socat,
+# mptcpd (mptcpize), gnuplot-nox (for the PNG) and BIND9 (for the GNS figures). The suite needs
+# root: run this as root, or as a user with sudo (then only the suite runs under sudo).
 #
-#   sudo bench/run.sh                 # everything, 5 runs per figure
-#   sudo bench/run.sh --runs 3 --only bulk,rr    # options go to nsbench-suite
+#   bench/run.sh                      # everything, 5 runs per figure
+#   bench/run.sh --runs 3 --only bulk,rr    # options go to nsbench-suite
 #
 # Not part of tests/run.sh or CI: these are measurements, not timed tests.
 set -eu
 cd "$(dirname "$0")/.."
 out=bench/results
 mkdir -p "$out"
+
+# Run "$@" as root: directly when we are root, otherwise through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "bench/run.sh: the suite needs root (network namespaces), and sudo is not installed" >&2
+        exit 1
+    fi
+}
 
 cargo build --release --workspace --bins --examples
 if [ -z "${NB_SKIP_CRITERION:-}" ]; then
@@ -24,4 +38,9 @@ uname -r >"$out/machine.txt"
 nproc >>"$out/machine.txt"
 free -g | awk '/Mem:/ {print $2 " GiB"}' >>"$out/machine.txt"
 uptime >>"$out/machine.txt"
-target/release/nsbench-suite --out "$out" --gns "$out/gns.txt" "$@"
+date -u '+%Y-%m-%d %H:%M UTC' >>"$out/machine.txt"
+as_root target/release/nsbench-suite --out "$out" --gns "$out/gns.txt" "$@"
+if [ "$(id -u)" -ne 0 ]; then
+    as_root chown -R "$(id -u):$(id -g)" "$out"
+fi
+target/release/bench-readme --results "$out" --readme README.md

@@ -15,18 +15,18 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use namesock::testbed::scenario::{Timers, Tools, World};
-use namesock::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 use namesock_bench::parse::{self, Split};
 use namesock_bench::stats::{median, ratio, shortfall};
 use namesock_bench::table::{self, Row, added, fig, times, with_unit};
+use namesock_cli::testbed::scenario::{Timers, Tools, World};
+use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 
 #[derive(Debug, thiserror::Error)]
 enum SuiteError {
     #[error(transparent)]
     Testbed(#[from] TestbedError),
     #[error(transparent)]
-    Scenario(#[from] namesock::testbed::scenario::ScenarioError),
+    Scenario(#[from] namesock_cli::testbed::scenario::ScenarioError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -1130,7 +1130,7 @@ impl Suite {
         let (cns, sns) = (self.client.namespace(), self.server.namespace());
         let second = self.client.link(1)?;
         let sh = |ns: &str, script: &str| -> Result<()> {
-            let out = namesock::testbed::run_with_input(
+            let out = namesock_cli::testbed::run_with_input(
                 {
                     let mut c = Command::new("ip");
                     c.args(["netns", "exec", ns, "sh", "-c", script]);
@@ -1248,7 +1248,7 @@ impl Suite {
                     return Err(SuiteError::Timeout(format!("{which}: first bytes")));
                 }
                 let subflows = if which == "mptcp" {
-                    let o = namesock::testbed::run_with_input(
+                    let o = namesock_cli::testbed::run_with_input(
                         {
                             let mut c = Command::new("ip");
                             c.args(["netns", "exec", &cns, "ss", "-tniM"]);
@@ -1401,7 +1401,7 @@ fn gnuplot_script(csv: &Path, png: &Path, moved: f64) -> String {
 fn tcp_kernel_kib(namespace: &str) -> u64 {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", namespace, "cat", "/proc/net/sockstat"]);
-    namesock::testbed::run_with_input(c, None, Duration::from_secs(10))
+    namesock_cli::testbed::run_with_input(c, None, Duration::from_secs(10))
         .ok()
         .and_then(|o| parse::sockstat_tcp_pages(&String::from_utf8_lossy(&o.stdout)))
         .map_or(0, |pages| pages * 4)
@@ -1411,7 +1411,7 @@ fn tcp_kernel_kib(namespace: &str) -> u64 {
 fn sweep_stale_beds() {
     let mut c = Command::new("ip");
     c.args(["netns", "list"]);
-    let Ok(out) = namesock::testbed::run_with_input(c, None, Duration::from_secs(10)) else {
+    let Ok(out) = namesock_cli::testbed::run_with_input(c, None, Duration::from_secs(10)) else {
         return;
     };
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -1460,7 +1460,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let opts = opts()?;
-    if !namesock::testbed::is_root() {
+    if !namesock_cli::testbed::is_root() {
         return Err(SuiteError::Usage("run as root (network namespaces)".into()));
     }
     let nofile = namesock_bench::raise_nofile(1 << 20);

@@ -1,4 +1,4 @@
-//! Engine sessions that survive moves, in network namespaces built by `namesock::testbed`.
+//! Engine sessions that survive moves, in network namespaces built by `namesock_cli::testbed`.
 //!
 //! Each scenario runs the `nsbench` example as a server in one namespace and a client in
 //! another (joined by a router namespace), both sending 64 MiB of seeded random data, and
@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
-use namesock::testbed::{Host, Process, Testbed};
-use namesock::testbed::{Progress, median, stalls};
 use namesock::wire::Frame;
+use namesock_cli::testbed::{Host, Process, Testbed};
+use namesock_cli::testbed::{Progress, median, stalls};
 use namesock_resolver::{Gns, Target};
 
 const BYTES: u64 = 64 << 20;

@@ -1,15 +1,17 @@
 //! Helpers shared by the end-to-end tests: root checks, finding the built binaries, and the
-//! download scenarios of the mobility tests (on top of `namesock::testbed`).
+//! download scenarios of the mobility tests (on top of `namesock_cli::testbed`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use namesock::testbed::scenario::{Download, Fetch, Outcome, Served, Timers, Tools, World, hex};
-use namesock::testbed::{Host, Process, Testbed, median};
+use namesock_cli::testbed::scenario::{
+    Download, Fetch, Outcome, Served, Timers, Tools, World, hex,
+};
+use namesock_cli::testbed::{Host, Process, Testbed, median};
 
 /// True when running as root; otherwise prints why `test` is skipped and returns false.
 pub fn require_root(test: &str) -> bool {
-    let root = namesock::testbed::is_root();
+    let root = namesock_cli::testbed::is_root();
     if !root {
         eprintln!("skipping {test}: needs root for network namespaces");
     }

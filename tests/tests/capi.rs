@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
-use namesock::testbed::{Progress, Testbed};
+use namesock_cli::testbed::{Progress, Testbed};
 use namesock_resolver::Gns;
 use namesock_tests::require_root;
 use sha2::{Digest, Sha256};

@@ -12,7 +12,7 @@ fn namesock() -> PathBuf {
     let bin = namesock_tests::build_dir().join("namesock");
     assert!(
         bin.exists(),
-        "{} is missing: build it first (`cargo build -p namesock`, or tests/run.sh)",
+        "{} is missing: build it first (`cargo build -p namesock-cli`, or tests/run.sh)",
         bin.display()
     );
     bin

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use namesock::testbed::scenario::{Download, Fetch, Timers};
+use namesock_cli::testbed::scenario::{Download, Fetch, Timers};
 use namesock_tests::{PORT, Scenario, require_root};
 
 const MIB: u64 = 1 << 20;
@@ -254,7 +254,7 @@ fn plain_tcp_beside_namesock_is_untouched() {
         "--directory",
         www.to_str().expect("utf-8 path"),
     ];
-    let _plain_server = namesock::testbed::Process::spawn(
+    let _plain_server = namesock_cli::testbed::Process::spawn(
         world
             .plain(&scenario.server, "plainserver", &argv)
             .expect("plain server command"),
@@ -322,8 +322,8 @@ fn c_examples_transfer_while_both_move() {
     if !require_root("c_examples_transfer_while_both_move") {
         return;
     }
-    use namesock::testbed::Progress;
-    use namesock::testbed::scenario::sha256_file;
+    use namesock_cli::testbed::Progress;
+    use namesock_cli::testbed::scenario::sha256_file;
 
     let size = 24 * MIB;
     // No web server: the C programs talk to each other.
@@ -350,7 +350,7 @@ fn c_examples_transfer_while_both_move() {
         "9000",
         received.to_str().unwrap(),
     ];
-    let _receiver = namesock::testbed::Process::spawn(
+    let _receiver = namesock_cli::testbed::Process::spawn(
         scenario
             .world
             .with_namesock_env(&scenario.server, "receiver", &argv)
@@ -378,7 +378,7 @@ fn c_examples_transfer_while_both_move() {
         file.to_str().unwrap(),
     ];
     let progress = Progress::watch(received.clone(), Duration::from_millis(20));
-    let mut sender = namesock::testbed::Process::spawn(
+    let mut sender = namesock_cli::testbed::Process::spawn(
         scenario
             .world
             .with_namesock_env(&scenario.client, "sender", &argv)
@@ -409,12 +409,12 @@ fn c_examples_transfer_while_both_move() {
         scenario.served.sha256,
         "received file differs"
     );
-    let stalls = namesock::testbed::stalls(&samples, &moves, end, size);
+    let stalls = namesock_cli::testbed::stalls(&samples, &moves, end, size);
     let outages: Vec<Duration> = stalls.iter().map(|s| s.longest).collect();
     eprintln!(
         "MOBILITY cexamples/file_send: {size} bytes in {:.1} s, sha256 ok, outages {:?} ms, median {} ms",
         end.as_secs_f64(),
         outages.iter().map(Duration::as_millis).collect::<Vec<_>>(),
-        namesock::testbed::median(&outages).as_millis()
+        namesock_cli::testbed::median(&outages).as_millis()
     );
 }

@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use namesock::identity::Keypair;
-use namesock::testbed::scenario::{Local, Timers, Tools, World, ZONE, hex, sha256_file};
-use namesock::testbed::{Process, free_port, run_with_input};
+use namesock_cli::testbed::scenario::{Local, Timers, Tools, World, ZONE, hex, sha256_file};
+use namesock_cli::testbed::{Process, free_port, run_with_input};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 

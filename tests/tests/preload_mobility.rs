@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use namesock::testbed::scenario::{Download, Fetch, Timers, ZONE};
+use namesock_cli::testbed::scenario::{Download, Fetch, Timers, ZONE};
 use namesock_tests::{PORT, Scenario, require_root};
 
 const MIB: u64 = 1 << 20;

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use namesock::testbed::{Host, Testbed};
+use namesock_cli::testbed::{Host, Testbed};
 use namesock_tests::{namespace_exists, require_root};
 
 fn ping(from: &Host, to: IpAddr, count: u32) -> Option<u32> {

@@ -64,10 +64,13 @@
 //! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
 //!   to deliver their last bytes, as the kernel would for a plain socket.
 
+mod client;
+mod conn;
 mod event_loop;
 mod netlink;
 mod path;
 mod relay;
+mod server;
 pub(crate) mod sys;
 
 use std::collections::HashMap;

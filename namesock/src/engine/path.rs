@@ -2,7 +2,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use mio::Token;
 use mio::net::TcpStream;
@@ -35,13 +34,6 @@ pub struct FlowPath {
     pub state: PathState,
     pub remote: SocketAddr,
     pub local: Option<SocketAddr>,
-    pub started: Instant,
-    /// The client asked the session to use this path (`path_opened` was called).
-    pub opened: bool,
-    /// Paths to close once this one has carried a frame from the peer (make-before-break).
-    pub replaces: Vec<u32>,
-    /// A multihomed client's extra path, pinned to one more local address.
-    pub standby: bool,
     /// Bytes read and not yet decoded: a partial frame, or frames left when the caller
     /// stopped early. Reads go to the engine's scratch buffer, so an idle path holds nothing.
     rbuf: FrameReader,
@@ -70,10 +62,6 @@ impl FlowPath {
             state,
             remote,
             local,
-            started: Instant::now(),
-            opened: false,
-            replaces: Vec::new(),
-            standby: false,
             rbuf: FrameReader::new(),
             wbuf: Vec::new(),
             wpos: 0,

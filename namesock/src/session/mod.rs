@@ -113,7 +113,8 @@ pub enum Event {
     PathSuspect(PathId),
     /// Client: no path left at all; dial and call `path_opened` again.
     NeedPath,
-    /// Client: the server announced new addresses.
+    /// Client: the server announced new addresses (every MOVED frame; the path manager
+    /// ignores sequences it has seen).
     Moved { seq: u64, locators: Vec<SocketAddr> },
     /// Orderly end: both directions finished and confirmed.
     Closed,
@@ -153,8 +154,9 @@ pub struct Session {
     state: State,
     events: VecDeque<Event>,
     readable_signalled: bool,
-    /// Server: the latest announcement. Client: the highest sequence seen.
-    moved: Option<(u64, Vec<SocketAddr>)>,
+    /// Server: the latest announcement (a client passes MOVED on to its path manager, which
+    /// keeps where the peer is).
+    announced: Option<(u64, Vec<SocketAddr>)>,
     /// Client: the highest ACK/received value the server provably has (PONG or RESUME_ACK).
     confirmed: u64,
     ping_tokens: u64,
@@ -208,7 +210,7 @@ impl Session {
             state: State::Open,
             events: VecDeque::new(),
             readable_signalled: false,
-            moved: None,
+            announced: None,
             confirmed: 0,
             ping_tokens: 0,
             cfg,
@@ -399,11 +401,9 @@ impl Session {
                 if self.role != Role::Client {
                     return Err(unexpected("only a server announces a move"));
                 }
-                if self.moved.as_ref().is_none_or(|(s, _)| seq > *s) {
-                    self.moved = Some((seq, Vec::new()));
-                    self.events.retain(|e| !matches!(e, Event::Moved { .. }));
-                    self.events.push_back(Event::Moved { seq, locators });
-                }
+                // Only the newest unpolled announcement is kept: the queue stays bounded.
+                self.events.retain(|e| !matches!(e, Event::Moved { .. }));
+                self.events.push_back(Event::Moved { seq, locators });
                 Ok(())
             }
         }
@@ -574,7 +574,7 @@ impl Session {
             return Some(Frame::Pong { token });
         }
         if std::mem::take(&mut p.moved_due)
-            && let Some((seq, locators)) = &self.moved
+            && let Some((seq, locators)) = &self.announced
         {
             return Some(Frame::Moved {
                 seq: *seq,
@@ -789,11 +789,14 @@ impl Session {
     /// Server: tell clients our new addresses (MOVED on every live path, and on paths
     /// attached later). At most `MAX_LOCATORS` are sent.
     pub fn announce_moved(&mut self, seq: u64, mut locators: Vec<SocketAddr>) {
-        if self.role != Role::Server || self.state != State::Open {
+        if self.role != Role::Server
+            || self.state != State::Open
+            || self.announced.as_ref().is_some_and(|(s, _)| seq <= *s)
+        {
             return;
         }
         locators.truncate(MAX_LOCATORS);
-        self.moved = Some((seq, locators));
+        self.announced = Some((seq, locators));
         for p in self.paths.iter_mut().filter(|p| p.is_live()) {
             p.moved_due = true;
         }
@@ -845,7 +848,7 @@ impl Session {
         let p = &mut self.paths[i];
         p.state = PathState::Live;
         p.live_seq = self.live_seq;
-        p.moved_due = self.moved.is_some() && self.role == Role::Server;
+        p.moved_due = self.announced.is_some();
         self.no_live_since = None;
         self.send.rewind();
     }

@@ -428,7 +428,7 @@ fn keepalive_then_dead_path_then_need_path_then_linger() {
 }
 
 #[test]
-fn moved_reaches_the_client_once_per_sequence() {
+fn a_server_announces_each_move_once() {
     let mut pair = Pair::new(1, cfg());
     let to: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
     pair.server.announce_moved(3, vec![to]);

@@ -4,7 +4,7 @@
 //!
 //! A bed made by `namesock testbed up NAME` is described in `/run/namesock-testbed/NAME.toml`;
 //! every later command loads that description and changes the bed through the same
-//! `namesock::testbed` library the tests use.
+//! `namesock_cli::testbed` library the tests use.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use namesock::testbed::demo::{self, DemoOptions};
-use namesock::testbed::{Testbed, TestbedError};
+use namesock_cli::testbed::demo::{self, DemoOptions};
+use namesock_cli::testbed::{Testbed, TestbedError};
 
 /// Where `namesock testbed` keeps the description of each bed.
 const STATE_DIR: &str = "/run/namesock-testbed";
@@ -289,7 +289,7 @@ fn print_status(name: &str, bed: &Testbed) {
     }
 }
 
-fn exec(host: &namesock::testbed::Host, matches: &ArgMatches) -> Result<(), TestbedError> {
+fn exec(host: &namesock_cli::testbed::Host, matches: &ArgMatches) -> Result<(), TestbedError> {
     let mut argv = matches
         .get_many::<OsString>("command")
         .into_iter()
@@ -353,7 +353,7 @@ fn demo(matches: &ArgMatches) -> ExitCode {
         ),
         keep: matches.get_flag("keep"),
     };
-    let loopback = matches.get_flag("loopback") || !namesock::testbed::is_root();
+    let loopback = matches.get_flag("loopback") || !namesock_cli::testbed::is_root();
     let mut out = std::io::stdout();
     let result = if loopback {
         demo::loopback(&options, &mut out)

@@ -94,7 +94,7 @@ fn world(options: &DemoOptions) -> Result<World, DemoError> {
 }
 
 fn header(out: &mut dyn Write, world: &World, options: &DemoOptions, port: u16) -> io::Result<()> {
-    let defaults = crate::config::Config::default();
+    let defaults = namesock::config::Config::default();
     writeln!(
         out,
         "  GNS: file store in {} (zone ns.alt); default timers: a path owing an answer is suspect after {} ms, keepalive {} ms, dead after {} ms",

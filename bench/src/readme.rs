@@ -1,0 +1,584 @@
+//! The README's benchmark figures, generated from `bench/results` (never copied by hand).
+//!
+//! `bench-readme` (run at the end of `bench/run.sh`) rewrites the part of `README.md` between
+//! [`BEGIN`] and [`END`] from `bench.md` (the table and its notes), `machine.txt` (the machine
+//! and the date) and `criterion.txt` (the micro-benchmarks); the prose there is a template
+//! whose every figure comes from those files. A test checks that the committed README equals
+//! what the committed results produce, so a hand edit or a stale copy fails.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The line before the generated part of the README.
+pub const BEGIN: &str = "<!-- bench:begin: generated from bench/results by bench-readme (bench/run.sh); do not edit -->";
+/// The line after it.
+pub const END: &str = "<!-- bench:end -->";
+
+/// What went wrong: a file missing, or a figure it should hold.
+pub type Error = String;
+
+/// The result files the README section is made from.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// `bench.md`: a header line, the table, the notes.
+    pub bench_md: String,
+    /// `machine.txt`: `uname -r`, `nproc`, memory, `uptime`, the UTC date.
+    pub machine: String,
+    /// `criterion.txt`: the output of the criterion benches.
+    pub criterion: String,
+}
+
+impl Results {
+    /// Reads them from `dir` (`bench/results`).
+    pub fn load(dir: &Path) -> Result<Results, Error> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok(Results {
+            bench_md: read("bench.md")?,
+            machine: read("machine.txt")?,
+            criterion: read("criterion.txt")?,
+        })
+    }
+}
+
+/// The header line of `bench.md`: runs, load averages and the suite's duration.
+#[derive(Debug, Clone, PartialEq)]
+struct Header {
+    runs: String,
+    load_before: String,
+    load_after: String,
+    minutes: String,
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+fn header(line: &str) -> Result<Header, Error> {
+    let bad = || format!("bench.md: unexpected header line {line:?}");
+    let first = |s: &str| s.split_whitespace().next().map(str::to_owned);
+    Ok(Header {
+        runs: first(between(line, "benchmarks: ", " run(s)").ok_or_else(bad)?).ok_or_else(bad)?,
+        load_before: first(between(line, "load average ", " before").ok_or_else(bad)?)
+            .ok_or_else(bad)?,
+        load_after: first(between(line, " before and ", " after").ok_or_else(bad)?)
+            .ok_or_else(bad)?,
+        minutes: between(line, " after (", " min)")
+            .ok_or_else(bad)?
+            .to_owned(),
+    })
+}
+
+/// `machine.txt` as `bench/run.sh` writes it.
+#[derive(Debug, Clone, PartialEq)]
+struct Machine {
+    kernel: String,
+    cores: String,
+    memory: String,
+    date: String,
+}
+
+fn machine(text: &str) -> Result<Machine, Error> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let line = |i: usize, what: &str| {
+        lines
+            .get(i)
+            .filter(|l| !l.is_empty())
+            .map(|l| (*l).to_owned())
+            .ok_or_else(|| format!("machine.txt: line {} ({what}) is missing", i + 1))
+    };
+    Ok(Machine {
+        kernel: line(0, "uname -r")?,
+        cores: line(1, "nproc")?,
+        memory: line(2, "memory")?,
+        date: line(4, "date -u")?,
+    })
+}
+
+/// One criterion benchmark: the middle (estimate) of its time and throughput intervals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Criterion {
+    pub name: String,
+    pub time: String,
+    pub thrpt: Option<String>,
+}
+
+/// The estimate in `[low unit mid unit high unit]`.
+fn middle(interval: &str) -> Option<String> {
+    let inner = between(interval, "[", "]")?;
+    let words: Vec<&str> = inner.split_whitespace().collect();
+    (words.len() == 6).then(|| format!("{} {}", words[2], words[3]))
+}
+
+/// Every benchmark of a criterion run's output, in order. The `change:` block (against an
+/// earlier run) is skipped.
+pub fn criterion(output: &str) -> Vec<Criterion> {
+    let mut out: Vec<Criterion> = Vec::new();
+    let mut in_change = false;
+    let mut pending: Option<String> = None;
+    for line in output.lines() {
+        let trimmed = line.trim();
+        let starts_flush = !line.starts_with(char::is_whitespace) && !trimmed.is_empty();
+        let noise = [
+            "Benchmarking ",
+            "Found ",
+            "Running ",
+            "Compiling ",
+            "Finished ",
+            "Warning",
+        ];
+        if starts_flush && !noise.iter().any(|n| trimmed.starts_with(n)) {
+            in_change = false;
+            let (name, rest) = match line.find("time:") {
+                Some(at) => (line[..at].trim(), Some(&line[at..])),
+                None => (trimmed, None),
+            };
+            match rest {
+                Some(rest) => {
+                    if let Some(time) = middle(rest) {
+                        out.push(Criterion {
+                            name: name.to_owned(),
+                            time,
+                            thrpt: None,
+                        });
+                    }
+                    pending = None;
+                }
+                None => pending = Some(name.to_owned()),
+            }
+        } else if trimmed.starts_with("change:") {
+            in_change = true;
+        } else if in_change {
+            continue;
+        } else if let Some(rest) = trimmed.strip_prefix("time:") {
+            if let (Some(name), Some(time)) = (pending.take(), middle(rest)) {
+                out.push(Criterion {
+                    name,
+                    time,
+                    thrpt: None,
+                });
+            }
+        } else if let Some(rest) = trimmed.strip_prefix("thrpt:") {
+            // The first throughput line after a time belongs to that benchmark.
+            let last = out.last_mut().filter(|c| c.thrpt.is_none());
+            last.into_iter().for_each(|c| c.thrpt = middle(rest));
+        }
+    }
+    out
+}
+
+/// The table of `bench.md`, cells trimmed, without the header and separator rows.
+fn table_rows(bench_md: &str) -> Vec<Vec<String>> {
+    bench_md
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Columns of the table.
+const NAMESOCK: usize = 2;
+const PLAIN: usize = 3;
+const PEER: usize = 4;
+const VS: usize = 5;
+const GOAL: usize = 6;
+
+/// What the template says when the results lack a figure (a section not run).
+const MISSING: &str = "(not measured)";
+
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn row(&self, section: &str, metric: &str) -> Option<&Vec<String>> {
+        self.rows.iter().find(|r| {
+            r.first().is_some_and(|s| s.starts_with(section))
+                && r.get(1).is_some_and(|m| m == metric)
+        })
+    }
+
+    fn cell(&self, section: &str, metric: &str, col: usize) -> String {
+        self.row(section, metric)
+            .and_then(|r| r.get(col))
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .unwrap_or_else(|| MISSING.to_owned())
+    }
+
+    /// The rows of `section` whose metric starts with `prefix` and contains `what`, with
+    /// the number after the prefix, in order.
+    fn steps(&self, section: &str, prefix: &str, what: &str) -> Vec<(u64, &Vec<String>)> {
+        self.rows
+            .iter()
+            .filter(|r| r.first().is_some_and(|s| s.starts_with(section)))
+            .filter_map(|r| {
+                let metric = r.get(1)?;
+                let n = metric
+                    .strip_prefix(prefix)?
+                    .split(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                metric.contains(what).then_some((n, r))
+            })
+            .collect()
+    }
+}
+
+/// A peer cell without its label: `socat×2: 1059 MB/s` -> `1059 MB/s`.
+fn value(cell: &str) -> &str {
+    cell.rsplit(": ").next().unwrap_or(cell)
+}
+
+/// The part of the README between the markers (markers excluded), from the results.
+pub fn section(results: &Results) -> Result<String, Error> {
+    let head = header(results.bench_md.lines().next().unwrap_or_default())?;
+    let m = machine(&results.machine)?;
+    let table: String = results
+        .bench_md
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let notes: Vec<&str> = results
+        .bench_md
+        .lines()
+        .filter(|l| l.starts_with("- "))
+        .collect();
+    let t = Table {
+        rows: table_rows(&results.bench_md),
+    };
+    let benches = criterion(&results.criterion);
+    let bench = |name: &str| benches.iter().find(|c| c.name == name);
+    let time = |name: &str| bench(name).map_or(MISSING.to_owned(), |c| c.time.clone());
+    let thrpt = |name: &str| {
+        bench(name)
+            .and_then(|c| c.thrpt.clone())
+            .unwrap_or_else(|| MISSING.to_owned())
+    };
+
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "Taken on {} (the suite's start) on the project's build machine: {} cores, {}, `uname -r` \
+         {}; load average {} before and {} after the {}-minute suite, {} runs per figure unless \
+         noted, medians. The machine is shared with CI, so single figures move by ±15 %.",
+        m.date,
+        m.cores,
+        m.memory,
+        m.kernel,
+        head.load_before,
+        head.load_after,
+        head.minutes,
+        head.runs
+    );
+    let _ = writeln!(w);
+    w.push_str(&table);
+    if !notes.is_empty() {
+        let _ = writeln!(w);
+        for note in &notes {
+            let _ = writeln!(w, "{note}");
+        }
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "The criterion benches (`bench/results/criterion.txt`): a DATA frame of 32 KiB encodes in \
+         {} ({}) and decodes into an owned frame in {} ({}: an allocation and a copy; the engine \
+         decodes DATA in place); a HELLO decodes in {} (key check); two in-memory sessions move \
+         16 MiB at {} (frames passed by value) and {} (through the codec); a full handshake (sign \
+         and verify both ways) takes {}.",
+        time("wire/data/encode/32768"),
+        thrpt("wire/data/encode/32768"),
+        time("wire/data/decode/32768"),
+        thrpt("wire/data/decode/32768"),
+        time("wire/control/decode/hello"),
+        thrpt("session/transfer/16 MiB one way/frames by value"),
+        thrpt("session/transfer/16 MiB one way/with codec"),
+        time("session/handshake (sign + verify both ways)"),
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "### Where namesock misses, by how much, and what would close it"
+    );
+    let _ = writeln!(w);
+
+    let bulk = "bulk, 1 session";
+    let cs = "throughput client->server";
+    let sc = "throughput server->client";
+    let cpu_cs = "CPU per GiB relayed, client->server (both ends)";
+    let _ = writeln!(
+        w,
+        "- **Bulk throughput: {} and {} of plain TCP (goal {} client->server, {} \
+         server->client)**, {} and {} against {} and \
+         {} (client->server, server->client), using {} plain TCP's CPU per GiB ({} against {}); \
+         socat×2 moves {} with {} per GiB. On 2 cores the two programs and the two engine \
+         threads compete for the CPU, so CPU per byte is throughput. Each byte crosses a \
+         loopback socket between program and engine at both ends, and in user space it is \
+         copied three times on the way out and twice on the way in (see \"The data path\" in \
+         [docs/architecture.md](docs/architecture.md)). What would close the rest: keeping \
+         payload bytes in the kernel (splice through a pipe between the program's socket and \
+         the path).",
+        t.cell(bulk, cs, VS),
+        t.cell(bulk, sc, VS),
+        t.cell(bulk, cs, GOAL),
+        value(&t.cell(bulk, sc, GOAL)),
+        t.cell(bulk, cs, NAMESOCK),
+        t.cell(bulk, sc, NAMESOCK),
+        t.cell(bulk, cs, PLAIN),
+        t.cell(bulk, sc, PLAIN),
+        t.cell("CPU", cpu_cs, VS),
+        t.cell("CPU", cpu_cs, NAMESOCK),
+        t.cell("CPU", cpu_cs, PLAIN),
+        value(&t.cell(bulk, cs, PEER)),
+        value(&t.cell("CPU", cpu_cs, PEER)),
+    );
+    let rr = "request/response 64 B, median round trip";
+    let _ = writeln!(
+        w,
+        "- **Request/response: {} per 64-byte round trip** ({} against {}; socat×2: {}). Each \
+         message crosses two loopback TCP hops and an engine loop turn per engine, each way; a \
+         socketpair instead of loopback TCP for the program's socket is the lever.",
+        t.cell("latency", rr, VS),
+        t.cell("latency", rr, NAMESOCK),
+        t.cell("latency", rr, PLAIN),
+        value(&t.cell("latency", rr, PEER)),
+    );
+    let later = "time to first byte, new connection (median of later connects)";
+    let first = "time to first byte, first connection of a process (engine start)";
+    let file_gns = t
+        .row(
+            "GNS",
+            "file store: publish -> visible (median, p99); verified resolves/s",
+        )
+        .and_then(|r| r.get(NAMESOCK))
+        .and_then(|c| c.rsplit("; ").next())
+        .map(|c| c.trim_end_matches("/s"))
+        .unwrap_or(MISSING)
+        .to_owned();
+    let _ = writeln!(
+        w,
+        "- **New connection by name: {}** ({} against {}, and {} after a \
+         `getaddrinfo` from `/etc/hosts`); a process's first connection (engine start): {}. \
+         The handshake's signatures alone take {} (criterion); the rest is the GNS lookup with \
+         record verification (file store: {} verified resolves per second) and the extra \
+         round trips.",
+        t.cell("connect", later, VS),
+        t.cell("connect", later, NAMESOCK),
+        t.cell("connect", later, PLAIN),
+        value(&t.cell("connect", later, PEER)),
+        t.cell("connect", first, VS),
+        time("session/handshake (sign + verify both ways)"),
+        file_gns,
+    );
+    let scale = "scale";
+    let idle = t.steps(scale, "idle ", "RSS per session");
+    let open = t.steps(scale, "idle ", "seconds to open them");
+    let busy = t.steps(scale, "busy ", "throughput");
+    let busy_rss = t.steps(scale, "busy ", "extra RSS");
+    let at = |v: &[(u64, &Vec<String>)], last: bool, col: usize| {
+        let step = if last { v.last() } else { v.first() };
+        step.and_then(|(n, r)| Some((*n, r.get(col)?.clone())))
+            .map_or((0, MISSING.to_owned()), |x| x)
+    };
+    let (idle_n, idle_rss) = at(&idle, true, NAMESOCK);
+    let (open_n, open_vs) = at(&open, true, VS);
+    let (busy_lo, busy_lo_vs) = at(&busy, false, VS);
+    let (busy_hi, busy_hi_vs) = at(&busy, true, VS);
+    let (rss_n, rss) = at(&busy_rss, false, NAMESOCK);
+    let _ = writeln!(
+        w,
+        "- **Many sessions through one engine** (nothing in the issue sets a goal here; these are \
+         the figures). Idle: {idle_rss} of process memory per session at {idle_n} sessions; \
+         plain TCP programs hold almost nothing, since its buffers are kernel memory. Busy: \
+         with {rss_n} busy sessions each holds {rss} more (the replay and receive buffers fill \
+         when the program writes faster than the path drains), and aggregate throughput falls \
+         from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
+         {busy_hi}. Opening {open_n} sessions one by one took {open_vs} as long as plain TCP. \
+         Smaller default buffers that grow with the bandwidth-delay product would bring the \
+         busy memory down.",
+    );
+    let moves = "move";
+    let outage = |who: &str| t.cell(moves, &format!("outage, {who} (median of 3)"), NAMESOCK);
+    let failover = "stall when the client's first of two links dies (median of 3)";
+    let _ = writeln!(
+        w,
+        "- **Where namesock is ahead**: a move costs {} (client moves), {} (server moves) and {} \
+         (both) of outage, and plain TCP dies. With one of two client interfaces going down, \
+         namesock stalls {} against MPTCP's {}, because it hears the link go down by netlink and \
+         switches at once to the path it keeps ready; MPTCP waits for a retransmission timeout \
+         before reinjecting on the other subflow.",
+        outage("client moves"),
+        outage("server moves"),
+        outage("both move"),
+        t.cell("multihomed failover", failover, NAMESOCK),
+        value(&t.cell("multihomed failover", failover, PEER)),
+    );
+    // The prose wraps at the README's width; the table and the notes of bench.md stay as they are.
+    let prose = |l: &str| {
+        l.starts_with("- **") || l.starts_with("Taken on") || l.starts_with("The criterion")
+    };
+    Ok(s.lines()
+        .map(|l| {
+            if prose(l) {
+                wrap(l, WIDTH)
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect())
+}
+
+/// The README's line width.
+const WIDTH: usize = 100;
+
+/// `line` broken at spaces into lines of at most `width` characters (a longer word stays
+/// whole), each ending in a newline; a list item's continuation lines are indented by two.
+fn wrap(line: &str, width: usize) -> String {
+    let indent = if line.starts_with("- ") { "  " } else { "" };
+    let mut out = String::new();
+    let mut current = String::new();
+    for word in line.split(' ') {
+        let len = current.chars().count();
+        if len > indent.len() && len + 1 + word.chars().count() > width {
+            out.push_str(current.trim_end());
+            out.push('\n');
+            current = indent.to_owned();
+        } else if !current.is_empty() && current != indent {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    out.push_str(current.trim_end());
+    out.push('\n');
+    out
+}
+
+/// `readme` with the part between the markers replaced by `section`.
+pub fn splice(readme: &str, section: &str) -> Result<String, Error> {
+    let begin = readme
+        .find(BEGIN)
+        .ok_or_else(|| format!("README.md has no line {BEGIN:?}"))?;
+    let body = begin + BEGIN.len();
+    let end = readme[body..]
+        .find(END)
+        .map(|e| body + e)
+        .ok_or_else(|| format!("README.md has no line {END:?} after the begin marker"))?;
+    Ok(format!(
+        "{}\n{}{}",
+        &readme[..body],
+        section,
+        &readme[end..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRITERION: &str = "\
+Benchmarking session/transfer/16 MiB one way/with codec: Analyzing
+session/transfer/16 MiB one way/with codec
+                        time:   [12.216 ms 12.369 ms 12.629 ms]
+                        thrpt:  [1.2372 GiB/s 1.2633 GiB/s 1.2791 GiB/s]
+                 change:
+                        time:   [+24.469% +33.851% +44.147%] (p = 0.00 < 0.05)
+                        thrpt:  [-30.626% -25.290% -19.659%]
+                        Performance has regressed.
+Found 3 outliers among 20 measurements (15.00%)
+wire/data/encode/64     time:   [9.6097 ns 9.6744 ns 9.7471 ns]
+                        thrpt:  [6.1151 GiB/s 6.1611 GiB/s 6.2025 GiB/s]
+wire/control/decode/ack time:   [58.683 ns 60.486 ns 62.493 ns]
+                 change: [-1.0% +0.5% +2.0%] (p = 0.58 > 0.05)
+wire/control/encode/ping
+                        time:   [5.7036 ns 5.8784 ns 6.0971 ns]
+";
+
+    #[test]
+    fn criterion_takes_the_estimates_and_skips_the_change_block() {
+        let c = criterion(CRITERION);
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "session/transfer/16 MiB one way/with codec",
+                "wire/data/encode/64",
+                "wire/control/decode/ack",
+                "wire/control/encode/ping"
+            ]
+        );
+        assert_eq!(c[0].time, "12.369 ms");
+        assert_eq!(c[0].thrpt.as_deref(), Some("1.2633 GiB/s"));
+        assert_eq!(c[1].time, "9.6744 ns");
+        assert_eq!(c[1].thrpt.as_deref(), Some("6.1611 GiB/s"));
+        assert_eq!(c[2].thrpt, None);
+        assert_eq!(c[3].time, "5.8784 ns");
+    }
+
+    #[test]
+    fn header_and_machine_lines_parse() {
+        let h = header("namesock benchmarks: 5 run(s) per figure unless noted, median; kernel 6.1, load average 1.27 1.04 1.05 before and 0.64 0.92 1.00 after (3.9 min).").unwrap();
+        assert_eq!(
+            h,
+            Header {
+                runs: "5".into(),
+                load_before: "1.27".into(),
+                load_after: "0.64".into(),
+                minutes: "3.9".into()
+            }
+        );
+        let m =
+            machine("6.1\n2\n23 GiB\n 12:30:20 up 8:52, load average: 1\n2026-11-22 12:30 UTC\n")
+                .unwrap();
+        assert_eq!(m.date, "2026-11-22 12:30 UTC");
+        assert_eq!(m.cores, "2");
+        assert!(machine("6.1\n2\n23 GiB\n").is_err());
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_indents_list_items() {
+        assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc\n");
+        assert_eq!(wrap("- aa bb cc", 7), "- aa bb\n  cc\n");
+        assert_eq!(wrap("averylongword x", 5), "averylongword\nx\n");
+        assert_eq!(wrap("short", 100), "short\n");
+    }
+
+    #[test]
+    fn splice_replaces_only_between_the_markers() {
+        let readme = format!("a\n{BEGIN}\nold\n{END}\nb\n");
+        assert_eq!(
+            splice(&readme, "new\n").unwrap(),
+            format!("a\n{BEGIN}\nnew\n{END}\nb\n")
+        );
+        assert!(splice("no markers", "x").is_err());
+    }
+
+    /// The README's benchmark section is exactly what the committed results produce: edit
+    /// `bench/results` (by running `bench/run.sh`), never the README's figures.
+    #[test]
+    fn readme_matches_the_committed_results() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let results = Results::load(&top.join("bench/results")).unwrap();
+        let readme = std::fs::read_to_string(top.join("README.md")).unwrap();
+        let want = splice(&readme, &section(&results).unwrap()).unwrap();
+        assert!(
+            readme == want,
+            "README.md's benchmark section differs from bench/results: run \
+             `cargo run --release -p namesock-bench --bin bench-readme` (bench/run.sh does)"
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! The client side of the engine: the first GNS lookup, carrying out the path manager's
+//! actions (dials, closes, lookups), answering the program's connect, and pairing the
+//! program's relay connection with its session.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use namesock_resolver::{GnsError, Record, Target};
+
+use crate::endpoint::ConnKey;
+use crate::path_manager::{Action, ConnectFailure, DialError, PathManager};
+use crate::session::Session;
+use crate::wire::{ConnId, PathId};
+
+use super::conn::{ClientConn, Conn, Side};
+use super::event_loop::{Engine, Io, RELAY_V4};
+use super::path::{FlowPath, PathState};
+use super::relay::{AppSide, SECRET_LEN};
+use super::{Command, ConnectError, Ready, SessionInfo, sys};
+
+/// A program has this long to attach its fd to the relay after `connect_fd` got its answer.
+const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on relay connections that have not yet sent their secret.
+const MAX_PENDING_APPS: usize = 256;
+
+/// A connect request waiting for its GNS answer (the session needs the peer's GUID).
+pub(super) struct Connecting {
+    target: Target,
+    port: u16,
+    reply: SyncSender<Result<Ready, ConnectError>>,
+    pub(super) deadline: Instant,
+}
+
+/// A relay connection from the program that has not yet said which session it is for.
+pub(super) struct PendingApp {
+    stream: TcpStream,
+    got: [u8; SECRET_LEN],
+    len: usize,
+    since: Instant,
+}
+
+fn connect_error(failure: ConnectFailure, target: &Target, port: u16) -> ConnectError {
+    match failure {
+        ConnectFailure::Refused => ConnectError::Refused {
+            target: target.to_string(),
+            port,
+        },
+        ConnectFailure::TimedOut => ConnectError::TimedOut,
+        ConnectFailure::HostUnreachable => ConnectError::HostUnreachable,
+        ConnectFailure::NetUnreachable => ConnectError::NetUnreachable,
+        ConnectFailure::Reset(reason) => ConnectError::Reset(reason),
+    }
+}
+
+impl Engine {
+    pub(super) fn start_connect(
+        &mut self,
+        target: Target,
+        port: u16,
+        reply: SyncSender<Result<Ready, ConnectError>>,
+        now: Instant,
+    ) {
+        // The session is created once the record (and so the peer's GUID) is known; until
+        // then the request waits in `connecting`.
+        let key = self.endpoint.new_key();
+        self.resolve(key, &target);
+        self.connecting.insert(
+            key,
+            Connecting {
+                target,
+                port,
+                reply,
+                deadline: now + self.cfg.connect_timeout(),
+            },
+        );
+    }
+
+    /// Asks the GNS for `target`'s record on a short-lived thread.
+    fn resolve(&self, key: ConnKey, target: &Target) {
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        let waker = self.waker.clone();
+        let target = target.clone();
+        let spawned = std::thread::Builder::new()
+            .name("namesock-resolve".into())
+            .spawn(move || {
+                let result = shared.gns().and_then(|g| g.resolve(&target));
+                if tx.send(Command::Resolved { conn: key, result }).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn a resolver thread");
+        }
+    }
+
+    pub(super) fn on_resolved(
+        &mut self,
+        key: ConnKey,
+        result: Result<Record, GnsError>,
+        now: Instant,
+    ) {
+        if let Some(req) = self.connecting.remove(&key) {
+            self.first_record(key, req, result, now);
+            return;
+        }
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return;
+        };
+        let record = match result {
+            Ok(rec) => Some((rec.seq, rec.locators)),
+            Err(e) => {
+                tracing::debug!(error = %e, "re-resolve failed");
+                None
+            }
+        };
+        client.pm.resolved(now, record, &self.local_addrs);
+        self.dirty.insert(key);
+    }
+
+    /// The first answer for a connect: the session and its path manager start.
+    fn first_record(
+        &mut self,
+        key: ConnKey,
+        req: Connecting,
+        result: Result<Record, GnsError>,
+        now: Instant,
+    ) {
+        let rec = match result {
+            Ok(rec) => rec,
+            Err(e) => {
+                let err = if e.is_not_found() {
+                    ConnectError::UnknownName(req.target)
+                } else {
+                    ConnectError::Gns(e)
+                };
+                let _ = req.reply.send(Err(err));
+                return;
+            }
+        };
+        if now >= req.deadline {
+            let _ = req.reply.send(Err(ConnectError::TimedOut));
+            return;
+        }
+        let conn_id: ConnId = rand::random();
+        let session = Session::client(
+            self.session_cfg,
+            self.client_key.clone(),
+            rec.guid,
+            req.port,
+            conn_id,
+            rand::random(),
+            now,
+        );
+        let peer_name = match &req.target {
+            Target::Name(n) => Some(n.clone()),
+            Target::Guid(_) => rec.names.first().cloned(),
+        };
+        tracing::debug!(target = %req.target, port = req.port, locators = ?rec.locators, "connecting");
+        let pm = PathManager::new(
+            now,
+            session,
+            rec.seq,
+            rec.locators,
+            req.deadline,
+            &self.local_addrs,
+        );
+        let client = ClientConn {
+            pm,
+            target: req.target,
+            port: req.port,
+            peer_name,
+            reply: Some(req.reply),
+            secret: None,
+            pair_deadline: None,
+        };
+        self.conns.insert(
+            key,
+            Conn {
+                side: Side::Client(Box::new(client)),
+                app: None,
+                timer: None,
+            },
+        );
+        self.dirty.insert(key);
+    }
+
+    /// Connects whose first lookup did not answer in time.
+    pub(super) fn expire_connects(&mut self, now: Instant) {
+        let expired: Vec<ConnKey> = self
+            .connecting
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(r) = self.connecting.remove(&k) {
+                let _ = r.reply.send(Err(ConnectError::TimedOut));
+            }
+        }
+    }
+
+    /// Carries out the path manager's actions. Returns whether there were any.
+    pub(super) fn client_actions(&mut self, key: ConnKey, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let local = &self.local_addrs;
+            let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+                return any;
+            };
+            let Some(action) = client.pm.poll_action(now, local) else {
+                return any;
+            };
+            any = true;
+            match action {
+                Action::Dial {
+                    path,
+                    remote,
+                    local,
+                } => self.dial(key, path, remote, local, now),
+                Action::Close { path } => {
+                    self.drop_path(path);
+                }
+                Action::Resolve => {
+                    let target = client.target.clone();
+                    self.resolve(key, &target);
+                }
+                Action::Established { peer, remote } => {
+                    let info = SessionInfo {
+                        peer_guid: peer.guid(),
+                        peer_name: client.peer_name.clone(),
+                        peer_addr: remote,
+                        service_port: client.port,
+                    };
+                    self.established(key, info, now);
+                }
+                Action::Failed(failure) => {
+                    let err = connect_error(failure, &client.target, client.port);
+                    tracing::debug!(error = %err, "connect failed");
+                    if let Some(r) = client.reply.take() {
+                        let _ = r.send(Err(err));
+                    }
+                    self.remove_conn(key);
+                    return true;
+                }
+                Action::Reset(reason) => {
+                    tracing::debug!(?reason, "session reset: the program sees ECONNRESET");
+                    self.reset_app(key);
+                }
+            }
+        }
+    }
+
+    fn dial(
+        &mut self,
+        key: ConnKey,
+        path: PathId,
+        remote: std::net::SocketAddr,
+        local: Option<std::net::IpAddr>,
+        now: Instant,
+    ) {
+        let started = sys::dial(remote, local).and_then(|mut stream| {
+            let token = self.token();
+            self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok((stream, token))
+        });
+        match started {
+            Ok((stream, token)) => {
+                let mut fp = FlowPath::new(stream, token, remote, PathState::Connecting);
+                fp.conn = Some(key);
+                self.paths.insert(path, fp);
+                self.io.insert(token, Io::Path(path));
+            }
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "dial failed at once");
+                if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+                    client
+                        .pm
+                        .dial_failed(now, path, DialError::from_errno(e.raw_os_error()));
+                }
+            }
+        }
+    }
+
+    /// A dial connected: the path manager decides what it is for.
+    pub(super) fn path_connected(&mut self, pid: PathId, now: Instant) {
+        let Some(fp) = self.paths.get_mut(&pid) else {
+            return;
+        };
+        let _ = sys::tune_flow_path(
+            fp.stream.as_raw_fd(),
+            self.cfg.path_dead(),
+            self.cfg.keepalive(),
+        );
+        fp.state = PathState::Open;
+        fp.writable = true;
+        fp.local = fp.stream.local_addr().ok();
+        let (Some(key), Some(local)) = (fp.conn, fp.local) else {
+            return;
+        };
+        if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            client.pm.path_connected(now, pid, local, &self.local_addrs);
+        }
+        self.dirty.insert(key);
+    }
+
+    /// A dial did not connect.
+    pub(super) fn dial_failed(&mut self, pid: PathId, e: &io::Error, now: Instant) {
+        let Some(fp) = self.drop_path(pid) else {
+            return;
+        };
+        let Some(key) = fp.conn else {
+            return;
+        };
+        if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            client
+                .pm
+                .dial_failed(now, pid, DialError::from_errno(e.raw_os_error()));
+        }
+        self.dirty.insert(key);
+    }
+
+    /// The handshake succeeded: answer the program's connect with the secret its relay
+    /// connection will present.
+    fn established(&mut self, key: ConnKey, info: SessionInfo, now: Instant) {
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return;
+        };
+        let Some(reply) = client.reply.take() else {
+            return;
+        };
+        tracing::debug!(peer = %info.peer_guid, addr = %info.peer_addr, "session established");
+        let secret: [u8; SECRET_LEN] = rand::random();
+        if reply.send(Ok(Ready { secret, info })).is_err() {
+            client.pm.session_mut().app_abort();
+            return;
+        }
+        client.secret = Some(secret);
+        client.pair_deadline = Some(now + PAIR_TIMEOUT);
+        self.secrets.insert(secret, key);
+    }
+
+    /// The program could not attach its socket: the session goes.
+    pub(super) fn abandon(&mut self, secret: &[u8; SECRET_LEN]) {
+        if let Some(key) = self.secrets.remove(secret)
+            && let Some(c) = self.conns.get_mut(&key)
+        {
+            c.session_mut().app_abort();
+            self.dirty.insert(key);
+        }
+    }
+
+    // ---------------------------------------------------------------- relay pairing
+
+    pub(super) fn accept_relay(&mut self, which: Token, now: Instant) {
+        loop {
+            let l = if which == RELAY_V4 {
+                &self.relay_v4
+            } else {
+                &self.relay_v6
+            };
+            let Some(l) = l else {
+                return;
+            };
+            match l.accept() {
+                Ok((mut stream, _)) => {
+                    if self.pending.len() >= MAX_PENDING_APPS {
+                        continue;
+                    }
+                    let token = self.token();
+                    let id = self.next_pending;
+                    self.next_pending += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.io.insert(token, Io::Pending(id));
+                    let app = PendingApp {
+                        stream,
+                        got: [0; SECRET_LEN],
+                        len: 0,
+                        since: now,
+                    };
+                    self.pending.insert(id, (token, app));
+                    self.on_pending_app(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "relay accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a relay connection's secret and hands it to its session.
+    pub(super) fn on_pending_app(&mut self, id: u64) {
+        use std::io::Read;
+        let Some((_, p)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        while p.len < SECRET_LEN {
+            match p.stream.read(&mut p.got[p.len..]) {
+                Ok(0) => {
+                    self.drop_pending(id);
+                    return;
+                }
+                Ok(n) => p.len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_pending(id);
+                    return;
+                }
+            }
+        }
+        let Some((token, p)) = self.pending.remove(&id) else {
+            return;
+        };
+        let key = self.secrets.remove(&p.got);
+        match key.and_then(|k| self.conns.get_mut(&k).map(|c| (k, c))) {
+            Some((key, c)) if c.app.is_none() => {
+                self.io.insert(token, Io::App(key));
+                c.app = Some(AppSide::new(p.stream, token, false));
+                if let Some(client) = c.client() {
+                    client.pair_deadline = None;
+                }
+                self.dirty.insert(key);
+            }
+            _ => {
+                // Unknown secret, or the session died meanwhile: the program sees a reset.
+                self.io.remove(&token);
+                let mut s = p.stream;
+                let _ = self.poll.registry().deregister(&mut s);
+                let _ = sys::set_linger_zero(s.as_raw_fd());
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, id: u64) {
+        if let Some((token, mut p)) = self.pending.remove(&id) {
+            self.io.remove(&token);
+            let _ = self.poll.registry().deregister(&mut p.stream);
+        }
+    }
+
+    /// When the oldest relay connection that has not presented its secret times out.
+    pub(super) fn pending_deadline(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .map(|(_, p)| p.since + PAIR_TIMEOUT)
+            .min()
+    }
+
+    pub(super) fn expire_pending(&mut self, now: Instant) {
+        let stale: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, p))| p.since + PAIR_TIMEOUT <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in stale {
+            self.drop_pending(id);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The engine's sessions: a client's (its path manager) and a server's, with what the
+//! driver keeps beside them (the program's socket, the reply to a waiting connect).
+
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use namesock_resolver::Target;
+
+use crate::path_manager::PathManager;
+use crate::session::Session;
+use crate::wire::PathId;
+
+use super::relay::{AppSide, SECRET_LEN};
+use super::{ConnectError, Ready};
+
+/// A session this engine opened.
+pub struct ClientConn {
+    pub pm: PathManager,
+    pub target: Target,
+    pub port: u16,
+    /// The name the program dialled (or the one the GUID's record claims).
+    pub peer_name: Option<String>,
+    /// The program's connect, until the handshake ends.
+    pub reply: Option<SyncSender<Result<Ready, ConnectError>>>,
+    /// The secret the program's relay connection presents, and until when it may.
+    pub secret: Option<[u8; SECRET_LEN]>,
+    pub pair_deadline: Option<Instant>,
+}
+
+/// A session a peer opened to one of our served ports.
+pub struct ServerConn {
+    pub session: Session,
+    /// The paths attached to it (HELLO, then RESUMEs).
+    pub paths: Vec<PathId>,
+    /// The local address of the engine's connection to the program (its `accept` sees it).
+    pub delivery: Option<SocketAddr>,
+    /// Both directions finished and confirmed, or reset: nothing more to relay (the session
+    /// still lingers for a late resume).
+    pub closed: bool,
+}
+
+pub enum Side {
+    Client(Box<ClientConn>),
+    Server(Box<ServerConn>),
+}
+
+pub struct Conn {
+    pub side: Side,
+    /// The program's socket: a relay connection (client) or the delivery (server).
+    pub app: Option<AppSide>,
+    /// The deadline this session is filed under in the engine's timer heap.
+    pub timer: Option<Instant>,
+}
+
+impl Conn {
+    pub fn session(&self) -> &Session {
+        match &self.side {
+            Side::Client(c) => c.pm.session(),
+            Side::Server(s) => &s.session,
+        }
+    }
+
+    pub fn session_mut(&mut self) -> &mut Session {
+        match &mut self.side {
+            Side::Client(c) => c.pm.session_mut(),
+            Side::Server(s) => &mut s.session,
+        }
+    }
+
+    pub fn client(&mut self) -> Option<&mut ClientConn> {
+        match &mut self.side {
+            Side::Client(c) => Some(c),
+            Side::Server(_) => None,
+        }
+    }
+
+    pub fn server(&mut self) -> Option<&mut ServerConn> {
+        match &mut self.side {
+            Side::Server(s) => Some(s),
+            Side::Client(_) => None,
+        }
+    }
+
+    /// The paths of this session (a client's include dials in progress).
+    pub fn path_ids(&self) -> Vec<PathId> {
+        match &self.side {
+            Side::Client(c) => c.pm.paths().iter().map(|p| p.id).collect(),
+            Side::Server(s) => s.paths.clone(),
+        }
+    }
+
+    /// Closed both ways, reset or failed: nothing more to relay or dial.
+    pub fn is_closed(&self) -> bool {
+        match &self.side {
+            Side::Client(c) => c.pm.is_closed(),
+            Side::Server(s) => s.closed,
+        }
+    }
+
+    /// When this session next needs the engine.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.side {
+            Side::Client(c) => [c.pm.poll_timeout(), c.pair_deadline]
+                .into_iter()
+                .flatten()
+                .min(),
+            Side::Server(s) => s.session.poll_timeout(),
+        }
+    }
+}

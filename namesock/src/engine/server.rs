@@ -1,0 +1,501 @@
+//! The server side of the engine: the engine port, publishing this host's addresses,
+//! routing arriving paths through the endpoint, and delivering new sessions to the
+//! program's listener.
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use mio::net::{TcpListener, TcpStream};
+use namesock_identity::Keypair;
+use namesock_resolver::{GnsError, Record};
+
+use crate::endpoint::{ConnKey, Incoming, Refusal};
+use crate::session::{Event, Session};
+use crate::wire::{Frame, PathId};
+
+use super::conn::{Conn, ServerConn, Side};
+use super::event_loop::{Engine, Io, LISTENER};
+use super::path::{FlowPath, PathState, ReadOutcome};
+use super::relay::AppSide;
+use super::{Command, ServeError, SessionInfo, sys};
+
+/// Server side state, set up by the first `serve`.
+pub(super) struct Server {
+    listener: TcpListener,
+    port: u16,
+    key: Arc<Keypair>,
+    _lock: File,
+    publishing: bool,
+    republish: bool,
+    registered: bool,
+    published: Option<(u64, Vec<SocketAddr>)>,
+    waiters: Vec<SyncSender<Result<(), ServeError>>>,
+    /// When to publish again although nothing changed: records and name bindings expire.
+    pub(super) refresh_at: Option<Instant>,
+    /// Publish attempts that failed in a row (retried sooner).
+    failures: u32,
+}
+
+/// Time until the next publish: well before a record expires, or soon after a failure (the
+/// GNS may be back), backing off to a minute.
+fn refresh_delay(failures: u32) -> Duration {
+    if failures == 0 {
+        namesock_resolver::RECORD_LIFETIME / 4
+    } else {
+        Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60))
+    }
+}
+
+impl Engine {
+    pub(super) fn serve(
+        &mut self,
+        port: u16,
+        deliver_to: SocketAddr,
+        reply: SyncSender<Result<(), ServeError>>,
+    ) {
+        if self.server.is_none() {
+            match self.start_server() {
+                Ok(s) => self.server = Some(s),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        self.endpoint.serve(port, deliver_to);
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        tracing::debug!(port, %deliver_to, "serving");
+        if s.published.is_some() && !s.publishing {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        s.waiters.push(reply);
+        if !s.publishing {
+            self.publish();
+        }
+    }
+
+    fn start_server(&mut self) -> Result<Server, ServeError> {
+        let key_path = self.cfg.key_path();
+        let key = Keypair::load_or_create(&key_path)?;
+        let mut lock_name = key_path.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = key_path.with_file_name(lock_name);
+        let lock = match sys::try_lock(&lock_path) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(ServeError::KeyInUse {
+                    key: key_path,
+                    lock: lock_path,
+                });
+            }
+            Err(source) => {
+                return Err(ServeError::Lock {
+                    lock: lock_path,
+                    source,
+                });
+            }
+        };
+        let port = self.cfg.engine_port;
+        let bind = |ip: IpAddr| TcpListener::bind(SocketAddr::new(ip, port));
+        // [::] is dual-stack on Linux; a host without IPv6 gets 0.0.0.0.
+        let mut listener = bind(Ipv6Addr::UNSPECIFIED.into())
+            .or_else(|_| bind(Ipv4Addr::UNSPECIFIED.into()))
+            .map_err(|source| ServeError::Bind { port, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { port, source })?
+            .port();
+        self.poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|source| ServeError::Bind { port, source })?;
+        let key = Arc::new(key);
+        *self.shared.local_guid.lock() = Some(key.guid());
+        // Sessions we open as a client from now on prove the same identity.
+        self.client_key = key.clone();
+        self.endpoint.start_serving(self.session_cfg, key.clone());
+        tracing::info!(guid = %key.guid(), engine_port = bound, "server side started");
+        Ok(Server {
+            listener,
+            port: bound,
+            key,
+            _lock: lock,
+            publishing: false,
+            republish: false,
+            registered: false,
+            published: None,
+            waiters: Vec::new(),
+            refresh_at: None,
+            failures: 0,
+        })
+    }
+
+    /// Publishes this host's addresses off the loop (coalescing changes that come meanwhile).
+    pub(super) fn publish(&mut self) {
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        if s.publishing {
+            s.republish = true;
+            return;
+        }
+        s.publishing = true;
+        s.republish = false;
+        let key = s.key.clone();
+        let port = s.port;
+        let name = if s.registered {
+            None
+        } else {
+            self.cfg.name.clone()
+        };
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        let waker = self.waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("namesock-publish".into())
+            .spawn(move || {
+                let locators: Vec<SocketAddr> = sys::local_addrs()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .take(namesock_resolver::record::MAX_LOCATORS)
+                    .collect();
+                let names: Vec<String> = name.iter().cloned().collect();
+                let result = shared.gns().and_then(|g| {
+                    let rec = g.publish(&key, &locators, &names)?;
+                    if let Some(n) = &name {
+                        g.register(&key, n)?;
+                    }
+                    Ok((rec, locators))
+                });
+                if tx.send(Command::Published { result }).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn the publisher thread");
+            s.publishing = false;
+        }
+    }
+
+    pub(super) fn on_published(
+        &mut self,
+        result: Result<(Record, Vec<SocketAddr>), GnsError>,
+        now: Instant,
+    ) {
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        s.publishing = false;
+        s.failures = if result.is_ok() { 0 } else { s.failures + 1 };
+        s.refresh_at = Some(now + refresh_delay(s.failures));
+        match result {
+            Ok((rec, locators)) => {
+                tracing::debug!(seq = rec.seq, ?locators, "published");
+                s.registered = true;
+                let changed = s.published.as_ref().is_some_and(|(_, l)| *l != locators);
+                s.published = Some((rec.seq, locators.clone()));
+                for w in s.waiters.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+                if changed {
+                    for (key, c) in &mut self.conns {
+                        if let Some(server) = c.server() {
+                            server.session.announce_moved(rec.seq, locators.clone());
+                            self.dirty.insert(*key);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing failed");
+                let mut waiters = std::mem::take(&mut s.waiters);
+                if let Some(first) = waiters.pop() {
+                    let _ = first.send(Err(ServeError::Publish(e)));
+                }
+                for w in waiters {
+                    let _ = w.send(Err(ServeError::EngineGone));
+                }
+            }
+        }
+        if s.republish {
+            self.publish();
+        }
+    }
+
+    /// Publishes again when the record is due for a refresh.
+    pub(super) fn refresh_record(&mut self, now: Instant) {
+        if let Some(s) = &mut self.server
+            && s.refresh_at.is_some_and(|t| t <= now)
+        {
+            s.refresh_at = None;
+            // The name binding expires like the record: claim it again too.
+            s.registered = false;
+            self.publish();
+        }
+    }
+
+    pub(super) fn accept_paths(&mut self, now: Instant) {
+        loop {
+            let Some(s) = &self.server else {
+                return;
+            };
+            match s.listener.accept() {
+                Ok((mut stream, remote)) => {
+                    let pid = crate::path_manager::next_path_id();
+                    if let Err(refusal) = self.endpoint.path_accepted(now, pid) {
+                        tracing::debug!(%remote, %refusal, "flow path refused");
+                        continue;
+                    }
+                    let _ = sys::tune_flow_path(
+                        stream.as_raw_fd(),
+                        self.cfg.path_dead(),
+                        self.cfg.keepalive(),
+                    );
+                    let token = self.token();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        self.endpoint.path_gone(pid);
+                        continue;
+                    }
+                    let mut fp = FlowPath::new(stream, token, remote, PathState::Open);
+                    fp.writable = true;
+                    self.paths.insert(pid, fp);
+                    self.io.insert(token, Io::Path(pid));
+                    tracing::debug!(path = pid, %remote, "flow path accepted");
+                    self.read_path(pid, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "engine accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads the first frame of an unattached path and acts on the endpoint's decision.
+    /// Returns the read outcome, and whether a first frame was routed (then the outcome
+    /// is of no interest: the path is attached or closing).
+    pub(super) fn read_first_frame(&mut self, pid: PathId, now: Instant) -> (ReadOutcome, bool) {
+        let Some(fp) = self.paths.get_mut(&pid) else {
+            return (ReadOutcome::Open, false);
+        };
+        let (endpoint, conns) = (&mut self.endpoint, &mut self.conns);
+        let mut routed = None;
+        let outcome = fp.read_frames(&mut self.scratch, |frame| {
+            routed = Some(endpoint.first_frame(now, pid, frame, |key| {
+                conns
+                    .get_mut(&key)
+                    .and_then(Conn::server)
+                    .map(|s| &mut s.session)
+            }));
+            false
+        });
+        let Some(routed) = routed else {
+            return (outcome, false);
+        };
+        match routed {
+            Ok(Incoming::New {
+                key,
+                session,
+                port,
+                deliver_to,
+            }) => self.accepted(pid, key, *session, port, deliver_to),
+            Ok(Incoming::Resumed { key }) => self.resumed(pid, key),
+            Err(refusal) => self.refuse_path(pid, &refusal, now),
+        }
+        (outcome, true)
+    }
+
+    /// Sends the refusal's RESET, if it has one, on a path that carries no session, then
+    /// closes it.
+    fn refuse_path(&mut self, pid: PathId, refusal: &Refusal, now: Instant) {
+        tracing::debug!(path = pid, %refusal, "path refused");
+        let Some(reason) = refusal.reset_reason() else {
+            self.drop_path(pid);
+            return;
+        };
+        let Some(fp) = self.paths.get_mut(&pid) else {
+            return;
+        };
+        fp.queue(&Frame::Reset { reason });
+        fp.state = PathState::Closing;
+        if fp.flush().is_err() || fp.pending() == 0 {
+            self.close_path(pid, now);
+        }
+    }
+
+    /// A verified HELLO: the session starts and is delivered to the program's listener.
+    fn accepted(
+        &mut self,
+        pid: PathId,
+        key: ConnKey,
+        mut session: Session,
+        port: u16,
+        deliver_to: SocketAddr,
+    ) {
+        let Some(fp) = self.paths.get_mut(&pid) else {
+            return;
+        };
+        fp.conn = Some(key);
+        let Some(peer) = session.peer() else {
+            return;
+        };
+        let info = SessionInfo {
+            peer_guid: peer.guid(),
+            peer_name: None,
+            peer_addr: fp.remote,
+            service_port: port,
+        };
+        tracing::debug!(path = pid, peer = %info.peer_guid, port, "session accepted");
+        let mut app = None;
+        let mut delivery = None;
+        match self.deliver(deliver_to, &info) {
+            Ok((local, mut stream)) => {
+                delivery = Some(local);
+                let token = self.token();
+                match self.poll.registry().register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    Ok(()) => {
+                        self.io.insert(token, Io::App(key));
+                        app = Some(AppSide::new(stream, token, true));
+                    }
+                    Err(_) => session.app_abort(),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%deliver_to, error = %e, "cannot deliver the session");
+                session.app_abort();
+            }
+        }
+        let server = ServerConn {
+            session,
+            paths: vec![pid],
+            delivery,
+            closed: false,
+        };
+        self.conns.insert(
+            key,
+            Conn {
+                side: Side::Server(Box::new(server)),
+                app,
+                timer: None,
+            },
+        );
+        self.dirty.insert(key);
+    }
+
+    /// Connects to the program's listener; its accept sees our local address, which is
+    /// known (and recorded) before the connection can be accepted.
+    fn deliver(
+        &self,
+        deliver_to: SocketAddr,
+        info: &SessionInfo,
+    ) -> io::Result<(SocketAddr, TcpStream)> {
+        let loopback = if deliver_to.is_ipv4() {
+            IpAddr::from(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::from(Ipv6Addr::LOCALHOST)
+        };
+        let local_ip = if deliver_to.ip().is_loopback() {
+            deliver_to.ip()
+        } else {
+            loopback
+        };
+        let dialer = sys::Dialer::new(&deliver_to, Some(local_ip))?;
+        let local = dialer.local_addr()?;
+        self.shared.deliveries.lock().insert(local, info.clone());
+        dialer
+            .connect(deliver_to)
+            .map(|stream| (local, stream))
+            .inspect_err(|_| {
+                self.shared.deliveries.lock().remove(&local);
+            })
+    }
+
+    /// A verified RESUME: the path joins its session.
+    fn resumed(&mut self, pid: PathId, key: ConnKey) {
+        let (Some(fp), Some(c)) = (self.paths.get_mut(&pid), self.conns.get_mut(&key)) else {
+            return;
+        };
+        let Some(s) = c.server() else {
+            return;
+        };
+        fp.conn = Some(key);
+        s.paths.push(pid);
+        tracing::debug!(path = pid, remote = %fp.remote, "session resumed on a new path");
+        if let Some(d) = s.delivery
+            && let Some(info) = self.shared.deliveries.lock().get_mut(&d)
+        {
+            info.peer_addr = fp.remote;
+        }
+        self.dirty.insert(key);
+    }
+
+    /// Reacts to a server session's events. Returns whether there were any.
+    pub(super) fn server_events(&mut self, key: ConnKey) -> bool {
+        let mut any = false;
+        loop {
+            let Some(s) = self.conns.get_mut(&key).and_then(Conn::server) else {
+                return any;
+            };
+            let Some(ev) = s.session.poll_event() else {
+                return any;
+            };
+            any = true;
+            match ev {
+                Event::PathDead(p) => {
+                    tracing::debug!(path = p, "path dead (silence or protocol error)");
+                    s.paths.retain(|q| *q != p);
+                    self.drop_path(p);
+                }
+                Event::Closed => {
+                    tracing::debug!("session closed");
+                    s.closed = true;
+                }
+                Event::Reset { reason } => {
+                    tracing::debug!(?reason, "session reset");
+                    s.closed = true;
+                    self.reset_app(key);
+                }
+                // The rest concern a client, or nothing the engine must do.
+                Event::Established { .. }
+                | Event::Readable
+                | Event::Writable
+                | Event::NeedPath
+                | Event::PathSuspect(_)
+                | Event::Moved { .. } => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_refreshed_well_before_they_expire_and_failures_retried_soon() {
+        assert!(refresh_delay(0) * 2 < namesock_resolver::RECORD_LIFETIME);
+        assert_eq!(refresh_delay(1), Duration::from_secs(2));
+        assert_eq!(refresh_delay(2), Duration::from_secs(4));
+        assert_eq!(refresh_delay(40), Duration::from_secs(60));
+    }
+}

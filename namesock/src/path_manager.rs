@@ -1,0 +1,755 @@
+//! The client's path manager, sans-IO: how a client follows a peer that moves.
+//!
+//! A [`PathManager`] owns one client [`Session`] and decides which flow paths it should have:
+//! the first dials (happy eyeballs), re-dial rounds with backoff and a fresh GNS lookup when no
+//! path is left, make-before-break when the server announces a move, standby paths from the
+//! other local addresses of a multihomed client, a GNS lookup when a path that owes an answer
+//! stays silent, and the connect timeout. It holds the peer's locators and record sequence
+//! (nowhere else does), and the state of every path it asked for.
+//!
+//! Inputs: path events from the driver (a dial started, connected, failed; a path lost; a
+//! frame received), GNS answers, local address changes and the time. Outputs: [`Action`]s
+//! (dial this address from that local address, close a path, resolve the peer, report the
+//! connect's outcome). Nothing here touches a socket, a thread or a clock: the engine maps
+//! the actions onto IO, and the simulation onto its virtual network.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use namesock_identity::PublicKey;
+use tracing::debug;
+
+use crate::session::{Event, Session};
+use crate::wire::{PathId, ResetReason};
+
+/// Happy eyeballs: start the next locator's dial this long after the previous one.
+pub const STAGGER: Duration = Duration::from_millis(250);
+/// Re-dial backoff while a session has no path.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(25);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A dial still connecting after this long is abandoned at the next round.
+pub const DIAL_STALE: Duration = Duration::from_millis(900);
+/// At most this many paths (active and standby) per multihomed client session.
+pub const MAX_STANDBY: usize = 3;
+/// At most this many dials in flight per session.
+pub const MAX_DIALS: usize = 16;
+
+/// A fresh path number, unique in this process (server paths draw from the same counter, so
+/// a driver can file every path under its number).
+pub fn next_path_id() -> PathId {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// Why a dial did not connect, as far as the connect's outcome cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialError {
+    /// Nobody listens there (ECONNREFUSED).
+    Refused,
+    HostUnreachable,
+    NetUnreachable,
+    /// Anything else (a timeout, a reset, a local error).
+    Other,
+}
+
+impl DialError {
+    pub fn from_errno(errno: Option<i32>) -> DialError {
+        match errno {
+            Some(libc::ECONNREFUSED) => DialError::Refused,
+            Some(libc::EHOSTUNREACH) => DialError::HostUnreachable,
+            Some(libc::ENETUNREACH) => DialError::NetUnreachable,
+            _ => DialError::Other,
+        }
+    }
+}
+
+/// Why a connect failed (the driver adds the target and port for the program's error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Every locator refused the TCP connection right after a fresh resolve, or the server
+    /// does not serve the port.
+    Refused,
+    TimedOut,
+    HostUnreachable,
+    NetUnreachable,
+    /// The server reset the session during the handshake.
+    Reset(ResetReason),
+}
+
+/// What the driver must do for the path manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a TCP connection to `remote` (from `local`, when given) as path `path`; report
+    /// `dial_failed`, `path_connected` or (later) `path_closed`.
+    Dial {
+        path: PathId,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+    },
+    /// Close this path's connection (the session already forgot it).
+    Close { path: PathId },
+    /// Ask the GNS for the peer's record; answer with `resolved`.
+    Resolve,
+    /// The handshake succeeded: hand the session to the program.
+    Established { peer: PublicKey, remote: SocketAddr },
+    /// The connect failed: tell the program and drop the session.
+    Failed(ConnectFailure),
+    /// The established session was reset (by the peer, or its linger ran out): the program
+    /// sees ECONNRESET.
+    Reset(ResetReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPathState {
+    Dialing,
+    Open,
+}
+
+/// One path the manager asked for.
+#[derive(Debug, Clone)]
+pub struct ClientPath {
+    pub id: PathId,
+    pub state: ClientPathState,
+    pub remote: SocketAddr,
+    /// The local address asked for (a standby path), or the one the connection got.
+    pub local: Option<IpAddr>,
+    /// A multihomed client's extra path, pinned to one more local address.
+    pub standby: bool,
+    started: Instant,
+    /// Paths to close once this one has carried a frame from the peer (make-before-break).
+    replaces: Vec<PathId>,
+}
+
+/// Where the peer can be reached: its record and its latest announcement, in one place.
+#[derive(Debug, Clone, Default)]
+struct PeerLocators {
+    /// The newest record's sequence and locators.
+    record_seq: u64,
+    record: Vec<SocketAddr>,
+    /// The newest move acted on (a MOVED frame, or a record newer than the last one), and
+    /// where the peer went; dialled first.
+    moved_seq: u64,
+    moved: Vec<SocketAddr>,
+}
+
+/// A client session and the paths under it.
+pub struct PathManager {
+    session: Session,
+    peer: PeerLocators,
+    paths: Vec<ClientPath>,
+    dial_queue: VecDeque<SocketAddr>,
+    next_dial: Option<Instant>,
+    backoff: Duration,
+    need_path: bool,
+    resolving: bool,
+    /// The latest failed dial's error, and whether every dial of this round was refused and
+    /// the round started from a fresh resolve.
+    last_error: Option<DialError>,
+    round_refused: bool,
+    round_resolved: bool,
+    /// Local addresses a standby path was tried from (until the addresses change).
+    standby_tried: HashSet<IpAddr>,
+    /// When the latest round of dials started.
+    last_round: Option<Instant>,
+    /// Until the session is established (then `None`): when the connect gives up.
+    connect_deadline: Option<Instant>,
+    /// Both directions finished, the session was reset, or the connect failed: nothing
+    /// more to dial for.
+    closed: bool,
+    actions: VecDeque<Action>,
+}
+
+impl PathManager {
+    /// Starts dialing `locators` (from the peer's record with sequence `record_seq`) for the
+    /// new client `session`; the connect fails at `connect_deadline`. `local` are this
+    /// host's addresses.
+    pub fn new(
+        now: Instant,
+        session: Session,
+        record_seq: u64,
+        locators: Vec<SocketAddr>,
+        connect_deadline: Instant,
+        local: &[IpAddr],
+    ) -> PathManager {
+        let mut pm = PathManager {
+            session,
+            peer: PeerLocators {
+                record_seq,
+                record: locators,
+                ..PeerLocators::default()
+            },
+            paths: Vec::new(),
+            dial_queue: VecDeque::new(),
+            next_dial: None,
+            backoff: BACKOFF_MIN,
+            need_path: true,
+            resolving: false,
+            last_error: None,
+            round_refused: true,
+            round_resolved: true,
+            standby_tried: HashSet::new(),
+            last_round: None,
+            connect_deadline: Some(connect_deadline),
+            closed: false,
+            actions: VecDeque::new(),
+        };
+        pm.start_round(now, true, local);
+        pm
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, for the program's bytes and the frames out. Call [`PathManager::process`]
+    /// after anything that may raise session events.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The paths asked for and not yet closed.
+    pub fn paths(&self) -> &[ClientPath] {
+        &self.paths
+    }
+
+    pub fn path(&self, id: PathId) -> Option<&ClientPath> {
+        self.paths.iter().find(|p| p.id == id)
+    }
+
+    /// Still waiting for the handshake (the program's connect has no answer yet).
+    pub fn is_connecting(&self) -> bool {
+        self.connect_deadline.is_some()
+    }
+
+    /// Closed, reset or failed: nothing more to dial for.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// No path at all: re-dialing.
+    pub fn needs_path(&self) -> bool {
+        self.need_path
+    }
+
+    /// The next action for the driver. Session events are taken first.
+    pub fn poll_action(&mut self, now: Instant, local: &[IpAddr]) -> Option<Action> {
+        self.process(now, local);
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` has work: the session's timers, the next dial, the connect
+    /// deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.session.poll_timeout(),
+            self.next_dial,
+            self.connect_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, local: &[IpAddr]) {
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+        if self.connect_deadline.is_some_and(|d| d <= now) {
+            let failure = match self.last_error {
+                Some(DialError::HostUnreachable) => ConnectFailure::HostUnreachable,
+                Some(DialError::NetUnreachable) => ConnectFailure::NetUnreachable,
+                Some(DialError::Refused) if self.round_refused => ConnectFailure::Refused,
+                _ => ConnectFailure::TimedOut,
+            };
+            self.fail(failure);
+            return;
+        }
+        if self.next_dial.is_some_and(|t| t <= now) {
+            self.next_dial = None;
+            if !self.dial_queue.is_empty() {
+                self.dial_next(now);
+            } else if self.need_path {
+                self.start_round(now, self.is_connecting(), local);
+            }
+        }
+        self.process(now, local);
+    }
+
+    /// A dial of ours connected, with `local_addr` as its local address.
+    pub fn path_connected(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        local_addr: SocketAddr,
+        local: &[IpAddr],
+    ) {
+        if self.closed {
+            self.close_path(now, path);
+            return;
+        }
+        // Make-before-break: the paths this one replaces close once it carries a frame.
+        let replaces: Vec<PathId> = if self.need_path || self.peer.moved.is_empty() {
+            Vec::new()
+        } else {
+            self.paths
+                .iter()
+                .filter(|o| {
+                    o.id != path
+                        && o.state == ClientPathState::Open
+                        && !self.peer.moved.contains(&o.remote)
+                })
+                .map(|o| o.id)
+                .collect()
+        };
+        let Some(p) = self.paths.iter_mut().find(|p| p.id == path) else {
+            return;
+        };
+        p.state = ClientPathState::Open;
+        p.local = Some(local_addr.ip());
+        p.replaces = replaces;
+        debug!(path, remote = %p.remote, local = %local_addr, "path connected");
+        self.need_path = false;
+        self.backoff = BACKOFF_MIN;
+        self.next_dial = None;
+        self.dial_queue.clear();
+        self.session.path_opened(now, path);
+        // The other dials of this round are not needed.
+        let others: Vec<PathId> = self
+            .paths
+            .iter()
+            .filter(|o| o.id != path && o.state == ClientPathState::Dialing && !o.standby)
+            .map(|o| o.id)
+            .collect();
+        for p in others {
+            self.close_path(now, p);
+        }
+        self.ensure_standby(now, local);
+        self.process(now, local);
+    }
+
+    /// A dial of ours did not connect (at once or later). The driver closed it.
+    pub fn dial_failed(&mut self, now: Instant, path: PathId, error: DialError) {
+        let Some(p) = self.forget(now, path) else {
+            return;
+        };
+        debug!(path, remote = %p.remote, ?error, "dial failed");
+        if p.standby {
+            // Not part of a round: just forget it.
+            return;
+        }
+        if error != DialError::Refused {
+            self.round_refused = false;
+        }
+        self.last_error = Some(error);
+        if self.dial_queue.is_empty() {
+            self.check_round(now);
+        } else {
+            self.dial_next(now);
+        }
+    }
+
+    /// A connected path broke (the peer closed it, a write failed, its local address went
+    /// away, it broke the protocol). The driver closed it.
+    pub fn path_closed(&mut self, now: Instant, path: PathId) {
+        self.forget(now, path);
+    }
+
+    /// Frames arrived on `path` (and were handed to the session): the paths it replaces
+    /// after a move can go.
+    pub fn frames_received(&mut self, now: Instant, path: PathId) {
+        let Some(p) = self.paths.iter_mut().find(|p| p.id == path) else {
+            return;
+        };
+        for old in std::mem::take(&mut p.replaces) {
+            debug!(path = old, "closing the path replaced after MOVED");
+            self.close_path(now, old);
+        }
+    }
+
+    /// The GNS answered our `Resolve` with the peer's record (`None`: it could not).
+    pub fn resolved(
+        &mut self,
+        now: Instant,
+        record: Option<(u64, Vec<SocketAddr>)>,
+        local: &[IpAddr],
+    ) {
+        self.resolving = false;
+        let Some((seq, locators)) = record else {
+            return;
+        };
+        if seq < self.peer.record_seq {
+            return;
+        }
+        let fresh: Vec<SocketAddr> = locators
+            .iter()
+            .filter(|a| !self.peer.record.contains(a))
+            .copied()
+            .collect();
+        let newer = seq > self.peer.record_seq;
+        self.peer.record_seq = seq;
+        self.peer.record = locators.clone();
+        self.round_resolved = true;
+        if self.need_path && !fresh.is_empty() {
+            debug!(?fresh, "new locators from the GNS: dialing them now");
+            for addr in fresh {
+                self.dial(now, addr, None);
+            }
+        } else if newer && !self.need_path && !self.closed {
+            self.peer_moved(now, seq, locators, local);
+        }
+        self.process(now, local);
+    }
+
+    /// This host's addresses changed (`local`: the ones it has now). Paths on vanished
+    /// addresses were reported with `path_closed` first. `added`: an address or link came
+    /// up, so hanging dials start over from it and standby paths may be possible.
+    pub fn addresses_changed(&mut self, now: Instant, added: bool, local: &[IpAddr]) {
+        if !added || self.closed {
+            return;
+        }
+        if self.need_path {
+            // Dials started before the change may hang on a route that is gone.
+            self.backoff = BACKOFF_MIN;
+            self.next_dial = None;
+            let hanging: Vec<PathId> = self
+                .paths
+                .iter()
+                .filter(|p| p.state == ClientPathState::Dialing)
+                .map(|p| p.id)
+                .collect();
+            for p in hanging {
+                self.close_path(now, p);
+            }
+            self.start_round(now, self.is_connecting(), local);
+        } else {
+            self.standby_tried.clear();
+            self.ensure_standby(now, local);
+        }
+        self.process(now, local);
+    }
+
+    /// Takes the session's events and reacts to those about paths and the connect.
+    pub fn process(&mut self, now: Instant, local: &[IpAddr]) {
+        while let Some(ev) = self.session.poll_event() {
+            self.on_event(now, ev, local);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event, local: &[IpAddr]) {
+        match ev {
+            Event::Established { peer } => {
+                if self.connect_deadline.take().is_none() {
+                    return;
+                }
+                // The path that carried HELLO_ACK may already be gone: any address will do.
+                let remote = self
+                    .paths
+                    .iter()
+                    .rev()
+                    .find(|p| p.state == ClientPathState::Open)
+                    .map_or(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)), |p| p.remote);
+                self.actions.push_back(Action::Established { peer, remote });
+                self.ensure_standby(now, local);
+            }
+            Event::Readable | Event::Writable => {}
+            Event::PathDead(p) => {
+                debug!(path = p, "path dead (silence or protocol error)");
+                self.close_path(now, p);
+            }
+            Event::NeedPath => {
+                if self.closed {
+                    return;
+                }
+                self.need_path = true;
+                // A path that connects and dies at once must not make a busy loop.
+                let spaced = self.last_round.map(|t| t + BACKOFF_MIN);
+                if self.next_dial.is_none() && spaced.is_some_and(|t| now < t) {
+                    self.next_dial = spaced;
+                } else if self.next_dial.is_none() {
+                    debug!("no path left: re-dialing");
+                    self.resolve();
+                    self.start_round(now, self.is_connecting(), local);
+                }
+            }
+            Event::PathSuspect(p) => {
+                // Silence where an answer is owed: if the server moved without a MOVED
+                // reaching us (its old address went first), the GNS already knows where.
+                if !(self.closed || self.need_path || self.resolving) {
+                    debug!(path = p, "path suspect: asking the GNS");
+                    self.resolve();
+                }
+            }
+            Event::Moved { seq, locators } => self.peer_moved(now, seq, locators, local),
+            Event::Closed => {
+                debug!("session closed");
+                self.stop();
+            }
+            Event::Reset { reason } => {
+                debug!(?reason, "session reset");
+                let connecting = self.connect_deadline.take().is_some();
+                self.stop();
+                self.actions.push_back(if !connecting {
+                    Action::Reset(reason)
+                } else if reason == ResetReason::PortRefused {
+                    Action::Failed(ConnectFailure::Refused)
+                } else {
+                    Action::Failed(ConnectFailure::Reset(reason))
+                });
+            }
+        }
+    }
+
+    /// The server announced (MOVED) or published (a newer record) these locators. Unless a
+    /// live path already goes to one of them, dial them while the old path lives
+    /// (make-before-break); the old path is dropped once a new one carried a frame.
+    fn peer_moved(&mut self, now: Instant, seq: u64, locators: Vec<SocketAddr>, local: &[IpAddr]) {
+        if seq <= self.peer.moved_seq || self.closed {
+            return;
+        }
+        debug!(seq, ?locators, "peer moved");
+        self.peer.moved_seq = seq;
+        self.peer.moved = locators;
+        let current_ok = self
+            .paths
+            .iter()
+            .any(|p| p.state == ClientPathState::Open && self.peer.moved.contains(&p.remote));
+        if !current_ok {
+            let cands: Vec<SocketAddr> = self
+                .candidates(local)
+                .into_iter()
+                .filter(|a| self.peer.moved.contains(a))
+                .collect();
+            for a in cands {
+                self.dial(now, a, None);
+            }
+            return;
+        }
+        // The old address still works and the server gained one: a standby path to the new
+        // address (from the active path's local one), so that losing the old costs no
+        // reconnect when it goes before a MOVED could say so.
+        let Some(active) = self.active() else {
+            return;
+        };
+        let (remote, from) = (active.remote, active.local);
+        let new_remote = self.peer.moved.iter().copied().find(|a| {
+            !a.ip().is_loopback()
+                && a.is_ipv4() == remote.is_ipv4()
+                && !self.paths.iter().any(|p| p.remote == *a)
+        });
+        if let (Some(addr), Some(from)) = (new_remote, from)
+            && self.paths.len() < MAX_STANDBY
+        {
+            debug!(%addr, "standby path to the server's new address");
+            self.dial(now, addr, Some(from));
+        }
+    }
+
+    /// The newest open path to a remote host (the one standby paths back up).
+    fn active(&self) -> Option<&ClientPath> {
+        self.paths
+            .iter()
+            .rev()
+            .find(|p| p.state == ClientPathState::Open && !p.remote.ip().is_loopback())
+    }
+
+    /// Candidate addresses for a new path: MOVED ones first (newest news), then the record's;
+    /// IPv6 and IPv4 interleaved (happy eyeballs), no duplicates.
+    fn candidates(&self, local: &[IpAddr]) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = Vec::new();
+        for a in self.peer.moved.iter().chain(&self.peer.record) {
+            if !all.contains(a) {
+                all.push(*a);
+            }
+        }
+        // Loopback locators mean "the peer is on this host": dial them only when it is (one of
+        // its other addresses is ours, or it published nothing else). Elsewhere they would
+        // reach whatever engine of this host happens to use that port.
+        let (lo, global): (Vec<&SocketAddr>, Vec<&SocketAddr>) =
+            all.iter().partition(|a| a.ip().is_loopback());
+        if !lo.is_empty() && !global.is_empty() && !global.iter().any(|a| local.contains(&a.ip())) {
+            all.retain(|a| !a.ip().is_loopback());
+        }
+        let (v6, v4): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.is_ipv6());
+        let mut out = Vec::with_capacity(v6.len() + v4.len());
+        let (mut i6, mut i4) = (v6.into_iter(), v4.into_iter());
+        loop {
+            match (i6.next(), i4.next()) {
+                (None, None) => break,
+                (a, b) => out.extend(a.into_iter().chain(b)),
+            }
+        }
+        out
+    }
+
+    /// Starts a round of dials: staggered (first connect) or all at once (re-dial).
+    fn start_round(&mut self, now: Instant, staggered: bool, local: &[IpAddr]) {
+        self.round_refused = true;
+        self.last_round = Some(now);
+        self.dial_queue = self.candidates(local).into();
+        self.next_dial = None;
+        // Give up on dials that have hung for a while (a SYN into a black hole).
+        let stale: Vec<PathId> = self
+            .paths
+            .iter()
+            .filter(|p| p.state == ClientPathState::Dialing && now - p.started > DIAL_STALE)
+            .map(|p| p.id)
+            .collect();
+        for p in stale {
+            self.close_path(now, p);
+        }
+        if staggered {
+            self.dial_next(now);
+        } else {
+            while let Some(addr) = self.dial_queue.pop_front() {
+                self.dial(now, addr, None);
+            }
+            // Re-dialing: try again after the backoff even while these dials hang, and ask
+            // the GNS each time (the peer may have moved too).
+            self.next_dial = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            self.resolve();
+        }
+        self.check_round(now);
+    }
+
+    fn dial_next(&mut self, now: Instant) {
+        if let Some(addr) = self.dial_queue.pop_front() {
+            self.dial(now, addr, None);
+            if !self.dial_queue.is_empty() {
+                self.next_dial = Some(now + STAGGER);
+            }
+        }
+    }
+
+    /// Asks the driver for a dial, from `from` if given (then it is a standby path).
+    fn dial(&mut self, now: Instant, remote: SocketAddr, from: Option<IpAddr>) {
+        let dialing = self
+            .paths
+            .iter()
+            .filter(|p| p.state == ClientPathState::Dialing);
+        let already = dialing
+            .clone()
+            .any(|p| p.remote == remote && (from.is_none() || p.local == from));
+        if already || dialing.count() >= MAX_DIALS {
+            return;
+        }
+        let id = next_path_id();
+        debug!(path = id, %remote, ?from, "dialing");
+        self.paths.push(ClientPath {
+            id,
+            state: ClientPathState::Dialing,
+            remote,
+            local: from,
+            standby: from.is_some(),
+            started: now,
+            replaces: Vec::new(),
+        });
+        self.actions.push_back(Action::Dial {
+            path: id,
+            remote,
+            local: from,
+        });
+    }
+
+    /// After a dial ended: if nothing is left in flight and no path is open, the round failed.
+    fn check_round(&mut self, now: Instant) {
+        if !self.need_path || !self.dial_queue.is_empty() || !self.paths.is_empty() {
+            return;
+        }
+        // Every locator refused the TCP connection right after a fresh resolve: nobody
+        // listens there any more.
+        if self.is_connecting()
+            && self.round_refused
+            && self.round_resolved
+            && self.last_error.is_some()
+        {
+            self.fail(ConnectFailure::Refused);
+            return;
+        }
+        self.round_resolved = false;
+        if self.next_dial.is_none() {
+            self.next_dial = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+        self.resolve();
+    }
+
+    /// A multihomed client keeps one more path per local address (of the active path's
+    /// family), so that losing an interface costs no reconnect: the session just carries on
+    /// over the survivor.
+    fn ensure_standby(&mut self, now: Instant, local: &[IpAddr]) {
+        if self.is_connecting() || self.need_path || self.closed {
+            return;
+        }
+        let Some(active) = self.active().map(|p| p.remote) else {
+            return;
+        };
+        let used: Vec<IpAddr> = self.paths.iter().filter_map(|p| p.local).collect();
+        let mut room = MAX_STANDBY.saturating_sub(self.paths.len());
+        for &ip in local {
+            if room == 0 {
+                break;
+            }
+            if ip.is_loopback()
+                || ip.is_ipv4() != active.is_ipv4()
+                || used.contains(&ip)
+                || !self.standby_tried.insert(ip)
+            {
+                continue;
+            }
+            room -= 1;
+            debug!(local = %ip, remote = %active, "standby path");
+            self.dial(now, active, Some(ip));
+        }
+    }
+
+    fn resolve(&mut self) {
+        if !self.resolving {
+            self.resolving = true;
+            self.actions.push_back(Action::Resolve);
+        }
+    }
+
+    /// Nothing more to dial for.
+    fn stop(&mut self) {
+        self.closed = true;
+        self.need_path = false;
+        self.next_dial = None;
+        self.dial_queue.clear();
+    }
+
+    fn fail(&mut self, failure: ConnectFailure) {
+        debug!(?failure, "connect failed");
+        self.connect_deadline = None;
+        self.stop();
+        self.actions.push_back(Action::Failed(failure));
+    }
+
+    /// Closes one of our paths: the session forgets it, the driver closes it.
+    fn close_path(&mut self, now: Instant, path: PathId) {
+        if self.forget(now, path).is_some() {
+            self.actions.push_back(Action::Close { path });
+        }
+    }
+
+    /// Drops a path from the table and the session; with no open path left, the session
+    /// needs one.
+    fn forget(&mut self, now: Instant, path: PathId) -> Option<ClientPath> {
+        let i = self.paths.iter().position(|p| p.id == path)?;
+        let p = self.paths.remove(i);
+        if p.state == ClientPathState::Open {
+            self.session.path_closed(now, path);
+        }
+        if !self.closed && !self.paths.iter().any(|o| o.state == ClientPathState::Open) {
+            self.need_path = true;
+        }
+        Some(p)
+    }
+}
