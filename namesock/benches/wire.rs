@@ -1,11 +1,12 @@
 //! The frame codec: encode and decode of DATA frames (the bulk path) and of the small control
-//! frames. `cargo bench -p namesock --bench wire` (run by `bench/run.sh`).
+//! frames, and a stream of frames cut by reads through a `FrameReader` (the engine's receive
+//! path, minus the socket). `cargo bench -p namesock --bench wire` (run by `bench/run.sh`).
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use namesock::identity::{Keypair, Signature};
-use namesock::wire::{Frame, Hello, MAX_DATA};
+use namesock::wire::{Frame, FrameReader, Hello, MAX_DATA, MAX_FRAME, Step};
 
 fn data(len: usize) -> Frame {
     Frame::Data {
@@ -72,5 +73,43 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// 256 frames (DATA of 16 KiB and 21 bytes, ACK, PING) in reads of 60 000 bytes, so most
+/// reads end inside a frame: each read in its own round, the partial frame kept between.
+fn reader(c: &mut Criterion) {
+    let mut stream = Vec::new();
+    let mut frames = 0;
+    for i in 0..64 {
+        for frame in [
+            data(16 * 1024),
+            Frame::Ack { ack: i },
+            data(21),
+            Frame::Ping { token: i },
+        ] {
+            frame.encode(&mut stream);
+            frames += 1;
+        }
+    }
+    const READ: usize = 60_000;
+    let mut scratch = vec![0; MAX_FRAME + 256 * 1024];
+    let mut g = c.benchmark_group("wire/reader");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    g.bench_function(BenchmarkId::new("frames", frames), |b| {
+        let mut reader = FrameReader::new();
+        b.iter(|| {
+            let mut got = 0usize;
+            for read in stream.chunks(READ) {
+                let step = reader.feed(&mut scratch, black_box(read), |frame| {
+                    got += black_box(&frame).name().len();
+                    true
+                });
+                assert_eq!(step, Ok(Step::NeedBytes));
+            }
+            assert_eq!(reader.buffered(), 0);
+            got
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, reader);
 criterion_main!(benches);

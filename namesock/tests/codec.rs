@@ -4,9 +4,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use namesock::identity::{Guid, Keypair, PublicKey, Signature};
+use std::collections::VecDeque;
+
 use namesock::wire::{
-    DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME, MAX_LOCATORS,
-    ResetReason, Resume, ResumeAck,
+    DecodeError, Frame, FrameReader, FrameRef, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME,
+    MAX_LOCATORS, ResetReason, Resume, ResumeAck, Step,
 };
 use proptest::prelude::*;
 
@@ -154,7 +156,124 @@ fn encode(frame: &Frame) -> Vec<u8> {
     out
 }
 
+/// `stream` cut at `cuts` into reads, `per_round` reads arriving before each round of
+/// [`FrameReader`] reads (driven as `FlowPath::read_frames` does), a consumer that stops after
+/// a frame when `stops` says so: the frames handed out, and the error if any.
+fn read_through(
+    stream: &[u8],
+    mut cuts: Vec<usize>,
+    per_round: usize,
+    stops: &[bool],
+) -> (Vec<Frame>, Result<usize, DecodeError>) {
+    cuts.push(0);
+    cuts.push(stream.len());
+    cuts.sort_unstable();
+    let mut later: VecDeque<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+    let mut socket: VecDeque<&[u8]> = VecDeque::new();
+    let mut reader = FrameReader::new();
+    let mut scratch = vec![0; MAX_FRAME + 1000];
+    let mut got = Vec::new();
+    loop {
+        socket.extend(later.drain(..per_round.min(later.len())));
+        let mut round = reader.round(&mut scratch);
+        let step = loop {
+            let step = round.frames(|f| {
+                got.push(f.into_owned());
+                !stops
+                    .get(got.len() % stops.len().max(1))
+                    .copied()
+                    .unwrap_or(false)
+            });
+            if step != Ok(Step::NeedBytes) {
+                break step;
+            }
+            let Some(read) = socket.pop_front() else {
+                break step; // WouldBlock
+            };
+            let buf = round.buf();
+            let n = buf.len().min(read.len());
+            buf[..n].copy_from_slice(&read[..n]);
+            round.filled(n);
+            if n < read.len() {
+                socket.push_front(&read[n..]);
+            }
+        };
+        drop(round);
+        match step {
+            Err(e) => return (got, Err(e)),
+            Ok(Step::NeedBytes) if socket.is_empty() && later.is_empty() => {
+                return (got, Ok(reader.buffered()));
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One-shot decoding of the whole stream: the frames, then the error or the bytes left over.
+fn decode_all(stream: &[u8]) -> (Vec<Frame>, Result<usize, DecodeError>) {
+    let mut rest = stream;
+    let mut frames = Vec::new();
+    loop {
+        match Frame::decode(rest) {
+            Ok(Some((frame, used))) => {
+                frames.push(frame);
+                rest = &rest[used..];
+            }
+            Ok(None) => return (frames, Ok(rest.len())),
+            Err(e) => return (frames, Err(e)),
+        }
+    }
+}
+
+fn cuts(len: usize) -> impl Strategy<Value = (Vec<usize>, usize, Vec<bool>)> {
+    (
+        prop::collection::vec(0..=len, 0..16),
+        1..4usize,
+        prop::collection::vec(prop::bool::weighted(0.2), 0..8),
+    )
+}
+
 proptest! {
+    #[test]
+    fn the_reader_gives_back_the_frames_whatever_the_reads(
+        (frames, (cuts, per_round, stops)) in prop::collection::vec(frame(), 1..8)
+            .prop_flat_map(|frames| {
+                let len = frames.iter().map(|f| encode(f).len()).sum();
+                (Just(frames), cuts(len))
+            }),
+    ) {
+        let stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+        let (got, end) = read_through(&stream, cuts, per_round, &stops);
+        prop_assert_eq!(got, frames);
+        prop_assert_eq!(end, Ok(0));
+    }
+
+    /// Damaged streams: the reader hands out what one-shot decoding of the whole stream
+    /// does, then the same error (or keeps the same partial frame).
+    #[test]
+    fn the_reader_agrees_with_one_shot_decoding_on_damaged_streams(
+        (stream, (cuts, per_round, stops)) in (
+            prop::collection::vec(frame(), 1..6),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(frames, flips, end)| {
+                let mut stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+                for (at, value) in flips {
+                    let i = at.index(stream.len());
+                    stream[i] = value;
+                }
+                stream.truncate(end.index(stream.len() + 1));
+                stream
+            })
+            .prop_flat_map(|stream| {
+                let len = stream.len();
+                (Just(stream), cuts(len))
+            }),
+    ) {
+        prop_assert_eq!(read_through(&stream, cuts, per_round, &stops), decode_all(&stream));
+    }
+
     #[test]
     fn every_frame_round_trips(frame in frame()) {
         let bytes = encode(&frame);

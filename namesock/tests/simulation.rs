@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
 use namesock::session::{Acceptor, Event, Session, SessionConfig};
-use namesock::wire::{Frame, PathId, ResetReason};
+use namesock::wire::{Frame, FrameReader, FrameRef, MAX_FRAME, PathId, ResetReason};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -51,7 +51,7 @@ struct End {
     /// When this side learns that the other side closed or the network cut it.
     close_at: Option<Instant>,
     /// Undecoded bytes.
-    buf: Vec<u8>,
+    reader: FrameReader,
     /// Server: the first frame (HELLO or RESUME) was accepted.
     attached: bool,
 }
@@ -105,6 +105,8 @@ struct Sim {
     breaks_left: u32,
     breaks_done: u32,
     events: [Vec<Event>; 2],
+    /// The engine's scratch buffer, lent to a path's reader for each delivery.
+    scratch: Vec<u8>,
 }
 
 fn data(rng: &mut StdRng) -> Vec<u8> {
@@ -168,6 +170,7 @@ impl Sim {
             breaks_left,
             breaks_done: 0,
             events: [Vec::new(), Vec::new()],
+            scratch: vec![0; 2 * MAX_FRAME],
         };
         sim.next_break = Some(start + ms(sim.rng.gen_range(1..300)));
         sim
@@ -194,14 +197,14 @@ impl Sim {
                 path,
                 open: true,
                 close_at: None,
-                buf: Vec::new(),
+                reader: FrameReader::new(),
                 attached: true,
             },
             server: End {
                 path: SERVER_PATH_BASE + path,
                 open: true,
                 close_at: None,
-                buf: Vec::new(),
+                reader: FrameReader::new(),
                 attached: false,
             },
         });
@@ -296,27 +299,23 @@ impl Sim {
             if !end.open {
                 continue;
             }
-            end.buf.extend_from_slice(&chunk);
-            self.decode(l, to);
+            self.decode(l, to, &chunk);
         }
     }
 
-    fn decode(&mut self, l: usize, to: Side) {
-        loop {
-            let end = match to {
-                Side::Server => &mut self.links[l].server,
-                Side::Client => &mut self.links[l].client,
-            };
-            if !end.open {
-                return;
+    /// The engine reads `chunk` from link `l`: its frames go to `to`'s session (a path's first
+    /// frame to the server engine), until a frame is refused and the path closed.
+    fn decode(&mut self, l: usize, to: Side, chunk: &[u8]) {
+        fn end(sim: &mut Sim, l: usize, to: Side) -> &mut End {
+            match to {
+                Side::Server => &mut sim.links[l].server,
+                Side::Client => &mut sim.links[l].client,
             }
-            let (frame, used) = match Frame::decode(&end.buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => return,
-                Err(e) => panic!("the codec rejected its own output: {e}"),
-            };
-            end.buf.drain(..used);
-            let path = end.path;
+        }
+        let mut reader = std::mem::take(&mut end(self, l, to).reader);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let path = end(self, l, to).path;
+        let step = reader.feed(&mut scratch, chunk, |frame| {
             let ok = match to {
                 Side::Client => self.client_gets(path, frame),
                 Side::Server => self.server_gets(l, path, frame),
@@ -324,10 +323,16 @@ impl Sim {
             if !ok {
                 self.close_end(l, to);
             }
+            ok
+        });
+        if let Err(e) = step {
+            panic!("the codec rejected its own output: {e}");
         }
+        end(self, l, to).reader = reader;
+        self.scratch = scratch;
     }
 
-    fn client_gets(&mut self, path: PathId, frame: Frame) -> bool {
+    fn client_gets(&mut self, path: PathId, frame: FrameRef<'_>) -> bool {
         let now = self.now;
         match self.client.as_mut() {
             Some(c) => c.handle_frame(now, path, frame).is_ok(),
@@ -337,7 +342,7 @@ impl Sim {
 
     /// The server engine: the first frame of a path goes to the acceptor or to the session
     /// it resumes; later ones to the session.
-    fn server_gets(&mut self, l: usize, path: PathId, frame: Frame) -> bool {
+    fn server_gets(&mut self, l: usize, path: PathId, frame: FrameRef<'_>) -> bool {
         let now = self.now;
         if self.links[l].server.attached {
             return match self.server.as_mut() {

@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use mio::Token;
 use mio::net::TcpStream;
 
-use crate::copy;
-use crate::wire::{DecodeError, Frame, FrameRef, MAX_FRAME};
+use crate::wire::{DecodeError, Frame, FrameReader, FrameRef, MAX_FRAME, Step};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
@@ -37,7 +36,7 @@ pub struct FlowPath {
     pub local: Option<SocketAddr>,
     /// Bytes read and not yet decoded: a partial frame, or frames left when the caller
     /// stopped early. Reads go to the engine's scratch buffer, so an idle path holds nothing.
-    rbuf: Vec<u8>,
+    rbuf: FrameReader,
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
@@ -63,7 +62,7 @@ impl FlowPath {
             state,
             remote,
             local,
-            rbuf: Vec::new(),
+            rbuf: FrameReader::new(),
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
@@ -73,53 +72,29 @@ impl FlowPath {
     /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
     /// complete frame (decoded in place) to `on_frame` until it returns `false`.
     ///
-    /// A partial frame at the end of a read moves to the front of `scratch` and the next read
-    /// lands behind it, so a byte is copied again only when it belongs to a frame cut by a
-    /// read. What is left when the socket runs dry (at most one partial frame) or when
-    /// `on_frame` stops waits in the path's own buffer.
+    /// The framing is the path's [`FrameReader`]: a byte is copied again only when it belongs
+    /// to a frame cut by a read, and what is left when the socket runs dry (at most one partial
+    /// frame) or when `on_frame` stops waits in the reader.
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
         mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
     ) -> ReadOutcome {
         debug_assert!(scratch.len() >= SCRATCH_LEN);
-        if !self.rbuf.is_empty() {
-            let (used, stop) = match decode_frames(&self.rbuf, &mut on_frame) {
-                Ok(done) => done,
-                Err(e) => return ReadOutcome::Malformed(e),
-            };
-            self.rbuf.drain(..used);
-            if stop {
-                return ReadOutcome::Open;
-            }
-        }
-        // Less than one frame is left, and the decoder refuses a longer length field: it
-        // fits in front of a whole read chunk.
-        let mut carry = self.rbuf.len();
-        copy::copy(&mut scratch[..carry], &self.rbuf);
-        self.rbuf = Vec::new();
+        let mut round = self.rbuf.round(scratch);
         loop {
-            let n = match self.stream.read(&mut scratch[carry..]) {
-                Ok(0) => return ReadOutcome::Closed(None),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    copy::extend_vec(&mut self.rbuf, &scratch[..carry]);
-                    return ReadOutcome::Open;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return ReadOutcome::Closed(Some(e)),
-            };
-            let filled = carry + n;
-            let (used, stop) = match decode_frames(&scratch[..filled], &mut on_frame) {
-                Ok(done) => done,
+            match round.frames(&mut on_frame) {
+                Ok(Step::NeedBytes) => {}
+                Ok(Step::Stopped) => return ReadOutcome::Open,
                 Err(e) => return ReadOutcome::Malformed(e),
-            };
-            if stop {
-                copy::extend_vec(&mut self.rbuf, &scratch[used..filled]);
-                return ReadOutcome::Open;
             }
-            scratch.copy_within(used..filled, 0);
-            carry = filled - used;
+            match self.stream.read(round.buf()) {
+                Ok(0) => return ReadOutcome::Closed(None),
+                Ok(n) => round.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return ReadOutcome::Closed(Some(e)),
+            }
         }
     }
 
@@ -168,20 +143,4 @@ impl FlowPath {
         }
         Ok(())
     }
-}
-
-/// Hands the complete frames at the start of `buf` to `on_frame`; returns the bytes they
-/// took and whether `on_frame` asked to stop.
-fn decode_frames(
-    buf: &[u8],
-    on_frame: &mut impl FnMut(FrameRef<'_>) -> bool,
-) -> Result<(usize, bool), DecodeError> {
-    let mut pos = 0;
-    while let Some((frame, used)) = FrameRef::decode_ref(&buf[pos..])? {
-        pos += used;
-        if !on_frame(frame) {
-            return Ok((pos, true));
-        }
-    }
-    Ok((pos, false))
 }

@@ -185,8 +185,9 @@ impl<P> Frame<P> {
 }
 
 impl Frame {
-    /// [`Frame::decode_ref`], with the payload copied out (tests, tools; the engine decodes
-    /// in place).
+    /// [`Frame::decode_ref`], with the payload copied out: for tests, benches and fuzz targets
+    /// (the engine decodes in place through [`FrameReader`](super::FrameReader)).
+    #[doc(hidden)]
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
         Ok(FrameRef::decode_ref(buf)?.map(|(frame, used)| (frame.into_owned(), used)))
     }

@@ -4,13 +4,17 @@
 //! The decoder is strict and bounded: the length is checked against [`MAX_FRAME`] as soon as
 //! the 5 header bytes are there (before waiting for or buffering a body), every field is
 //! checked, trailing bytes are an error, and nothing allocates more than the checked length.
-//! `docs/protocol.md` documents every frame byte by byte.
+//! `docs/protocol.md` documents every frame byte by byte. A [`FrameReader`] cuts a byte stream
+//! that arrives in reads of any size into frames, decoded in place.
 //!
 //! Room for later frame types: type codes 12..=255 are reserved. A decoder that meets one
 //! returns [`DecodeError::UnknownType`] (the path is closed), so a peer may send a new type only
 //! after the protocol version in HELLO/RESUME told it the other side knows it.
 
 mod codec;
+mod reader;
+
+pub use reader::{FrameReader, Round, Step};
 
 use std::net::SocketAddr;
 
