@@ -59,6 +59,8 @@ pub enum Op {
     StallLink,
     /// A random live link becomes much slower.
     SlowLink,
+    /// Every live link gets this one-way delay.
+    SetDelay(Duration),
     /// The client gets a new address and loses one; make-before-break: the new one first.
     ClientMove { mbb: bool },
     ClientAddAddr,
@@ -93,7 +95,15 @@ pub struct Setup {
     pub after_established: Vec<(Duration, Op)>,
     /// The apps never half-close (the peer-never-returns scenario).
     pub keep_open: bool,
+    /// Session tunables instead of the seed's.
+    pub cfg: Option<SessionConfig>,
+    /// No link gets slower than this one way (default [`MAX_DELAY`]).
+    pub max_delay: Option<Duration>,
 }
+
+/// Slow links stay below this one-way delay unless a setup says otherwise: a round trip
+/// stays shorter than the keepalive interval (see known bug 2 in `simulation.rs`).
+pub const MAX_DELAY: Duration = Duration::from_millis(600);
 
 /// One direction of a TCP connection: FIFO, delayed, bounded like a socket buffer.
 struct Pipe {
@@ -222,6 +232,7 @@ pub struct World {
     pub start: Instant,
     pub now: Instant,
     keep_open: bool,
+    max_delay: Duration,
     // The network.
     links: Vec<Link>,
     dials: Vec<PendingDial>,
@@ -244,6 +255,9 @@ pub struct World {
     app_key: Option<ConnKey>,
     pub sessions_created: usize,
     pub refusals: Vec<Refusal>,
+    /// Dials refused while the GNS record was stale (the server moved and had not
+    /// republished yet).
+    pub stale_refusals: u32,
     // The client.
     pm: Option<PathManager>,
     client_paths: HashMap<PathId, usize>,
@@ -263,6 +277,7 @@ impl World {
         let mut rng = StdRng::seed_from_u64(seed);
         let start = Instant::now();
         let cfg = config(&mut rng);
+        let cfg = setup.cfg.unwrap_or(cfg);
         let server_key = Arc::new(Keypair::from_seed(&rng.r#gen()));
         let client_key = Arc::new(Keypair::from_seed(&rng.r#gen()));
         let apps = [App::new(&mut rng, start), App::new(&mut rng, start)];
@@ -276,6 +291,7 @@ impl World {
             start,
             now: start,
             keep_open: setup.keep_open,
+            max_delay: setup.max_delay.unwrap_or(MAX_DELAY),
             links: Vec::new(),
             dials: Vec::new(),
             client_addrs: Vec::new(),
@@ -294,6 +310,7 @@ impl World {
             app_key: None,
             sessions_created: 0,
             refusals: Vec::new(),
+            stale_refusals: 0,
             pm: None,
             client_paths: HashMap::new(),
             established_at: None,
@@ -305,6 +322,12 @@ impl World {
             moves: 0,
             trace: trace.then(String::new),
         };
+        let info = format!(
+            "config {cfg:?}, data {}+{} bytes",
+            w.apps[0].data.len(),
+            w.apps[1].data.len()
+        );
+        w.log(|| info);
         for _ in 0..setup.client_ifaces.max(1) {
             let ip = w.fresh_ip(10);
             w.client_addrs.push(ip);
@@ -328,7 +351,7 @@ impl World {
             w.rng.r#gen(),
             start,
         );
-        let deadline = start + Duration::from_secs(w.rng.gen_range(20..40));
+        let deadline = start + Duration::from_secs(w.rng.gen_range(10..20));
         w.pm = Some(PathManager::new(
             start,
             session,
@@ -490,6 +513,9 @@ impl World {
             return;
         }
         if !served {
+            if self.gns.1 != self.locators() {
+                self.stale_refusals += 1;
+            }
             return fail(self, DialError::Refused);
         }
         self.dials.remove(i);
@@ -600,6 +626,10 @@ impl World {
             };
             used += n;
             let now = self.now;
+            if self.trace.is_some() {
+                let what = format!("server gets {} on path {path}", describe(&frame));
+                self.log(|| what);
+            }
             match self.links[l].attached {
                 Some(key) => {
                     let ok = match self.sessions.get_mut(&key) {
@@ -675,6 +705,10 @@ impl World {
                 Err(e) => panic!("the codec rejected its own output: {e}"),
             };
             used += n;
+            if let Some(t) = &mut self.trace {
+                let at = (now - self.start).as_secs_f64();
+                let _ = writeln!(t, "{at:10.4} client gets {} on path {path}", describe(&frame));
+            }
             match pm.session_mut().handle_frame(now, path, frame) {
                 Ok(()) => handled = true,
                 Err(_) => broken = true,
@@ -847,7 +881,13 @@ impl World {
             }
             Op::SlowLink => {
                 if let Some(&l) = self.live_links().choose(&mut self.rng) {
-                    self.links[l].delay += ms(self.rng.gen_range(100..1000));
+                    let d = self.links[l].delay + ms(self.rng.gen_range(100..1000));
+                    self.links[l].delay = d.min(self.max_delay);
+                }
+            }
+            Op::SetDelay(d) => {
+                for l in self.live_links() {
+                    self.links[l].delay = d;
                 }
             }
             Op::ClientMove { mbb } => {
@@ -1165,11 +1205,22 @@ impl World {
             self.now = self.now.max(next);
             assert!(
                 self.now - self.start < VIRTUAL_LIMIT && steps < STEP_LIMIT,
-                "hung: {steps} steps, {:?} virtual (client end {:?}, connecting {:?}, server sessions {})",
+                "hung: {steps} steps, {:?} virtual (client end {:?}, connecting {:?}, server sessions {}), \
+                 client wrote {}/{} got {}, server wrote {}/{} got {}, links {:?}",
                 self.now - self.start,
                 self.client_end,
                 self.pm.as_ref().map(|p| p.is_connecting()),
-                self.sessions.len()
+                self.sessions.len(),
+                self.apps[0].written,
+                self.apps[0].data.len(),
+                self.apps[0].received.len(),
+                self.apps[1].written,
+                self.apps[1].data.len(),
+                self.apps[1].received.len(),
+                self.links
+                    .iter()
+                    .map(|l| (l.c.open, l.s.open, l.cut, l.delay))
+                    .collect::<Vec<_>>()
             );
         }
     }
@@ -1198,16 +1249,36 @@ impl World {
     }
 }
 
+fn describe(frame: &FrameRef<'_>) -> String {
+    match frame {
+        Frame::Data {
+            offset,
+            ack,
+            payload,
+        } => format!("DATA {offset}+{} ack {ack}", payload.len()),
+        Frame::Ack { ack } => format!("ACK {ack}"),
+        Frame::Fin { offset } => format!("FIN {offset}"),
+        Frame::Ping { token } => format!("PING {token}"),
+        Frame::Pong { token } => format!("PONG {token}"),
+        Frame::Moved { seq, locators } => format!("MOVED {seq} {locators:?}"),
+        Frame::Reset { reason } => format!("RESET {reason:?}"),
+        other => other.name().to_string(),
+    }
+}
+
 /// Session tunables per seed: small buffers make flow control and backpressure constant;
 /// short timers make suspicion, path death and the linger happen within a run.
 fn config(rng: &mut StdRng) -> SessionConfig {
-    let keepalive = ms(rng.gen_range(500..4_000));
+    let keepalive = ms(rng.gen_range(1_500..5_000));
+    let dead = keepalive * 3;
     SessionConfig {
         replay_capacity: rng.gen_range(1_000..300_000),
         recv_capacity: rng.gen_range(1_000..300_000),
         keepalive_interval: keepalive,
-        path_dead_after: keepalive * 3,
+        path_dead_after: dead,
         suspect_after: ms(rng.gen_range(100..400)),
-        linger: Duration::from_secs(rng.gen_range(8..30)),
+        // Longer than the connect timeout and than a path's death plus a re-dial, as with
+        // the defaults (10 s, 15 s, 60 s).
+        linger: (dead * 2).max(Duration::from_secs(20)) + ms(rng.gen_range(0..15_000)),
     }
 }
