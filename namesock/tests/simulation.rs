@@ -119,12 +119,39 @@ fn known_bug(w: &World) -> Option<&'static str> {
     {
         return Some("bug 1: repeated HELLO refused with ConnIdInUse");
     }
-    // Bug 3: the path carrying HELLO goes silent (cut without either end hearing of it):
-    // nothing suspects a handshaking path, the client waits `path_dead_after` before
-    // re-dialing, and the connect times out first.
-    if w.established_at.is_none() && w.client_end == Some(ClientEnd::Failed("TimedOut".into()))
+    // Bug 5: a connecting client's dial hangs (a SYN into a black hole: the server's address
+    // went away). The connect's staggered round arms no retry timer, so nothing re-dials or
+    // re-resolves (DIAL_STALE is only looked at by the next round, which never comes) until
+    // the connect times out, although the server's new address is in the GNS.
+    if w.established_at.is_none()
+        && w.hung_connect_dials > 0
+        && matches!(&w.client_end, Some(ClientEnd::Failed(f)) if f != "Refused")
     {
-        return Some("bug 3: silent handshake path, connect timed out");
+        return Some("bug 5: connecting client stuck on a hanging dial");
+    }
+    // Bug 3: a path carrying HELLO or RESUME goes silent (cut without the client hearing of
+    // it): nothing suspects a handshaking path, the client waits `path_dead_after` before
+    // re-dialing, and the connect times out (or, after a few, the linger runs out) first.
+    if w.silent_handshake_cuts > 0
+        && matches!(
+            &w.client_end,
+            Some(ClientEnd::Reset(ResetReason::LingerExpired))
+        )
+        || w.established_at.is_none()
+            && w.silent_connect_cuts > 0
+            && w.client_end == Some(ClientEnd::Failed("TimedOut".into()))
+    {
+        return Some("bug 3: silent handshake path");
+    }
+    // Bug 4: a re-dial round of a connecting client (its HELLO path died) dials the record
+    // it got at the start; every dial refused, the path manager still counts that record as
+    // freshly resolved and fails the connect with Refused, before the lookup it just asked
+    // for could return the server's new address (already published).
+    if w.established_at.is_none()
+        && w.client_end == Some(ClientEnd::Failed("Refused".into()))
+        && w.outdated_refusals > 0
+    {
+        return Some("bug 4: connect refused on an outdated record");
     }
     None
 }
