@@ -52,21 +52,27 @@ pub enum Moved {
 pub enum Op {
     /// The network cuts a random live link; each end hears of it with probability `notice`
     /// (after a while), or only through its timers.
-    CutLink { notice: f64 },
+    CutLink {
+        notice: f64,
+    },
     /// Every live link.
-    CutAll { notice: f64 },
+    CutAll {
+        notice: f64,
+    },
     /// A random live link stops carrying bytes and nobody is told (suspicion, then death).
     StallLink,
     /// A random live link becomes much slower.
     SlowLink,
-    /// Every live link gets this one-way delay.
-    SetDelay(Duration),
     /// The client gets a new address and loses one; make-before-break: the new one first.
-    ClientMove { mbb: bool },
+    ClientMove {
+        mbb: bool,
+    },
     ClientAddAddr,
     ClientAddAddrIp(IpAddr),
     /// The client loses one of its addresses (index modulo their number).
-    ClientDropAddr { which: usize },
+    ClientDropAddr {
+        which: usize,
+    },
     ClientRemoveIp(IpAddr),
     ServerMove(Moved),
     /// The server loses one of its addresses, and republishes (with MOVED or not) or not.
@@ -77,7 +83,9 @@ pub enum Op {
     },
     ServerRemoveIp(IpAddr),
     /// The server publishes its current addresses (and announces them with MOVED).
-    Publish { announce: bool },
+    Publish {
+        announce: bool,
+    },
     /// The next `n` links that connect are cut during their handshake.
     CutNewLinks(u32),
     /// The server becomes unreachable for good (links cut silently, dials hang).
@@ -730,7 +738,11 @@ impl World {
             used += n;
             if let Some(t) = &mut self.trace {
                 let at = (now - self.start).as_secs_f64();
-                let _ = writeln!(t, "{at:10.4} client gets {} on path {path}", describe(&frame));
+                let _ = writeln!(
+                    t,
+                    "{at:10.4} client gets {} on path {path}",
+                    describe(&frame)
+                );
             }
             match pm.session_mut().handle_frame(now, path, frame) {
                 Ok(()) => handled = true,
@@ -906,11 +918,6 @@ impl World {
                 if let Some(&l) = self.live_links().choose(&mut self.rng) {
                     let d = self.links[l].delay + ms(self.rng.gen_range(100..1000));
                     self.links[l].delay = d.min(self.max_delay);
-                }
-            }
-            Op::SetDelay(d) => {
-                for l in self.live_links() {
-                    self.links[l].delay = d;
                 }
             }
             Op::ClientMove { mbb } => {
@@ -1129,7 +1136,11 @@ impl World {
                 t.push(self.apps[0].next_at);
             }
         }
-        t.extend(self.sessions.values().filter_map(|c| c.session.poll_timeout()));
+        t.extend(
+            self.sessions
+                .values()
+                .filter_map(|c| c.session.poll_timeout()),
+        );
         t.extend(self.endpoint.poll_timeout());
         if self.app_key.is_some_and(|k| self.sessions.contains_key(&k)) && self.apps[1].active() {
             t.push(self.apps[1].next_at);
