@@ -21,7 +21,7 @@ use namesock::session::{Event, SessionConfig};
 use namesock::wire::ResetReason;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sim::{ClientEnd, Moved, Op, Setup, World, ms};
+use sim::{ClientEnd, Moved, Op, Setup, Stats, World, ms};
 
 /// Seeds per scenario. CI runs `cargo test --release`: 13 scenarios x 150 = 1,950 seeds in a
 /// few seconds. Unoptimised, ed25519 (a few signatures and checks per path) dominates and
@@ -69,6 +69,7 @@ fn run_seeds(
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
     let (mut paths, mut moves, mut virt) = (0, 0, Duration::ZERO);
+    let mut stats = Stats::default();
     let mut known = Vec::new();
     for &seed in seeds {
         let mut rng = StdRng::seed_from_u64(seed ^ salt.rotate_left(17));
@@ -99,6 +100,7 @@ fn run_seeds(
             );
         }
         paths += world.paths_made();
+        stats.add(&world.stats);
         moves += world.moves;
         virt += world.now - world.start;
     }
@@ -110,7 +112,7 @@ fn run_seeds(
         );
     }
     eprintln!(
-        "{name}: {} seeds, {paths} paths, {moves} moves, {:.0} s virtual, {:.2} s",
+        "{name}: {} seeds, {paths} paths, {moves} moves, {stats:?}, {:.0} s virtual, {:.2} s",
         seeds.len(),
         virt.as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -226,6 +228,18 @@ fn check(w: &World, expect: Expect) {
                     reason: ResetReason::LingerExpired
                 }),
                 "server session: {server_events:?}"
+            );
+            // After the linger, not before, and not much later than the path's death plus
+            // the linger.
+            let (Some(cut), Some(end)) = (w.partition_at, w.client_end_at) else {
+                panic!("no partition, or no end");
+            };
+            let latest = w.cfg.path_dead_after + w.cfg.linger + w.cfg.keepalive_interval;
+            assert!(
+                end - cut >= w.cfg.linger && end - cut <= latest,
+                "client reset {:?} after the partition (linger {:?}, latest {latest:?})",
+                end - cut,
+                w.cfg.linger
             );
             // Nothing was dropped silently before that: a prefix arrived, in order.
             assert!(server.data.starts_with(&client.received), "client's prefix");

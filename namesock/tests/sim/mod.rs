@@ -235,6 +235,30 @@ pub enum ClientEnd {
     Reset(ResetReason),
 }
 
+/// Counts of what a run exercised.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub standby_dials: u32,
+    pub refused_dials: u32,
+    pub hung_dials: u32,
+    pub resolves: u32,
+    pub moved_frames: u32,
+    pub resumes: u32,
+    pub refusals: u32,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.standby_dials += o.standby_dials;
+        self.refused_dials += o.refused_dials;
+        self.hung_dials += o.hung_dials;
+        self.resolves += o.resolves;
+        self.moved_frames += o.moved_frames;
+        self.resumes += o.resumes;
+        self.refusals += o.refusals;
+    }
+}
+
 pub struct World {
     rng: StdRng,
     pub start: Instant,
@@ -279,12 +303,19 @@ pub struct World {
     client_paths: HashMap<PathId, usize>,
     pub established_at: Option<Instant>,
     pub client_end: Option<ClientEnd>,
+    pub client_end_at: Option<Instant>,
+    /// When the server became unreachable for good.
+    pub partition_at: Option<Instant>,
+    /// The sessions' tunables.
+    pub cfg: SessionConfig,
     // The apps: [client, server].
     pub apps: [App; 2],
     ops: Vec<(Instant, Op)>,
     after_established: Vec<(Duration, Op)>,
     pub ops_done: u32,
     pub moves: u32,
+    /// What happened, for the scenario's summary.
+    pub stats: Stats,
     trace: Option<String>,
 }
 
@@ -335,11 +366,15 @@ impl World {
             client_paths: HashMap::new(),
             established_at: None,
             client_end: None,
+            client_end_at: None,
+            partition_at: None,
+            cfg,
             apps,
             ops: Vec::new(),
             after_established: setup.after_established,
             ops_done: 0,
             moves: 0,
+            stats: Stats::default(),
             trace: trace.then(String::new),
         };
         let info = format!(
@@ -506,6 +541,9 @@ impl World {
             return;
         };
         let at = now + ms(self.rng.gen_range(2..120));
+        if local.is_some() {
+            self.stats.standby_dials += 1;
+        }
         self.log(|| format!("dial {path} {from} -> {remote}"));
         self.dials.push(PendingDial {
             path,
@@ -531,17 +569,24 @@ impl World {
             return fail(self, DialError::Other);
         }
         let served = self.server_addrs.contains(&remote.ip()) && remote.port() == ENGINE_PORT;
+        if self.partitioned && self.gone_refuses {
+            // A firewall on the way rejects the connection.
+            self.stats.refused_dials += 1;
+            return fail(self, DialError::Refused);
+        }
         if self.partitioned || (!served && !self.gone_refuses) {
             // A black hole: the SYN goes nowhere until TCP gives up.
             if self.pm.as_ref().is_some_and(|pm| pm.is_connecting()) {
                 self.hung_connect_dials += 1;
             }
+            self.stats.hung_dials += 1;
             let d = &mut self.dials[i];
             d.hung = true;
             d.at = now + Duration::from_secs(self.rng.gen_range(20..130));
             return;
         }
         if !served {
+            self.stats.refused_dials += 1;
             if self.gns.1 != self.locators() {
                 self.stale_refusals += 1;
             } else if !self.gns.1.contains(&remote) {
@@ -696,6 +741,7 @@ impl World {
                         }
                         Ok(Incoming::Resumed { key }) => {
                             self.log(|| format!("server: path {path} resumes session {key}"));
+                            self.stats.resumes += 1;
                             self.links[l].attached = Some(key);
                         }
                         Err(r) => {
@@ -706,6 +752,7 @@ impl World {
                                 self.send_bytes(l, Side::Server, out);
                             }
                             self.refusals.push(r);
+                            self.stats.refusals += 1;
                             self.close_end(l, Side::Server);
                         }
                     }
@@ -736,6 +783,9 @@ impl World {
                 Err(e) => panic!("the codec rejected its own output: {e}"),
             };
             used += n;
+            if matches!(frame, Frame::Moved { .. }) {
+                self.stats.moved_frames += 1;
+            }
             if let Some(t) = &mut self.trace {
                 let at = (now - self.start).as_secs_f64();
                 let _ = writeln!(
@@ -820,6 +870,7 @@ impl World {
                     }
                 }
                 Action::Resolve => {
+                    self.stats.resolves += 1;
                     let at = now + ms(self.rng.gen_range(1..150));
                     self.resolves.push(at);
                 }
@@ -846,6 +897,7 @@ impl World {
     fn end_client(&mut self, end: ClientEnd) {
         self.log(|| format!("client ends: {end:?}"));
         self.client_end = Some(end);
+        self.client_end_at = Some(self.now);
         // The program's last read: EOF (the session closes only once it consumed all).
         if let Some(pm) = self.pm.take()
             && pm.session().app_read_eof()
@@ -1012,6 +1064,7 @@ impl World {
             Op::CutNewLinks(n) => self.cut_new_links += n,
             Op::Partition => {
                 self.partitioned = true;
+                self.partition_at = Some(now);
                 for l in self.live_links() {
                     self.cut(l, 0.0);
                 }
