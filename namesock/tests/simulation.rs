@@ -1,715 +1,657 @@
-//! Deterministic simulation: a client and a server session talk through simulated TCP flow
-//! paths (byte pipes through the real codec, frames split at random points) that are cut,
-//! replaced, added and slowed down at random, with deliveries interleaved across paths, while
-//! random amounts of data flow both ways and each side half-closes when it is done.
+//! Deterministic simulation of the production core: the server's [`Endpoint`] and sessions,
+//! the client's [`PathManager`] and session, driven in virtual time over a virtual network
+//! (`sim/mod.rs`) where both hosts change addresses, links are cut, slowed down or stall,
+//! dials are refused or hang, and a virtual GNS holds the server's record. No root, no
+//! sockets.
 //!
-//! Every run is determined by its seed. `NAMESOCK_SIM_SEEDS=N` runs seeds 0..N (default
-//! below), `NAMESOCK_SIM_SEED=S` runs just seed S (to replay a failure).
+//! Each scenario is a function of the seed. `NAMESOCK_SIM_SEEDS=N` runs seeds 0..N of every
+//! scenario (default [`DEFAULT_SEEDS`]); `NAMESOCK_SIM_SEED=S` replays seed S alone, with a
+//! trace printed on failure. Every seed checks both byte streams exactly, and EOF (or, when
+//! the peer never returns, the resets after the linger on both sides).
+//!
+//! Seeds that fail on a known core bug (see `known_bug`) are counted and printed, not failed,
+//! so that the scenarios keep finding new ones; `NAMESOCK_SIM_STRICT=1` fails them too. Each
+//! known bug has a `known_bug_*` regression test that fails until the core is fixed
+//! (`NAMESOCK_SIM_TRACE=1` prints its trace).
+//!
+//! [`Endpoint`]: namesock::endpoint::Endpoint
+//! [`PathManager`]: namesock::path_manager::PathManager
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod sim;
 
-use namesock::identity::Keypair;
-use namesock::session::{Acceptor, Event, Session, SessionConfig};
-use namesock::wire::{Frame, FrameReader, FrameRef, MAX_FRAME, PathId, ResetReason};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use namesock::endpoint::Refusal;
+use namesock::session::{Event, SessionConfig};
+use namesock::wire::ResetReason;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sim::{ClientEnd, Moved, Op, Setup, Stats, World, ms};
 
-const DEFAULT_SEEDS: u64 = 100;
-/// Virtual time after which a run counts as hung.
-const VIRTUAL_LIMIT: Duration = Duration::from_secs(3600);
-const SERVER_PATH_BASE: PathId = 1000;
+/// Seeds per scenario. CI runs `cargo test --release`: 13 scenarios x 150 = 1,950 seeds in a
+/// few seconds. Unoptimised, ed25519 (a few signatures and checks per path) dominates and
+/// costs ~100x more, so a debug `cargo test` runs fewer.
+const DEFAULT_SEEDS: u64 = if cfg!(debug_assertions) { 12 } else { 150 };
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Both streams arrive exactly, both sides close cleanly.
+    Clean,
+    /// The server becomes unreachable for good: both sides reset after the linger.
+    LingerReset,
 }
 
-/// One direction of a TCP connection: FIFO, delayed, bounded like a socket buffer.
-struct Pipe {
-    queue: VecDeque<(Instant, Vec<u8>)>,
-    last_at: Instant,
-    /// Bytes written and not yet delivered (never decreases once the link is cut).
-    in_flight: usize,
-}
-
-impl Pipe {
-    fn new(now: Instant) -> Pipe {
-        Pipe {
-            queue: VecDeque::new(),
-            last_at: now,
-            in_flight: 0,
-        }
-    }
-}
-
-/// One endpoint of a link, as that side's engine sees it.
-struct End {
-    path: PathId,
-    /// Still open on this side.
-    open: bool,
-    /// When this side learns that the other side closed or the network cut it.
-    close_at: Option<Instant>,
-    /// Undecoded bytes.
-    reader: FrameReader,
-    /// Server: the first frame (HELLO or RESUME) was accepted.
-    attached: bool,
-}
-
-struct Link {
-    cut: bool,
-    delay: Duration,
-    capacity: usize,
-    to_server: Pipe,
-    to_client: Pipe,
-    client: End,
-    server: End,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Side {
-    Client,
-    Server,
-}
-
-struct App {
-    data: Vec<u8>,
-    written: usize,
-    received: Vec<u8>,
-    next_at: Instant,
-    shut_down: bool,
-    eof: bool,
-    /// Never half-close (the linger scenario wants a session that is still open).
-    keep_open: bool,
-}
-
-impl App {
-    fn active(&self) -> bool {
-        !(self.shut_down && self.eof)
-    }
-}
-
-struct Sim {
-    rng: StdRng,
-    start: Instant,
-    now: Instant,
-    acceptor: Acceptor,
-    client: Option<Session>,
-    server: Option<Session>,
-    links: Vec<Link>,
-    apps: [App; 2],
-    dial_at: Option<Instant>,
-    /// Dial new paths when told to (false: the linger scenario, paths never come back).
-    redial: bool,
-    next_break: Option<Instant>,
-    breaks_left: u32,
-    breaks_done: u32,
-    events: [Vec<Event>; 2],
-    /// The engine's scratch buffer, lent to a path's reader for each delivery.
-    scratch: Vec<u8>,
-}
-
-fn data(rng: &mut StdRng) -> Vec<u8> {
-    let len = match rng.gen_range(0..10) {
-        0 => 0,
-        1..=3 => rng.gen_range(1..2_000),
-        4..=7 => rng.gen_range(2_000..100_000),
-        _ => rng.gen_range(100_000..400_000),
-    };
-    (0..len).map(|_| rng.r#gen()).collect()
-}
-
-impl Sim {
-    fn new(seed: u64, cfg: SessionConfig) -> Sim {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let start = Instant::now();
-        let server_key = Arc::new(Keypair::from_seed(&rng.r#gen()));
-        let client_key = Arc::new(Keypair::from_seed(&rng.r#gen()));
-        let client = Session::client(
-            cfg,
-            client_key,
-            server_key.guid(),
-            8000,
-            rng.r#gen(),
-            rng.r#gen(),
-            start,
-        );
-        let apps = [
-            App {
-                data: data(&mut rng),
-                written: 0,
-                received: Vec::new(),
-                next_at: start,
-                shut_down: false,
-                eof: false,
-                keep_open: false,
-            },
-            App {
-                data: data(&mut rng),
-                written: 0,
-                received: Vec::new(),
-                next_at: start,
-                shut_down: false,
-                eof: false,
-                keep_open: false,
-            },
-        ];
-        let breaks_left = rng.gen_range(2..=12);
-        let mut sim = Sim {
-            rng,
-            start,
-            now: start,
-            acceptor: Acceptor::new(cfg, server_key),
-            client: Some(client),
-            server: None,
-            links: Vec::new(),
-            apps,
-            dial_at: Some(start),
-            redial: true,
-            next_break: None,
-            breaks_left,
-            breaks_done: 0,
-            events: [Vec::new(), Vec::new()],
-            scratch: vec![0; 2 * MAX_FRAME],
-        };
-        sim.next_break = Some(start + ms(sim.rng.gen_range(1..300)));
-        sim
-    }
-
-    fn session(&mut self, side: Side) -> Option<&mut Session> {
-        match side {
-            Side::Client => self.client.as_mut(),
-            Side::Server => self.server.as_mut(),
-        }
-    }
-
-    fn dial(&mut self) {
-        let id = self.links.len();
-        let path = id as PathId;
-        let now = self.now;
-        self.links.push(Link {
-            cut: false,
-            delay: ms(self.rng.gen_range(1..80)),
-            capacity: self.rng.gen_range(8_000..256_000),
-            to_server: Pipe::new(now),
-            to_client: Pipe::new(now),
-            client: End {
-                path,
-                open: true,
-                close_at: None,
-                reader: FrameReader::new(),
-                attached: true,
-            },
-            server: End {
-                path: SERVER_PATH_BASE + path,
-                open: true,
-                close_at: None,
-                reader: FrameReader::new(),
-                attached: false,
-            },
-        });
-        if let Some(c) = self.client.as_mut() {
-            c.path_opened(now, path);
-        }
-    }
-
-    /// `side`'s engine closes its end of link `l`; the other side notices after a delay.
-    fn close_end(&mut self, l: usize, side: Side) {
-        let now = self.now;
-        let later = now + self.links[l].delay + ms(self.rng.gen_range(0..50));
-        let link = &mut self.links[l];
-        link.to_client.queue.clear();
-        link.to_server.queue.clear();
-        link.cut = true;
-        let (mine, theirs) = match side {
-            Side::Client => (&mut link.client, &mut link.server),
-            Side::Server => (&mut link.server, &mut link.client),
-        };
-        if !mine.open {
-            return;
-        }
-        mine.open = false;
-        let path = mine.path;
-        if theirs.open && theirs.close_at.is_none() {
-            theirs.close_at = Some(later);
-        }
-        if let Some(s) = self.session(side) {
-            s.path_closed(now, path);
-        }
-    }
-
-    /// The network breaks link `l`; each side hears of it after a while, or never.
-    fn cut(&mut self, l: usize) {
-        let link = &mut self.links[l];
-        link.cut = true;
-        link.to_client.queue.clear();
-        link.to_server.queue.clear();
-        for end in [&mut link.client, &mut link.server] {
-            if end.open && end.close_at.is_none() && self.rng.gen_bool(0.7) {
-                end.close_at = Some(self.now + ms(self.rng.gen_range(0..200)));
-            }
-        }
-    }
-
-    fn do_break(&mut self) {
-        self.breaks_done += 1;
-        let open: Vec<usize> = (0..self.links.len())
-            .filter(|&l| !self.links[l].cut && self.links[l].client.open)
-            .collect();
-        let pick = |rng: &mut StdRng| open.get(rng.gen_range(0..open.len().max(1))).copied();
-        match self.rng.gen_range(0..100) {
-            0..45 => {
-                if let Some(l) = pick(&mut self.rng) {
-                    self.cut(l);
-                }
-                // Often the client's engine sees its address change and dials at once.
-                if self.rng.gen_bool(0.5) {
-                    self.dial_at = Some(self.now + ms(self.rng.gen_range(0..50)));
-                }
-            }
-            45..70 => self.dial_at = Some(self.now),
-            70..85 => {
-                if let Some(l) = pick(&mut self.rng) {
-                    self.links[l].delay += ms(self.rng.gen_range(100..1000));
-                }
-            }
-            _ => {
-                for l in open {
-                    self.cut(l);
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, l: usize, to: Side) {
-        loop {
-            let link = &mut self.links[l];
-            let (pipe, end) = match to {
-                Side::Server => (&mut link.to_server, &mut link.server),
-                Side::Client => (&mut link.to_client, &mut link.client),
-            };
-            match pipe.queue.front() {
-                Some((at, _)) if *at <= self.now => {}
-                _ => return,
-            }
-            let Some((_, chunk)) = pipe.queue.pop_front() else {
-                return;
-            };
-            pipe.in_flight -= chunk.len();
-            if !end.open {
-                continue;
-            }
-            self.decode(l, to, &chunk);
-        }
-    }
-
-    /// The engine reads `chunk` from link `l`: its frames go to `to`'s session (a path's first
-    /// frame to the server engine), until a frame is refused and the path closed.
-    fn decode(&mut self, l: usize, to: Side, chunk: &[u8]) {
-        fn end(sim: &mut Sim, l: usize, to: Side) -> &mut End {
-            match to {
-                Side::Server => &mut sim.links[l].server,
-                Side::Client => &mut sim.links[l].client,
-            }
-        }
-        let mut reader = std::mem::take(&mut end(self, l, to).reader);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let path = end(self, l, to).path;
-        let step = reader.feed(&mut scratch, chunk, |frame| {
-            let ok = match to {
-                Side::Client => self.client_gets(path, frame),
-                Side::Server => self.server_gets(l, path, frame),
-            };
-            if !ok {
-                self.close_end(l, to);
-            }
-            ok
-        });
-        if let Err(e) = step {
-            panic!("the codec rejected its own output: {e}");
-        }
-        end(self, l, to).reader = reader;
-        self.scratch = scratch;
-    }
-
-    fn client_gets(&mut self, path: PathId, frame: FrameRef<'_>) -> bool {
-        let now = self.now;
-        match self.client.as_mut() {
-            Some(c) => c.handle_frame(now, path, frame).is_ok(),
-            None => false,
-        }
-    }
-
-    /// The server engine: the first frame of a path goes to the acceptor or to the session
-    /// it resumes; later ones to the session.
-    fn server_gets(&mut self, l: usize, path: PathId, frame: FrameRef<'_>) -> bool {
-        let now = self.now;
-        if self.links[l].server.attached {
-            return match self.server.as_mut() {
-                Some(s) => s.handle_frame(now, path, frame).is_ok(),
-                None => false,
-            };
-        }
-        let accepted = match (frame, self.server.as_mut()) {
-            (Frame::Hello(h), None) => match self.acceptor.accept_hello(now, &h, path) {
-                Ok(s) => {
-                    self.server = Some(s);
-                    true
-                }
-                Err(_) => false,
-            },
-            (Frame::Resume(r), Some(s)) => {
-                let ok = r.conn_id() == s.conn_id() && s.verify_resume(&r).is_ok();
-                if ok {
-                    s.attach_resume(now, &r, path);
-                }
-                ok
-            }
-            _ => false,
-        };
-        self.links[l].server.attached = accepted;
-        accepted
-    }
-
-    fn transmit(&mut self) {
-        let now = self.now;
-        for l in 0..self.links.len() {
-            for side in [Side::Client, Side::Server] {
-                loop {
-                    let link = &self.links[l];
-                    let (end, pipe) = match side {
-                        Side::Client => (&link.client, &link.to_server),
-                        Side::Server => (&link.server, &link.to_client),
-                    };
-                    if !end.open || !end.attached || pipe.in_flight >= link.capacity {
-                        break;
-                    }
-                    let path = end.path;
-                    let Some(frame) = self.session(side).and_then(|s| s.poll_transmit(now, path))
-                    else {
-                        break;
-                    };
-                    let mut bytes = Vec::new();
-                    frame.encode(&mut bytes);
-                    self.send_bytes(l, side, bytes);
-                }
-            }
-        }
-    }
-
-    /// Queues bytes on a pipe, split at random points, each piece at its own FIFO time.
-    fn send_bytes(&mut self, l: usize, from: Side, mut bytes: Vec<u8>) {
-        let now = self.now;
-        let link = &mut self.links[l];
-        let delay = link.delay;
-        let cut = link.cut;
-        let pipe = match from {
-            Side::Client => &mut link.to_server,
-            Side::Server => &mut link.to_client,
-        };
-        pipe.in_flight += bytes.len();
-        if cut {
-            return; // into the void; the socket buffer still fills up
-        }
-        while !bytes.is_empty() {
-            let piece = if self.rng.gen_bool(0.3) {
-                self.rng.gen_range(1..=bytes.len())
-            } else {
-                bytes.len()
-            };
-            let rest = bytes.split_off(piece);
-            let at = (now + delay + Duration::from_micros(self.rng.gen_range(0..20_000)))
-                .max(pipe.last_at);
-            pipe.last_at = at;
-            pipe.queue.push_back((at, bytes));
-            bytes = rest;
-        }
-    }
-
-    fn run_app(&mut self, side: Side) {
-        let i = side as usize;
-        if !self.apps[i].active() || self.apps[i].next_at > self.now {
-            return;
-        }
-        let now = self.now;
-        // Sometimes the application stops reading and writing for a while.
-        if self.rng.gen_bool(0.02) {
-            self.apps[i].next_at = now + ms(self.rng.gen_range(100..2000));
-            return;
-        }
-        let chunk = self.rng.gen_range(1..40_000);
-        let read_size = self.rng.gen_range(1..70_000);
-        let shut_now = self.rng.gen_bool(0.3);
-        let next = now + Duration::from_micros(self.rng.gen_range(0..5_000));
-        let Some(session) = (match side {
-            Side::Client => self.client.as_mut(),
-            Side::Server => self.server.as_mut(),
-        }) else {
-            return;
-        };
-        let app = &mut self.apps[i];
-        if app.written < app.data.len() {
-            let end = app.data.len().min(app.written + chunk);
-            app.written += session.app_write(&app.data[app.written..end]);
-        } else if !app.shut_down && !app.keep_open && shut_now {
-            session.app_shutdown_write();
-            app.shut_down = true;
-        }
-        let mut buf = vec![0u8; read_size];
-        let n = session.app_read(&mut buf);
-        app.received.extend_from_slice(&buf[..n]);
-        if n == 0 && session.app_read_eof() {
-            app.eof = true;
-        }
-        app.next_at = next;
-    }
-
-    fn handle_events(&mut self, side: Side) {
-        while let Some(ev) = self.session(side).and_then(Session::poll_event) {
-            match &ev {
-                Event::NeedPath if self.redial && self.dial_at.is_none() => {
-                    self.dial_at = Some(self.now + ms(self.rng.gen_range(1..500)));
-                }
-                Event::PathDead(p) => {
-                    let l = match side {
-                        Side::Client => *p as usize,
-                        Side::Server => (*p - SERVER_PATH_BASE) as usize,
-                    };
-                    self.close_end(l, side);
-                }
-                _ => {}
-            }
-            self.events[side as usize].push(ev);
-        }
-        if self.session(side).is_some_and(|s| s.is_finished()) {
-            match side {
-                Side::Client => self.client = None,
-                Side::Server => self.server = None,
-            }
-            for l in 0..self.links.len() {
-                self.close_end(l, side);
-            }
-        }
-    }
-
-    fn next_time(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = Vec::new();
-        for link in &self.links {
-            t.extend(link.to_server.queue.front().map(|(at, _)| *at));
-            t.extend(link.to_client.queue.front().map(|(at, _)| *at));
-            t.extend(link.client.close_at.filter(|_| link.client.open));
-            t.extend(link.server.close_at.filter(|_| link.server.open));
-        }
-        t.extend(self.client.as_ref().and_then(Session::poll_timeout));
-        t.extend(self.server.as_ref().and_then(Session::poll_timeout));
-        for (app, present) in self
-            .apps
-            .iter()
-            .zip([self.client.is_some(), self.server.is_some()])
-        {
-            if present && app.active() {
-                t.push(app.next_at);
-            }
-        }
-        t.extend(self.dial_at);
-        if self.client.is_some() {
-            t.extend(self.next_break);
-        }
-        t.into_iter().min()
-    }
-
-    fn step(&mut self) {
-        for l in 0..self.links.len() {
-            self.deliver(l, Side::Server);
-            self.deliver(l, Side::Client);
-            for side in [Side::Client, Side::Server] {
-                let end = match side {
-                    Side::Client => &self.links[l].client,
-                    Side::Server => &self.links[l].server,
-                };
-                if end.open && end.close_at.is_some_and(|t| t <= self.now) {
-                    self.close_end(l, side);
-                }
-            }
-        }
-        let now = self.now;
-        for side in [Side::Client, Side::Server] {
-            if let Some(s) = self.session(side)
-                && s.poll_timeout().is_some_and(|t| t <= now)
-            {
-                s.handle_timeout(now);
-            }
-        }
-        if self.dial_at.is_some_and(|t| t <= now) {
-            self.dial_at = None;
-            if self.client.is_some() {
-                self.dial();
-            }
-        }
-        if self.next_break.is_some_and(|t| t <= now) {
-            let established = self.client.as_ref().is_some_and(|c| c.peer().is_some());
-            if established {
-                self.do_break();
-                self.breaks_left -= 1;
-            }
-            // Not established yet: look again a little later.
-            let gap = if established {
-                self.rng.gen_range(1..200)
-            } else {
-                50
-            };
-            self.next_break = (self.breaks_left > 0).then(|| now + ms(gap));
-        }
-        self.run_app(Side::Client);
-        self.run_app(Side::Server);
-        self.transmit();
-        self.handle_events(Side::Client);
-        self.handle_events(Side::Server);
-        self.transmit();
-    }
-
-    /// Runs until both sessions are gone. Returns the virtual time it took.
-    fn run(&mut self, seed: u64) -> Duration {
-        let mut steps = 0u64;
-        while self.client.is_some() || self.server.is_some() {
-            self.step();
-            steps += 1;
-            let Some(next) = self.next_time() else {
-                break;
-            };
-            self.now = self.now.max(next);
-            assert!(
-                self.now - self.start < VIRTUAL_LIMIT && steps < 5_000_000,
-                "seed {seed}: hung (client {:?}, server {:?})",
-                self.client,
-                self.server
-            );
-        }
-        self.now - self.start
-    }
-}
-
-fn seeds() -> Vec<u64> {
+fn seeds() -> (Vec<u64>, bool) {
     if let Some(one) = std::env::var("NAMESOCK_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        return vec![one];
+        return (vec![one], true);
     }
     let n = std::env::var("NAMESOCK_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
+    ((0..n).collect(), false)
 }
 
-fn sim_config(rng_seed: u64) -> SessionConfig {
-    // Small buffers make flow control and backpressure happen constantly.
-    let mut rng = StdRng::seed_from_u64(rng_seed ^ 0x5eed);
-    SessionConfig {
-        replay_capacity: rng.gen_range(1_000..300_000),
-        recv_capacity: rng.gen_range(1_000..300_000),
-        ..SessionConfig::default()
-    }
+fn run_scenario(name: &str, setup: fn(&mut StdRng) -> Setup, expect: Expect) {
+    let (seeds, replay) = seeds();
+    let strict = replay || std::env::var_os("NAMESOCK_SIM_STRICT").is_some();
+    run_seeds(name, setup, expect, &seeds, strict, replay);
 }
 
-#[test]
-fn streams_survive_cuts_replacements_delays_and_reordering() {
+fn run_seeds(
+    name: &str,
+    setup: fn(&mut StdRng) -> Setup,
+    expect: Expect,
+    seeds: &[u64],
+    strict: bool,
+    trace: bool,
+) {
     let started = std::time::Instant::now();
-    let seeds = seeds();
-    let mut total_breaks = 0;
-    for &seed in &seeds {
-        let mut sim = Sim::new(seed, sim_config(seed));
-        let virtual_time = sim.run(seed);
-        let [client, server] = &sim.apps;
-        let ctx = format!(
-            "seed {seed} (replay with NAMESOCK_SIM_SEED={seed}), {} breaks",
-            sim.breaks_done
-        );
-        assert!(
-            client.received == server.data,
-            "{ctx}: client got {} of {} bytes, or not in order",
-            client.received.len(),
-            server.data.len()
-        );
-        assert!(
-            server.received == client.data,
-            "{ctx}: server got {} of {} bytes, or not in order",
-            server.received.len(),
-            client.data.len()
-        );
-        for (side, events) in ["client", "server"].iter().zip(&sim.events) {
-            assert!(
-                events.contains(&Event::Closed),
-                "{ctx}: {side} did not close: {events:?}"
-            );
-            assert!(
-                !events.iter().any(|e| matches!(e, Event::Reset { .. })),
-                "{ctx}: {side} was reset: {events:?}"
+    let salt = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let (mut paths, mut moves, mut virt) = (0, 0, Duration::ZERO);
+    let mut stats = Stats::default();
+    let mut known = Vec::new();
+    for &seed in seeds {
+        let mut rng = StdRng::seed_from_u64(seed ^ salt.rotate_left(17));
+        let plan = setup(&mut rng);
+        let mut world = World::new(seed, plan, trace);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            world.run();
+            check(&world, expect);
+        }));
+        if let Err(e) = result {
+            if let Some(bug) = known_bug(&world)
+                && !strict
+            {
+                known.push((seed, bug));
+                continue;
+            }
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if trace {
+                eprintln!("{}", world.trace());
+            }
+            panic!(
+                "scenario {name}, seed {seed} (replay: NAMESOCK_SIM_SEED={seed} cargo test \
+                 --test simulation {name}): {msg}"
             );
         }
-        total_breaks += sim.breaks_done;
+        paths += world.paths_made();
+        stats.add(&world.stats);
+        moves += world.moves;
+        virt += world.now - world.start;
+    }
+    if !known.is_empty() {
         eprintln!(
-            "seed {seed}: {} breaks, {} paths ({} resumed), {}+{} bytes, {:.1} s virtual",
-            sim.breaks_done,
-            sim.links.len(),
-            sim.links
-                .iter()
-                .filter(|l| l.server.attached)
-                .count()
-                .saturating_sub(1),
-            client.data.len(),
-            server.data.len(),
-            virtual_time.as_secs_f64()
+            "{name}: {} seeds failed on known core bugs (see `known_bug`; \
+             NAMESOCK_SIM_STRICT=1 fails them): {known:?}",
+            known.len()
         );
     }
     eprintln!(
-        "{} seeds, {} breaks ({:.1} per seed), {:.1} s",
+        "{name}: {} seeds, {paths} paths, {moves} moves, {stats:?}, {:.0} s virtual, {:.2} s",
         seeds.len(),
-        total_breaks,
-        total_breaks as f64 / seeds.len().max(1) as f64,
+        virt.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }
 
-#[test]
-fn a_session_whose_paths_never_return_ends_with_linger_expired_on_both_sides() {
-    for seed in 0..20 {
-        let cfg = sim_config(seed);
-        let mut sim = Sim::new(seed, cfg);
-        sim.breaks_left = 0;
-        sim.next_break = None;
-        for app in &mut sim.apps {
-            app.keep_open = true;
+/// Failures of a known core bug that the lead is fixing: they are counted and printed, not
+/// failed (unless NAMESOCK_SIM_STRICT is set or a single seed is replayed), so that the
+/// scenarios keep finding other bugs. Each has a named regression test below that fails until
+/// the fix lands.
+fn known_bug(w: &World) -> Option<&'static str> {
+    // Bug 1: HELLO_ACK lost (its path cut after the server accepted the HELLO): the client
+    // sends the same HELLO on a new path, the Endpoint refuses it with ConnIdInUse (no RESET),
+    // and the client re-dials until its connect times out.
+    if w.established_at.is_none() && w.refusals.contains(&Refusal::ConnIdInUse) {
+        return Some("bug 1: repeated HELLO refused with ConnIdInUse");
+    }
+    // Bug 5: a connecting client's dial hangs (a SYN into a black hole: the server's address
+    // went away). The connect's staggered round arms no retry timer, so nothing re-dials or
+    // re-resolves (DIAL_STALE is only looked at by the next round, which never comes) until
+    // the connect times out, although the server's new address is in the GNS.
+    if w.established_at.is_none()
+        && w.hung_connect_dials > 0
+        && matches!(&w.client_end, Some(ClientEnd::Failed(f)) if f != "Refused")
+    {
+        return Some("bug 5: connecting client stuck on a hanging dial");
+    }
+    // Bug 3: a path carrying HELLO or RESUME goes silent (cut without the client hearing of
+    // it): nothing suspects a handshaking path, the client waits `path_dead_after` before
+    // re-dialing, and the connect times out (or, after a few, the linger runs out) first.
+    let linger_after_silent_resumes = w.silent_handshake_cuts > 0
+        && w.client_end == Some(ClientEnd::Reset(ResetReason::LingerExpired));
+    // (The failure may name an earlier dial's error, e.g. NetUnreachable: `last_error` is
+    // not cleared when a later dial connects.)
+    let connect_timed_out = w.established_at.is_none()
+        && w.silent_connect_cuts > 0
+        && matches!(&w.client_end, Some(ClientEnd::Failed(f)) if f != "Refused");
+    if linger_after_silent_resumes || connect_timed_out {
+        return Some("bug 3: silent handshake path");
+    }
+    // Bug 4: a re-dial round of a connecting client (its HELLO path died) dials the record
+    // it got at the start; every dial refused, the path manager still counts that record as
+    // freshly resolved and fails the connect with Refused, before the lookup it just asked
+    // for could return the server's new address (already published).
+    if w.established_at.is_none()
+        && w.client_end == Some(ClientEnd::Failed("Refused".into()))
+        && w.outdated_refusals > 0
+    {
+        return Some("bug 4: connect refused on an outdated record");
+    }
+    None
+}
+
+fn check(w: &World, expect: Expect) {
+    let [client, server] = &w.apps;
+    if expect == Expect::Clean
+        && w.established_at.is_none()
+        && w.client_end == Some(ClientEnd::Failed("Refused".into()))
+        && w.stale_refusals > 0
+    {
+        // The server moved during the connect and had not republished: every locator of
+        // the record refused. The program sees ECONNREFUSED; that is right.
+        return;
+    }
+    let server_events = w.server_app_events();
+    assert!(
+        w.established_at.is_some(),
+        "never established: {:?}",
+        w.client_end
+    );
+    assert_eq!(w.sessions_created, 1, "server sessions created");
+    assert_eq!(
+        w.endpoint_sessions(),
+        0,
+        "the endpoint still routes a session"
+    );
+    match expect {
+        Expect::Clean => {
+            assert_eq!(w.client_end, Some(ClientEnd::Closed), "client's end");
+            assert!(
+                client.received == server.data,
+                "client got {} of {} bytes, or not in order",
+                client.received.len(),
+                server.data.len()
+            );
+            assert!(
+                server.received == client.data,
+                "server got {} of {} bytes, or not in order",
+                server.received.len(),
+                client.data.len()
+            );
+            assert!(
+                client.eof && server.eof,
+                "EOF: client {} server {}",
+                client.eof,
+                server.eof
+            );
+            assert!(
+                server_events.contains(&Event::Closed)
+                    && !server_events
+                        .iter()
+                        .any(|e| matches!(e, Event::Reset { .. })),
+                "server session: {server_events:?}"
+            );
         }
-        // Run until established and some data flowed, then cut everything for good.
-        while sim.now - sim.start < ms(200) {
-            sim.step();
-            let Some(next) = sim.next_time() else { break };
-            sim.now = next;
-        }
-        assert!(sim.client.as_ref().is_some_and(|c| c.peer().is_some()));
-        sim.redial = false;
-        sim.dial_at = None;
-        for l in 0..sim.links.len() {
-            sim.cut(l);
-        }
-        sim.run(seed);
-        for (side, events) in ["client", "server"].iter().zip(&sim.events) {
-            let last = events.last();
+        Expect::LingerReset => {
             assert_eq!(
-                last,
+                w.client_end,
+                Some(ClientEnd::Reset(ResetReason::LingerExpired)),
+                "client's end"
+            );
+            assert_eq!(
+                server_events.last(),
                 Some(&Event::Reset {
                     reason: ResetReason::LingerExpired
                 }),
-                "seed {seed}: {side}: {events:?}"
+                "server session: {server_events:?}"
             );
+            // After the linger, not before, and not much later than the path's death plus
+            // the linger.
+            let (Some(cut), Some(end)) = (w.partition_at, w.client_end_at) else {
+                panic!("no partition, or no end");
+            };
+            let latest = w.cfg.path_dead_after + w.cfg.linger + w.cfg.keepalive_interval;
+            assert!(
+                end - cut >= w.cfg.linger && end - cut <= latest,
+                "client reset {:?} after the partition (linger {:?}, latest {latest:?})",
+                end - cut,
+                w.cfg.linger
+            );
+            // Nothing was dropped silently before that: a prefix arrived, in order.
+            assert!(server.data.starts_with(&client.received), "client's prefix");
+            assert!(client.data.starts_with(&server.received), "server's prefix");
         }
-        // Nothing was dropped silently before that: a prefix arrived, in order.
-        let [client, server] = &sim.apps;
-        assert!(server.data.starts_with(&client.received), "seed {seed}");
-        assert!(client.data.starts_with(&server.received), "seed {seed}");
-        let linger_end = cfg.path_dead_after + cfg.linger;
-        assert!(sim.now - sim.start <= ms(200) + linger_end + ms(1000));
     }
+}
+
+/// Ops one after another, `gap` apart.
+fn spaced(
+    rng: &mut StdRng,
+    n: usize,
+    gap: (u64, u64),
+    mut op: impl FnMut(&mut StdRng) -> Op,
+) -> Vec<(Duration, Op)> {
+    let mut at = Duration::ZERO;
+    (0..n)
+        .map(|_| {
+            at += ms(rng.gen_range(gap.0..gap.1));
+            (at, op(rng))
+        })
+        .collect()
+}
+
+fn any_moved(rng: &mut StdRng) -> Moved {
+    [Moved::Announced, Moved::Lost, Moved::Silent, Moved::Hard][rng.gen_range(0..4)]
+}
+
+fn any_move(rng: &mut StdRng) -> Op {
+    match rng.gen_range(0..2) {
+        0 => Op::ClientMove {
+            mbb: rng.gen_bool(0.5),
+        },
+        _ => Op::ServerMove(any_moved(rng)),
+    }
+}
+
+// ---- the scenarios ----
+
+/// The old simulation's coverage: random cuts (heard of or not), address changes that make
+/// the client dial at once, slow paths, everything cut at once, stalls.
+fn random_cuts(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(2..=12);
+    Setup {
+        after_established: spaced(rng, n, (1, 200), |rng| match rng.gen_range(0..100) {
+            0..40 => Op::CutLink { notice: 0.7 },
+            40..60 => Op::ClientMove {
+                mbb: rng.gen_bool(0.5),
+            },
+            60..75 => Op::SlowLink,
+            75..85 => Op::StallLink,
+            _ => Op::CutAll { notice: 0.7 },
+        }),
+        ..Setup::default()
+    }
+}
+
+fn client_moves(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=4);
+    Setup {
+        after_established: spaced(rng, n, (20, 3000), |rng| Op::ClientMove {
+            mbb: rng.gen_bool(0.5),
+        }),
+        ..Setup::default()
+    }
+}
+
+fn server_moves_with_moved(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    Setup {
+        after_established: spaced(rng, n, (20, 3000), |_| Op::ServerMove(Moved::Announced)),
+        ..Setup::default()
+    }
+}
+
+fn server_moves_without_moved(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    Setup {
+        after_established: spaced(rng, n, (20, 3000), |rng| {
+            Op::ServerMove(if rng.gen_bool(0.7) {
+                Moved::Silent
+            } else {
+                Moved::Hard
+            })
+        }),
+        ..Setup::default()
+    }
+}
+
+fn server_moves_moved_lost(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    Setup {
+        after_established: spaced(rng, n, (20, 3000), |_| Op::ServerMove(Moved::Lost)),
+        ..Setup::default()
+    }
+}
+
+fn both_move_at_once(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    let mut ops = Vec::new();
+    for (at, op) in spaced(rng, n, (20, 3000), |rng| Op::ServerMove(any_moved(rng))) {
+        ops.push((
+            at,
+            Op::ClientMove {
+                mbb: rng.gen_bool(0.5),
+            },
+        ));
+        ops.push((at, op));
+    }
+    Setup {
+        after_established: ops,
+        ..Setup::default()
+    }
+}
+
+/// A multihomed client (standby paths) loses one interface, the active one or the other;
+/// sometimes it gets another later.
+fn client_interface_dies(rng: &mut StdRng) -> Setup {
+    let mut ops = vec![(
+        ms(rng.gen_range(50..3000)),
+        Op::ClientDropAddr {
+            which: rng.gen_range(0..2),
+        },
+    )];
+    if rng.gen_bool(0.4) {
+        ops.push((ms(rng.gen_range(3000..6000)), Op::ClientAddAddr));
+    }
+    if rng.gen_bool(0.3) {
+        ops.push((ms(rng.gen_range(50..6000)), Op::ServerMove(any_moved(rng))));
+    }
+    Setup {
+        client_ifaces: 2,
+        after_established: ops,
+        ..Setup::default()
+    }
+}
+
+/// A server with two addresses in its record loses one, republishing (with MOVED or not) or
+/// not.
+fn server_interface_dies(rng: &mut StdRng) -> Setup {
+    Setup {
+        client_ifaces: rng.gen_range(1..=2),
+        server_ifaces: 2,
+        after_established: vec![(
+            ms(rng.gen_range(20..3000)),
+            Op::ServerDropAddr {
+                which: rng.gen_range(0..2),
+                republish: rng.gen_bool(0.6),
+                announce: rng.gen_bool(0.5),
+            },
+        )],
+        ..Setup::default()
+    }
+}
+
+/// Either side moves, or a path is cut, while the client is still connecting.
+fn mobility_while_connecting(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    Setup {
+        client_ifaces: rng.gen_range(1..=2),
+        at_start: spaced(rng, n, (0, 300), |rng| match rng.gen_range(0..3) {
+            0 => Op::CutLink { notice: 0.5 },
+            _ => any_move(rng),
+        }),
+        ..Setup::default()
+    }
+}
+
+/// Paths break during HELLO / HELLO_ACK, and later during RESUME / RESUME_ACK.
+fn breaks_during_handshake(rng: &mut StdRng) -> Setup {
+    let first = rng.gen_range(1..=3);
+    let later = rng.gen_range(0..=3);
+    let at = ms(rng.gen_range(10..2000));
+    Setup {
+        at_start: vec![(Duration::ZERO, Op::CutNewLinks(first))],
+        after_established: vec![
+            (at, Op::CutNewLinks(later)),
+            (at, Op::CutAll { notice: 0.7 }),
+        ],
+        ..Setup::default()
+    }
+}
+
+/// Silence where an answer is owed: links stall without anyone being told, the server moves
+/// without MOVED and its old address goes quietly.
+fn suspicion(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(1..=3);
+    Setup {
+        after_established: spaced(rng, n, (20, 4000), |rng| match rng.gen_range(0..3) {
+            0 => Op::StallLink,
+            1 => Op::SlowLink,
+            _ => Op::ServerMove(Moved::Silent),
+        }),
+        ..Setup::default()
+    }
+}
+
+/// Many moves of every kind, by both sides, close together or not.
+fn repeated_moves(rng: &mut StdRng) -> Setup {
+    let n = rng.gen_range(5..=15);
+    Setup {
+        client_ifaces: rng.gen_range(1..=2),
+        after_established: spaced(rng, n, (5, 1500), any_move),
+        ..Setup::default()
+    }
+}
+
+/// The server becomes unreachable for good: the client re-dials into the void until the
+/// linger runs out; the server's paths die and its session resets too.
+fn peer_never_returns(rng: &mut StdRng) -> Setup {
+    Setup {
+        client_ifaces: rng.gen_range(1..=2),
+        after_established: vec![(ms(rng.gen_range(10..1500)), Op::Partition)],
+        keep_open: true,
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn sim_random_cuts_slow_paths_and_interleaving() {
+    run_scenario(
+        "sim_random_cuts_slow_paths_and_interleaving",
+        random_cuts,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_client_moves() {
+    run_scenario("sim_client_moves", client_moves, Expect::Clean);
+}
+
+#[test]
+fn sim_server_moves_with_moved() {
+    run_scenario(
+        "sim_server_moves_with_moved",
+        server_moves_with_moved,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_server_moves_without_moved() {
+    run_scenario(
+        "sim_server_moves_without_moved",
+        server_moves_without_moved,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_server_moves_moved_lost() {
+    run_scenario(
+        "sim_server_moves_moved_lost",
+        server_moves_moved_lost,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_both_move_at_once() {
+    run_scenario("sim_both_move_at_once", both_move_at_once, Expect::Clean);
+}
+
+#[test]
+fn sim_standby_client_interface_dies() {
+    run_scenario(
+        "sim_standby_client_interface_dies",
+        client_interface_dies,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_server_interface_dies() {
+    run_scenario(
+        "sim_server_interface_dies",
+        server_interface_dies,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_mobility_while_connecting() {
+    run_scenario(
+        "sim_mobility_while_connecting",
+        mobility_while_connecting,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_breaks_during_handshake() {
+    run_scenario(
+        "sim_breaks_during_handshake",
+        breaks_during_handshake,
+        Expect::Clean,
+    );
+}
+
+#[test]
+fn sim_suspicion() {
+    run_scenario("sim_suspicion", suspicion, Expect::Clean);
+}
+
+#[test]
+fn sim_repeated_moves() {
+    run_scenario("sim_repeated_moves", repeated_moves, Expect::Clean);
+}
+
+#[test]
+fn sim_peer_never_returns() {
+    run_scenario(
+        "sim_peer_never_returns",
+        peer_never_returns,
+        Expect::LingerReset,
+    );
+}
+
+// ---- regressions: seeds that found core bugs ----
+//
+// KNOWN BUGS: these tests fail until the lead fixes the core (they run strictly: a known
+// bug fails them). `known_bug` explains each; the scenarios above count such seeds and go on.
+
+fn regression(name: &str, setup: fn(&mut StdRng) -> Setup, seeds: &[u64]) {
+    let trace = std::env::var_os("NAMESOCK_SIM_TRACE").is_some();
+    run_seeds(name, setup, Expect::Clean, seeds, true, trace);
+}
+
+/// KNOWN BUG 1 (Endpoint): the path that carried HELLO is cut before HELLO_ACK arrives, the
+/// client sends the same HELLO on its next path, and `Endpoint::first_frame` refuses it with
+/// `ConnIdInUse` (no RESET) on every path until the client's connect times out. A fix: a
+/// HELLO identical to the one that created a live session re-attaches the path and gets
+/// HELLO_ACK again.
+#[test]
+fn known_bug_1_hello_ack_lost_then_hello_refused_conn_id_in_use() {
+    regression("sim_breaks_during_handshake", breaks_during_handshake, &[0]);
+}
+
+/// Links slowed down three times, to round trips beyond the keepalive interval.
+fn slow_beyond_keepalive(rng: &mut StdRng) -> Setup {
+    Setup {
+        cfg: Some(SessionConfig {
+            keepalive_interval: ms(1300),
+            path_dead_after: ms(3900),
+            suspect_after: ms(330),
+            linger: ms(22_000),
+            ..SessionConfig::default()
+        }),
+        max_delay: Some(ms(10_000)),
+        after_established: spaced(rng, 3, (20, 4000), |_| Op::SlowLink),
+        ..Setup::default()
+    }
+}
+
+/// KNOWN BUG 2 (Session): with a round trip longer than the keepalive interval the client
+/// never closes: each keepalive PING replaces `ping_in_flight` before the previous PONG is
+/// back, so no PONG ever matches, `confirmed` never reaches what was received, and the
+/// session stays open for ever (the run hangs at the virtual-time limit). The scenarios keep
+/// round trips below the keepalive interval ([`sim::MAX_DELAY`]) to stay clear of it.
+#[test]
+fn known_bug_2_round_trip_above_keepalive_client_never_closes() {
+    regression("slow_beyond_keepalive", slow_beyond_keepalive, &[24]);
+}
+
+/// KNOWN BUG 3 (Session / PathManager): a path carrying HELLO (or RESUME) is cut without the
+/// client hearing of it. Nothing suspects a handshaking path (`Path::sent` arms suspicion for
+/// DATA, FIN and PING only), so the client waits `path_dead_after` (15 s by default) before
+/// re-dialing: the connect (10 s by default) times out first; after an established session,
+/// a few such paths in a row outlast the linger.
+#[test]
+fn known_bug_3_silent_handshake_path_connect_times_out() {
+    regression(
+        "sim_breaks_during_handshake",
+        breaks_during_handshake,
+        &[11],
+    );
+}
+
+/// KNOWN BUG 4 (PathManager): `round_resolved` is true from `PathManager::new` until a
+/// round fails. A connecting client whose HELLO path died re-dials the record it got at the
+/// start; when those dials are refused (the server moved and already republished) the
+/// connect fails with `Refused` before the lookup it just asked for can answer with the new
+/// address.
+#[test]
+fn known_bug_4_connect_refused_on_an_outdated_record() {
+    regression(
+        "sim_mobility_while_connecting",
+        mobility_while_connecting,
+        &[32],
+    );
+}
+
+/// KNOWN BUG 5 (PathManager): a connecting client's only dial hangs (a SYN into a black
+/// hole: the server's address went away and the client moved meanwhile). The connect's
+/// staggered round arms no timer, so nothing re-dials or re-resolves (stale dials are only
+/// dropped by the next round, which never comes) until the connect times out, although the
+/// server's new address is in the GNS. The failure is reported as the earlier dial's
+/// `NetUnreachable`.
+#[test]
+fn known_bug_5_connecting_client_stuck_on_a_hanging_dial() {
+    regression(
+        "sim_mobility_while_connecting",
+        mobility_while_connecting,
+        &[35],
+    );
 }
