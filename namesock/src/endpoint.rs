@@ -74,7 +74,8 @@ pub enum Incoming {
         port: u16,
         deliver_to: SocketAddr,
     },
-    /// A verified RESUME, attached to the live session `key` (RESUME_ACK queued).
+    /// A verified RESUME attached to the live session `key` (RESUME_ACK queued), or the
+    /// HELLO that created it, repeated before the client was heard (HELLO_ACK queued again).
     Resumed { key: ConnKey },
 }
 
@@ -157,8 +158,13 @@ impl Endpoint {
                     .services
                     .get(&hello.port)
                     .ok_or(Refusal::PortNotServed { port: hello.port })?;
-                if self.by_conn_id.contains_key(&hello.conn_id) {
-                    return Err(Refusal::ConnIdInUse);
+                if let Some(&key) = self.by_conn_id.get(&hello.conn_id) {
+                    // The same HELLO again, its HELLO_ACK lost with its path: the path
+                    // joins the session it created. Any other HELLO with this ID is refused.
+                    let s = session(key).ok_or(Refusal::ConnIdInUse)?;
+                    s.accept_repeated_hello(now, &hello, path)
+                        .map_err(|_| Refusal::ConnIdInUse)?;
+                    return Ok(Incoming::Resumed { key });
                 }
                 let session = acceptor.accept_hello(now, &hello, path)?;
                 let key = self.new_key();

@@ -316,6 +316,7 @@ impl PathManager {
         p.replaces = replaces;
         debug!(path, remote = %p.remote, local = %local_addr, "path connected");
         self.need_path = false;
+        self.last_error = None;
         self.backoff = BACKOFF_MIN;
         self.next_dial = None;
         self.dial_queue.clear();
@@ -479,9 +480,18 @@ impl PathManager {
                 }
             }
             Event::PathSuspect(p) => {
-                // Silence where an answer is owed: if the server moved without a MOVED
-                // reaching us (its old address went first), the GNS already knows where.
-                if !(self.closed || self.need_path || self.resolving) {
+                if self.closed || self.need_path {
+                    return;
+                }
+                if self.session.is_handshaking(p) {
+                    // HELLO or RESUME unanswered: the path may be cut without a word (the
+                    // peer moved). Dial afresh beside it rather than wait for it to die.
+                    debug!(path = p, "handshake unanswered: dialing another path");
+                    self.resolve();
+                    self.start_round(now, false, local);
+                } else if !self.resolving {
+                    // Silence where an answer is owed: if the server moved without a MOVED
+                    // reaching us (its old address went first), the GNS already knows where.
                     debug!(path = p, "path suspect: asking the GNS");
                     self.resolve();
                 }
@@ -590,7 +600,11 @@ impl PathManager {
 
     /// Starts a round of dials: staggered (first connect) or all at once (re-dial).
     fn start_round(&mut self, now: Instant, staggered: bool, local: &[IpAddr]) {
+        let first = self.last_round.is_none();
         self.round_refused = true;
+        // Only the first round dials a record looked up for it; later ones ask the GNS
+        // again, and a refusal counts only once it answered.
+        self.round_resolved = first;
         self.last_round = Some(now);
         self.dial_queue = self.candidates(local).into();
         self.next_dial = None;
@@ -606,6 +620,9 @@ impl PathManager {
         }
         if staggered {
             self.dial_next(now);
+            if !first {
+                self.resolve();
+            }
         } else {
             while let Some(addr) = self.dial_queue.pop_front() {
                 self.dial(now, addr, None);
@@ -624,6 +641,11 @@ impl PathManager {
             self.dial(now, addr, None);
             if !self.dial_queue.is_empty() {
                 self.next_dial = Some(now + STAGGER);
+            } else {
+                // The last of the round: if it hangs, another round (with a fresh lookup)
+                // after the backoff; stale dials are given up then.
+                self.next_dial = Some(now + self.backoff.max(STAGGER));
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -674,8 +696,10 @@ impl PathManager {
             return;
         }
         self.round_resolved = false;
-        if self.next_dial.is_none() {
-            self.next_dial = Some(now + self.backoff);
+        // A failed round is retried after the backoff at the latest.
+        let retry = now + self.backoff;
+        if self.next_dial.is_none_or(|t| t > retry) {
+            self.next_dial = Some(retry);
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         }
         self.resolve();

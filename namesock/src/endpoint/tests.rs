@@ -243,3 +243,43 @@ fn unattached_paths_are_bounded_and_time_out() {
     );
     assert_eq!(bed.endpoint.poll_timeout(), None);
 }
+
+#[test]
+fn a_hello_repeated_after_its_ack_was_lost_joins_its_session_until_the_client_is_heard() {
+    let mut bed = Bed::new();
+    let now = bed.now;
+    let mut client = bed.client(PORT);
+    client.path_opened(now, 1);
+    let hello = wire(now, &mut client, 1);
+    let Ok(Incoming::New {
+        key, mut session, ..
+    }) = bed
+        .endpoint
+        .first_frame(now, 100, first(&hello), no_session)
+    else {
+        panic!("HELLO not accepted");
+    };
+    // Path 100 and its HELLO_ACK are lost; the client says HELLO again on path 2.
+    client.path_closed(now, 1);
+    client.path_opened(now, 2);
+    let again = wire(now, &mut client, 2);
+    assert_eq!(again, hello);
+    let joined = bed.endpoint.first_frame(now, 101, first(&again), |k| {
+        (k == key).then_some(&mut *session)
+    });
+    assert!(matches!(joined, Ok(Incoming::Resumed { key: k }) if k == key));
+    let ack = wire(now, &mut session, 101);
+    client.handle_frame(now, 2, first(&ack)).unwrap();
+    assert!(
+        std::iter::from_fn(|| client.poll_event())
+            .any(|e| matches!(e, crate::session::Event::Established { .. }))
+    );
+    // Once the client was heard, the same HELLO is a replay.
+    client.app_write(b"x");
+    let data = wire(now, &mut client, 2);
+    session.handle_frame(now, 101, first(&data)).unwrap();
+    let replay = bed.endpoint.first_frame(now, 102, first(&hello), |k| {
+        (k == key).then_some(&mut *session)
+    });
+    assert_eq!(replay.unwrap_err(), Refusal::ConnIdInUse);
+}

@@ -43,7 +43,7 @@ use crate::copy;
 use crate::wire::{
     ConnId, Frame, Hello, HelloAck, MAX_LOCATORS, PathId, ResetReason, Resume, ResumeAck,
 };
-use path::{Path, PathState};
+use path::{Path, PathState, PingInFlight};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
 
@@ -141,7 +141,8 @@ pub struct Session {
     /// The server's GUID: the client's target, or the server's own.
     server_guid: Guid,
     peer: Option<PublicKey>,
-    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers.
+    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers. Server,
+    /// until the client is heard after it: the HELLO answered (see `accept_repeated_hello`).
     hello: Option<Hello>,
     /// Client: freshness of the last RESUME sent. Server: highest accepted.
     freshness: u64,
@@ -252,23 +253,58 @@ impl Session {
         path: PathId,
         now: Instant,
     ) -> Session {
-        let mut ack = HelloAck {
-            conn_id: hello.conn_id,
-            server_key: key.public(),
-            window: window_of(&cfg),
-            linger_ms: u32::try_from(cfg.linger.as_millis()).unwrap_or(u32::MAX),
-            signature: Signature([0; 64]),
-        };
-        ack.signature = key.sign(&auth::hello_ack(hello, &ack));
         let guid = key.guid();
         let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid);
         s.peer = Some(hello.client_key);
         s.send.set_peer_window(hello.window);
+        let ack = s.hello_ack(hello);
+        s.hello = Some(hello.clone());
         s.add_live_path(Path::new(path, PathState::Live, now, Frame::HelloAck(ack)));
         s.events.push_back(Event::Established {
             peer: hello.client_key,
         });
         s
+    }
+
+    fn hello_ack(&self, hello: &Hello) -> HelloAck {
+        let mut ack = HelloAck {
+            conn_id: hello.conn_id,
+            server_key: self.key.public(),
+            window: window_of(&self.cfg),
+            linger_ms: u32::try_from(self.cfg.linger.as_millis()).unwrap_or(u32::MAX),
+            signature: Signature([0; 64]),
+        };
+        ack.signature = self.key.sign(&auth::hello_ack(hello, &ack));
+        ack
+    }
+
+    /// Server: the HELLO this session answered came again on a new path before the client
+    /// was heard after it (its HELLO_ACK was lost with its path, so the client still
+    /// handshakes): `path` joins the session and gets HELLO_ACK again. Anything else is
+    /// refused and changes nothing.
+    pub fn accept_repeated_hello(
+        &mut self,
+        now: Instant,
+        hello: &Hello,
+        path: PathId,
+    ) -> Result<(), HandshakeError> {
+        if self.role != Role::Server
+            || self.state != State::Open
+            || self.hello.as_ref() != Some(hello)
+        {
+            return Err(HandshakeError::WrongConnection);
+        }
+        let ack = self.hello_ack(hello);
+        self.detach(path);
+        self.add_live_path(Path::new(path, PathState::Live, now, Frame::HelloAck(ack)));
+        self.enforce_path_limit(now);
+        Ok(())
+    }
+
+    /// Whether `path` still waits for the answer to its HELLO or RESUME.
+    pub fn is_handshaking(&self, path: PathId) -> bool {
+        self.index(path)
+            .is_some_and(|i| self.paths[i].state == PathState::Handshaking)
     }
 
     pub fn role(&self) -> Role {
@@ -334,6 +370,10 @@ impl Session {
             return Err(SessionError::UnknownPath(path));
         };
         self.paths[i].heard(now, &frame, self.cfg.suspect_after);
+        if self.role == Role::Server {
+            // The client got HELLO_ACK: a repeated HELLO is a replay from now on.
+            self.hello = None;
+        }
         let result = self.on_frame(i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
@@ -384,11 +424,11 @@ impl Session {
             }
             Frame::Pong { token } => {
                 let p = &mut self.paths[i];
-                if let Some((t, ack)) = p.ping_in_flight
-                    && t == token
+                if let Some(ping) = p.ping_in_flight
+                    && ping.token == token
                 {
                     p.ping_in_flight = None;
-                    self.confirmed = self.confirmed.max(ack);
+                    self.confirmed = self.confirmed.max(ping.ack);
                 }
                 Ok(())
             }
@@ -591,7 +631,13 @@ impl Session {
             let p = &mut self.paths[i];
             p.ping_due = false;
             p.last_ping = Some(now);
-            p.ping_in_flight = Some((self.ping_tokens, p.ack_sent));
+            if p.ping_in_flight.is_none() {
+                p.ping_in_flight = Some(PingInFlight {
+                    token: self.ping_tokens,
+                    ack: p.ack_sent,
+                    sent: now,
+                });
+            }
             return Some(Frame::Ping {
                 token: self.ping_tokens,
             });
@@ -661,7 +707,9 @@ impl Session {
                 let paths = self.paths.iter().flat_map(|p| {
                     let live = p.is_live().then_some(p);
                     let ping = live.and_then(|p| p.ping_at(self.cfg.keepalive_interval));
-                    let watch = live.into_iter().flat_map(|p| [p.suspect_at, p.probe_at]);
+                    // A handshaking path owes its answer too: it may be suspected.
+                    let probe = live.and_then(|p| p.probe_at);
+                    let watch = [p.suspect_at, probe].into_iter();
                     p.dead_at(dead_after)
                         .into_iter()
                         .chain(ping)
@@ -689,7 +737,7 @@ impl Session {
             return;
         }
         let floor = self.cfg.suspect_after;
-        for p in self.paths.iter_mut().filter(|p| p.is_live()) {
+        for p in &mut self.paths {
             let probe = p.probe_at.is_some_and(|t| now >= t);
             if probe {
                 p.probe_at = None;
@@ -700,6 +748,9 @@ impl Session {
                 if !self.events.contains(&Event::PathSuspect(p.id)) {
                     self.events.push_back(Event::PathSuspect(p.id));
                 }
+            }
+            if !p.is_live() {
+                continue;
             }
             let keepalive = p
                 .ping_at(self.cfg.keepalive_interval)

@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 use super::Outgoing;
 use crate::wire::{Frame, PathId, ResetReason, Resume};
 
+/// A PING waiting for its PONG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PingInFlight {
+    pub(super) token: u64,
+    /// The ACK value sent before the PING.
+    pub(super) ack: u64,
+    pub(super) sent: Instant,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PathState {
     /// Client: HELLO or RESUME sent, its answer not yet received.
@@ -29,13 +38,15 @@ pub(super) struct Path {
     pub(super) reset: Option<ResetReason>,
     pub(super) pong: Option<u64>,
     pub(super) ping_due: bool,
-    /// The last PING sent and the ACK value sent before it: its PONG proves the peer has that ACK.
-    pub(super) ping_in_flight: Option<(u64, u64)>,
+    /// The oldest unanswered PING: its token, the ACK value sent before it (its PONG proves
+    /// the peer has that ACK) and when it went out. A later PING does not replace it, so a
+    /// round trip longer than the keepalive interval still gets its PONG matched.
+    pub(super) ping_in_flight: Option<PingInFlight>,
     pub(super) moved_due: bool,
     /// Highest ACK value sent on this path.
     pub(super) ack_sent: u64,
-    /// We sent something the peer answers (DATA, FIN, PING) and have heard nothing since:
-    /// past this instant the path is suspect.
+    /// We sent something the peer answers (HELLO, RESUME, DATA, FIN, PING) and have heard
+    /// nothing since: past this instant the path is suspect.
     pub(super) suspect_at: Option<Instant>,
     /// Suspicions raised in the current silence (each waits twice as long as the last).
     pub(super) suspicions: u32,
@@ -100,10 +111,10 @@ impl Path {
             }
             Frame::Fin { .. } => self.probe_at = None,
             Frame::Pong { token } => {
-                if let (Some((t, _)), Some(sent)) = (self.ping_in_flight, self.last_ping)
-                    && t == *token
+                if let Some(ping) = self.ping_in_flight
+                    && ping.token == *token
                 {
-                    self.rtt = Some(now.saturating_duration_since(sent));
+                    self.rtt = Some(now.saturating_duration_since(ping.sent));
                 }
             }
             _ => {}
@@ -115,7 +126,10 @@ impl Path {
         let answered = matches!(
             frame,
             Frame::Data { payload, .. } if !payload.is_empty()
-        ) || matches!(frame, Frame::Fin { .. } | Frame::Ping { .. });
+        ) || matches!(
+            frame,
+            Frame::Fin { .. } | Frame::Ping { .. } | Frame::Hello(_) | Frame::Resume(_)
+        );
         if answered && self.suspect_at.is_none() {
             self.suspect_at = Some(now + self.suspect_delay(floor));
         }

@@ -17,7 +17,7 @@ use namesock::endpoint::{ConnKey, Endpoint, Incoming, Refusal};
 use namesock::identity::Keypair;
 use namesock::path_manager::{Action, DialError, PathManager, next_path_id};
 use namesock::session::{Event, Session, SessionConfig};
-use namesock::wire::{ConnId, Frame, FrameRef, PathId, ResetReason};
+use namesock::wire::{ConnId, Frame, FrameReader, FrameRef, PathId, ResetReason};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -137,8 +137,8 @@ struct End {
     open: bool,
     /// When this side learns that the other side closed or the network cut it.
     close_at: Option<Instant>,
-    /// Undecoded bytes.
-    buf: Vec<u8>,
+    /// Undecoded bytes, cut into frames by the production reader.
+    reader: FrameReader,
     /// Client: the session rejected a frame; the path manager closes it.
     broken: bool,
 }
@@ -149,7 +149,7 @@ impl End {
             path,
             open: true,
             close_at: None,
-            buf: Vec::new(),
+            reader: FrameReader::new(),
             broken: false,
         }
     }
@@ -301,6 +301,8 @@ pub struct World {
     // The client.
     pm: Option<PathManager>,
     client_paths: HashMap<PathId, usize>,
+    /// The scratch buffer every read goes through, as in the engine.
+    scratch: Vec<u8>,
     pub established_at: Option<Instant>,
     pub client_end: Option<ClientEnd>,
     pub client_end_at: Option<Instant>,
@@ -364,6 +366,7 @@ impl World {
             hung_connect_dials: 0,
             pm: None,
             client_paths: HashMap::new(),
+            scratch: vec![0; FrameReader::MIN_SCRATCH + 64 * 1024],
             established_at: None,
             client_end: None,
             client_end_at: None,
@@ -472,7 +475,7 @@ impl World {
             return;
         }
         mine.open = false;
-        mine.buf = Vec::new();
+        mine.reader = FrameReader::new();
         toward_me.queue.clear();
         if !link.cut && theirs.open && theirs.close_at.is_none() {
             theirs.close_at = Some((now + link.delay).max(toward_them.last_at) + jitter);
@@ -659,6 +662,7 @@ impl World {
 
     fn deliver(&mut self, l: usize, to: Side) {
         let mut got = false;
+        let mut bytes = Vec::new();
         loop {
             let link = &mut self.links[l];
             let (pipe, end) = match to {
@@ -674,7 +678,7 @@ impl World {
             };
             pipe.in_flight -= chunk.len();
             if end.open && !end.broken {
-                end.buf.extend_from_slice(&chunk);
+                bytes.extend_from_slice(&chunk);
                 got = true;
             }
             // Sometimes a read returns only part of what has arrived.
@@ -684,133 +688,149 @@ impl World {
         }
         if got {
             match to {
-                Side::Server => self.server_decode(l),
-                Side::Client => self.client_decode(l),
+                Side::Server => self.server_decode(l, &bytes),
+                Side::Client => self.client_decode(l, &bytes),
             }
         }
     }
 
-    fn server_decode(&mut self, l: usize) {
-        let buf = std::mem::take(&mut self.links[l].s.buf);
-        let mut used = 0;
+    /// Hands `bytes` (one read) through the path's `FrameReader` to `on_frame`, which says
+    /// whether to go on.
+    fn read(
+        &mut self,
+        l: usize,
+        side: Side,
+        bytes: &[u8],
+        mut on_frame: impl FnMut(&mut Sim, FrameRef<'_>) -> bool,
+    ) {
+        let end = |link: &mut Link| match side {
+            Side::Server => &mut link.s,
+            Side::Client => &mut link.c,
+        };
+        let mut reader = std::mem::take(&mut end(&mut self.links[l]).reader);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if let Err(e) = reader.feed(&mut scratch, bytes, |frame| on_frame(self, frame)) {
+            panic!("the codec rejected its own output: {e}");
+        }
+        self.scratch = scratch;
+        let end = end(&mut self.links[l]);
+        if end.open {
+            end.reader = reader;
+        }
+    }
+
+    fn server_decode(&mut self, l: usize, bytes: &[u8]) {
+        if self.links[l].s.open {
+            self.read(l, Side::Server, bytes, |sim, frame| {
+                sim.server_frame(l, frame)
+            });
+        }
+    }
+
+    /// One frame for the server on link `l`; whether to read on.
+    fn server_frame(&mut self, l: usize, frame: FrameRef<'_>) -> bool {
         let path = self.links[l].s.path;
-        while self.links[l].s.open {
-            let (frame, n) = match FrameRef::decode_ref(&buf[used..]) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => panic!("the codec rejected its own output: {e}"),
-            };
-            used += n;
-            let now = self.now;
-            if self.trace.is_some() {
-                let what = format!("server gets {} on path {path}", describe(&frame));
-                self.log(|| what);
+        let now = self.now;
+        if self.trace.is_some() {
+            let what = format!("server gets {} on path {path}", describe(&frame));
+            self.log(|| what);
+        }
+        match self.links[l].attached {
+            Some(key) => {
+                let ok = match self.sessions.get_mut(&key) {
+                    Some(c) => c.session.handle_frame(now, path, frame).is_ok(),
+                    None => false,
+                };
+                if !ok {
+                    self.log(|| format!("server: frame refused on path {path}"));
+                    self.close_end(l, Side::Server);
+                }
             }
-            match self.links[l].attached {
-                Some(key) => {
-                    let ok = match self.sessions.get_mut(&key) {
-                        Some(c) => c.session.handle_frame(now, path, frame).is_ok(),
-                        None => false,
-                    };
-                    if !ok {
-                        self.log(|| format!("server: frame refused on path {path}"));
+            None => {
+                let name = frame.name();
+                let sessions = &mut self.sessions;
+                let result = self.endpoint.first_frame(now, path, frame, move |key| {
+                    sessions.get_mut(&key).map(|c| c.session.as_mut())
+                });
+                match result {
+                    Ok(Incoming::New { key, session, .. }) => {
+                        self.log(|| format!("server: new session {key} on path {path}"));
+                        self.sessions_created += 1;
+                        self.app_key.get_or_insert(key);
+                        let conn_id = session.conn_id();
+                        self.sessions.insert(
+                            key,
+                            ServerConn {
+                                session,
+                                conn_id,
+                                events: Vec::new(),
+                            },
+                        );
+                        self.links[l].attached = Some(key);
+                    }
+                    Ok(Incoming::Resumed { key }) => {
+                        self.log(|| format!("server: path {path} resumes session {key}"));
+                        self.stats.resumes += 1;
+                        self.links[l].attached = Some(key);
+                    }
+                    Err(r) => {
+                        self.log(|| format!("server: {name} on path {path} refused: {r}"));
+                        if let Some(reason) = r.reset_reason() {
+                            let mut out = Vec::new();
+                            Frame::<Vec<u8>>::Reset { reason }.encode(&mut out);
+                            self.send_bytes(l, Side::Server, out);
+                        }
+                        self.refusals.push(r);
+                        self.stats.refusals += 1;
                         self.close_end(l, Side::Server);
                     }
                 }
-                None => {
-                    let name = frame.name();
-                    let sessions = &mut self.sessions;
-                    let result = self.endpoint.first_frame(now, path, frame, move |key| {
-                        sessions.get_mut(&key).map(|c| c.session.as_mut())
-                    });
-                    match result {
-                        Ok(Incoming::New { key, session, .. }) => {
-                            self.log(|| format!("server: new session {key} on path {path}"));
-                            self.sessions_created += 1;
-                            self.app_key.get_or_insert(key);
-                            let conn_id = session.conn_id();
-                            self.sessions.insert(
-                                key,
-                                ServerConn {
-                                    session,
-                                    conn_id,
-                                    events: Vec::new(),
-                                },
-                            );
-                            self.links[l].attached = Some(key);
-                        }
-                        Ok(Incoming::Resumed { key }) => {
-                            self.log(|| format!("server: path {path} resumes session {key}"));
-                            self.stats.resumes += 1;
-                            self.links[l].attached = Some(key);
-                        }
-                        Err(r) => {
-                            self.log(|| format!("server: {name} on path {path} refused: {r}"));
-                            if let Some(reason) = r.reset_reason() {
-                                let mut out = Vec::new();
-                                Frame::<Vec<u8>>::Reset { reason }.encode(&mut out);
-                                self.send_bytes(l, Side::Server, out);
-                            }
-                            self.refusals.push(r);
-                            self.stats.refusals += 1;
-                            self.close_end(l, Side::Server);
-                        }
-                    }
-                }
             }
         }
-        if self.links[l].s.open {
-            let mut buf = buf;
-            buf.drain(..used);
-            self.links[l].s.buf = buf;
+        self.links[l].s.open
+    }
+
+    fn client_decode(&mut self, l: usize, bytes: &[u8]) {
+        let path = self.links[l].c.path;
+        if self.pm.is_none() || self.links[l].c.broken {
+            return;
+        }
+        let mut handled = false;
+        self.read(l, Side::Client, bytes, |sim, frame| {
+            let ok = sim.client_frame(l, path, frame);
+            handled |= ok;
+            ok
+        });
+        let now = self.now;
+        if handled && let Some(pm) = self.pm.as_mut() {
+            pm.frames_received(now, path);
         }
     }
 
-    fn client_decode(&mut self, l: usize) {
-        let Some(pm) = self.pm.as_mut() else {
-            return;
-        };
-        let buf = std::mem::take(&mut self.links[l].c.buf);
-        let path = self.links[l].c.path;
+    /// One frame for the client on `path`; `false` if the session refused it (the path is
+    /// broken, the path manager closes it).
+    fn client_frame(&mut self, l: usize, path: PathId, frame: FrameRef<'_>) -> bool {
         let now = self.now;
-        let mut used = 0;
-        let mut handled = false;
-        let mut broken = false;
-        while !broken {
-            let (frame, n) = match FrameRef::decode_ref(&buf[used..]) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => panic!("the codec rejected its own output: {e}"),
-            };
-            used += n;
-            if matches!(frame, Frame::Moved { .. }) {
-                self.stats.moved_frames += 1;
-            }
-            if let Some(t) = &mut self.trace {
-                let at = (now - self.start).as_secs_f64();
-                let _ = writeln!(
-                    t,
-                    "{at:10.4} client gets {} on path {path}",
-                    describe(&frame)
-                );
-            }
-            match pm.session_mut().handle_frame(now, path, frame) {
-                Ok(()) => handled = true,
-                Err(_) => broken = true,
-            }
+        if matches!(frame, Frame::Moved { .. }) {
+            self.stats.moved_frames += 1;
         }
-        if handled {
-            pm.frames_received(now, path);
+        if let Some(t) = &mut self.trace {
+            let at = (now - self.start).as_secs_f64();
+            let _ = writeln!(
+                t,
+                "{at:10.4} client gets {} on path {path}",
+                describe(&frame)
+            );
         }
-        let end = &mut self.links[l].c;
-        if broken {
-            end.broken = true;
-            self.log(|| format!("client: frame refused on path {path}"));
-        } else if end.open {
-            let mut buf = buf;
-            buf.drain(..used);
-            end.buf = buf;
+        let Some(pm) = self.pm.as_mut() else {
+            return false;
+        };
+        if pm.session_mut().handle_frame(now, path, frame).is_ok() {
+            return true;
         }
+        self.links[l].c.broken = true;
+        self.log(|| format!("client: frame refused on path {path}"));
+        false
     }
 
     fn transmit(&mut self) {
