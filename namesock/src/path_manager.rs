@@ -154,6 +154,9 @@ pub struct PathManager {
     last_error: Option<DialError>,
     round_refused: bool,
     round_resolved: bool,
+    /// A dial of this session connected once: the peer was there, so later refusals mean
+    /// it is moving (the GNS may not know yet), not that nobody serves the name.
+    ever_connected: bool,
     /// Local addresses a standby path was tried from (until the addresses change).
     standby_tried: HashSet<IpAddr>,
     /// When the latest round of dials started.
@@ -194,6 +197,7 @@ impl PathManager {
             last_error: None,
             round_refused: true,
             round_resolved: true,
+            ever_connected: false,
             standby_tried: HashSet::new(),
             last_round: None,
             connect_deadline: Some(connect_deadline),
@@ -316,6 +320,7 @@ impl PathManager {
         p.replaces = replaces;
         debug!(path, remote = %p.remote, local = %local_addr, "path connected");
         self.need_path = false;
+        self.ever_connected = true;
         self.last_error = None;
         self.backoff = BACKOFF_MIN;
         self.next_dial = None;
@@ -688,6 +693,7 @@ impl PathManager {
         // Every locator refused the TCP connection right after a fresh resolve: nobody
         // listens there any more.
         if self.is_connecting()
+            && !self.ever_connected
             && self.round_refused
             && self.round_resolved
             && self.last_error.is_some()

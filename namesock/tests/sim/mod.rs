@@ -701,19 +701,21 @@ impl World {
         l: usize,
         side: Side,
         bytes: &[u8],
-        mut on_frame: impl FnMut(&mut Sim, FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(&mut World, FrameRef<'_>) -> bool,
     ) {
-        let end = |link: &mut Link| match side {
-            Side::Server => &mut link.s,
-            Side::Client => &mut link.c,
-        };
-        let mut reader = std::mem::take(&mut end(&mut self.links[l]).reader);
+        fn end(link: &mut Link, side: Side) -> &mut End {
+            match side {
+                Side::Server => &mut link.s,
+                Side::Client => &mut link.c,
+            }
+        }
+        let mut reader = std::mem::take(&mut end(&mut self.links[l], side).reader);
         let mut scratch = std::mem::take(&mut self.scratch);
         if let Err(e) = reader.feed(&mut scratch, bytes, |frame| on_frame(self, frame)) {
             panic!("the codec rejected its own output: {e}");
         }
         self.scratch = scratch;
-        let end = end(&mut self.links[l]);
+        let end = end(&mut self.links[l], side);
         if end.open {
             end.reader = reader;
         }
