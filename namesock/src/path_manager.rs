@@ -149,8 +149,9 @@ pub struct PathManager {
     backoff: Duration,
     need_path: bool,
     resolving: bool,
-    /// The latest failed dial's error, and whether every dial of this round was refused and
-    /// the round started from a fresh resolve.
+    /// The latest failed dial's error, whether every dial of this round was refused, and
+    /// whether a lookup answered since the last round failed (refusals fail a connect only
+    /// then: the peer may have moved since its record was read, even the first one).
     last_error: Option<DialError>,
     round_refused: bool,
     round_resolved: bool,
@@ -196,7 +197,7 @@ impl PathManager {
             resolving: false,
             last_error: None,
             round_refused: true,
-            round_resolved: true,
+            round_resolved: false,
             ever_connected: false,
             standby_tried: HashSet::new(),
             last_round: None,
@@ -607,9 +608,6 @@ impl PathManager {
     fn start_round(&mut self, now: Instant, staggered: bool, local: &[IpAddr]) {
         let first = self.last_round.is_none();
         self.round_refused = true;
-        // Only the first round dials a record looked up for it; later ones ask the GNS
-        // again, and a refusal counts only once it answered.
-        self.round_resolved = first;
         self.last_round = Some(now);
         self.dial_queue = self.candidates(local).into();
         self.next_dial = None;

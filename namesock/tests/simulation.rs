@@ -9,9 +9,7 @@
 //! trace printed on failure. Every seed checks both byte streams exactly, and EOF (or, when
 //! the peer never returns, the resets after the linger on both sides).
 //!
-//! Seeds that fail on a known core bug (see `known_bug`) are counted and printed, not failed,
-//! so that the scenarios keep finding new ones; `NAMESOCK_SIM_STRICT=1` fails them too. Each
-//! known bug has a `known_bug_*` regression test that fails until the core is fixed
+//! Each core bug the simulation found has a `regression_*` test replaying its seed
 //! (`NAMESOCK_SIM_TRACE=1` prints its trace).
 //!
 //! [`Endpoint`]: namesock::endpoint::Endpoint
@@ -58,8 +56,7 @@ fn seeds() -> (Vec<u64>, bool) {
 
 fn run_scenario(name: &str, setup: fn(&mut StdRng) -> Setup, expect: Expect) {
     let (seeds, replay) = seeds();
-    let strict = replay || std::env::var_os("NAMESOCK_SIM_STRICT").is_some();
-    run_seeds(name, setup, expect, &seeds, strict, replay);
+    run_seeds(name, setup, expect, &seeds, replay);
 }
 
 fn run_seeds(
@@ -67,7 +64,6 @@ fn run_seeds(
     setup: fn(&mut StdRng) -> Setup,
     expect: Expect,
     seeds: &[u64],
-    strict: bool,
     trace: bool,
 ) {
     let started = std::time::Instant::now();
@@ -76,7 +72,6 @@ fn run_seeds(
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
     let (mut paths, mut moves, mut virt) = (0, 0, Duration::ZERO);
     let mut stats = Stats::default();
-    let mut known = Vec::new();
     for &seed in seeds {
         let mut rng = StdRng::seed_from_u64(seed ^ salt.rotate_left(17));
         let plan = setup(&mut rng);
@@ -86,12 +81,6 @@ fn run_seeds(
             check(&world, expect);
         }));
         if let Err(e) = result {
-            if let Some(bug) = known_bug(&world)
-                && !strict
-            {
-                known.push((seed, bug));
-                continue;
-            }
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
@@ -110,66 +99,12 @@ fn run_seeds(
         moves += world.moves;
         virt += world.now - world.start;
     }
-    if !known.is_empty() {
-        eprintln!(
-            "{name}: {} seeds failed on known core bugs (see `known_bug`; \
-             NAMESOCK_SIM_STRICT=1 fails them): {known:?}",
-            known.len()
-        );
-    }
     eprintln!(
         "{name}: {} seeds, {paths} paths, {moves} moves, {stats:?}, {:.0} s virtual, {:.2} s",
         seeds.len(),
         virt.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-}
-
-/// Failures of a known core bug that the lead is fixing: they are counted and printed, not
-/// failed (unless NAMESOCK_SIM_STRICT is set or a single seed is replayed), so that the
-/// scenarios keep finding other bugs. Each has a named regression test below that fails until
-/// the fix lands.
-fn known_bug(w: &World) -> Option<&'static str> {
-    // Bug 1: HELLO_ACK lost (its path cut after the server accepted the HELLO): the client
-    // sends the same HELLO on a new path, the Endpoint refuses it with ConnIdInUse (no RESET),
-    // and the client re-dials until its connect times out.
-    if w.established_at.is_none() && w.refusals.contains(&Refusal::ConnIdInUse) {
-        return Some("bug 1: repeated HELLO refused with ConnIdInUse");
-    }
-    // Bug 5: a connecting client's dial hangs (a SYN into a black hole: the server's address
-    // went away). The connect's staggered round arms no retry timer, so nothing re-dials or
-    // re-resolves (DIAL_STALE is only looked at by the next round, which never comes) until
-    // the connect times out, although the server's new address is in the GNS.
-    if w.established_at.is_none()
-        && w.hung_connect_dials > 0
-        && matches!(&w.client_end, Some(ClientEnd::Failed(f)) if f != "Refused")
-    {
-        return Some("bug 5: connecting client stuck on a hanging dial");
-    }
-    // Bug 3: a path carrying HELLO or RESUME goes silent (cut without the client hearing of
-    // it): nothing suspects a handshaking path, the client waits `path_dead_after` before
-    // re-dialing, and the connect times out (or, after a few, the linger runs out) first.
-    let linger_after_silent_resumes = w.silent_handshake_cuts > 0
-        && w.client_end == Some(ClientEnd::Reset(ResetReason::LingerExpired));
-    // (The failure may name an earlier dial's error, e.g. NetUnreachable: `last_error` is
-    // not cleared when a later dial connects.)
-    let connect_timed_out = w.established_at.is_none()
-        && w.silent_connect_cuts > 0
-        && matches!(&w.client_end, Some(ClientEnd::Failed(f)) if f != "Refused");
-    if linger_after_silent_resumes || connect_timed_out {
-        return Some("bug 3: silent handshake path");
-    }
-    // Bug 4: a re-dial round of a connecting client (its HELLO path died) dials the record
-    // it got at the start; every dial refused, the path manager still counts that record as
-    // freshly resolved and fails the connect with Refused, before the lookup it just asked
-    // for could return the server's new address (already published).
-    if w.established_at.is_none()
-        && w.client_end == Some(ClientEnd::Failed("Refused".into()))
-        && w.outdated_refusals > 0
-    {
-        return Some("bug 4: connect refused on an outdated record");
-    }
-    None
 }
 
 fn check(w: &World, expect: Expect) {
@@ -569,21 +504,21 @@ fn sim_peer_never_returns() {
 
 // ---- regressions: seeds that found core bugs ----
 //
-// KNOWN BUGS: these tests fail until the lead fixes the core (they run strictly: a known
-// bug fails them). `known_bug` explains each; the scenarios above count such seeds and go on.
+// Regressions: seeds on which this simulation found a core bug, each replayed on its own
+// (the scenarios above cover them too, among their other seeds).
 
 fn regression(name: &str, setup: fn(&mut StdRng) -> Setup, seeds: &[u64]) {
     let trace = std::env::var_os("NAMESOCK_SIM_TRACE").is_some();
-    run_seeds(name, setup, Expect::Clean, seeds, true, trace);
+    run_seeds(name, setup, Expect::Clean, seeds, trace);
 }
 
-/// KNOWN BUG 1 (Endpoint): the path that carried HELLO is cut before HELLO_ACK arrives, the
+/// Regression 1 (Endpoint), found by this simulation and fixed in the core: the path that carried HELLO is cut before HELLO_ACK arrives, the
 /// client sends the same HELLO on its next path, and `Endpoint::first_frame` refuses it with
 /// `ConnIdInUse` (no RESET) on every path until the client's connect times out. A fix: a
 /// HELLO identical to the one that created a live session re-attaches the path and gets
 /// HELLO_ACK again.
 #[test]
-fn known_bug_1_hello_ack_lost_then_hello_refused_conn_id_in_use() {
+fn regression_1_hello_ack_lost_then_hello_refused_conn_id_in_use() {
     regression("sim_breaks_during_handshake", breaks_during_handshake, &[0]);
 }
 
@@ -603,23 +538,23 @@ fn slow_beyond_keepalive(rng: &mut StdRng) -> Setup {
     }
 }
 
-/// KNOWN BUG 2 (Session): with a round trip longer than the keepalive interval the client
+/// Regression 2 (Session), found by this simulation and fixed in the core: with a round trip longer than the keepalive interval the client
 /// never closes: each keepalive PING replaces `ping_in_flight` before the previous PONG is
 /// back, so no PONG ever matches, `confirmed` never reaches what was received, and the
 /// session stays open for ever (the run hangs at the virtual-time limit). The scenarios keep
 /// round trips below the keepalive interval ([`sim::MAX_DELAY`]) to stay clear of it.
 #[test]
-fn known_bug_2_round_trip_above_keepalive_client_never_closes() {
+fn regression_2_round_trip_above_keepalive_client_never_closes() {
     regression("slow_beyond_keepalive", slow_beyond_keepalive, &[24]);
 }
 
-/// KNOWN BUG 3 (Session / PathManager): a path carrying HELLO (or RESUME) is cut without the
+/// Regression 3 (Session / PathManager), found by this simulation and fixed in the core: a path carrying HELLO (or RESUME) is cut without the
 /// client hearing of it. Nothing suspects a handshaking path (`Path::sent` arms suspicion for
 /// DATA, FIN and PING only), so the client waits `path_dead_after` (15 s by default) before
 /// re-dialing: the connect (10 s by default) times out first; after an established session,
 /// a few such paths in a row outlast the linger.
 #[test]
-fn known_bug_3_silent_handshake_path_connect_times_out() {
+fn regression_3_silent_handshake_path_connect_times_out() {
     regression(
         "sim_breaks_during_handshake",
         breaks_during_handshake,
@@ -627,13 +562,13 @@ fn known_bug_3_silent_handshake_path_connect_times_out() {
     );
 }
 
-/// KNOWN BUG 4 (PathManager): `round_resolved` is true from `PathManager::new` until a
+/// Regression 4 (PathManager), found by this simulation and fixed in the core: `round_resolved` is true from `PathManager::new` until a
 /// round fails. A connecting client whose HELLO path died re-dials the record it got at the
 /// start; when those dials are refused (the server moved and already republished) the
 /// connect fails with `Refused` before the lookup it just asked for can answer with the new
 /// address.
 #[test]
-fn known_bug_4_connect_refused_on_an_outdated_record() {
+fn regression_4_connect_refused_on_an_outdated_record() {
     regression(
         "sim_mobility_while_connecting",
         mobility_while_connecting,
@@ -641,17 +576,31 @@ fn known_bug_4_connect_refused_on_an_outdated_record() {
     );
 }
 
-/// KNOWN BUG 5 (PathManager): a connecting client's only dial hangs (a SYN into a black
+/// Regression 5 (PathManager), found by this simulation and fixed in the core: a connecting client's only dial hangs (a SYN into a black
 /// hole: the server's address went away and the client moved meanwhile). The connect's
 /// staggered round arms no timer, so nothing re-dials or re-resolves (stale dials are only
 /// dropped by the next round, which never comes) until the connect times out, although the
 /// server's new address is in the GNS. The failure is reported as the earlier dial's
 /// `NetUnreachable`.
 #[test]
-fn known_bug_5_connecting_client_stuck_on_a_hanging_dial() {
+fn regression_5_connecting_client_stuck_on_a_hanging_dial() {
     regression(
         "sim_mobility_while_connecting",
         mobility_while_connecting,
         &[35],
+    );
+}
+
+/// Regression 6 (PathManager), found by this simulation and fixed in the core: the server
+/// accepted the HELLO path, then moved before answering and had not republished yet; the
+/// re-dial to the only locator of the freshly looked-up (still old) record was refused, and
+/// the connect failed with `Refused`. A peer that accepted a dial of this connect is moving,
+/// not absent: refusals no longer fail such a connect before its timeout.
+#[test]
+fn regression_6_refused_by_a_peer_that_is_moving() {
+    regression(
+        "sim_mobility_while_connecting",
+        mobility_while_connecting,
+        &[50],
     );
 }

@@ -133,8 +133,17 @@ fn every_locator_refusing_after_a_fresh_resolve_is_connection_refused() {
     let mut pm = bed.manager(&["10.1.1.2:4000"]);
     let d = dials(&actions(&mut pm, bed.t0, &bed.local));
     pm.dial_failed(bed.t0, d[0].0, DialError::Refused);
+    // The record may be stale (the peer moved since): look again before giving up.
+    assert_eq!(actions(&mut pm, bed.t0, &bed.local), vec![Action::Resolve]);
+    pm.resolved(bed.t0, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local);
+    let retry = pm.poll_timeout().unwrap();
+    assert!(retry <= bed.t0 + 2 * BACKOFF_MIN);
+    pm.handle_timeout(retry, &bed.local);
+    let d = dials(&actions(&mut pm, retry, &bed.local));
+    assert_eq!(d.len(), 1);
+    pm.dial_failed(retry, d[0].0, DialError::Refused);
     assert_eq!(
-        actions(&mut pm, bed.t0, &bed.local),
+        actions(&mut pm, retry, &bed.local),
         vec![Action::Failed(ConnectFailure::Refused)]
     );
     assert!(pm.is_closed());
