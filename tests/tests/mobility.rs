@@ -249,7 +249,7 @@ scenarios! {
     engine_one_of_two_client_links_goes_down: Row {
         what: "the client has a standby link; its first link goes down",
         program: ENGINE, timers: fast(), prepare: client_second_link,
-        when: When::During(1), change: client_loses_first_link, expect: under(2000),
+        when: When::During(1), change: client_loses_first_link, expect: under(1000),
     };
     engine_client_cut_3_s_shorter_than_the_linger: Row {
         what: "the client is unreachable 3 s (> path-dead, < linger), then back",
@@ -271,7 +271,7 @@ scenarios! {
         what: "connection-time mobility: the server moves after publishing, before curl connects",
         program: Program::Curl { size: 4 * MIB, rate: None, by_guid_too: false },
         timers: fast(), prepare: nothing,
-        when: When::BeforeConnect, change: server_moves, expect: under(5000),
+        when: When::BeforeConnect, change: server_moves, expect: under(2000),
     };
     curl_client_moves_once: Row {
         what: "the client moves once",
@@ -306,7 +306,7 @@ scenarios! {
     curl_one_of_two_client_links_goes_down: Row {
         what: "the client has a standby link; its first link goes down",
         program: CURL_16, timers: fast(), prepare: client_second_link,
-        when: When::During(1), change: client_loses_first_link, expect: under(2000),
+        when: When::During(1), change: client_loses_first_link, expect: under(1000),
     };
     curl_client_cut_30_s_shorter_than_the_linger: Row {
         what: "the client is unreachable 30 s (linger 60 s), then back",
@@ -371,12 +371,12 @@ fn run(name: &str, row: &Row) {
     let start: String = name.replace('_', "-").chars().take(20).collect();
     let tag = &format!("{}-{:04x}", start.trim_end_matches('-'), hash & 0xffff);
     let outages = match row.program {
-        Program::Engine => run_engine(tag, row),
+        Program::Engine => run_engine(name, tag, row),
         Program::Curl {
             size,
             rate,
             by_guid_too,
-        } => run_curl(tag, row, size, rate, by_guid_too),
+        } => run_curl(name, tag, row, size, rate, by_guid_too),
         Program::CFiles { size } => run_c_files(tag, row, size),
     };
     if let Expect::Outage { min, max } = row.expect {
@@ -426,7 +426,7 @@ fn changes<M>(
 }
 
 /// The engine rows: `nsbench` both ways; the outage of each change.
-fn run_engine(tag: &str, row: &Row) -> Vec<Duration> {
+fn run_engine(name: &str, tag: &str, row: &Row) -> Vec<Duration> {
     const BYTES: u64 = 64 * MIB;
     const RATE: u64 = 16 * MIB;
     let scenario = Scenario::without_server(tag, 0, row.timers);
@@ -488,7 +488,7 @@ fn run_engine(tag: &str, row: &Row) -> Vec<Duration> {
             "{tag}: the client should fail"
         );
         eprintln!(
-            "MOBILITY {tag}: {}: the server's program saw the reset {} ms after the cut, \
+            "MOBILITY {name}: {}: the server's program saw the reset {} ms after the cut, \
              bounds [{}, {}) ms",
             row.what,
             after.as_millis(),
@@ -503,6 +503,7 @@ fn run_engine(tag: &str, row: &Row) -> Vec<Duration> {
 
 /// The curl rows; the outage of each change (the worse download's).
 fn run_curl(
+    name: &str,
     tag: &str,
     row: &Row,
     size: u64,
@@ -584,7 +585,7 @@ fn run_curl(
             "{tag}: curl failed {failed_after:?} after the cut, before the linger"
         );
         eprintln!(
-            "MOBILITY {tag}: {}: curl {status} {} ms after the cut, bounds [{}, {}) ms",
+            "MOBILITY {name}: {}: curl {status} {} ms after the cut, bounds [{}, {}) ms",
             row.what,
             failed_after.as_millis(),
             not_before.as_millis(),
