@@ -733,8 +733,12 @@ fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
 
 // ------------------------------------------------------------------ the engine's transfer
 
-/// The `nsbench` example of this build, built once per test binary (`cargo test` of this
-/// crate alone does not build another package's examples). `NSBENCH=/path` overrides it.
+/// The `nsbench` example of this build. `cargo test` of the workspace (`tests/run.sh`) builds
+/// it; when it is missing or older than a source it is built from (`cargo test` of this crate
+/// alone builds no other package's examples), it is built here, once per test binary. Not
+/// always: `cargo build -p namesock --example nsbench` resolves features differently from
+/// `cargo test --workspace` and rebuilds part of the workspace each time (about 45 s here).
+/// `NSBENCH=/path` overrides it.
 fn nsbench() -> PathBuf {
     static NSBENCH: OnceLock<PathBuf> = OnceLock::new();
     NSBENCH
@@ -743,11 +747,26 @@ fn nsbench() -> PathBuf {
                 return path.into();
             }
             let dir = namesock_tests::build_dir();
+            let nsbench = dir.join("examples/nsbench");
+            let workspace = namesock_tests::workspace_dir();
+            let sources = [
+                "namesock/src",
+                "namesock/examples",
+                "identity/src",
+                "resolver/src",
+            ]
+            .iter()
+            .filter_map(|krate| newest(&workspace.join(krate)))
+            .max();
+            let built = nsbench.metadata().and_then(|m| m.modified()).ok();
+            if built.is_some_and(|built| sources.is_none_or(|source| built >= source)) {
+                return nsbench;
+            }
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
             build
                 .args(["build", "-q", "-p", "namesock", "--example", "nsbench"])
-                .current_dir(namesock_tests::workspace_dir());
+                .current_dir(&workspace);
             if dir.file_name().is_some_and(|n| n == "release") {
                 build.arg("--release");
             }
@@ -756,9 +775,28 @@ fn nsbench() -> PathBuf {
                 status.success(),
                 "cargo build of the nsbench example failed"
             );
-            dir.join("examples/nsbench")
+            nsbench
         })
         .clone()
+}
+
+/// The newest modification time of the `.rs` files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let kind = entry.file_type().ok()?;
+            if kind.is_dir() {
+                newest(&path)
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                entry.metadata().and_then(|m| m.modified()).ok()
+            } else {
+                None
+            }
+        })
+        .max()
 }
 
 /// The namesock environment of an `nsbench` process.
