@@ -1,21 +1,20 @@
-//! Helpers shared by the end-to-end tests: root checks, finding the built binaries, and the
-//! download scenarios of the mobility tests (on top of `namesock_cli::testbed`).
+//! Helpers shared by the end-to-end tests: skips that say so ([`skip`]), finding the built
+//! binaries, and the download scenarios of the mobility tests (on top of `namesock_cli::testbed`).
+
+pub mod skip;
+
+pub use skip::{require_release, require_root, require_tools, skip};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use namesock_cli::testbed::scenario::{
-    Download, Fetch, Outcome, Served, Timers, Tools, World, hex,
-};
+use namesock_cli::testbed::scenario::{Download, Fetch, Outcome, Served, Timers, Tools, World, hex};
 use namesock_cli::testbed::{Host, Process, Testbed, median};
 
-/// True when running as root; otherwise prints why `test` is skipped and returns false.
-pub fn require_root(test: &str) -> bool {
-    let root = namesock_cli::testbed::is_root();
-    if !root {
-        eprintln!("skipping {test}: needs root for network namespaces");
-    }
-    root
+/// True when network namespaces can be built here (root, `ip` and `nft`, as the test bed
+/// uses); otherwise reports `test` skipped.
+pub fn require_namespaces(test: &str) -> bool {
+    require_root(test) && require_tools(test, &["ip", "nft"])
 }
 
 /// Does the network namespace `name` exist?

@@ -149,7 +149,7 @@ fn identity_publish_register_resolve_on_the_file_store() {
 
 #[test]
 fn resolves_from_another_network_namespace() {
-    if !namesock_tests::require_root("resolves_from_another_network_namespace") {
+    if !namesock_tests::require_namespaces("resolves_from_another_network_namespace") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +175,13 @@ fn resolves_from_another_network_namespace() {
 
 #[test]
 fn publish_and_resolve_through_bind9() {
-    let named = bind9::Named::start();
+    let test = "publish_and_resolve_through_bind9";
+    let Some(named) = bind9::Named::start_or_skip(test, namesock_tests::skip) else {
+        return;
+    };
+    if !namesock_tests::require_tools(test, &["dig"]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli {
         gns: named.gns_url(),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use namesock_cli::testbed::{Host, Testbed};
-use namesock_tests::{namespace_exists, require_root};
+use namesock_tests::{namespace_exists, require_namespaces, require_tools};
 
 fn ping(from: &Host, to: IpAddr, count: u32) -> Option<u32> {
     let count_arg = count.to_string();
@@ -33,7 +33,8 @@ fn reachable(from: &Host, to: IpAddr) -> bool {
 
 #[test]
 fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
-    if !require_root("testbed") {
+    let test = "hosts_reach_each_other_move_lose_packets_and_clean_up";
+    if !require_namespaces(test) || !require_tools(test, &["ping"]) {
         return;
     }
     let bed = Testbed::for_scenario("bed").expect("test bed");
@@ -142,7 +143,7 @@ fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
 
 #[test]
 fn a_saved_bed_can_be_taken_over_and_removed() {
-    if !require_root("testbed") {
+    if !require_namespaces("a_saved_bed_can_be_taken_over_and_removed") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -166,7 +167,7 @@ fn a_saved_bed_can_be_taken_over_and_removed() {
 
 #[test]
 fn namesock_testbed_commands_build_move_and_remove_a_bed() {
-    if !require_root("namesock testbed") {
+    if !require_namespaces("namesock_testbed_commands_build_move_and_remove_a_bed") {
         return;
     }
     let namesock = namesock_tests::tools().namesock;
