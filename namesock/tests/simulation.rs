@@ -20,7 +20,6 @@ mod sim;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use namesock::endpoint::Refusal;
 use namesock::session::{Event, SessionConfig};
 use namesock::wire::ResetReason;
 use rand::rngs::StdRng;

@@ -8,7 +8,9 @@ pub use skip::{require_release, require_root, require_tools, skip};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use namesock_cli::testbed::scenario::{Download, Fetch, Outcome, Served, Timers, Tools, World, hex};
+use namesock_cli::testbed::scenario::{
+    Download, Fetch, Outcome, Served, Timers, Tools, World, hex,
+};
 use namesock_cli::testbed::{Host, Process, Testbed, median};
 
 /// True when network namespaces can be built here (root, `ip` and `nft`, as the test bed

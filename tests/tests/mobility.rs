@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use namesock::identity::Keypair;
+use namesock::wire::Frame;
 use namesock_cli::testbed::scenario::{Download, Fetch, Timers, ZONE, sha256_file};
 use namesock_cli::testbed::{Host, Process, Progress, Testbed, median, stalls};
-use namesock::wire::Frame;
 use namesock_resolver::{Gns, Target};
 use namesock_tests::{PORT, Scenario, require_namespaces, require_release, require_tools};
 

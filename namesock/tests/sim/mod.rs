@@ -290,14 +290,6 @@ pub struct World {
     /// Dials refused while the GNS record was stale (the server moved and had not
     /// republished yet).
     pub stale_refusals: u32,
-    /// Dials refused to an address the GNS no longer lists (it has a newer record).
-    pub outdated_refusals: u32,
-    /// Links cut during their handshake without the client hearing of it.
-    pub silent_handshake_cuts: u32,
-    /// Client paths cut without the client hearing of it while it was connecting.
-    pub silent_connect_cuts: u32,
-    /// Dials into a black hole while the client was connecting.
-    pub hung_connect_dials: u32,
     // The client.
     pm: Option<PathManager>,
     client_paths: HashMap<PathId, usize>,
@@ -360,10 +352,6 @@ impl World {
             sessions_created: 0,
             refusals: Vec::new(),
             stale_refusals: 0,
-            outdated_refusals: 0,
-            silent_handshake_cuts: 0,
-            silent_connect_cuts: 0,
-            hung_connect_dials: 0,
             pm: None,
             client_paths: HashMap::new(),
             scratch: vec![0; FrameReader::MIN_SCRATCH + 64 * 1024],
@@ -510,12 +498,6 @@ impl World {
                 end.close_at = Some(now + link.delay + ms(self.rng.gen_range(0..200)));
             }
         }
-        if link.c.open
-            && link.c.close_at.is_none()
-            && self.pm.as_ref().is_some_and(|pm| pm.is_connecting())
-        {
-            self.silent_connect_cuts += 1;
-        }
     }
 
     fn live_links(&self) -> Vec<usize> {
@@ -579,9 +561,6 @@ impl World {
         }
         if self.partitioned || (!served && !self.gone_refuses) {
             // A black hole: the SYN goes nowhere until TCP gives up.
-            if self.pm.as_ref().is_some_and(|pm| pm.is_connecting()) {
-                self.hung_connect_dials += 1;
-            }
             self.stats.hung_dials += 1;
             let d = &mut self.dials[i];
             d.hung = true;
@@ -592,8 +571,6 @@ impl World {
             self.stats.refused_dials += 1;
             if self.gns.1 != self.locators() {
                 self.stale_refusals += 1;
-            } else if !self.gns.1.contains(&remote) {
-                self.outdated_refusals += 1;
             }
             return fail(self, DialError::Refused);
         }
@@ -1248,9 +1225,6 @@ impl World {
             if self.links[l].cut_at.is_some_and(|t| t <= now) && !self.links[l].cut {
                 self.links[l].cut_at = None;
                 self.cut(l, 0.7);
-                if self.links[l].c.open && self.links[l].c.close_at.is_none() {
-                    self.silent_handshake_cuts += 1;
-                }
             }
             self.deliver(l, Side::Server);
             self.deliver(l, Side::Client);
