@@ -9,7 +9,7 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use namesock::identity::Keypair;
 use namesock::session::{Acceptor, Event, Session, SessionConfig};
-use namesock::wire::{Frame, PathId};
+use namesock::wire::{Frame, FrameReader, PathId};
 
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
@@ -18,9 +18,12 @@ struct Pair {
     now: Instant,
     client: Session,
     server: Session,
-    /// Encode and decode every frame (as the engine does) instead of passing it by value.
+    /// Frames through the production path (`transmit_into`, then `FrameReader` decoding in
+    /// place, as the engine does) instead of passed by value.
     codec: bool,
     wire: Vec<u8>,
+    scratch: Vec<u8>,
+    reader: FrameReader,
 }
 
 impl Pair {
@@ -43,6 +46,8 @@ impl Pair {
             server,
             codec,
             wire: Vec::with_capacity(128 * 1024),
+            scratch: vec![0; FrameReader::MIN_SCRATCH + 256 * 1024],
+            reader: FrameReader::new(),
         };
         pair.pump();
         assert!(matches!(
@@ -52,36 +57,60 @@ impl Pair {
         pair
     }
 
-    fn carry(&mut self, frame: Frame) -> Frame {
-        if !self.codec {
-            return frame;
-        }
-        self.wire.clear();
-        frame.encode(&mut self.wire);
-        match Frame::decode(&self.wire) {
-            Ok(Some((f, _))) => f,
-            other => panic!("codec round trip: {other:?}"),
-        }
-    }
-
     /// Frames both ways until quiet (bounded: a quiet pair stops at once).
     fn pump(&mut self) {
         for _ in 0..10_000 {
-            let mut moved = false;
-            while let Some(f) = self.client.poll_transmit(self.now, CPATH) {
-                let f = self.carry(f);
-                let _ = self.server.handle_frame(self.now, SPATH, f);
-                moved = true;
-            }
-            while let Some(f) = self.server.poll_transmit(self.now, SPATH) {
-                let f = self.carry(f);
-                let _ = self.client.handle_frame(self.now, CPATH, f);
-                moved = true;
-            }
+            let moved = if self.codec {
+                self.pump_wire()
+            } else {
+                self.pump_by_value()
+            };
             if !moved {
                 return;
             }
         }
+    }
+
+    fn pump_by_value(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(f) = self.client.poll_transmit(self.now, CPATH) {
+            let _ = self.server.handle_frame(self.now, SPATH, f);
+            moved = true;
+        }
+        while let Some(f) = self.server.poll_transmit(self.now, SPATH) {
+            let _ = self.client.handle_frame(self.now, CPATH, f);
+            moved = true;
+        }
+        moved
+    }
+
+    fn pump_wire(&mut self) -> bool {
+        let now = self.now;
+        self.wire.clear();
+        while self.wire.len() < 128 * 1024 && self.client.transmit_into(now, CPATH, &mut self.wire)
+        {
+        }
+        let to_server = !self.wire.is_empty();
+        let server = &mut self.server;
+        self.reader
+            .feed(&mut self.scratch, &self.wire, |f| {
+                let _ = server.handle_frame(now, SPATH, f);
+                true
+            })
+            .expect("codec round trip");
+        self.wire.clear();
+        while self.wire.len() < 128 * 1024 && self.server.transmit_into(now, SPATH, &mut self.wire)
+        {
+        }
+        let to_client = !self.wire.is_empty();
+        let client = &mut self.client;
+        self.reader
+            .feed(&mut self.scratch, &self.wire, |f| {
+                let _ = client.handle_frame(now, CPATH, f);
+                true
+            })
+            .expect("codec round trip");
+        to_server || to_client
     }
 
     /// Move `total` bytes from the client application to the server application.

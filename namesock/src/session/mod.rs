@@ -563,7 +563,9 @@ impl Session {
         self.after_input();
     }
 
-    /// The next frame to write on `path`; call while its socket has room, until `None`.
+    /// The next frame to write on `path`, by value (its payload copied out): a helper for
+    /// tests and benches that look at frames. Drivers use [`Session::transmit_into`].
+    #[doc(hidden)]
     pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
         let frame = self.next_outgoing(now, path)?;
         Some(frame.map_payload(|range| {
@@ -575,8 +577,9 @@ impl Session {
         }))
     }
 
-    /// [`Session::poll_transmit`], encoded straight onto `out` (a DATA payload goes from the
-    /// replay buffer to `out` in one copy). Returns whether there was a frame.
+    /// The next frame to write on `path`, encoded straight onto `out` (a DATA payload goes
+    /// from the replay buffer to `out` in one copy); call while the path's socket has room.
+    /// Returns whether there was a frame.
     pub fn transmit_into(&mut self, now: Instant, path: PathId, out: &mut Vec<u8>) -> bool {
         let Some(frame) = self.next_outgoing(now, path) else {
             return false;
