@@ -442,11 +442,15 @@ impl PathManager {
         self.process(now, local);
     }
 
-    /// Takes the session's events and reacts to those about paths and the connect.
-    pub fn process(&mut self, now: Instant, local: &[IpAddr]) {
+    /// Takes the session's events and reacts to those about paths and the connect. Returns
+    /// whether there were any (the driver then moves the program's bytes again).
+    pub fn process(&mut self, now: Instant, local: &[IpAddr]) -> bool {
+        let mut any = false;
         while let Some(ev) = self.session.poll_event() {
+            any = true;
             self.on_event(now, ev, local);
         }
+        any
     }
 
     fn on_event(&mut self, now: Instant, ev: Event, local: &[IpAddr]) {

@@ -204,9 +204,13 @@ impl Engine {
         }
     }
 
-    /// Carries out the path manager's actions. Returns whether there were any.
+    /// Carries out the path manager's actions. Returns whether there were any (or session
+    /// events).
     pub(super) fn client_actions(&mut self, key: ConnKey, now: Instant) -> bool {
-        let mut any = false;
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return false;
+        };
+        let mut any = client.pm.process(now, &self.local_addrs);
         loop {
             let local = &self.local_addrs;
             let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
