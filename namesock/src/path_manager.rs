@@ -469,7 +469,6 @@ impl PathManager {
                 self.actions.push_back(Action::Established { peer, remote });
                 self.ensure_standby(now, local);
             }
-            Event::Readable | Event::Writable => {}
             Event::PathDead(p) => {
                 debug!(path = p, "path dead (silence or protocol error)");
                 self.close_path(now, p);

@@ -76,8 +76,8 @@ impl AppSide {
     }
 
     /// Program -> session. Reads from the program only what the session has room for:
-    /// otherwise the socket's own buffers fill and the program blocks (and waits for
-    /// `Event::Writable`).
+    /// otherwise the socket's own buffers fill and the program blocks (until ACKs free
+    /// replay room and the engine pumps again).
     fn pump_in(&mut self, session: &mut Session, scratch: &mut [u8]) {
         while self.readable && !self.read_eof {
             let room = session.app_room().min(READ_CHUNK).min(scratch.len());

@@ -477,8 +477,6 @@ impl Engine {
                 }
                 // The rest concern a client, or nothing the engine must do.
                 Event::Established { .. }
-                | Event::Readable
-                | Event::Writable
                 | Event::NeedPath
                 | Event::PathSuspect(_)
                 | Event::Moved { .. } => {}

@@ -95,16 +95,14 @@ pub enum Role {
     Server,
 }
 
-/// What the engine must react to. Each kind is queued at most once at a time, except
-/// `PathDead`, which is bounded by the number of paths.
+/// What the driver must react to. Each kind is queued at most once at a time, except
+/// `PathDead`, which is bounded by the number of paths. (Bytes to read and room to write
+/// are not events: a driver moves the program's bytes whenever it handled input, and asks
+/// `app_readable` and `app_room`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Client: HELLO_ACK verified. Server: at once.
     Established { peer: PublicKey },
-    /// `app_read` has bytes, or EOF is due. Raised again only after `app_read` drained it.
-    Readable,
-    /// Replay space freed after `app_write` accepted less than offered.
-    Writable,
     /// Silence or a protocol error on this path: the engine closes it.
     PathDead(PathId),
     /// The path owes an answer and has been silent for a while (raised again, at doubling
@@ -154,7 +152,6 @@ pub struct Session {
     no_live_since: Option<Instant>,
     state: State,
     events: VecDeque<Event>,
-    readable_signalled: bool,
     /// Server: the latest announcement (a client passes MOVED on to its path manager, which
     /// keeps where the peer is).
     announced: Option<(u64, Vec<SocketAddr>)>,
@@ -210,7 +207,6 @@ impl Session {
             no_live_since: None,
             state: State::Open,
             events: VecDeque::new(),
-            readable_signalled: false,
             announced: None,
             confirmed: 0,
             ping_tokens: 0,
@@ -406,18 +402,10 @@ impl Session {
                 payload,
             } => {
                 self.send.on_ack(ack)?;
-                if self.recv.on_data(offset, payload.as_ref())? {
-                    self.signal_readable();
-                }
-                Ok(())
+                self.recv.on_data(offset, payload.as_ref())
             }
             Frame::Ack { ack } => self.send.on_ack(ack),
-            Frame::Fin { offset } => {
-                if self.recv.on_fin(offset)? {
-                    self.signal_readable();
-                }
-                Ok(())
-            }
+            Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);
                 Ok(())
@@ -773,8 +761,8 @@ impl Session {
         }
     }
 
-    /// Takes as much of `data` as the replay buffer has room for. After a short count,
-    /// wait for `Event::Writable`.
+    /// Takes as much of `data` as the replay buffer has room for. After a short count, room
+    /// comes back as the peer confirms bytes.
     pub fn app_write(&mut self, data: &[u8]) -> usize {
         if self.state != State::Open {
             return 0;
@@ -782,9 +770,8 @@ impl Session {
         self.send.write(data)
     }
 
-    /// How many bytes `app_write` would take now. 0 arms `Event::Writable`, like a short
-    /// write does.
-    pub fn app_room(&mut self) -> usize {
+    /// How many bytes `app_write` would take now.
+    pub fn app_room(&self) -> usize {
         if self.state != State::Open {
             return 0;
         }
@@ -814,9 +801,6 @@ impl Session {
     /// The application took the first `n` bytes of `app_readable`.
     pub fn app_consume(&mut self, n: usize) {
         self.recv.consume(n);
-        if self.recv.is_empty() {
-            self.readable_signalled = false;
-        }
         self.after_input();
     }
 
@@ -967,18 +951,8 @@ impl Session {
         }
     }
 
-    fn signal_readable(&mut self) {
-        if !self.readable_signalled {
-            self.readable_signalled = true;
-            self.events.push_back(Event::Readable);
-        }
-    }
-
     /// Bookkeeping after anything that may have moved the streams.
     fn after_input(&mut self) {
-        if self.send.take_writable() && !self.events.contains(&Event::Writable) {
-            self.events.push_back(Event::Writable);
-        }
         if self.state != State::Open || !self.send.is_done() || !self.recv.eof() {
             return;
         }

@@ -26,11 +26,11 @@ impl RecvStream {
         }
     }
 
-    /// Stores the new part of a DATA frame. Returns whether anything new arrived.
+    /// Stores the new part of a DATA frame (what it repeats is dropped).
     ///
     /// Every path is FIFO and a sender starts each path at a position the receiver already
     /// reached, so a gap can only come from a broken peer; so can data beyond the window.
-    pub(super) fn on_data(&mut self, offset: u64, payload: &[u8]) -> Result<bool, SessionError> {
+    pub(super) fn on_data(&mut self, offset: u64, payload: &[u8]) -> Result<(), SessionError> {
         let end = offset
             .checked_add(payload.len() as u64)
             .ok_or(SessionError::OffsetOverflow)?;
@@ -46,7 +46,7 @@ impl RecvStream {
             });
         }
         if end <= self.next {
-            return Ok(false);
+            return Ok(());
         }
         let limit = self.consumed + self.capacity as u64;
         if end > limit {
@@ -54,13 +54,13 @@ impl RecvStream {
         }
         copy::extend_deque(&mut self.buf, &payload[(self.next - offset) as usize..]);
         self.next = end;
-        Ok(true)
+        Ok(())
     }
 
-    /// The peer's stream ends at `offset`. Returns whether this is news.
-    pub(super) fn on_fin(&mut self, offset: u64) -> Result<bool, SessionError> {
+    /// The peer's stream ends at `offset` (repeating it is harmless).
+    pub(super) fn on_fin(&mut self, offset: u64) -> Result<(), SessionError> {
         match self.fin {
-            Some(fin) if fin == offset => Ok(false),
+            Some(fin) if fin == offset => Ok(()),
             Some(fin) => Err(SessionError::FinMoved { fin, offset }),
             None if offset < self.next => Err(SessionError::DataAfterFin {
                 offset: self.next,
@@ -72,7 +72,7 @@ impl RecvStream {
             }),
             None => {
                 self.fin = Some(offset);
-                Ok(true)
+                Ok(())
             }
         }
     }

@@ -37,8 +37,6 @@ pub(super) struct SendStream {
     peer_ack: u64,
     /// The peer's receive buffer; nothing is sent beyond `peer_ack + peer_window`.
     peer_window: u64,
-    /// `write` accepted less than offered; the application waits for `Writable`.
-    blocked: bool,
 }
 
 impl SendStream {
@@ -54,7 +52,6 @@ impl SendStream {
             known: 0,
             peer_ack: 0,
             peer_window: 0,
-            blocked: false,
         }
     }
 
@@ -62,18 +59,13 @@ impl SendStream {
         self.peer_window = u64::from(window);
     }
 
-    /// Room left in the replay buffer. Finding none counts as a refused write: `Writable`
-    /// follows when room appears.
-    pub(super) fn room(&mut self) -> usize {
-        let room = if self.fin {
+    /// Room left in the replay buffer (room appears as the peer confirms bytes).
+    pub(super) fn room(&self) -> usize {
+        if self.fin {
             0
         } else {
             self.capacity.saturating_sub(self.replay.len())
-        };
-        if room == 0 {
-            self.blocked = true;
         }
-        room
     }
 
     /// Accepts as much of `data` as the replay buffer has room for.
@@ -85,9 +77,6 @@ impl SendStream {
         let n = room.min(data.len());
         copy::extend_deque(&mut self.replay, &data[..n]);
         self.end += n as u64;
-        if n < data.len() {
-            self.blocked = true;
-        }
         n
     }
 
@@ -183,15 +172,6 @@ impl SendStream {
     /// Everything, FIN included, is at the peer.
     pub(super) fn is_done(&self) -> bool {
         self.fin && self.known >= self.limit()
-    }
-
-    /// True once, when the application was refused room and room has appeared since.
-    pub(super) fn take_writable(&mut self) -> bool {
-        if self.blocked && self.replay.len() < self.capacity {
-            self.blocked = false;
-            return true;
-        }
-        false
     }
 }
 
