@@ -1,6 +1,8 @@
 //! The engine: one background thread per process running a mio loop over every flow path,
-//! listener and application-side socket, a thin driver around the sans-IO
-//! [`Session`](crate::session::Session).
+//! listener and application-side socket, a thin driver around the sans-IO core: the
+//! [`Session`](crate::session::Session), the server's [`Endpoint`](crate::endpoint::Endpoint)
+//! and each client's [`PathManager`](crate::path_manager::PathManager). The rules below marked
+//! *(core)* are decided there, and tested in virtual time; the engine only carries them out.
 //!
 //! # How it works
 //!
@@ -33,16 +35,17 @@
 //! - **Flow paths** are TCP connections with `TCP_NODELAY`, `TCP_USER_TIMEOUT` (= path-dead
 //!   time) and keepalive; frames are written while the path's 128 KiB write buffer has room
 //!   and read into a buffer of at most one frame plus 64 KiB.
-//! - **Client dialing**: the first connect races the locators happy-eyeballs style (IPv6 and
+//! - **Client dialing** *(core: `PathManager`)*: the first connect races the locators happy-eyeballs style (IPv6 and
 //!   IPv4 interleaved, the next one 250 ms after the previous); a dead path (`NeedPath`) is
 //!   re-dialed at once to the MOVED and last-known locators together, and again every backoff
 //!   tick (25 ms doubling to 1 s; a dial still hanging after 0.9 s is started afresh) with a
-//!   fresh GNS resolve each time, until a path connects or the session's linger ends it. If every locator refused the TCP connect right after a
-//!   fresh resolve, connect fails with ECONNREFUSED; otherwise it retries (the peer may be
+//!   fresh GNS resolve each time, until a path connects or the session's linger ends it. If every locator refused
+//!   the TCP connect after a lookup that answered since the previous failed round, and no
+//!   dial of this connect ever connected, connect fails with ECONNREFUSED; otherwise it retries (the peer may be
 //!   moving) until the connect timeout: ETIMEDOUT, or EHOSTUNREACH/ENETUNREACH when that was
 //!   the last dial's error. A server's `RESET(PortRefused)` is ECONNREFUSED, a name with no
 //!   record [`ConnectError::UnknownName`].
-//! - **Mobility**: an rtnetlink socket (address and link groups) in the loop. A vanished local
+//! - **Mobility** *(core: `PathManager`, except noticing address changes)*: an rtnetlink socket (address and link groups) in the loop. A vanished local
 //!   address (or an interface going down) kills its paths at once; a new one restarts any
 //!   hanging dials. A server republishes its addresses off the loop on every change
 //!   (coalesced) and sends MOVED on its sessions; a client that gets MOVED while its path is
@@ -54,7 +57,7 @@
 //!   address vanished before a MOVED could be sent on it. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
-//! - **Server side**: the identity from the key file, an exclusive `flock` on `<key>.lock` (a
+//! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key file, an exclusive `flock` on `<key>.lock` (a
 //!   second listening process on the same key gets [`ServeError::KeyInUse`]), the engine port
 //!   on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
 //!   `Acceptor::accept_hello` -> delivery, any other port -> `RESET(PortRefused)`. RESUME:
