@@ -140,13 +140,15 @@ pub enum Step {
     Resume,
 }
 
-/// Classify an engine debug line (the messages of namesock/src/engine/event_loop.rs).
+/// Classify an engine debug line (the messages of namesock/src/engine and of the client's
+/// path manager, namesock/src/path_manager.rs).
 pub fn classify(line: &str) -> Option<Step> {
-    const DETECT: [&str; 5] = [
+    const DETECT: [&str; 6] = [
         "local addresses changed",
         "local address gone",
         "path dead",
         "path suspect",
+        "handshake unanswered",
         "no path left",
     ];
     const RESOLVE: [&str; 3] = [
