@@ -49,6 +49,21 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The variant's name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NotServing => "NotServing",
+            Refusal::PortNotServed { .. } => "PortNotServed",
+            Refusal::ConnIdInUse => "ConnIdInUse",
+            Refusal::Handshake(_) => "Handshake",
+            Refusal::UnknownSession => "UnknownSession",
+            Refusal::Resume(_) => "Resume",
+            Refusal::NotAFirstFrame { .. } => "NotAFirstFrame",
+            Refusal::TooManyUnattached => "TooManyUnattached",
+            Refusal::FirstFrameTimeout => "FirstFrameTimeout",
+        }
+    }
+
     /// The RESET the path gets before it closes, if any: the port refusal and a failed
     /// HELLO tell a client why its connect failed; an unknown RESUME tells it the session is
     /// gone. Anything else just loses its path.
@@ -116,6 +131,13 @@ impl Endpoint {
     /// Serve `port`: its sessions go to the program listening at `deliver_to`.
     pub fn serve(&mut self, port: u16, deliver_to: SocketAddr) {
         self.services.insert(port, deliver_to);
+    }
+
+    /// The served ports, in order.
+    pub fn served_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.services.keys().copied().collect();
+        ports.sort_unstable();
+        ports
     }
 
     pub fn unserve(&mut self, port: u16) {

@@ -3,6 +3,7 @@
 pub use namesock_identity as identity;
 pub mod api;
 pub mod config;
+pub mod control;
 mod copy;
 pub mod endpoint;
 pub mod engine;

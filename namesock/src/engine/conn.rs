@@ -33,6 +33,8 @@ pub struct ServerConn {
     pub session: Session,
     /// The paths attached to it (HELLO, then RESUMEs).
     pub paths: Vec<PathId>,
+    /// The service port the client asked for.
+    pub port: u16,
     /// The local address of the engine's connection to the program (its `accept` sees it).
     pub delivery: Option<SocketAddr>,
     /// Both directions finished and confirmed, or reset: nothing more to relay (the session

@@ -27,6 +27,7 @@ use super::conn::{Conn, Side};
 use super::netlink::{AddrChange, AddrMonitor};
 use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN};
 use super::server::Server;
+use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
 use super::{Command, Shared, sys};
 
 pub(super) const WAKER: Token = Token(0);
@@ -41,6 +42,8 @@ pub(super) enum Io {
     Path(PathId),
     App(ConnKey),
     Pending(u64),
+    /// A control connection being answered.
+    Control,
 }
 
 pub(crate) struct Engine {
@@ -82,6 +85,12 @@ pub(crate) struct Engine {
     /// Every read and relay goes through this one buffer (the loop is single-threaded), so
     /// an idle session holds no IO buffers.
     pub(super) scratch: Vec<u8>,
+    /// The control socket `namesock sessions` reads (none if it could not be made).
+    pub(super) control: Option<ControlServer>,
+    /// Refusals, by reason.
+    pub(super) counters: EngineCounters,
+    /// Addresses of recently closed paths (for the moves in a snapshot).
+    pub(super) recent_paths: RecentPaths,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -140,12 +149,20 @@ impl Engine {
                 None
             }
         };
+        let control = match ControlServer::open(poll.registry()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket: `namesock sessions` will not see this process");
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             deliveries: Default::default(),
             relay_v4: relay_v4.as_ref().and_then(|l| l.local_addr().ok()),
             relay_v6: relay_v6.as_ref().and_then(|l| l.local_addr().ok()),
             gns: Default::default(),
             local_guid: Default::default(),
+            control_path: control.as_ref().map(|c| c.path.clone()),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).
@@ -180,6 +197,9 @@ impl Engine {
             touched: Vec::new(),
             touched_all: false,
             scratch: vec![0; SCRATCH_LEN],
+            control,
+            counters: EngineCounters::default(),
+            recent_paths: RecentPaths::default(),
         };
         Ok((engine, waker, shared))
     }
@@ -218,6 +238,7 @@ impl Engine {
                         self.touched_all = true;
                         self.on_addr_change(now)
                     }
+                    CONTROL => self.accept_control(now),
                     t => {
                         self.touch_io(t);
                         self.on_io(t, ev, now)
@@ -293,7 +314,7 @@ impl Engine {
             },
             Some(Io::App(key)) => self.touched.push(*key),
             Some(Io::Pending(_)) => self.touched_all = true,
-            None => {}
+            Some(Io::Control) | None => {}
         }
     }
 
@@ -367,6 +388,7 @@ impl Engine {
                 let id = *id;
                 self.on_pending_app(id);
             }
+            Some(Io::Control) => self.on_control_writable(token),
             None => {}
         }
     }
@@ -436,6 +458,7 @@ impl Engine {
                         client.pm.frames_received(now, pid);
                     }
                     if let Some(e) = failed {
+                        self.counters.frame_refused(e.kind());
                         tracing::debug!(path = pid, error = %e, "session refused a frame: closing path");
                         self.close_path(pid, now);
                         return;
@@ -462,6 +485,7 @@ impl Engine {
                     return;
                 }
                 ReadOutcome::Malformed(e) => {
+                    self.counters.malformed(e.kind());
                     tracing::debug!(path = pid, error = %e, "malformed frame: closing path");
                     self.close_path(pid, now);
                     return;
@@ -495,6 +519,7 @@ impl Engine {
     /// Removes a path's socket from the loop and the tables, telling nobody.
     pub(super) fn drop_path(&mut self, pid: PathId) -> Option<FlowPath> {
         let mut fp = self.paths.remove(&pid)?;
+        self.recent_paths.push(pid, fp.local, fp.remote);
         self.io.remove(&fp.token);
         let _ = self.poll.registry().deregister(&mut fp.stream);
         Some(fp)
@@ -648,6 +673,7 @@ impl Engine {
         }
         self.expire_pending(now);
         for pid in self.endpoint.handle_timeout(now) {
+            self.counters.path_refused("FirstFrameTimeout");
             tracing::debug!(path = pid, "no HELLO or RESUME in time: path closed");
             self.drop_path(pid);
         }

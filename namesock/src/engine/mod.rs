@@ -74,6 +74,7 @@ mod netlink;
 mod path;
 mod relay;
 mod server;
+pub mod snapshot;
 pub(crate) mod sys;
 
 use std::collections::HashMap;
@@ -240,6 +241,8 @@ pub(crate) struct Shared {
     relay_v6: Option<SocketAddr>,
     gns: Mutex<Option<Arc<Gns>>>,
     local_guid: Mutex<Option<Guid>>,
+    /// The control socket (removed at exit).
+    control_path: Option<PathBuf>,
 }
 
 impl Shared {
@@ -364,6 +367,9 @@ extern "C" fn drain_at_exit() {
         if h.send(Command::Drain { reply }).is_ok() {
             let limit = h.cfg.linger().min(EXIT_DRAIN_MAX);
             let _ = rx.recv_timeout(limit);
+        }
+        if let Some(path) = &h.shared.control_path {
+            let _ = std::fs::remove_file(path);
         }
     });
 }

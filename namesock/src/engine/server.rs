@@ -52,6 +52,17 @@ fn refresh_delay(failures: u32) -> Duration {
     }
 }
 
+impl Server {
+    pub(super) fn guid(&self) -> namesock_identity::Guid {
+        self.key.guid()
+    }
+
+    /// The engine port flow paths arrive on.
+    pub(super) fn engine_port(&self) -> u16 {
+        self.port
+    }
+}
+
 impl Engine {
     pub(super) fn serve(
         &mut self,
@@ -253,6 +264,7 @@ impl Engine {
                 Ok((mut stream, remote)) => {
                     let pid = crate::path_manager::next_path_id();
                     if let Err(refusal) = self.endpoint.path_accepted(now, pid) {
+                        self.counters.path_refused(refusal.kind());
                         tracing::debug!(%remote, %refusal, "flow path refused");
                         continue;
                     }
@@ -325,6 +337,7 @@ impl Engine {
     /// closes it.
     fn refuse_path(&mut self, pid: PathId, refusal: &Refusal, now: Instant) {
         tracing::debug!(path = pid, %refusal, "path refused");
+        self.counters.path_refused(refusal.kind());
         let Some(reason) = refusal.reset_reason() else {
             self.drop_path(pid);
             return;
@@ -388,6 +401,7 @@ impl Engine {
         let server = ServerConn {
             session,
             paths: vec![pid],
+            port,
             delivery,
             closed: false,
         };

@@ -57,3 +57,20 @@ pub enum SessionError {
     #[error("stream offset overflows 64 bits")]
     OffsetOverflow,
 }
+
+impl SessionError {
+    /// The variant's name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::UnknownPath(_) => "UnknownPath",
+            SessionError::UnexpectedFrame { .. } => "UnexpectedFrame",
+            SessionError::Handshake(_) => "Handshake",
+            SessionError::AckBeyondSent { .. } => "AckBeyondSent",
+            SessionError::BeyondWindow { .. } => "BeyondWindow",
+            SessionError::Gap { .. } => "Gap",
+            SessionError::DataAfterFin { .. } => "DataAfterFin",
+            SessionError::FinMoved { .. } => "FinMoved",
+            SessionError::OffsetOverflow => "OffsetOverflow",
+        }
+    }
+}

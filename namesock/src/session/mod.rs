@@ -58,6 +58,8 @@ const MAX_PATHS: usize = 8;
 const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 /// Upper bound on how much the application may consume before an ACK goes out.
 const MAX_ACK_EVERY: u64 = 64 * 1024;
+/// A session remembers its last this many moves.
+pub const MAX_MOVES: usize = 8;
 
 /// Tunables of one session. The defaults suit interactive and bulk traffic alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,74 @@ pub struct Session {
     /// Client: the highest ACK/received value the server provably has (PONG or RESUME_ACK).
     confirmed: u64,
     ping_tokens: u64,
+    /// When the session was created.
+    created: Instant,
+    /// The last moves (the active path changed), oldest first, at most `MAX_MOVES`.
+    moves: VecDeque<Move>,
+    /// The active path that was lost with no live path left, and the last time it was heard:
+    /// the next path to become live is a move from it.
+    lost_active: Option<(PathId, Instant)>,
+}
+
+/// The active path changed to a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub from: PathId,
+    pub to: PathId,
+    /// When the new path carried its first frame (its handshake answer, or the RESUME).
+    pub at: Instant,
+    /// From the last frame heard on the old active path to the first frame on the new one.
+    pub outage: Duration,
+}
+
+/// Where a session stands, for people looking at it (`namesock sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Open, with a live path.
+    Live,
+    /// Open, with no live path: a client re-dials, a server waits for a RESUME.
+    Resuming,
+    /// Both directions finished; a server lingers for a late resume.
+    Closing,
+    /// Reset, or the server's linger ran out.
+    Closed,
+}
+
+/// One path as the session sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathStats {
+    pub id: PathId,
+    /// HELLO or RESUME sent, not yet answered.
+    pub handshaking: bool,
+    /// The path carrying the stream (the others are standby).
+    pub active: bool,
+    /// Owes an answer and has been silent past the suspicion delay.
+    pub suspect: bool,
+    /// Round-trip time of the latest answered PING.
+    pub rtt: Option<Duration>,
+    /// When a frame last arrived on it.
+    pub last_heard: Instant,
+}
+
+/// A read-only view of a session: what `namesock sessions` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    pub role: Role,
+    pub state: SessionState,
+    /// The key this end proves.
+    pub local_guid: Guid,
+    /// The peer's verified key (a client knows it once HELLO_ACK verified).
+    pub peer: Option<PublicKey>,
+    pub created: Instant,
+    /// The program's bytes sent to the peer at least once.
+    pub bytes_sent: u64,
+    /// The peer's bytes received.
+    pub bytes_received: u64,
+    /// Bytes in the replay buffer: written, not yet confirmed by the peer.
+    pub unacked: u64,
+    pub paths: Vec<PathStats>,
+    /// The last moves, oldest first.
+    pub moves: Vec<Move>,
 }
 
 impl fmt::Debug for Session {
@@ -190,6 +260,7 @@ impl Session {
         key: Arc<Keypair>,
         conn_id: ConnId,
         server_guid: Guid,
+        now: Instant,
     ) -> Session {
         Session {
             role,
@@ -210,6 +281,9 @@ impl Session {
             announced: None,
             confirmed: 0,
             ping_tokens: 0,
+            created: now,
+            moves: VecDeque::new(),
+            lost_active: None,
             cfg,
         }
     }
@@ -235,7 +309,7 @@ impl Session {
             signature: Signature([0; 64]),
         };
         hello.signature = key.sign(&auth::hello(&hello));
-        let mut s = Session::new(Role::Client, cfg, key, conn_id, target);
+        let mut s = Session::new(Role::Client, cfg, key, conn_id, target, now);
         s.hello = Some(hello);
         s.no_live_since = Some(now);
         s
@@ -250,7 +324,7 @@ impl Session {
         now: Instant,
     ) -> Session {
         let guid = key.guid();
-        let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid);
+        let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid, now);
         s.peer = Some(hello.client_key);
         s.send.set_peer_window(hello.window);
         let ack = s.hello_ack(hello);
@@ -314,6 +388,42 @@ impl Session {
     /// The peer's key: the client's from the start, the server's once HELLO_ACK verified.
     pub fn peer(&self) -> Option<PublicKey> {
         self.peer
+    }
+
+    /// What `namesock sessions` shows: a copy of the session's counters, its paths and its
+    /// last moves. Reads nothing but the session.
+    pub fn stats(&self) -> SessionStats {
+        let active = self.active();
+        let state = match self.state {
+            State::Open if active.is_some() => SessionState::Live,
+            State::Open => SessionState::Resuming,
+            State::Closed => SessionState::Closing,
+            State::Done | State::Reset => SessionState::Closed,
+        };
+        SessionStats {
+            role: self.role,
+            state,
+            local_guid: self.key.guid(),
+            peer: self.peer,
+            created: self.created,
+            bytes_sent: self.send.sent(),
+            bytes_received: self.recv.bytes(),
+            unacked: self.send.replay_len() as u64,
+            paths: self
+                .paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PathStats {
+                    id: p.id,
+                    handshaking: p.state == PathState::Handshaking,
+                    active: active == Some(i),
+                    suspect: p.suspicions > 0,
+                    rtt: p.rtt,
+                    last_heard: p.last_recv,
+                })
+                .collect(),
+            moves: self.moves.iter().copied().collect(),
+        }
     }
 
     /// Client: a new flow path is connected. Queues HELLO (not yet established) or RESUME.
@@ -880,8 +990,32 @@ impl Session {
         self.make_live(i);
     }
 
-    /// `i` becomes the active path: resend from what the peer confirmed.
+    /// `i` becomes the active path: resend from what the peer confirmed. If another path was
+    /// active (or the active one was lost since), that is a move.
     fn make_live(&mut self, i: usize) {
+        let old = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|&(j, p)| j != i && p.is_live())
+            .max_by_key(|(_, p)| p.live_seq)
+            .map(|(_, p)| (p.id, p.last_recv))
+            .or(self.lost_active.take());
+        // The path's first frame was just heard (or, on a server, it was just created).
+        let (to, now) = (self.paths[i].id, self.paths[i].last_recv);
+        if let Some((from, last_heard)) = old
+            && from != to
+        {
+            if self.moves.len() == MAX_MOVES {
+                self.moves.pop_front();
+            }
+            self.moves.push_back(Move {
+                from,
+                to,
+                at: now,
+                outage: now.saturating_duration_since(last_heard),
+            });
+        }
         self.live_seq += 1;
         let p = &mut self.paths[i];
         p.state = PathState::Live;
@@ -912,9 +1046,12 @@ impl Session {
             return false;
         };
         let was_active = self.active() == Some(i);
-        self.paths.remove(i);
+        let gone = self.paths.remove(i);
         if was_active {
             self.send.rewind();
+            if !self.paths.iter().any(Path::is_live) {
+                self.lost_active = Some((gone.id, gone.last_recv));
+            }
         }
         true
     }

@@ -112,6 +112,11 @@ impl RecvStream {
         self.consumed + u64::from(self.eof())
     }
 
+    /// The peer's bytes received so far (the FIN not counted).
+    pub(super) fn bytes(&self) -> u64 {
+        self.next
+    }
+
     /// What a RESUME/RESUME_ACK reports: received so far (plus the FIN).
     pub(super) fn received(&self) -> u64 {
         self.next + u64::from(self.fin.is_some())

@@ -164,7 +164,11 @@ impl SendStream {
         self.high = self.high.max(to);
     }
 
-    #[cfg(test)]
+    /// The program's bytes sent at least once (the FIN not counted).
+    pub(super) fn sent(&self) -> u64 {
+        self.high.min(self.end)
+    }
+
     pub(super) fn replay_len(&self) -> usize {
         self.replay.len()
     }

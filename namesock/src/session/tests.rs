@@ -674,3 +674,97 @@ fn a_slow_path_waits_three_round_trips_before_suspecting() {
     ));
     assert_eq!(pair.client.poll_timeout(), Some(sent_at + rtt * 3));
 }
+
+/// The client loses its path at `lost`, resumes on `cpath`/`spath` at `back`: both ends
+/// record one move with the outage from the last frame heard to the new path's first.
+#[test]
+fn a_move_after_a_lost_path_records_its_outage_on_both_ends() {
+    let mut pair = Pair::new(1, cfg());
+    let start = pair.now;
+    assert_eq!(pair.client.stats().moves, vec![]);
+    assert_eq!(pair.server.stats().moves, vec![]);
+    // Traffic at +1 s: the last frame heard on the old path.
+    pair.now = start + Duration::from_secs(1);
+    pair.still_works();
+    let lost = start + Duration::from_millis(1500);
+    pair.client.path_closed(lost, CPATH);
+    pair.server.path_closed(lost, SPATH);
+    assert_eq!(pair.client.stats().state, SessionState::Resuming);
+    assert_eq!(pair.server.stats().state, SessionState::Resuming);
+    // The new path answers at +1.8 s.
+    pair.now = start + Duration::from_millis(1800);
+    let resume = pair.open_resume(2);
+    pair.server.attach_resume(pair.now, &resume, 200);
+    pair.links = vec![(2, 200)];
+    pair.pump();
+    let expected = |from, to| Move {
+        from,
+        to,
+        at: start + Duration::from_millis(1800),
+        outage: Duration::from_millis(800),
+    };
+    assert_eq!(pair.client.stats().moves, vec![expected(CPATH, 2)]);
+    assert_eq!(pair.server.stats().moves, vec![expected(SPATH, 200)]);
+    let stats = pair.client.stats();
+    assert_eq!(stats.state, SessionState::Live);
+    assert_eq!(stats.paths.len(), 1);
+    assert!(stats.paths[0].active && !stats.paths[0].handshaking);
+    pair.still_works();
+}
+
+/// Make-before-break: the old path still carries frames when the new one answers, so the
+/// outage is only the time since the old path was last heard; the old one becomes standby.
+#[test]
+fn a_move_with_the_old_path_alive_has_a_short_outage_and_history_is_bounded() {
+    let mut pair = Pair::new(1, cfg());
+    let start = pair.now;
+    for k in 0..(MAX_MOVES as u32 + 3) {
+        pair.now = start + Duration::from_secs(u64::from(k) + 1);
+        pair.still_works();
+        let heard = pair.now;
+        pair.now += Duration::from_millis(5);
+        let (c, s) = (10 + k, 1000 + k);
+        let resume = pair.open_resume(c);
+        pair.server.attach_resume(pair.now, &resume, s);
+        pair.links.push((c, s));
+        pair.pump();
+        let last = *pair.client.stats().moves.last().unwrap();
+        assert_eq!(last.to, c);
+        assert_eq!(last.outage, pair.now - heard);
+        let stats = pair.client.stats();
+        let active: Vec<PathId> = stats
+            .paths
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(active, vec![c]);
+        // The replaced path goes (make-before-break), keeping the session's paths few.
+        let (oc, os) = pair.links.remove(0);
+        pair.client.path_closed(pair.now, oc);
+        pair.server.path_closed(pair.now, os);
+    }
+    let moves = pair.client.stats().moves;
+    assert_eq!(moves.len(), MAX_MOVES);
+    // Oldest first; the first three fell out.
+    assert_eq!(moves[0].to, 13);
+    assert_eq!(moves[MAX_MOVES - 1].to, 10 + MAX_MOVES as u32 + 2);
+    pair.still_works();
+}
+
+#[test]
+fn stats_count_the_programs_bytes_and_the_unconfirmed_ones() {
+    let mut pair = Pair::new(1, cfg());
+    assert_eq!(pair.client_to_server(&[7; 1000]).len(), 1000);
+    assert_eq!(pair.server_to_client(&[8; 300]).len(), 300);
+    let (c, s) = (pair.client.stats(), pair.server.stats());
+    assert_eq!((c.bytes_sent, c.bytes_received), (1000, 300));
+    assert_eq!((s.bytes_sent, s.bytes_received), (300, 1000));
+    assert_eq!(c.role, Role::Client);
+    assert_eq!(c.peer.map(|k| k.guid()), Some(s.local_guid));
+    assert_eq!(s.peer.map(|k| k.guid()), Some(c.local_guid));
+    // Written, not delivered: unconfirmed.
+    assert_eq!(pair.client.app_write(&[1; 500]), 500);
+    let c = pair.client.stats();
+    assert_eq!((c.bytes_sent, c.unacked), (1000, 500));
+}

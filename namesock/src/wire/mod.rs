@@ -235,3 +235,22 @@ pub enum DecodeError {
     #[error("{0} locators exceed the maximum of {MAX_LOCATORS}")]
     TooManyLocators(usize),
 }
+
+impl DecodeError {
+    /// The variant's name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::UnknownType(_) => "UnknownType",
+            DecodeError::TooLong { .. } => "TooLong",
+            DecodeError::Truncated(_) => "Truncated",
+            DecodeError::TrailingBytes(_) => "TrailingBytes",
+            DecodeError::BadMagic => "BadMagic",
+            DecodeError::UnsupportedVersion(_) => "UnsupportedVersion",
+            DecodeError::BadKey => "BadKey",
+            DecodeError::PayloadTooLarge(_) => "PayloadTooLarge",
+            DecodeError::UnknownResetReason(_) => "UnknownResetReason",
+            DecodeError::BadAddressFamily(_) => "BadAddressFamily",
+            DecodeError::TooManyLocators(_) => "TooManyLocators",
+        }
+    }
+}
