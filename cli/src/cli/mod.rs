@@ -6,6 +6,7 @@ use clap::{ArgMatches, Command};
 
 mod gns;
 mod run;
+mod sessions;
 mod testbed;
 
 /// A group of subcommands: what it offers, and how to run one of them.
@@ -23,6 +24,10 @@ const GROUPS: &[Group] = &[
     Group {
         commands: run::commands,
         dispatch: run::dispatch,
+    },
+    Group {
+        commands: sessions::commands,
+        dispatch: sessions::dispatch,
     },
     Group {
         commands: testbed::commands,

@@ -1,0 +1,319 @@
+//! `namesock sessions` and `namesock status`: what this user's engines are doing, read from
+//! their control sockets (`namesock::control`), like `wg show` and `ss`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use namesock::config::Config;
+use namesock::control::{self, ControlError, EngineSnapshot, Survey};
+use namesock::engine::snapshot::{Counters, PathSnapshot, SessionSnapshot};
+use namesock_identity::{KeyFileError, Keypair};
+use namesock_resolver::Gns;
+
+#[derive(Debug, thiserror::Error)]
+enum SessionsError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("namesock configuration: {0}")]
+    Config(#[from] namesock::config::ConfigError),
+    #[error("identity {path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyFileError,
+    },
+}
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        Command::new("sessions")
+            .about("Show this user's live sessions: peers, paths, RTTs, bytes and moves")
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print every engine's snapshot as JSON (for scripts)"),
+            )
+            .arg(
+                Arg::new("watch")
+                    .long("watch")
+                    .action(ArgAction::SetTrue)
+                    .help("Refresh every second until interrupted"),
+            )
+            .arg(
+                Arg::new("watch-count")
+                    .long("watch-count")
+                    .value_name("N")
+                    .value_parser(clap::value_parser!(u64).range(1..))
+                    .help("With --watch: stop after N refreshes"),
+            ),
+        Command::new("status")
+            .about("Show this identity, whether this user's engines serve (and which ports), and the GNS in use"),
+    ]
+}
+
+pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
+    let result = match name {
+        "sessions" => sessions(matches),
+        "status" => status(),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("namesock {name}: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Every engine of this user; no control directory at all means no engine ran.
+fn survey() -> Result<Survey, ControlError> {
+    match control::survey() {
+        Err(ControlError::NoDirectory { .. }) => Ok(Survey::default()),
+        other => other,
+    }
+}
+
+fn sessions(matches: &ArgMatches) -> Result<(), SessionsError> {
+    let json = matches.get_flag("json");
+    let watch = matches.get_flag("watch") || matches.contains_id("watch-count");
+    let count = matches.get_one::<u64>("watch-count").copied();
+    let mut round = 0u64;
+    loop {
+        let survey = survey()?;
+        for e in &survey.errors {
+            eprintln!("namesock sessions: {e}");
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&survey.engines)?);
+        } else {
+            if watch {
+                // Clear the screen like `watch` does, when on a terminal.
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    print!("\x1b[H\x1b[2J");
+                }
+            }
+            print!("{}", render(&survey.engines));
+        }
+        round += 1;
+        if !watch || count.is_some_and(|n| round >= n) {
+            return Ok(());
+        }
+        // Ctrl-C ends the process (the default SIGINT action): nothing to clean up.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+fn addr(a: Option<std::net::SocketAddr>) -> String {
+    a.map_or_else(|| "?".to_owned(), |a| a.to_string())
+}
+
+fn path_line(out: &mut String, p: &PathSnapshot) {
+    let state = serde_json::to_value(p.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "    path {}: {} -> {}  {state}",
+        p.id,
+        addr(p.local),
+        addr(p.remote)
+    );
+    if let Some(rtt) = p.rtt_ms {
+        let _ = write!(out, ", rtt {rtt} ms");
+    }
+    if let Some(heard) = p.last_heard_ms {
+        let _ = write!(out, ", heard {} ago", human_ms(heard));
+    }
+    out.push('\n');
+}
+
+fn session_block(out: &mut String, s: &SessionSnapshot) {
+    let role = match s.role {
+        namesock::engine::snapshot::RoleName::Client => "client",
+        namesock::engine::snapshot::RoleName::Server => "server",
+    };
+    let state = serde_json::to_value(s.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let peer = match (&s.peer_name, &s.peer_guid) {
+        (Some(n), Some(g)) => format!("{n} ({g})"),
+        (None, Some(g)) => g.clone(),
+        (Some(n), None) => format!("{n} (not yet verified)"),
+        (None, None) => "(handshaking)".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  session {} [{role}] peer {peer} port {}",
+        s.id, s.service_port
+    );
+    let _ = writeln!(
+        out,
+        "    state {state}, age {}, sent {}, received {}, unacknowledged {}",
+        human_ms(s.age_ms),
+        human_bytes(s.bytes_sent),
+        human_bytes(s.bytes_received),
+        human_bytes(s.unacked)
+    );
+    for p in &s.paths {
+        path_line(out, p);
+    }
+    for m in &s.moves {
+        let _ = writeln!(
+            out,
+            "    moved {} ago: path {} ({} -> {}) to path {} ({} -> {}), outage {}",
+            human_ms(m.ago_ms),
+            m.from_path,
+            addr(m.from_local),
+            addr(m.from_remote),
+            m.to_path,
+            addr(m.to_local),
+            addr(m.to_remote),
+            human_ms(m.outage_ms)
+        );
+    }
+}
+
+fn counters_line(out: &mut String, c: &Counters) {
+    let mut parts = Vec::new();
+    for (what, map) in [
+        ("paths refused", &c.paths_refused),
+        ("frames refused", &c.frames_refused),
+        ("malformed", &c.malformed),
+    ] {
+        if !map.is_empty() {
+            let list: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            parts.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "  refused: {}", parts.join("; "));
+    }
+}
+
+/// `wg show` style: one block per engine, one per session, indented path and move lines.
+fn render(engines: &[EngineSnapshot]) -> String {
+    let mut out = String::new();
+    if engines.is_empty() {
+        out.push_str("no namesock engine of this user is running\n");
+        return out;
+    }
+    for e in engines {
+        let _ = writeln!(out, "engine {}: {}", e.pid, e.command);
+        if let Some(s) = &e.server {
+            let name = s
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  serving as {}{name}, engine port {}, ports {}",
+                s.guid,
+                s.engine_port,
+                ports.join(", ")
+            );
+        }
+        if e.sessions.is_empty() {
+            out.push_str("  no sessions\n");
+        }
+        for s in &e.sessions {
+            session_block(&mut out, s);
+        }
+        counters_line(&mut out, &e.counters);
+    }
+    out
+}
+
+fn status() -> Result<(), SessionsError> {
+    let cfg = Config::load()?;
+    let key_path = cfg.key_path();
+    match Keypair::load(&key_path) {
+        Ok(key) => println!("identity: {} ({})", key.guid(), key_path.display()),
+        Err(KeyFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "identity: none at {} (a client gets a fresh key per process; `namesock keygen` makes one)",
+                key_path.display()
+            )
+        }
+        Err(source) => {
+            return Err(SessionsError::Key {
+                path: key_path,
+                source,
+            });
+        }
+    }
+    if let Some(name) = &cfg.name {
+        println!("name: {name}");
+    }
+    match Gns::from_env() {
+        Ok(gns) => println!("gns: {} (zone {})", gns.backend_description(), gns.zone()),
+        Err(e) => println!("gns: unusable: {e}"),
+    }
+    println!("control: {}", control::dir_path().display());
+    let survey = survey()?;
+    for e in &survey.errors {
+        eprintln!("namesock status: {e}");
+    }
+    let serving: Vec<&EngineSnapshot> = survey
+        .engines
+        .iter()
+        .filter(|e| e.server.is_some())
+        .collect();
+    println!(
+        "engines: {} running, {} serving",
+        survey.engines.len(),
+        serving.len()
+    );
+    for e in serving {
+        if let Some(s) = &e.server {
+            let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+            println!(
+                "  {} {}: serves {} as {}{} on engine port {}, {} sessions",
+                e.pid,
+                e.command,
+                ports.join(", "),
+                s.guid,
+                s.name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                s.engine_port,
+                e.sessions.len()
+            );
+        }
+    }
+    Ok(())
+}
