@@ -64,6 +64,11 @@
 //!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
 //!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
 //!   just loses its own path.
+//! - **`namesock sessions`**: a Unix control socket in this user's 0700 runtime directory
+//!   (`crate::control`), one more token in the loop; a connection from the same uid gets a
+//!   JSON snapshot of the engine's state at that moment (`snapshot`), and nothing is done
+//!   for it otherwise. Refused paths and frames are counted by reason where the driver
+//!   receives the refusal. The socket is removed at exit.
 //! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
 //!   to deliver their last bytes, as the kernel would for a plain socket.
 
