@@ -1,10 +1,11 @@
 //! The local control sockets: every engine answers `namesock sessions` on a Unix socket that
 //! only its own user can reach, and this module finds and reads them.
 //!
-//! The sockets live in `$XDG_RUNTIME_DIR/namesock/`, else `/tmp/namesock-<uid>/`, a directory
-//! created with mode 0700 and checked on every use (owned by this user, no access for group
-//! or others, not a symlink): anything else is refused. One socket per engine,
-//! `engine-<pid>.sock`. A connection gets one JSON [`EngineSnapshot`] and is closed; the
+//! The sockets live in `$XDG_RUNTIME_DIR/namesock/control/`, else
+//! `/tmp/namesock-<uid>/control/`, a directory created with mode 0700 and checked on every use
+//! (owned by this user, no access for group or others, not a symlink, in a runtime directory
+//! of this user that nobody else may write to): anything else is refused. One socket per
+//! engine, `engine-<pid>.sock`. A connection gets one JSON [`EngineSnapshot`] and is closed; the
 //! engine accepts connections only from its own uid (`SO_PEERCRED`). Nothing is exposed on
 //! the network.
 
@@ -31,7 +32,7 @@ pub enum ControlError {
     NotADirectory { dir: PathBuf },
     #[error("{dir} belongs to uid {owner}, not to this user (uid {uid}): refusing to use it")]
     WrongOwner { dir: PathBuf, owner: u32, uid: u32 },
-    #[error("{dir} has mode {mode:o}: group or others may use it, refusing (want 0700)")]
+    #[error("{dir} has mode {mode:o}: group or others may use it, refusing")]
     WrongMode { dir: PathBuf, mode: u32 },
     #[error("no namesock engine of this user is running (no {dir})")]
     NoDirectory { dir: PathBuf },
@@ -50,16 +51,24 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Where this user's engines put their control sockets (not checked, maybe absent).
-pub fn dir_path() -> PathBuf {
+/// This user's namesock runtime directory: `$XDG_RUNTIME_DIR/namesock`, else
+/// `/tmp/namesock-<uid>` (shared with the synthetic-address table and the default GNS store).
+pub fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(run) => Path::new(&run).join("namesock"),
         None => PathBuf::from(format!("/tmp/namesock-{}", euid())),
     }
 }
 
-/// Checks that `dir` is a real directory owned by this user with mode 0700 (or stricter).
-pub fn check_dir(dir: &Path) -> Result<(), ControlError> {
+/// Where this user's engines put their control sockets (not checked, maybe absent): the
+/// `control` directory in [`runtime_dir`].
+pub fn dir_path() -> PathBuf {
+    runtime_dir().join("control")
+}
+
+/// Checks that `dir` is a real directory (not a symlink) owned by this user, on which group
+/// and others have none of the `forbidden` mode bits.
+fn check_one(dir: &Path, forbidden: u32) -> Result<(), ControlError> {
     let meta = fs::symlink_metadata(dir).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             ControlError::NoDirectory {
@@ -86,7 +95,7 @@ pub fn check_dir(dir: &Path) -> Result<(), ControlError> {
         });
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    if mode & forbidden != 0 {
         return Err(ControlError::WrongMode {
             dir: dir.to_owned(),
             mode,
@@ -95,14 +104,36 @@ pub fn check_dir(dir: &Path) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// The control directory, created 0700 if missing, and checked.
+/// Checks the control directory `dir`: owned by this user with mode 0700 (or stricter), in
+/// a parent owned by this user that nobody else may write to (the runtime directory, which
+/// the default GNS store may have made 0755).
+pub fn check_dir(dir: &Path) -> Result<(), ControlError> {
+    if let Some(parent) = dir.parent() {
+        check_one(parent, 0o022)?;
+    }
+    check_one(dir, 0o077)
+}
+
+/// Creates `dir` with `mode` unless it exists.
+fn create(dir: &Path, mode: u32) -> Result<(), ControlError> {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(ControlError::Dir {
+            dir: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The control directory, created 0700 (and the runtime directory 0700) if missing, and
+/// checked.
 pub fn ensure_dir() -> Result<PathBuf, ControlError> {
     let dir = dir_path();
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(ControlError::Dir { dir, source }),
+    if let Some(parent) = dir.parent() {
+        create(parent, 0o700)?;
     }
+    create(&dir, 0o700)?;
     check_dir(&dir)?;
     Ok(dir)
 }
@@ -203,14 +234,25 @@ mod tests {
     fn a_directory_open_to_others_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("namesock");
+        let run = tmp.path().join("namesock");
+        let dir = run.join("control");
+        // The runtime directory may be 0755 (the default GNS store makes it so).
+        fs::DirBuilder::new().mode(0o755).create(&run).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
         fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
         check_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
         assert!(matches!(
             check_dir(&dir),
-            Err(ControlError::WrongMode { mode: 0o755, .. })
+            Err(ControlError::WrongMode { mode: 0o750, .. })
         ));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            check_dir(&dir),
+            Err(ControlError::WrongMode { mode: 0o777, .. })
+        ));
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(matches!(
@@ -218,7 +260,7 @@ mod tests {
             Err(ControlError::NotADirectory { .. })
         ));
         assert!(matches!(
-            check_dir(&tmp.path().join("absent")),
+            check_dir(&run.join("absent")),
             Err(ControlError::NoDirectory { .. })
         ));
     }

@@ -192,6 +192,63 @@ fn sessions_show_guids_bytes_paths_and_moves_and_only_to_their_user() {
         server_after.moves.last().map_or(0, |m| m.outage_ms)
     );
 
+    // Bytes that are no flow path, sent to the server's engine port: counted as malformed.
+    let probe = format!(
+        "import socket\ns = socket.create_connection(('{}', {}), timeout=5)\n\
+         s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\nwhile s.recv(4096): pass\n",
+        scenario.server.v4(),
+        serving.engine_port
+    );
+    let out = scenario
+        .client
+        .run(&["python3", "-c", &probe], secs(10))
+        .expect("probe the engine port");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut counters = None;
+    let counted = wait_for(secs(5), || {
+        let engines = snapshot(&scenario.server, &server_run);
+        let (e, _) = the_session(&engines, RoleName::Server);
+        let n: u64 = e.counters.malformed.values().sum();
+        counters = Some(e.counters);
+        n >= 1
+    });
+    assert!(counted, "no malformed frame counted: {counters:?}");
+
+    // `namesock status` as the server's user and identity.
+    let mut status = scenario.server.command(tools().namesock.as_os_str());
+    status
+        .arg("status")
+        .env("XDG_RUNTIME_DIR", &server_run)
+        .env(
+            "NAMESOCK_KEY",
+            scenario.world.path("keys").join("server.key"),
+        )
+        .env(
+            "NAMESOCK_GNS",
+            format!("file:{}", scenario.world.path("gns").display()),
+        )
+        .env_remove("NAMESOCK_LOG");
+    let out = status.output().expect("run namesock status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("SESSIONS server$ namesock status\n{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("identity: {}", serving.guid)),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 serving") && text.contains("serves 8000"),
+        "{text}"
+    );
+
     // What people see (README.md quotes this).
     for (host, run, who) in [
         (&scenario.server, &server_run, "server"),

@@ -317,3 +317,75 @@ fn status() -> Result<(), SessionsError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use namesock::engine::snapshot::{
+        MoveSnapshot, PathStateName, RoleName, ServerSnapshot, StateName,
+    };
+
+    #[test]
+    fn one_block_per_session_with_indented_paths_and_moves() {
+        let counters = Counters {
+            paths_refused: [("PortNotServed".to_owned(), 2)].into(),
+            ..Counters::default()
+        };
+        let engine = EngineSnapshot {
+            pid: 42,
+            uid: 1000,
+            command: "python3 -m http.server 8000".into(),
+            server: Some(ServerSnapshot {
+                guid: "g".repeat(32),
+                name: Some("web".into()),
+                engine_port: 9000,
+                ports: vec![8000],
+            }),
+            sessions: vec![SessionSnapshot {
+                id: 1,
+                role: RoleName::Server,
+                local_guid: "g".repeat(32),
+                peer_guid: Some("p".repeat(32)),
+                peer_name: None,
+                service_port: 8000,
+                state: StateName::Live,
+                age_ms: 65_000,
+                bytes_sent: 3 << 20,
+                bytes_received: 80,
+                unacked: 0,
+                paths: vec![PathSnapshot {
+                    id: 2,
+                    state: PathStateName::Active,
+                    local: Some("10.0.0.2:9000".parse().unwrap()),
+                    remote: Some("10.0.2.2:4000".parse().unwrap()),
+                    rtt_ms: Some(0.4),
+                    last_heard_ms: Some(5),
+                }],
+                moves: vec![MoveSnapshot {
+                    from_path: 1,
+                    to_path: 2,
+                    from_local: Some("10.0.0.2:9000".parse().unwrap()),
+                    from_remote: Some("10.0.1.2:4000".parse().unwrap()),
+                    to_local: Some("10.0.0.2:9000".parse().unwrap()),
+                    to_remote: Some("10.0.2.2:4000".parse().unwrap()),
+                    ago_ms: 2500,
+                    outage_ms: 120,
+                }],
+            }],
+            counters,
+        };
+        let expected = format!(
+            "engine 42: python3 -m http.server 8000\n\
+             \x20 serving as {g} (web), engine port 9000, ports 8000\n\
+             \x20 session 1 [server] peer {p} port 8000\n\
+             \x20   state live, age 1m05s, sent 3.00 MiB, received 80 B, unacknowledged 0 B\n\
+             \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago\n\
+             \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
+             \x20 refused: paths refused: PortNotServed 2\n",
+            g = "g".repeat(32),
+            p = "p".repeat(32)
+        );
+        assert_eq!(render(&[engine]), expected);
+        assert_eq!(render(&[]), "no namesock engine of this user is running\n");
+    }
+}

@@ -64,7 +64,7 @@
 //!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
 //!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
 //!   just loses its own path.
-//! - **`namesock sessions`**: a Unix control socket in this user's 0700 runtime directory
+//! - **`namesock sessions`**: a Unix control socket in a 0700 directory of this user
 //!   (`crate::control`), one more token in the loop; a connection from the same uid gets a
 //!   JSON snapshot of the engine's state at that moment (`snapshot`), and nothing is done
 //!   for it otherwise. Refused paths and frames are counted by reason where the driver
