@@ -203,7 +203,7 @@ pub struct PathStats {
     pub active: bool,
     /// Owes an answer and has been silent past the suspicion delay.
     pub suspect: bool,
-    /// Round-trip time of the latest answered PING.
+    /// Round-trip time of the latest answered PING, else (client) of the handshake.
     pub rtt: Option<Duration>,
     /// When a frame last arrived on it.
     pub last_heard: Instant,
@@ -418,7 +418,7 @@ impl Session {
                     handshaking: p.state == PathState::Handshaking,
                     active: active == Some(i),
                     suspect: p.suspicions > 0,
-                    rtt: p.rtt,
+                    rtt: p.rtt.or(p.handshake_rtt),
                     last_heard: p.last_recv,
                 })
                 .collect(),
@@ -1018,6 +1018,9 @@ impl Session {
         }
         self.live_seq += 1;
         let p = &mut self.paths[i];
+        if p.state == PathState::Handshaking {
+            p.handshake_rtt = Some(now.saturating_duration_since(p.opened));
+        }
         p.state = PathState::Live;
         p.live_seq = self.live_seq;
         p.moved_due = self.announced.is_some();

@@ -55,6 +55,11 @@ pub(super) struct Path {
     pub(super) probe_at: Option<Instant>,
     /// Round-trip time of the latest answered PING.
     pub(super) rtt: Option<Duration>,
+    /// When the path was created (a client's HELLO or RESUME goes out then).
+    pub(super) opened: Instant,
+    /// Client: from the HELLO or RESUME to its answer. Shown until a PING measured `rtt`
+    /// (a busy path never PINGs); timers go by `rtt` only.
+    pub(super) handshake_rtt: Option<Duration>,
 }
 
 impl Path {
@@ -77,6 +82,8 @@ impl Path {
             suspicions: 0,
             probe_at: None,
             rtt: None,
+            opened: now,
+            handshake_rtt: None,
         }
     }
 

@@ -709,6 +709,8 @@ fn a_move_after_a_lost_path_records_its_outage_on_both_ends() {
     assert_eq!(stats.state, SessionState::Live);
     assert_eq!(stats.paths.len(), 1);
     assert!(stats.paths[0].active && !stats.paths[0].handshaking);
+    // Answered at once in virtual time: the handshake's round trip.
+    assert_eq!(stats.paths[0].rtt, Some(Duration::ZERO));
     pair.still_works();
 }
 
@@ -767,4 +769,36 @@ fn stats_count_the_programs_bytes_and_the_unconfirmed_ones() {
     assert_eq!(pair.client.app_write(&[1; 500]), 500);
     let c = pair.client.stats();
     assert_eq!((c.bytes_sent, c.unacked), (1000, 500));
+}
+
+#[test]
+fn a_clients_path_shows_its_handshake_round_trip_until_a_ping_measures_one() {
+    let mut pair = Pair::new(1, cfg());
+    let resume = pair.open_resume(2);
+    pair.now += Duration::from_millis(30);
+    pair.server.attach_resume(pair.now, &resume, 200);
+    pair.links = vec![(2, 200)];
+    pair.pump();
+    let rtt = |s: &Session| {
+        s.stats()
+            .paths
+            .iter()
+            .find(|p| p.active)
+            .and_then(|p| p.rtt)
+    };
+    assert_eq!(rtt(&pair.client), Some(Duration::from_millis(30)));
+    // The server learns a round trip from a PING only.
+    assert_eq!(rtt(&pair.server), None);
+    let t = pair.now + cfg().keepalive_interval;
+    pair.server.handle_timeout(t);
+    let Some(ping @ Frame::Ping { .. }) = pair.server.poll_transmit(t, 200) else {
+        panic!("no PING");
+    };
+    let answered = t + Duration::from_millis(12);
+    pair.client.handle_frame(answered, 2, ping).unwrap();
+    let pong = pair.client.poll_transmit(answered, 2).expect("PONG");
+    pair.server
+        .handle_frame(answered + Duration::from_millis(12), 200, pong)
+        .unwrap();
+    assert_eq!(rtt(&pair.server), Some(Duration::from_millis(24)));
 }
