@@ -182,10 +182,14 @@ pub struct Survey {
 
 /// Reads every engine of this user. `Err`: the control directory is missing or unsafe.
 pub fn survey() -> Result<Survey, ControlError> {
-    let dir = dir_path();
-    check_dir(&dir)?;
-    let entries = fs::read_dir(&dir).map_err(|source| ControlError::Dir {
-        dir: dir.clone(),
+    survey_in(&dir_path())
+}
+
+/// Reads every engine whose socket is in the control directory `dir`.
+pub fn survey_in(dir: &Path) -> Result<Survey, ControlError> {
+    check_dir(dir)?;
+    let entries = fs::read_dir(dir).map_err(|source| ControlError::Dir {
+        dir: dir.to_owned(),
         source,
     })?;
     let mut sockets: Vec<(u32, PathBuf)> = entries
@@ -228,6 +232,38 @@ mod tests {
             socket_path(Path::new("/d"), 7),
             PathBuf::from("/d/engine-7.sock")
         );
+    }
+
+    #[test]
+    fn a_survey_reads_live_engines_and_removes_stale_sockets() {
+        use std::io::Write;
+        use std::os::unix::net::UnixListener;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("control");
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        // A process that died without removing its socket.
+        let stale = socket_path(&dir, 1);
+        drop(UnixListener::bind(&stale).unwrap());
+        // A live one, answering one snapshot.
+        let live = UnixListener::bind(socket_path(&dir, 2)).unwrap();
+        let answer = EngineSnapshot {
+            pid: 2,
+            uid: euid(),
+            command: "curl".into(),
+            server: None,
+            sessions: Vec::new(),
+            counters: Default::default(),
+        };
+        let json = serde_json::to_vec(&answer).unwrap();
+        let engine = std::thread::spawn(move || {
+            let (mut s, _) = live.accept().unwrap();
+            s.write_all(&json).unwrap();
+        });
+        let survey = survey_in(&dir).unwrap();
+        engine.join().unwrap();
+        assert_eq!(survey.engines, vec![answer]);
+        assert!(survey.errors.is_empty(), "{:?}", survey.errors);
+        assert!(!stale.exists(), "the stale socket is cleaned");
     }
 
     #[test]
