@@ -85,32 +85,29 @@ impl Pair {
     }
 
     fn pump_wire(&mut self) -> bool {
-        let now = self.now;
-        self.wire.clear();
-        while self.wire.len() < 128 * 1024 && self.client.transmit_into(now, CPATH, &mut self.wire)
-        {
-        }
-        let to_server = !self.wire.is_empty();
-        let server = &mut self.server;
-        self.reader
-            .feed(&mut self.scratch, &self.wire, |f| {
-                let _ = server.handle_frame(now, SPATH, f);
-                true
-            })
-            .expect("codec round trip");
-        self.wire.clear();
-        while self.wire.len() < 128 * 1024 && self.server.transmit_into(now, SPATH, &mut self.wire)
-        {
-        }
-        let to_client = !self.wire.is_empty();
-        let client = &mut self.client;
-        self.reader
-            .feed(&mut self.scratch, &self.wire, |f| {
-                let _ = client.handle_frame(now, CPATH, f);
-                true
-            })
-            .expect("codec round trip");
+        let to_server = self.carry(true);
+        let to_client = self.carry(false);
         to_server || to_client
+    }
+
+    /// One write buffer's worth of frames from one session to the other, encoded and decoded
+    /// as on a flow path. Returns whether there were any.
+    fn carry(&mut self, to_server: bool) -> bool {
+        let now = self.now;
+        let (from, from_path, to, to_path) = if to_server {
+            (&mut self.client, CPATH, &mut self.server, SPATH)
+        } else {
+            (&mut self.server, SPATH, &mut self.client, CPATH)
+        };
+        self.wire.clear();
+        while self.wire.len() < 128 * 1024 && from.transmit_into(now, from_path, &mut self.wire) {}
+        self.reader
+            .feed(&mut self.scratch, &self.wire, |f| {
+                let _ = to.handle_frame(now, to_path, f);
+                true
+            })
+            .expect("codec round trip");
+        !self.wire.is_empty()
     }
 
     /// Move `total` bytes from the client application to the server application.
