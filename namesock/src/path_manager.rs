@@ -83,6 +83,15 @@ pub enum ConnectFailure {
     Reset(ResetReason),
 }
 
+/// Where the lookup that may confirm a refusal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefusalLookup {
+    None,
+    /// A lookup asked before the refusal is in flight: ask again when it answers.
+    Wanted,
+    Asked,
+}
+
 /// What the driver must do for the path manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -150,11 +159,16 @@ pub struct PathManager {
     need_path: bool,
     resolving: bool,
     /// The latest failed dial's error, whether every dial of this round was refused, and
-    /// whether a lookup answered since the last round failed (refusals fail a connect only
-    /// then: the peer may have moved since its record was read, even the first one).
+    /// whether this round dials a record looked up after a round was refused. Refusals fail a
+    /// connect only then: a server that moved has not always republished when its record is
+    /// read, so a lookup must answer after the refusal, and the next round be refused too.
     last_error: Option<DialError>,
     round_refused: bool,
     round_resolved: bool,
+    /// The lookup asked because a round was refused.
+    refusal_lookup: RefusalLookup,
+    /// That lookup answered; the next round dials its record.
+    fresh_record: bool,
     /// A dial of this session connected once: the peer was there, so later refusals mean
     /// it is moving (the GNS may not know yet), not that nobody serves the name.
     ever_connected: bool,
@@ -198,6 +212,8 @@ impl PathManager {
             last_error: None,
             round_refused: true,
             round_resolved: false,
+            refusal_lookup: RefusalLookup::None,
+            fresh_record: false,
             ever_connected: false,
             standby_tried: HashSet::new(),
             last_round: None,
@@ -388,6 +404,18 @@ impl PathManager {
         local: &[IpAddr],
     ) {
         self.resolving = false;
+        match self.refusal_lookup {
+            RefusalLookup::Asked => {
+                self.refusal_lookup = RefusalLookup::None;
+                self.fresh_record = record.is_some();
+            }
+            // This answer was asked before the refusal: ask again.
+            RefusalLookup::Wanted => {
+                self.refusal_lookup = RefusalLookup::Asked;
+                self.resolve();
+            }
+            RefusalLookup::None => {}
+        }
         let Some((seq, locators)) = record else {
             return;
         };
@@ -402,7 +430,6 @@ impl PathManager {
         let newer = seq > self.peer.record_seq;
         self.peer.record_seq = seq;
         self.peer.record = locators.clone();
-        self.round_resolved = true;
         if self.need_path && !fresh.is_empty() {
             debug!(?fresh, "new locators from the GNS: dialing them now");
             for addr in fresh {
@@ -611,6 +638,7 @@ impl PathManager {
     fn start_round(&mut self, now: Instant, staggered: bool, local: &[IpAddr]) {
         let first = self.last_round.is_none();
         self.round_refused = true;
+        self.round_resolved = std::mem::take(&mut self.fresh_record);
         self.last_round = Some(now);
         self.dial_queue = self.candidates(local).into();
         self.next_dial = None;
@@ -691,8 +719,8 @@ impl PathManager {
         if !self.need_path || !self.dial_queue.is_empty() || !self.paths.is_empty() {
             return;
         }
-        // Every locator refused the TCP connection right after a fresh resolve: nobody
-        // listens there any more.
+        // Every locator refused the TCP connection, again after a lookup that answered after
+        // a refusal: nobody listens there any more.
         if self.is_connecting()
             && !self.ever_connected
             && self.round_refused
@@ -702,7 +730,13 @@ impl PathManager {
             self.fail(ConnectFailure::Refused);
             return;
         }
-        self.round_resolved = false;
+        if self.round_refused && self.refusal_lookup == RefusalLookup::None {
+            self.refusal_lookup = if self.resolving {
+                RefusalLookup::Wanted
+            } else {
+                RefusalLookup::Asked
+            };
+        }
         // A failed round is retried after the backoff at the latest.
         let retry = now + self.backoff;
         if self.next_dial.is_none_or(|t| t > retry) {

@@ -603,3 +603,18 @@ fn regression_6_refused_by_a_peer_that_is_moving() {
         &[50],
     );
 }
+
+/// Regression 7 (PathManager), found by this simulation and fixed in the core: the client
+/// moved while connecting; the lookup it had asked before re-dialing answered with the
+/// server's record just before the server moved and republished; the re-dial was refused and
+/// the connect failed `Refused`, 46 ms after the new record was in the GNS. A refusal now
+/// fails a connect only when the next round, dialing a record looked up after the refusal, is
+/// refused too.
+#[test]
+fn regression_7_refused_while_the_server_republishes() {
+    regression(
+        "sim_mobility_while_connecting",
+        mobility_while_connecting,
+        &[5717],
+    );
+}

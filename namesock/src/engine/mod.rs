@@ -40,8 +40,9 @@
 //!   re-dialed at once to the MOVED and last-known locators together, and again every backoff
 //!   tick (25 ms doubling to 1 s; a dial still hanging after 0.9 s is started afresh) with a
 //!   fresh GNS resolve each time, until a path connects or the session's linger ends it. If every locator refused
-//!   the TCP connect after a lookup that answered since the previous failed round, and no
-//!   dial of this connect ever connected, connect fails with ECONNREFUSED; otherwise it retries (the peer may be
+//!   the TCP connect, and refused again in the next round, which dials a record looked up
+//!   after the first refusal, and no dial of this connect ever connected, connect fails with
+//!   ECONNREFUSED; otherwise it retries (the peer may be
 //!   moving) until the connect timeout: ETIMEDOUT, or EHOSTUNREACH/ENETUNREACH when that was
 //!   the last dial's error. A server's `RESET(PortRefused)` is ECONNREFUSED, a name with no
 //!   record [`ConnectError::UnknownName`].
