@@ -607,7 +607,7 @@ impl Engine {
             if c.is_closed() || c.session().is_finished() {
                 return false;
             }
-            a.read_eof() || a.backlog() > 0
+            a.read_eof() || a.has_backlog()
         })
     }
 

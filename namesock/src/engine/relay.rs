@@ -53,9 +53,10 @@ impl AppSide {
         self.read_eof
     }
 
-    /// Bytes of the program that the session has not taken yet (still in the socket).
-    pub fn backlog(&self) -> usize {
-        sys::unread(self.stream.as_raw_fd()).unwrap_or(0)
+    /// Bytes of the program that the session has not taken yet (still in the socket), or
+    /// its end of stream not yet seen (a full replay buffer stops the reads before it).
+    pub fn has_backlog(&self) -> bool {
+        sys::has_input(self.stream.as_raw_fd())
     }
 
     /// The peer's FIN reached the program's socket, and with it every byte before it.

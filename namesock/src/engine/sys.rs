@@ -287,12 +287,21 @@ pub fn socket_domain(fd: RawFd) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
-/// Bytes waiting to be read on a socket.
-pub fn unread(fd: RawFd) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to `n`, which outlives the call.
-    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
-    Ok(n.max(0) as usize)
+/// Whether a read on a socket would return something now: bytes, or the end of the stream
+/// (which FIONREAD does not count: it says 0 for a socket whose peer closed).
+pub fn has_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, which outlives the call; MSG_PEEK
+    // leaves the socket's queue as it is, MSG_DONTWAIT keeps the call from blocking.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
 }
 
 pub fn get_fl(fd: RawFd) -> io::Result<libc::c_int> {
