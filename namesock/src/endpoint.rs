@@ -3,9 +3,10 @@
 //! Like quinn-proto's `Endpoint`: it keeps the connection-ID table, the served ports and the
 //! paths that have not yet said what they are for, and turns a path's first frame into a
 //! decision: a new session (a verified HELLO for a served port), a path attached to a live
-//! session (a verified RESUME), or a refusal with a typed reason (and, for some, the RESET
-//! the path gets before it is closed). It also numbers the engine's sessions. Nothing here
-//! touches a socket, a thread or a clock.
+//! session (a RESUME that opened with the session's keys), or a refusal with a typed reason
+//! (and, for some, the signed REFUSE the path gets before it is closed). It also numbers the
+//! engine's sessions and bounds those whose client has not yet proved it holds the keys.
+//! Nothing here touches a socket, a thread or a clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use namesock_identity::Keypair;
 
 use crate::session::{Acceptor, HandshakeError, ResumeError, Session, SessionConfig};
-use crate::wire::{ConnId, Frame, FrameRef, PathId, ResetReason};
+use crate::wire::{ConnId, Frame, FrameRef, PathId, Refuse, ResetReason};
 
 /// A session's number in one engine (clients and servers alike).
 pub type ConnKey = u64;
@@ -24,6 +25,9 @@ pub type ConnKey = u64;
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on server paths that have not yet presented HELLO/RESUME.
 pub const MAX_UNATTACHED: usize = 256;
+/// Bound on server sessions whose client has not yet proved it holds the keys (each ends
+/// after `session::PROOF_TIMEOUT` at most): replayed HELLOs cannot pile up.
+pub const MAX_UNPROVEN: usize = 256;
 
 /// Why an arriving path was turned away. The live sessions are untouched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +50,8 @@ pub enum Refusal {
     TooManyUnattached,
     #[error("no HELLO or RESUME within the first-frame timeout")]
     FirstFrameTimeout,
+    #[error("too many sessions wait for their client to prove it holds the keys")]
+    TooManyUnproven,
 }
 
 impl Refusal {
@@ -61,20 +67,27 @@ impl Refusal {
             Refusal::NotAFirstFrame { .. } => "NotAFirstFrame",
             Refusal::TooManyUnattached => "TooManyUnattached",
             Refusal::FirstFrameTimeout => "FirstFrameTimeout",
+            Refusal::TooManyUnproven => "TooManyUnproven",
         }
     }
 
-    /// The RESET the path gets before it closes, if any: the port refusal and a failed
-    /// HELLO tell a client why its connect failed; an unknown RESUME tells it the session is
-    /// gone. Anything else just loses its path.
-    pub fn reset_reason(&self) -> Option<ResetReason> {
+    /// The reason a signed REFUSE gives, if the path gets one: the port refusal tells a
+    /// client why its connect failed, an unknown RESUME that its session is gone. Anything
+    /// else (a bad HELLO or RESUME may come from anyone) just loses its path.
+    pub fn refuse_reason(&self) -> Option<ResetReason> {
         match self {
             Refusal::PortNotServed { .. } => Some(ResetReason::PortRefused),
-            Refusal::Handshake(_) => Some(ResetReason::AuthFailed),
             Refusal::UnknownSession => Some(ResetReason::LingerExpired),
             _ => None,
         }
     }
+}
+
+/// A path's first frame, refused: why, and the signed answer the path gets, if any.
+#[derive(Debug)]
+pub struct Refused {
+    pub why: Refusal,
+    pub answer: Option<Refuse>,
 }
 
 /// A path's first frame, accepted.
@@ -82,15 +95,14 @@ impl Refusal {
 pub enum Incoming {
     /// A verified HELLO: a new server session (its `peer()` is the client's key) with
     /// HELLO_ACK queued on the path, to be delivered to the program listening at
-    /// `deliver_to`.
+    /// `deliver_to` once it reports `Event::Established` (the client proved the keys).
     New {
         key: ConnKey,
         session: Box<Session>,
         port: u16,
         deliver_to: SocketAddr,
     },
-    /// A verified RESUME attached to the live session `key` (RESUME_ACK queued), or the
-    /// HELLO that created it, repeated before the client was heard (HELLO_ACK queued again).
+    /// A verified RESUME attached to the live session `key` (RESUME_ACK queued).
     Resumed { key: ConnKey },
 }
 
@@ -105,6 +117,8 @@ pub struct Endpoint {
     /// them still are).
     unattached: VecDeque<(Instant, PathId)>,
     unattached_set: HashSet<PathId>,
+    /// Server sessions whose client has not yet proved it holds the keys.
+    unproven: HashSet<ConnKey>,
     next_key: ConnKey,
 }
 
@@ -171,8 +185,31 @@ impl Endpoint {
         path: PathId,
         frame: FrameRef<'_>,
         session: impl FnOnce(ConnKey) -> Option<&'s mut Session>,
-    ) -> Result<Incoming, Refusal> {
+    ) -> Result<Incoming, Refused> {
         self.path_gone(path);
+        let conn_id = match &frame {
+            Frame::Hello(h) => Some(h.conn_id),
+            Frame::Resume(r) => Some(r.conn_id),
+            _ => None,
+        };
+        self.route(now, path, &frame, session).map_err(|why| {
+            let answer = match (why.refuse_reason(), &self.acceptor, conn_id) {
+                (Some(reason), Some(acceptor), Some(id)) => {
+                    Some(acceptor.refuse(&frame, id, reason))
+                }
+                _ => None,
+            };
+            Refused { why, answer }
+        })
+    }
+
+    fn route<'s>(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        frame: &FrameRef<'_>,
+        session: impl FnOnce(ConnKey) -> Option<&'s mut Session>,
+    ) -> Result<Incoming, Refusal> {
         match frame {
             Frame::Hello(hello) => {
                 let acceptor = self.acceptor.as_ref().ok_or(Refusal::NotServing)?;
@@ -180,17 +217,18 @@ impl Endpoint {
                     .services
                     .get(&hello.port)
                     .ok_or(Refusal::PortNotServed { port: hello.port })?;
-                if let Some(&key) = self.by_conn_id.get(&hello.conn_id) {
-                    // The same HELLO again, its HELLO_ACK lost with its path: the path
-                    // joins the session it created. Any other HELLO with this ID is refused.
-                    let s = session(key).ok_or(Refusal::ConnIdInUse)?;
-                    s.accept_repeated_hello(now, &hello, path)
-                        .map_err(|_| Refusal::ConnIdInUse)?;
-                    return Ok(Incoming::Resumed { key });
+                // A HELLO is answered once: the same one again (a replay, or a client's
+                // parallel dial) would give a second path the same keys.
+                if self.by_conn_id.contains_key(&hello.conn_id) {
+                    return Err(Refusal::ConnIdInUse);
                 }
-                let session = acceptor.accept_hello(now, &hello, path)?;
+                if self.unproven.len() >= MAX_UNPROVEN {
+                    return Err(Refusal::TooManyUnproven);
+                }
+                let session = acceptor.accept_hello(now, hello, path)?;
                 let key = self.new_key();
                 self.by_conn_id.insert(hello.conn_id, key);
+                self.unproven.insert(key);
                 Ok(Incoming::New {
                     key,
                     session: Box::new(session),
@@ -204,8 +242,11 @@ impl Endpoint {
                     .get(&resume.conn_id)
                     .ok_or(Refusal::UnknownSession)?;
                 let s = session(key).ok_or(Refusal::UnknownSession)?;
-                s.verify_resume(&resume)?;
-                s.attach_resume(now, &resume, path);
+                s.verify_resume(resume)?;
+                s.attach_resume(now, resume, path);
+                if s.is_proven() {
+                    self.unproven.remove(&key);
+                }
                 Ok(Incoming::Resumed { key })
             }
             other => Err(Refusal::NotAFirstFrame {
@@ -214,9 +255,16 @@ impl Endpoint {
         }
     }
 
+    /// A server session's client proved it holds the keys (`Event::Established`).
+    pub fn session_proven(&mut self, key: ConnKey) {
+        self.unproven.remove(&key);
+    }
+
     /// A server session is gone: its connection ID no longer routes.
     pub fn session_ended(&mut self, conn_id: &ConnId) {
-        self.by_conn_id.remove(conn_id);
+        if let Some(key) = self.by_conn_id.remove(conn_id) {
+            self.unproven.remove(&key);
+        }
     }
 
     /// Server sessions that RESUME can reach.

@@ -153,7 +153,6 @@ impl Engine {
             rec.guid,
             req.port,
             conn_id,
-            rand::random(),
             now,
         );
         let peer_name = match &req.target {

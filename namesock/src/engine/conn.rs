@@ -35,6 +35,9 @@ pub struct ServerConn {
     pub paths: Vec<PathId>,
     /// The service port the client asked for.
     pub port: u16,
+    /// Where the program serving `port` listens: the session goes there once the client
+    /// proved it holds the keys.
+    pub deliver_to: SocketAddr,
     /// The local address of the engine's connection to the program (its `accept` sees it).
     pub delivery: Option<SocketAddr>,
     /// Both directions finished and confirmed, or reset: nothing more to relay (the session

@@ -445,7 +445,7 @@ impl Engine {
                     let mut got_frame = false;
                     let outcome = fp.read_frames(&mut self.scratch, |frame| {
                         got_frame = true;
-                        match session.handle_frame(now, pid, frame) {
+                        match session.handle_record(now, pid, frame) {
                             Ok(()) => true,
                             Err(e) => {
                                 failed = Some(e);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use mio::Token;
 use mio::net::TcpStream;
 
-use crate::wire::{DecodeError, Frame, FrameReader, FrameRef, MAX_FRAME, Step};
+use crate::wire::{DecodeError, FrameReader, MAX_FRAME, Record, Step};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
@@ -70,7 +70,8 @@ impl FlowPath {
     }
 
     /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
-    /// complete frame (decoded in place) to `on_frame` until it returns `false`.
+    /// complete record (decoded in place; a SEALED one still encrypted, for the session to
+    /// open in place) to `on_frame` until it returns `false`.
     ///
     /// The framing is the path's [`FrameReader`]: a byte is copied again only when it belongs
     /// to a frame cut by a read, and what is left when the socket runs dry (at most one partial
@@ -78,7 +79,7 @@ impl FlowPath {
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
-        mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(Record<'_>) -> bool,
     ) -> ReadOutcome {
         debug_assert!(scratch.len() >= SCRATCH_LEN);
         let mut round = self.rbuf.round(scratch);
@@ -101,10 +102,6 @@ impl FlowPath {
     /// Room for another frame?
     pub fn has_room(&self) -> bool {
         self.wbuf.len() - self.wpos < WRITE_HIGH
-    }
-
-    pub fn queue(&mut self, frame: &Frame) {
-        frame.encode(self.write_buf());
     }
 
     /// The buffer to append encoded frames to (what `flush` writes).

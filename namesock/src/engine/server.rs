@@ -15,9 +15,9 @@ use mio::net::{TcpListener, TcpStream};
 use namesock_identity::Keypair;
 use namesock_resolver::{GnsError, Record};
 
-use crate::endpoint::{ConnKey, Incoming, Refusal};
+use crate::endpoint::{ConnKey, Incoming, Refusal, Refused};
 use crate::session::{Event, Session};
-use crate::wire::{Frame, PathId};
+use crate::wire::{self, DecodeError, Frame, PathId, VERSION, VERSION_1_REFUSAL};
 
 use super::conn::{Conn, ServerConn, Side};
 use super::event_loop::{Engine, Io, LISTENER};
@@ -308,15 +308,25 @@ impl Engine {
         };
         let (endpoint, conns) = (&mut self.endpoint, &mut self.conns);
         let mut routed = None;
-        let outcome = fp.read_frames(&mut self.scratch, |frame| {
-            routed = Some(endpoint.first_frame(now, pid, frame, |key| {
-                conns
-                    .get_mut(&key)
-                    .and_then(Conn::server)
-                    .map(|s| &mut s.session)
-            }));
+        let outcome = fp.read_frames(&mut self.scratch, |record| {
+            routed = Some(match record {
+                wire::Record::Clear(frame) => endpoint.first_frame(now, pid, frame, |key| {
+                    conns
+                        .get_mut(&key)
+                        .and_then(Conn::server)
+                        .map(|s| &mut s.session)
+                }),
+                wire::Record::Sealed(_) => Err(Refused {
+                    why: Refusal::NotAFirstFrame { frame: "SEALED" },
+                    answer: None,
+                }),
+            });
             false
         });
+        if let ReadOutcome::Malformed(DecodeError::UnsupportedVersion(version)) = outcome {
+            self.refuse_old_version(pid, version, now);
+            return (outcome, true);
+        }
         let Some(routed) = routed else {
             return (outcome, false);
         };
@@ -328,36 +338,57 @@ impl Engine {
                 deliver_to,
             }) => self.accepted(pid, key, *session, port, deliver_to),
             Ok(Incoming::Resumed { key }) => self.resumed(pid, key),
-            Err(refusal) => self.refuse_path(pid, &refusal, now),
+            Err(refused) => self.refuse_path(pid, refused, now),
         }
         (outcome, true)
     }
 
-    /// Sends the refusal's RESET, if it has one, on a path that carries no session, then
-    /// closes it.
-    fn refuse_path(&mut self, pid: PathId, refusal: &Refusal, now: Instant) {
-        tracing::debug!(path = pid, %refusal, "path refused");
-        self.counters.path_refused(refusal.kind());
-        let Some(reason) = refusal.reset_reason() else {
+    /// Sends the refusal's signed REFUSE, if it has one, on a path that carries no session,
+    /// then closes it.
+    fn refuse_path(&mut self, pid: PathId, refused: Refused, now: Instant) {
+        tracing::debug!(path = pid, refusal = %refused.why, "path refused");
+        self.counters.path_refused(refused.why.kind());
+        let Some(answer) = refused.answer else {
             self.drop_path(pid);
             return;
         };
+        self.send_and_close(pid, |out| Frame::<Vec<u8>>::Refuse(answer).encode(out), now);
+    }
+
+    /// A client speaking another protocol version (its HELLO or RESUME says so): refused
+    /// with the version-1 RESET(Protocol) such a client understands, and a log line here.
+    fn refuse_old_version(&mut self, pid: PathId, version: u8, now: Instant) {
+        let remote = self.paths.get(&pid).map(|fp| fp.remote);
+        tracing::warn!(
+            path = pid,
+            ?remote,
+            version,
+            "refused a peer speaking namesock protocol version {version}: this engine speaks \
+             version {VERSION} only (encrypted); upgrade the peer"
+        );
+        self.counters.path_refused("UnsupportedVersion");
+        self.send_and_close(pid, |out| out.extend_from_slice(&VERSION_1_REFUSAL), now);
+    }
+
+    /// Writes `bytes` on a path that carries no session, then closes it.
+    fn send_and_close(&mut self, pid: PathId, bytes: impl FnOnce(&mut Vec<u8>), now: Instant) {
         let Some(fp) = self.paths.get_mut(&pid) else {
             return;
         };
-        fp.queue(&Frame::Reset { reason });
+        bytes(fp.write_buf());
         fp.state = PathState::Closing;
         if fp.flush().is_err() || fp.pending() == 0 {
             self.close_path(pid, now);
         }
     }
 
-    /// A verified HELLO: the session starts and is delivered to the program's listener.
+    /// A verified HELLO: the session starts (HELLO_ACK queued); it reaches the program once
+    /// the client proved it holds the keys (`deliver_session`).
     fn accepted(
         &mut self,
         pid: PathId,
         key: ConnKey,
-        mut session: Session,
+        session: Session,
         port: u16,
         deliver_to: SocketAddr,
     ) {
@@ -365,22 +396,54 @@ impl Engine {
             return;
         };
         fp.conn = Some(key);
-        let Some(peer) = session.peer() else {
+        tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        let server = ServerConn {
+            session,
+            paths: vec![pid],
+            port,
+            deliver_to,
+            delivery: None,
+            closed: false,
+        };
+        self.conns.insert(
+            key,
+            Conn {
+                side: Side::Server(Box::new(server)),
+                app: None,
+                timer: None,
+            },
+        );
+        self.dirty.insert(key);
+    }
+
+    /// The client proved it holds the keys: the session is delivered to the program's
+    /// listener (its `accept` returns now, never for a replayed HELLO).
+    fn deliver_session(&mut self, key: ConnKey) {
+        self.endpoint.session_proven(key);
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let Some(s) = c.server() else {
+            return;
+        };
+        let (Some(peer), Some(&pid)) = (s.session.peer(), s.paths.last()) else {
             return;
         };
         let info = SessionInfo {
             peer_guid: peer.guid(),
             peer_name: None,
-            peer_addr: fp.remote,
-            service_port: port,
+            peer_addr: self.paths.get(&pid).map_or(s.deliver_to, |fp| fp.remote),
+            service_port: s.port,
         };
-        tracing::debug!(path = pid, peer = %info.peer_guid, port, "session accepted");
-        let mut app = None;
-        let mut delivery = None;
-        match self.deliver(deliver_to, &info) {
+        let deliver_to = s.deliver_to;
+        tracing::debug!(path = pid, peer = %info.peer_guid, port = s.port, "session accepted");
+        let delivered = self.deliver(deliver_to, &info);
+        let token = self.token();
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        match delivered {
             Ok((local, mut stream)) => {
-                delivery = Some(local);
-                let token = self.token();
                 match self.poll.registry().register(
                     &mut stream,
                     token,
@@ -388,31 +451,19 @@ impl Engine {
                 ) {
                     Ok(()) => {
                         self.io.insert(token, Io::App(key));
-                        app = Some(AppSide::new(stream, token, true));
+                        c.app = Some(AppSide::new(stream, token, true));
+                        if let Some(s) = c.server() {
+                            s.delivery = Some(local);
+                        }
                     }
-                    Err(_) => session.app_abort(),
+                    Err(_) => c.session_mut().app_abort(),
                 }
             }
             Err(e) => {
                 tracing::debug!(%deliver_to, error = %e, "cannot deliver the session");
-                session.app_abort();
+                c.session_mut().app_abort();
             }
         }
-        let server = ServerConn {
-            session,
-            paths: vec![pid],
-            port,
-            delivery,
-            closed: false,
-        };
-        self.conns.insert(
-            key,
-            Conn {
-                side: Side::Server(Box::new(server)),
-                app,
-                timer: None,
-            },
-        );
         self.dirty.insert(key);
     }
 
@@ -489,9 +540,9 @@ impl Engine {
                     s.closed = true;
                     self.reset_app(key);
                 }
+                Event::Established { .. } => self.deliver_session(key),
                 // The rest concern a client, or nothing the engine must do.
-                Event::Established { .. }
-                | Event::NeedPath
+                Event::NeedPath
                 | Event::PathSuspect(_)
                 | Event::Moved { .. } => {}
             }

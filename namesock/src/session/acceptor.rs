@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use namesock_identity::{Guid, Keypair};
+use namesock_identity::{Guid, Keypair, Signature};
 
 use super::{HandshakeError, Session, SessionConfig, auth};
-use crate::wire::{Hello, PathId};
+use crate::wire::{ConnId, Frame, Hello, PathId, Payload, Refuse, ResetReason};
 
 /// Turns verified HELLOs into server sessions (like quinn-proto's `Endpoint`).
 #[derive(Debug)]
@@ -23,7 +23,8 @@ impl Acceptor {
     }
 
     /// Verifies a HELLO (target is our GUID, signed by the client key it names) and creates
-    /// the server session with HELLO_ACK queued on `path`. The engine checks the port first.
+    /// the server session with HELLO_ACK queued on `path`; the session reaches the program
+    /// only once the client proved it holds the keys. The engine checks the port first.
     pub fn accept_hello(
         &self,
         now: Instant,
@@ -37,12 +38,19 @@ impl Acceptor {
             .client_key
             .verify(&auth::hello(hello), &hello.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
-        Ok(Session::server(
-            self.cfg,
-            self.key.clone(),
-            hello,
-            path,
-            now,
-        ))
+        Session::server(self.cfg, self.key.clone(), hello, path, now)
+    }
+
+    /// A REFUSE of the HELLO or RESUME `first`, signed by our key.
+    pub fn refuse<P: Payload>(&self, first: &Frame<P>, conn_id: ConnId, reason: ResetReason) -> Refuse {
+        let mut refuse = Refuse {
+            conn_id,
+            reason,
+            echo: super::echo_of(first),
+            server_key: self.key.public(),
+            signature: Signature([0; 64]),
+        };
+        refuse.signature = self.key.sign(&auth::refuse(&refuse));
+        refuse
     }
 }

@@ -1,6 +1,7 @@
 //! Why a handshake, a resume or a frame on a path was refused.
 
-use crate::wire::PathId;
+use super::CryptoError;
+use crate::wire::{DecodeError, PathId};
 
 /// A HELLO (server side) or HELLO_ACK / RESUME_ACK (client side) that must not be trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,6 +14,8 @@ pub enum HandshakeError {
     KeyMismatch,
     #[error("the answer is for another connection or path")]
     WrongConnection,
+    #[error("the peer's ephemeral key is not a usable X25519 key")]
+    BadEphemeral,
 }
 
 /// A RESUME the server must refuse; the live session was not touched.
@@ -24,8 +27,8 @@ pub enum ResumeError {
     NotServer,
     #[error("the session has ended")]
     Finished,
-    #[error("the RESUME is not signed by the session's client key")]
-    BadSignature,
+    #[error("the RESUME does not open with the session's resume key")]
+    Unauthentic,
     #[error("freshness {freshness} is not above {last}, already accepted: a replay")]
     Replayed { freshness: u64, last: u64 },
     #[error("the RESUME claims {received} bytes received, only {sent} were ever sent")]
@@ -56,6 +59,10 @@ pub enum SessionError {
     FinMoved { fin: u64, offset: u64 },
     #[error("stream offset overflows 64 bits")]
     OffsetOverflow,
+    #[error("sealed record refused: {0}")]
+    Crypto(CryptoError),
+    #[error("sealed frame malformed: {0}")]
+    Malformed(#[from] DecodeError),
 }
 
 impl SessionError {
@@ -71,6 +78,8 @@ impl SessionError {
             SessionError::DataAfterFin { .. } => "DataAfterFin",
             SessionError::FinMoved { .. } => "FinMoved",
             SessionError::OffsetOverflow => "OffsetOverflow",
+            SessionError::Crypto(_) => "Unauthentic",
+            SessionError::Malformed(_) => "Malformed",
         }
     }
 }

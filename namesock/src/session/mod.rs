@@ -20,6 +20,7 @@
 mod acceptor;
 mod auth;
 mod error;
+mod keys;
 mod path;
 mod recv;
 mod send;
@@ -34,15 +35,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use namesock_identity::{Guid, Keypair, PublicKey, Signature};
+use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 pub use acceptor::Acceptor;
 pub use error::{HandshakeError, ResumeError, SessionError};
+pub use keys::{CryptoError, RECORDS_PER_KEY};
 
 use crate::copy;
 use crate::wire::{
-    ConnId, Frame, Hello, HelloAck, MAX_LOCATORS, PathId, ResetReason, Resume, ResumeAck,
+    ConnId, Frame, FrameRef, Hello, HelloAck, MAX_LOCATORS, PathId, RESUME_SEALED_LEN,
+    Record, Refuse, ResetReason, Resume, ResumeAck, ResumeBody, SealedRef, TAG_LEN,
 };
+use keys::{Ephemeral, SessionKeys};
 use path::{Path, PathState, PingInFlight};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
@@ -60,6 +65,9 @@ const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 const MAX_ACK_EVERY: u64 = 64 * 1024;
 /// A session remembers its last this many moves.
 pub const MAX_MOVES: usize = 8;
+/// A server session whose client has not proved it holds the session keys this long after
+/// its HELLO ends without a word (it was never delivered: a replayed HELLO ends this way).
+pub const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tunables of one session. The defaults suit interactive and bulk traffic alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +111,8 @@ pub enum Role {
 /// `app_readable` and `app_room`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Client: HELLO_ACK verified. Server: at once.
+    /// Client: HELLO_ACK verified. Server: the client proved it holds the session keys (its
+    /// first sealed record opened, or a RESUME did): only now may the program see it.
     Established { peer: PublicKey },
     /// Silence or a protocol error on this path: the engine closes it.
     PathDead(PathId),
@@ -141,9 +150,17 @@ pub struct Session {
     /// The server's GUID: the client's target, or the server's own.
     server_guid: Guid,
     peer: Option<PublicKey>,
-    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers. Server,
-    /// until the client is heard after it: the HELLO answered (see `accept_repeated_hello`).
-    hello: Option<Hello>,
+    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers, and the
+    /// ephemeral key it carries.
+    hello: Option<(Hello, Ephemeral)>,
+    /// Client: the HELLO went out on a path. Once every path carrying it is gone unanswered,
+    /// the next path carries a new HELLO (new connection ID and ephemeral key): a server never
+    /// answers one HELLO twice, so no two paths ever share path number 0.
+    hello_sent: bool,
+    /// From the handshake on (a client's after HELLO_ACK).
+    keys: Option<SessionKeys>,
+    /// Server: the client proved it holds the keys. A client has nothing to prove.
+    proven: bool,
     /// Client: freshness of the last RESUME sent. Server: highest accepted.
     freshness: u64,
     linger: Duration,
@@ -269,6 +286,9 @@ impl Session {
             server_guid,
             peer: None,
             hello: None,
+            hello_sent: false,
+            keys: None,
+            proven: role == Role::Client,
             freshness: 0,
             linger: cfg.linger,
             send: SendStream::new(cfg.replay_capacity),
@@ -288,87 +308,86 @@ impl Session {
         }
     }
 
-    /// A client session to `target`'s service `port`. `conn_id` and `nonce` must be fresh
-    /// random values. The HELLO goes out on the first path the engine opens.
+    /// A client session to `target`'s service `port`. `conn_id` must be a fresh random
+    /// value. The HELLO goes out on the first path the engine opens.
     pub fn client(
         cfg: SessionConfig,
         key: Arc<Keypair>,
         target: Guid,
         port: u16,
         conn_id: ConnId,
-        nonce: [u8; 32],
         now: Instant,
     ) -> Session {
-        let mut hello = Hello {
-            conn_id,
-            client_key: key.public(),
-            target,
-            port,
-            nonce,
-            window: window_of(&cfg),
-            signature: Signature([0; 64]),
-        };
-        hello.signature = key.sign(&auth::hello(&hello));
         let mut s = Session::new(Role::Client, cfg, key, conn_id, target, now);
-        s.hello = Some(hello);
+        s.new_hello(conn_id, port);
         s.no_live_since = Some(now);
         s
     }
 
-    /// The server session for a verified HELLO, with HELLO_ACK queued on `path`.
+    /// Client: a HELLO with a fresh ephemeral key under `conn_id`, signed.
+    fn new_hello(&mut self, conn_id: ConnId, port: u16) {
+        let ephemeral = Ephemeral::generate();
+        let mut hello = Hello {
+            conn_id,
+            client_key: self.key.public(),
+            target: self.server_guid,
+            port,
+            ephemeral: ephemeral.public(),
+            window: window_of(&self.cfg),
+            signature: Signature([0; 64]),
+        };
+        hello.signature = self.key.sign(&auth::hello(&hello));
+        self.conn_id = conn_id;
+        self.hello = Some((hello, ephemeral));
+        self.hello_sent = false;
+    }
+
+    /// The server session for a verified HELLO, with HELLO_ACK queued on `path`: a fresh
+    /// ephemeral key, the keys agreed, the transcript signed. `Err`: the client's ephemeral
+    /// key is unusable.
     fn server(
         cfg: SessionConfig,
         key: Arc<Keypair>,
         hello: &Hello,
         path: PathId,
         now: Instant,
-    ) -> Session {
+    ) -> Result<Session, HandshakeError> {
         let guid = key.guid();
         let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid, now);
-        s.peer = Some(hello.client_key);
-        s.send.set_peer_window(hello.window);
-        let ack = s.hello_ack(hello);
-        s.hello = Some(hello.clone());
-        s.add_live_path(Path::new(path, PathState::Live, now, Frame::HelloAck(ack)));
-        s.events.push_back(Event::Established {
-            peer: hello.client_key,
-        });
-        s
-    }
-
-    fn hello_ack(&self, hello: &Hello) -> HelloAck {
+        let ephemeral = Ephemeral::generate();
         let mut ack = HelloAck {
             conn_id: hello.conn_id,
-            server_key: self.key.public(),
-            window: window_of(&self.cfg),
-            linger_ms: u32::try_from(self.cfg.linger.as_millis()).unwrap_or(u32::MAX),
+            server_key: s.key.public(),
+            ephemeral: ephemeral.public(),
+            window: window_of(&s.cfg),
+            linger_ms: u32::try_from(s.cfg.linger.as_millis()).unwrap_or(u32::MAX),
             signature: Signature([0; 64]),
         };
-        ack.signature = self.key.sign(&auth::hello_ack(hello, &ack));
-        ack
+        ack.signature = s.key.sign(&auth::hello_ack(hello, &ack));
+        let keys = ephemeral
+            .agree(&hello.ephemeral, &auth::keys(hello, &ack))
+            .map_err(|_| HandshakeError::BadEphemeral)?;
+        s.peer = Some(hello.client_key);
+        s.send.set_peer_window(hello.window);
+        let mut p = Path::new(path, PathState::Live, now, Frame::HelloAck(ack));
+        p.keys = Some(keys.path(false, 0));
+        s.keys = Some(keys);
+        s.add_live_path(p);
+        Ok(s)
     }
 
-    /// Server: the HELLO this session answered came again on a new path before the client
-    /// was heard after it (its HELLO_ACK was lost with its path, so the client still
-    /// handshakes): `path` joins the session and gets HELLO_ACK again. Anything else is
-    /// refused and changes nothing.
-    pub fn accept_repeated_hello(
-        &mut self,
-        now: Instant,
-        hello: &Hello,
-        path: PathId,
-    ) -> Result<(), HandshakeError> {
-        if self.role != Role::Server
-            || self.state != State::Open
-            || self.hello.as_ref() != Some(hello)
-        {
-            return Err(HandshakeError::WrongConnection);
+    /// Server: whether the client proved it holds the session keys (see `Event::Established`).
+    pub fn is_proven(&self) -> bool {
+        self.proven
+    }
+
+    fn prove(&mut self) {
+        if !self.proven {
+            self.proven = true;
+            if let Some(peer) = self.peer {
+                self.events.push_back(Event::Established { peer });
+            }
         }
-        let ack = self.hello_ack(hello);
-        self.detach(path);
-        self.add_live_path(Path::new(path, PathState::Live, now, Frame::HelloAck(ack)));
-        self.enforce_path_limit(now);
-        Ok(())
     }
 
     /// Whether `path` still waits for the answer to its HELLO or RESUME.
@@ -433,27 +452,86 @@ impl Session {
             return;
         }
         self.detach(path);
-        let mut resume = None;
-        let frame = match &self.hello {
-            Some(hello) => Frame::Hello(hello.clone()),
-            None => {
+        let waiting = self.paths.iter().any(|p| p.state == PathState::Handshaking);
+        if let Some((hello, _)) = &self.hello
+            && self.hello_sent
+            && !waiting
+        {
+            let port = hello.port;
+            self.new_hello(rand::random(), port);
+        }
+        let mut p = match (&self.hello, &self.keys) {
+            (Some((hello, _)), _) => {
+                self.hello_sent = true;
+                Path::new(path, PathState::Handshaking, now, Frame::Hello(hello.clone()))
+            }
+            (None, Some(keys)) => {
                 self.freshness += 1;
-                let mut r = Resume {
-                    conn_id: self.conn_id,
+                let body = ResumeBody {
                     path_id: path,
                     received: self.recv.received(),
-                    freshness: self.freshness,
-                    signature: Signature([0; 64]),
                 };
-                r.signature = self.key.sign(&auth::resume(&self.server_guid, &r));
-                resume = Some(r.clone());
-                Frame::Resume(r)
+                let resume = seal_resume(keys, self.conn_id, self.freshness, body);
+                let mut p = Path::new(path, PathState::Handshaking, now, Frame::Resume(resume));
+                p.keys = Some(keys.path(true, self.freshness));
+                p.resume = Some(body);
+                p
             }
+            (None, None) => unreachable!("a client session has a HELLO or keys"),
         };
-        let mut p = Path::new(path, PathState::Handshaking, now, frame);
-        p.resume = resume;
+        if let Some(first) = &p.handshake {
+            p.echo = Some(echo_of(&first.clone().map_payload(|_| Vec::new())));
+        }
         self.paths.push(p);
         self.enforce_path_limit(now);
+    }
+
+    /// A record arrived on `path`: a frame in clear (HELLO_ACK, REFUSE), or a SEALED record,
+    /// opened with the path's keys. `Err`: the path broke the protocol or sent something that
+    /// does not authenticate; nothing of it was acted on, the path is already detached (a
+    /// `PathDead` is queued too) and the session lives on. The engine closes the path.
+    pub fn handle_record(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        record: Record<'_>,
+    ) -> Result<(), SessionError> {
+        let frame = match record {
+            Record::Clear(frame) => Ok(frame),
+            Record::Sealed(sealed) => self.open(path, sealed),
+        };
+        match frame {
+            Ok(frame) => self.handle_frame(now, path, frame),
+            Err(e) => {
+                if !self.is_terminal() && self.index(path).is_some() {
+                    warn!(path, error = %e, "record refused: closing the path");
+                    self.lose_path(now, path, true);
+                    self.after_input();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open<'a>(
+        &mut self,
+        path: PathId,
+        sealed: SealedRef<'a>,
+    ) -> Result<FrameRef<'a>, SessionError> {
+        let i = self.index(path).ok_or(SessionError::UnknownPath(path))?;
+        let keys = self.paths[i]
+            .keys
+            .as_mut()
+            .ok_or(SessionError::UnexpectedFrame {
+                frame: "SEALED",
+                why: "before the path has keys",
+            })?;
+        let frame = sealed
+            .open(|aad, body| keys.open(aad, body).map(|plain| &*plain))
+            .map_err(SessionError::Crypto)??;
+        // Whatever it says, it came from whoever holds the keys.
+        self.prove();
+        Ok(frame)
     }
 
     /// The engine closed the path or its connection died. The session lives on.
@@ -461,13 +539,12 @@ impl Session {
         self.lose_path(now, path, false);
     }
 
-    /// A frame arrived on `path`. `Err`: the path broke the protocol and is already detached
-    /// (a `PathDead` is queued too); the engine closes it.
-    pub fn handle_frame<P: AsRef<[u8]>>(
+    /// A frame, in clear or opened, arrived on `path`.
+    fn handle_frame(
         &mut self,
         now: Instant,
         path: PathId,
-        frame: Frame<P>,
+        frame: FrameRef<'_>,
     ) -> Result<(), SessionError> {
         if self.is_terminal() {
             return Ok(());
@@ -476,10 +553,6 @@ impl Session {
             return Err(SessionError::UnknownPath(path));
         };
         self.paths[i].heard(now, &frame, self.cfg.suspect_after);
-        if self.role == Role::Server {
-            // The client got HELLO_ACK: a repeated HELLO is a replay from now on.
-            self.hello = None;
-        }
         let result = self.on_frame(i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
@@ -489,13 +562,13 @@ impl Session {
         result
     }
 
-    fn on_frame<P: AsRef<[u8]>>(&mut self, i: usize, frame: Frame<P>) -> Result<(), SessionError> {
+    fn on_frame(&mut self, i: usize, frame: FrameRef<'_>) -> Result<(), SessionError> {
         let name = frame.name();
         let unexpected = |why| SessionError::UnexpectedFrame { frame: name, why };
         if self.paths[i].state == PathState::Handshaking
             && !matches!(
                 frame,
-                Frame::HelloAck(_) | Frame::ResumeAck(_) | Frame::Reset { .. }
+                Frame::HelloAck(_) | Frame::ResumeAck(_) | Frame::Refuse(_)
             )
         {
             return Err(unexpected("before the handshake answer"));
@@ -503,6 +576,7 @@ impl Session {
         match frame {
             Frame::HelloAck(a) => self.on_hello_ack(i, &a),
             Frame::ResumeAck(a) => self.on_resume_ack(i, &a),
+            Frame::Refuse(r) => self.on_refuse(i, &r),
             Frame::Hello(_) | Frame::Resume(_) => {
                 Err(unexpected("the first frame of a path goes to the acceptor"))
             }
@@ -512,7 +586,7 @@ impl Session {
                 payload,
             } => {
                 self.send.on_ack(ack)?;
-                self.recv.on_data(offset, payload.as_ref())
+                self.recv.on_data(offset, payload)
             }
             Frame::Ack { ack } => self.send.on_ack(ack),
             Frame::Fin { offset } => self.recv.on_fin(offset),
@@ -548,7 +622,7 @@ impl Session {
     }
 
     fn on_hello_ack(&mut self, i: usize, a: &HelloAck) -> Result<(), SessionError> {
-        let Some(hello) = self
+        let Some((hello, _)) = self
             .hello
             .as_ref()
             .filter(|_| self.paths[i].state == PathState::Handshaking)
@@ -561,21 +635,28 @@ impl Session {
         if a.conn_id != self.conn_id {
             return Err(HandshakeError::WrongConnection.into());
         }
-        // The server must prove the GUID we dialled: anything else is an impostor.
-        let verdict = if !self.server_guid.is_certified_by(&a.server_key) {
-            Err(HandshakeError::KeyMismatch)
-        } else {
-            a.server_key
-                .verify(&auth::hello_ack(hello, a), &a.signature)
-                .map_err(|_| HandshakeError::BadSignature)
-        };
-        if let Err(e) = verdict {
-            warn!(error = %e, "server failed authentication");
-            self.reset(ResetReason::AuthFailed, false, true);
-            return Err(e.into());
+        // The server must prove the GUID we dialled: anything else is an impostor, and
+        // loses its path only (unauthenticated bytes never end a session).
+        if !self.server_guid.is_certified_by(&a.server_key) {
+            warn!(server = %a.server_key.guid(), "HELLO_ACK from a key that is not the GUID dialled");
+            return Err(HandshakeError::KeyMismatch.into());
         }
+        a.server_key
+            .verify(&auth::hello_ack(hello, a), &a.signature)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        let transcript = auth::keys(hello, a);
+        let Some((_, ephemeral)) = self.hello.take() else {
+            unreachable!("checked above");
+        };
+        let keys = ephemeral
+            .agree(&a.ephemeral, &transcript)
+            .map_err(|_| HandshakeError::BadEphemeral)?;
+        self.paths[i].keys = Some(keys.path(true, 0));
+        // The first sealed record proves to the server that we hold the keys: send one now,
+        // even if the program has nothing to say yet.
+        self.paths[i].ping_due = true;
+        self.keys = Some(keys);
         self.peer = Some(a.server_key);
-        self.hello = None;
         self.send.set_peer_window(a.window);
         self.linger = self
             .cfg
@@ -588,17 +669,16 @@ impl Session {
     }
 
     fn on_resume_ack(&mut self, i: usize, a: &ResumeAck) -> Result<(), SessionError> {
-        let (Some(peer), Some(r)) = (self.peer, self.paths[i].resume.as_ref()) else {
+        // It opened with this path's keys, so the server sent it on this path.
+        let Some(r) = self.paths[i].resume.as_ref() else {
             return Err(SessionError::UnexpectedFrame {
                 frame: "RESUME_ACK",
                 why: "no RESUME outstanding on this path",
             });
         };
-        if a.conn_id != self.conn_id || a.path_id != r.path_id {
+        if a.path_id != r.path_id {
             return Err(HandshakeError::WrongConnection.into());
         }
-        peer.verify(&auth::resume_ack(r, a), &a.signature)
-            .map_err(|_| HandshakeError::BadSignature)?;
         let sent_received = r.received;
         self.send.on_received(a.received)?;
         self.confirmed = self.confirmed.max(sent_received);
@@ -607,10 +687,31 @@ impl Session {
         Ok(())
     }
 
-    /// Server: checks a RESUME (connection, signature by this session's client key,
-    /// freshness above every accepted one, a plausible `received`) without changing anything.
-    pub fn verify_resume(&self, resume: &Resume) -> Result<(), ResumeError> {
-        let Some(peer) = self.peer.filter(|_| self.role == Role::Server) else {
+    /// Client: a REFUSE answering this path's HELLO or RESUME. Acted on only if it is
+    /// signed by the server's key (the GUID dialled, or the key of the HELLO_ACK) and names
+    /// exactly the frame this path sent; anything else loses the path only.
+    fn on_refuse(&mut self, i: usize, r: &Refuse) -> Result<(), SessionError> {
+        let p = &self.paths[i];
+        let key_ok = match self.peer {
+            Some(peer) => peer == r.server_key,
+            None => self.server_guid.is_certified_by(&r.server_key),
+        };
+        if r.conn_id != self.conn_id || p.echo != Some(r.echo) || !key_ok {
+            return Err(HandshakeError::WrongConnection.into());
+        }
+        r.server_key
+            .verify(&auth::refuse(r), &r.signature)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        debug!(reason = ?r.reason, "the server refused the session");
+        self.reset(r.reason, false, true);
+        Ok(())
+    }
+
+    /// Server: checks a RESUME (connection, sealed by this session's client with the
+    /// session's resume key, freshness above every accepted one, a plausible `received`)
+    /// without changing anything; returns its sealed fields.
+    pub fn verify_resume(&self, resume: &Resume) -> Result<ResumeBody, ResumeError> {
+        let Some(keys) = self.keys.as_ref().filter(|_| self.role == Role::Server) else {
             return Err(ResumeError::NotServer);
         };
         if resume.conn_id != self.conn_id {
@@ -619,72 +720,78 @@ impl Session {
         if self.is_terminal() {
             return Err(ResumeError::Finished);
         }
-        peer.verify(&auth::resume(&self.server_guid, resume), &resume.signature)
-            .map_err(|_| ResumeError::BadSignature)?;
+        let body = open_resume(keys, resume).ok_or(ResumeError::Unauthentic)?;
         if resume.freshness <= self.freshness {
             return Err(ResumeError::Replayed {
                 freshness: resume.freshness,
                 last: self.freshness,
             });
         }
-        if resume.received > self.send.high() {
+        if body.received > self.send.high() {
             return Err(ResumeError::ReceivedBeyondSent {
-                received: resume.received,
+                received: body.received,
                 sent: self.send.high(),
             });
         }
-        Ok(())
+        Ok(body)
     }
 
     /// Server: attaches `path` for a RESUME that passed `verify_resume` (checked again here,
-    /// so an unverified one changes nothing), makes it the active path and queues RESUME_ACK.
+    /// so an unverified one changes nothing), makes it the active path and queues RESUME_ACK,
+    /// sealed with the keys of path number `freshness`.
     pub fn attach_resume(&mut self, now: Instant, resume: &Resume, path: PathId) {
-        if let Err(e) = self.verify_resume(resume) {
-            warn!(path, error = %e, "attach_resume without a valid RESUME ignored");
-            return;
-        }
-        if let Err(e) = self.send.on_received(resume.received) {
+        let body = match self.verify_resume(resume) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(path, error = %e, "attach_resume without a valid RESUME ignored");
+                return;
+            }
+        };
+        if let Err(e) = self.send.on_received(body.received) {
             warn!(path, error = %e, "RESUME ignored");
             return;
         }
         self.freshness = resume.freshness;
         self.detach(path);
-        let mut ack = ResumeAck {
-            conn_id: self.conn_id,
-            path_id: resume.path_id,
+        let ack = ResumeAck {
+            path_id: body.path_id,
             received: self.recv.received(),
-            signature: Signature([0; 64]),
         };
-        ack.signature = self.key.sign(&auth::resume_ack(resume, &ack));
-        self.add_live_path(Path::new(path, PathState::Live, now, Frame::ResumeAck(ack)));
+        let mut p = Path::new(path, PathState::Live, now, Frame::ResumeAck(ack));
+        p.keys = self.keys.as_ref().map(|k| k.path(false, resume.freshness));
+        self.add_live_path(p);
+        self.prove();
         self.enforce_path_limit(now);
         self.after_input();
     }
 
-    /// The next frame to write on `path`, by value (its payload copied out): a helper for
-    /// tests and benches that look at frames. Drivers use [`Session::transmit_into`].
-    #[doc(hidden)]
-    pub fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
-        let frame = self.next_outgoing(now, path)?;
-        Some(frame.map_payload(|range| {
-            let mut payload = Vec::new();
-            for part in self.send.slices(range) {
-                copy::extend_vec(&mut payload, part);
-            }
-            payload
-        }))
-    }
-
     /// The next frame to write on `path`, encoded straight onto `out` (a DATA payload goes
-    /// from the replay buffer to `out` in one copy); call while the path's socket has room.
-    /// Returns whether there was a frame.
+    /// from the replay buffer to `out` in one copy, then is sealed in place); call while the
+    /// path's socket has room. Returns whether there was a frame.
     pub fn transmit_into(&mut self, now: Instant, path: PathId, out: &mut Vec<u8>) -> bool {
         let Some(frame) = self.next_outgoing(now, path) else {
             return false;
         };
-        frame
-            .map_payload(|range| self.send.slices(range))
-            .encode(out);
+        let frame = frame.map_payload(|range| self.send.slices(range));
+        if frame.travels_in_clear() {
+            frame.encode(out);
+            return true;
+        }
+        let Some(keys) = self.index(path).and_then(|i| self.paths[i].keys.as_mut()) else {
+            unreachable!("only paths with keys get sealed frames (next_frame)");
+        };
+        let mut sealed = Ok(());
+        frame.encode_sealed(out, |aad, plain| {
+            keys.seal(aad, plain).unwrap_or_else(|e| {
+                sealed = Err(e);
+                [0; TAG_LEN]
+            })
+        });
+        if let Err(e) = sealed {
+            // 2^64 records on one path: it cannot carry another; the session resumes elsewhere.
+            warn!(path, error = %e, "path exhausted its nonces");
+            self.lose_path(now, path, true);
+        }
         true
     }
 
@@ -708,7 +815,9 @@ impl Session {
         if let Some(frame) = p.handshake.take() {
             return Some(frame);
         }
-        if !p.is_live() {
+        // Nothing sealed before the keys; a server says nothing more until the client proved
+        // it holds them (a replayed HELLO gets HELLO_ACK and silence).
+        if !p.is_live() || p.keys.is_none() || !self.proven {
             return None;
         }
         if let Some(token) = p.pong.take() {
@@ -817,12 +926,17 @@ impl Session {
                         .chain(watch.flatten())
                 });
                 let linger = self.linger_deadline();
-                paths.chain(linger).min()
+                paths.chain(linger).chain(self.proof_deadline()).min()
             }
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.proof_deadline().is_some_and(|t| now >= t) {
+            debug!("the client never proved it holds the session keys: dropped unseen");
+            self.reset(ResetReason::AuthFailed, false, false);
+            return;
+        }
         let dead_after = self.cfg.path_dead_after;
         let dead: Vec<PathId> = self
             .paths
@@ -961,6 +1075,11 @@ impl Session {
         over && self.events.is_empty()
     }
 
+    /// Server: when a session whose client has not proved it holds the keys is dropped.
+    fn proof_deadline(&self) -> Option<Instant> {
+        (!self.proven && self.state == State::Open).then(|| self.created + PROOF_TIMEOUT)
+    }
+
     /// When a session without a live path gives up (`None`: it has a path, or never).
     fn linger_deadline(&self) -> Option<Instant> {
         self.no_live_since?.checked_add(self.linger)
@@ -1084,7 +1203,7 @@ impl Session {
     fn reset(&mut self, reason: ResetReason, notify_peer: bool, report: bool) {
         self.state = State::Reset;
         for p in &mut self.paths {
-            p.reset = (notify_peer && p.is_live()).then_some(reason);
+            p.reset = (notify_peer && p.is_live() && p.keys.is_some()).then_some(reason);
         }
         if report {
             self.events.push_back(Event::Reset { reason });
@@ -1107,3 +1226,39 @@ impl Session {
         }
     }
 }
+
+/// Client: a RESUME for path number `freshness`, its body sealed with the resume key.
+fn seal_resume(keys: &SessionKeys, conn_id: ConnId, freshness: u64, body: ResumeBody) -> Resume {
+    let mut resume = Resume {
+        conn_id,
+        freshness,
+        sealed: [0; RESUME_SEALED_LEN],
+    };
+    let mut aad = Vec::with_capacity(32);
+    resume.encode_clear_part(&mut aad);
+    let (plain, tag) = resume.sealed.split_at_mut(RESUME_SEALED_LEN - TAG_LEN);
+    plain[..4].copy_from_slice(&body.path_id.to_be_bytes());
+    plain[4..].copy_from_slice(&body.received.to_be_bytes());
+    tag.copy_from_slice(&keys.seal_resume(freshness, &aad, plain));
+    resume
+}
+
+/// Server: a RESUME's sealed fields, if they open with the session's resume key.
+fn open_resume(keys: &SessionKeys, resume: &Resume) -> Option<ResumeBody> {
+    let mut aad = Vec::with_capacity(32);
+    resume.encode_clear_part(&mut aad);
+    let mut sealed = resume.sealed;
+    let plain = keys.open_resume(resume.freshness, &aad, &mut sealed).ok()?;
+    Some(ResumeBody {
+        path_id: u32::from_be_bytes(plain[..4].try_into().ok()?),
+        received: u64::from_be_bytes(plain[4..12].try_into().ok()?),
+    })
+}
+
+/// What a REFUSE names: SHA-256 of the HELLO or RESUME as encoded on the wire.
+pub(crate) fn echo_of<P: crate::wire::Payload>(first: &Frame<P>) -> [u8; 32] {
+    let mut bytes = Vec::with_capacity(256);
+    first.encode(&mut bytes);
+    Sha256::digest(&bytes).into()
+}
+

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::Outgoing;
-use crate::wire::{Frame, PathId, ResetReason, Resume};
+use super::keys::PathKeys;
+use crate::wire::{Frame, PathId, ResetReason, ResumeBody};
 
 /// A PING waiting for its PONG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,12 @@ pub(super) struct Path {
     /// HELLO, HELLO_ACK, RESUME or RESUME_ACK, to be sent first.
     pub(super) handshake: Option<Outgoing>,
     /// Client: the RESUME sent on this path, to check its RESUME_ACK against.
-    pub(super) resume: Option<Resume>,
+    pub(super) resume: Option<ResumeBody>,
+    /// This path's AEAD state: from the start on a server, from HELLO_ACK or the RESUME on a
+    /// client. Frames other than the handshake's are sent and accepted only sealed with it.
+    pub(super) keys: Option<PathKeys>,
+    /// Client: SHA-256 of the HELLO or RESUME sent on this path (a REFUSE must name it).
+    pub(super) echo: Option<[u8; 32]>,
     pub(super) reset: Option<ResetReason>,
     pub(super) pong: Option<u64>,
     pub(super) ping_due: bool,
@@ -72,6 +78,8 @@ impl Path {
             last_ping: None,
             handshake: Some(handshake),
             resume: None,
+            keys: None,
+            echo: None,
             reset: None,
             pong: None,
             ping_due: false,

@@ -8,7 +8,8 @@ use crate::copy;
 
 use super::{
     DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME,
-    MAX_LOCATORS, Payload, ResetReason, Resume, ResumeAck, VERSION,
+    MAX_LOCATORS, Payload, Record, Refuse, ResetReason, Resume, ResumeAck, SealedRef, TAG_LEN,
+    VERSION,
 };
 
 const HELLO: u8 = 1;
@@ -22,12 +23,16 @@ const PONG: u8 = 8;
 const FIN: u8 = 9;
 const RESET: u8 = 10;
 const MOVED: u8 = 11;
+const REFUSE: u8 = 12;
+pub(super) const SEALED: u8 = 13;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
 impl<P: Payload> Frame<P> {
-    /// Appends the frame's wire form to `out`.
+    /// Appends the frame's wire form to `out`: in clear, as the frames that open a path
+    /// travel. Every other frame goes out through [`Frame::encode_sealed`]; encoding one in
+    /// clear is for tests that play an attacker.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[self.type_code(), 0, 0, 0, 0]);
@@ -37,7 +42,7 @@ impl<P: Payload> Frame<P> {
         out[start + 1..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     }
 
-    fn encode_body(&self, out: &mut Vec<u8>) {
+    pub(super) fn encode_body(&self, out: &mut Vec<u8>) {
         match self {
             Frame::Hello(h) => {
                 h.encode_signed_part(out);
@@ -48,12 +53,16 @@ impl<P: Payload> Frame<P> {
                 out.extend_from_slice(&a.signature.0);
             }
             Frame::Resume(r) => {
-                r.encode_signed_part(out);
-                out.extend_from_slice(&r.signature.0);
+                r.encode_clear_part(out);
+                out.extend_from_slice(&r.sealed);
             }
             Frame::ResumeAck(a) => {
-                a.encode_signed_part(out);
-                out.extend_from_slice(&a.signature.0);
+                out.extend_from_slice(&a.path_id.to_be_bytes());
+                out.extend_from_slice(&a.received.to_be_bytes());
+            }
+            Frame::Refuse(r) => {
+                r.encode_signed_part(out);
+                out.extend_from_slice(&r.signature.0);
             }
             Frame::Data {
                 offset,
@@ -94,13 +103,50 @@ impl<P: Payload> Frame<P> {
     }
 }
 
+impl<'a> Record<'a> {
+    /// `Ok(None)`: `buf` does not hold a whole record yet. `Ok(Some((record, consumed)))`: the
+    /// first record in `buf` (a frame in clear decoded, or a SEALED record still encrypted,
+    /// both borrowing `buf`) and its length. `Err`: malformed; the path must be closed.
+    pub fn decode_ref(buf: &'a mut [u8]) -> Result<Option<(Record<'a>, usize)>, DecodeError> {
+        let Some(header) = buf.get(..HEADER_LEN) else {
+            // Reject an unknown or unsealed type as early as possible, even on a partial header.
+            if let Some(&t) = buf.first() {
+                outer_name(t)?;
+            }
+            return Ok(None);
+        };
+        let mut header_bytes = [0; HEADER_LEN];
+        header_bytes.copy_from_slice(header);
+        let kind = header[0];
+        let name = outer_name(kind)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_FRAME - HEADER_LEN {
+            return Err(DecodeError::TooLong {
+                len,
+                max: MAX_FRAME - HEADER_LEN,
+            });
+        }
+        let Some(body) = buf.get_mut(HEADER_LEN..HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        if kind == SEALED {
+            if len < 1 + TAG_LEN {
+                return Err(DecodeError::SealedTooShort(len));
+            }
+            let sealed = SealedRef::new(header_bytes, body);
+            return Ok(Some((Record::Sealed(sealed), HEADER_LEN + len)));
+        }
+        let body: &'a [u8] = body;
+        Ok(Some((Record::Clear(decode_whole(kind, name, body)?), HEADER_LEN + len)))
+    }
+}
+
 impl<'a> FrameRef<'a> {
-    /// `Ok(None)`: `buf` does not hold a whole frame yet. `Ok(Some((frame, consumed)))`: the
-    /// first frame in `buf` (a DATA payload borrowing it) and its length. `Err`: malformed;
-    /// the path must be closed.
+    /// A frame in clear, decoded in place (tests and fuzz targets; a path's bytes go through
+    /// [`Record::decode_ref`]). Sealed-only frames in clear decode too, so that tests can
+    /// play an attacker who sends them; a path refuses them.
     pub fn decode_ref(buf: &'a [u8]) -> Result<Option<(FrameRef<'a>, usize)>, DecodeError> {
         let Some(header) = buf.get(..HEADER_LEN) else {
-            // Reject an unknown type as early as possible, even on a partial header.
             if let Some(&t) = buf.first() {
                 name_of(t).ok_or(DecodeError::UnknownType(t))?;
             }
@@ -118,12 +164,7 @@ impl<'a> FrameRef<'a> {
         let Some(body) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
         };
-        let mut r = Reader { buf: body, name };
-        let frame = decode_body(kind, &mut r)?;
-        if !r.buf.is_empty() {
-            return Err(DecodeError::TrailingBytes(name));
-        }
-        Ok(Some((frame, HEADER_LEN + len)))
+        Ok(Some((decode_whole(kind, name, body)?, HEADER_LEN + len)))
     }
 
     /// The same frame with its payload copied out of the decoder's input.
@@ -136,13 +177,57 @@ impl<'a> FrameRef<'a> {
     }
 }
 
+/// A body whose length was checked, decoded whole (no trailing bytes).
+fn decode_whole<'a>(kind: u8, name: &'static str, body: &'a [u8]) -> Result<FrameRef<'a>, DecodeError> {
+    let mut r = Reader { buf: body, name };
+    let frame = decode_body(kind, &mut r)?;
+    if !r.buf.is_empty() {
+        return Err(DecodeError::TrailingBytes(name));
+    }
+    Ok(frame)
+}
+
+/// The plaintext of a SEALED record: `inner type | inner body`, a frame that travels sealed.
+pub(super) fn decode_sealed_inner(plain: &[u8]) -> Result<FrameRef<'_>, DecodeError> {
+    let (&kind, body) = plain
+        .split_first()
+        .ok_or(DecodeError::SealedTooShort(TAG_LEN))?;
+    let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
+    if is_clear(kind) {
+        return Err(DecodeError::ClearInSealed(name));
+    }
+    decode_whole(kind, name, body)
+}
+
+/// A type code a path accepts at the top level: a frame that travels in clear, or SEALED.
+fn outer_name(kind: u8) -> Result<&'static str, DecodeError> {
+    if kind == SEALED {
+        return Ok("SEALED");
+    }
+    let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
+    if !is_clear(kind) {
+        return Err(DecodeError::Unsealed(name));
+    }
+    Ok(name)
+}
+
+/// The frames that open a path, sent before there are keys.
+fn is_clear(kind: u8) -> bool {
+    matches!(kind, HELLO | HELLO_ACK | RESUME | REFUSE)
+}
+
 impl<P> Frame<P> {
     /// The frame's name in `docs/protocol.md`, for logs and errors.
     pub fn name(&self) -> &'static str {
         name_of(self.type_code()).unwrap_or("?")
     }
 
-    fn type_code(&self) -> u8 {
+    /// HELLO, HELLO_ACK, RESUME and REFUSE travel in clear; every other frame sealed.
+    pub fn travels_in_clear(&self) -> bool {
+        is_clear(self.type_code())
+    }
+
+    pub(super) fn type_code(&self) -> u8 {
         match self {
             Frame::Hello(_) => HELLO,
             Frame::HelloAck(_) => HELLO_ACK,
@@ -155,6 +240,7 @@ impl<P> Frame<P> {
             Frame::Fin { .. } => FIN,
             Frame::Reset { .. } => RESET,
             Frame::Moved { .. } => MOVED,
+            Frame::Refuse(_) => REFUSE,
         }
     }
 
@@ -180,6 +266,7 @@ impl<P> Frame<P> {
             Frame::Fin { offset } => Frame::Fin { offset },
             Frame::Reset { reason } => Frame::Reset { reason },
             Frame::Moved { seq, locators } => Frame::Moved { seq, locators },
+            Frame::Refuse(r) => Frame::Refuse(r),
         }
     }
 }
@@ -204,7 +291,7 @@ impl Hello {
         out.extend_from_slice(self.client_key.as_bytes());
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(&self.port.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.ephemeral);
         out.extend_from_slice(&self.window.to_be_bytes());
     }
 }
@@ -213,27 +300,28 @@ impl HelloAck {
     pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.conn_id);
         out.extend_from_slice(self.server_key.as_bytes());
+        out.extend_from_slice(&self.ephemeral);
         out.extend_from_slice(&self.window.to_be_bytes());
         out.extend_from_slice(&self.linger_ms.to_be_bytes());
     }
 }
 
 impl Resume {
-    pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
+    /// The fields in clear: the associated data of the sealed part.
+    pub(crate) fn encode_clear_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&self.conn_id);
-        out.extend_from_slice(&self.path_id.to_be_bytes());
-        out.extend_from_slice(&self.received.to_be_bytes());
         out.extend_from_slice(&self.freshness.to_be_bytes());
     }
 }
 
-impl ResumeAck {
+impl Refuse {
     pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.conn_id);
-        out.extend_from_slice(&self.path_id.to_be_bytes());
-        out.extend_from_slice(&self.received.to_be_bytes());
+        out.extend_from_slice(&(self.reason as u16).to_be_bytes());
+        out.extend_from_slice(&self.echo);
+        out.extend_from_slice(self.server_key.as_bytes());
     }
 }
 
@@ -250,6 +338,7 @@ fn name_of(kind: u8) -> Option<&'static str> {
         FIN => "FIN",
         RESET => "RESET",
         MOVED => "MOVED",
+        REFUSE => "REFUSE",
         _ => return None,
     })
 }
@@ -263,7 +352,7 @@ fn decode_body<'a>(kind: u8, r: &mut Reader<'a>) -> Result<FrameRef<'a>, DecodeE
                 client_key: r.key()?,
                 target: Guid::from_bytes(r.array()?),
                 port: r.u16()?,
-                nonce: r.array()?,
+                ephemeral: r.array()?,
                 window: r.u32()?,
                 signature: Signature(r.array()?),
             })
@@ -271,6 +360,7 @@ fn decode_body<'a>(kind: u8, r: &mut Reader<'a>) -> Result<FrameRef<'a>, DecodeE
         HELLO_ACK => Frame::HelloAck(HelloAck {
             conn_id: r.array()?,
             server_key: r.key()?,
+            ephemeral: r.array()?,
             window: r.u32()?,
             linger_ms: r.u32()?,
             signature: Signature(r.array()?),
@@ -279,18 +369,27 @@ fn decode_body<'a>(kind: u8, r: &mut Reader<'a>) -> Result<FrameRef<'a>, DecodeE
             r.magic_and_version()?;
             Frame::Resume(Resume {
                 conn_id: r.array()?,
-                path_id: r.u32()?,
-                received: r.u64()?,
                 freshness: r.u64()?,
-                signature: Signature(r.array()?),
+                sealed: r.array()?,
             })
         }
         RESUME_ACK => Frame::ResumeAck(ResumeAck {
-            conn_id: r.array()?,
             path_id: r.u32()?,
             received: r.u64()?,
-            signature: Signature(r.array()?),
         }),
+        REFUSE => {
+            let conn_id = r.array()?;
+            let code = r.u16()?;
+            let reason =
+                ResetReason::from_code(code).ok_or(DecodeError::UnknownResetReason(code))?;
+            Frame::Refuse(Refuse {
+                conn_id,
+                reason,
+                echo: r.array()?,
+                server_key: r.key()?,
+                signature: Signature(r.array()?),
+            })
+        }
         DATA => {
             let offset = r.u64()?;
             let ack = r.u64()?;

@@ -1,20 +1,25 @@
 //! The namesock wire protocol: the frames that travel on a flow path, and their codec.
 //!
 //! Every frame is `type: u8 | length: u32 BE | body`, where `length` counts the body only.
+//! The frames that open a path (HELLO, HELLO_ACK, RESUME, REFUSE) travel as such; every
+//! other frame travels sealed: inside a SEALED record whose body is the AEAD ciphertext of
+//! `inner type: u8 | inner body` and its tag (see [`Record`]; the keys are the session's).
 //! The decoder is strict and bounded: the length is checked against [`MAX_FRAME`] as soon as
 //! the 5 header bytes are there (before waiting for or buffering a body), every field is
 //! checked, trailing bytes are an error, and nothing allocates more than the checked length.
 //! `docs/protocol.md` documents every frame byte by byte. A [`FrameReader`] cuts a byte stream
 //! that arrives in reads of any size into frames, decoded in place.
 //!
-//! Room for later frame types: type codes 12..=255 are reserved. A decoder that meets one
+//! Room for later frame types: type codes 14..=255 are reserved. A decoder that meets one
 //! returns [`DecodeError::UnknownType`] (the path is closed), so a peer may send a new type only
 //! after the protocol version in HELLO/RESUME told it the other side knows it.
 
 mod codec;
 mod reader;
+mod record;
 
 pub use reader::{FrameReader, Round, Step};
+pub use record::{Record, SealedRef, TAG_LEN};
 
 use std::net::SocketAddr;
 
@@ -25,8 +30,12 @@ pub type ConnId = [u8; 16];
 /// A flow path, numbered by the engine that owns it (the two ends number paths independently).
 pub type PathId = u32;
 
-/// Protocol version carried in HELLO and RESUME.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in HELLO and RESUME. Version 1 (cleartext) is refused.
+pub const VERSION: u8 = 2;
+/// What a server answers a HELLO or RESUME of protocol version 1 with: the version-1
+/// RESET(Protocol) frame (`0x0a | length 2 | reason 4`), the one refusal such a client
+/// understands before a handshake. Version 2 has no RESET in clear.
+pub const VERSION_1_REFUSAL: [u8; 7] = [10, 0, 0, 0, 2, 0, 4];
 /// First bytes of the body of the frames that open a flow path (HELLO, RESUME).
 pub const MAGIC: [u8; 4] = *b"nsok";
 /// Frame header: type (1) and body length (4).
@@ -37,6 +46,10 @@ pub const MAX_DATA: usize = 32 * 1024;
 pub const MAX_FRAME: usize = 64 * 1024 + HEADER_LEN;
 /// Most locators in one MOVED frame.
 pub const MAX_LOCATORS: usize = 32;
+/// An X25519 public key: the ephemeral key of each side of a handshake.
+pub type EphemeralKey = [u8; 32];
+/// RESUME's sealed fields (path ID and received count) and their tag.
+pub const RESUME_SEALED_LEN: usize = 4 + 8 + TAG_LEN;
 
 /// One protocol message. `P` holds a DATA payload: owned (`Vec<u8>`, the default) or
 /// borrowed from the bytes it was decoded from ([`FrameRef`]), so that a received payload is
@@ -72,6 +85,7 @@ pub enum Frame<P = Vec<u8>> {
     Reset {
         reason: ResetReason,
     },
+    Refuse(Refuse),
 }
 
 /// A frame decoded in place: its DATA payload borrows the decoder's input.
@@ -110,7 +124,7 @@ impl Payload for [&[u8]; 2] {
     }
 }
 
-/// Client -> server, first frame of a new session's first path.
+/// Client -> server, first frame of a new session's first path (in clear).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub conn_id: ConnId,
@@ -119,7 +133,8 @@ pub struct Hello {
     pub target: Guid,
     /// The service port the application asked for.
     pub port: u16,
-    pub nonce: [u8; 32],
+    /// The client's ephemeral X25519 key, fresh for every HELLO.
+    pub ephemeral: EphemeralKey,
     /// How many unread bytes the client buffers (the server never sends further ahead).
     pub window: u32,
     /// By `client_key`, over the HELLO transcript (see `docs/protocol.md`).
@@ -132,11 +147,14 @@ impl Hello {
     }
 }
 
-/// Server -> client: the server's key and session parameters, signed over the transcript.
+/// Server -> client (in clear): the server's key, its ephemeral key and the session's
+/// parameters, signed over the transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloAck {
     pub conn_id: ConnId,
     pub server_key: PublicKey,
+    /// The server's ephemeral X25519 key, fresh for every HELLO_ACK.
+    pub ephemeral: EphemeralKey,
     /// How many unread bytes the server buffers.
     pub window: u32,
     /// How long the server keeps a session without paths, in milliseconds.
@@ -145,18 +163,16 @@ pub struct HelloAck {
     pub signature: Signature,
 }
 
-/// Client -> server, first frame of an additional or replacement path.
+/// Client -> server, first frame of an additional or replacement path: the connection ID
+/// and freshness in clear, the rest sealed with the session's resume key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
     pub conn_id: ConnId,
-    /// The client's number for this path (for logs; the server numbers it its own way).
-    pub path_id: PathId,
-    /// Stream bytes the client has received (plus one once it has the server's FIN).
-    pub received: u64,
-    /// Strictly greater than in any RESUME the server accepted before for this session.
+    /// Strictly greater than in any RESUME the server accepted before for this session; the
+    /// path's number in the key schedule and the resume key's nonce.
     pub freshness: u64,
-    /// By the key the client used in its HELLO.
-    pub signature: Signature,
+    /// [`ResumeBody`] sealed, with its tag.
+    pub sealed: [u8; RESUME_SEALED_LEN],
 }
 
 impl Resume {
@@ -165,15 +181,36 @@ impl Resume {
     }
 }
 
-/// Server -> client: the resume was accepted; what the server has received.
+/// RESUME's sealed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeBody {
+    /// The client's number for this path (for logs; the server numbers it its own way).
+    pub path_id: PathId,
+    /// Stream bytes the client has received (plus one once it has the server's FIN).
+    pub received: u64,
+}
+
+/// Server -> client, sealed on the resumed path: the resume was accepted; what the server
+/// has received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeAck {
-    pub conn_id: ConnId,
-    /// Echo of [`Resume::path_id`].
+    /// Echo of [`ResumeBody::path_id`].
     pub path_id: PathId,
     /// Stream bytes the server has received (plus one once it has the client's FIN).
     pub received: u64,
-    /// By the server key, over the RESUME it answers and the fields above.
+}
+
+/// Server -> client (in clear), instead of HELLO_ACK or RESUME_ACK: the server refuses the
+/// path's first frame, and signs that it does, so nobody else can end a session this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refuse {
+    pub conn_id: ConnId,
+    /// `PortRefused` (HELLO) or `LingerExpired` (RESUME of a session the server no longer has).
+    pub reason: ResetReason,
+    /// SHA-256 of the encoded HELLO or RESUME refused: binds the refusal to that one frame.
+    pub echo: [u8; 32],
+    pub server_key: PublicKey,
+    /// By `server_key`, over the fields above.
     pub signature: Signature,
 }
 
@@ -234,6 +271,12 @@ pub enum DecodeError {
     BadAddressFamily(u8),
     #[error("{0} locators exceed the maximum of {MAX_LOCATORS}")]
     TooManyLocators(usize),
+    #[error("{0} frame in clear: it travels sealed")]
+    Unsealed(&'static str),
+    #[error("{0} frame inside a SEALED record: it travels in clear")]
+    ClearInSealed(&'static str),
+    #[error("SEALED record of {0} bytes is shorter than its tag and inner type")]
+    SealedTooShort(usize),
 }
 
 impl DecodeError {
@@ -251,6 +294,9 @@ impl DecodeError {
             DecodeError::UnknownResetReason(_) => "UnknownResetReason",
             DecodeError::BadAddressFamily(_) => "BadAddressFamily",
             DecodeError::TooManyLocators(_) => "TooManyLocators",
+            DecodeError::Unsealed(_) => "Unsealed",
+            DecodeError::ClearInSealed(_) => "ClearInSealed",
+            DecodeError::SealedTooShort(_) => "SealedTooShort",
         }
     }
 }

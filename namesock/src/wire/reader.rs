@@ -1,6 +1,7 @@
-//! Sans-IO framing of a byte stream: frames cut across reads, decoded in place.
+//! Sans-IO framing of a byte stream: records cut across reads, decoded in place (a SEALED
+//! record handed out mutably, so that its owner opens it in place).
 
-use super::{DecodeError, FrameRef, MAX_FRAME};
+use super::{DecodeError, MAX_FRAME, Record};
 use crate::copy;
 
 /// Cuts a byte stream that arrives in reads of any size into frames.
@@ -10,15 +11,15 @@ use crate::copy;
 /// lends for one round of reads, so an idle reader holds no allocation. The caller does the IO:
 ///
 /// ```
-/// # use namesock::wire::{Frame, FrameReader, MAX_FRAME, Step};
-/// # let mut socket: &[u8] = &[6, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7];
+/// # use namesock::wire::{FrameReader, MAX_FRAME, Record, Step};
+/// # let mut socket: &[u8] = &[13, 0, 0, 0, 17, 6, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 /// # use std::io::Read;
 /// let mut reader = FrameReader::new();
 /// let mut scratch = vec![0; MAX_FRAME + 64 * 1024];
 /// let mut round = reader.round(&mut scratch);
 /// loop {
-///     match round.frames(|frame| {
-///         assert_eq!(frame, Frame::Ack { ack: 7 });
+///     match round.frames(|record| {
+///         assert!(matches!(record, Record::Sealed(_))); // the session opens it
 ///         true // false: stop, keep the rest for the next round
 ///     })? {
 ///         Step::NeedBytes => {}
@@ -103,7 +104,7 @@ impl FrameReader {
         &mut self,
         scratch: &mut [u8],
         mut bytes: &[u8],
-        mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(Record<'_>) -> bool,
     ) -> Result<Step, DecodeError> {
         let mut round = self.round(scratch);
         loop {
@@ -149,7 +150,7 @@ impl Round<'_> {
     /// for). The bad bytes stay, so the reader keeps reporting the error.
     pub fn frames(
         &mut self,
-        mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(Record<'_>) -> bool,
     ) -> Result<Step, DecodeError> {
         if self.in_kept {
             let (used, step) = decode_frames(self.kept, &mut on_frame);
@@ -171,7 +172,7 @@ impl Round<'_> {
                 Step::NeedBytes
             });
         }
-        let (used, step) = decode_frames(&self.scratch[self.start..self.end], &mut on_frame);
+        let (used, step) = decode_frames(&mut self.scratch[self.start..self.end], &mut on_frame);
         self.start += used;
         if step? == Step::Stopped {
             return Ok(Step::Stopped);
@@ -219,12 +220,12 @@ impl Drop for Round<'_> {
 /// Hands the complete frames at the start of `buf` to `on_frame`: the bytes they took, and
 /// whether `on_frame` asked to stop or the next bytes are malformed.
 fn decode_frames(
-    buf: &[u8],
-    on_frame: &mut impl FnMut(FrameRef<'_>) -> bool,
+    buf: &mut [u8],
+    on_frame: &mut impl FnMut(Record<'_>) -> bool,
 ) -> (usize, Result<Step, DecodeError>) {
     let mut pos = 0;
     loop {
-        match FrameRef::decode_ref(&buf[pos..]) {
+        match Record::decode_ref(&mut buf[pos..]) {
             Ok(Some((frame, used))) => {
                 pos += used;
                 if !on_frame(frame) {
