@@ -4,8 +4,8 @@ use std::time::Instant;
 use namesock_identity::Keypair;
 
 use super::*;
-use crate::session::SessionConfig;
-use crate::wire::{Frame, FrameRef};
+use crate::session::{Event, SessionConfig};
+use crate::wire::{Frame, FrameRef, Record};
 
 const PORT: u16 = 8000;
 
@@ -39,7 +39,6 @@ impl Bed {
             self.server_key.guid(),
             port,
             rand::random(),
-            rand::random(),
             self.now,
         )
     }
@@ -58,6 +57,25 @@ fn first(bytes: &[u8]) -> FrameRef<'_> {
 
 fn no_session<'s>(_: ConnKey) -> Option<&'s mut Session> {
     None
+}
+
+/// `bytes` (records) arrive on `path` of `session`; whether every one was accepted.
+fn feed(now: Instant, session: &mut Session, path: PathId, bytes: &[u8]) -> bool {
+    let mut scratch = vec![0; crate::wire::FrameReader::MIN_SCRATCH];
+    let mut ok = true;
+    let step = crate::wire::FrameReader::new().feed(&mut scratch, bytes, |record| {
+        ok &= session.handle_record(now, path, record).is_ok();
+        true
+    });
+    ok && step.is_ok()
+}
+
+/// The signed answer of a refusal, as the client receives it: the reset it causes.
+fn client_hears(now: Instant, client: &mut Session, path: PathId, refused: Refused) -> Vec<Event> {
+    let mut bytes = Vec::new();
+    Frame::<Vec<u8>>::Refuse(refused.answer.expect("a signed REFUSE")).encode(&mut bytes);
+    assert!(feed(now, client, path, &bytes));
+    std::iter::from_fn(|| client.poll_event()).collect()
 }
 
 #[test]
@@ -82,7 +100,9 @@ fn a_hello_for_a_served_port_makes_a_session_and_its_connection_id_routes() {
     let again = bed
         .endpoint
         .first_frame(bed.now, 101, first(&hello), no_session);
-    assert_eq!(again.unwrap_err(), Refusal::ConnIdInUse);
+    let again = again.unwrap_err();
+    assert_eq!(again.why, Refusal::ConnIdInUse);
+    assert!(again.answer.is_none());
 }
 
 #[test]
@@ -95,8 +115,12 @@ fn refusals_are_typed_and_say_which_reset_the_path_gets() {
         .endpoint
         .first_frame(bed.now, 100, first(&hello), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::PortNotServed { port: PORT + 1 });
-    assert_eq!(refusal.reset_reason(), Some(ResetReason::PortRefused));
+    assert_eq!(refusal.why, Refusal::PortNotServed { port: PORT + 1 });
+    assert!(
+        client_hears(bed.now, &mut other_port, 1, refusal).contains(&Event::Reset {
+            reason: ResetReason::PortRefused
+        })
+    );
 
     // A HELLO for another GUID.
     let mut stranger = Session::client(
@@ -104,7 +128,6 @@ fn refusals_are_typed_and_say_which_reset_the_path_gets() {
         Arc::new(Keypair::generate()),
         Keypair::generate().guid(),
         PORT,
-        rand::random(),
         rand::random(),
         bed.now,
     );
@@ -114,8 +137,8 @@ fn refusals_are_typed_and_say_which_reset_the_path_gets() {
         .endpoint
         .first_frame(bed.now, 101, first(&hello), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::Handshake(HandshakeError::WrongTarget));
-    assert_eq!(refusal.reset_reason(), Some(ResetReason::AuthFailed));
+    assert_eq!(refusal.why, Refusal::Handshake(HandshakeError::WrongTarget));
+    assert!(refusal.answer.is_none());
 
     let mut data = Vec::new();
     Frame::Data {
@@ -128,21 +151,21 @@ fn refusals_are_typed_and_say_which_reset_the_path_gets() {
         .endpoint
         .first_frame(bed.now, 102, first(&data), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::NotAFirstFrame { frame: "DATA" });
-    assert_eq!(refusal.reset_reason(), None);
+    assert_eq!(refusal.why, Refusal::NotAFirstFrame { frame: "DATA" });
+    assert!(refusal.answer.is_none());
 
     let mut idle = Endpoint::new();
     let refusal = idle
         .first_frame(bed.now, 103, first(&data), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::NotAFirstFrame { frame: "DATA" });
+    assert_eq!(refusal.why, Refusal::NotAFirstFrame { frame: "DATA" });
     let mut c = bed.client(PORT);
     c.path_opened(bed.now, 1);
     let hello = wire(bed.now, &mut c, 1);
     let refusal = idle
         .first_frame(bed.now, 104, first(&hello), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::NotServing);
+    assert_eq!(refusal.why, Refusal::NotServing);
 }
 
 #[test]
@@ -161,23 +184,31 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
         panic!("HELLO not accepted");
     };
     let ack = wire(now, &mut session, 100);
-    client.handle_frame(now, 1, first(&ack)).unwrap();
+    assert!(feed(now, &mut client, 1, &ack));
+    // The client's proof is lost with its path: the RESUME proves the keys instead.
     client.path_closed(now, 1);
     client.path_opened(now, 2);
     let resume = wire(now, &mut client, 2);
+    assert!(!session.is_proven());
 
-    // Unknown to another endpoint.
+    // Unknown to another endpoint of another identity: it may not end the session...
     let refusal = Bed::new()
         .endpoint
         .first_frame(now, 101, first(&resume), no_session)
         .unwrap_err();
-    assert_eq!(refusal, Refusal::UnknownSession);
-    assert_eq!(refusal.reset_reason(), Some(ResetReason::LingerExpired));
+    assert_eq!(refusal.why, Refusal::UnknownSession);
+    let mut bytes = Vec::new();
+    Frame::<Vec<u8>>::Refuse(refusal.answer.unwrap()).encode(&mut bytes);
+    assert!(!feed(now, &mut client, 2, &bytes));
+    assert!(!std::iter::from_fn(|| client.poll_event()).any(|e| matches!(e, Event::Reset { .. })));
+    client.path_opened(now, 2);
+    let resume = wire(now, &mut client, 2);
 
     let attached = bed.endpoint.first_frame(now, 101, first(&resume), |k| {
         (k == key).then_some(&mut *session)
     });
     assert!(matches!(attached, Ok(Incoming::Resumed { key: k }) if k == key));
+    assert!(session.is_proven());
     let replay = bed
         .endpoint
         .first_frame(now, 102, first(&resume), |k| {
@@ -185,7 +216,7 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
         })
         .unwrap_err();
     assert!(
-        matches!(replay, Refusal::Resume(ResumeError::Replayed { .. })),
+        matches!(replay.why, Refusal::Resume(ResumeError::Replayed { .. })),
         "{replay:?}"
     );
     // The live path is still 101: its RESUME_ACK goes out, nothing on the replayed path.
@@ -193,13 +224,19 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
     assert!(!wire(now, &mut session, 101).is_empty());
 
     bed.endpoint.session_ended(&session.conn_id());
+    client.path_opened(now, 3);
+    let later = wire(now, &mut client, 3);
     let gone = bed
         .endpoint
-        .first_frame(now, 103, first(&resume), |k| {
+        .first_frame(now, 103, first(&later), |k| {
             (k == key).then_some(&mut *session)
         })
         .unwrap_err();
-    assert_eq!(gone, Refusal::UnknownSession);
+    assert_eq!(gone.why, Refusal::UnknownSession);
+    // ...its own server may: the session is gone, signed for this very RESUME.
+    assert!(client_hears(now, &mut client, 3, gone).contains(&Event::Reset {
+        reason: ResetReason::LingerExpired
+    }));
 }
 
 #[test]
@@ -244,42 +281,47 @@ fn unattached_paths_are_bounded_and_time_out() {
     assert_eq!(bed.endpoint.poll_timeout(), None);
 }
 
+/// Replayed HELLOs cannot pile up: sessions whose client has not proved the keys are
+/// bounded, and a proven one no longer counts.
 #[test]
-fn a_hello_repeated_after_its_ack_was_lost_joins_its_session_until_the_client_is_heard() {
+fn sessions_waiting_for_their_clients_proof_are_bounded() {
     let mut bed = Bed::new();
     let now = bed.now;
-    let mut client = bed.client(PORT);
-    client.path_opened(now, 1);
-    let hello = wire(now, &mut client, 1);
-    let Ok(Incoming::New {
-        key, mut session, ..
-    }) = bed
+    let mut sessions = Vec::new();
+    for p in 0..MAX_UNPROVEN as PathId {
+        let mut client = bed.client(PORT);
+        client.path_opened(now, 1);
+        let hello = wire(now, &mut client, 1);
+        let Ok(Incoming::New { key, session, .. }) =
+            bed.endpoint.first_frame(now, p, first(&hello), no_session)
+        else {
+            panic!("HELLO not accepted");
+        };
+        sessions.push((key, p, client, session));
+    }
+    let mut late = bed.client(PORT);
+    late.path_opened(now, 1);
+    let hello = wire(now, &mut late, 1);
+    let refused = bed
         .endpoint
-        .first_frame(now, 100, first(&hello), no_session)
-    else {
-        panic!("HELLO not accepted");
-    };
-    // Path 100 and its HELLO_ACK are lost; the client says HELLO again on path 2.
-    client.path_closed(now, 1);
-    client.path_opened(now, 2);
-    let again = wire(now, &mut client, 2);
-    assert_eq!(again, hello);
-    let joined = bed.endpoint.first_frame(now, 101, first(&again), |k| {
-        (k == key).then_some(&mut *session)
-    });
-    assert!(matches!(joined, Ok(Incoming::Resumed { key: k }) if k == key));
-    let ack = wire(now, &mut session, 101);
-    client.handle_frame(now, 2, first(&ack)).unwrap();
-    assert!(
-        std::iter::from_fn(|| client.poll_event())
-            .any(|e| matches!(e, crate::session::Event::Established { .. }))
-    );
-    // Once the client was heard, the same HELLO is a replay.
-    client.app_write(b"x");
-    let data = wire(now, &mut client, 2);
-    session.handle_frame(now, 101, first(&data)).unwrap();
-    let replay = bed.endpoint.first_frame(now, 102, first(&hello), |k| {
-        (k == key).then_some(&mut *session)
-    });
-    assert_eq!(replay.unwrap_err(), Refusal::ConnIdInUse);
+        .first_frame(now, 9000, first(&hello), no_session)
+        .unwrap_err();
+    assert_eq!(refused.why, Refusal::TooManyUnproven);
+    // One client proves its keys (its first sealed record), another session ends: room.
+    let (key, path, mut client, mut session) = sessions.pop().unwrap();
+    let ack = wire(now, &mut session, path);
+    assert!(feed(now, &mut client, 1, &ack));
+    let proof = wire(now, &mut client, 1);
+    assert!(feed(now, &mut session, path, &proof));
+    assert!(session.is_proven());
+    bed.endpoint.session_proven(key);
+    let (_, _, _, gone) = sessions.pop().unwrap();
+    bed.endpoint.session_ended(&gone.conn_id());
+    for p in [9001, 9002] {
+        let mut c = bed.client(PORT);
+        c.path_opened(now, 1);
+        let hello = wire(now, &mut c, 1);
+        assert!(bed.endpoint.first_frame(now, p, first(&hello), no_session).is_ok());
+    }
+    let _ = Record::Clear(first(&hello));
 }

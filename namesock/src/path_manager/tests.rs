@@ -43,7 +43,6 @@ impl Bed {
             self.server_key.guid(),
             PORT,
             rand::random(),
-            rand::random(),
             self.t0,
         );
         let locators = locators.iter().map(|a| addr(a)).collect();
@@ -69,12 +68,25 @@ impl Bed {
             panic!("HELLO refused");
         };
         let ack = wire(now, &mut session, 1000);
-        pm.session_mut()
-            .handle_frame(now, path, decode(&ack))
-            .unwrap();
+        feed(now, pm.session_mut(), path, &ack);
         pm.frames_received(now, path);
+        // The client's first sealed record proves its keys to the server.
+        let proof = wire(now, pm.session_mut(), path);
+        feed(now, &mut session, 1000, &proof);
+        assert!(session.is_proven());
         *session
     }
+}
+
+/// `bytes` (records) arrive on `path` of `session`; every one must be accepted.
+fn feed(now: Instant, session: &mut Session, path: PathId, bytes: &[u8]) {
+    let mut scratch = vec![0; crate::wire::FrameReader::MIN_SCRATCH];
+    crate::wire::FrameReader::new()
+        .feed(&mut scratch, bytes, |record| {
+            session.handle_record(now, path, record).unwrap();
+            true
+        })
+        .unwrap();
 }
 
 fn wire(now: Instant, session: &mut Session, path: PathId) -> Vec<u8> {
@@ -204,11 +216,7 @@ fn moved_dials_the_new_address_first_and_closes_the_old_path_once_the_new_one_ca
     // MOVED (seq 2), then the same MOVED again and an older one: one dial.
     server.announce_moved(2, vec![addr("10.1.3.2:4000")]);
     let moved = wire(bed.t0, &mut server, 1000);
-    let mut rest = &moved[..];
-    while let Some((frame, used)) = FrameRef::decode_ref(rest).unwrap() {
-        pm.session_mut().handle_frame(bed.t0, old, frame).unwrap();
-        rest = &rest[used..];
-    }
+    feed(bed.t0, pm.session_mut(), old, &moved);
     let new = dials(&actions(&mut pm, bed.t0, &bed.local));
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].1, addr("10.1.3.2:4000"));

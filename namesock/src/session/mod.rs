@@ -539,12 +539,37 @@ impl Session {
         self.lose_path(now, path, false);
     }
 
-    /// A frame, in clear or opened, arrived on `path`.
-    fn handle_frame(
+    /// Tests: `frame` arrives on `path` as if sealed by the peer and opened (neither side's
+    /// record counter moves: pair it with [`Session::poll_transmit`]).
+    #[cfg(test)]
+    pub(crate) fn inject<P: AsRef<[u8]>>(
         &mut self,
         now: Instant,
         path: PathId,
-        frame: FrameRef<'_>,
+        frame: Frame<P>,
+    ) -> Result<(), SessionError> {
+        self.handle_frame(now, path, frame)
+    }
+
+    /// Tests: the next frame for `path`, not sealed (see [`Session::inject`]).
+    #[cfg(test)]
+    pub(crate) fn poll_transmit(&mut self, now: Instant, path: PathId) -> Option<Frame> {
+        let frame = self.next_outgoing(now, path)?;
+        Some(frame.map_payload(|range| {
+            let mut payload = Vec::new();
+            for part in self.send.slices(range) {
+                copy::extend_vec(&mut payload, part);
+            }
+            payload
+        }))
+    }
+
+    /// A frame, in clear or opened, arrived on `path`.
+    fn handle_frame<P: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        frame: Frame<P>,
     ) -> Result<(), SessionError> {
         if self.is_terminal() {
             return Ok(());
@@ -562,7 +587,7 @@ impl Session {
         result
     }
 
-    fn on_frame(&mut self, i: usize, frame: FrameRef<'_>) -> Result<(), SessionError> {
+    fn on_frame<P: AsRef<[u8]>>(&mut self, i: usize, frame: Frame<P>) -> Result<(), SessionError> {
         let name = frame.name();
         let unexpected = |why| SessionError::UnexpectedFrame { frame: name, why };
         if self.paths[i].state == PathState::Handshaking
@@ -586,7 +611,7 @@ impl Session {
                 payload,
             } => {
                 self.send.on_ack(ack)?;
-                self.recv.on_data(offset, payload)
+                self.recv.on_data(offset, payload.as_ref())
             }
             Frame::Ack { ack } => self.send.on_ack(ack),
             Frame::Fin { offset } => self.recv.on_fin(offset),

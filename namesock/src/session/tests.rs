@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use namesock_identity::{Keypair, Signature};
 
 use super::*;
+use crate::wire::{FrameReader, RESUME_SEALED_LEN};
 
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
@@ -24,12 +25,46 @@ fn server_key() -> Arc<Keypair> {
     Arc::new(Keypair::from_seed(&[2; 32]))
 }
 
+/// Every byte `s` has for `path` now, sealed as on the wire.
+fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
+    let mut out = Vec::new();
+    while s.transmit_into(now, path, &mut out) {}
+    out
+}
+
+/// `bytes` arrive on `path` of `s` as if read from its socket: the result of each record (a
+/// malformed one ends the list with its decode error).
+fn deliver(
+    s: &mut Session,
+    now: Instant,
+    path: PathId,
+    bytes: &[u8],
+) -> Vec<Result<(), SessionError>> {
+    let mut results = Vec::new();
+    let mut scratch = vec![0; FrameReader::MIN_SCRATCH + 4096];
+    let step = FrameReader::new().feed(&mut scratch, bytes, |record| {
+        results.push(s.handle_record(now, path, record));
+        true
+    });
+    if let Err(e) = step {
+        results.push(Err(SessionError::Malformed(e)));
+    }
+    results
+}
+
+/// The frame in clear at the start of `bytes` (HELLO, HELLO_ACK, RESUME, REFUSE).
+fn clear_frame(bytes: &[u8]) -> Frame {
+    Frame::decode(bytes).unwrap().expect("a whole frame").0
+}
+
 /// A client and a server session joined by pairs of (client path, server path).
 struct Pair {
     now: Instant,
     client: Session,
     server: Session,
     links: Vec<(PathId, PathId)>,
+    /// The HELLO as it went out (an attacker on the path has it too).
+    hello_bytes: Vec<u8>,
 }
 
 impl Pair {
@@ -37,9 +72,10 @@ impl Pair {
         let now = Instant::now();
         let skey = server_key();
         let ckey = Arc::new(Keypair::from_seed(&[conn; 32]));
-        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [conn; 16], [9; 32], now);
+        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [conn; 16], now);
         client.path_opened(now, CPATH);
-        let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+        let hello_bytes = transmit(&mut client, now, CPATH);
+        let Frame::Hello(hello) = clear_frame(&hello_bytes) else {
             panic!("no HELLO");
         };
         let server = Acceptor::new(cfg, skey)
@@ -50,6 +86,7 @@ impl Pair {
             client,
             server,
             links: vec![(CPATH, SPATH)],
+            hello_bytes,
         };
         pair.pump();
         assert!(matches!(
@@ -63,17 +100,19 @@ impl Pair {
         pair
     }
 
-    /// Delivers frames both ways on every link until all is quiet.
+    /// Delivers records both ways on every link until all is quiet.
     fn pump(&mut self) {
         loop {
             let mut moved = false;
             for &(c, s) in &self.links {
-                while let Some(f) = self.client.poll_transmit(self.now, c) {
-                    let _ = self.server.handle_frame(self.now, s, f);
+                let up = transmit(&mut self.client, self.now, c);
+                if !up.is_empty() {
+                    deliver(&mut self.server, self.now, s, &up);
                     moved = true;
                 }
-                while let Some(f) = self.server.poll_transmit(self.now, s) {
-                    let _ = self.client.handle_frame(self.now, c, f);
+                let down = transmit(&mut self.server, self.now, s);
+                if !down.is_empty() {
+                    deliver(&mut self.client, self.now, c, &down);
                     moved = true;
                 }
             }
@@ -103,8 +142,8 @@ impl Pair {
     /// The client opens `cpath` and returns the RESUME it would send (not delivered).
     fn open_resume(&mut self, cpath: PathId) -> Resume {
         self.client.path_opened(self.now, cpath);
-        match self.client.poll_transmit(self.now, cpath) {
-            Some(Frame::Resume(r)) => r,
+        match clear_frame(&transmit(&mut self.client, self.now, cpath)) {
+            Frame::Resume(r) => r,
             other => panic!("expected RESUME, got {other:?}"),
         }
     }
@@ -126,112 +165,251 @@ fn events(s: &mut Session) -> Vec<Event> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
 
+/// A whole SEALED record of random-looking bytes.
+fn garbage_record() -> Vec<u8> {
+    let mut bytes = vec![13, 0, 0, 0, 40];
+    bytes.extend((0..40u8).map(|i| i.wrapping_mul(37)));
+    bytes
+}
+
+/// A client with its HELLO on `CPATH`, not delivered.
+fn client_with_hello(target: Guid) -> (Session, Hello) {
+    let now = Instant::now();
+    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let mut client = Session::client(cfg(), ckey, target, 80, [1; 16], now);
+    client.path_opened(now, CPATH);
+    let Frame::Hello(hello) = clear_frame(&transmit(&mut client, now, CPATH)) else {
+        panic!("no HELLO");
+    };
+    (client, hello)
+}
+
+/// Unauthenticated bytes never end a session: a HELLO_ACK by the wrong key costs its path.
 #[test]
-fn hello_ack_from_a_key_that_is_not_the_guid_is_a_hard_failure() {
+fn hello_ack_from_a_key_that_is_not_the_guid_loses_only_its_path() {
     let now = Instant::now();
     let real = server_key();
     let impostor = Keypair::from_seed(&[66; 32]);
-    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
-    let mut client = Session::client(cfg(), ckey, real.guid(), 80, [1; 16], [9; 32], now);
-    client.path_opened(now, CPATH);
-    let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
-        panic!("no HELLO");
-    };
+    let (mut client, hello) = client_with_hello(real.guid());
     // A correctly signed answer, but by a key that does not hash to the GUID we dialled.
     let mut ack = HelloAck {
         conn_id: hello.conn_id,
         server_key: impostor.public(),
+        ephemeral: [9; 32],
         window: 1 << 16,
         linger_ms: 60_000,
         signature: Signature([0; 64]),
     };
     ack.signature = impostor.sign(&auth::hello_ack(&hello, &ack));
     assert_eq!(
-        client.handle_frame(now, CPATH, Owned::HelloAck(ack)),
+        client.inject(now, CPATH, Owned::HelloAck(ack)),
         Err(SessionError::Handshake(HandshakeError::KeyMismatch))
     );
-    assert!(events(&mut client).contains(&Event::Reset {
-        reason: ResetReason::AuthFailed
-    }));
-    assert!(client.is_finished());
+    assert_eq!(
+        events(&mut client),
+        vec![Event::PathDead(CPATH), Event::NeedPath]
+    );
+    assert!(!client.is_finished());
     assert_eq!(client.peer(), None);
 }
 
 #[test]
-fn hello_ack_with_the_right_key_but_a_bad_signature_is_a_hard_failure() {
+fn hello_ack_with_the_right_key_but_a_bad_signature_loses_only_its_path() {
     let now = Instant::now();
     let skey = server_key();
-    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
-    let mut client = Session::client(cfg(), ckey, skey.guid(), 80, [1; 16], [9; 32], now);
-    client.path_opened(now, CPATH);
-    let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
-        panic!("no HELLO");
-    };
-    let server = Acceptor::new(cfg(), skey).accept_hello(now, &hello, SPATH);
-    let Some(Frame::HelloAck(mut ack)) = server.unwrap().poll_transmit(now, SPATH) else {
+    let (mut client, hello) = client_with_hello(skey.guid());
+    let mut server = Acceptor::new(cfg(), skey)
+        .accept_hello(now, &hello, SPATH)
+        .unwrap();
+    let Some(Frame::HelloAck(mut ack)) = server.poll_transmit(now, SPATH) else {
         panic!("no HELLO_ACK");
     };
-    ack.window += 1; // tampered in flight
+    ack.ephemeral[0] ^= 1; // a man in the middle swaps in its own key
     assert_eq!(
-        client.handle_frame(now, CPATH, Owned::HelloAck(ack)),
+        client.inject(now, CPATH, Owned::HelloAck(ack)),
         Err(SessionError::Handshake(HandshakeError::BadSignature))
     );
-    assert!(events(&mut client).contains(&Event::Reset {
-        reason: ResetReason::AuthFailed
-    }));
+    assert!(events(&mut client).contains(&Event::PathDead(CPATH)));
+    assert!(!client.is_finished());
 }
 
 #[test]
 fn acceptor_refuses_hellos_for_other_guids_or_badly_signed() {
     let now = Instant::now();
     let skey = server_key();
-    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
     let acceptor = Acceptor::new(cfg(), skey.clone());
     let other = Keypair::from_seed(&[3; 32]).guid();
-    let mut wrong = Session::client(cfg(), ckey.clone(), other, 80, [1; 16], [9; 32], now);
-    wrong.path_opened(now, CPATH);
-    let Some(Frame::Hello(hello)) = wrong.poll_transmit(now, CPATH) else {
-        panic!("no HELLO");
-    };
+    let (_, hello) = client_with_hello(other);
     assert_eq!(
         acceptor.accept_hello(now, &hello, SPATH).unwrap_err(),
         HandshakeError::WrongTarget
     );
-
-    let mut client = Session::client(cfg(), ckey, skey.guid(), 80, [1; 16], [9; 32], now);
-    client.path_opened(now, CPATH);
-    let Some(Frame::Hello(mut hello)) = client.poll_transmit(now, CPATH) else {
-        panic!("no HELLO");
-    };
+    let (_, mut hello) = client_with_hello(skey.guid());
     hello.port = 22;
     assert_eq!(
         acceptor.accept_hello(now, &hello, SPATH).unwrap_err(),
         HandshakeError::BadSignature
     );
+    let (_, mut hello) = client_with_hello(skey.guid());
+    hello.ephemeral = [0; 32];
+    assert_eq!(
+        acceptor.accept_hello(now, &hello, SPATH).unwrap_err(),
+        HandshakeError::BadSignature,
+        "the ephemeral key is signed"
+    );
+}
+
+/// The attack of issue 13: a HELLO captured on the wire and replayed (during the session,
+/// after it, or to a restarted server) gets HELLO_ACK and silence, never reaches the program,
+/// and is dropped after the proof timeout.
+#[test]
+fn a_replayed_hello_gets_hello_ack_then_silence_and_never_reaches_the_program() {
+    let mut pair = Pair::new(1, cfg());
+    pair.still_works();
+    // Records the client sealed for the real server, captured too.
+    assert_eq!(pair.client.app_write(b"secret"), 6);
+    let sealed = transmit(&mut pair.client, pair.now, CPATH);
+    deliver(&mut pair.server, pair.now, SPATH, &sealed);
+    assert_eq!(read_all(&mut pair.server), b"secret");
+    let Frame::Hello(hello) = clear_frame(&pair.hello_bytes) else {
+        panic!("no HELLO");
+    };
+    // A restarted server (a new acceptor with the same key) takes it.
+    let now = pair.now + Duration::from_secs(3600);
+    let mut replayed = Acceptor::new(cfg(), server_key())
+        .accept_hello(now, &hello, 500)
+        .unwrap();
+    let answer = transmit(&mut replayed, now, 500);
+    assert!(matches!(clear_frame(&answer), Frame::HelloAck(_)));
+    assert_eq!(Frame::decode(&answer).unwrap().unwrap().1, answer.len());
+    // The attacker cannot seal anything: whatever it sends next is refused unread.
+    for forged in [pair.hello_bytes.clone(), sealed, garbage_record()] {
+        let results = deliver(&mut replayed, now, 500, &forged);
+        assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    }
+    assert!(!replayed.is_proven());
+    assert_eq!(events(&mut replayed), vec![Event::PathDead(500)]);
+    assert!(read_all(&mut replayed).is_empty());
+    // Dropped unseen once the proof timeout passes.
+    let end = now + PROOF_TIMEOUT;
+    assert_eq!(replayed.poll_timeout(), Some(end));
+    replayed.handle_timeout(end);
+    assert!(events(&mut replayed).is_empty());
+    assert!(replayed.is_finished());
+    pair.still_works();
 }
 
 #[test]
-fn a_resume_signed_by_another_key_is_rejected_and_the_session_goes_on() {
+fn a_server_says_nothing_after_hello_ack_until_the_client_proves_the_keys() {
+    let now = Instant::now();
+    let skey = server_key();
+    let (mut client, hello) = client_with_hello(skey.guid());
+    let mut server = Acceptor::new(cfg(), skey)
+        .accept_hello(now, &hello, SPATH)
+        .unwrap();
+    server.announce_moved(1, vec!["192.0.2.1:1".parse().unwrap()]);
+    let ack = transmit(&mut server, now, SPATH);
+    assert!(matches!(clear_frame(&ack), Frame::HelloAck(_)));
+    assert!(Frame::decode(&ack).unwrap().unwrap().1 == ack.len());
+    assert!(events(&mut server).is_empty());
+    deliver(&mut client, now, CPATH, &ack);
+    assert!(matches!(
+        events(&mut client)[..],
+        [Event::Established { .. }]
+    ));
+    // The client's first flight proves the keys (a PING even if the program is silent).
+    let proof = transmit(&mut client, now, CPATH);
+    assert!(!proof.is_empty());
+    assert!(deliver(&mut server, now, SPATH, &proof).iter().all(Result::is_ok));
+    assert!(server.is_proven());
+    assert!(matches!(
+        events(&mut server)[..],
+        [Event::Established { .. }]
+    ));
+}
+
+/// A client whose HELLO paths all died unanswered starts over with a new HELLO: a server
+/// answers a HELLO once, so two paths never share path number 0.
+#[test]
+fn a_client_sends_a_new_hello_once_every_path_with_the_old_one_is_gone() {
+    let now = Instant::now();
+    let (mut client, first) = client_with_hello(server_key().guid());
+    client.path_opened(now, 2);
+    let Frame::Hello(parallel) = clear_frame(&transmit(&mut client, now, 2)) else {
+        panic!("no HELLO");
+    };
+    assert_eq!(parallel, first, "a parallel dial carries the same HELLO");
+    client.path_closed(now, CPATH);
+    client.path_closed(now, 2);
+    client.path_opened(now, 3);
+    let Frame::Hello(again) = clear_frame(&transmit(&mut client, now, 3)) else {
+        panic!("no HELLO");
+    };
+    assert_ne!(again.conn_id, first.conn_id);
+    assert_ne!(again.ephemeral, first.ephemeral);
+    assert_eq!(client.conn_id(), again.conn_id);
+}
+
+#[test]
+fn a_refuse_counts_only_signed_by_the_server_for_this_very_frame() {
+    let now = Instant::now();
+    let skey = server_key();
+    let acceptor = Acceptor::new(cfg(), skey.clone());
+    let (mut client, hello) = client_with_hello(skey.guid());
+    let frame = Owned::Hello(hello.clone());
+    // Signed by someone else, or naming another frame: the path goes, the session stays.
+    let impostor = Acceptor::new(cfg(), Arc::new(Keypair::from_seed(&[66; 32])));
+    let forged = impostor.refuse(&frame, hello.conn_id, ResetReason::PortRefused);
+    let mut other = hello.clone();
+    other.port = 81;
+    let elsewhere = acceptor.refuse(&Owned::Hello(other), hello.conn_id, ResetReason::PortRefused);
+    for bad in [forged, elsewhere] {
+        client.path_opened(now, CPATH);
+        transmit(&mut client, now, CPATH);
+        let mut bytes = Vec::new();
+        Owned::Refuse(bad).encode(&mut bytes);
+        assert!(deliver(&mut client, now, CPATH, &bytes)[0].is_err());
+        assert!(!events(&mut client).iter().any(|e| matches!(e, Event::Reset { .. })));
+    }
+    // The server's own, for the HELLO this path carries.
+    client.path_opened(now, CPATH);
+    let Frame::Hello(sent) = clear_frame(&transmit(&mut client, now, CPATH)) else {
+        panic!("no HELLO");
+    };
+    let genuine = acceptor.refuse(&Owned::Hello(sent.clone()), sent.conn_id, ResetReason::PortRefused);
+    let mut bytes = Vec::new();
+    Owned::Refuse(genuine).encode(&mut bytes);
+    assert_eq!(deliver(&mut client, now, CPATH, &bytes), vec![Ok(())]);
+    assert!(events(&mut client).contains(&Event::Reset {
+        reason: ResetReason::PortRefused
+    }));
+}
+
+#[test]
+fn a_resume_not_sealed_with_the_sessions_keys_is_rejected_and_the_session_goes_on() {
     let mut pair = Pair::new(1, cfg());
     pair.still_works();
     let genuine = pair.open_resume(2);
-    let thief = Keypair::from_seed(&[99; 32]);
-    let mut forged = genuine.clone();
-    forged.freshness += 10;
-    forged.signature = thief.sign(&auth::resume(&server_key().guid(), &forged));
-    assert_eq!(
-        pair.server.verify_resume(&forged),
-        Err(ResumeError::BadSignature)
-    );
-    // Tampering with any field of a genuine one breaks its signature too.
-    let mut tampered = genuine;
-    tampered.received = 0;
-    assert_eq!(
-        pair.server.verify_resume(&tampered),
-        Err(ResumeError::BadSignature)
-    );
-    pair.server.attach_resume(pair.now, &forged, 200);
-    assert!(pair.server.poll_transmit(pair.now, 200).is_none());
+    // Another session's client, same freshness, this session's connection ID.
+    let mut other = Pair::new(5, cfg());
+    let mut foreign = other.open_resume(2);
+    foreign.conn_id = genuine.conn_id;
+    let mut tampered_sealed = genuine.clone();
+    tampered_sealed.sealed[3] ^= 1;
+    let mut tampered_freshness = genuine.clone();
+    tampered_freshness.freshness += 1;
+    let zeros = Resume {
+        sealed: [0; RESUME_SEALED_LEN],
+        ..genuine.clone()
+    };
+    for forged in [foreign, tampered_sealed, tampered_freshness, zeros] {
+        assert_eq!(
+            pair.server.verify_resume(&forged),
+            Err(ResumeError::Unauthentic)
+        );
+        pair.server.attach_resume(pair.now, &forged, 200);
+        assert!(transmit(&mut pair.server, pair.now, 200).is_empty());
+    }
     pair.still_works();
 }
 
@@ -240,7 +418,7 @@ fn a_replayed_resume_is_rejected_and_the_session_goes_on() {
     let mut pair = Pair::new(1, cfg());
     pair.still_works();
     let resume = pair.open_resume(2);
-    assert_eq!(pair.server.verify_resume(&resume), Ok(()));
+    assert!(pair.server.verify_resume(&resume).is_ok());
     pair.server.attach_resume(pair.now, &resume, 200);
     pair.links.push((2, 200));
     pair.pump();
@@ -254,7 +432,7 @@ fn a_replayed_resume_is_rejected_and_the_session_goes_on() {
         })
     );
     pair.server.attach_resume(pair.now, &resume, 300);
-    assert!(pair.server.poll_transmit(pair.now, 300).is_none());
+    assert!(transmit(&mut pair.server, pair.now, 300).is_empty());
     pair.still_works();
 }
 
@@ -269,26 +447,86 @@ fn a_resume_for_another_connection_is_rejected_and_the_session_goes_on() {
         Err(ResumeError::WrongConnection)
     );
     pair.server.attach_resume(pair.now, &foreign, 200);
-    assert!(pair.server.poll_transmit(pair.now, 200).is_none());
+    assert!(transmit(&mut pair.server, pair.now, 200).is_empty());
     pair.still_works();
 }
 
+/// Injected, forged, garbage, reordered and truncated records: none is acted on; an
+/// unauthentic one costs its path only, and the session resumes with every byte intact.
 #[test]
-fn a_forged_resume_ack_closes_only_that_path() {
+fn records_anyone_else_made_close_only_their_path_and_nothing_reaches_the_program() {
+    let mut stranger = Pair::new(5, cfg());
+    assert_eq!(stranger.client.app_write(b"injected"), 8);
+    let injected = transmit(&mut stranger.client, stranger.now, CPATH);
+    let mut clear_reset = Vec::new();
+    Owned::Reset {
+        reason: ResetReason::AppAbort,
+    }
+    .encode(&mut clear_reset);
+    let mut clear_moved = Vec::new();
+    Owned::Moved {
+        seq: u64::MAX,
+        locators: vec!["192.0.2.66:1".parse().unwrap()],
+    }
+    .encode(&mut clear_moved);
+    let mut clear_data = Vec::new();
+    Owned::Data {
+        offset: 0,
+        ack: 0,
+        payload: b"injected".to_vec(),
+    }
+    .encode(&mut clear_data);
+    for attack in [injected, clear_reset, clear_moved, clear_data, garbage_record()] {
+        let mut pair = Pair::new(1, cfg());
+        let results = deliver(&mut pair.client, pair.now, CPATH, &attack);
+        let results_s = deliver(&mut pair.server, pair.now, SPATH, &attack);
+        assert!(matches!(results.last(), Some(Err(_))), "{results:?}");
+        assert!(matches!(results_s.last(), Some(Err(_))), "{results_s:?}");
+        // The engine closes both ends of the path; the client resumes on a new one.
+        pair.client.path_closed(pair.now, CPATH);
+        pair.server.path_closed(pair.now, SPATH);
+        let resume = pair.open_resume(2);
+        pair.server.attach_resume(pair.now, &resume, 200);
+        pair.links = vec![(2, 200)];
+        pair.pump();
+        assert!(read_all(&mut pair.server).is_empty());
+        assert!(read_all(&mut pair.client).is_empty());
+        for s in [&mut pair.client, &mut pair.server] {
+            let evs = events(s);
+            assert!(
+                !evs.iter()
+                    .any(|e| matches!(e, Event::Reset { .. } | Event::Moved { .. })),
+                "{evs:?}"
+            );
+        }
+        pair.still_works();
+    }
+}
+
+#[test]
+fn reordered_or_truncated_records_are_never_acted_on_and_the_stream_survives() {
     let mut pair = Pair::new(1, cfg());
+    assert_eq!(pair.client.app_write(b"first"), 5);
+    let first = transmit(&mut pair.client, pair.now, CPATH);
+    assert_eq!(pair.client.app_write(b"second"), 6);
+    let second = transmit(&mut pair.client, pair.now, CPATH);
+    // Truncated: half a record is kept unread, nothing is acted on.
+    assert!(deliver(&mut pair.server, pair.now, SPATH, &first[..first.len() / 2]).is_empty());
+    // Reordered: the second record first fails to open; the path goes.
+    let results = deliver(&mut pair.server, pair.now, SPATH, &second);
+    assert!(matches!(
+        results[..],
+        [Err(SessionError::Crypto(CryptoError::Unauthentic))]
+    ));
+    assert!(read_all(&mut pair.server).is_empty());
+    assert!(events(&mut pair.server).contains(&Event::PathDead(SPATH)));
+    // The client resumes; the replay buffer resends both, in order.
+    pair.client.path_closed(pair.now, CPATH);
     let resume = pair.open_resume(2);
-    let forged = ResumeAck {
-        conn_id: resume.conn_id,
-        path_id: resume.path_id,
-        received: 0,
-        signature: Signature([7; 64]),
-    };
-    assert_eq!(
-        pair.client
-            .handle_frame(pair.now, 2, Owned::ResumeAck(forged)),
-        Err(SessionError::Handshake(HandshakeError::BadSignature))
-    );
-    assert!(events(&mut pair.client).contains(&Event::PathDead(2)));
+    pair.server.attach_resume(pair.now, &resume, 200);
+    pair.links = vec![(2, 200)];
+    pair.pump();
+    assert_eq!(read_all(&mut pair.server), b"firstsecond");
     pair.still_works();
 }
 
@@ -353,14 +591,8 @@ fn frames_encoded_in_place_carry_the_stream_across_the_replay_buffers_wrap() {
         written += pair
             .client
             .app_write(&data[written..(written + 1100).min(data.len())]);
-        let mut wire = Vec::new();
-        while pair.client.transmit_into(pair.now, CPATH, &mut wire) {}
-        let mut rest = &wire[..];
-        while let Some((frame, used)) = crate::wire::FrameRef::decode_ref(rest).unwrap() {
-            pair.server.handle_frame(pair.now, SPATH, frame).unwrap();
-            rest = &rest[used..];
-        }
-        assert!(rest.is_empty());
+        let wire = transmit(&mut pair.client, pair.now, CPATH);
+        assert!(deliver(&mut pair.server, pair.now, SPATH, &wire).iter().all(Result::is_ok));
         got.extend(read_all(&mut pair.server));
         pair.pump();
     }
@@ -382,7 +614,7 @@ fn the_sender_never_exceeds_the_receivers_window() {
     pair.pump();
     assert_eq!(read_all(&mut pair.client).len(), 1000);
     // DATA beyond the window is a protocol error on that path.
-    let err = pair.client.handle_frame(
+    let err = pair.client.inject(
         pair.now,
         CPATH,
         Frame::Data {
@@ -519,17 +751,13 @@ mod arbitrary_input {
             (small.clone(), any::<u64>()).prop_map(|(received, freshness)| {
                 Frame::Resume(Resume {
                     conn_id: [1; 16],
-                    path_id: 2,
-                    received,
                     freshness,
-                    signature: Signature([0; 64]),
+                    sealed: [received as u8; RESUME_SEALED_LEN],
                 })
             }),
             small.prop_map(|received| Frame::ResumeAck(ResumeAck {
-                conn_id: [1; 16],
                 path_id: 2,
                 received,
-                signature: Signature([0; 64]),
             })),
         ]
     }
@@ -569,8 +797,8 @@ mod arbitrary_input {
             for step in steps {
                 let now = pair.now;
                 match step {
-                    Step::ToClient(p, f) => { let _ = pair.client.handle_frame(now, p, f); }
-                    Step::ToServer(p, f) => { let _ = pair.server.handle_frame(now, p, f); }
+                    Step::ToClient(p, f) => { let _ = pair.client.inject(now, p, f); }
+                    Step::ToServer(p, f) => { let _ = pair.server.inject(now, p, f); }
                     Step::Write(c, n) => {
                         let s = if c { &mut pair.client } else { &mut pair.server };
                         prop_assert!(s.app_write(&vec![0; n]) <= 2000);
@@ -622,7 +850,7 @@ fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
     pair.now = second;
     let _ = pair
         .client
-        .handle_frame(second, CPATH, Owned::Ack { ack: 0 });
+        .inject(second, CPATH, Owned::Ack { ack: 0 });
     assert_eq!(
         pair.client.poll_timeout(),
         Some(second + cfg().keepalive_interval)
@@ -665,7 +893,7 @@ fn a_slow_path_waits_three_round_trips_before_suspecting() {
     };
     let _ = pair
         .client
-        .handle_frame(t + rtt, CPATH, Owned::Pong { token });
+        .inject(t + rtt, CPATH, Owned::Pong { token });
     assert_eq!(pair.client.app_write(b"x"), 1);
     let sent_at = t + rtt;
     assert!(matches!(
@@ -795,10 +1023,10 @@ fn a_clients_path_shows_its_handshake_round_trip_until_a_ping_measures_one() {
         panic!("no PING");
     };
     let answered = t + Duration::from_millis(12);
-    pair.client.handle_frame(answered, 2, ping).unwrap();
+    pair.client.inject(answered, 2, ping).unwrap();
     let pong = pair.client.poll_transmit(answered, 2).expect("PONG");
     pair.server
-        .handle_frame(answered + Duration::from_millis(12), 200, pong)
+        .inject(answered + Duration::from_millis(12), 200, pong)
         .unwrap();
     assert_eq!(rtt(&pair.server), Some(Duration::from_millis(24)));
 }

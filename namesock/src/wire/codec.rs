@@ -126,13 +126,13 @@ impl<'a> Record<'a> {
                 max: MAX_FRAME - HEADER_LEN,
             });
         }
+        if kind == SEALED && len < 1 + TAG_LEN {
+            return Err(DecodeError::SealedTooShort(len));
+        }
         let Some(body) = buf.get_mut(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
         };
         if kind == SEALED {
-            if len < 1 + TAG_LEN {
-                return Err(DecodeError::SealedTooShort(len));
-            }
             let sealed = SealedRef::new(header_bytes, body);
             return Ok(Some((Record::Sealed(sealed), HEADER_LEN + len)));
         }

@@ -262,7 +262,8 @@ mod tests {
     use super::*;
     use crate::identity::{Guid, Keypair, Signature};
     use crate::wire::{
-        Frame, HEADER_LEN, Hello, HelloAck, MAX_DATA, ResetReason, Resume, ResumeAck,
+        Frame, HEADER_LEN, Hello, HelloAck, MAX_DATA, RESUME_SEALED_LEN, Refuse, ResetReason,
+        Resume, ResumeAck, TAG_LEN,
     };
 
     /// A socket's receive side: what successive reads return; empty = WouldBlock.
@@ -289,7 +290,7 @@ mod tests {
         reader: &mut FrameReader,
         scratch: &mut [u8],
         socket: &mut Socket,
-        mut on_frame: impl FnMut(FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(Record<'_>) -> bool,
     ) -> Result<Step, DecodeError> {
         let mut round = reader.round(scratch);
         loop {
@@ -307,12 +308,33 @@ mod tests {
         vec![0; FrameReader::MIN_SCRATCH + 4096]
     }
 
+    /// Frames as a path carries them: those that travel sealed in SEALED records (sealed by
+    /// an identity "cipher" with a zero tag: this module frames, the session encrypts).
     fn encode(frames: &[Frame]) -> Vec<u8> {
         let mut out = Vec::new();
         for f in frames {
-            f.encode(&mut out);
+            if f.travels_in_clear() {
+                f.encode(&mut out);
+            } else {
+                f.encode_sealed(&mut out, |_, _| [0; TAG_LEN]);
+            }
         }
         out
+    }
+
+    /// A record handed out, as the frame it carries ("opened" by the identity cipher).
+    fn owned(record: Record<'_>) -> Frame {
+        match record {
+            Record::Clear(frame) => frame.into_owned(),
+            Record::Sealed(sealed) => sealed
+                .open(|_, body| {
+                    let len = body.len() - TAG_LEN;
+                    Ok::<_, ()>(&body[..len])
+                })
+                .unwrap()
+                .unwrap()
+                .into_owned(),
+        }
     }
 
     /// One frame of every kind (DATA twice: empty and not), MOVED with both families.
@@ -324,28 +346,32 @@ mod tests {
                 client_key: key,
                 target: Guid::from_bytes([2; 20]),
                 port: 8000,
-                nonce: [3; 32],
+                ephemeral: [3; 32],
                 window: 1 << 20,
                 signature: Signature([4; 64]),
             }),
             Frame::HelloAck(HelloAck {
                 conn_id: [7; 16],
                 server_key: key,
+                ephemeral: [4; 32],
                 window: 1 << 20,
                 linger_ms: 30_000,
                 signature: Signature([5; 64]),
             }),
             Frame::Resume(Resume {
                 conn_id: [7; 16],
-                path_id: 3,
-                received: 1 << 33,
                 freshness: 9,
-                signature: Signature([6; 64]),
+                sealed: [6; RESUME_SEALED_LEN],
             }),
             Frame::ResumeAck(ResumeAck {
-                conn_id: [7; 16],
                 path_id: 3,
                 received: 1 << 34,
+            }),
+            Frame::Refuse(Refuse {
+                conn_id: [7; 16],
+                reason: ResetReason::PortRefused,
+                echo: [1; 32],
+                server_key: key,
                 signature: Signature([8; 64]),
             }),
             Frame::Data {
@@ -398,7 +424,7 @@ mod tests {
                         for chunk in reads.chunks(3 / rounds) {
                             socket.reads.extend(chunk.iter().map(|r| r.to_vec()));
                             let step = round(&mut reader, &mut scratch, &mut socket, |f| {
-                                got.push(f.into_owned());
+                                got.push(owned(f));
                                 true
                             });
                             assert_eq!(step, Ok(Step::NeedBytes));
@@ -419,8 +445,8 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut reader = FrameReader::new();
             let mut got = Vec::new();
-            let mut on_frame = |f: FrameRef<'_>| {
-                got.push(f.into_owned());
+            let mut on_frame = |f: Record<'_>| {
+                got.push(owned(f));
                 true
             };
             let step = reader.feed(&mut scratch, &bytes[..cut], &mut on_frame);
@@ -443,7 +469,7 @@ mod tests {
         socket.reads.push_back(bytes);
         let mut got = Vec::new();
         let step = round(&mut reader, &mut scratch, &mut socket, |f| {
-            got.push(f.into_owned());
+            got.push(owned(f));
             true
         });
         assert_eq!(step, Ok(Step::NeedBytes));
@@ -462,7 +488,7 @@ mod tests {
         let mut reader = FrameReader::new();
         let mut got = Vec::new();
         let step = reader.feed(&mut scratch, &bytes, |f| {
-            got.push(f.into_owned());
+            got.push(owned(f));
             true
         });
         assert_eq!(step, Ok(Step::NeedBytes));
@@ -495,15 +521,17 @@ mod tests {
             socket.reads.push_back(bytes[cut..].to_vec());
             let mut got = 0;
             let step = round(&mut reader, &mut scratch, &mut socket, |f| {
-                assert_eq!(f.into_owned(), frame);
+                assert_eq!(owned(f), frame);
                 got += 1;
                 true
             });
             assert_eq!((step, got), (Ok(Step::NeedBytes), 2));
         }
 
+        // A SEALED record of the largest length is handed out whole (opening it is the
+        // session's business).
         let body = MAX_FRAME - HEADER_LEN;
-        bytes = vec![5];
+        bytes = vec![13];
         bytes.extend_from_slice(&(body as u32).to_be_bytes());
         bytes.resize(MAX_FRAME, 0);
         let mut reader = FrameReader::new();
@@ -513,8 +541,14 @@ mod tests {
         assert_eq!(step, Ok(Step::NeedBytes));
         assert_eq!(reader.buffered(), MAX_FRAME - 1);
         socket.reads.push_back(bytes[MAX_FRAME - 1..].to_vec());
-        let step = round(&mut reader, &mut scratch, &mut socket, |_| true);
-        assert_eq!(step, Err(DecodeError::PayloadTooLarge(body - 16)));
+        let mut lens = Vec::new();
+        let step = round(&mut reader, &mut scratch, &mut socket, |r| {
+            if let Record::Sealed(s) = r {
+                lens.push(s.wire_len());
+            }
+            true
+        });
+        assert_eq!((step, lens), (Ok(Step::NeedBytes), vec![MAX_FRAME]));
     }
 
     /// The consumer stops early: nothing more is read, the frames left are handed out first
@@ -536,7 +570,7 @@ mod tests {
                 rounds += 1;
                 let mut taken = 0;
                 let step = round(&mut reader, &mut scratch, &mut socket, |f| {
-                    got.push(f.into_owned());
+                    got.push(owned(f));
                     taken += 1;
                     taken < stop_every
                 });
@@ -564,7 +598,7 @@ mod tests {
         let mut got = Vec::new();
         while round
             .frames(|f| {
-                got.push(f.into_owned());
+                got.push(owned(f));
                 false
             })
             .unwrap()
@@ -606,8 +640,8 @@ mod tests {
         ] {
             let mut reader = FrameReader::new();
             let mut got = Vec::new();
-            let mut on_frame = |f: FrameRef<'_>| {
-                got.push(f.into_owned());
+            let mut on_frame = |f: Record<'_>| {
+                got.push(owned(f));
                 true
             };
             let first = reader.feed(&mut scratch, &bytes[..cut], &mut on_frame);
@@ -627,14 +661,30 @@ mod tests {
     #[test]
     fn a_malformed_body_is_an_error_too() {
         let mut bytes = encode(&[Frame::Ping { token: 1 }]);
-        bytes.extend_from_slice(&[6, 0, 0, 0, 9]); // ACK with a 9-byte body
-        bytes.extend_from_slice(&[0; 9]);
+        // RESUME with one byte too many.
+        bytes.extend_from_slice(&[3, 0, 0, 0, 58, b'n', b's', b'o', b'k', 2]);
+        bytes.extend_from_slice(&[0; 53]);
         let mut got = 0;
         let step = FrameReader::new().feed(&mut scratch(), &bytes, |_| {
             got += 1;
             true
         });
-        assert_eq!((step, got), (Err(DecodeError::TrailingBytes("ACK")), 1));
+        assert_eq!((step, got), (Err(DecodeError::TrailingBytes("RESUME")), 1));
+    }
+
+    /// Frames that travel sealed are refused in clear on their first byte, and a SEALED
+    /// record too short for a tag and an inner type is refused before its body.
+    #[test]
+    fn a_sealed_only_frame_in_clear_or_a_tagless_record_is_refused() {
+        for (bytes, err) in [
+            (vec![10u8], DecodeError::Unsealed("RESET")),
+            (vec![5, 0, 0, 0, 16], DecodeError::Unsealed("DATA")),
+            (vec![11, 0], DecodeError::Unsealed("MOVED")),
+            (vec![13, 0, 0, 0, 16], DecodeError::SealedTooShort(16)),
+        ] {
+            let step = FrameReader::new().feed(&mut scratch(), &bytes, |_| panic!("handed out"));
+            assert_eq!(step, Err(err));
+        }
     }
 
     /// A length field beyond MAX_FRAME is refused as soon as the header is complete, without
@@ -643,7 +693,7 @@ mod tests {
     fn an_oversized_length_is_refused_before_buffering() {
         let max = MAX_FRAME - HEADER_LEN;
         for len in [max as u32 + 1, u32::MAX] {
-            let mut header = vec![5];
+            let mut header = vec![13];
             header.extend_from_slice(&len.to_be_bytes());
             let err = Err(DecodeError::TooLong {
                 len: len as usize,
@@ -662,7 +712,7 @@ mod tests {
             }
         }
         // At the limit, the body is waited for.
-        let mut header = vec![5];
+        let mut header = vec![13];
         header.extend_from_slice(&(max as u32).to_be_bytes());
         let mut reader = FrameReader::new();
         assert_eq!(
