@@ -26,7 +26,7 @@ pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on server paths that have not yet presented HELLO/RESUME.
 pub const MAX_UNATTACHED: usize = 256;
 /// Bound on server sessions whose client has not yet proved it holds the keys (each ends
-/// after `session::PROOF_TIMEOUT` at most): replayed HELLOs cannot pile up.
+/// after the linger period at most): replayed HELLOs cannot pile up.
 pub const MAX_UNPROVEN: usize = 256;
 
 /// Why an arriving path was turned away. The live sessions are untouched.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use namesock::wire::{
     DecodeError, Frame, FrameReader, FrameRef, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME,
-    MAX_LOCATORS, ResetReason, Resume, ResumeAck, Step,
+    MAX_LOCATORS, RESUME_SEALED_LEN, Record, Refuse, ResetReason, Resume, ResumeAck, Step, TAG_LEN,
 };
 use proptest::prelude::*;
 
@@ -56,13 +56,13 @@ fn hello() -> impl Strategy<Value = Frame> {
         signature(),
     )
         .prop_map(
-            |(conn_id, client_key, target, port, nonce, window, signature)| {
+            |(conn_id, client_key, target, port, ephemeral, window, signature)| {
                 Frame::Hello(Hello {
                     conn_id,
                     client_key,
                     target: Guid::from_bytes(target),
                     port,
-                    nonce,
+                    ephemeral,
                     window,
                     signature,
                 })
@@ -74,14 +74,16 @@ fn hello_ack() -> impl Strategy<Value = Frame> {
     (
         any::<[u8; 16]>(),
         key(),
+        any::<[u8; 32]>(),
         any::<u32>(),
         any::<u32>(),
         signature(),
     )
-        .prop_map(|(conn_id, server_key, window, linger_ms, signature)| {
+        .prop_map(|(conn_id, server_key, ephemeral, window, linger_ms, signature)| {
             Frame::HelloAck(HelloAck {
                 conn_id,
                 server_key,
+                ephemeral,
                 window,
                 linger_ms,
                 signature,
@@ -92,33 +94,40 @@ fn hello_ack() -> impl Strategy<Value = Frame> {
 fn resume() -> impl Strategy<Value = Frame> {
     (
         any::<[u8; 16]>(),
-        any::<u32>(),
         any::<u64>(),
-        any::<u64>(),
-        signature(),
+        prop::collection::vec(any::<u8>(), RESUME_SEALED_LEN),
     )
-        .prop_map(|(conn_id, path_id, received, freshness, signature)| {
+        .prop_map(|(conn_id, freshness, sealed)| {
             Frame::Resume(Resume {
                 conn_id,
-                path_id,
-                received,
                 freshness,
-                signature,
+                sealed: sealed.try_into().unwrap(),
             })
         })
 }
 
 fn resume_ack() -> impl Strategy<Value = Frame> {
-    (any::<[u8; 16]>(), any::<u32>(), any::<u64>(), signature()).prop_map(
-        |(conn_id, path_id, received, signature)| {
-            Frame::ResumeAck(ResumeAck {
+    (any::<u32>(), any::<u64>())
+        .prop_map(|(path_id, received)| Frame::ResumeAck(ResumeAck { path_id, received }))
+}
+
+fn refuse() -> impl Strategy<Value = Frame> {
+    (
+        any::<[u8; 16]>(),
+        reason(),
+        any::<[u8; 32]>(),
+        key(),
+        signature(),
+    )
+        .prop_map(|(conn_id, reason, echo, server_key, signature)| {
+            Frame::Refuse(Refuse {
                 conn_id,
-                path_id,
-                received,
+                reason,
+                echo,
+                server_key,
                 signature,
             })
-        },
-    )
+        })
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -127,6 +136,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         hello_ack(),
         resume(),
         resume_ack(),
+        refuse(),
         (
             any::<u64>(),
             any::<u64>(),
@@ -156,6 +166,46 @@ fn encode(frame: &Frame) -> Vec<u8> {
     out
 }
 
+/// As a path carries it: in clear, or in a SEALED record (sealed by an identity "cipher" with
+/// a zero tag: the codec frames, the session encrypts).
+fn wire_encode(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    if frame.travels_in_clear() {
+        frame.encode(&mut out);
+    } else {
+        frame.encode_sealed(&mut out, |_, _| [0; TAG_LEN]);
+    }
+    out
+}
+
+/// A record as handed out: a frame in clear, or a SEALED record "opened" by the identity
+/// cipher (its inner frame, or the inner frame's decode error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum View {
+    Clear(Frame),
+    Sealed(Result<Frame, DecodeError>),
+}
+
+fn view(record: Record<'_>) -> View {
+    match record {
+        Record::Clear(frame) => View::Clear(frame.into_owned()),
+        Record::Sealed(sealed) => View::Sealed(
+            sealed
+                .open(|_, body| {
+                    let len = body.len() - TAG_LEN;
+                    Ok::<_, ()>(&body[..len])
+                })
+                .unwrap()
+                .map(FrameRef::into_owned),
+        ),
+    }
+}
+
+fn expected_view(frame: &Frame) -> View {
+    let mut bytes = wire_encode(frame);
+    view(Record::decode_ref(&mut bytes).unwrap().unwrap().0)
+}
+
 /// `stream` cut at `cuts` into reads, `per_round` reads arriving before each round of
 /// [`FrameReader`] reads (driven as `FlowPath::read_frames` does), a consumer that stops after
 /// a frame when `stops` says so: the frames handed out, and the error if any.
@@ -164,7 +214,7 @@ fn read_through(
     mut cuts: Vec<usize>,
     per_round: usize,
     stops: &[bool],
-) -> (Vec<Frame>, Result<usize, DecodeError>) {
+) -> (Vec<View>, Result<usize, DecodeError>) {
     cuts.push(0);
     cuts.push(stream.len());
     cuts.sort_unstable();
@@ -178,7 +228,7 @@ fn read_through(
         let mut round = reader.round(&mut scratch);
         let step = loop {
             let step = round.frames(|f| {
-                got.push(f.into_owned());
+                got.push(view(f));
                 !stops
                     .get(got.len() % stops.len().max(1))
                     .copied()
@@ -209,15 +259,16 @@ fn read_through(
     }
 }
 
-/// One-shot decoding of the whole stream: the frames, then the error or the bytes left over.
-fn decode_all(stream: &[u8]) -> (Vec<Frame>, Result<usize, DecodeError>) {
-    let mut rest = stream;
+/// One-shot decoding of the whole stream: the records, then the error or the bytes left over.
+fn decode_all(stream: &[u8]) -> (Vec<View>, Result<usize, DecodeError>) {
+    let mut copy = stream.to_vec();
+    let mut rest = &mut copy[..];
     let mut frames = Vec::new();
     loop {
-        match Frame::decode(rest) {
-            Ok(Some((frame, used))) => {
-                frames.push(frame);
-                rest = &rest[used..];
+        match Record::decode_ref(rest) {
+            Ok(Some((record, used))) => {
+                frames.push(view(record));
+                rest = &mut rest[used..];
             }
             Ok(None) => return (frames, Ok(rest.len())),
             Err(e) => return (frames, Err(e)),
@@ -238,13 +289,20 @@ proptest! {
     fn the_reader_gives_back_the_frames_whatever_the_reads(
         (frames, (cuts, per_round, stops)) in prop::collection::vec(frame(), 1..8)
             .prop_flat_map(|frames| {
-                let len = frames.iter().map(|f| encode(f).len()).sum();
+                let len = frames.iter().map(|f| wire_encode(f).len()).sum();
                 (Just(frames), cuts(len))
             }),
     ) {
-        let stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+        let stream: Vec<u8> = frames.iter().flat_map(wire_encode).collect();
         let (got, end) = read_through(&stream, cuts, per_round, &stops);
-        prop_assert_eq!(got, frames);
+        prop_assert_eq!(&got, &frames.iter().map(expected_view).collect::<Vec<_>>());
+        for (got, frame) in got.iter().zip(&frames) {
+            let opened = match got {
+                View::Clear(f) | View::Sealed(Ok(f)) => f,
+                View::Sealed(Err(e)) => panic!("{e}"),
+            };
+            prop_assert_eq!(opened, frame);
+        }
         prop_assert_eq!(end, Ok(0));
     }
 
@@ -258,7 +316,7 @@ proptest! {
             any::<prop::sample::Index>(),
         )
             .prop_map(|(frames, flips, end)| {
-                let mut stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+                let mut stream: Vec<u8> = frames.iter().flat_map(wire_encode).collect();
                 for (at, value) in flips {
                     let i = at.index(stream.len());
                     stream[i] = value;
@@ -361,7 +419,7 @@ fn oversized_length_is_refused_from_the_header_alone() {
 #[test]
 fn unknown_types_are_errors_even_before_the_header_is_complete() {
     assert_eq!(Frame::decode(&[0]), Err(DecodeError::UnknownType(0)));
-    assert_eq!(Frame::decode(&[12]), Err(DecodeError::UnknownType(12)));
+    assert_eq!(Frame::decode(&[14]), Err(DecodeError::UnknownType(14)));
     assert_eq!(
         Frame::decode(&header(0xff, 0)),
         Err(DecodeError::UnknownType(0xff))
@@ -393,20 +451,18 @@ fn oversized_data_payload_is_refused() {
 fn path_openers_need_magic_and_version() {
     let resume = Frame::Resume(Resume {
         conn_id: [1; 16],
-        path_id: 2,
-        received: 3,
         freshness: 4,
-        signature: Signature([5; 64]),
+        sealed: [5; RESUME_SEALED_LEN],
     });
     let good = encode(&resume);
     let mut bad_magic = good.clone();
     bad_magic[HEADER_LEN] ^= 1;
     assert_eq!(Frame::decode(&bad_magic), Err(DecodeError::BadMagic));
     let mut bad_version = good.clone();
-    bad_version[HEADER_LEN + 4] = 2;
+    bad_version[HEADER_LEN + 4] = 1;
     assert_eq!(
         Frame::decode(&bad_version),
-        Err(DecodeError::UnsupportedVersion(2))
+        Err(DecodeError::UnsupportedVersion(1))
     );
 }
 
@@ -443,7 +499,7 @@ fn invalid_public_keys_are_refused() {
         client_key: Keypair::from_seed(&[1; 32]).public(),
         target: Guid::from_bytes([0; 20]),
         port: 80,
-        nonce: [0; 32],
+        ephemeral: [0; 32],
         window: 1,
         signature: Signature([0; 64]),
     });
@@ -466,7 +522,7 @@ fn frame_sizes_are_the_documented_ones() {
         client_key: key,
         target: Guid::from_bytes([0; 20]),
         port: 1,
-        nonce: [0; 32],
+        ephemeral: [0; 32],
         window: 1,
         signature: sig,
     };
@@ -474,26 +530,36 @@ fn frame_sizes_are_the_documented_ones() {
     let ack = HelloAck {
         conn_id: [0; 16],
         server_key: key,
+        ephemeral: [0; 32],
         window: 1,
         linger_ms: 1,
         signature: sig,
     };
-    assert_eq!(body(Frame::HelloAck(ack)), 120);
+    assert_eq!(body(Frame::HelloAck(ack)), 152);
     let resume = Resume {
         conn_id: [0; 16],
-        path_id: 1,
-        received: 1,
         freshness: 1,
+        sealed: [0; RESUME_SEALED_LEN],
+    };
+    assert_eq!(body(Frame::Resume(resume)), 57);
+    let refuse = Refuse {
+        conn_id: [0; 16],
+        reason: ResetReason::PortRefused,
+        echo: [0; 32],
+        server_key: key,
         signature: sig,
     };
-    assert_eq!(body(Frame::Resume(resume)), 105);
-    let resume_ack = ResumeAck {
-        conn_id: [0; 16],
+    assert_eq!(body(Frame::Refuse(refuse)), 146);
+    let resume_ack = Frame::ResumeAck(ResumeAck {
         path_id: 1,
         received: 1,
-        signature: sig,
-    };
-    assert_eq!(body(Frame::ResumeAck(resume_ack)), 92);
+    });
+    assert_eq!(body(resume_ack.clone()), 12);
+    // Sealed: inner type, inner body, tag.
+    assert_eq!(
+        wire_encode(&resume_ack).len(),
+        HEADER_LEN + 1 + 12 + TAG_LEN
+    );
     let data = Frame::Data {
         offset: 0,
         ack: 0,

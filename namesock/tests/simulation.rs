@@ -123,7 +123,13 @@ fn check(w: &World, expect: Expect) {
         "never established: {:?}",
         w.client_end
     );
-    assert_eq!(w.sessions_created, 1, "server sessions created");
+    // The program sees one session (a partition before the client's first sealed record
+    // arrived leaves it none: the server never learnt that the client holds the keys).
+    let delivered = w.sessions_created;
+    match expect {
+        Expect::Clean => assert_eq!(delivered, 1, "sessions delivered to the program"),
+        Expect::LingerReset => assert!(delivered <= 1, "sessions delivered: {delivered}"),
+    }
     assert_eq!(
         w.endpoint_sessions(),
         0,
@@ -164,13 +170,15 @@ fn check(w: &World, expect: Expect) {
                 Some(ClientEnd::Reset(ResetReason::LingerExpired)),
                 "client's end"
             );
-            assert_eq!(
-                server_events.last(),
-                Some(&Event::Reset {
-                    reason: ResetReason::LingerExpired
-                }),
-                "server session: {server_events:?}"
-            );
+            if delivered == 1 {
+                assert_eq!(
+                    server_events.last(),
+                    Some(&Event::Reset {
+                        reason: ResetReason::LingerExpired
+                    }),
+                    "server session: {server_events:?}"
+                );
+            }
             // After the linger, not before, and not much later than the path's death plus
             // the linger.
             let (Some(cut), Some(end)) = (w.partition_at, w.client_end_at) else {
@@ -513,9 +521,9 @@ fn regression(name: &str, setup: fn(&mut StdRng) -> Setup, seeds: &[u64]) {
 
 /// Regression 1 (Endpoint), found by this simulation and fixed in the core: the path that carried HELLO is cut before HELLO_ACK arrives, the
 /// client sends the same HELLO on its next path, and `Endpoint::first_frame` refuses it with
-/// `ConnIdInUse` (no RESET) on every path until the client's connect times out. A fix: a
-/// HELLO identical to the one that created a live session re-attaches the path and gets
-/// HELLO_ACK again.
+/// `ConnIdInUse` (no RESET) on every path until the client's connect times out. The fix of
+/// protocol 1 (the same HELLO re-attached) would give two paths the same keys in protocol 2;
+/// there every path of a connecting client carries a HELLO of its own instead.
 #[test]
 fn regression_1_hello_ack_lost_then_hello_refused_conn_id_in_use() {
     regression("sim_breaks_during_handshake", breaks_during_handshake, &[0]);

@@ -65,9 +65,7 @@ const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 const MAX_ACK_EVERY: u64 = 64 * 1024;
 /// A session remembers its last this many moves.
 pub const MAX_MOVES: usize = 8;
-/// A server session whose client has not proved it holds the session keys this long after
-/// its HELLO ends without a word (it was never delivered: a replayed HELLO ends this way).
-pub const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
+
 
 /// Tunables of one session. The defaults suit interactive and bulk traffic alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,13 +148,13 @@ pub struct Session {
     /// The server's GUID: the client's target, or the server's own.
     server_guid: Guid,
     peer: Option<PublicKey>,
-    /// Client, until HELLO_ACK: the HELLO, which the server's signature covers, and the
-    /// ephemeral key it carries.
-    hello: Option<(Hello, Ephemeral)>,
-    /// Client: the HELLO went out on a path. Once every path carrying it is gone unanswered,
-    /// the next path carries a new HELLO (new connection ID and ephemeral key): a server never
-    /// answers one HELLO twice, so no two paths ever share path number 0.
-    hello_sent: bool,
+    /// Client, until HELLO_ACK: the service port its HELLOs ask for. Every path opened
+    /// meanwhile carries a HELLO of its own (connection ID and ephemeral key): a server
+    /// answers a HELLO once, so no two paths ever share path number 0, and whichever HELLO is
+    /// answered first makes the session.
+    connecting: Option<u16>,
+    /// Client: the connection ID for the next HELLO (the caller's first, then random ones).
+    next_conn_id: Option<ConnId>,
     /// From the handshake on (a client's after HELLO_ACK).
     keys: Option<SessionKeys>,
     /// Server: the client proved it holds the keys. A client has nothing to prove.
@@ -285,8 +283,8 @@ impl Session {
             conn_id,
             server_guid,
             peer: None,
-            hello: None,
-            hello_sent: false,
+            connecting: None,
+            next_conn_id: None,
             keys: None,
             proven: role == Role::Client,
             freshness: 0,
@@ -319,13 +317,15 @@ impl Session {
         now: Instant,
     ) -> Session {
         let mut s = Session::new(Role::Client, cfg, key, conn_id, target, now);
-        s.new_hello(conn_id, port);
+        s.connecting = Some(port);
+        s.next_conn_id = Some(conn_id);
         s.no_live_since = Some(now);
         s
     }
 
-    /// Client: a HELLO with a fresh ephemeral key under `conn_id`, signed.
-    fn new_hello(&mut self, conn_id: ConnId, port: u16) {
+    /// Client: a new HELLO for `port`, with a fresh connection ID and ephemeral key, signed.
+    fn new_hello(&mut self, port: u16) -> (Hello, Ephemeral) {
+        let conn_id = self.next_conn_id.take().unwrap_or_else(rand::random);
         let ephemeral = Ephemeral::generate();
         let mut hello = Hello {
             conn_id,
@@ -337,9 +337,7 @@ impl Session {
             signature: Signature([0; 64]),
         };
         hello.signature = self.key.sign(&auth::hello(&hello));
-        self.conn_id = conn_id;
-        self.hello = Some((hello, ephemeral));
-        self.hello_sent = false;
+        (hello, ephemeral)
     }
 
     /// The server session for a verified HELLO, with HELLO_ACK queued on `path`: a fresh
@@ -452,18 +450,13 @@ impl Session {
             return;
         }
         self.detach(path);
-        let waiting = self.paths.iter().any(|p| p.state == PathState::Handshaking);
-        if let Some((hello, _)) = &self.hello
-            && self.hello_sent
-            && !waiting
-        {
-            let port = hello.port;
-            self.new_hello(rand::random(), port);
-        }
-        let mut p = match (&self.hello, &self.keys) {
-            (Some((hello, _)), _) => {
-                self.hello_sent = true;
-                Path::new(path, PathState::Handshaking, now, Frame::Hello(hello.clone()))
+        let mut p = match (self.connecting, &self.keys) {
+            (Some(port), _) => {
+                let (hello, ephemeral) = self.new_hello(port);
+                let mut p =
+                    Path::new(path, PathState::Handshaking, now, Frame::Hello(hello.clone()));
+                p.hello = Some((hello, ephemeral));
+                p
             }
             (None, Some(keys)) => {
                 self.freshness += 1;
@@ -647,17 +640,17 @@ impl Session {
     }
 
     fn on_hello_ack(&mut self, i: usize, a: &HelloAck) -> Result<(), SessionError> {
-        let Some((hello, _)) = self
+        let Some((hello, _)) = self.paths[i]
             .hello
             .as_ref()
-            .filter(|_| self.paths[i].state == PathState::Handshaking)
+            .filter(|_| self.connecting.is_some())
         else {
             return Err(SessionError::UnexpectedFrame {
                 frame: "HELLO_ACK",
                 why: "no HELLO outstanding on this path",
             });
         };
-        if a.conn_id != self.conn_id {
+        if a.conn_id != hello.conn_id {
             return Err(HandshakeError::WrongConnection.into());
         }
         // The server must prove the GUID we dialled: anything else is an impostor, and
@@ -670,12 +663,27 @@ impl Session {
             .verify(&auth::hello_ack(hello, a), &a.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
         let transcript = auth::keys(hello, a);
-        let Some((_, ephemeral)) = self.hello.take() else {
+        let Some((hello, ephemeral)) = self.paths[i].hello.take() else {
             unreachable!("checked above");
         };
         let keys = ephemeral
             .agree(&a.ephemeral, &transcript)
             .map_err(|_| HandshakeError::BadEphemeral)?;
+        self.conn_id = hello.conn_id;
+        self.connecting = None;
+        // The other HELLOs in flight lose: their paths go (their servers' sessions end
+        // unproven).
+        let losers: Vec<PathId> = self
+            .paths
+            .iter()
+            .filter(|p| p.hello.is_some())
+            .map(|p| p.id)
+            .collect();
+        let (me, now) = (self.paths[i].id, self.paths[i].last_recv);
+        for id in losers {
+            self.lose_path(now, id, true);
+        }
+        let i = self.index(me).expect("the answered path stays");
         self.paths[i].keys = Some(keys.path(true, 0));
         // The first sealed record proves to the server that we hold the keys: send one now,
         // even if the program has nothing to say yet.
@@ -721,7 +729,8 @@ impl Session {
             Some(peer) => peer == r.server_key,
             None => self.server_guid.is_certified_by(&r.server_key),
         };
-        if r.conn_id != self.conn_id || p.echo != Some(r.echo) || !key_ok {
+        let conn_id = p.hello.as_ref().map_or(self.conn_id, |(h, _)| h.conn_id);
+        if r.conn_id != conn_id || p.echo != Some(r.echo) || !key_ok {
             return Err(HandshakeError::WrongConnection.into());
         }
         r.server_key
@@ -1100,9 +1109,12 @@ impl Session {
         over && self.events.is_empty()
     }
 
-    /// Server: when a session whose client has not proved it holds the keys is dropped.
+    /// Server: when a session whose client has not proved it holds the keys ends without a
+    /// word (it never reached the program; a replayed HELLO ends this way). The proof may
+    /// come late, on a RESUME after the HELLO's path broke: it has the linger period, as
+    /// any session without a path.
     fn proof_deadline(&self) -> Option<Instant> {
-        (!self.proven && self.state == State::Open).then(|| self.created + PROOF_TIMEOUT)
+        (!self.proven && self.state == State::Open).then(|| self.created + self.linger)
     }
 
     /// When a session without a live path gives up (`None`: it has a path, or never).

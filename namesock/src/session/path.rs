@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::Outgoing;
-use super::keys::PathKeys;
-use crate::wire::{Frame, PathId, ResetReason, ResumeBody};
+use super::keys::{Ephemeral, PathKeys};
+use crate::wire::{Frame, Hello, PathId, ResetReason, ResumeBody};
 
 /// A PING waiting for its PONG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub(super) struct Path {
     pub(super) last_ping: Option<Instant>,
     /// HELLO, HELLO_ACK, RESUME or RESUME_ACK, to be sent first.
     pub(super) handshake: Option<Outgoing>,
+    /// Client: the HELLO sent on this path and its ephemeral key, until answered.
+    pub(super) hello: Option<(Hello, Ephemeral)>,
     /// Client: the RESUME sent on this path, to check its RESUME_ACK against.
     pub(super) resume: Option<ResumeBody>,
     /// This path's AEAD state: from the start on a server, from HELLO_ACK or the RESUME on a
@@ -77,6 +79,7 @@ impl Path {
             last_recv: now,
             last_ping: None,
             handshake: Some(handshake),
+            hello: None,
             resume: None,
             keys: None,
             echo: None,

@@ -261,7 +261,7 @@ fn acceptor_refuses_hellos_for_other_guids_or_badly_signed() {
 
 /// The attack of issue 13: a HELLO captured on the wire and replayed (during the session,
 /// after it, or to a restarted server) gets HELLO_ACK and silence, never reaches the program,
-/// and is dropped after the proof timeout.
+/// and is dropped unseen after the linger period.
 #[test]
 fn a_replayed_hello_gets_hello_ack_then_silence_and_never_reaches_the_program() {
     let mut pair = Pair::new(1, cfg());
@@ -290,8 +290,8 @@ fn a_replayed_hello_gets_hello_ack_then_silence_and_never_reaches_the_program() 
     assert!(!replayed.is_proven());
     assert_eq!(events(&mut replayed), vec![Event::PathDead(500)]);
     assert!(read_all(&mut replayed).is_empty());
-    // Dropped unseen once the proof timeout passes.
-    let end = now + PROOF_TIMEOUT;
+    // Dropped unseen once the linger period passes.
+    let end = now + cfg().linger;
     assert_eq!(replayed.poll_timeout(), Some(end));
     replayed.handle_timeout(end);
     assert!(events(&mut replayed).is_empty());
@@ -328,26 +328,32 @@ fn a_server_says_nothing_after_hello_ack_until_the_client_proves_the_keys() {
     ));
 }
 
-/// A client whose HELLO paths all died unanswered starts over with a new HELLO: a server
-/// answers a HELLO once, so two paths never share path number 0.
+/// Every path a connecting client opens carries a HELLO of its own: a server answers a
+/// HELLO once, so two paths never share path number 0; the first answered makes the session
+/// and the other HELLO paths go.
 #[test]
-fn a_client_sends_a_new_hello_once_every_path_with_the_old_one_is_gone() {
+fn each_path_of_a_connecting_client_carries_its_own_hello() {
     let now = Instant::now();
-    let (mut client, first) = client_with_hello(server_key().guid());
+    let skey = server_key();
+    let (mut client, first) = client_with_hello(skey.guid());
     client.path_opened(now, 2);
-    let Frame::Hello(parallel) = clear_frame(&transmit(&mut client, now, 2)) else {
+    let Frame::Hello(second) = clear_frame(&transmit(&mut client, now, 2)) else {
         panic!("no HELLO");
     };
-    assert_eq!(parallel, first, "a parallel dial carries the same HELLO");
-    client.path_closed(now, CPATH);
-    client.path_closed(now, 2);
-    client.path_opened(now, 3);
-    let Frame::Hello(again) = clear_frame(&transmit(&mut client, now, 3)) else {
-        panic!("no HELLO");
-    };
-    assert_ne!(again.conn_id, first.conn_id);
-    assert_ne!(again.ephemeral, first.ephemeral);
-    assert_eq!(client.conn_id(), again.conn_id);
+    assert_ne!(second.conn_id, first.conn_id);
+    assert_ne!(second.ephemeral, first.ephemeral);
+    let mut server = Acceptor::new(cfg(), skey)
+        .accept_hello(now, &second, SPATH)
+        .unwrap();
+    let ack = transmit(&mut server, now, SPATH);
+    assert_eq!(deliver(&mut client, now, 2, &ack), vec![Ok(())]);
+    assert_eq!(client.conn_id(), second.conn_id);
+    let evs = events(&mut client);
+    assert!(evs.contains(&Event::PathDead(CPATH)), "{evs:?}");
+    assert!(matches!(evs.last(), Some(Event::Established { .. })));
+    let proof = transmit(&mut client, now, 2);
+    assert!(deliver(&mut server, now, SPATH, &proof).iter().all(Result::is_ok));
+    assert!(server.is_proven());
 }
 
 #[test]

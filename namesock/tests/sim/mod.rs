@@ -17,7 +17,7 @@ use namesock::endpoint::{ConnKey, Endpoint, Incoming, Refusal};
 use namesock::identity::Keypair;
 use namesock::path_manager::{Action, DialError, PathManager, next_path_id};
 use namesock::session::{Event, Session, SessionConfig};
-use namesock::wire::{ConnId, Frame, FrameReader, FrameRef, PathId, ResetReason};
+use namesock::wire::{ConnId, Frame, FrameReader, PathId, Record, ResetReason};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -242,7 +242,6 @@ pub struct Stats {
     pub refused_dials: u32,
     pub hung_dials: u32,
     pub resolves: u32,
-    pub moved_frames: u32,
     pub resumes: u32,
     pub refusals: u32,
 }
@@ -253,7 +252,6 @@ impl Stats {
         self.refused_dials += o.refused_dials;
         self.hung_dials += o.hung_dials;
         self.resolves += o.resolves;
-        self.moved_frames += o.moved_frames;
         self.resumes += o.resumes;
         self.refusals += o.refusals;
     }
@@ -393,7 +391,6 @@ impl World {
             client_key,
             server_key.guid(),
             SERVICE_PORT,
-            w.rng.r#gen(),
             w.rng.r#gen(),
             start,
         );
@@ -678,7 +675,7 @@ impl World {
         l: usize,
         side: Side,
         bytes: &[u8],
-        mut on_frame: impl FnMut(&mut World, FrameRef<'_>) -> bool,
+        mut on_frame: impl FnMut(&mut World, Record<'_>) -> bool,
     ) {
         fn end(link: &mut Link, side: Side) -> &mut End {
             match side {
@@ -706,18 +703,18 @@ impl World {
         }
     }
 
-    /// One frame for the server on link `l`; whether to read on.
-    fn server_frame(&mut self, l: usize, frame: FrameRef<'_>) -> bool {
+    /// One record for the server on link `l`; whether to read on.
+    fn server_frame(&mut self, l: usize, record: Record<'_>) -> bool {
         let path = self.links[l].s.path;
         let now = self.now;
         if self.trace.is_some() {
-            let what = format!("server gets {} on path {path}", describe(&frame));
+            let what = format!("server gets {} on path {path}", describe(&record));
             self.log(|| what);
         }
-        match self.links[l].attached {
-            Some(key) => {
+        match (self.links[l].attached, record) {
+            (Some(key), record) => {
                 let ok = match self.sessions.get_mut(&key) {
-                    Some(c) => c.session.handle_frame(now, path, frame).is_ok(),
+                    Some(c) => c.session.handle_record(now, path, record).is_ok(),
                     None => false,
                 };
                 if !ok {
@@ -725,7 +722,12 @@ impl World {
                     self.close_end(l, Side::Server);
                 }
             }
-            None => {
+            (None, Record::Sealed(_)) => {
+                self.log(|| format!("server: a sealed record first on path {path}"));
+                self.stats.refusals += 1;
+                self.close_end(l, Side::Server);
+            }
+            (None, Record::Clear(frame)) => {
                 let name = frame.name();
                 let sessions = &mut self.sessions;
                 let result = self.endpoint.first_frame(now, path, frame, move |key| {
@@ -734,8 +736,6 @@ impl World {
                 match result {
                     Ok(Incoming::New { key, session, .. }) => {
                         self.log(|| format!("server: new session {key} on path {path}"));
-                        self.sessions_created += 1;
-                        self.app_key.get_or_insert(key);
                         let conn_id = session.conn_id();
                         self.sessions.insert(
                             key,
@@ -753,13 +753,14 @@ impl World {
                         self.links[l].attached = Some(key);
                     }
                     Err(r) => {
-                        self.log(|| format!("server: {name} on path {path} refused: {r}"));
-                        if let Some(reason) = r.reset_reason() {
+                        let why = &r.why;
+                        self.log(|| format!("server: {name} on path {path} refused: {why}"));
+                        if let Some(answer) = r.answer {
                             let mut out = Vec::new();
-                            Frame::<Vec<u8>>::Reset { reason }.encode(&mut out);
+                            Frame::<Vec<u8>>::Refuse(answer).encode(&mut out);
                             self.send_bytes(l, Side::Server, out);
                         }
-                        self.refusals.push(r);
+                        self.refusals.push(r.why);
                         self.stats.refusals += 1;
                         self.close_end(l, Side::Server);
                     }
@@ -786,25 +787,22 @@ impl World {
         }
     }
 
-    /// One frame for the client on `path`; `false` if the session refused it (the path is
+    /// One record for the client on `path`; `false` if the session refused it (the path is
     /// broken, the path manager closes it).
-    fn client_frame(&mut self, l: usize, path: PathId, frame: FrameRef<'_>) -> bool {
+    fn client_frame(&mut self, l: usize, path: PathId, record: Record<'_>) -> bool {
         let now = self.now;
-        if matches!(frame, Frame::Moved { .. }) {
-            self.stats.moved_frames += 1;
-        }
         if let Some(t) = &mut self.trace {
             let at = (now - self.start).as_secs_f64();
             let _ = writeln!(
                 t,
                 "{at:10.4} client gets {} on path {path}",
-                describe(&frame)
+                describe(&record)
             );
         }
         let Some(pm) = self.pm.as_mut() else {
             return false;
         };
-        if pm.session_mut().handle_frame(now, path, frame).is_ok() {
+        if pm.session_mut().handle_record(now, path, record).is_ok() {
             return true;
         }
         self.links[l].c.broken = true;
@@ -917,11 +915,20 @@ impl World {
         for key in keys {
             let mut dead = Vec::new();
             let c = self.sessions.get_mut(&key).expect("listed");
+            let mut proven = false;
             while let Some(ev) = c.session.poll_event() {
-                if let Event::PathDead(p) = ev {
-                    dead.push(p);
+                match ev {
+                    Event::PathDead(p) => dead.push(p),
+                    // The client proved its keys: the session reaches the program.
+                    Event::Established { .. } => proven = true,
+                    _ => {}
                 }
                 c.events.push(ev);
+            }
+            if proven {
+                self.endpoint.session_proven(key);
+                self.sessions_created += 1;
+                self.app_key.get_or_insert(key);
             }
             for p in dead {
                 if let Some(&l) = self.server_paths.get(&p) {
@@ -1335,7 +1342,11 @@ impl World {
     }
 }
 
-fn describe(frame: &FrameRef<'_>) -> String {
+fn describe(record: &Record<'_>) -> String {
+    let frame = match record {
+        Record::Clear(frame) => frame,
+        Record::Sealed(sealed) => return format!("sealed record ({} bytes)", sealed.wire_len()),
+    };
     match frame {
         Frame::Data {
             offset,
