@@ -1,5 +1,6 @@
 //! The sans-IO session: bytes written by one application move to the other through two
-//! in-memory sessions, with and without the frame codec in between, and the handshake.
+//! in-memory sessions, through the frame codec and the AEAD (as the engine moves them), and
+//! the handshake.
 //! `cargo bench -p namesock --bench session` (run by `bench/run.sh`).
 
 use std::hint::black_box;
@@ -11,30 +12,32 @@ use namesock::identity::Keypair;
 use namesock::session::{Acceptor, Event, Session, SessionConfig};
 use namesock::wire::{Frame, FrameReader, PathId};
 
+const HANDSHAKE: &str = "session/handshake (X25519, sign and verify both ways)";
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
 
+/// Records go through the production path: `transmit_into` (encode, seal in place), then
+/// `FrameReader` and `handle_record` (open and decode in place), as the engine does.
 struct Pair {
     now: Instant,
     client: Session,
     server: Session,
-    /// Frames through the production path (`transmit_into`, then `FrameReader` decoding in
-    /// place, as the engine does) instead of passed by value.
-    codec: bool,
     wire: Vec<u8>,
     scratch: Vec<u8>,
     reader: FrameReader,
 }
 
 impl Pair {
-    fn new(codec: bool) -> Pair {
+    fn new() -> Pair {
         let cfg = SessionConfig::default();
         let now = Instant::now();
         let skey = Arc::new(Keypair::from_seed(&[2; 32]));
         let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
-        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [1; 16], [9; 32], now);
+        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [1; 16], now);
         client.path_opened(now, CPATH);
-        let Some(Frame::Hello(hello)) = client.poll_transmit(now, CPATH) else {
+        let mut hello = Vec::new();
+        while client.transmit_into(now, CPATH, &mut hello) {}
+        let Ok(Some((Frame::Hello(hello), _))) = Frame::decode(&hello) else {
             panic!("no HELLO");
         };
         let server = Acceptor::new(cfg, skey)
@@ -44,7 +47,6 @@ impl Pair {
             now,
             client,
             server,
-            codec,
             wire: Vec::with_capacity(128 * 1024),
             scratch: vec![0; FrameReader::MIN_SCRATCH + 256 * 1024],
             reader: FrameReader::new(),
@@ -60,34 +62,12 @@ impl Pair {
     /// Frames both ways until quiet (bounded: a quiet pair stops at once).
     fn pump(&mut self) {
         for _ in 0..10_000 {
-            let moved = if self.codec {
-                self.pump_wire()
-            } else {
-                self.pump_by_value()
-            };
-            if !moved {
+            let to_server = self.carry(true);
+            let to_client = self.carry(false);
+            if !to_server && !to_client {
                 return;
             }
         }
-    }
-
-    fn pump_by_value(&mut self) -> bool {
-        let mut moved = false;
-        while let Some(f) = self.client.poll_transmit(self.now, CPATH) {
-            let _ = self.server.handle_frame(self.now, SPATH, f);
-            moved = true;
-        }
-        while let Some(f) = self.server.poll_transmit(self.now, SPATH) {
-            let _ = self.client.handle_frame(self.now, CPATH, f);
-            moved = true;
-        }
-        moved
-    }
-
-    fn pump_wire(&mut self) -> bool {
-        let to_server = self.carry(true);
-        let to_client = self.carry(false);
-        to_server || to_client
     }
 
     /// One write buffer's worth of frames from one session to the other, encoded and decoded
@@ -102,8 +82,8 @@ impl Pair {
         self.wire.clear();
         while self.wire.len() < 128 * 1024 && from.transmit_into(now, from_path, &mut self.wire) {}
         self.reader
-            .feed(&mut self.scratch, &self.wire, |f| {
-                let _ = to.handle_frame(now, to_path, f);
+            .feed(&mut self.scratch, &self.wire, |record| {
+                let _ = to.handle_record(now, to_path, record);
                 true
             })
             .expect("codec round trip");
@@ -145,25 +125,18 @@ fn session(c: &mut Criterion) {
     let mut g = c.benchmark_group("session/transfer");
     g.throughput(Throughput::Bytes(total as u64));
     g.sample_size(20);
-    for codec in [false, true] {
-        let name = if codec {
-            "with codec"
-        } else {
-            "frames by value"
-        };
-        g.bench_function(BenchmarkId::new("16 MiB one way", name), |b| {
-            let mut pair = Pair::new(codec);
-            b.iter(|| {
-                let got = pair.transfer(&data, total, &mut buf);
-                assert_eq!(got, total);
-                black_box(got)
-            })
-        });
-    }
+    g.bench_function(BenchmarkId::new("16 MiB one way", "sealed"), |b| {
+        let mut pair = Pair::new();
+        b.iter(|| {
+            let got = pair.transfer(&data, total, &mut buf);
+            assert_eq!(got, total);
+            black_box(got)
+        })
+    });
     g.finish();
 
-    c.bench_function("session/handshake (sign + verify both ways)", |b| {
-        b.iter(|| black_box(Pair::new(false).client.conn_id()))
+    c.bench_function(HANDSHAKE, |b| {
+        b.iter(|| black_box(Pair::new().client.conn_id()))
     });
 }
 

@@ -1,7 +1,8 @@
 //! `FrameReader` on arbitrary bytes cut into reads at positions taken from the input, driven
 //! as `FlowPath::read_frames` drives it (rounds of reads, a consumer that stops early): it
-//! hands out exactly the frames one-shot decoding of the whole stream finds, then the same
-//! error, or keeps the same partial frame.
+//! hands out exactly the records one-shot decoding of the whole stream finds, then the same
+//! error, or keeps the same partial record. SEALED records are "opened" by an identity cipher
+//! (the last 16 bytes as a tag), so their inner frames are decoded too.
 //!
 //! Input: `n` (one byte, `n % 8` cuts), `n % 8` cut positions (u16 BE, modulo the stream
 //! length), a byte of reads per round, a byte of stop bits, then the stream.
@@ -10,7 +11,29 @@
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
-use namesock::wire::{DecodeError, Frame, FrameReader, MAX_FRAME, Step};
+use namesock::wire::{DecodeError, Frame, FrameReader, FrameRef, MAX_FRAME, Record, Step, TAG_LEN};
+
+/// A record as handed out: a frame in clear, or a SEALED record's inner frame (or its error).
+#[derive(Debug, PartialEq)]
+enum View {
+    Clear(Frame),
+    Sealed(Result<Frame, DecodeError>),
+}
+
+fn view(record: Record<'_>) -> View {
+    match record {
+        Record::Clear(frame) => View::Clear(frame.into_owned()),
+        Record::Sealed(sealed) => View::Sealed(
+            sealed
+                .open(|_, body| {
+                    let len = body.len() - TAG_LEN;
+                    Ok::<_, ()>(&body[..len])
+                })
+                .expect("the identity cipher opens anything")
+                .map(FrameRef::into_owned),
+        ),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else {
@@ -42,7 +65,7 @@ fn read_through(
     cuts: &[usize],
     per_round: usize,
     stop_bits: u8,
-) -> (Vec<Frame>, Result<usize, DecodeError>) {
+) -> (Vec<View>, Result<usize, DecodeError>) {
     let mut later: VecDeque<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
     let mut socket: VecDeque<&[u8]> = VecDeque::new();
     let mut reader = FrameReader::new();
@@ -54,7 +77,7 @@ fn read_through(
         let mut round = reader.round(&mut scratch);
         let step = loop {
             let step = round.frames(|f| {
-                got.push(f.into_owned());
+                got.push(view(f));
                 stop_bits & (1 << (got.len() % 8)) == 0
             });
             if step != Ok(Step::NeedBytes) {
@@ -84,14 +107,15 @@ fn read_through(
     }
 }
 
-fn decode_all(stream: &[u8]) -> (Vec<Frame>, Result<usize, DecodeError>) {
-    let mut rest = stream;
+fn decode_all(stream: &[u8]) -> (Vec<View>, Result<usize, DecodeError>) {
+    let mut copy = stream.to_vec();
+    let mut rest = &mut copy[..];
     let mut frames = Vec::new();
     loop {
-        match Frame::decode(rest) {
-            Ok(Some((frame, used))) => {
-                frames.push(frame);
-                rest = &rest[used..];
+        match Record::decode_ref(rest) {
+            Ok(Some((record, used))) => {
+                frames.push(view(record));
+                rest = &mut rest[used..];
             }
             Ok(None) => return (frames, Ok(rest.len())),
             Err(e) => return (frames, Err(e)),
