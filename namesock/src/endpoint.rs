@@ -87,7 +87,7 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Refused {
     pub why: Refusal,
-    pub answer: Option<Refuse>,
+    pub answer: Option<Box<Refuse>>,
 }
 
 /// A path's first frame, accepted.
@@ -195,7 +195,7 @@ impl Endpoint {
         self.route(now, path, &frame, session).map_err(|why| {
             let answer = match (why.refuse_reason(), &self.acceptor, conn_id) {
                 (Some(reason), Some(acceptor), Some(id)) => {
-                    Some(acceptor.refuse(&frame, id, reason))
+                    Some(Box::new(acceptor.refuse(&frame, id, reason)))
                 }
                 _ => None,
             };

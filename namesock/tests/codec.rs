@@ -79,16 +79,18 @@ fn hello_ack() -> impl Strategy<Value = Frame> {
         any::<u32>(),
         signature(),
     )
-        .prop_map(|(conn_id, server_key, ephemeral, window, linger_ms, signature)| {
-            Frame::HelloAck(HelloAck {
-                conn_id,
-                server_key,
-                ephemeral,
-                window,
-                linger_ms,
-                signature,
-            })
-        })
+        .prop_map(
+            |(conn_id, server_key, ephemeral, window, linger_ms, signature)| {
+                Frame::HelloAck(HelloAck {
+                    conn_id,
+                    server_key,
+                    ephemeral,
+                    window,
+                    linger_ms,
+                    signature,
+                })
+            },
+        )
 }
 
 fn resume() -> impl Strategy<Value = Frame> {

@@ -73,7 +73,7 @@ fn feed(now: Instant, session: &mut Session, path: PathId, bytes: &[u8]) -> bool
 /// The signed answer of a refusal, as the client receives it: the reset it causes.
 fn client_hears(now: Instant, client: &mut Session, path: PathId, refused: Refused) -> Vec<Event> {
     let mut bytes = Vec::new();
-    Frame::<Vec<u8>>::Refuse(refused.answer.expect("a signed REFUSE")).encode(&mut bytes);
+    Frame::<Vec<u8>>::Refuse(*refused.answer.expect("a signed REFUSE")).encode(&mut bytes);
     assert!(feed(now, client, path, &bytes));
     std::iter::from_fn(|| client.poll_event()).collect()
 }
@@ -198,7 +198,7 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
         .unwrap_err();
     assert_eq!(refusal.why, Refusal::UnknownSession);
     let mut bytes = Vec::new();
-    Frame::<Vec<u8>>::Refuse(refusal.answer.unwrap()).encode(&mut bytes);
+    Frame::<Vec<u8>>::Refuse(*refusal.answer.unwrap()).encode(&mut bytes);
     assert!(!feed(now, &mut client, 2, &bytes));
     assert!(!std::iter::from_fn(|| client.poll_event()).any(|e| matches!(e, Event::Reset { .. })));
     client.path_opened(now, 2);
@@ -234,9 +234,11 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
         .unwrap_err();
     assert_eq!(gone.why, Refusal::UnknownSession);
     // ...its own server may: the session is gone, signed for this very RESUME.
-    assert!(client_hears(now, &mut client, 3, gone).contains(&Event::Reset {
-        reason: ResetReason::LingerExpired
-    }));
+    assert!(
+        client_hears(now, &mut client, 3, gone).contains(&Event::Reset {
+            reason: ResetReason::LingerExpired
+        })
+    );
 }
 
 #[test]
@@ -321,7 +323,11 @@ fn sessions_waiting_for_their_clients_proof_are_bounded() {
         let mut c = bed.client(PORT);
         c.path_opened(now, 1);
         let hello = wire(now, &mut c, 1);
-        assert!(bed.endpoint.first_frame(now, p, first(&hello), no_session).is_ok());
+        assert!(
+            bed.endpoint
+                .first_frame(now, p, first(&hello), no_session)
+                .is_ok()
+        );
     }
     let _ = Record::Clear(first(&hello));
 }

@@ -352,7 +352,11 @@ impl Engine {
             self.drop_path(pid);
             return;
         };
-        self.send_and_close(pid, |out| Frame::<Vec<u8>>::Refuse(answer).encode(out), now);
+        self.send_and_close(
+            pid,
+            |out| Frame::<Vec<u8>>::Refuse(*answer).encode(out),
+            now,
+        );
     }
 
     /// A client speaking another protocol version (its HELLO or RESUME says so): refused
@@ -542,9 +546,7 @@ impl Engine {
                 }
                 Event::Established { .. } => self.deliver_session(key),
                 // The rest concern a client, or nothing the engine must do.
-                Event::NeedPath
-                | Event::PathSuspect(_)
-                | Event::Moved { .. } => {}
+                Event::NeedPath | Event::PathSuspect(_) | Event::Moved { .. } => {}
             }
         }
     }

@@ -42,7 +42,12 @@ impl Acceptor {
     }
 
     /// A REFUSE of the HELLO or RESUME `first`, signed by our key.
-    pub fn refuse<P: Payload>(&self, first: &Frame<P>, conn_id: ConnId, reason: ResetReason) -> Refuse {
+    pub fn refuse<P: Payload>(
+        &self,
+        first: &Frame<P>,
+        conn_id: ConnId,
+        reason: ResetReason,
+    ) -> Refuse {
         let mut refuse = Refuse {
             conn_id,
             reason,

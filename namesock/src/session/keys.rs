@@ -162,7 +162,11 @@ pub struct PathKeys {
 
 impl PathKeys {
     /// Seals the next outgoing record in place; returns its tag.
-    pub fn seal(&mut self, aad: &[u8; HEADER_LEN], plain: &mut [u8]) -> Result<[u8; TAG_LEN], CryptoError> {
+    pub fn seal(
+        &mut self,
+        aad: &[u8; HEADER_LEN],
+        plain: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
         let (key, n) = self.seal.next()?;
         let tag = key
             .seal_in_place_separate_tag(n, aead::Aad::from(aad), plain)
@@ -171,7 +175,11 @@ impl PathKeys {
     }
 
     /// Opens the next incoming record in place (ciphertext and tag); the plaintext.
-    pub fn open<'a>(&mut self, aad: &[u8; HEADER_LEN], sealed: &'a mut [u8]) -> Result<&'a mut [u8], CryptoError> {
+    pub fn open<'a>(
+        &mut self,
+        aad: &[u8; HEADER_LEN],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], CryptoError> {
         let (key, n) = self.open.next()?;
         key.open_in_place(n, aead::Aad::from(aad), sealed)
             .map_err(|_| CryptoError::Unauthentic)
@@ -206,7 +214,7 @@ impl Direction {
     fn next(&mut self) -> Result<(&aead::LessSafeKey, aead::Nonce), CryptoError> {
         let counter = self.counter;
         self.counter = counter.checked_add(1).ok_or(CryptoError::Exhausted)?;
-        if counter > 0 && counter % RECORDS_PER_KEY == 0 {
+        if counter > 0 && counter.is_multiple_of(RECORDS_PER_KEY) {
             self.key = Self::epoch_key(&self.secret, self.number, counter / RECORDS_PER_KEY);
         }
         Ok((&self.key, nonce(counter)))
@@ -272,10 +280,18 @@ mod tests {
         let mut other = s.path(false, 1);
         assert!(other.open(&[13, 0, 0, 0, 0], &mut first.clone()).is_err());
         let mut reflected = c.path(true, 0);
-        assert!(reflected.open(&[13, 0, 0, 0, 0], &mut first.clone()).is_err());
+        assert!(
+            reflected
+                .open(&[13, 0, 0, 0, 0], &mut first.clone())
+                .is_err()
+        );
         // Another session's keys.
         let (_, s2) = pair();
-        assert!(s2.path(false, 0).open(&[13, 0, 0, 0, 0], &mut first.clone()).is_err());
+        assert!(
+            s2.path(false, 0)
+                .open(&[13, 0, 0, 0, 0], &mut first.clone())
+                .is_err()
+        );
     }
 
     #[test]
@@ -305,13 +321,20 @@ mod tests {
         assert!(s.open_resume(8, b"clear", &mut sealed.clone()).is_err());
         assert!(s.open_resume(7, b"other", &mut sealed.clone()).is_err());
         let (_, stranger) = pair();
-        assert!(stranger.open_resume(7, b"clear", &mut sealed.clone()).is_err());
+        assert!(
+            stranger
+                .open_resume(7, b"clear", &mut sealed.clone())
+                .is_err()
+        );
     }
 
     #[test]
     fn a_small_order_ephemeral_key_is_refused() {
         let e = Ephemeral::generate();
-        assert_eq!(e.agree(&[0; 32], b"t").err(), Some(CryptoError::BadEphemeral));
+        assert_eq!(
+            e.agree(&[0; 32], b"t").err(),
+            Some(CryptoError::BadEphemeral)
+        );
     }
 
     impl Direction {

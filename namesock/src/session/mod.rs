@@ -44,8 +44,8 @@ pub use keys::{CryptoError, RECORDS_PER_KEY};
 
 use crate::copy;
 use crate::wire::{
-    ConnId, Frame, FrameRef, Hello, HelloAck, MAX_LOCATORS, PathId, RESUME_SEALED_LEN,
-    Record, Refuse, ResetReason, Resume, ResumeAck, ResumeBody, SealedRef, TAG_LEN,
+    ConnId, Frame, FrameRef, Hello, HelloAck, MAX_LOCATORS, PathId, RESUME_SEALED_LEN, Record,
+    Refuse, ResetReason, Resume, ResumeAck, ResumeBody, SealedRef, TAG_LEN,
 };
 use keys::{Ephemeral, SessionKeys};
 use path::{Path, PathState, PingInFlight};
@@ -65,7 +65,6 @@ const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 const MAX_ACK_EVERY: u64 = 64 * 1024;
 /// A session remembers its last this many moves.
 pub const MAX_MOVES: usize = 8;
-
 
 /// Tunables of one session. The defaults suit interactive and bulk traffic alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +452,12 @@ impl Session {
         let mut p = match (self.connecting, &self.keys) {
             (Some(port), _) => {
                 let (hello, ephemeral) = self.new_hello(port);
-                let mut p =
-                    Path::new(path, PathState::Handshaking, now, Frame::Hello(hello.clone()));
+                let mut p = Path::new(
+                    path,
+                    PathState::Handshaking,
+                    now,
+                    Frame::Hello(hello.clone()),
+                );
                 p.hello = Some((hello, ephemeral));
                 p
             }
@@ -1298,4 +1301,3 @@ pub(crate) fn echo_of<P: crate::wire::Payload>(first: &Frame<P>) -> [u8; 32] {
     first.encode(&mut bytes);
     Sha256::digest(&bytes).into()
 }
-

@@ -320,7 +320,11 @@ fn a_server_says_nothing_after_hello_ack_until_the_client_proves_the_keys() {
     // The client's first flight proves the keys (a PING even if the program is silent).
     let proof = transmit(&mut client, now, CPATH);
     assert!(!proof.is_empty());
-    assert!(deliver(&mut server, now, SPATH, &proof).iter().all(Result::is_ok));
+    assert!(
+        deliver(&mut server, now, SPATH, &proof)
+            .iter()
+            .all(Result::is_ok)
+    );
     assert!(server.is_proven());
     assert!(matches!(
         events(&mut server)[..],
@@ -352,7 +356,11 @@ fn each_path_of_a_connecting_client_carries_its_own_hello() {
     assert!(evs.contains(&Event::PathDead(CPATH)), "{evs:?}");
     assert!(matches!(evs.last(), Some(Event::Established { .. })));
     let proof = transmit(&mut client, now, 2);
-    assert!(deliver(&mut server, now, SPATH, &proof).iter().all(Result::is_ok));
+    assert!(
+        deliver(&mut server, now, SPATH, &proof)
+            .iter()
+            .all(Result::is_ok)
+    );
     assert!(server.is_proven());
 }
 
@@ -368,21 +376,33 @@ fn a_refuse_counts_only_signed_by_the_server_for_this_very_frame() {
     let forged = impostor.refuse(&frame, hello.conn_id, ResetReason::PortRefused);
     let mut other = hello.clone();
     other.port = 81;
-    let elsewhere = acceptor.refuse(&Owned::Hello(other), hello.conn_id, ResetReason::PortRefused);
+    let elsewhere = acceptor.refuse(
+        &Owned::Hello(other),
+        hello.conn_id,
+        ResetReason::PortRefused,
+    );
     for bad in [forged, elsewhere] {
         client.path_opened(now, CPATH);
         transmit(&mut client, now, CPATH);
         let mut bytes = Vec::new();
         Owned::Refuse(bad).encode(&mut bytes);
         assert!(deliver(&mut client, now, CPATH, &bytes)[0].is_err());
-        assert!(!events(&mut client).iter().any(|e| matches!(e, Event::Reset { .. })));
+        assert!(
+            !events(&mut client)
+                .iter()
+                .any(|e| matches!(e, Event::Reset { .. }))
+        );
     }
     // The server's own, for the HELLO this path carries.
     client.path_opened(now, CPATH);
     let Frame::Hello(sent) = clear_frame(&transmit(&mut client, now, CPATH)) else {
         panic!("no HELLO");
     };
-    let genuine = acceptor.refuse(&Owned::Hello(sent.clone()), sent.conn_id, ResetReason::PortRefused);
+    let genuine = acceptor.refuse(
+        &Owned::Hello(sent.clone()),
+        sent.conn_id,
+        ResetReason::PortRefused,
+    );
     let mut bytes = Vec::new();
     Owned::Refuse(genuine).encode(&mut bytes);
     assert_eq!(deliver(&mut client, now, CPATH, &bytes), vec![Ok(())]);
@@ -482,7 +502,13 @@ fn records_anyone_else_made_close_only_their_path_and_nothing_reaches_the_progra
         payload: b"injected".to_vec(),
     }
     .encode(&mut clear_data);
-    for attack in [injected, clear_reset, clear_moved, clear_data, garbage_record()] {
+    for attack in [
+        injected,
+        clear_reset,
+        clear_moved,
+        clear_data,
+        garbage_record(),
+    ] {
         let mut pair = Pair::new(1, cfg());
         let results = deliver(&mut pair.client, pair.now, CPATH, &attack);
         let results_s = deliver(&mut pair.server, pair.now, SPATH, &attack);
@@ -598,7 +624,11 @@ fn frames_encoded_in_place_carry_the_stream_across_the_replay_buffers_wrap() {
             .client
             .app_write(&data[written..(written + 1100).min(data.len())]);
         let wire = transmit(&mut pair.client, pair.now, CPATH);
-        assert!(deliver(&mut pair.server, pair.now, SPATH, &wire).iter().all(Result::is_ok));
+        assert!(
+            deliver(&mut pair.server, pair.now, SPATH, &wire)
+                .iter()
+                .all(Result::is_ok)
+        );
         got.extend(read_all(&mut pair.server));
         pair.pump();
     }
@@ -854,9 +884,7 @@ fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
     assert_eq!(pair.client.poll_timeout(), Some(second + floor * 4));
     // Any frame from the peer ends the suspicion; the session never lost a byte over it.
     pair.now = second;
-    let _ = pair
-        .client
-        .inject(second, CPATH, Owned::Ack { ack: 0 });
+    let _ = pair.client.inject(second, CPATH, Owned::Ack { ack: 0 });
     assert_eq!(
         pair.client.poll_timeout(),
         Some(second + cfg().keepalive_interval)
@@ -897,9 +925,7 @@ fn a_slow_path_waits_three_round_trips_before_suspecting() {
     let Some(Frame::Ping { token }) = pair.client.poll_transmit(t, CPATH) else {
         panic!("no keepalive PING");
     };
-    let _ = pair
-        .client
-        .inject(t + rtt, CPATH, Owned::Pong { token });
+    let _ = pair.client.inject(t + rtt, CPATH, Owned::Pong { token });
     assert_eq!(pair.client.app_write(b"x"), 1);
     let sent_at = t + rtt;
     assert!(matches!(

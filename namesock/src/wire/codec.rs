@@ -137,7 +137,10 @@ impl<'a> Record<'a> {
             return Ok(Some((Record::Sealed(sealed), HEADER_LEN + len)));
         }
         let body: &'a [u8] = body;
-        Ok(Some((Record::Clear(decode_whole(kind, name, body)?), HEADER_LEN + len)))
+        Ok(Some((
+            Record::Clear(decode_whole(kind, name, body)?),
+            HEADER_LEN + len,
+        )))
     }
 }
 
@@ -178,7 +181,11 @@ impl<'a> FrameRef<'a> {
 }
 
 /// A body whose length was checked, decoded whole (no trailing bytes).
-fn decode_whole<'a>(kind: u8, name: &'static str, body: &'a [u8]) -> Result<FrameRef<'a>, DecodeError> {
+fn decode_whole<'a>(
+    kind: u8,
+    name: &'static str,
+    body: &'a [u8],
+) -> Result<FrameRef<'a>, DecodeError> {
     let mut r = Reader { buf: body, name };
     let frame = decode_body(kind, &mut r)?;
     if !r.buf.is_empty() {

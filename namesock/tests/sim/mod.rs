@@ -757,7 +757,7 @@ impl World {
                         self.log(|| format!("server: {name} on path {path} refused: {why}"));
                         if let Some(answer) = r.answer {
                             let mut out = Vec::new();
-                            Frame::<Vec<u8>>::Refuse(answer).encode(&mut out);
+                            Frame::<Vec<u8>>::Refuse(*answer).encode(&mut out);
                             self.send_bytes(l, Side::Server, out);
                         }
                         self.refusals.push(r.why);
