@@ -1,0 +1,149 @@
+//! What an observer on the path sees: tcpdump on the test bed's router while `curl` downloads a
+//! random file by name from `python3 -m http.server` (both under namesock). The capture must
+//! hold no 32-byte window of the file and no HTTP request line. The same capture of the same
+//! download in plain TCP (curl to the server's address, no namesock) is the control: there the
+//! file's bytes are found, so the check can fail.
+//!
+//! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use namesock_cli::testbed::scenario::{Fetch, Timers};
+use namesock_tests::{PORT, Scenario, require_namespaces, require_release, require_tools};
+
+const FILE_SIZE: u64 = 512 * 1024;
+const WINDOW: usize = 32;
+
+/// tcpdump in the router's namespace, writing every TCP packet it forwards to `pcap`.
+struct Capture {
+    child: Child,
+}
+
+impl Capture {
+    fn start(router: &str, pcap: &Path) -> Capture {
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", router, "tcpdump", "-i", "any", "-U", "-s", "0", "-w",
+            ])
+            .arg(pcap)
+            .arg("tcp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcpdump");
+        // tcpdump writes the file's header once it listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(pcap).map_or(true, |m| m.len() == 0) {
+            assert!(Instant::now() < deadline, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { child }
+    }
+
+    /// Stops tcpdump (SIGINT: it flushes) and returns what it captured.
+    fn finish(mut self, pcap: &Path) -> Vec<u8> {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child by its PID; it has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.child.wait();
+        std::fs::read(pcap).expect("read the capture")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many of the file's 32-byte windows (at every offset) appear in `captured`.
+fn windows_found(file: &[u8], captured: &[u8]) -> usize {
+    let windows: HashSet<&[u8]> = file.windows(WINDOW).collect();
+    let mut found = HashSet::new();
+    for w in captured.windows(WINDOW) {
+        if windows.contains(w) {
+            found.insert(w);
+        }
+    }
+    found.len()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_capture_on_the_path_holds_no_window_of_the_file_and_no_request_line() {
+    let name = "a_capture_on_the_path_holds_no_window_of_the_file_and_no_request_line";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["tcpdump", "curl", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::new("capture", FILE_SIZE, Timers::fast());
+    let router = scenario.bed.router_namespace();
+    let file = std::fs::read(scenario.world.path("www").join("file")).expect("the served file");
+    assert_eq!(file.len() as u64, FILE_SIZE);
+    let request = format!("GET {}", scenario.served.url_path);
+
+    // By name, through namesock.
+    let pcap = scenario.world.path("namesock.pcap");
+    let capture = Capture::start(&router, &pcap);
+    let download = scenario.download("curl", &scenario.fetch(Duration::from_secs(60)));
+    let outcome = download.finish(Duration::from_secs(90)).expect("curl ran");
+    scenario.check("curl", &outcome);
+    let captured = capture.finish(&pcap);
+    let found = windows_found(&file, &captured);
+    eprintln!(
+        "CAPTURE namesock: {} bytes captured for a {FILE_SIZE}-byte file, {found} of its {}-byte \
+         windows found, request line found: {}",
+        captured.len(),
+        WINDOW,
+        contains(&captured, request.as_bytes())
+    );
+    assert!(
+        captured.len() as u64 > FILE_SIZE,
+        "the transfer did not cross the router ({} bytes captured)",
+        captured.len()
+    );
+    assert_eq!(found, 0, "windows of the file crossed the path in clear");
+    assert!(
+        !contains(&captured, request.as_bytes()),
+        "the request line crossed the path in clear"
+    );
+
+    // The control: the same download in plain TCP, to the program's own socket.
+    let pcap = scenario.world.path("plain.pcap");
+    let capture = Capture::start(&router, &pcap);
+    let plain = Fetch {
+        url: format!(
+            "http://{}:{PORT}{}",
+            scenario.server.v4(),
+            scenario.served.url_path
+        ),
+        rate: None,
+        max_time: Duration::from_secs(60),
+        namesock: false,
+    };
+    let outcome = scenario
+        .download("plain", &plain)
+        .finish(Duration::from_secs(90))
+        .expect("curl ran");
+    scenario.check("plain", &outcome);
+    let captured = capture.finish(&pcap);
+    let found = windows_found(&file, &captured);
+    eprintln!(
+        "CAPTURE plain TCP (control): {} bytes captured, {found} windows found",
+        captured.len()
+    );
+    assert!(
+        found > file.len() / 2,
+        "the control found only {found} windows: the check could not see cleartext"
+    );
+    assert!(contains(&captured, request.as_bytes()));
+}
