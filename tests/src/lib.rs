@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: skips that say so ([`skip`]), finding the built
 //! binaries, and the download scenarios of the mobility tests (on top of `namesock_cli::testbed`).
 
+pub mod capture;
 pub mod skip;
 
 pub use skip::{require_release, require_root, require_tools, skip};

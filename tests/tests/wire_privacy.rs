@@ -7,58 +7,14 @@
 //! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use namesock_cli::testbed::scenario::{Fetch, Timers};
+use namesock_tests::capture::{Capture, find};
 use namesock_tests::{PORT, Scenario, require_namespaces, require_release, require_tools};
 
 const FILE_SIZE: u64 = 512 * 1024;
 const WINDOW: usize = 32;
-
-/// tcpdump in the router's namespace, writing every TCP packet it forwards to `pcap`.
-struct Capture {
-    child: Child,
-}
-
-impl Capture {
-    fn start(router: &str, pcap: &Path) -> Capture {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", router, "tcpdump", "-i", "any", "-U", "-s", "0", "-w",
-            ])
-            .arg(pcap)
-            .arg("tcp")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcpdump");
-        // tcpdump writes the file's header once it listens.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(pcap).map_or(true, |m| m.len() == 0) {
-            assert!(Instant::now() < deadline, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Capture { child }
-    }
-
-    /// Stops tcpdump (SIGINT: it flushes) and returns what it captured.
-    fn finish(mut self, pcap: &Path) -> Vec<u8> {
-        std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: signalling our own child by its PID; it has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let _ = self.child.wait();
-        std::fs::read(pcap).expect("read the capture")
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How many of the file's 32-byte windows (at every offset) appear in `captured`.
 fn windows_found(file: &[u8], captured: &[u8]) -> usize {
@@ -73,7 +29,7 @@ fn windows_found(file: &[u8], captured: &[u8]) -> usize {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    find(haystack, needle).is_some()
 }
 
 #[test]

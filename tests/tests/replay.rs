@@ -1,0 +1,133 @@
+//! A replayed handshake, end to end: an observer on the router captures a client's HELLO to a
+//! server program (socat under namesock, noting every connection it accepts) and replays it
+//! from the client's host, during the session's linger and after the server restarted with
+//! the same key. The program must accept nothing: the first replay gets no answer at all (the
+//! connection ID is in use), the second a HELLO_ACK and then silence (the replayer cannot
+//! prove it holds the keys, so the session never reaches the program).
+//!
+//! Needs root, `ip`, `nft`, `tcpdump`, `socat` and a release build (tests/run.sh).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use namesock_cli::testbed::Process;
+use namesock_cli::testbed::scenario::{Timers, ZONE};
+use namesock_resolver::Target;
+use namesock_tests::capture::{Capture, find};
+use namesock_tests::{Scenario, require_namespaces, require_release, require_tools};
+
+const ECHO_PORT: u16 = 7000;
+/// The start of every protocol-2 HELLO: type 1, body length 175, magic, version 2.
+const HELLO_START: [u8; 10] = [1, 0, 0, 0, 175, b'n', b's', b'o', b'k', 2];
+const HELLO_LEN: usize = 180;
+/// A HELLO_ACK: type 2, body length 152.
+const HELLO_ACK_START: [u8; 5] = [2, 0, 0, 0, 152];
+
+fn accepted(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// `bytes` sent from the client's host to `to` over plain TCP (no namesock); what came back
+/// within 3 s.
+fn replay(scenario: &Scenario, to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut child = scenario
+        .client
+        .command("socat")
+        .args(["-t", "3", "-T", "5", "-", &format!("TCP:{to}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    child.wait_with_output().expect("socat ran").stdout
+}
+
+#[test]
+fn a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_restart() {
+    let name = "a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_restart";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["tcpdump", "socat"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("replay", 1024, Timers::fast());
+    let world = &scenario.world;
+    let accepts = world.path("accepts");
+    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
+    let note = format!("SYSTEM:echo accepted >> {}; cat", accepts.display());
+    let start_server = || {
+        let mut command = world
+            .namesock_run(&scenario.server, "echo", &["socat", &listen, &note])
+            .expect("server command");
+        command.env("NAMESOCK_NAME", "echo");
+        let process = Process::spawn(command).expect("start the server");
+        world
+            .wait_for_locator("echo", scenario.server.v4().into(), Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+        process
+    };
+    let server = start_server();
+
+    // The genuine client, watched from the router.
+    let pcap = world.path("replay.pcap");
+    let capture = Capture::start(&scenario.bed.router_namespace(), &pcap);
+    let client = format!("echo ping | socat - TCP:echo.{ZONE}:{ECHO_PORT}");
+    let output = world
+        .namesock_run(&scenario.client, "client", &["timeout", "30", "sh", "-c", &client])
+        .expect("client command")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the client ran");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "ping\n",
+        "{}",
+        world.log_tail("client", 20)
+    );
+    let captured = capture.finish(&pcap);
+    let at = find(&captured, &HELLO_START).expect("the HELLO crossed the router");
+    let hello = captured[at..at + HELLO_LEN].to_vec();
+    assert_eq!(accepted(&accepts), 1);
+
+    let engine = |_: &Process| {
+        let record = world
+            .gns()
+            .unwrap()
+            .resolve(&Target::Name(format!("echo.{ZONE}")))
+            .unwrap();
+        *record
+            .locators
+            .iter()
+            .find(|l| l.ip() == std::net::IpAddr::from(scenario.server.v4()))
+            .expect("a locator on the server's address")
+    };
+
+    // 1. While the server keeps the ended session for its linger: not a byte back.
+    let answer = replay(&scenario, engine(&server), &hello);
+    eprintln!("REPLAY during the linger: {} bytes back", answer.len());
+    assert!(answer.is_empty(), "answered {answer:?}");
+
+    // 2. To the same identity, restarted (its sessions forgotten): a HELLO_ACK, then silence.
+    drop(server);
+    let server = start_server();
+    let mut replayed = hello.clone();
+    // The replayer follows up with the client's next bytes as it captured them (a SEALED
+    // record): they do not open under the new keys.
+    replayed.extend_from_slice(&[13, 0, 0, 0, 25]);
+    replayed.extend_from_slice(&[0x5a; 25]);
+    let answer = replay(&scenario, engine(&server), &replayed);
+    eprintln!(
+        "REPLAY after a server restart: {} bytes back, HELLO_ACK: {}",
+        answer.len(),
+        answer.starts_with(&HELLO_ACK_START)
+    );
+    assert!(answer.starts_with(&HELLO_ACK_START), "answered {answer:?}");
+    assert_eq!(answer.len(), 5 + 152, "more than a HELLO_ACK came back");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(accepted(&accepts), 1, "a replayed HELLO reached the program");
+    drop(server);
+}
