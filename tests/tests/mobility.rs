@@ -1298,14 +1298,238 @@ fn engine_third_party_resume_cannot_disturb_the_session() {
     for (what, bytes) in [
         ("forged RESUME", forged),
         ("replayed RESUME", resume),
-        ("replayed HELLO", hello),
+        ("replayed HELLO", hello.clone()),
     ] {
         // Not a byte back: no HELLO_ACK, no (sealed) RESUME_ACK, no REFUSE.
         let answer = attack(server, &bytes);
         assert!(answer.is_empty(), "{what} was answered: {answer:?}");
         eprintln!("{what}: the server closed the path without a word");
     }
+    // 4. A protocol-1 peer (the captured HELLO with version 1): the one refusal it
+    // understands, a version-1 RESET(Protocol), and nothing else.
+    let mut old = hello.clone();
+    old[namesock::wire::HEADER_LEN + 4] = 1;
+    let answer = attack(server, &old);
+    assert_eq!(answer, namesock::wire::VERSION_1_REFUSAL, "a version-1 HELLO");
+    eprintln!("version-1 HELLO: refused with the version-1 RESET(Protocol)");
     // The session goes on, intact.
     let (_, secs) = t.finish(&[]);
     eprintln!("third-party resumes: session finished intact in {secs:.2} s");
+}
+
+// ------------------------------------------------------------------ injection on the path
+
+/// What an on-path attacker writes into a live path, toward the server or the client.
+#[derive(Clone, Copy, Debug)]
+enum Injection {
+    /// Bytes inserted between two records.
+    Insert { to_server: bool, what: &'static str },
+    /// The next two client records swapped.
+    Reorder,
+    /// Half of the next client record, then the path cut.
+    Truncate,
+}
+
+/// The bytes of an inserted attack.
+fn injected(what: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    match what {
+        "RESET in clear" => Frame::<Vec<u8>>::Reset {
+            reason: namesock::wire::ResetReason::AppAbort,
+        }
+        .encode(&mut out),
+        "MOVED in clear, sequence 2^64-1" => Frame::<Vec<u8>>::Moved {
+            seq: u64::MAX,
+            locators: vec!["192.0.2.66:9".parse().unwrap()],
+        }
+        .encode(&mut out),
+        "DATA in clear" => Frame::<Vec<u8>>::Data {
+            offset: 0,
+            ack: 0,
+            payload: b"injected".to_vec(),
+        }
+        .encode(&mut out),
+        _ => {
+            // A SEALED record of random-looking bytes: injected DATA, as far as anyone
+            // without the keys can make one.
+            out.extend_from_slice(&[13, 0, 0, 0, 64]);
+            out.extend((0..64u8).map(|i| i.wrapping_mul(151).wrapping_add(7)));
+        }
+    }
+    out
+}
+
+/// Splits whole records off the front of `buf`.
+fn whole_records(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    while buf.len() >= 5 {
+        let len = 5 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if buf.len() < len {
+            break;
+        }
+        records.push(buf.drain(..len).collect());
+    }
+    records
+}
+
+/// Forwards paths to the server's engine record by record; on path `k`, once `after` bytes
+/// went to the server, carries out `attacks[k]` and forwards on, so that the end that
+/// receives the attack is the one to close the path. Counts the attacks carried out.
+fn injecting_proxy(
+    listener: TcpListener,
+    server: SocketAddr,
+    after: u64,
+    attacks: Vec<Injection>,
+    done: Arc<Mutex<Vec<Injection>>>,
+) {
+    for (k, conn) in listener.incoming().enumerate() {
+        let Ok(client) = conn else { return };
+        let Ok(upstream) = TcpStream::connect(server) else {
+            return;
+        };
+        let attack = attacks.get(k).copied();
+        // Attacks toward the client go into the server -> client copy.
+        let pending = Arc::new(Mutex::new(None::<Vec<u8>>));
+        let (c2, u2, down) = (
+            client.try_clone().unwrap(),
+            upstream.try_clone().unwrap(),
+            pending.clone(),
+        );
+        std::thread::spawn(move || {
+            let (mut from, mut to) = (u2, c2);
+            let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+            while let Ok(n) = from.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                for record in whole_records(&mut buf) {
+                    if let Some(bytes) = down.lock().unwrap().take()
+                        && to.write_all(&bytes).is_err()
+                    {
+                        return;
+                    }
+                    if to.write_all(&record).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = to.shutdown(Shutdown::Both);
+        });
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut from, mut to) = (client, upstream);
+            let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+            let (mut total, mut attack) = (0u64, attack);
+            let mut held: Option<Vec<u8>> = None;
+            while let Ok(n) = from.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                for record in whole_records(&mut buf) {
+                    total += record.len() as u64;
+                    let mut out = record;
+                    if total >= after
+                        && let Some(a) = attack.take()
+                    {
+                        done.lock().unwrap().push(a);
+                        match a {
+                            Injection::Insert { to_server: true, what } => {
+                                let mut bytes = injected(what);
+                                bytes.extend_from_slice(&out);
+                                out = bytes;
+                            }
+                            Injection::Insert { to_server: false, what } => {
+                                *pending.lock().unwrap() = Some(injected(what));
+                            }
+                            Injection::Reorder => {
+                                held = Some(out);
+                                continue;
+                            }
+                            Injection::Truncate => {
+                                let _ = to.write_all(&out[..out.len() / 2]);
+                                let _ = from.shutdown(Shutdown::Both);
+                                let _ = to.shutdown(Shutdown::Both);
+                                return;
+                            }
+                        }
+                    }
+                    if to.write_all(&out).is_err() {
+                        return;
+                    }
+                    if let Some(first) = held.take()
+                        && to.write_all(&first).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = to.shutdown(Shutdown::Both);
+        });
+    }
+}
+
+/// On this host's loopback: an on-path attacker between client and server (this test) writes
+/// forged frames into live paths in both directions, swaps records and cuts one short. Each
+/// attack costs the path it was written into (the receiving end cannot open it, or refuses a
+/// frame in clear), never the session: both 64 MiB streams arrive intact.
+#[test]
+fn engine_frames_forged_on_the_path_cost_a_path_never_the_session() {
+    let name = "engine_frames_forged_on_the_path_cost_a_path_never_the_session";
+    if !require_release(name, "2 x 64 MiB through nsbench") {
+        return;
+    }
+    const BYTES: u64 = 64 * MIB;
+    let dir = tempfile::Builder::new()
+        .prefix("engine-inject-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let gns_dir = dir.path().join("gns");
+    let attacks = vec![
+        Injection::Insert { to_server: true, what: "RESET in clear" },
+        Injection::Insert { to_server: false, what: "RESET in clear" },
+        Injection::Insert { to_server: false, what: "MOVED in clear, sequence 2^64-1" },
+        Injection::Insert { to_server: true, what: "DATA in clear" },
+        Injection::Insert { to_server: true, what: "SEALED garbage" },
+        Injection::Insert { to_server: false, what: "SEALED garbage" },
+        Injection::Reorder,
+        Injection::Truncate,
+    ];
+    let expected = attacks.len();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let done2 = done.clone();
+    let key_path = dir.path().join("srv.key");
+    let local = |p: PathBuf| Command::new(p);
+    let t = Transfer::start_with(
+        local,
+        local,
+        |guid| {
+            let guid: namesock::identity::Guid = guid.parse().unwrap();
+            let gns = Gns::file(&gns_dir, ZONE).unwrap();
+            let rec = gns.resolve(&Target::Guid(guid)).unwrap();
+            let server = *rec
+                .locators
+                .iter()
+                .find(|a| a.ip().is_loopback() && a.is_ipv4())
+                .unwrap();
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let relay = listener.local_addr().unwrap();
+            let key = Keypair::load(&key_path).unwrap();
+            gns.publish(&key, &[relay], &[]).unwrap();
+            std::thread::spawn(move || injecting_proxy(listener, server, 4 * MIB, attacks, done2));
+        },
+        dir.path(),
+        fast(),
+        BYTES,
+        16 * MIB,
+    );
+    let (_, secs) = t.finish(&[]);
+    let done = done.lock().unwrap().clone();
+    eprintln!(
+        "on-path injection: {} attacks ({done:?}), each cost one path; both streams intact in \
+         {secs:.2} s",
+        done.len()
+    );
+    assert_eq!(done.len(), expected, "not every attack found a path to ride");
 }
