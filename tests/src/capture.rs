@@ -1,8 +1,10 @@
 //! tcpdump in a test bed's namespace: what an observer on the path sees.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// tcpdump in namespace `netns`, writing every TCP packet it sees to a pcap file.
 pub struct Capture {
@@ -10,28 +12,49 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts it and waits until it listens (it has written the file's header).
+    /// Starts it and waits until it says it listens.
     pub fn start(netns: &str, pcap: &Path) -> Capture {
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns, "tcpdump", "-i", "any", "-U", "-s", "0", "-w"])
+        let mut child = Command::new("ip")
+            // Immediate mode: packets reach tcpdump as they come, not when a kernel buffer
+            // block fills or times out (a short exchange would be lost at SIGINT).
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "any",
+                "-U",
+            ])
+            // A 32 MiB kernel buffer: a fast local transfer must not overrun it.
+            .args(["-B", "32768", "-s", "0", "-w"])
             .arg(pcap)
             .arg("tcp")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start tcpdump");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
         let capture = Capture { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(pcap).map_or(true, |m| m.len() == 0) {
-            assert!(Instant::now() < deadline, "tcpdump did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("tcpdump did not start listening");
+        // The kernel attaches the capture before tcpdump says so; a margin for its first read.
+        std::thread::sleep(Duration::from_millis(200));
         capture
     }
 
     /// Stops tcpdump (SIGINT: it flushes) and returns the pcap file's bytes.
     pub fn finish(mut self, pcap: &Path) -> Vec<u8> {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(500));
         // SAFETY: signalling our own child by its PID; it has not been reaped yet.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
         let _ = self.child.wait();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use namesock::identity::Keypair;
 use namesock_cli::testbed::{Progress, Testbed};
 use namesock_resolver::Gns;
-use namesock_tests::{require_namespaces, require_tools};
+use namesock_tests::{require_namespaces, require_tools, workspace_dir};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -474,6 +474,11 @@ fn valgrind(world: &World, who: &str, program: &str) -> Command {
             // gone, so valgrind there calls the engine's memory lost: not a leak, not reported.
             "--child-silent-after-fork=yes",
         ])
+        // One known false positive of ring's AES-GCM assembly (see the file).
+        .arg(format!(
+            "--suppressions={}",
+            workspace_dir().join("tests/valgrind/ring.supp").display()
+        ))
         .arg(examples().join(program));
     cmd
 }

@@ -1310,7 +1310,11 @@ fn engine_third_party_resume_cannot_disturb_the_session() {
     let mut old = hello.clone();
     old[namesock::wire::HEADER_LEN + 4] = 1;
     let answer = attack(server, &old);
-    assert_eq!(answer, namesock::wire::VERSION_1_REFUSAL, "a version-1 HELLO");
+    assert_eq!(
+        answer,
+        namesock::wire::VERSION_1_REFUSAL,
+        "a version-1 HELLO"
+    );
     eprintln!("version-1 HELLO: refused with the version-1 RESET(Protocol)");
     // The session goes on, intact.
     let (_, secs) = t.finish(&[]);
@@ -1435,12 +1439,18 @@ fn injecting_proxy(
                     {
                         done.lock().unwrap().push(a);
                         match a {
-                            Injection::Insert { to_server: true, what } => {
+                            Injection::Insert {
+                                to_server: true,
+                                what,
+                            } => {
                                 let mut bytes = injected(what);
                                 bytes.extend_from_slice(&out);
                                 out = bytes;
                             }
-                            Injection::Insert { to_server: false, what } => {
+                            Injection::Insert {
+                                to_server: false,
+                                what,
+                            } => {
                                 *pending.lock().unwrap() = Some(injected(what));
                             }
                             Injection::Reorder => {
@@ -1487,12 +1497,30 @@ fn engine_frames_forged_on_the_path_cost_a_path_never_the_session() {
         .unwrap();
     let gns_dir = dir.path().join("gns");
     let attacks = vec![
-        Injection::Insert { to_server: true, what: "RESET in clear" },
-        Injection::Insert { to_server: false, what: "RESET in clear" },
-        Injection::Insert { to_server: false, what: "MOVED in clear, sequence 2^64-1" },
-        Injection::Insert { to_server: true, what: "DATA in clear" },
-        Injection::Insert { to_server: true, what: "SEALED garbage" },
-        Injection::Insert { to_server: false, what: "SEALED garbage" },
+        Injection::Insert {
+            to_server: true,
+            what: "RESET in clear",
+        },
+        Injection::Insert {
+            to_server: false,
+            what: "RESET in clear",
+        },
+        Injection::Insert {
+            to_server: false,
+            what: "MOVED in clear, sequence 2^64-1",
+        },
+        Injection::Insert {
+            to_server: true,
+            what: "DATA in clear",
+        },
+        Injection::Insert {
+            to_server: true,
+            what: "SEALED garbage",
+        },
+        Injection::Insert {
+            to_server: false,
+            what: "SEALED garbage",
+        },
         Injection::Reorder,
         Injection::Truncate,
     ];
@@ -1531,5 +1559,9 @@ fn engine_frames_forged_on_the_path_cost_a_path_never_the_session() {
          {secs:.2} s",
         done.len()
     );
-    assert_eq!(done.len(), expected, "not every attack found a path to ride");
+    assert_eq!(
+        done.len(),
+        expected,
+        "not every attack found a path to ride"
+    );
 }
