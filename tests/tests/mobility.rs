@@ -1213,6 +1213,24 @@ fn proxy(listener: TcpListener, server: SocketAddr, kill_after: u64, cap: Arc<Mu
     }
 }
 
+/// Points the server's record at a relay listening on loopback (the test holds the server's
+/// key file): the relay's listener, and the server engine's own address.
+fn relay_in_front(gns_dir: &Path, key_path: &Path, guid: &str) -> (TcpListener, SocketAddr) {
+    let guid: namesock::identity::Guid = guid.parse().unwrap();
+    let gns = Gns::file(gns_dir, ZONE).unwrap();
+    let rec = gns.resolve(&Target::Guid(guid)).unwrap();
+    let server = *rec
+        .locators
+        .iter()
+        .find(|a| a.ip().is_loopback() && a.is_ipv4())
+        .unwrap();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let relay = listener.local_addr().unwrap();
+    let key = Keypair::load(key_path).unwrap();
+    gns.publish(&key, &[relay], &[]).unwrap();
+    (listener, server)
+}
+
 /// Sends `bytes` as a fresh path to the server's engine; returns what it answered before
 /// closing the path.
 fn attack(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
@@ -1248,20 +1266,8 @@ fn engine_third_party_resume_cannot_disturb_the_session() {
         local,
         local,
         |guid| {
-            // Point the server's record at the relay (the test holds the server's key file).
-            let guid: namesock::identity::Guid = guid.parse().unwrap();
-            let gns = Gns::file(&gns_dir, ZONE).unwrap();
-            let rec = gns.resolve(&Target::Guid(guid)).unwrap();
-            let server = *rec
-                .locators
-                .iter()
-                .find(|a| a.ip().is_loopback() && a.is_ipv4())
-                .unwrap();
+            let (listener, server) = relay_in_front(&gns_dir, &key_path, guid);
             *engine2.lock().unwrap() = Some(server);
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            let relay = listener.local_addr().unwrap();
-            let key = Keypair::load(&key_path).unwrap();
-            gns.publish(&key, &[relay], &[]).unwrap();
             std::thread::spawn(move || proxy(listener, server, 8 * MIB, cap2));
         },
         dir.path(),
@@ -1533,18 +1539,7 @@ fn engine_frames_forged_on_the_path_cost_a_path_never_the_session() {
         local,
         local,
         |guid| {
-            let guid: namesock::identity::Guid = guid.parse().unwrap();
-            let gns = Gns::file(&gns_dir, ZONE).unwrap();
-            let rec = gns.resolve(&Target::Guid(guid)).unwrap();
-            let server = *rec
-                .locators
-                .iter()
-                .find(|a| a.ip().is_loopback() && a.is_ipv4())
-                .unwrap();
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            let relay = listener.local_addr().unwrap();
-            let key = Keypair::load(&key_path).unwrap();
-            gns.publish(&key, &[relay], &[]).unwrap();
+            let (listener, server) = relay_in_front(&gns_dir, &key_path, guid);
             std::thread::spawn(move || injecting_proxy(listener, server, 4 * MIB, attacks, done2));
         },
         dir.path(),

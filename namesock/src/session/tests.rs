@@ -184,6 +184,16 @@ fn client_with_hello(target: Guid) -> (Session, Hello) {
     (client, hello)
 }
 
+/// A client with its HELLO on `CPATH` and the server session that accepted it on `SPATH`
+/// (HELLO_ACK queued, not delivered).
+fn client_and_server() -> (Session, Session) {
+    let (client, hello) = client_with_hello(server_key().guid());
+    let server = Acceptor::new(cfg(), server_key())
+        .accept_hello(Instant::now(), &hello, SPATH)
+        .unwrap();
+    (client, server)
+}
+
 /// Unauthenticated bytes never end a session: a HELLO_ACK by the wrong key costs its path.
 #[test]
 fn hello_ack_from_a_key_that_is_not_the_guid_loses_only_its_path() {
@@ -216,11 +226,7 @@ fn hello_ack_from_a_key_that_is_not_the_guid_loses_only_its_path() {
 #[test]
 fn hello_ack_with_the_right_key_but_a_bad_signature_loses_only_its_path() {
     let now = Instant::now();
-    let skey = server_key();
-    let (mut client, hello) = client_with_hello(skey.guid());
-    let mut server = Acceptor::new(cfg(), skey)
-        .accept_hello(now, &hello, SPATH)
-        .unwrap();
+    let (mut client, mut server) = client_and_server();
     let Some(Frame::HelloAck(mut ack)) = server.poll_transmit(now, SPATH) else {
         panic!("no HELLO_ACK");
     };
@@ -302,11 +308,7 @@ fn a_replayed_hello_gets_hello_ack_then_silence_and_never_reaches_the_program() 
 #[test]
 fn a_server_says_nothing_after_hello_ack_until_the_client_proves_the_keys() {
     let now = Instant::now();
-    let skey = server_key();
-    let (mut client, hello) = client_with_hello(skey.guid());
-    let mut server = Acceptor::new(cfg(), skey)
-        .accept_hello(now, &hello, SPATH)
-        .unwrap();
+    let (mut client, mut server) = client_and_server();
     server.announce_moved(1, vec!["192.0.2.1:1".parse().unwrap()]);
     let ack = transmit(&mut server, now, SPATH);
     assert!(matches!(clear_frame(&ack), Frame::HelloAck(_)));
