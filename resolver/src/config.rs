@@ -145,11 +145,13 @@ impl GnsConfig {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/namesock/gns`, else `/tmp/namesock-gns`.
+/// `$XDG_RUNTIME_DIR/namesock/gns` (the user's private runtime directory), else
+/// `/tmp/namesock-gns-<uid>`: one store per user, created 0700, refused on open if another
+/// user made it first.
 pub fn default_file_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("namesock").join("gns"),
-        _ => PathBuf::from("/tmp/namesock-gns"),
+        _ => PathBuf::from(format!("/tmp/namesock-gns-{}", crate::fsutil::euid())),
     }
 }
 
