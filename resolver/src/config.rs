@@ -302,9 +302,57 @@ pub fn parse_tsig_key(text: &str) -> Result<TsigKey, &'static str> {
     })
 }
 
+impl TsigKey {
+    /// A new random HMAC-SHA256 key for one identity, named `<guid>.<zone>`: BIND9's
+    /// `update-policy` rules name it ([`update_policy`]).
+    pub fn for_identity(guid: &namesock_identity::Guid, zone: &str) -> TsigKey {
+        TsigKey {
+            name: format!("{guid}.{zone}"),
+            secret: rand::random::<[u8; 32]>().to_vec(),
+        }
+    }
+
+    /// The key as BIND's `key` statement (what `tsig-keygen` prints; [`parse_tsig_key`] reads
+    /// it back).
+    pub fn to_bind(&self) -> String {
+        format!(
+            "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
+            self.name,
+            data_encoding::BASE64.encode(&self.secret)
+        )
+    }
+}
+
+/// BIND9 `update-policy` rules that let the key of `guid` change only its own GUID's RRs
+/// (`<guid>.<zone>`: TXT, A, AAAA) and the bindings (TXT) of `names` (full names).
+pub fn update_policy(guid: &namesock_identity::Guid, zone: &str, names: &[String]) -> Vec<String> {
+    let key = format!("{guid}.{zone}.");
+    let mut rules = vec![format!("grant {key} self {key} TXT A AAAA;")];
+    for name in names {
+        rules.push(format!("grant {key} name {name}. TXT;"));
+    }
+    rules
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_keys_round_trip_through_the_bind_format() {
+        let guid = namesock_identity::Keypair::from_seed(&[4; 32]).guid();
+        let key = TsigKey::for_identity(&guid, "gns.test");
+        assert_eq!(parse_tsig_key(&key.to_bind()).unwrap(), key);
+        assert_ne!(TsigKey::for_identity(&guid, "gns.test").secret, key.secret);
+        let rules = update_policy(&guid, "gns.test", &["web.gns.test".to_owned()]);
+        assert_eq!(
+            rules,
+            [
+                format!("grant {guid}.gns.test. self {guid}.gns.test. TXT A AAAA;"),
+                format!("grant {guid}.gns.test. name web.gns.test. TXT;"),
+            ]
+        );
+    }
 
     #[test]
     fn backends() {

@@ -81,6 +81,16 @@ pub enum GnsError {
         from: Guid,
         holder: Guid,
     },
+    /// A handover older than the holder's current binding: signed before the name last
+    /// changed, so it no longer speaks for the holder.
+    #[error(
+        "the handover of {name} (sequence {handover_seq}) is older than the binding it would replace (sequence {binding_seq}): it was signed before the name last changed; ask the holder for a new one (`namesock handover {name} --to YOUR_GUID`)"
+    )]
+    HandoverStale {
+        name: String,
+        handover_seq: u64,
+        binding_seq: u64,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The DNS backend failed (lookup, transport, TSIG, the server's answer).

@@ -340,11 +340,20 @@ impl Gns {
         if let Some(b) = &current
             && b.guid != guid
         {
-            let consented = handover.as_ref().is_some_and(|h| h.from == b.guid);
+            let consented = handover
+                .as_ref()
+                .is_some_and(|h| h.from == b.guid && h.seq > b.seq);
             let hijacked_from_us = pin.is_some_and(|p| p.guid == guid)
                 && !b.handover.as_ref().is_some_and(|h| h.from == guid);
             match (&handover, consented || hijacked_from_us) {
                 (_, true) => {}
+                (Some(h), false) if h.from == b.guid => {
+                    return Err(GnsError::HandoverStale {
+                        name,
+                        handover_seq: h.seq,
+                        binding_seq: b.seq,
+                    });
+                }
                 (Some(h), false) => {
                     return Err(GnsError::HandoverNotFromHolder {
                         name,

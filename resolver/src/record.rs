@@ -457,6 +457,19 @@ impl Handover {
         out
     }
 
+    /// The encoding as one line of base64 (what `namesock handover` prints).
+    pub fn to_text(&self) -> String {
+        data_encoding::BASE64.encode(&self.encode())
+    }
+
+    /// Reads [`Handover::to_text`]'s line back, verified.
+    pub fn from_text(text: &str) -> Result<Handover, RecordError> {
+        let bytes = data_encoding::BASE64
+            .decode(text.trim().as_bytes())
+            .map_err(|_| RecordError::Malformed("a handover is one line of base64"))?;
+        Handover::decode(&bytes)
+    }
+
     /// Parses and verifies (key hashes to `from`, signature) an encoded handover.
     pub fn decode(bytes: &[u8]) -> Result<Handover, RecordError> {
         let mut r = Reader::new(bytes)?;
@@ -728,6 +741,48 @@ mod tests {
         assert_eq!(NameBinding::decode(&bytes).unwrap(), b);
         assert!(Record::decode(&bytes).is_err());
         assert!(NameBinding::decode(&sample(&kp).encode()).is_err());
+    }
+
+    #[test]
+    fn bindings_with_a_handover_round_trip_and_every_flipped_bit_is_rejected() {
+        let old = Keypair::from_seed(&[2; 32]);
+        let new = Keypair::from_seed(&[3; 32]);
+        let h = Handover::sign(&old, "web.ns.alt", new.guid(), 9).unwrap();
+        assert_eq!(Handover::decode(&h.encode()).unwrap(), h);
+        let b = NameBinding::sign_with_handover(&new, "web.ns.alt", 10, unix_now() + 60, Some(h))
+            .unwrap();
+        let bytes = b.encode();
+        assert_eq!(NameBinding::decode(&bytes).unwrap(), b);
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 1;
+            assert!(
+                NameBinding::decode(&flipped).is_err(),
+                "flip at byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn far_future_bounds() {
+        let (now, micros) = (1_000_000, 1_000_000_000_000);
+        let week = 7 * 24 * 3600;
+        assert_eq!(
+            check_not_future(micros, Some(now + week), now, micros),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_future(micros, Some(now + week + 1), now, micros),
+            Err(RecordError::FarFutureExpiry { .. })
+        ));
+        assert_eq!(
+            check_not_future(micros + week * 1_000_000, None, now, micros),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_future(micros + week * 1_000_000 + 1, None, now, micros),
+            Err(RecordError::FarFutureSequence { .. })
+        ));
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub const KEY_NAME: &str = "gns-key";
 const NAMED: &str = "/usr/sbin/named";
 const TSIG_KEYGEN: &str = "/usr/sbin/tsig-keygen";
 
+/// Extra `key` statements and `update-policy` rules (empty: the zone key may update all).
+#[derive(Debug, Default, Clone)]
+pub struct Policy {
+    pub keys: String,
+    pub rules: Vec<String>,
+}
+
 /// A running `named`; killed on drop.
 pub struct Named {
     child: Child,
@@ -53,10 +60,25 @@ impl Named {
     }
 
     pub fn start() -> Named {
+        Named::start_with(&Policy::default())
+    }
+
+    /// Like [`Named::start_or_skip`], with per-identity keys and an `update-policy`.
+    pub fn start_with_or_skip(test: &str, skip: fn(&str, &str), policy: &Policy) -> Option<Named> {
+        match Named::missing() {
+            Some(why) => {
+                skip(test, &why);
+                None
+            }
+            None => Some(Named::start_with(policy)),
+        }
+    }
+
+    pub fn start_with(policy: &Policy) -> Named {
         let mut last = String::new();
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
-            match Named::try_start() {
+            match Named::try_start(policy) {
                 Ok(named) => return named,
                 Err(why) => last = why,
             }
@@ -64,7 +86,7 @@ impl Named {
         panic!("BIND9 named did not start (apt-get install -y bind9 bind9-utils): {last}");
     }
 
-    fn try_start() -> Result<Named, String> {
+    fn try_start(policy: &Policy) -> Result<Named, String> {
         if !Path::new(NAMED).exists() {
             return Err(format!("{NAMED} is not installed"));
         }
@@ -78,6 +100,17 @@ impl Named {
         let secret = tsig_keygen(&key_file)?;
         let d = dir.path().display();
         let k = key_file.display();
+        // The zone key may update anything, unless an update-policy gives each identity's
+        // key its own GUID and names (`namesock dns-key` prints the lines).
+        let update = if policy.rules.is_empty() {
+            format!("allow-update {{ key \"{KEY_NAME}\"; }};")
+        } else {
+            format!(
+                "update-policy {{\n        {}\n    }};",
+                policy.rules.join("\n        ")
+            )
+        };
+        let keys = &policy.keys;
         fs::write(
             dir.path().join("named.conf"),
             format!(
@@ -95,11 +128,12 @@ impl Named {
 }};
 controls {{ }};
 include "{k}";
+{keys}
 zone "{ZONE}" {{
     type primary;
     file "{d}/{ZONE}.zone";
     journal "{d}/{ZONE}.jnl";
-    allow-update {{ key "{KEY_NAME}"; }};
+    {update}
 }};
 "#
             ),
