@@ -74,7 +74,9 @@ impl FileStore {
             }
             .into());
         }
-        let shared = mode & 0o070 == 0o070 && fsutil::our_groups().contains(&meta.gid());
+        // Shared on purpose: group rwx, set up by us or by a member of a group of ours.
+        let shared = mode & 0o070 == 0o070
+            && (meta.uid() == uid || fsutil::our_groups().contains(&meta.gid()));
         if meta.uid() != uid && !shared {
             return Err(StoreError::NotOwned {
                 path: dir.to_owned(),

@@ -142,9 +142,10 @@ pub fn open_nofollow(
     let fd = unsafe { libc::open(c.as_ptr(), flags, libc::c_uint::from(mode)) };
     if fd < 0 {
         let e = io::Error::last_os_error();
+        let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         return match e.raw_os_error() {
             Some(libc::ENOENT) => Ok(None),
-            Some(libc::ELOOP) => Err(StoreError::Symlink {
+            Some(libc::ELOOP | libc::ENOTDIR) if is_link() => Err(StoreError::Symlink {
                 path: path.to_owned(),
             }),
             Some(libc::ENOTDIR) if flags & libc::O_DIRECTORY != 0 => {
