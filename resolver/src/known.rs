@@ -27,7 +27,7 @@ use namesock_identity::Guid;
 use crate::fsutil::{self, LOCK_WAIT, StoreError, Trusted, io_err};
 
 /// Most names (and, separately, GUIDs) the file remembers.
-pub const MAX_ENTRIES: usize = 4096;
+pub const MAX_ENTRIES: usize = 2048;
 /// Largest file read (a full file is well below this).
 const MAX_FILE_LEN: usize = 4 << 20;
 /// Longest store description kept (longer ones are cut; they stay distinct in practice).
@@ -236,8 +236,7 @@ impl KnownNames {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(io_err(dir))
-                .map_err(StoreError::from)?;
+                .map_err(io_err(dir))?;
         }
         let _lock = fsutil::lock(&self.lock_path, 0o600, &Trusted::me(), LOCK_WAIT)?;
         let mut entries = self.read()?;

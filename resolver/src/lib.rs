@@ -344,7 +344,7 @@ impl Gns {
                 .as_ref()
                 .is_some_and(|h| h.from == b.guid && h.seq > b.seq);
             let hijacked_from_us = pin.is_some_and(|p| p.guid == guid)
-                && !b.handover.as_ref().is_some_and(|h| h.from == guid);
+                && b.handover.as_ref().is_none_or(|h| h.from != guid);
             match (&handover, consented || hijacked_from_us) {
                 (_, true) => {}
                 (Some(h), false) if h.from == b.guid => {
