@@ -9,7 +9,8 @@
 //! The environment wins over the file. A DNS URL is
 //! `dns://SERVER_IP:PORT/ZONE[?tsig-key=/path/to/keyfile]` or
 //! `dns://SERVER_IP:PORT/ZONE?tsig-name=NAME&tsig-secret=BASE64`, plus `&timeout-ms=N`
-//! (default 2000) and `&ttl=N` (seconds, default 2). The key file is the BIND format that
+//! (default 2000), `&ttl=N` (seconds, default 2) and `&trust-anchor=/path` (a DNSKEY line of
+//! the zone: answers are then validated with DNSSEC, see [`crate::dnssec`]). The key file is the BIND format that
 //! `tsig-keygen -a hmac-sha256 NAME` prints; the algorithm is HMAC-SHA256. Without a TSIG key
 //! the DNS backend can resolve but not publish. For DNS the zone comes from the URL.
 
@@ -84,6 +85,8 @@ pub struct DnsConfig {
     pub timeout: Duration,
     /// TTL of the published records, in seconds (kept low: addresses change).
     pub ttl: u32,
+    /// DNSSEC trust anchor (a DNSKEY line of the zone): with it, lookups are validated.
+    pub trust_anchor: Option<PathBuf>,
 }
 
 /// The selected backend.
@@ -211,6 +214,7 @@ pub fn parse_backend(value: &str) -> Result<Backend, ConfigError> {
         tsig: None,
         timeout: Duration::from_millis(2000),
         ttl: 2,
+        trust_anchor: None,
     };
     let (mut key_name, mut key_secret) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -226,6 +230,7 @@ pub fn parse_backend(value: &str) -> Result<Backend, ConfigError> {
                 dns.timeout = Duration::from_millis(ms.max(1));
             }
             "ttl" => dns.ttl = v.parse().map_err(|_| err("ttl is a number of seconds"))?,
+            "trust-anchor" => dns.trust_anchor = Some(PathBuf::from(v)),
             _ => return Err(err("unknown parameter")),
         }
     }
@@ -371,6 +376,13 @@ mod tests {
             panic!("not dns")
         };
         assert_eq!(d.server, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(d.trust_anchor, None);
+        let Backend::Dns(d) =
+            parse_backend("dns://127.0.0.1:53/z?trust-anchor=/etc/a.key").unwrap()
+        else {
+            panic!("not dns")
+        };
+        assert_eq!(d.trust_anchor, Some(PathBuf::from("/etc/a.key")));
         assert_eq!(d.zone, "gns.test");
         assert_eq!(d.ttl, 1);
         assert_eq!(

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod dns;
+pub mod dnssec;
 pub mod error;
 pub mod file;
 pub mod fsutil;

@@ -513,6 +513,7 @@ fn bind9_lets_each_identity_change_only_its_own_guid_and_names() {
     let policy = bind9::Policy {
         keys: format!("{a_stmt}\n{b_stmt}\n"),
         rules,
+        dnssec: false,
     };
     let named = bind9::Named::start_with(&policy);
     let url = |key: &Path| {

@@ -24,6 +24,8 @@ const TSIG_KEYGEN: &str = "/usr/sbin/tsig-keygen";
 pub struct Policy {
     pub keys: String,
     pub rules: Vec<String>,
+    /// Sign the zone (`dnssec-policy default`: a CSK, ECDSA P-256), updates included.
+    pub dnssec: bool,
 }
 
 /// A running `named`; killed on drop.
@@ -111,6 +113,11 @@ impl Named {
             )
         };
         let keys = &policy.keys;
+        let signing = if policy.dnssec {
+            "dnssec-policy default;"
+        } else {
+            ""
+        };
         fs::write(
             dir.path().join("named.conf"),
             format!(
@@ -133,6 +140,8 @@ zone "{ZONE}" {{
     type primary;
     file "{d}/{ZONE}.zone";
     journal "{d}/{ZONE}.jnl";
+    key-directory "{d}";
+    {signing}
     {update}
 }};
 "#
@@ -197,6 +206,33 @@ zone "{ZONE}" {{
             let _ = f.read_to_string(&mut text);
         }
         text
+    }
+
+    /// The zone's key-signing key as a DNSKEY line (a trust anchor), once the zone is signed;
+    /// panics if it is not signed within 20 s.
+    pub fn dnssec_anchor(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("dig")
+                .arg(format!("@{}", self.addr.ip()))
+                .args(["-p", &self.addr.port().to_string(), ZONE, "DNSKEY"])
+                .args(["+noall", "+answer", "+tcp"])
+                .output()
+                .expect("dig (apt-get install bind9-dnsutils)");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.split_ascii_whitespace().nth(4) == Some("257"))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zone not signed after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A key file with the zone key's name but another secret (the server rejects it).
