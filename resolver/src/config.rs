@@ -377,12 +377,12 @@ mod tests {
         };
         assert_eq!(d.server, "127.0.0.1:5353".parse().unwrap());
         assert_eq!(d.trust_anchor, None);
-        let Backend::Dns(d) =
+        let Backend::Dns(anchored) =
             parse_backend("dns://127.0.0.1:53/z?trust-anchor=/etc/a.key").unwrap()
         else {
             panic!("not dns")
         };
-        assert_eq!(d.trust_anchor, Some(PathBuf::from("/etc/a.key")));
+        assert_eq!(anchored.trust_anchor, Some(PathBuf::from("/etc/a.key")));
         assert_eq!(d.zone, "gns.test");
         assert_eq!(d.ttl, 1);
         assert_eq!(
