@@ -274,6 +274,43 @@ mod tests {
     }
 
     #[test]
+    fn fifos_links_and_keys_in_directories_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            Keypair::load(&fifo),
+            Err(KeyFileError::NotARegularFile { .. })
+        ));
+        let key = dir.path().join("key");
+        Keypair::generate().save_new(&key).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        assert!(matches!(
+            Keypair::load(&link),
+            Err(KeyFileError::NotARegularFile { .. })
+        ));
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        Keypair::generate().save_new(&open.join("key")).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Keypair::load(&open.join("key")).unwrap_err();
+        assert!(
+            matches!(err, KeyFileError::UnsafeDirectory { mode: 0o777, .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            Keypair::generate().save_new(&open.join("key2")),
+            Err(KeyFileError::UnsafeDirectory { .. })
+        ));
+        // Sticky, like /tmp: nobody can replace our file there.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        Keypair::load(&open.join("key")).unwrap();
+    }
+
+    #[test]
     fn malformed_key_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");

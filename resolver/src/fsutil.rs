@@ -295,3 +295,64 @@ pub fn write_atomic(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_an_error_after_the_bounded_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = lock(&path, 0o600, &Trusted::me(), LOCK_WAIT).unwrap();
+        let start = Instant::now();
+        let err = lock(&path, 0o600, &Trusted::me(), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, StoreError::LockTimeout { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        drop(held);
+        lock(&path, 0o600, &Trusted::me(), Duration::from_millis(200)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn fifos_links_and_world_writable_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let me = Trusted::me();
+        assert!(matches!(
+            read_bounded(&fifo, &me, 10),
+            Err(StoreError::NotARegularFile { kind: "FIFO", .. })
+        ));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(matches!(
+            read_bounded(&link, &me, 10),
+            Err(StoreError::Symlink { .. })
+        ));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            read_bounded(&file, &me, 10),
+            Err(StoreError::WritableByOthers { .. })
+        ));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_bounded(&file, &me, 10).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(
+            read_bounded(&dir.path().join("none"), &me, 10).unwrap(),
+            None
+        );
+        let other = Trusted {
+            uid: me.uid.wrapping_add(1),
+            shared_gid: None,
+        };
+        assert!(matches!(
+            read_bounded(&file, &other, 10),
+            Err(StoreError::FileNotTrusted { .. })
+        ));
+    }
+}
