@@ -53,7 +53,8 @@ pub enum StoreError {
         store_gid: u32,
     },
     #[error(
-        "{path} is locked by another process and was not released within {waited:?}: a stuck `namesock` process of yours (or of the group the store is shared with) holds it; find it with `fuser {path}`"
+        "{path} is locked by another process and was not released within {:.1} s: a stuck `namesock` process of yours (or of the group the store is shared with) holds it; find it with `fuser {path}`",
+        waited.as_secs_f64()
     )]
     LockTimeout { path: PathBuf, waited: Duration },
 }
