@@ -1,4 +1,6 @@
-//! Key files: one secret per file, mode 0600, refused when others can read it.
+//! Key files: one secret per file, mode 0600, refused when others can read it, when it belongs
+//! to another user, or when it is not a regular file (opened without following a link in the
+//! last component and without blocking, so a FIFO planted there is an error, not a hang).
 //!
 //! Format (text, so a person can tell what it is):
 //! ```text
@@ -7,8 +9,8 @@
 //! ```
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::Keypair;
@@ -30,18 +32,92 @@ pub enum KeyFileError {
     Malformed { path: PathBuf },
     #[error("key file {path} already exists; refusing to overwrite an identity")]
     Exists { path: PathBuf },
+    #[error(
+        "key file {path} belongs to uid {owner}, not to you (uid {uid}): another user could read or replace your identity; use a key file of your own (`namesock keygen --key PATH`)"
+    )]
+    NotOwned { path: PathBuf, owner: u32, uid: u32 },
+    #[error(
+        "key file {path} is not a regular file (a link, FIFO or directory); refusing to read it: point --key / NAMESOCK_KEY at the real file"
+    )]
+    NotARegularFile { path: PathBuf },
+    #[error(
+        "key directory {path} belongs to uid {owner} or can be written by others (mode {mode:04o}): someone else could replace your key; keep keys in a directory of yours that only you can write"
+    )]
+    UnsafeDirectory {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+    },
 }
 
-/// `$NAMESOCK_KEY`, else `$XDG_CONFIG_HOME/namesock/key`, else `~/.config/namesock/key`.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The home directory of the effective user in the password database (as ssh does when
+/// HOME is not set).
+pub fn home_from_passwd() -> Option<PathBuf> {
+    use std::ffi::CStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: all-zero is a valid passwd (null pointers, zero ids) until getpwuid_r fills it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the call; `result` points at `pwd` or is null.
+    let rc =
+        unsafe { libc::getpwuid_r(euid(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points into `buf`, NUL-terminated by getpwuid_r.
+    let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
+    (!dir.is_empty() && dir != "/").then(|| PathBuf::from(dir))
+}
+
+/// `$NAMESOCK_KEY`, else `$XDG_CONFIG_HOME/namesock/key`, else `~/.config/namesock/key`
+/// (the home directory from HOME, else from the password database). A user with neither gets
+/// `/tmp/namesock-<uid>/key`, in a directory that [`Keypair::save_new`] creates 0700 and that
+/// loading refuses unless it is theirs and private: never a key in a shared directory.
 pub fn default_key_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("NAMESOCK_KEY") {
+    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(p) = var("NAMESOCK_KEY") {
         return PathBuf::from(p);
     }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
+    var("XDG_CONFIG_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    config.join("namesock").join("key")
+        .or_else(|| {
+            var("HOME")
+                .map(PathBuf::from)
+                .or_else(home_from_passwd)
+                .map(|h| h.join(".config"))
+        })
+        .map(|config| config.join("namesock").join("key"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/namesock-{}/key", euid())).to_owned())
+}
+
+/// The directory holding a key must be ours (or root's) and not writable by others (unless
+/// sticky, like /tmp, where nobody can replace our file), else anyone could swap the key.
+fn check_directory(path: &Path) -> Result<(), KeyFileError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let meta = fs::metadata(dir).map_err(|source| KeyFileError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mode = meta.mode() & 0o7777;
+    let owner_ok = meta.uid() == euid() || meta.uid() == 0;
+    let others_write = mode & 0o022 != 0 && mode & 0o1000 == 0;
+    if !owner_ok || others_write {
+        return Err(KeyFileError::UnsafeDirectory {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 impl Keypair {
@@ -51,14 +127,39 @@ impl Keypair {
             path: path.to_owned(),
             source,
         };
-        let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => KeyFileError::NotARegularFile {
+                    path: path.to_owned(),
+                },
+                _ => io_err(e),
+            })?;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(KeyFileError::NotARegularFile {
+                path: path.to_owned(),
+            });
+        }
+        if meta.uid() != euid() {
+            return Err(KeyFileError::NotOwned {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                uid: euid(),
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyFileError::LoosePermissions {
                 path: path.to_owned(),
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(io_err)?;
+        check_directory(path)?;
+        let mut text = String::new();
+        file.take(4096).read_to_string(&mut text).map_err(io_err)?;
         parse_seed(&text)
             .map(|seed| Keypair::from_seed(&seed))
             .ok_or_else(|| KeyFileError::Malformed {
@@ -79,9 +180,11 @@ impl Keypair {
                 .create(dir)
                 .map_err(io_err)?;
         }
+        check_directory(path)?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(path)
             .map_err(|e| match e.kind() {
@@ -168,6 +271,43 @@ mod tests {
             Keypair::generate().save_new(&path),
             Err(KeyFileError::Exists { .. })
         ));
+    }
+
+    #[test]
+    fn fifos_links_and_keys_in_directories_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            Keypair::load(&fifo),
+            Err(KeyFileError::NotARegularFile { .. })
+        ));
+        let key = dir.path().join("key");
+        Keypair::generate().save_new(&key).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        assert!(matches!(
+            Keypair::load(&link),
+            Err(KeyFileError::NotARegularFile { .. })
+        ));
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        Keypair::generate().save_new(&open.join("key")).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Keypair::load(&open.join("key")).unwrap_err();
+        assert!(
+            matches!(err, KeyFileError::UnsafeDirectory { mode: 0o777, .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            Keypair::generate().save_new(&open.join("key2")),
+            Err(KeyFileError::UnsafeDirectory { .. })
+        ));
+        // Sticky, like /tmp: nobody can replace our file there.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        Keypair::load(&open.join("key")).unwrap();
     }
 
     #[test]

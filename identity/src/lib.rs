@@ -12,7 +12,7 @@ use std::str::FromStr;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-pub use keyfile::{KeyFileError, default_key_path};
+pub use keyfile::{KeyFileError, default_key_path, home_from_passwd};
 
 /// Length of a GUID in bytes (160 bits).
 pub const GUID_LEN: usize = 20;

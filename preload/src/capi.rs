@@ -121,7 +121,10 @@ fn os_errno(e: &std::io::Error) -> c_int {
 fn key_errno(e: &KeyFileError) -> c_int {
     match e {
         KeyFileError::Io { source, .. } => os_errno(source),
-        KeyFileError::LoosePermissions { .. } => libc::EACCES,
+        KeyFileError::LoosePermissions { .. }
+        | KeyFileError::NotOwned { .. }
+        | KeyFileError::UnsafeDirectory { .. } => libc::EACCES,
+        KeyFileError::NotARegularFile { .. } => libc::EINVAL,
         KeyFileError::Malformed { .. } | KeyFileError::Exists { .. } => libc::EINVAL,
     }
 }

@@ -9,7 +9,8 @@
 //! The environment wins over the file. A DNS URL is
 //! `dns://SERVER_IP:PORT/ZONE[?tsig-key=/path/to/keyfile]` or
 //! `dns://SERVER_IP:PORT/ZONE?tsig-name=NAME&tsig-secret=BASE64`, plus `&timeout-ms=N`
-//! (default 2000) and `&ttl=N` (seconds, default 2). The key file is the BIND format that
+//! (default 2000), `&ttl=N` (seconds, default 2) and `&trust-anchor=/path` (a DNSKEY line of
+//! the zone: answers are then validated with DNSSEC, see [`crate::dnssec`]). The key file is the BIND format that
 //! `tsig-keygen -a hmac-sha256 NAME` prints; the algorithm is HMAC-SHA256. Without a TSIG key
 //! the DNS backend can resolve but not publish. For DNS the zone comes from the URL.
 
@@ -84,6 +85,8 @@ pub struct DnsConfig {
     pub timeout: Duration,
     /// TTL of the published records, in seconds (kept low: addresses change).
     pub ttl: u32,
+    /// DNSSEC trust anchor (a DNSKEY line of the zone): with it, lookups are validated.
+    pub trust_anchor: Option<PathBuf>,
 }
 
 /// The selected backend.
@@ -145,11 +148,13 @@ impl GnsConfig {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/namesock/gns`, else `/tmp/namesock-gns`.
+/// `$XDG_RUNTIME_DIR/namesock/gns` (the user's private runtime directory), else
+/// `/tmp/namesock-gns-<uid>`: one store per user, created 0700, refused on open if another
+/// user made it first.
 pub fn default_file_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("namesock").join("gns"),
-        _ => PathBuf::from("/tmp/namesock-gns"),
+        _ => PathBuf::from(format!("/tmp/namesock-gns-{}", crate::fsutil::euid())),
     }
 }
 
@@ -209,6 +214,7 @@ pub fn parse_backend(value: &str) -> Result<Backend, ConfigError> {
         tsig: None,
         timeout: Duration::from_millis(2000),
         ttl: 2,
+        trust_anchor: None,
     };
     let (mut key_name, mut key_secret) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -224,6 +230,7 @@ pub fn parse_backend(value: &str) -> Result<Backend, ConfigError> {
                 dns.timeout = Duration::from_millis(ms.max(1));
             }
             "ttl" => dns.ttl = v.parse().map_err(|_| err("ttl is a number of seconds"))?,
+            "trust-anchor" => dns.trust_anchor = Some(PathBuf::from(v)),
             _ => return Err(err("unknown parameter")),
         }
     }
@@ -300,9 +307,57 @@ pub fn parse_tsig_key(text: &str) -> Result<TsigKey, &'static str> {
     })
 }
 
+impl TsigKey {
+    /// A new random HMAC-SHA256 key for one identity, named `<guid>.<zone>`: BIND9's
+    /// `update-policy` rules name it ([`update_policy`]).
+    pub fn for_identity(guid: &namesock_identity::Guid, zone: &str) -> TsigKey {
+        TsigKey {
+            name: format!("{guid}.{zone}"),
+            secret: rand::random::<[u8; 32]>().to_vec(),
+        }
+    }
+
+    /// The key as BIND's `key` statement (what `tsig-keygen` prints; [`parse_tsig_key`] reads
+    /// it back).
+    pub fn to_bind(&self) -> String {
+        format!(
+            "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
+            self.name,
+            data_encoding::BASE64.encode(&self.secret)
+        )
+    }
+}
+
+/// BIND9 `update-policy` rules that let the key of `guid` change only its own GUID's RRs
+/// (`<guid>.<zone>`: TXT, A, AAAA) and the bindings (TXT) of `names` (full names).
+pub fn update_policy(guid: &namesock_identity::Guid, zone: &str, names: &[String]) -> Vec<String> {
+    let key = format!("{guid}.{zone}.");
+    let mut rules = vec![format!("grant {key} self {key} TXT A AAAA;")];
+    for name in names {
+        rules.push(format!("grant {key} name {name}. TXT;"));
+    }
+    rules
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_keys_round_trip_through_the_bind_format() {
+        let guid = namesock_identity::Keypair::from_seed(&[4; 32]).guid();
+        let key = TsigKey::for_identity(&guid, "gns.test");
+        assert_eq!(parse_tsig_key(&key.to_bind()).unwrap(), key);
+        assert_ne!(TsigKey::for_identity(&guid, "gns.test").secret, key.secret);
+        let rules = update_policy(&guid, "gns.test", &["web.gns.test".to_owned()]);
+        assert_eq!(
+            rules,
+            [
+                format!("grant {guid}.gns.test. self {guid}.gns.test. TXT A AAAA;"),
+                format!("grant {guid}.gns.test. name web.gns.test. TXT;"),
+            ]
+        );
+    }
 
     #[test]
     fn backends() {
@@ -321,6 +376,13 @@ mod tests {
             panic!("not dns")
         };
         assert_eq!(d.server, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(d.trust_anchor, None);
+        let Backend::Dns(anchored) =
+            parse_backend("dns://127.0.0.1:53/z?trust-anchor=/etc/a.key").unwrap()
+        else {
+            panic!("not dns")
+        };
+        assert_eq!(anchored.trust_anchor, Some(PathBuf::from("/etc/a.key")));
         assert_eq!(d.zone, "gns.test");
         assert_eq!(d.ttl, 1);
         assert_eq!(

@@ -26,6 +26,7 @@ use hickory_resolver::error::ResolveErrorKind;
 use namesock_identity::Guid;
 
 use crate::config::DnsConfig;
+use crate::dnssec::{self, DnssecError, Validator};
 
 /// How far apart our clock and the server's may be for TSIG (RFC 8945 suggests 300 s).
 const TSIG_FUDGE: u16 = 300;
@@ -79,6 +80,16 @@ pub enum DnsError {
     /// A conditional update lost a race: the name changed meanwhile.
     #[error("{name} changed while it was being registered; try again")]
     UpdateConflict { name: String },
+    /// DNSSEC validation (with a trust anchor configured) refused an answer.
+    #[error(transparent)]
+    Dnssec(#[from] DnssecError),
+    /// A validated lookup's query failed at the server.
+    #[error("DNS server {server} answered the query for {name} with {rcode}")]
+    QueryFailed {
+        server: SocketAddr,
+        name: String,
+        rcode: String,
+    },
 }
 
 /// What a conditional update expects to find at the owner name (RFC 2136 prerequisites).
@@ -100,6 +111,8 @@ pub struct DnsStore {
     /// must not be shared with a forked child, which builds its own.
     resolver: Mutex<(u32, Arc<Resolver>)>,
     signer: Option<TSigner>,
+    /// With a trust anchor: lookups validated with DNSSEC.
+    validator: Option<Validator>,
 }
 
 impl std::fmt::Debug for DnsStore {
@@ -136,11 +149,18 @@ impl DnsStore {
                 })
             })
             .transpose()?;
+        let zone = dns_name(&config.zone)?;
+        let validator = config
+            .trust_anchor
+            .as_ref()
+            .map(|path| Validator::from_file(path, &zone))
+            .transpose()?;
         Ok(DnsStore {
-            zone: dns_name(&config.zone)?,
+            zone,
             config: config.clone(),
             resolver: Mutex::new((std::process::id(), Arc::new(resolver))),
             signer,
+            validator,
         })
     }
 
@@ -180,6 +200,16 @@ impl DnsStore {
 
     fn get_txt(&self, owner: &str) -> Result<Vec<Vec<u8>>, DnsError> {
         let name = dns_name(owner)?;
+        if let Some(validator) = &self.validator {
+            let records = validator.txt(&name, &|name, rtype| self.query_tcp(name, rtype))?;
+            return Ok(records
+                .iter()
+                .filter_map(|r| match r.data() {
+                    Some(RData::TXT(txt)) => Some(txt_blob(txt)),
+                    _ => None,
+                })
+                .collect());
+        }
         let lookup = match self.resolver()?.txt_lookup(name) {
             Ok(lookup) => lookup,
             Err(e) if matches!(e.kind(), ResolveErrorKind::NoRecordsFound { .. }) => {
@@ -192,19 +222,38 @@ impl DnsStore {
                 });
             }
         };
-        // Text that is not base64 is passed on as it is, to be rejected as malformed.
-        Ok(lookup
-            .iter()
-            .map(|txt| {
-                let text: Vec<u8> = txt
-                    .txt_data()
-                    .iter()
-                    .flat_map(|s| s.iter())
-                    .copied()
-                    .collect();
-                data_encoding::BASE64.decode(&text).unwrap_or(text)
-            })
-            .collect())
+        Ok(lookup.iter().map(txt_blob).collect())
+    }
+
+    /// One query over TCP to the server, with the DO bit (for DNSSEC validation).
+    fn query_tcp(&self, name: &Name, rtype: RecordType) -> Result<Message, DnsError> {
+        let server = self.config.server;
+        let msg = dnssec::query_message(name, rtype);
+        let request = msg.to_vec().map_err(|source| DnsError::Message {
+            what: format!("the query for {name}"),
+            source,
+        })?;
+        let bytes = self
+            .exchange_tcp(&request)
+            .map_err(|source| DnsError::Transport { server, source })?;
+        let answer = Message::from_vec(&bytes).map_err(|source| DnsError::Message {
+            what: format!("the answer for {name}"),
+            source,
+        })?;
+        if answer.id() != msg.id() {
+            return Err(DnsError::BadResponse {
+                server,
+                detail: "answer id does not match the query".to_owned(),
+            });
+        }
+        if !dnssec::usable(answer.response_code()) {
+            return Err(DnsError::QueryFailed {
+                server,
+                name: name.to_string(),
+                rcode: answer.response_code().to_string(),
+            });
+        }
+        Ok(answer)
     }
 
     /// Replaces the TXT, A and AAAA RRsets at `<guid>.<zone>`.
@@ -393,6 +442,18 @@ fn build_resolver(config: &DnsConfig) -> Result<Resolver, DnsError> {
             source,
         }
     })
+}
+
+/// The blob in a TXT RR (base64 across its character-strings). Text that is not base64 is
+/// passed on as it is, to be rejected as malformed.
+fn txt_blob(txt: &TXT) -> Vec<u8> {
+    let text: Vec<u8> = txt
+        .txt_data()
+        .iter()
+        .flat_map(|s| s.iter())
+        .copied()
+        .collect();
+    data_encoding::BASE64.decode(&text).unwrap_or(text)
 }
 
 /// RFC 2136 2.5.2: delete an RRset (class ANY, TTL 0, empty rdata).

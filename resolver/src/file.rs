@@ -11,22 +11,28 @@
 //! the old one, so a reader sees the old or the new file, never a torn one; readers take no lock.
 //! (The directory itself is not fsynced: a record lost in a crash is republished by its owner,
 //! and anything damaged fails verification.)
-//! Nothing runs in the background: it is only the filesystem, so it serves every process on the
-//! machine, network namespaces included. Directories are created 0755 so that other users can
-//! resolve (they cannot publish into someone else's directory).
+//!
+//! The store is private to its user: directories are created 0700 and files 0600, and on open
+//! the directory must be ours (or shared on purpose with a group of ours: owned by a member,
+//! group `rwx`, see [`FileStore::open`]) and writable by nobody else. Every file is opened with
+//! `O_NOFOLLOW | O_NONBLOCK` and read only if it is a regular file owned by us (or, in a shared
+//! store, of the store's group): a link, a FIFO or someone else's file is a clear error, never a
+//! hang or a redirection. Nothing is ever chmod'ed through a path. Locks wait at most
+//! [`LOCK_WAIT`] for another holder. Network namespaces share the store: it is only the
+//! filesystem.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use namesock_identity::Guid;
 
 use crate::error::GnsError;
+use crate::fsutil::{self, LOCK_WAIT, StoreError, TMP_PREFIX, Trusted, io_err};
 use crate::record::MAX_RECORD_LEN;
+
+pub use crate::fsutil::Lock as StoreLock;
 
 /// A GNS file store rooted at one directory.
 #[derive(Debug)]
@@ -35,43 +41,65 @@ pub struct FileStore {
     records: PathBuf,
     names: PathBuf,
     locks: PathBuf,
+    trusted: Trusted,
+    /// Mode of the files we create: 0600, or 0640 in a store shared with a group.
+    file_mode: libc::mode_t,
 }
-
-/// Names of files being written start with this (never a GUID or a name).
-const TMP_PREFIX: &str = ".tmp.";
 
 /// Number of lock stripes: writers of different GUIDs/names rarely wait for each other.
 const LOCK_STRIPES: u64 = 16;
 
-/// Holds the store's lock until dropped.
-#[derive(Debug)]
-pub struct StoreLock(File);
-
-impl Drop for StoreLock {
-    fn drop(&mut self) {
-        // SAFETY: the fd is owned by self.0 and open for the duration of this call.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GnsError + '_ {
-    move |source| GnsError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 impl FileStore {
-    /// Opens the store in `dir`, creating it (and its parents) if needed.
+    /// Opens the store in `dir`, creating it (and its parents) 0700 if needed.
+    ///
+    /// The directory is used if it is ours and nobody else can write to it, or if it is
+    /// shared on purpose: group `rwx` (with the set-group-ID bit, so that new files get the
+    /// group), its group one of ours, not writable by others. Then files of that group's
+    /// members are read too. Anything else is an error that says what is wrong.
     pub fn open(dir: &Path) -> Result<FileStore, GnsError> {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        let meta = open_dir(dir)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let uid = fsutil::euid();
+        if mode & 0o002 != 0 {
+            return Err(StoreError::WritableByOthers {
+                path: dir.to_owned(),
+                mode,
+            }
+            .into());
+        }
+        // Shared on purpose: group rwx, set up by us or by a member of a group of ours.
+        let shared = mode & 0o070 == 0o070
+            && (meta.uid() == uid || fsutil::our_groups().contains(&meta.gid()));
+        if meta.uid() != uid && !shared {
+            return Err(StoreError::NotOwned {
+                path: dir.to_owned(),
+                owner: meta.uid(),
+                uid,
+            }
+            .into());
+        }
+        let trusted = Trusted {
+            uid,
+            shared_gid: shared.then_some(meta.gid()),
+        };
         let store = FileStore {
             dir: dir.to_owned(),
             records: dir.join("records"),
             names: dir.join("names"),
             locks: dir.join("locks"),
+            trusted,
+            file_mode: if shared { 0o640 } else { 0o600 },
         };
+        let sub_mode = if shared { 0o2770 } else { 0o700 };
         for d in [&store.records, &store.names, &store.locks] {
-            create_dir(d)?;
+            store.create_subdir(d, sub_mode)?;
         }
         for d in [&store.records, &store.names] {
             remove_stale_temporaries(d);
@@ -79,36 +107,44 @@ impl FileStore {
         Ok(store)
     }
 
+    /// Creates (if needed) and checks one of the store's directories. A directory we create
+    /// in a shared store gets the group's rights on its descriptor (the umask may have taken
+    /// them), never through its path.
+    fn create_subdir(&self, dir: &Path, mode: u32) -> Result<(), GnsError> {
+        let created = match fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io_err(dir)(e).into()),
+        };
+        let file = fsutil::open_nofollow(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+            .ok_or_else(|| io_err(dir)(std::io::ErrorKind::NotFound.into()))?;
+        let meta = file.metadata().map_err(io_err(dir))?;
+        self.trusted.check(dir, &meta)?;
+        if created && meta.permissions().mode() & 0o7777 != mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Takes the exclusive lock for `key` (a GUID or a name), between threads and processes
-    /// alike.
+    /// alike, waiting at most [`LOCK_WAIT`].
     pub fn lock(&self, key: &[u8]) -> Result<StoreLock, GnsError> {
+        self.lock_within(key, LOCK_WAIT)
+    }
+
+    /// [`FileStore::lock`] with another bound on the wait.
+    pub fn lock_within(&self, key: &[u8], wait: Duration) -> Result<StoreLock, GnsError> {
         // FNV-1a: stable across processes and builds.
         let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
         let path = self.locks.join((hash % LOCK_STRIPES).to_string());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        loop {
-            // SAFETY: flock on an fd we own; no memory is passed.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(StoreLock(file));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(io_err(&path)(e));
-            }
-        }
+        Ok(fsutil::lock(&path, self.file_mode, &self.trusted, wait)?)
     }
 
     fn record_path(&self, guid: &Guid) -> PathBuf {
@@ -121,42 +157,49 @@ impl FileStore {
     }
 
     pub fn get_record(&self, guid: &Guid) -> Result<Option<Vec<u8>>, GnsError> {
-        read_bounded(&self.record_path(guid))
+        Ok(fsutil::read_bounded(
+            &self.record_path(guid),
+            &self.trusted,
+            MAX_RECORD_LEN,
+        )?)
     }
 
     pub fn put_record(&self, guid: &Guid, bytes: &[u8]) -> Result<(), GnsError> {
-        write_atomic(&self.records, &self.record_path(guid), bytes)
+        let path = self.record_path(guid);
+        Ok(fsutil::write_atomic(
+            &self.records,
+            &path,
+            bytes,
+            self.file_mode,
+            true,
+        )?)
     }
 
     pub fn get_name(&self, name: &str) -> Result<Option<Vec<u8>>, GnsError> {
-        read_bounded(&self.name_path(name))
+        Ok(fsutil::read_bounded(
+            &self.name_path(name),
+            &self.trusted,
+            MAX_RECORD_LEN,
+        )?)
     }
 
     pub fn put_name(&self, name: &str, bytes: &[u8]) -> Result<(), GnsError> {
-        write_atomic(&self.names, &self.name_path(name), bytes)
+        let path = self.name_path(name);
+        Ok(fsutil::write_atomic(
+            &self.names,
+            &path,
+            bytes,
+            self.file_mode,
+            true,
+        )?)
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), GnsError> {
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io_err(dir)(e)),
-    }?;
-    // The umask may have narrowed the mode; widen it again when the directory is ours.
-    let meta = fs::metadata(dir).map_err(io_err(dir))?;
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if std::os::unix::fs::MetadataExt::uid(&meta) == euid
-        && meta.permissions().mode() & 0o755 != 0o755
-    {
-        let mode = meta.permissions().mode() | 0o755;
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io_err(dir))?;
-    }
-    Ok(())
+/// Opens `dir` as a directory without following a link in its last component.
+fn open_dir(dir: &Path) -> Result<fs::Metadata, GnsError> {
+    let file = fsutil::open_nofollow(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+        .ok_or_else(|| io_err(dir)(std::io::ErrorKind::NotFound.into()))?;
+    Ok(file.metadata().map_err(io_err(dir))?)
 }
 
 /// Temporary files of writers that died between create and rename (older than a minute, so
@@ -177,46 +220,4 @@ fn remove_stale_temporaries(dir: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
-}
-
-/// The whole file, or `None` if it does not exist; at most `MAX_RECORD_LEN + 1` bytes are read
-/// so that an oversized file is reported as such without reading all of it.
-fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, GnsError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut bytes = Vec::with_capacity(512);
-    file.take(MAX_RECORD_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
-    Ok(Some(bytes))
-}
-
-/// Temp file + fsync + rename: readers see the old or the new content, never a mix.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), GnsError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        "{TMP_PREFIX}{}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        // Readable by everyone whatever the umask: other users' processes resolve too.
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(path)(e)
-    })
 }

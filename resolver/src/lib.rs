@@ -4,8 +4,11 @@
 //! [`NameBinding`] are signed by the GUID's key ([`record`] has the format). [`Gns`] stores and
 //! fetches them through one backend, the embedded [`file`] store (the default) or a DNS zone
 //! ([`dns`]), and verifies everything it reads: the key must hash to the GUID, the signature must
-//! hold, the record must not have expired, and its sequence number must not be lower than one
-//! this `Gns` has already seen for that GUID or name (no rollback to stale addresses).
+//! hold, the record must not have expired nor come from the far future, and its sequence number
+//! must not be lower than one this user has already seen for that GUID or name (no rollback to
+//! stale addresses, also across processes: [`known`] keeps them on disk). A name this user has
+//! seen is pinned to its GUID; it moves to another GUID only with a [`Handover`] signed by the
+//! pinned GUID's key, or when the user accepts the change ([`Gns::trust`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), namesock_resolver::GnsError> {
@@ -20,28 +23,28 @@
 
 pub mod config;
 pub mod dns;
+pub mod dnssec;
 pub mod error;
 pub mod file;
+pub mod fsutil;
+pub mod known;
 pub mod name;
 pub mod record;
-mod seen;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 
 use namesock_identity::{Guid, Keypair};
 
 pub use config::{Backend, DnsConfig, GnsConfig, TsigKey};
 pub use error::GnsError;
+pub use fsutil::StoreError;
+pub use known::{KnownError, KnownNames, Pin};
 pub use name::Target;
-pub use record::{NameBinding, RECORD_LIFETIME, Record, RecordError};
+pub use record::{Handover, NameBinding, RECORD_LIFETIME, Record, RecordError};
 
 use dns::{DnsStore, Expect};
 use file::FileStore;
-use seen::SeenSeqs;
-
-/// How many GUIDs (and, separately, names) the anti-rollback memory holds.
-const SEEN_CAPACITY: usize = 4096;
 
 enum Store {
     File(FileStore),
@@ -54,8 +57,7 @@ enum Store {
 pub struct Gns {
     zone: String,
     store: Store,
-    seen_guids: Mutex<SeenSeqs<Guid>>,
-    seen_names: Mutex<SeenSeqs<String>>,
+    known: KnownNames,
 }
 
 impl std::fmt::Debug for Gns {
@@ -74,17 +76,28 @@ impl Gns {
         Gns::new(&GnsConfig::from_env()?)
     }
 
+    /// The backend of `config`, with this user's known names ([`known::default_path`]).
     pub fn new(config: &GnsConfig) -> Result<Gns, GnsError> {
+        Gns::with_known_names(config, known::default_path()?)
+    }
+
+    /// Like [`Gns::new`], keeping pins and sequence numbers in the file `known_names`.
+    pub fn with_known_names(config: &GnsConfig, known_names: PathBuf) -> Result<Gns, GnsError> {
         let store = match &config.backend {
             Backend::File(dir) => Store::File(FileStore::open(dir)?),
             Backend::Dns(dns) => Store::Dns(Box::new(DnsStore::new(dns)?)),
         };
+        let description = describe(&store);
         Ok(Gns {
             zone: config.zone.clone(),
             store,
-            seen_guids: Mutex::new(SeenSeqs::new(SEEN_CAPACITY)),
-            seen_names: Mutex::new(SeenSeqs::new(SEEN_CAPACITY)),
+            known: KnownNames::new(known_names, &description),
         })
+    }
+
+    /// The file holding this user's pins and sequence numbers.
+    pub fn known_names_path(&self) -> &Path {
+        self.known.path()
     }
 
     /// A file store in `dir` serving `zone`.
@@ -102,10 +115,7 @@ impl Gns {
 
     /// Where records are kept, for people: `file:/path` or `dns://server/zone`.
     pub fn backend_description(&self) -> String {
-        match &self.store {
-            Store::File(s) => format!("file:{}", s.dir().display()),
-            Store::Dns(s) => format!("dns://{}/{}", s.config().server, s.config().zone),
-        }
+        describe(&self.store)
     }
 
     /// `web.ns.alt` or `<guid>.ns.alt` -> `Some(Target)`; any name outside the zone (or not a
@@ -140,11 +150,62 @@ impl Gns {
             .find(|name| self.resolve_name(name).is_ok_and(|b| b.guid == guid))
     }
 
-    /// The verified binding of `name` (a full name in the zone).
+    /// The verified binding of `name` (a full name in the zone), checked against what this
+    /// user pinned: a name bound to another GUID than the pinned one is refused
+    /// ([`GnsError::NameChanged`]) unless the binding carries a handover signed by the pinned
+    /// GUID's key, newer than the pinned binding. The first binding seen is pinned.
     pub fn resolve_name(&self, name: &str) -> Result<NameBinding, GnsError> {
+        let mut binding = self.current_binding(name)?;
         let target = Target::Name(name.to_owned());
-        let now = record::unix_now();
-        let binding = pick(&self.fetch_name(name)?, &target, |bytes| {
+        match self.known.pin(name)? {
+            None => {}
+            Some(pin) if pin.guid == binding.guid => {
+                if binding.seq < pin.seq {
+                    // Another process may have read (and recorded) a newer binding published
+                    // just after we read ours: only an older binding read again is a rollback.
+                    binding = self.current_binding(name)?;
+                }
+                if binding.guid == pin.guid && binding.seq < pin.seq {
+                    return Err(GnsError::Rejected {
+                        target,
+                        source: RecordError::Rollback {
+                            seen: pin.seq,
+                            got: binding.seq,
+                        },
+                    });
+                }
+            }
+            Some(pin) => {
+                let handed_over = binding
+                    .handover
+                    .as_ref()
+                    .is_some_and(|h| h.from == pin.guid && h.seq > pin.seq);
+                if !handed_over {
+                    return Err(GnsError::NameChanged {
+                        name: name.to_owned(),
+                        pinned: pin.guid,
+                        found: binding.guid,
+                        file: self.known.path().to_owned(),
+                    });
+                }
+                tracing::info!(name, from = %pin.guid, to = %binding.guid, "name handed over");
+            }
+        }
+        self.known.set_pin(
+            name,
+            Pin {
+                guid: binding.guid,
+                seq: binding.seq,
+            },
+        );
+        Ok(binding)
+    }
+
+    /// The newest binding of `name` that verifies, whatever this user pinned.
+    fn current_binding(&self, name: &str) -> Result<NameBinding, GnsError> {
+        let target = Target::Name(name.to_owned());
+        let (now, now_micros) = (record::unix_now(), record::unix_now_micros());
+        pick(&self.fetch_name(name)?, &target, |bytes| {
             let b = NameBinding::decode(bytes)?;
             if b.name != name {
                 return Err(RecordError::Misplaced {
@@ -152,18 +213,53 @@ impl Gns {
                     found: b.name,
                 });
             }
-            b.check_expiry(now)?;
+            b.check_time(now, now_micros)?;
             Ok((b.seq, b))
-        })?;
-        lock(&self.seen_names)
-            .observe(&binding.name, binding.seq)
-            .map_err(|source| GnsError::Rejected { target, source })?;
-        Ok(binding)
+        })
+    }
+
+    /// Accepts the current binding of `name` whatever was pinned (as `ssh-keygen -R` and a
+    /// new connection do for a host): returns the GUID that was pinned, if any, and the
+    /// binding now pinned. The binding itself must still verify.
+    pub fn trust(&self, name: &str) -> Result<(Option<Guid>, NameBinding), GnsError> {
+        let name = self.full_name(name)?;
+        let binding = self.current_binding(&name)?;
+        let old = self.known.pin(&name)?.map(|p| p.guid);
+        self.known.forget(&name)?;
+        self.known.set_pin(
+            &name,
+            Pin {
+                guid: binding.guid,
+                seq: binding.seq,
+            },
+        );
+        Ok((old, binding))
     }
 
     fn resolve_guid(&self, guid: &Guid, target: &Target) -> Result<Record, GnsError> {
-        let now = record::unix_now();
-        let rec = pick(&self.fetch_record(guid)?, target, |bytes| {
+        let mut rec = self.current_record(guid, target)?;
+        let seen = self.known.guid_seq(guid)?;
+        if seen.is_some_and(|seen| rec.seq < seen) {
+            // Read again: a newer record may have been published (and seen by another
+            // process) since our read.
+            rec = self.current_record(guid, target)?;
+        }
+        if let Some(seen) = seen
+            && rec.seq < seen
+        {
+            return Err(GnsError::Rejected {
+                target: target.clone(),
+                source: RecordError::Rollback { seen, got: rec.seq },
+            });
+        }
+        self.known.raise_guid(guid, rec.seq);
+        Ok(rec)
+    }
+
+    /// The newest record of `guid` that verifies.
+    fn current_record(&self, guid: &Guid, target: &Target) -> Result<Record, GnsError> {
+        let (now, now_micros) = (record::unix_now(), record::unix_now_micros());
+        pick(&self.fetch_record(guid)?, target, |bytes| {
             let rec = Record::decode(bytes)?;
             if rec.guid != *guid {
                 return Err(RecordError::Misplaced {
@@ -171,16 +267,9 @@ impl Gns {
                     found: rec.guid.to_string(),
                 });
             }
-            rec.check_expiry(now)?;
+            rec.check_time(now, now_micros)?;
             Ok((rec.seq, rec))
-        })?;
-        lock(&self.seen_guids)
-            .observe(guid, rec.seq)
-            .map_err(|source| GnsError::Rejected {
-                target: target.clone(),
-                source,
-            })?;
-        Ok(rec)
+        })
     }
 
     /// Signs and publishes `key`'s current locators (and the names it claims), replacing its
@@ -206,7 +295,7 @@ impl Gns {
             .filter(|r| r.guid == guid)
             .map(|r| r.seq)
             .max();
-        let seen = lock(&self.seen_guids).get(&guid);
+        let seen = self.known.guid_seq(&guid)?;
         let seq = record::next_seq(stored.max(seen));
         let rec =
             Record::sign(key, seq, expiry(), locators, &names).map_err(GnsError::Unpublishable)?;
@@ -219,7 +308,7 @@ impl Gns {
             }
         }
         // Our own newest record: never accept an older one for this GUID again.
-        let _ = lock(&self.seen_guids).observe(&guid, seq);
+        self.known.raise_guid(&guid, seq);
         tracing::debug!(%guid, seq, locators = ?rec.locators, "published");
         Ok(rec)
     }
@@ -229,45 +318,105 @@ impl Gns {
     /// store makes the check and the write atomic with a lock; DNS with an RFC 2136
     /// prerequisite ([`GnsError::UpdateConflict`] if the name changed in between).
     pub fn register(&self, key: &Keypair, name: &str) -> Result<(), GnsError> {
+        self.register_with(key, name, None)
+    }
+
+    /// [`Gns::register`], taking the name over from its holder with the holder's `handover`
+    /// (made by [`Gns::handover`]). A name this user pinned to `key`'s GUID is taken back from
+    /// a binding that moved it elsewhere without a handover.
+    pub fn register_with(
+        &self,
+        key: &Keypair,
+        name: &str,
+        handover: Option<Handover>,
+    ) -> Result<(), GnsError> {
         let name = self.full_name(name)?;
         let guid = key.guid();
         let _lock = self.lock_store(name.as_bytes())?;
-        let now = record::unix_now();
         let raw = self.fetch_name(&name)?;
-        // A binding that does not verify or has expired holds nothing.
-        let current = raw
-            .iter()
-            .filter_map(|b| NameBinding::decode(b).ok())
-            .filter(|b| b.name == name && b.check_expiry(now).is_ok())
-            .max_by_key(|b| b.seq);
-        let last = match current {
-            Some(b) if b.guid != guid => {
-                return Err(GnsError::NameTaken {
-                    name,
-                    holder: b.guid,
-                });
+        // A binding that does not verify, has expired or comes from the far future holds
+        // nothing.
+        let current = current_of(&raw, &name);
+        let pin = self.known.pin(&name)?;
+        if let Some(b) = &current
+            && b.guid != guid
+        {
+            let consented = handover
+                .as_ref()
+                .is_some_and(|h| h.from == b.guid && h.seq > b.seq);
+            let hijacked_from_us = pin.is_some_and(|p| p.guid == guid)
+                && b.handover.as_ref().is_none_or(|h| h.from != guid);
+            match (&handover, consented || hijacked_from_us) {
+                (_, true) => {}
+                (Some(h), false) if h.from == b.guid => {
+                    return Err(GnsError::HandoverStale {
+                        name,
+                        handover_seq: h.seq,
+                        binding_seq: b.seq,
+                    });
+                }
+                (Some(h), false) => {
+                    return Err(GnsError::HandoverNotFromHolder {
+                        name,
+                        from: h.from,
+                        holder: b.guid,
+                    });
+                }
+                (None, false) => {
+                    return Err(GnsError::NameTaken {
+                        name,
+                        holder: b.guid,
+                    });
+                }
             }
-            Some(b) => Some(b.seq),
-            None => None,
-        };
-        let expect = match (raw.as_slice(), last) {
+        }
+        let expect = match (raw.as_slice(), &current) {
             ([], _) => Expect::Absent,
             ([only], Some(_)) => Expect::Current(only.clone()),
             _ => Expect::Anything,
         };
-        let seen = lock(&self.seen_names).get(&name);
-        let seq = record::next_seq(last.max(seen));
-        let binding =
-            NameBinding::sign(key, &name, seq, expiry()).map_err(GnsError::Unpublishable)?;
+        let last = [
+            current.as_ref().map(|b| b.seq),
+            pin.map(|p| p.seq),
+            handover.as_ref().map(|h| h.seq),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let seq = record::next_seq(last);
+        let binding = NameBinding::sign_with_handover(key, &name, seq, expiry(), handover)
+            .map_err(GnsError::Unpublishable)?;
         let encoded = binding.encode();
         match &self.store {
             // The store lock makes read-check-write atomic already.
             Store::File(s) => s.put_name(&name, &encoded)?,
             Store::Dns(s) => s.put_name(&name, &encoded, &expect)?,
         }
-        let _ = lock(&self.seen_names).observe(&name, seq);
+        self.known.forget(&name).ok();
+        self.known.set_pin(&name, Pin { guid, seq });
         tracing::debug!(%guid, name, seq, "registered");
         Ok(())
+    }
+
+    /// Signs the handover of `name`, which `key` holds, to `to`: the new holder registers the
+    /// name with it ([`Gns::register_with`]) and readers that pinned `key`'s GUID follow.
+    pub fn handover(&self, key: &Keypair, name: &str, to: Guid) -> Result<Handover, GnsError> {
+        let name = self.full_name(name)?;
+        let current = current_of(&self.fetch_name(&name)?, &name);
+        match &current {
+            Some(b) if b.guid == key.guid() => {}
+            other => {
+                return Err(GnsError::NotHolder {
+                    name,
+                    you: key.guid(),
+                    holder: other
+                        .as_ref()
+                        .map_or("nobody".to_owned(), |b| b.guid.to_string()),
+                });
+            }
+        }
+        let seq = record::next_seq(current.map(|b| b.seq));
+        Handover::sign(key, &name, to, seq).map_err(GnsError::Unpublishable)
     }
 
     /// The file store's lock, held across read-modify-write (nothing for DNS).
@@ -328,9 +477,21 @@ fn expiry() -> u64 {
     record::unix_now().saturating_add(RECORD_LIFETIME.as_secs())
 }
 
-/// The anti-rollback maps stay consistent even if a holder panicked.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The valid (verified, unexpired, not from the future) binding of `name` with the highest
+/// sequence among `raw`.
+fn current_of(raw: &[Vec<u8>], name: &str) -> Option<NameBinding> {
+    let (now, now_micros) = (record::unix_now(), record::unix_now_micros());
+    raw.iter()
+        .filter_map(|b| NameBinding::decode(b).ok())
+        .filter(|b| b.name == name && b.check_time(now, now_micros).is_ok())
+        .max_by_key(|b| b.seq)
+}
+
+fn describe(store: &Store) -> String {
+    match store {
+        Store::File(s) => format!("file:{}", s.dir().display()),
+        Store::Dns(s) => format!("dns://{}/{}", s.config().server, s.config().zone),
+    }
 }
 
 #[cfg(test)]

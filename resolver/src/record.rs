@@ -9,13 +9,20 @@
 //!           n:u8 n*(family:u8 (4 => ip:4 | 6 => ip:16) port:u16)
 //!           m:u8 m*(len:u8 name:len)
 //!           signature:64
-//! binding = "NSN" version:u8=1 len:u8 name:len guid:20 key:32 seq:u64 expires:u64 signature:64
+//! binding = "NSN" version:u8=2 len:u8 name:len guid:20 key:32 seq:u64 expires:u64
+//!           h:u8 (0 | 1 handover) signature:64
+//! handover = "NSH" version:u8=1 len:u8 name:len from:20 from_key:32 to:20 seq:u64 signature:64
 //! ```
+//!
+//! A [`Handover`] is signed by the key that holds a name and gives it to another GUID; the new
+//! holder's binding carries it, so a reader that pinned the old holder can check the move.
 //!
 //! The different magics keep a signature over one kind from being valid as the other.
 //! `seq` orders the records of one GUID (resp. the bindings of one name); publishers use
-//! `max(last + 1, unix time in microseconds)` so no state survives a restart. `expires` is in unix
-//! seconds.
+//! `max(last + 1, unix time in microseconds)`. `expires` is in unix seconds. Readers refuse an
+//! expiry more than [`MAX_EXPIRY_AHEAD`] ahead and a sequence number more than
+//! [`MAX_SEQ_AHEAD`] ahead of their clock: a value from the far future would otherwise hold a
+//! name (or block every later record) for ever.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,9 +42,19 @@ pub const MAX_NAMES: usize = 8;
 /// How long a published record or binding stays valid; publishers republish well before.
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
+/// Latest expiry a reader accepts, counted from its own clock: the lifetime publishers use,
+/// plus room for clocks that disagree.
+pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Latest sequence number a reader accepts, as microseconds after its own clock (sequence
+/// numbers are publication times in microseconds).
+pub const MAX_SEQ_AHEAD: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const RECORD_MAGIC: &[u8; 3] = b"NSR";
 const BINDING_MAGIC: &[u8; 3] = b"NSN";
+const HANDOVER_MAGIC: &[u8; 3] = b"NSH";
 const VERSION: u8 = 1;
+/// Version 2 of the binding carries an optional handover.
+const BINDING_VERSION: u8 = 2;
 
 /// Why a record or binding was rejected. Each cause is its own variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,8 +63,10 @@ pub enum RecordError {
     Oversized { len: usize, max: usize },
     #[error("malformed record: {0}")]
     Malformed(&'static str),
-    #[error("record format version {0} is not supported (this build reads version {VERSION})")]
-    UnsupportedVersion(u8),
+    #[error(
+        "record format version {found} is not supported (this build reads version {supported}); the publisher has to republish with this version"
+    )]
+    UnsupportedVersion { found: u8, supported: u8 },
     #[error("record claims GUID {guid} but its key hashes to {key_guid}")]
     KeyMismatch { guid: Guid, key_guid: Guid },
     #[error("record signature does not verify with its key")]
@@ -60,6 +79,18 @@ pub enum RecordError {
     Rollback { seen: u64, got: u64 },
     #[error("record is for {found}, but {expected} was looked up")]
     Misplaced { expected: String, found: String },
+    #[error(
+        "record expires at unix time {expires}, more than {max_days} days from now: refusing a record from the far future (its publisher's clock is wrong, or it is an attempt to hold the name for ever)"
+    )]
+    FarFutureExpiry { expires: u64, max_days: u64 },
+    #[error(
+        "record has sequence {seq}, a publication time more than {max_days} days from now: refusing a record from the far future (its publisher's clock is wrong, or it is an attempt to block every later record)"
+    )]
+    FarFutureSequence { seq: u64, max_days: u64 },
+    #[error(
+        "the handover in the binding of {name} is for {found}, not for this binding (a handover gives one name from one GUID to one other GUID)"
+    )]
+    HandoverMismatch { name: String, found: String },
 }
 
 /// The verified record of one GUID: its key and where it can be reached.
@@ -84,6 +115,22 @@ pub struct NameBinding {
     pub seq: u64,
     /// Unix seconds.
     pub expires: u64,
+    /// The previous holder's consent, when the name moved to this GUID from another.
+    pub handover: Option<Handover>,
+    signature: Signature,
+}
+
+/// A name given by the GUID that holds it (`from`) to another GUID (`to`), signed by `from`'s
+/// key. `seq` is a sequence number of the name taken when it was signed: a reader accepts the
+/// handover only if it is newer than the binding it had pinned, so an old handover cannot be
+/// replayed to take the name back later.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub name: String,
+    pub from: Guid,
+    pub from_key: PublicKey,
+    pub to: Guid,
+    pub seq: u64,
     signature: Signature,
 }
 
@@ -94,12 +141,43 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Microseconds since the unix epoch (the unit of sequence numbers).
+pub fn unix_now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The next sequence number after `last`: `max(last + 1, now in unix microseconds)`.
 pub fn next_seq(last: Option<u64>) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let now = unix_now_micros();
     last.map_or(now, |l| now.max(l.saturating_add(1)))
+}
+
+/// Refuses an expiry or a sequence number from the far future (see [`MAX_EXPIRY_AHEAD`] and
+/// [`MAX_SEQ_AHEAD`]); `now` in unix seconds, `now_micros` in microseconds.
+pub fn check_not_future(
+    seq: u64,
+    expires: Option<u64>,
+    now: u64,
+    now_micros: u64,
+) -> Result<(), RecordError> {
+    if let Some(expires) = expires
+        && expires > now.saturating_add(MAX_EXPIRY_AHEAD.as_secs())
+    {
+        return Err(RecordError::FarFutureExpiry {
+            expires,
+            max_days: MAX_EXPIRY_AHEAD.as_secs() / 86_400,
+        });
+    }
+    let max_seq = now_micros.saturating_add(MAX_SEQ_AHEAD.as_secs() * 1_000_000);
+    if seq > max_seq {
+        return Err(RecordError::FarFutureSequence {
+            seq,
+            max_days: MAX_SEQ_AHEAD.as_secs() / 86_400,
+        });
+    }
+    Ok(())
 }
 
 impl Record {
@@ -225,6 +303,12 @@ impl Record {
     pub fn check_expiry(&self, now: u64) -> Result<(), RecordError> {
         check_expiry(self.expires, now)
     }
+
+    /// Expired, or from the far future: what a reader checks beyond the signature.
+    pub fn check_time(&self, now: u64, now_micros: u64) -> Result<(), RecordError> {
+        self.check_expiry(now)?;
+        check_not_future(self.seq, Some(self.expires), now, now_micros)
+    }
 }
 
 impl NameBinding {
@@ -235,13 +319,29 @@ impl NameBinding {
         seq: u64,
         expires: u64,
     ) -> Result<NameBinding, RecordError> {
+        NameBinding::sign_with_handover(key, name, seq, expires, None)
+    }
+
+    /// Like [`NameBinding::sign`], carrying the previous holder's `handover` (which must give
+    /// `name` to `key`'s GUID).
+    pub fn sign_with_handover(
+        key: &Keypair,
+        name: &str,
+        seq: u64,
+        expires: u64,
+        handover: Option<Handover>,
+    ) -> Result<NameBinding, RecordError> {
         name::check_name(name).map_err(|_| RecordError::Malformed("invalid name"))?;
+        if let Some(h) = &handover {
+            h.check_for(name, &key.guid())?;
+        }
         let mut binding = NameBinding {
             name: name.to_owned(),
             guid: key.guid(),
             key: key.public(),
             seq,
             expires,
+            handover,
             signature: Signature([0; SIGNATURE_LEN]),
         };
         binding.signature = key.sign(&binding.body());
@@ -251,13 +351,20 @@ impl NameBinding {
     fn body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + self.name.len());
         out.extend_from_slice(BINDING_MAGIC);
-        out.push(VERSION);
+        out.push(BINDING_VERSION);
         out.push(self.name.len() as u8);
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(self.guid.as_bytes());
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.expires.to_be_bytes());
+        match &self.handover {
+            None => out.push(0),
+            Some(h) => {
+                out.push(1);
+                out.extend_from_slice(&h.encode());
+            }
+        }
         out
     }
 
@@ -271,20 +378,29 @@ impl NameBinding {
     /// Parses and verifies (key hashes to the GUID, signature) an encoded binding.
     pub fn decode(bytes: &[u8]) -> Result<NameBinding, RecordError> {
         let mut r = Reader::new(bytes)?;
-        r.header(BINDING_MAGIC)?;
+        r.header_version(BINDING_MAGIC, BINDING_VERSION)?;
         let name = r.name()?;
         let guid = Guid::from_bytes(r.array::<GUID_LEN>()?);
         let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
         let seq = r.u64()?;
         let expires = r.u64()?;
+        let handover = match r.u8()? {
+            0 => None,
+            1 => Some(Handover::read(&mut r)?),
+            _ => return Err(RecordError::Malformed("handover flag")),
+        };
         let (body, signature) = r.finish()?;
         let key = verify(&guid, &key_bytes, body, &signature)?;
+        if let Some(h) = &handover {
+            h.check_for(&name, &guid)?;
+        }
         Ok(NameBinding {
             name,
             guid,
             key,
             seq,
             expires,
+            handover,
             signature,
         })
     }
@@ -292,6 +408,119 @@ impl NameBinding {
     /// `Err(Expired)` if the binding is no longer valid at unix time `now`.
     pub fn check_expiry(&self, now: u64) -> Result<(), RecordError> {
         check_expiry(self.expires, now)
+    }
+
+    /// Expired, or from the far future (the binding's or its handover's sequence number).
+    pub fn check_time(&self, now: u64, now_micros: u64) -> Result<(), RecordError> {
+        self.check_expiry(now)?;
+        check_not_future(self.seq, Some(self.expires), now, now_micros)?;
+        if let Some(h) = &self.handover {
+            check_not_future(h.seq, None, now, now_micros)?;
+        }
+        Ok(())
+    }
+}
+
+impl Handover {
+    /// `key` (the name's current holder) gives `name` to `to`.
+    pub fn sign(key: &Keypair, name: &str, to: Guid, seq: u64) -> Result<Handover, RecordError> {
+        name::check_name(name).map_err(|_| RecordError::Malformed("invalid name"))?;
+        let mut h = Handover {
+            name: name.to_owned(),
+            from: key.guid(),
+            from_key: key.public(),
+            to,
+            seq,
+            signature: Signature([0; SIGNATURE_LEN]),
+        };
+        h.signature = key.sign(&h.body());
+        Ok(h)
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96 + self.name.len());
+        out.extend_from_slice(HANDOVER_MAGIC);
+        out.push(VERSION);
+        out.push(self.name.len() as u8);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(self.from.as_bytes());
+        out.extend_from_slice(self.from_key.as_bytes());
+        out.extend_from_slice(self.to.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    /// The canonical signed encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.signature.0);
+        out
+    }
+
+    /// The encoding as one line of base64 (what `namesock handover` prints).
+    pub fn to_text(&self) -> String {
+        data_encoding::BASE64.encode(&self.encode())
+    }
+
+    /// Reads [`Handover::to_text`]'s line back, verified.
+    pub fn from_text(text: &str) -> Result<Handover, RecordError> {
+        let bytes = data_encoding::BASE64
+            .decode(text.trim().as_bytes())
+            .map_err(|_| RecordError::Malformed("a handover is one line of base64"))?;
+        Handover::decode(&bytes)
+    }
+
+    /// Parses and verifies (key hashes to `from`, signature) an encoded handover.
+    pub fn decode(bytes: &[u8]) -> Result<Handover, RecordError> {
+        let mut r = Reader::new(bytes)?;
+        let h = Handover::read(&mut r)?;
+        if r.pos != r.bytes.len() {
+            return Err(RecordError::Malformed("trailing bytes after the signature"));
+        }
+        Ok(h)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Handover, RecordError> {
+        let start = r.pos;
+        r.header(HANDOVER_MAGIC)?;
+        let name = r.name()?;
+        let from = Guid::from_bytes(r.array::<GUID_LEN>()?);
+        let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
+        let to = Guid::from_bytes(r.array::<GUID_LEN>()?);
+        let seq = r.u64()?;
+        let body_end = r.pos;
+        let signature = Signature(r.array::<SIGNATURE_LEN>()?);
+        let from_key = verify(&from, &key_bytes, &r.bytes[start..body_end], &signature)?;
+        Ok(Handover {
+            name,
+            from,
+            from_key,
+            to,
+            seq,
+            signature,
+        })
+    }
+
+    /// The handover must give `name` to `to`, and not to the GUID that signed it.
+    fn check_for(&self, name: &str, to: &Guid) -> Result<(), RecordError> {
+        if self.name != name || self.to != *to || self.from == self.to {
+            return Err(RecordError::HandoverMismatch {
+                name: name.to_owned(),
+                found: format!("{} from {} to {}", self.name, self.from, self.to),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover")
+            .field("name", &self.name)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 
@@ -314,6 +543,7 @@ impl std::fmt::Debug for NameBinding {
             .field("guid", &self.guid)
             .field("seq", &self.seq)
             .field("expires", &self.expires)
+            .field("handover", &self.handover)
             .finish_non_exhaustive()
     }
 }
@@ -400,14 +630,21 @@ impl<'a> Reader<'a> {
     }
 
     fn header(&mut self, magic: &[u8; 3]) -> Result<(), RecordError> {
+        self.header_version(magic, VERSION)
+    }
+
+    fn header_version(&mut self, magic: &[u8; 3], version: u8) -> Result<(), RecordError> {
         if self.take(3)? != magic {
             return Err(RecordError::Malformed(
                 "not a namesock GNS record of this kind",
             ));
         }
         match self.u8()? {
-            VERSION => Ok(()),
-            v => Err(RecordError::UnsupportedVersion(v)),
+            v if v == version => Ok(()),
+            found => Err(RecordError::UnsupportedVersion {
+                found,
+                supported: version,
+            }),
         }
     }
 
@@ -504,6 +741,48 @@ mod tests {
         assert_eq!(NameBinding::decode(&bytes).unwrap(), b);
         assert!(Record::decode(&bytes).is_err());
         assert!(NameBinding::decode(&sample(&kp).encode()).is_err());
+    }
+
+    #[test]
+    fn bindings_with_a_handover_round_trip_and_every_flipped_bit_is_rejected() {
+        let old = Keypair::from_seed(&[2; 32]);
+        let new = Keypair::from_seed(&[3; 32]);
+        let h = Handover::sign(&old, "web.ns.alt", new.guid(), 9).unwrap();
+        assert_eq!(Handover::decode(&h.encode()).unwrap(), h);
+        let b = NameBinding::sign_with_handover(&new, "web.ns.alt", 10, unix_now() + 60, Some(h))
+            .unwrap();
+        let bytes = b.encode();
+        assert_eq!(NameBinding::decode(&bytes).unwrap(), b);
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 1;
+            assert!(
+                NameBinding::decode(&flipped).is_err(),
+                "flip at byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn far_future_bounds() {
+        let (now, micros) = (1_000_000, 1_000_000_000_000);
+        let week = 7 * 24 * 3600;
+        assert_eq!(
+            check_not_future(micros, Some(now + week), now, micros),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_future(micros, Some(now + week + 1), now, micros),
+            Err(RecordError::FarFutureExpiry { .. })
+        ));
+        assert_eq!(
+            check_not_future(micros + week * 1_000_000, None, now, micros),
+            Ok(())
+        );
+        assert!(matches!(
+            check_not_future(micros + week * 1_000_000 + 1, None, now, micros),
+            Err(RecordError::FarFutureSequence { .. })
+        ));
     }
 
     #[test]

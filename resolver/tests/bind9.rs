@@ -284,3 +284,144 @@ fn a_forked_child_resolves_with_its_own_client() {
     // The parent's client still works.
     assert_eq!(gns.resolve(&target).unwrap(), rec);
 }
+
+/// Forwards DNS over TCP to `upstream`, replacing the TXT data at `owner` in every answer with
+/// `blob` (base64), RRSIGs left as they are: a party on the way altering a binding.
+fn altering_proxy(
+    upstream: SocketAddr,
+    owner: &'static str,
+    blob: Vec<u8>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::TXT;
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        // Serves a bounded number of queries, then ends with the test.
+        for stream in listener.incoming().take(16) {
+            let Ok(mut client) = stream else { return };
+            let mut len = [0u8; 2];
+            if client.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            client.read_exact(&mut query).unwrap();
+            let mut server = std::net::TcpStream::connect(upstream).unwrap();
+            server.write_all(&len).unwrap();
+            server.write_all(&query).unwrap();
+            server.read_exact(&mut len).unwrap();
+            let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            server.read_exact(&mut answer).unwrap();
+            let mut msg = Message::from_vec(&answer).unwrap();
+            let records = msg
+                .take_answers()
+                .into_iter()
+                .map(|mut r| {
+                    if r.name().to_string() == format!("{owner}.")
+                        && matches!(r.data(), Some(RData::TXT(_)))
+                    {
+                        let text = data_encoding::BASE64.encode(&blob);
+                        r.set_data(Some(RData::TXT(TXT::new(vec![text]))));
+                    }
+                    r
+                })
+                .collect::<Vec<_>>();
+            msg.insert_answers(records);
+            let altered = msg.to_vec().unwrap();
+            let len = u16::try_from(altered.len()).unwrap().to_be_bytes();
+            let _ = client.write_all(&len);
+            let _ = client.write_all(&altered);
+        }
+    });
+    (addr, handle)
+}
+
+#[test]
+fn with_a_trust_anchor_a_binding_altered_outside_dnssec_is_refused() {
+    let test = "with_a_trust_anchor_a_binding_altered_outside_dnssec_is_refused";
+    if bind9::Named::missing().is_some() {
+        skip::skip(test, &bind9::Named::missing().unwrap_or_default());
+        return;
+    }
+    if !skip::require_tools(test, &["dig"]) {
+        return;
+    }
+    let named = Named::start_with(&bind9::Policy {
+        dnssec: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor");
+    std::fs::write(&anchor, named.dnssec_anchor()).unwrap();
+    let url = format!("{}&trust-anchor={}", named.gns_url(), anchor.display());
+    let known = |who: &str| dir.path().join(format!("{who}.known"));
+    let alice = Keypair::from_seed(&[1; 32]);
+    let gns = Gns::with_known_names(&config(&url), known("alice")).unwrap();
+    gns.publish(&alice, &[addr("192.0.2.1:7000")], &[]).unwrap();
+    gns.register(&alice, "web").unwrap();
+    // Signed by the zone: validated and accepted.
+    let reader = Gns::with_known_names(&config(&url), known("bob")).unwrap();
+    let rec = reader
+        .resolve(&Target::Name("web.gns.test".into()))
+        .unwrap();
+    assert_eq!(rec.guid, alice.guid());
+
+    // On the way, the binding is replaced by mallory's (valid in itself, freshly signed).
+    let mallory = Keypair::from_seed(&[66; 32]);
+    let forged = namesock_resolver::NameBinding::sign(
+        &mallory,
+        "web.gns.test",
+        namesock_resolver::record::unix_now_micros(),
+        unix_now() + 3600,
+    )
+    .unwrap();
+    let (proxy, _thread) = altering_proxy(named.addr, "web.gns.test", forged.encode());
+    let via_proxy = format!("dns://{proxy}/gns.test?trust-anchor={}", anchor.display());
+    let carol = Gns::with_known_names(&config(&via_proxy), known("carol")).unwrap();
+    let err = carol.resolve_name("web.gns.test").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Dns(DnsError::Dnssec(
+                namesock_resolver::dnssec::DnssecError::Bogus { .. }
+            ))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("not signed by the zone's keys"),
+        "{err}"
+    );
+    // What the anchor buys: without it, a reader that never saw the name takes the forgery.
+    let (proxy, _thread) = altering_proxy(named.addr, "web.gns.test", forged.encode());
+    let trusting =
+        Gns::with_known_names(&config(&format!("dns://{proxy}/gns.test")), known("dave")).unwrap();
+    assert_eq!(
+        trusting.resolve_name("web.gns.test").unwrap().guid,
+        mallory.guid()
+    );
+
+    // A server that is not the zone's (an unsigned copy with mallory's binding).
+    let fake = Named::start();
+    let fake_gns = Gns::with_known_names(&config(&fake.gns_url()), known("mallory")).unwrap();
+    fake_gns.register(&mallory, "web").unwrap();
+    let via_fake = format!(
+        "dns://{}/gns.test?trust-anchor={}",
+        fake.addr,
+        anchor.display()
+    );
+    let erin = Gns::with_known_names(&config(&via_fake), known("erin")).unwrap();
+    let err = erin.resolve_name("web.gns.test").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GnsError::Dns(DnsError::Dnssec(
+                namesock_resolver::dnssec::DnssecError::KeysNotAnchored { .. }
+            ))
+        ),
+        "{err}"
+    );
+}

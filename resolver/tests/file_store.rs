@@ -239,21 +239,28 @@ fn names_are_first_come() {
 }
 
 #[test]
-fn store_is_readable_by_others() {
+fn store_is_private_to_its_user() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("gns");
     let gns = gns(&store);
     let kp = Keypair::from_seed(&[6; 32]);
     gns.publish(&kp, &[addr("192.0.2.6:6")], &[]).unwrap();
-    for p in [
-        store.clone(),
-        store.join("records"),
-        store.join("names"),
-        record_path(&store, &kp),
+    gns.register(&kp, "six").unwrap();
+    for (p, want) in [
+        (store.clone(), 0o700),
+        (store.join("records"), 0o700),
+        (store.join("names"), 0o700),
+        (store.join("locks"), 0o700),
+        (record_path(&store, &kp), 0o600),
     ] {
-        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & 0o044, 0o044, "{} has mode {mode:o}", p.display());
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+        assert_eq!(mode & want, want, "{} has mode {mode:o}", p.display());
+    }
+    for lock in fs::read_dir(store.join("locks")).unwrap() {
+        let mode = lock.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }
 

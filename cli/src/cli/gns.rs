@@ -1,4 +1,5 @@
-//! Identity and GNS commands: `keygen`, `id`, `register`, `publish`, `resolve`.
+//! Identity and GNS commands: `keygen`, `id`, `register`, `publish`, `resolve`, and the trust
+//! commands of [`super::trust`] (`trust`, `handover`, `dns-key`).
 //!
 //! The backend is the one the engine uses (`NAMESOCK_GNS`, `NAMESOCK_ZONE`, `NAMESOCK_CONFIG`;
 //! the file store by default); the key is `--key PATH`, else `NAMESOCK_KEY`, else
@@ -15,7 +16,7 @@ use namesock_identity::{Guid, KeyFileError, Keypair, default_key_path};
 use namesock_resolver::{Gns, GnsError, Record, Target};
 
 #[derive(Debug, thiserror::Error)]
-enum GnsCliError {
+pub(super) enum GnsCliError {
     #[error(
         "no identity key at {0}: create one with `namesock keygen` (or point --key / NAMESOCK_KEY at yours)"
     )]
@@ -38,6 +39,38 @@ enum GnsCliError {
     NoAddresses,
     #[error("give the engine port with --port PORT, or full locators with --addr IP:PORT")]
     NoPort,
+    #[error("handover file {path}: {source}")]
+    HandoverRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is not a namesock handover ({reason}); it is the line `namesock handover NAME --to GUID` printed"
+    )]
+    HandoverBad { path: PathBuf, reason: String },
+    #[error("{0:?} is not a GUID (32 base32 characters, as `namesock id` prints)")]
+    BadGuid(String),
+    #[error(
+        "TSIG keys are for a DNS zone: give it with --zone ZONE, or set NAMESOCK_GNS=dns://IP:PORT/ZONE"
+    )]
+    NoZone,
+    #[error("TSIG key file {path}: {source}")]
+    TsigFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "TSIG key file {path} holds the key {found:?}, not this identity's {expected:?}: give another --out PATH"
+    )]
+    TsigOther {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{0}")]
+    Config(#[from] namesock_resolver::config::ConfigError),
 }
 
 fn key_arg() -> Arg {
@@ -48,8 +81,12 @@ fn key_arg() -> Arg {
         .help("Identity key file [default: $NAMESOCK_KEY, else ~/.config/namesock/key]")
 }
 
+pub(super) fn key_arg_pub() -> Arg {
+    key_arg()
+}
+
 pub fn commands() -> Vec<Command> {
-    vec![
+    let mut commands = vec![
         Command::new("keygen")
             .about("Create a new identity key (ed25519) and print its GUID")
             .arg(key_arg()),
@@ -64,6 +101,13 @@ pub fn commands() -> Vec<Command> {
                     .value_name("NAME")
                     .required(true)
                     .help("`web` or `web.ns.alt` (the zone is added when missing)"),
+            )
+            .arg(
+                Arg::new("handover")
+                    .long("handover")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("Take the name over with its holder's handover (`namesock handover` output; `-` for stdin)"),
             ),
         Command::new("publish")
             .about("Publish where this identity can be reached (signed, in the GNS)")
@@ -98,7 +142,9 @@ pub fn commands() -> Vec<Command> {
                     .required(true)
                     .help("`web`, `web.ns.alt`, a GUID, or `<guid>.ns.alt`"),
             ),
-    ]
+    ];
+    commands.extend(super::trust::commands());
+    commands
 }
 
 pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
@@ -108,6 +154,9 @@ pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
         "register" => register(matches),
         "publish" => publish(matches),
         "resolve" => resolve(matches),
+        "trust" => super::trust::trust(matches),
+        "handover" => super::trust::handover(matches),
+        "dns-key" => super::trust::dns_key(matches),
         _ => return None,
     };
     Some(match result {
@@ -122,14 +171,14 @@ pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
     })
 }
 
-fn key_path(matches: &ArgMatches) -> PathBuf {
+pub(super) fn key_path(matches: &ArgMatches) -> PathBuf {
     matches
         .get_one::<PathBuf>("key")
         .cloned()
         .unwrap_or_else(default_key_path)
 }
 
-fn load_key(path: &Path) -> Result<Keypair, GnsCliError> {
+pub(super) fn load_key(path: &Path) -> Result<Keypair, GnsCliError> {
     Keypair::load(path).map_err(|e| match e {
         KeyFileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
             GnsCliError::NoKey(path.to_owned())
@@ -160,7 +209,11 @@ fn register(matches: &ArgMatches) -> Result<(), GnsCliError> {
     let gns = Gns::from_env()?;
     let name = matches.get_one::<String>("name").map_or("", String::as_str);
     let full = gns.full_name(name)?;
-    gns.register(&kp, &full)?;
+    let handover = matches
+        .get_one::<PathBuf>("handover")
+        .map(|path| super::trust::read_handover(path))
+        .transpose()?;
+    gns.register_with(&kp, &full, handover)?;
     println!("{full} -> {}", kp.guid());
     Ok(())
 }

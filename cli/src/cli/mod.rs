@@ -8,6 +8,7 @@ mod gns;
 mod run;
 mod sessions;
 mod testbed;
+mod trust;
 
 /// A group of subcommands: what it offers, and how to run one of them.
 struct Group {

@@ -19,6 +19,15 @@ pub const KEY_NAME: &str = "gns-key";
 const NAMED: &str = "/usr/sbin/named";
 const TSIG_KEYGEN: &str = "/usr/sbin/tsig-keygen";
 
+/// Extra `key` statements and `update-policy` rules (empty: the zone key may update all).
+#[derive(Debug, Default, Clone)]
+pub struct Policy {
+    pub keys: String,
+    pub rules: Vec<String>,
+    /// Sign the zone (`dnssec-policy default`: a CSK, ECDSA P-256), updates included.
+    pub dnssec: bool,
+}
+
 /// A running `named`; killed on drop.
 pub struct Named {
     child: Child,
@@ -53,10 +62,25 @@ impl Named {
     }
 
     pub fn start() -> Named {
+        Named::start_with(&Policy::default())
+    }
+
+    /// Like [`Named::start_or_skip`], with per-identity keys and an `update-policy`.
+    pub fn start_with_or_skip(test: &str, skip: fn(&str, &str), policy: &Policy) -> Option<Named> {
+        match Named::missing() {
+            Some(why) => {
+                skip(test, &why);
+                None
+            }
+            None => Some(Named::start_with(policy)),
+        }
+    }
+
+    pub fn start_with(policy: &Policy) -> Named {
         let mut last = String::new();
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
-            match Named::try_start() {
+            match Named::try_start(policy) {
                 Ok(named) => return named,
                 Err(why) => last = why,
             }
@@ -64,7 +88,7 @@ impl Named {
         panic!("BIND9 named did not start (apt-get install -y bind9 bind9-utils): {last}");
     }
 
-    fn try_start() -> Result<Named, String> {
+    fn try_start(policy: &Policy) -> Result<Named, String> {
         if !Path::new(NAMED).exists() {
             return Err(format!("{NAMED} is not installed"));
         }
@@ -78,6 +102,22 @@ impl Named {
         let secret = tsig_keygen(&key_file)?;
         let d = dir.path().display();
         let k = key_file.display();
+        // The zone key may update anything, unless an update-policy gives each identity's
+        // key its own GUID and names (`namesock dns-key` prints the lines).
+        let update = if policy.rules.is_empty() {
+            format!("allow-update {{ key \"{KEY_NAME}\"; }};")
+        } else {
+            format!(
+                "update-policy {{\n        {}\n    }};",
+                policy.rules.join("\n        ")
+            )
+        };
+        let keys = &policy.keys;
+        let signing = if policy.dnssec {
+            "dnssec-policy default;"
+        } else {
+            ""
+        };
         fs::write(
             dir.path().join("named.conf"),
             format!(
@@ -95,11 +135,14 @@ impl Named {
 }};
 controls {{ }};
 include "{k}";
+{keys}
 zone "{ZONE}" {{
     type primary;
     file "{d}/{ZONE}.zone";
     journal "{d}/{ZONE}.jnl";
-    allow-update {{ key "{KEY_NAME}"; }};
+    key-directory "{d}";
+    {signing}
+    {update}
 }};
 "#
             ),
@@ -163,6 +206,33 @@ zone "{ZONE}" {{
             let _ = f.read_to_string(&mut text);
         }
         text
+    }
+
+    /// The zone's key-signing key as a DNSKEY line (a trust anchor), once the zone is signed;
+    /// panics if it is not signed within 20 s.
+    pub fn dnssec_anchor(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("dig")
+                .arg(format!("@{}", self.addr.ip()))
+                .args(["-p", &self.addr.port().to_string(), ZONE, "DNSKEY"])
+                .args(["+noall", "+answer", "+tcp"])
+                .output()
+                .expect("dig (apt-get install bind9-dnsutils)");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.split_ascii_whitespace().nth(4) == Some("257"))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zone not signed after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A key file with the zone key's name but another secret (the server rejects it).
