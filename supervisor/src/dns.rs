@@ -100,7 +100,12 @@ impl Stub {
 
     /// Remembers that the program socket at `local` meant to reach `server`.
     pub fn expect(&self, local: SocketAddr, server: SocketAddr) -> Result<(), DnsStubError> {
-        let key = SocketAddr::new(local.ip().to_canonical(), local.port());
+        // A socket bound to a wildcard address reaches the stub from loopback.
+        let ip = match local.ip().to_canonical() {
+            ip if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let key = SocketAddr::new(ip, local.port());
         let now = Instant::now();
         let mut origins = self.origins.lock();
         if origins.len() >= MAX_ORIGINS {
