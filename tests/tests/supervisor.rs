@@ -3,7 +3,7 @@
 //!
 //! - A static busybox `wget` and a static Go HTTP client (built here with `CGO_ENABLED=0`,
 //!   standard library only) each download a 24 MiB file by name from `python3 -m http.server`
-//!   (under the preload) while the server moves to a new subnet; the file arrives intact, and a
+//!   (under the preload) while the server, then the client moves to a new subnet; the file arrives intact, and a
 //!   capture of port 53 on the client's host (tcpdump) shows that no query for the zone left it
 //!   while a query for an ordinary name, looked up by a supervised program, did (so the
 //!   capture sees what it should).
@@ -201,8 +201,8 @@ fn look_up_names(scenario: &Scenario) {
     nslookup(scenario, "nslookup-probe", "probe.example");
 }
 
-/// One download by name across a server move, by the supervised `argv_for(url, out)`.
-fn download_across_a_move(tag: &str, label: &str, argv_for: &dyn Fn(&str, &str) -> Vec<String>) {
+/// One download by name across a server move and a client move, by the supervised `argv_for(url, out)`.
+fn download_across_moves(tag: &str, label: &str, argv_for: &dyn Fn(&str, &str) -> Vec<String>) {
     let scenario = Scenario::new(tag, BIG, fast());
     scenario.limit_server(RATE);
     let capture = Capture::start(&scenario.client, scenario.world.path("dns.capture"));
@@ -223,8 +223,21 @@ fn download_across_a_move(tag: &str, label: &str, argv_for: &dyn Fn(&str, &str) 
         .server
         .move_to_new_subnet()
         .expect("move the server");
+    // The supervised end moves too: its engine re-dials from the new address.
+    scenario.wait_for_fraction(&mut download, 0.6, secs(60));
+    download.mark_move();
+    scenario
+        .client
+        .move_to_new_subnet()
+        .expect("move the client");
     let outcome = download.finish(MAX_TIME).expect("download result");
     scenario.check(label, &outcome);
+    // A move is a stall, as under the preload (the mobility tests' bound for a plain move).
+    let outages = outcome.outages();
+    assert!(
+        outages.len() == 2 && outages.iter().all(|o| *o < secs(3)),
+        "{tag}: outages {outages:?}, each should be under 3 s"
+    );
     // It really was the supervisor (not the preload, not plain TCP).
     let log = std::fs::read_to_string(scenario.world.log(&format!("{label}.namesock")))
         .unwrap_or_default();
@@ -250,13 +263,13 @@ fn download_across_a_move(tag: &str, label: &str, argv_for: &dyn Fn(&str, &str) 
 }
 
 #[test]
-fn static_busybox_wget_by_name_across_a_server_move() {
-    let test = "static_busybox_wget_by_name_across_a_server_move";
+fn static_busybox_wget_by_name_across_moves() {
+    let test = "static_busybox_wget_by_name_across_moves";
     if !ready(test, &["/bin/busybox", "tcpdump", "python3"]) {
         return;
     }
     let busybox = busybox();
-    download_across_a_move("sv-wget", "wget", &|url, out| {
+    download_across_moves("sv-wget", "wget", &|url, out| {
         [busybox.to_str().unwrap(), "wget", "-q", "-O", out, url]
             .map(String::from)
             .to_vec()
@@ -264,14 +277,14 @@ fn static_busybox_wget_by_name_across_a_server_move() {
 }
 
 #[test]
-fn static_go_client_by_name_across_a_server_move() {
-    let test = "static_go_client_by_name_across_a_server_move";
+fn static_go_client_by_name_across_moves() {
+    let test = "static_go_client_by_name_across_moves";
     if !ready(test, &["go", "tcpdump", "python3"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("Go build directory");
     let client = build_go_client(dir.path());
-    download_across_a_move("sv-go", "goget", &|url, out| {
+    download_across_moves("sv-go", "goget", &|url, out| {
         vec![
             client.to_string_lossy().into_owned(),
             url.into(),
