@@ -384,3 +384,44 @@ fn failure(query: &[u8], code: ResponseCode) -> Vec<u8> {
     let flags_lo = 0x80 | (u16::from(code) as u8 & 0x0f);
     vec![id[0], id[1], flags_hi, flags_lo, 0, 0, 0, 0, 0, 0, 0, 0]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_that_does_not_parse_is_answered_here_not_forwarded() {
+        let query = [0x12, 0x34, 0x01, 0x00, 0xff];
+        let Answer::Local(reply) = answer(&query) else {
+            panic!("a malformed query was forwarded");
+        };
+        // Same ID, QR set, RD copied, RA set, FORMERR; no records.
+        assert_eq!(reply, [0x12, 0x34, 0x81, 0x81, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let parsed = Message::from_vec(&reply).unwrap();
+        assert_eq!(parsed.response_code(), ResponseCode::FormErr);
+        assert_eq!(parsed.message_type(), MessageType::Response);
+    }
+
+    #[test]
+    fn sockets_are_remembered_by_the_address_the_stub_sees_and_bounded() {
+        let stub = Stub::start().unwrap();
+        let server: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        // Bound to a wildcard address: it reaches the stub from loopback.
+        stub.expect("0.0.0.0:4000".parse().unwrap(), server)
+            .unwrap();
+        assert_eq!(stub.origin("127.0.0.1:4000".parse().unwrap()), Some(server));
+        // A v4-mapped local address is the IPv4 one.
+        stub.expect("[::ffff:127.0.0.1]:4001".parse().unwrap(), server)
+            .unwrap();
+        assert_eq!(stub.origin("127.0.0.1:4001".parse().unwrap()), Some(server));
+        assert_eq!(stub.origin("127.0.0.1:4002".parse().unwrap()), None);
+        for port in 0..MAX_ORIGINS as u16 {
+            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 10000 + port));
+            if stub.expect(local, server).is_err() {
+                assert_eq!(stub.origins.lock().len(), MAX_ORIGINS);
+                return;
+            }
+        }
+        panic!("more than {MAX_ORIGINS} sockets remembered");
+    }
+}

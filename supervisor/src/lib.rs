@@ -48,7 +48,8 @@ impl SupervisorError {
     }
 }
 
-/// Signals `namesock run` passes on to the supervised program.
+/// Signals `namesock run` passes on to the supervised program (when a process sent them: a
+/// terminal's signals reach the program directly).
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 /// Runs `program` with `args` under the supervisor until it exits; its exit status (128 +
@@ -97,8 +98,14 @@ pub fn run(program: &OsStr, args: &[OsString]) -> Result<u8, SupervisorError> {
     std::thread::Builder::new()
         .name("namesock-signals".into())
         .spawn(move || {
-            while let Ok(signal) = sys::wait_signal(&FORWARDED) {
-                sys::kill(pid, signal);
+            loop {
+                match sys::wait_signal(&FORWARDED) {
+                    Ok((signal, true)) => sys::kill(pid, signal),
+                    // From the terminal: the program got it too.
+                    Ok((_, false)) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
             }
         })
         .map_err(SupervisorError::Setup)?;

@@ -450,21 +450,24 @@ pub fn block_signals(signals: &[c_int]) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for one of `signals` (which the caller has blocked).
-pub fn wait_signal(signals: &[c_int]) -> io::Result<c_int> {
-    // SAFETY: as above; sigwait writes the signal number.
+/// Waits for one of `signals` (which the caller has blocked): the signal, and whether a
+/// process sent it (`kill`, `sigqueue`) rather than the kernel (a terminal's ^C, which reaches
+/// the whole foreground process group, the program included, by itself).
+pub fn wait_signal(signals: &[c_int]) -> io::Result<(c_int, bool)> {
+    // SAFETY: a sigset on the stack, filled by sigaddset; sigwaitinfo writes a siginfo_t.
     unsafe {
         let mut set: libc::sigset_t = mem::zeroed();
         libc::sigemptyset(&mut set);
         for &s in signals {
             libc::sigaddset(&mut set, s);
         }
-        let mut sig: c_int = 0;
-        let r = libc::sigwait(&set, &mut sig);
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
+        let mut info: libc::siginfo_t = mem::zeroed();
+        let sig = libc::sigwaitinfo(&set, &mut info);
+        if sig < 0 {
+            return Err(io::Error::last_os_error());
         }
-        Ok(sig)
+        // SI_USER (0), SI_QUEUE (-1), SI_TKILL (-6)...: sent by a process.
+        Ok((sig, info.si_code <= 0))
     }
 }
 
