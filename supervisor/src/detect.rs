@@ -15,6 +15,9 @@ pub enum ProgramKind {
     Static,
     /// A Go program (static or not).
     Go,
+    /// A 32-bit ELF program: the 64-bit preload cannot be loaded into it (the loader skips it
+    /// with "wrong ELF class") and the supervisor's filter refuses 32-bit system calls.
+    Elf32,
     /// Not an ELF file (a script: its interpreter decides).
     Other,
 }
@@ -39,6 +42,9 @@ pub fn classify(path: &Path) -> io::Result<ProgramKind> {
     let mut head = vec![0u8; 64 + MAX_PHDRS * 56];
     let n = read_full(&mut file, &mut head)?;
     head.truncate(n);
+    if head.len() >= 5 && &head[..4] == b"\x7fELF" && head[4] == 1 {
+        return Ok(ProgramKind::Elf32);
+    }
     let Some(interp) = has_interp(&head) else {
         return Ok(ProgramKind::Other);
     };
@@ -130,6 +136,12 @@ mod tests {
         let script = dir.path().join("s");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         assert_eq!(classify(&script).unwrap(), ProgramKind::Other);
+        // The same header as 32-bit (ELFCLASS32).
+        let mut elf32 = std::fs::read(&me).unwrap();
+        elf32[4] = 1;
+        let old = dir.path().join("old");
+        std::fs::write(&old, &elf32[..4096]).unwrap();
+        assert_eq!(classify(&old).unwrap(), ProgramKind::Elf32);
         // A Go marker straddling the 1 MiB read boundary is still found.
         let mut fake = std::fs::read(&me).unwrap();
         let at = (1 << 20) + 64 * 1024 - 5;

@@ -54,6 +54,11 @@ enum RunError {
         why: &'static str,
         scope: u32,
     },
+    #[error(
+        "{0} is a 32-bit program: neither the (64-bit) preload nor the supervisor can serve it, \
+         so it would run without namesock"
+    )]
+    Elf32(PathBuf),
     #[error(transparent)]
     Supervisor(#[from] namesock_supervisor::SupervisorError),
 }
@@ -62,9 +67,10 @@ impl RunError {
     fn exit_code(&self) -> ExitCode {
         match self {
             RunError::NotFound(_) => ExitCode::from(127),
-            RunError::Exec(..) | RunError::Setid(..) | RunError::PtraceScope { .. } => {
-                ExitCode::from(126)
-            }
+            RunError::Exec(..)
+            | RunError::Setid(..)
+            | RunError::PtraceScope { .. }
+            | RunError::Elf32(_) => ExitCode::from(126),
             RunError::Supervisor(e) => match e.spawn_errno() {
                 Some(libc::ENOENT) => ExitCode::from(127),
                 Some(_) => ExitCode::from(126),
@@ -156,6 +162,9 @@ fn run(program: &OsStr, args: &[OsString], name: Option<&str>, mode: Mode) -> Re
     let path = find_program(program)?;
     check_not_setid(&path)?;
     let kind = namesock_supervisor::classify(&path).unwrap_or(ProgramKind::Other);
+    if kind == ProgramKind::Elf32 {
+        return Err(RunError::Elf32(path));
+    }
     let supervise = match mode {
         Mode::Supervise => true,
         Mode::Preload => false,
@@ -332,6 +341,24 @@ mod tests {
             find_program(OsStr::new("no-such-program-namesock")),
             Err(RunError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn thirty_two_bit_programs_are_refused_before_running() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog32");
+        // An ELFCLASS32 header: what the loader and the filter both cannot serve.
+        let mut header = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        header.truncate(4096);
+        header[4] = 1;
+        std::fs::write(&prog, &header).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for mode in [Mode::Auto, Mode::Preload, Mode::Supervise] {
+            let err = run(prog.as_os_str(), &[], None, mode).unwrap_err();
+            assert!(matches!(err, RunError::Elf32(_)), "{err}");
+            assert!(err.to_string().contains("32-bit program"), "{err}");
+        }
     }
 
     #[test]
