@@ -36,7 +36,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The TTL of answers with synthetic addresses.
 const ANSWER_TTL: u32 = 60;
 /// Largest DNS message (TCP's length prefix is 16 bits).
-const MAX_MESSAGE: usize = 65535;
+pub const MAX_MESSAGE: usize = 65535;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsStubError {

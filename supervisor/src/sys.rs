@@ -40,31 +40,43 @@ const fn stmt(code: u16, k: u32) -> sock_filter {
     }
 }
 
-const fn jeq(k: u32, jt: u8) -> sock_filter {
+const fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter {
         code: JEQ_K,
         jt,
-        jf: 0,
+        jf,
         k,
     }
 }
 
+/// Offsets of the two halves of `args[4]` (little-endian): `sendto`'s destination address.
+const ARG4_LO: u32 = 16 + 4 * 8;
+const ARG4_HI: u32 = ARG4_LO + 4;
+
 /// The filter: another ABI (a 32-bit `int 0x80` call) fails with ENOSYS, as it would bypass
-/// the rest; `connect` and `listen` go to the supervisor; `io_uring_setup` fails with ENOSYS
+/// the rest; `connect`, `listen` and a `sendto` that names a destination (DNS without
+/// `connect`, as musl sends it) go to the supervisor; `io_uring_setup` fails with ENOSYS
 /// (io_uring connects would bypass the filter; programs fall back to ordinary calls);
-/// everything else runs unobserved, at no cost beyond this filter.
-const FILTER: [sock_filter; 11] = [
-    stmt(LD_W_ABS, ARCH_OFFSET),
-    jeq(AUDIT_ARCH, 1),
-    stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
-    stmt(LD_W_ABS, NR_OFFSET),
-    stmt(ALU_AND_K, SYSCALL_MASK),
-    jeq(libc::SYS_connect as u32, 3),
-    jeq(libc::SYS_listen as u32, 2),
-    jeq(libc::SYS_io_uring_setup as u32, 2),
-    stmt(RET_K, RET_ALLOW),
-    stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
-    stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
+/// everything else, `sendto` on a connected socket (`send`) included, runs unobserved, at no
+/// cost beyond this filter.
+const FILTER: [sock_filter; 17] = [
+    /* 0 */ stmt(LD_W_ABS, ARCH_OFFSET),
+    /* 1 */ jeq(AUDIT_ARCH, 1, 0),
+    /* 2 */ stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
+    /* 3 */ stmt(LD_W_ABS, NR_OFFSET),
+    /* 4 */ stmt(ALU_AND_K, SYSCALL_MASK),
+    /* 5 */ jeq(libc::SYS_connect as u32, 9, 0),
+    /* 6 */ jeq(libc::SYS_listen as u32, 8, 0),
+    /* 7 */ jeq(libc::SYS_io_uring_setup as u32, 8, 0),
+    /* 8 */ jeq(libc::SYS_sendto as u32, 1, 0),
+    /* 9 */ stmt(RET_K, RET_ALLOW),
+    /* 10 */ stmt(LD_W_ABS, ARG4_LO),
+    /* 11 */ jeq(0, 0, 3),
+    /* 12 */ stmt(LD_W_ABS, ARG4_HI),
+    /* 13 */ jeq(0, 0, 1),
+    /* 14 */ stmt(RET_K, RET_ALLOW),
+    /* 15 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+    /* 16 */ stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32),
 ];
 
 /// The system calls the filter sends to the supervisor.
@@ -72,6 +84,7 @@ const FILTER: [sock_filter; 11] = [
 pub enum Trapped {
     Connect,
     Listen,
+    SendTo,
     Other(i32),
 }
 
@@ -80,6 +93,7 @@ impl Trapped {
         match (nr as u32 & SYSCALL_MASK) as c_long {
             libc::SYS_connect => Trapped::Connect,
             libc::SYS_listen => Trapped::Listen,
+            libc::SYS_sendto => Trapped::SendTo,
             _ => Trapped::Other(nr),
         }
     }

@@ -29,7 +29,7 @@ use namesock::interpose::{self, delivery_address, serve_errno, sockopt_int, tcp_
 use namesock::synthetic;
 use parking_lot::Mutex;
 
-use crate::dns::Stub;
+use crate::dns::{self, Stub};
 use crate::sys::{self, Listener, Notif, Trapped};
 
 /// Calls carried out at once on worker threads.
@@ -78,6 +78,7 @@ impl Supervisor {
             let verdict = match Trapped::of(notif.nr) {
                 Trapped::Connect => self.connect(notif),
                 Trapped::Listen => self.spawn(notif, Supervisor::listen),
+                Trapped::SendTo => Some(self.send_to(notif)),
                 Trapped::Other(nr) => {
                     tracing::warn!(nr, "unexpected trapped system call");
                     Some(Verdict::Continue)
@@ -136,10 +137,46 @@ impl Supervisor {
     /// The address a trapped connect names, read from the caller's memory; `None` when it is
     /// not an IP address (or unreadable: the kernel will say EFAULT itself).
     fn connect_target(&self, notif: &Notif) -> Option<SocketAddr> {
-        let len = (notif.args[2] as usize).min(MAX_SOCKADDR);
+        self.read_sockaddr(notif, notif.args[1], notif.args[2])
+    }
+
+    fn read_sockaddr(&self, notif: &Notif, at: u64, len: u64) -> Option<SocketAddr> {
+        let len = (len as usize).min(MAX_SOCKADDR);
         let mut buf = [0u8; MAX_SOCKADDR];
-        let n = sys::read_memory(notif.tid, notif.args[1], &mut buf[..len]).ok()?;
+        let n = sys::read_memory(notif.tid, at, &mut buf[..len]).ok()?;
         interpose::sockaddr_from_bytes(&buf[..n])
+    }
+
+    /// A `sendto` with a destination: a datagram to a synthetic address goes nowhere
+    /// (ENETUNREACH, as a connect of a UDP socket to one); a DNS query to port 53 that names
+    /// the zone is not sent (ENETUNREACH: the resolver tries, times out and fails; it cannot
+    /// be answered, since such resolvers take answers only from the server's address); the
+    /// rest continues.
+    fn send_to(&self, notif: Notif) -> Verdict {
+        let Some(to) = self.read_sockaddr(&notif, notif.args[4], notif.args[5]) else {
+            return Verdict::Continue;
+        };
+        if synthetic::is_synthetic(to.ip()) {
+            return Verdict::Fail(libc::ENETUNREACH);
+        }
+        if to.port() != DNS_PORT {
+            return Verdict::Continue;
+        }
+        let len = (notif.args[2] as usize).min(dns::MAX_MESSAGE);
+        let mut query = vec![0u8; len];
+        let Ok(n) = sys::read_memory(notif.tid, notif.args[1], &mut query) else {
+            return Verdict::Continue;
+        };
+        if !self.listener.id_valid(notif.id) {
+            return Verdict::Fail(libc::EINTR);
+        }
+        match dns::answer(&query[..n]) {
+            dns::Answer::Forward => Verdict::Continue,
+            dns::Answer::Local(_) => {
+                tracing::info!(%to, "a DNS query for the zone sent without connect: not sent");
+                Verdict::Fail(libc::ENETUNREACH)
+            }
+        }
     }
 
     fn connect(self: &Arc<Self>, notif: Notif) -> Option<Verdict> {

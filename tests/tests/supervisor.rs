@@ -12,8 +12,11 @@
 //!   connect to a port it does not serve fails with "Connection refused".
 //! - A supervised program's connect to a plain address is untouched: the download works and
 //!   the supervisor's engine never starts.
+//! - DNS sent with `sendto` on an unconnected socket (musl's way): a query naming the zone is
+//!   not sent (ENETUNREACH), an ordinary one is (tcpdump).
 //!
-//! Needs root, `ip`, `nft`, busybox (static), go, tcpdump, curl, python3 and a release build
+//! Needs root, `ip`, `nft`, busybox (static), go, tcpdump, curl, python3, cc (with the static C
+//! library) and a release build
 //! (`tests/run.sh`); otherwise each test reports a skip. `NAMESOCK_TEST_KEEP=1` keeps the
 //! work directories.
 //!
@@ -434,6 +437,90 @@ fn plain_address_connect_from_a_supervised_program_is_untouched() {
     assert!(
         !log.contains("engine started") && !log.contains("trap: connected"),
         "a plain-address connect went through namesock:\n{log}"
+    );
+}
+
+/// A DNS query for argv[1], type A, sent with `sendto` on an unconnected UDP socket to
+/// argv[2]:53 (as musl's resolver sends it): prints "sent" or the error.
+const SENDTO_DNS_C: &str = r#"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int main(int argc, char **argv) {
+    unsigned char q[512] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    size_t n = 12;
+    for (char *label = strtok(argv[1], "."); label; label = strtok(NULL, ".")) {
+        q[n++] = (unsigned char)strlen(label);
+        memcpy(q + n, label, strlen(label));
+        n += strlen(label);
+    }
+    q[n++] = 0;
+    q[n++] = 0; q[n++] = 1; /* A */
+    q[n++] = 0; q[n++] = 1; /* IN */
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, argv[2], &to.sin_addr);
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sendto(s, q, n, 0, (struct sockaddr *)&to, sizeof to) < 0) {
+        printf("sendto: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("sent\n");
+    return 0;
+}
+"#;
+
+#[test]
+fn dns_sent_without_connect_never_carries_the_zone() {
+    let test = "dns_sent_without_connect_never_carries_the_zone";
+    if !ready(test, &["cc", "tcpdump"]) {
+        return;
+    }
+    let scenario = Scenario::without_server("sv-sendto", 1024, fast());
+    let src = scenario.world.path("sendto.c");
+    let bin = scenario.world.path("sendto");
+    std::fs::write(&src, SENDTO_DNS_C).expect("write the C source");
+    let built = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        built.status.success(),
+        "cc -static failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let capture = Capture::start(&scenario.client, scenario.world.path("dns.capture"));
+    let send = |label: &str, name: &str| -> String {
+        let argv = [bin.to_str().unwrap(), name, "192.0.2.53"];
+        let mut command = scenario
+            .world
+            .namesock_run(&scenario.client, label, &argv)
+            .expect("sendto command");
+        let _ = command.status().expect("run the sendto program");
+        std::fs::read_to_string(scenario.world.log(label)).unwrap_or_default()
+    };
+    let zone = send("zone", &format!("web.{ZONE}"));
+    let inside = send("inside", &format!("web.{ZONE}.example.com"));
+    let ordinary = send("ordinary", "probe.example");
+    let captured = capture.stop();
+    assert!(zone.contains("sendto: Network is unreachable"), "{zone}");
+    assert!(
+        inside.contains("sendto: Network is unreachable"),
+        "{inside}"
+    );
+    assert!(ordinary.contains("sent"), "{ordinary}");
+    assert!(
+        captured.contains("probe.example"),
+        "the capture missed the ordinary query:\n{captured}"
+    );
+    assert!(
+        !captured.to_ascii_lowercase().contains(ZONE),
+        "a query for the zone left the client:\n{captured}"
     );
 }
 
