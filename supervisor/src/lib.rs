@@ -8,15 +8,19 @@
 //!
 //! See `docs/architecture.md` ("The supervisor") and `docs/preload.md`.
 
+// All of the crate's `unsafe` is at the system-call edge, `sys`.
+#![deny(unsafe_code)]
+
 pub mod detect;
 pub mod dns;
+#[allow(unsafe_code)]
 mod sys;
 mod trap;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 pub use detect::{ProgramKind, classify};
@@ -64,17 +68,7 @@ pub fn run(program: &OsStr, args: &[OsString]) -> Result<u8, SupervisorError> {
     let (ours, theirs) = sys::socketpair().map_err(SupervisorError::Setup)?;
     let mut command = Command::new(program);
     command.args(args).env("RES_OPTIONS", res_options());
-    let theirs_fd = theirs.as_raw_fd();
-    // SAFETY (of the closure's contract): it runs in the forked child before exec and only
-    // makes system calls on stack data (`install_filter_in_child`, `send_fd`, close).
-    unsafe {
-        command.pre_exec(move || {
-            let listener = sys::install_filter_in_child()?;
-            sys::send_fd(theirs_fd, listener)?;
-            libc::close(listener);
-            Ok(())
-        });
-    }
+    sys::filter_before_exec(&mut command, theirs.as_raw_fd());
     let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,

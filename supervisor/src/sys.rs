@@ -150,6 +150,23 @@ pub fn install_filter_in_child() -> io::Result<RawFd> {
     Ok(listener as RawFd)
 }
 
+/// Makes `command`'s child install the filter between fork and exec and send the listener's
+/// descriptor over the Unix socket `sock` (which the child inherits until exec).
+pub fn filter_before_exec(command: &mut std::process::Command, sock: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY (the pre_exec contract): the closure runs in the forked child before exec and
+    // only makes system calls on stack data (`install_filter_in_child`, `send_fd`, close): no
+    // allocation, no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let listener = install_filter_in_child()?;
+            send_fd(sock, listener)?;
+            libc::close(listener);
+            Ok(())
+        });
+    }
+}
+
 /// A connected pair of Unix stream sockets (close-on-exec).
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
