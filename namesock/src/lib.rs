@@ -7,6 +7,7 @@ pub mod control;
 mod copy;
 pub mod endpoint;
 pub mod engine;
+pub mod interpose;
 pub mod logging;
 pub mod path_manager;
 pub mod session;

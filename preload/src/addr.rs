@@ -1,7 +1,7 @@
 //! `struct sockaddr` <-> `SocketAddr`.
 
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use libc::{sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
 
@@ -10,33 +10,14 @@ use libc::{sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
 /// # Safety
 /// `sa` is null or valid for reads of `len` bytes.
 pub unsafe fn read(sa: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
-    if sa.is_null() || (len as usize) < mem::size_of::<libc::sa_family_t>() {
+    if sa.is_null() {
         return None;
     }
-    // SAFETY: at least the family field is readable (checked above); unaligned reads because
-    // callers may pass any buffer.
-    let family = unsafe { (*sa).sa_family } as libc::c_int;
-    match family {
-        libc::AF_INET if len as usize >= mem::size_of::<sockaddr_in>() => {
-            // SAFETY: `len` covers a sockaddr_in.
-            let sin = unsafe { sa.cast::<sockaddr_in>().read_unaligned() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len as usize >= mem::size_of::<sockaddr_in6>() => {
-            // SAFETY: `len` covers a sockaddr_in6.
-            let sin6 = unsafe { sa.cast::<sockaddr_in6>().read_unaligned() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                u32::from_be(sin6.sin6_flowinfo),
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+    // Only as much as an address can use (a caller may pass any larger length).
+    let len = (len as usize).min(mem::size_of::<sockaddr_storage>());
+    // SAFETY: the caller promises `len` readable bytes at `sa`; u8 has no alignment.
+    let bytes = unsafe { std::slice::from_raw_parts(sa.cast::<u8>(), len) };
+    namesock::interpose::sockaddr_from_bytes(bytes)
 }
 
 /// `addr` in the C layout, and its length.

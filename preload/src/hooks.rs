@@ -3,6 +3,7 @@
 
 use libc::{addrinfo, c_char, c_int, c_uint, c_void, hostent, size_t, sockaddr, socklen_t};
 
+use crate::gai::{self, Gaicb, Sigevent};
 use crate::guard::{failed, hook};
 use crate::real::call as real;
 use crate::{netdb, socket};
@@ -26,6 +27,23 @@ pub unsafe extern "C" fn getaddrinfo(
         || unsafe { real::getaddrinfo(node, service, hints, res) },
         || unsafe { netdb::getaddrinfo(node, service, hints, res) },
         || libc::EAI_FAIL,
+    )
+}
+
+/// # Safety
+/// The contract of getaddrinfo_a(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getaddrinfo_a(
+    mode: c_int,
+    list: *mut *mut Gaicb,
+    nitems: c_int,
+    sevp: *mut Sigevent,
+) -> c_int {
+    hook(
+        // SAFETY (both): the caller's arguments, under the caller's contract.
+        || unsafe { gai::real_or_fail(mode, list, nitems, sevp) },
+        || unsafe { gai::getaddrinfo_a(mode, list, nitems, sevp) },
+        || libc::EAI_SYSTEM,
     )
 }
 

@@ -22,7 +22,7 @@
 //!
 //! # What is hooked
 //!
-//! Name resolution ([`netdb`]): `getaddrinfo`, `gethostbyname`, `gethostbyname2`,
+//! Name resolution ([`netdb`], [`gai`]): `getaddrinfo`, `getaddrinfo_a`, `gethostbyname`, `gethostbyname2`,
 //! `gethostbyname_r`, `gethostbyname2_r`, `getnameinfo`, `gethostbyaddr`. `freeaddrinfo` is
 //! not: results are built by glibc's own `getaddrinfo`, so glibc frees them.
 //!
@@ -37,6 +37,7 @@
 mod addr;
 mod capi;
 mod fds;
+mod gai;
 mod guard;
 mod hooks;
 mod netdb;

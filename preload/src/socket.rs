@@ -3,12 +3,12 @@
 
 use std::io::Write;
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
-use namesock::engine::{self, ServeError, StartError};
-use namesock::identity::KeyFileError;
+use namesock::engine;
+use namesock::interpose::{delivery_address, serve_errno, tcp_family};
 use namesock::synthetic;
 
 use crate::fds::{self, FdState};
@@ -19,21 +19,6 @@ use crate::{addr, real::call as real};
 fn fail(errno: c_int) -> c_int {
     set_errno(errno);
     -1
-}
-
-fn sockopt_int(fd: RawFd, level: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = mem::size_of::<c_int>() as socklen_t;
-    // SAFETY: `v` and `len` describe a c_int that outlives the call.
-    let r = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &mut len) };
-    (r == 0).then_some(v)
-}
-
-/// The family of an AF_INET/AF_INET6 stream socket; `None` for any other socket.
-fn tcp_family(fd: RawFd) -> Option<c_int> {
-    let family = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    let stream = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)? == libc::SOCK_STREAM;
-    (stream && matches!(family, libc::AF_INET | libc::AF_INET6)).then_some(family)
 }
 
 /// `socket`: a new fd has no history, whatever was closed behind our back under its number.
@@ -104,51 +89,6 @@ pub unsafe fn getpeername(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t) -> 
         unsafe { addr::write(&peer, sa, len) };
     }
     r
-}
-
-/// The address the engine delivers sessions to: the listener's own, or loopback when it is
-/// bound to a wildcard address.
-fn delivery_address(fd: RawFd, family: c_int) -> Option<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: `ss` holds `len` bytes.
-    if unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) } != 0 {
-        return None;
-    }
-    // SAFETY: the kernel wrote `len` bytes.
-    let bound = unsafe { addr::read((&raw const ss).cast(), len) }?;
-    let ip = match bound.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        // A dual-stack `::` listener accepts IPv4 too: deliver over 127.0.0.1, which exists
-        // wherever `lo` is up (`::1` may not).
-        IpAddr::V6(ip)
-            if ip.is_unspecified()
-                && family == libc::AF_INET6
-                && sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(0) =>
-        {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    Some(SocketAddr::new(ip, bound.port()))
-}
-
-/// The errno a failed `serve` turns into for the program's listen.
-fn serve_errno(e: &ServeError) -> c_int {
-    match e {
-        ServeError::KeyInUse { .. } => libc::EADDRINUSE,
-        ServeError::Bind { source, .. }
-        | ServeError::Lock { source, .. }
-        | ServeError::Start(StartError::Io(source))
-        | ServeError::Key(KeyFileError::Io { source, .. }) => {
-            source.raw_os_error().unwrap_or(libc::EIO)
-        }
-        ServeError::Key(_) => libc::EACCES,
-        ServeError::Start(StartError::Config(_)) => libc::EINVAL,
-        ServeError::Publish(_) | ServeError::EngineGone => libc::EIO,
-    }
 }
 
 /// `listen`: the real listen, then the engine serves the port, delivering sessions to this

@@ -848,3 +848,110 @@ fn addrconfig_on_a_host_with_only_loopback_still_resolves() {
         "['AF_INET', 'AF_INET6']"
     );
 }
+
+/// A C program using `getaddrinfo_a` (which glibc runs on its own threads through an internal
+/// `getaddrinfo` no preload reaches): argv[1..] looked up with `GAI_WAIT`, then again with
+/// `GAI_NOWAIT` and a `SIGEV_THREAD` notification.
+const GETADDRINFO_A_C: &str = r#"#define _GNU_SOURCE
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <semaphore.h>
+#include <signal.h>
+
+static sem_t done;
+static void notified(union sigval v) { (void)v; sem_post(&done); }
+
+static void show(struct gaicb *r) {
+    int e = gai_error(r);
+    if (e != 0) { printf("%s: error %s\n", r->ar_name, gai_strerror(e)); return; }
+    for (struct addrinfo *a = r->ar_result; a; a = a->ai_next) {
+        char buf[64];
+        void *p = a->ai_family == AF_INET ? (void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                          : (void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+        inet_ntop(a->ai_family, p, buf, sizeof buf);
+        printf("%s: %s\n", r->ar_name, buf);
+    }
+    freeaddrinfo(r->ar_result);
+}
+
+int main(int argc, char **argv) {
+    /* argv[1..]: names; first all with GAI_WAIT, then again with GAI_NOWAIT + SIGEV_THREAD. */
+    int n = argc - 1;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    struct gaicb reqs[8], *list[8];
+    for (int round = 0; round < 2; round++) {
+        memset(reqs, 0, sizeof reqs);
+        for (int i = 0; i < n && i < 8; i++) {
+            reqs[i].ar_name = argv[i + 1];
+            reqs[i].ar_request = &hints;
+            list[i] = &reqs[i];
+        }
+        if (round == 0) {
+            int rc = getaddrinfo_a(GAI_WAIT, list, n, NULL);
+            printf("wait: rc %d\n", rc);
+        } else {
+            struct sigevent sev;
+            memset(&sev, 0, sizeof sev);
+            sev.sigev_notify = SIGEV_THREAD;
+            sev.sigev_notify_function = notified;
+            sem_init(&done, 0, 0);
+            int rc = getaddrinfo_a(GAI_NOWAIT, list, n, &sev);
+            printf("nowait: rc %d\n", rc);
+            sem_wait(&done);
+            printf("nowait: notified\n");
+        }
+        for (int i = 0; i < n; i++) show(&reqs[i]);
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn getaddrinfo_a_answers_names_in_the_zone() {
+    let test = "getaddrinfo_a_answers_names_in_the_zone";
+    if !namesock_tests::require_tools(test, &["cc"]) {
+        return;
+    }
+    let world = world("preload-gai-a");
+    let key = Keypair::generate();
+    let gns = world.gns().unwrap();
+    let locator: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    gns.publish(&key, &[locator], &["web".to_owned()]).unwrap();
+    gns.register(&key, "web").unwrap();
+    let src = world.path("gaia.c");
+    let bin = world.path("gaia");
+    std::fs::write(&src, GETADDRINFO_A_C).unwrap();
+    let built = Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .arg("-lanl")
+        .output()
+        .expect("run cc");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let host = format!("web.{ZONE}");
+    let nosuch = format!("nosuch.{ZONE}");
+    let argv = [bin.to_str().unwrap(), "localhost", &host, &nosuch];
+    let mut command = world.namesock_run(&Local, "gaia", &argv).unwrap();
+    command.stdout(Stdio::piped());
+    let output = run(command, None);
+    check("getaddrinfo_a program", &output, &world, "gaia");
+    let text = String::from_utf8(output.stdout).unwrap();
+    for round in ["wait: rc 0", "nowait: rc 0", "nowait: notified"] {
+        assert!(text.contains(round), "no {round:?} in:\n{text}");
+    }
+    let lines = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    // Each round: one IPv4 and one IPv6 synthetic address for the name in the zone.
+    assert_eq!(lines(&format!("{host}: 240.78.")), 2, "{text}");
+    assert_eq!(lines(&format!("{host}: 100::4e53:0:")), 2, "{text}");
+    assert_eq!(lines(&format!("{nosuch}: error")), 2, "{text}");
+    assert_eq!(lines("localhost: 127.0.0.1"), 2, "{text}");
+}

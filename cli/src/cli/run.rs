@@ -1,8 +1,12 @@
-//! `namesock run [--name NAME] -- CMD ARGS...`: run an unmodified program under the preload
-//! (like `torsocks`, `proxychains4` or `mptcpize run`).
+//! `namesock run [--name NAME] [--supervise|--preload] -- CMD ARGS...`: run an unmodified
+//! program with namesock connections (like `torsocks`, `proxychains4` or `mptcpize run`).
 //!
-//! It finds `libnamesock.so`, appends it to `LD_PRELOAD`, sets `NAMESOCK_NAME` when `--name`
-//! is given, and execs CMD in place (same pid, same stdio, same signals). The library is
+//! A dynamically linked program gets the preload: `run` finds `libnamesock.so`, appends it to
+//! `LD_PRELOAD`, sets `NAMESOCK_NAME` when `--name` is given, and execs CMD in place (same
+//! pid, same stdio, same signals). A program the preload cannot reach (statically linked, or
+//! a Go program: `namesock_supervisor::classify`) runs under the seccomp supervisor instead,
+//! as a child of this process, which stays to run the engine (`--supervise`/`--preload`
+//! force either way). The library is
 //! looked for in `$NAMESOCK_LIB` (a file), then next to the `namesock` binary (which is where
 //! cargo puts the cdylib: `target/<profile>/libnamesock.so` beside
 //! `target/<profile>/namesock`), then in `../lib` and `../lib/namesock` relative to the
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use namesock_supervisor::ProgramKind;
 
 /// The preload library's file name.
 const LIB_NAME: &str = "libnamesock.so";
@@ -39,13 +44,38 @@ enum RunError {
     Setid(PathBuf, &'static str),
     #[error("cannot execute {0}: {1}")]
     Exec(String, #[source] io::Error),
+    #[error(
+        "{program} needs the supervisor ({why}), which must reach the program's sockets \
+         (pidfd_getfd), but kernel.yama.ptrace_scope={scope} forbids that here; run it as root \
+         or lower the setting (sysctl kernel.yama.ptrace_scope=1)"
+    )]
+    PtraceScope {
+        program: String,
+        why: &'static str,
+        scope: u32,
+    },
+    #[error(
+        "{0} is a 32-bit program: neither the (64-bit) preload nor the supervisor can serve it, \
+         so it would run without namesock"
+    )]
+    Elf32(PathBuf),
+    #[error(transparent)]
+    Supervisor(#[from] namesock_supervisor::SupervisorError),
 }
 
 impl RunError {
     fn exit_code(&self) -> ExitCode {
         match self {
             RunError::NotFound(_) => ExitCode::from(127),
-            RunError::Exec(..) | RunError::Setid(..) => ExitCode::from(126),
+            RunError::Exec(..)
+            | RunError::Setid(..)
+            | RunError::PtraceScope { .. }
+            | RunError::Elf32(_) => ExitCode::from(126),
+            RunError::Supervisor(e) => match e.spawn_errno() {
+                Some(libc::ENOENT) => ExitCode::from(127),
+                Some(_) => ExitCode::from(126),
+                None => ExitCode::FAILURE,
+            },
             _ => ExitCode::FAILURE,
         }
     }
@@ -54,7 +84,23 @@ impl RunError {
 pub fn commands() -> Vec<Command> {
     vec![
         Command::new("run")
-            .about("Run a program with namesock connections (LD_PRELOAD=libnamesock.so)")
+            .about(
+                "Run a program with namesock connections (LD_PRELOAD=libnamesock.so, or the \
+                 seccomp supervisor for static and Go programs)",
+            )
+            .arg(
+                Arg::new("supervise")
+                    .long("supervise")
+                    .action(ArgAction::SetTrue)
+                    .conflicts_with("preload")
+                    .help("Run under the seccomp supervisor even if the preload would reach it"),
+            )
+            .arg(
+                Arg::new("preload")
+                    .long("preload")
+                    .action(ArgAction::SetTrue)
+                    .help("Use LD_PRELOAD even for a static or Go program (which it misses)"),
+            )
             .arg(
                 Arg::new("name")
                     .long("name")
@@ -87,24 +133,90 @@ pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
     let program = command.next()?;
     let args: Vec<OsString> = command.collect();
     let name = matches.get_one::<String>("name").map(String::as_str);
-    // `run` only returns when it failed: on success the process is CMD now.
-    let err = run(&program, &args, name);
+    let mode = if matches.get_flag("supervise") {
+        Mode::Supervise
+    } else if matches.get_flag("preload") {
+        Mode::Preload
+    } else {
+        Mode::Auto
+    };
+    // On success, `run` does not return (the process is CMD now) or returns CMD's status.
+    let err = match run(&program, &args, name, mode) {
+        Ok(status) => return Some(ExitCode::from(status)),
+        Err(err) => err,
+    };
     eprintln!("namesock run: {err}");
     Some(err.exit_code())
 }
 
-fn run(program: &OsStr, args: &[OsString], name: Option<&str>) -> RunError {
+/// How `run` reaches the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The preload for dynamic programs, the supervisor for static and Go ones.
+    Auto,
+    Preload,
+    Supervise,
+}
+
+fn run(program: &OsStr, args: &[OsString], name: Option<&str>, mode: Mode) -> Result<u8, RunError> {
+    let path = find_program(program)?;
+    check_not_setid(&path)?;
+    let kind = namesock_supervisor::classify(&path).unwrap_or(ProgramKind::Other);
+    if kind == ProgramKind::Elf32 {
+        return Err(RunError::Elf32(path));
+    }
+    let supervise = match mode {
+        Mode::Supervise => true,
+        Mode::Preload => false,
+        Mode::Auto => kind.needs_supervisor(),
+    };
+    if supervise {
+        let why = match kind {
+            ProgramKind::Go => "a Go program",
+            ProgramKind::Static => "a statically linked program",
+            _ => "--supervise",
+        };
+        check_ptrace_scope(&path, why)?;
+        tracing::debug!(program = %path.display(), why, "running under the supervisor");
+        if let Some(name) = name {
+            // SAFETY: no other thread runs yet in this process (the engine and the
+            // supervisor's threads start later), so nothing reads the environment meanwhile.
+            unsafe { std::env::set_var("NAMESOCK_NAME", name) };
+        }
+        return Ok(namesock_supervisor::run(program, args)?);
+    }
+    Err(exec_with_preload(program, args, name, &path))
+}
+
+/// Refuses the supervisor where Yama forbids it to take the program's descriptors (scope 2
+/// without root, or 3): better said before running than a program whose connects fail.
+fn check_ptrace_scope(path: &Path, why: &'static str) -> Result<(), RunError> {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if scope >= 3 || (scope == 2 && !root) {
+        return Err(RunError::PtraceScope {
+            program: path.display().to_string(),
+            why,
+            scope,
+        });
+    }
+    Ok(())
+}
+
+fn exec_with_preload(
+    program: &OsStr,
+    args: &[OsString],
+    name: Option<&str>,
+    path: &Path,
+) -> RunError {
     let lib = match find_library() {
         Ok(lib) => lib,
         Err(e) => return e,
     };
-    let path = match find_program(program) {
-        Ok(path) => path,
-        Err(e) => return e,
-    };
-    if let Err(e) = check_not_setid(&path) {
-        return e;
-    }
     let mut process = Process::new(program);
     process.args(args).env(
         "LD_PRELOAD",
@@ -229,6 +341,24 @@ mod tests {
             find_program(OsStr::new("no-such-program-namesock")),
             Err(RunError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn thirty_two_bit_programs_are_refused_before_running() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog32");
+        // An ELFCLASS32 header: what the loader and the filter both cannot serve.
+        let mut header = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        header.truncate(4096);
+        header[4] = 1;
+        std::fs::write(&prog, &header).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for mode in [Mode::Auto, Mode::Preload, Mode::Supervise] {
+            let err = run(prog.as_os_str(), &[], None, mode).unwrap_err();
+            assert!(matches!(err, RunError::Elf32(_)), "{err}");
+            assert!(err.to_string().contains("32-bit program"), "{err}");
+        }
     }
 
     #[test]

@@ -479,6 +479,17 @@ impl Download {
         } else {
             world.plain(place, label, &argv)?
         };
+        Download::spawn(command, label, out, expected)
+    }
+
+    /// Start any downloading `command` (built with [`World::namesock_run`] or
+    /// [`World::plain`] as program `label`) that writes `expected` to `out`.
+    pub fn spawn(
+        command: Command,
+        label: &str,
+        out: PathBuf,
+        expected: &Served,
+    ) -> Result<Download> {
         let progress = Progress::watch(out.clone(), Duration::from_millis(20));
         let client = Process::spawn(command)?;
         Ok(Download {
