@@ -140,6 +140,7 @@ impl World {
             format!("file:{}", self.dir.path().join("gns").display()),
         )
         .env("NAMESOCK_KEY", self.key_path(who))
+        .env("NAMESOCK_KNOWN_NAMES", self.dir.path().join("known_names"))
         .env_remove("NAMESOCK_NAME")
         .env_remove("NAMESOCK_CONFIG")
         .env_remove("NAMESOCK_ZONE")

@@ -806,6 +806,7 @@ fn env(cmd: &mut Command, dir: &Path, role: &str, timers: Timers) {
         format!("file:{}", dir.join("gns").display()),
     )
     .env("NAMESOCK_ZONE", ZONE)
+    .env("NAMESOCK_KNOWN_NAMES", dir.join("known_names"))
     .env("NAMESOCK_KEY", dir.join(format!("{role}.key")))
     .env("NAMESOCK_CONNECT_TIMEOUT_MS", "10000")
     .env("NAMESOCK_LOG", "namesock=debug")

@@ -231,6 +231,7 @@ fn sessions_show_guids_bytes_paths_and_moves_and_only_to_their_user() {
             "NAMESOCK_GNS",
             format!("file:{}", scenario.world.path("gns").display()),
         )
+        .env("NAMESOCK_KNOWN_NAMES", scenario.world.path("known_names"))
         .env_remove("NAMESOCK_LOG");
     let out = status.output().expect("run namesock status");
     let text = String::from_utf8_lossy(&out.stdout);

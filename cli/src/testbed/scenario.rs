@@ -253,6 +253,8 @@ impl World {
                 format!("file:{}", self.path("gns").display()),
             )
             .env("NAMESOCK_ZONE", ZONE)
+            // The names this world's programs pin stay in the world, not in the user's file.
+            .env("NAMESOCK_KNOWN_NAMES", self.path("known_names"))
             .env(
                 "NAMESOCK_KEY",
                 self.path("keys").join(format!("{label}.key")),
