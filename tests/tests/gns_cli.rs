@@ -44,7 +44,10 @@ impl Cli {
         cmd.args(args)
             .env("NAMESOCK_GNS", &self.gns)
             .env("NAMESOCK_KEY", &self.key)
-            .env("NAMESOCK_KNOWN_NAMES", self.key.with_file_name("known_names"))
+            .env(
+                "NAMESOCK_KNOWN_NAMES",
+                self.key.with_file_name("known_names"),
+            )
             .env_remove("NAMESOCK_CONFIG")
             .env_remove("NAMESOCK_ZONE");
         cmd
