@@ -51,7 +51,7 @@ impl Acceptor {
         let mut refuse = Refuse {
             conn_id,
             reason,
-            echo: super::echo_of(first),
+            echo: super::handshake::echo_of(first),
             server_key: self.key.public(),
             signature: Signature([0; 64]),
         };

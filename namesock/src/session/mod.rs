@@ -20,6 +20,7 @@
 mod acceptor;
 mod auth;
 mod error;
+mod handshake;
 mod keys;
 mod path;
 mod recv;
@@ -34,8 +35,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use namesock_identity::{Guid, Keypair, PublicKey, Signature};
-use sha2::{Digest, Sha256};
+use namesock_identity::{Guid, Keypair, PublicKey};
 use tracing::{debug, warn};
 
 pub use acceptor::Acceptor;
@@ -44,10 +44,11 @@ pub use keys::{CryptoError, RECORDS_PER_KEY};
 
 use crate::copy;
 use crate::wire::{
-    ConnId, Frame, FrameRef, Hello, HelloAck, MAX_LOCATORS, PathId, RESUME_SEALED_LEN, Record,
-    Refuse, ResetReason, Resume, ResumeAck, ResumeBody, SealedRef, TAG_LEN,
+    ConnId, Frame, FrameRef, MAX_LOCATORS, PathId, Record, ResetReason, ResumeBody, SealedRef,
+    TAG_LEN,
 };
-use keys::{Ephemeral, SessionKeys};
+use handshake::{echo_of, seal_resume};
+use keys::SessionKeys;
 use path::{Path, PathState, PingInFlight};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
@@ -305,88 +306,6 @@ impl Session {
         }
     }
 
-    /// A client session to `target`'s service `port`. `conn_id` must be a fresh random
-    /// value. The HELLO goes out on the first path the engine opens.
-    pub fn client(
-        cfg: SessionConfig,
-        key: Arc<Keypair>,
-        target: Guid,
-        port: u16,
-        conn_id: ConnId,
-        now: Instant,
-    ) -> Session {
-        let mut s = Session::new(Role::Client, cfg, key, conn_id, target, now);
-        s.connecting = Some(port);
-        s.next_conn_id = Some(conn_id);
-        s.no_live_since = Some(now);
-        s
-    }
-
-    /// Client: a new HELLO for `port`, with a fresh connection ID and ephemeral key, signed.
-    fn new_hello(&mut self, port: u16) -> (Hello, Ephemeral) {
-        let conn_id = self.next_conn_id.take().unwrap_or_else(rand::random);
-        let ephemeral = Ephemeral::generate();
-        let mut hello = Hello {
-            conn_id,
-            client_key: self.key.public(),
-            target: self.server_guid,
-            port,
-            ephemeral: ephemeral.public(),
-            window: window_of(&self.cfg),
-            signature: Signature([0; 64]),
-        };
-        hello.signature = self.key.sign(&auth::hello(&hello));
-        (hello, ephemeral)
-    }
-
-    /// The server session for a verified HELLO, with HELLO_ACK queued on `path`: a fresh
-    /// ephemeral key, the keys agreed, the transcript signed. `Err`: the client's ephemeral
-    /// key is unusable.
-    fn server(
-        cfg: SessionConfig,
-        key: Arc<Keypair>,
-        hello: &Hello,
-        path: PathId,
-        now: Instant,
-    ) -> Result<Session, HandshakeError> {
-        let guid = key.guid();
-        let mut s = Session::new(Role::Server, cfg, key, hello.conn_id, guid, now);
-        let ephemeral = Ephemeral::generate();
-        let mut ack = HelloAck {
-            conn_id: hello.conn_id,
-            server_key: s.key.public(),
-            ephemeral: ephemeral.public(),
-            window: window_of(&s.cfg),
-            linger_ms: u32::try_from(s.cfg.linger.as_millis()).unwrap_or(u32::MAX),
-            signature: Signature([0; 64]),
-        };
-        ack.signature = s.key.sign(&auth::hello_ack(hello, &ack));
-        let keys = ephemeral
-            .agree(&hello.ephemeral, &auth::keys(hello, &ack))
-            .map_err(|_| HandshakeError::BadEphemeral)?;
-        s.peer = Some(hello.client_key);
-        s.send.set_peer_window(hello.window);
-        let mut p = Path::new(path, PathState::Live, now, Frame::HelloAck(ack));
-        p.keys = Some(keys.path(false, 0));
-        s.keys = Some(keys);
-        s.add_live_path(p);
-        Ok(s)
-    }
-
-    /// Server: whether the client proved it holds the session keys (see `Event::Established`).
-    pub fn is_proven(&self) -> bool {
-        self.proven
-    }
-
-    fn prove(&mut self) {
-        if !self.proven {
-            self.proven = true;
-            if let Some(peer) = self.peer {
-                self.events.push_back(Event::Established { peer });
-            }
-        }
-    }
-
     /// Whether `path` still waits for the answer to its HELLO or RESUME.
     pub fn is_handshaking(&self, path: PathId) -> bool {
         self.index(path)
@@ -640,166 +559,6 @@ impl Session {
                 Ok(())
             }
         }
-    }
-
-    fn on_hello_ack(&mut self, i: usize, a: &HelloAck) -> Result<(), SessionError> {
-        let Some((hello, _)) = self.paths[i]
-            .hello
-            .as_ref()
-            .filter(|_| self.connecting.is_some())
-        else {
-            return Err(SessionError::UnexpectedFrame {
-                frame: "HELLO_ACK",
-                why: "no HELLO outstanding on this path",
-            });
-        };
-        if a.conn_id != hello.conn_id {
-            return Err(HandshakeError::WrongConnection.into());
-        }
-        // The server must prove the GUID we dialled: anything else is an impostor, and
-        // loses its path only (unauthenticated bytes never end a session).
-        if !self.server_guid.is_certified_by(&a.server_key) {
-            warn!(server = %a.server_key.guid(), "HELLO_ACK from a key that is not the GUID dialled");
-            return Err(HandshakeError::KeyMismatch.into());
-        }
-        a.server_key
-            .verify(&auth::hello_ack(hello, a), &a.signature)
-            .map_err(|_| HandshakeError::BadSignature)?;
-        let transcript = auth::keys(hello, a);
-        let Some((hello, ephemeral)) = self.paths[i].hello.take() else {
-            unreachable!("checked above");
-        };
-        let keys = ephemeral
-            .agree(&a.ephemeral, &transcript)
-            .map_err(|_| HandshakeError::BadEphemeral)?;
-        self.conn_id = hello.conn_id;
-        self.connecting = None;
-        // The other HELLOs in flight lose: their paths go (their servers' sessions end
-        // unproven).
-        let losers: Vec<PathId> = self
-            .paths
-            .iter()
-            .filter(|p| p.hello.is_some())
-            .map(|p| p.id)
-            .collect();
-        let (me, now) = (self.paths[i].id, self.paths[i].last_recv);
-        for id in losers {
-            self.lose_path(now, id, true);
-        }
-        let i = self.index(me).expect("the answered path stays");
-        self.paths[i].keys = Some(keys.path(true, 0));
-        // The first sealed record proves to the server that we hold the keys: send one now,
-        // even if the program has nothing to say yet.
-        self.paths[i].ping_due = true;
-        self.keys = Some(keys);
-        self.peer = Some(a.server_key);
-        self.send.set_peer_window(a.window);
-        self.linger = self
-            .cfg
-            .linger
-            .min(Duration::from_millis(u64::from(a.linger_ms)));
-        self.make_live(i);
-        self.events
-            .push_back(Event::Established { peer: a.server_key });
-        Ok(())
-    }
-
-    fn on_resume_ack(&mut self, i: usize, a: &ResumeAck) -> Result<(), SessionError> {
-        // It opened with this path's keys, so the server sent it on this path.
-        let Some(r) = self.paths[i].resume.as_ref() else {
-            return Err(SessionError::UnexpectedFrame {
-                frame: "RESUME_ACK",
-                why: "no RESUME outstanding on this path",
-            });
-        };
-        if a.path_id != r.path_id {
-            return Err(HandshakeError::WrongConnection.into());
-        }
-        let sent_received = r.received;
-        self.send.on_received(a.received)?;
-        self.confirmed = self.confirmed.max(sent_received);
-        self.paths[i].resume = None;
-        self.make_live(i);
-        Ok(())
-    }
-
-    /// Client: a REFUSE answering this path's HELLO or RESUME. Acted on only if it is
-    /// signed by the server's key (the GUID dialled, or the key of the HELLO_ACK) and names
-    /// exactly the frame this path sent; anything else loses the path only.
-    fn on_refuse(&mut self, i: usize, r: &Refuse) -> Result<(), SessionError> {
-        let p = &self.paths[i];
-        let key_ok = match self.peer {
-            Some(peer) => peer == r.server_key,
-            None => self.server_guid.is_certified_by(&r.server_key),
-        };
-        let conn_id = p.hello.as_ref().map_or(self.conn_id, |(h, _)| h.conn_id);
-        if r.conn_id != conn_id || p.echo != Some(r.echo) || !key_ok {
-            return Err(HandshakeError::WrongConnection.into());
-        }
-        r.server_key
-            .verify(&auth::refuse(r), &r.signature)
-            .map_err(|_| HandshakeError::BadSignature)?;
-        debug!(reason = ?r.reason, "the server refused the session");
-        self.reset(r.reason, false, true);
-        Ok(())
-    }
-
-    /// Server: checks a RESUME (connection, sealed by this session's client with the
-    /// session's resume key, freshness above every accepted one, a plausible `received`)
-    /// without changing anything; returns its sealed fields.
-    pub fn verify_resume(&self, resume: &Resume) -> Result<ResumeBody, ResumeError> {
-        let Some(keys) = self.keys.as_ref().filter(|_| self.role == Role::Server) else {
-            return Err(ResumeError::NotServer);
-        };
-        if resume.conn_id != self.conn_id {
-            return Err(ResumeError::WrongConnection);
-        }
-        if self.is_terminal() {
-            return Err(ResumeError::Finished);
-        }
-        let body = open_resume(keys, resume).ok_or(ResumeError::Unauthentic)?;
-        if resume.freshness <= self.freshness {
-            return Err(ResumeError::Replayed {
-                freshness: resume.freshness,
-                last: self.freshness,
-            });
-        }
-        if body.received > self.send.high() {
-            return Err(ResumeError::ReceivedBeyondSent {
-                received: body.received,
-                sent: self.send.high(),
-            });
-        }
-        Ok(body)
-    }
-
-    /// Server: attaches `path` for a RESUME that passed `verify_resume` (checked again here,
-    /// so an unverified one changes nothing), makes it the active path and queues RESUME_ACK,
-    /// sealed with the keys of path number `freshness`.
-    pub fn attach_resume(&mut self, now: Instant, resume: &Resume, path: PathId) {
-        let body = match self.verify_resume(resume) {
-            Ok(body) => body,
-            Err(e) => {
-                warn!(path, error = %e, "attach_resume without a valid RESUME ignored");
-                return;
-            }
-        };
-        if let Err(e) = self.send.on_received(body.received) {
-            warn!(path, error = %e, "RESUME ignored");
-            return;
-        }
-        self.freshness = resume.freshness;
-        self.detach(path);
-        let ack = ResumeAck {
-            path_id: body.path_id,
-            received: self.recv.received(),
-        };
-        let mut p = Path::new(path, PathState::Live, now, Frame::ResumeAck(ack));
-        p.keys = self.keys.as_ref().map(|k| k.path(false, resume.freshness));
-        self.add_live_path(p);
-        self.prove();
-        self.enforce_path_limit(now);
-        self.after_input();
     }
 
     /// The next frame to write on `path`, encoded straight onto `out` (a DATA payload goes
@@ -1265,39 +1024,4 @@ impl Session {
             self.events.push_back(Event::Closed);
         }
     }
-}
-
-/// Client: a RESUME for path number `freshness`, its body sealed with the resume key.
-fn seal_resume(keys: &SessionKeys, conn_id: ConnId, freshness: u64, body: ResumeBody) -> Resume {
-    let mut resume = Resume {
-        conn_id,
-        freshness,
-        sealed: [0; RESUME_SEALED_LEN],
-    };
-    let mut aad = Vec::with_capacity(32);
-    resume.encode_clear_part(&mut aad);
-    let (plain, tag) = resume.sealed.split_at_mut(RESUME_SEALED_LEN - TAG_LEN);
-    plain[..4].copy_from_slice(&body.path_id.to_be_bytes());
-    plain[4..].copy_from_slice(&body.received.to_be_bytes());
-    tag.copy_from_slice(&keys.seal_resume(freshness, &aad, plain));
-    resume
-}
-
-/// Server: a RESUME's sealed fields, if they open with the session's resume key.
-fn open_resume(keys: &SessionKeys, resume: &Resume) -> Option<ResumeBody> {
-    let mut aad = Vec::with_capacity(32);
-    resume.encode_clear_part(&mut aad);
-    let mut sealed = resume.sealed;
-    let plain = keys.open_resume(resume.freshness, &aad, &mut sealed).ok()?;
-    Some(ResumeBody {
-        path_id: u32::from_be_bytes(plain[..4].try_into().ok()?),
-        received: u64::from_be_bytes(plain[4..12].try_into().ok()?),
-    })
-}
-
-/// What a REFUSE names: SHA-256 of the HELLO or RESUME as encoded on the wire.
-pub(crate) fn echo_of<P: crate::wire::Payload>(first: &Frame<P>) -> [u8; 32] {
-    let mut bytes = Vec::with_capacity(256);
-    first.encode(&mut bytes);
-    Sha256::digest(&bytes).into()
 }

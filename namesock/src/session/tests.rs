@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use namesock_identity::{Keypair, Signature};
 
 use super::*;
-use crate::wire::{FrameReader, RESUME_SEALED_LEN};
+use crate::wire::{FrameReader, Hello, HelloAck, RESUME_SEALED_LEN, Resume, ResumeAck};
 
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
