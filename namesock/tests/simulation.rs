@@ -626,3 +626,17 @@ fn regression_7_refused_while_the_server_republishes() {
         &[5717],
     );
 }
+
+/// Regression 8 (Session, protocol 2), found by this simulation and fixed in the core: the
+/// client's first sealed record (its proof of the keys) sat 10 s on a stalled path; the
+/// server dropped its unproven session after a 10 s proof timeout, and the client's RESUME
+/// then met a REFUSE and the session ended. An unproven session now lives the linger period,
+/// as any session without a path does.
+#[test]
+fn regression_8_the_proof_of_the_keys_stalls_on_its_path() {
+    regression(
+        "sim_random_cuts_slow_paths_and_interleaving",
+        random_cuts,
+        &[13],
+    );
+}
