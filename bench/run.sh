@@ -9,6 +9,13 @@
 #   bench/run.sh                      # everything, 5 runs per figure
 #   bench/run.sh --runs 3 --only bulk,rr    # options go to nsbench-suite
 #
+# The previous release's column (bulk, CPU, rr, ttfb, link) needs its binaries, built in a
+# checkout of its own (protocol 1 and 2 do not interoperate, so both ends run them), e.g.:
+#
+#   git worktree add --detach ../baseline e6044a5 && cp -a target ../baseline/
+#   (cd ../baseline && cargo build --release --workspace --bins --examples)
+#   bench/run.sh --runs 3 --baseline-bin ../baseline/target/release
+#
 # Not part of tests/run.sh or CI: these are measurements, not timed tests.
 set -eu
 cd "$(dirname "$0")/.."

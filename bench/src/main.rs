@@ -1,11 +1,19 @@
-//! `nsbench-suite`: namesock against plain TCP (and socat, and MPTCP) between network
-//! namespaces, in one run. Prints the table and writes `bench.md`, `raw.csv`, `move.csv` and
-//! (with gnuplot) `move.png` to the output directory. Needs root; run it with `bench/run.sh`.
+//! `nsbench-suite`: namesock against plain TCP (and socat, and MPTCP, and the previous
+//! release) between network namespaces, in one run. Prints the table and writes `bench.md`,
+//! `raw.csv`, `move.csv` and (with gnuplot) `move.png` to the output directory. Needs root; run
+//! it with `bench/run.sh`.
 //!
 //! ```text
-//! nsbench-suite [--runs N] [--out DIR] [--bin DIR] [--gns FILE] [--only a,b,..] [--quick]
-//! sections: bulk rr ttfb move plot scale mptcp gns
+//! nsbench-suite [--runs N] [--out DIR] [--bin DIR] [--baseline-bin DIR] [--gns FILE]
+//!               [--only a,b,..] [--quick]
+//! sections: bulk rr ttfb link move plot scale mptcp gns
 //! ```
+//!
+//! `--baseline-bin DIR` holds the binaries of the previous release (`nb-peer`, `namesock`,
+//! `libnamesock.so`, built from its own checkout): bulk, rr, ttfb and link then measure it too,
+//! both ends on those binaries, in a GNS, keys and logs of its own, and the table gets its
+//! column beside namesock's. `link` is one session's bulk throughput over test-bed links
+//! limited (a token-bucket qdisc on both hosts) to 1, 2.5, 5 and 10 Gbit/s and unlimited.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,8 +24,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use namesock_bench::parse::{self, Split};
-use namesock_bench::stats::{median, ratio, shortfall};
-use namesock_bench::table::{self, Row, added, fig, times, with_unit};
+use namesock_bench::stats::{median, ratio};
+use namesock_bench::table::{
+    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most_added, fig, link_label,
+    link_metric, times, with_unit,
+};
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 
@@ -39,6 +50,8 @@ enum SuiteError {
     Parse { what: String, output: String },
     #[error("usage: {0}")]
     Usage(String),
+    #[error("the previous release was asked for, but no --baseline-bin was given")]
+    NoBaseline,
 }
 
 type Result<T> = std::result::Result<T, SuiteError>;
@@ -54,6 +67,8 @@ struct Opts {
     runs: usize,
     out: PathBuf,
     bin: PathBuf,
+    /// The previous release's binaries (`--baseline-bin`).
+    baseline_bin: Option<PathBuf>,
     gns: Option<PathBuf>,
     only: Option<Vec<String>>,
     quick: bool,
@@ -64,6 +79,7 @@ fn opts() -> Result<Opts> {
         runs: 5,
         out: PathBuf::from("bench/results"),
         bin: PathBuf::from("target/release"),
+        baseline_bin: None,
         gns: None,
         only: None,
         quick: false,
@@ -85,6 +101,7 @@ fn opts() -> Result<Opts> {
             }
             "--out" => o.out = val()?.into(),
             "--bin" => o.bin = val()?.into(),
+            "--baseline-bin" => o.baseline_bin = Some(val()?.into()),
             "--gns" => o.gns = Some(val()?.into()),
             "--only" => o.only = Some(val()?.split(',').map(str::to_owned).collect()),
             "--quick" => o.quick = true,
@@ -218,6 +235,24 @@ impl Drop for NetnsEtc {
     }
 }
 
+/// The programs of one namesock build and the scenario they run in (keys, GNS, logs).
+struct Build {
+    world: World,
+    nb_peer: PathBuf,
+}
+
+impl Build {
+    fn in_dir(bin: &Path, tag: &str) -> Result<Build> {
+        let tools = Tools::in_dir(bin)?;
+        let nb_peer = std::fs::canonicalize(bin.join("nb-peer"))
+            .map_err(io("nb-peer (build the workspace in release mode)"))?;
+        Ok(Build {
+            world: World::new(tag, tools, Timers::fast())?,
+            nb_peer,
+        })
+    }
+}
+
 struct Suite {
     opts: Opts,
     bed: Testbed,
@@ -225,6 +260,9 @@ struct Suite {
     server: Host,
     world: World,
     nb_peer: PathBuf,
+    /// The previous release (`--baseline-bin`), its own world: protocol 1 and 2 do not
+    /// interoperate, nor share keys and records.
+    previous: Option<Build>,
     nsbench: PathBuf,
     rows: Vec<Row>,
     samples: Vec<table::Sample>,
@@ -240,6 +278,8 @@ enum Variant {
     Plain,
     Socat,
     Namesock,
+    /// namesock of the previous release (`--baseline-bin`), at both ends.
+    Previous,
 }
 
 impl Variant {
@@ -248,8 +288,36 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::Socat => "socat",
             Variant::Namesock => "namesock",
+            Variant::Previous => "previous",
         }
     }
+
+    /// Does it dial by name through a namesock engine?
+    fn by_name(self) -> bool {
+        matches!(self, Variant::Namesock | Variant::Previous)
+    }
+}
+
+/// Which way a bulk transfer goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dir {
+    ClientToServer,
+    ServerToClient,
+}
+
+impl Dir {
+    fn label(self) -> &'static str {
+        match self {
+            Dir::ClientToServer => "client->server",
+            Dir::ServerToClient => "server->client",
+        }
+    }
+}
+
+/// One bulk transfer: the receiver's throughput and the CPU of every process involved.
+struct Transfer {
+    mb_per_s: f64,
+    cpu_s: f64,
 }
 
 /// The socat relays of one variant: one on each host, as namesock has one engine on each.
@@ -294,13 +362,7 @@ impl Suite {
     /// A command for `program args` at `host` with the namesock environment of `label` (its
     /// key), logging to `log`.
     fn ns_command(&self, host: &Host, label: &str, log: &str, argv: &[&str]) -> Result<Command> {
-        let mut c = self.world.with_namesock_env(host, label, argv)?;
-        c.env("NAMESOCK_LOG_FILE", self.world.log(log))
-            .stderr(Stdio::from(
-                std::fs::File::create(self.world.log(&format!("{log}.stderr")))
-                    .map_err(io("log file"))?,
-            ));
-        Ok(c)
+        ns_command_in(&self.world, host, label, log, argv)
     }
 
     fn plain_command(&self, host: &Host, log: &str, argv: &[&str]) -> Result<Command> {
@@ -312,6 +374,27 @@ impl Suite {
         Ok(c)
     }
 
+    /// The world and `nb-peer` of `variant`: the previous release's for it, ours otherwise.
+    fn build_of(&self, variant: Variant) -> Result<(&World, &Path)> {
+        match variant {
+            Variant::Previous => self
+                .previous
+                .as_ref()
+                .map(|b| (&b.world, b.nb_peer.as_path()))
+                .ok_or(SuiteError::NoBaseline),
+            _ => Ok((&self.world, self.nb_peer.as_path())),
+        }
+    }
+
+    /// `variants`, and the previous release after them when its binaries were given.
+    fn with_previous(&self, variants: &[Variant]) -> Vec<Variant> {
+        let mut all = variants.to_vec();
+        if self.previous.is_some() {
+            all.push(Variant::Previous);
+        }
+        all
+    }
+
     fn peer(
         &self,
         host: &Host,
@@ -320,12 +403,14 @@ impl Suite {
         log: &str,
         args: &[&str],
     ) -> Result<Command> {
-        let bin = self.nb_peer.to_string_lossy().into_owned();
+        let (world, nb_peer) = self.build_of(variant)?;
+        let bin = nb_peer.to_string_lossy().into_owned();
         let mut argv = vec![bin.as_str()];
         argv.extend_from_slice(args);
-        match variant {
-            Variant::Namesock => self.ns_command(host, label, log, &argv),
-            _ => self.plain_command(host, log, &argv),
+        if variant.by_name() {
+            ns_command_in(world, host, label, log, &argv)
+        } else {
+            self.plain_command(host, log, &argv)
         }
     }
 
@@ -357,7 +442,7 @@ impl Suite {
         match variant {
             Variant::Plain => format!("{}:{port}", self.server.v4()),
             Variant::Socat => format!("127.0.0.1:{socat_front}"),
-            Variant::Namesock => format!("{name}.ns.alt:{port}"),
+            Variant::Namesock | Variant::Previous => format!("{name}.ns.alt:{port}"),
         }
     }
 
@@ -370,155 +455,255 @@ impl Suite {
             1024 * MIB
         };
         let gib = bytes as f64 / (1u64 << 30) as f64;
-        let hz = ticks_per_sec();
+        let variants = self.with_previous(&[Variant::Plain, Variant::Socat, Variant::Namesock]);
         for run in 0..self.opts.runs {
-            for variant in [Variant::Plain, Variant::Socat, Variant::Namesock] {
-                for (dir, server_sends) in [("client->server", 0), ("server->client", bytes)] {
-                    let port = 7100;
-                    let socat = match variant {
-                        Variant::Socat => Some(self.start_socat(7101, 7102, port)?),
-                        _ => None,
-                    };
-                    let socat_ticks0: u64 = socat
-                        .as_ref()
-                        .map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum());
-                    let m = variant.name();
-                    let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
-                    let mut sc = self.peer(
-                        &self.server,
-                        variant,
-                        "srv-bulk",
-                        &format!("bulk-server-{m}"),
-                        &["bulk-serve", m_arg(variant), &port_s, &sends_s],
-                    )?;
-                    sc.env("NAMESOCK_NAME", "bulk");
-                    let mut server = Running::spawn(sc)?;
-                    server.expect("ready", Duration::from_secs(20))?;
-                    let target = self.target(variant, "bulk", port, 7101);
-                    let client_sends = (bytes - server_sends).to_string();
-                    let mut client = Running::spawn(self.peer(
-                        &self.client,
-                        variant,
-                        "cli-bulk",
-                        &format!("bulk-client-{m}"),
-                        &["bulk", m_arg(variant), &target, &client_sends],
-                    )?)?;
-                    let c = client.expect("bulk", Duration::from_secs(120))?;
-                    let s = server.expect("bulk", Duration::from_secs(120))?;
-                    let receiver = if server_sends == 0 { &s } else { &c };
-                    let secs: f64 = parse::num(receiver, "secs").unwrap_or(f64::NAN);
-                    let recv: u64 = parse::num(receiver, "recv").unwrap_or(0);
-                    if recv != bytes {
-                        return Err(SuiteError::Parse {
-                            what: format!("bulk {m} {dir}: received {recv} of {bytes}"),
-                            output: receiver.clone(),
-                        });
-                    }
-                    let mbps = bytes as f64 / secs / 1e6;
-                    self.record("bulk", dir, m, run, mbps, "MB/s");
-                    std::thread::sleep(Duration::from_millis(200));
-                    let socat_cpu = socat.as_ref().map_or(0.0, |s| {
-                        (s.pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - socat_ticks0) as f64
-                            / hz
-                    });
-                    let cpu = parse::num::<f64>(&c, "cpu_s").unwrap_or(f64::NAN)
-                        + parse::num::<f64>(&s, "cpu_s").unwrap_or(f64::NAN)
-                        + socat_cpu;
+            for &variant in &variants {
+                for dir in [Dir::ClientToServer, Dir::ServerToClient] {
+                    let t = self.transfer(variant, dir, bytes)?;
+                    let (m, d) = (variant.name(), dir.label());
+                    self.record("bulk", d, m, run, t.mb_per_s, "MB/s");
+                    let per_gib = t.cpu_s / gib;
                     self.record(
                         "cpu",
-                        &format!("CPU s per GiB, {dir}"),
+                        &format!("CPU s per GiB, {d}"),
                         m,
                         run,
-                        cpu / gib,
+                        per_gib,
                         "s/GiB",
                     );
                     eprintln!(
-                        "  bulk run {run} {m:8} {dir}: {mbps:.0} MB/s, {:.2} CPU s/GiB",
-                        cpu / gib
+                        "  bulk run {run} {m:8} {d}: {:.0} MB/s, {per_gib:.2} CPU s/GiB",
+                        t.mb_per_s
                     );
-                    drop(socat);
                 }
             }
         }
-        for dir in ["client->server", "server->client"] {
-            let plain = self.med("bulk", dir, "plain");
-            let socat = self.med("bulk", dir, "socat");
-            let ns = self.med("bulk", dir, "namesock");
-            let r = ratio(ns, plain);
-            let goal = match r {
-                Some(r) => match shortfall(r, 0.9) {
-                    Ok(()) => "≥0.9: met".to_owned(),
-                    Err(short) => format!("≥0.9: missed by {:.0} %", short * 100.0),
-                },
-                None => "≥0.9".to_owned(),
-            };
+        for dir in [Dir::ClientToServer, Dir::ServerToClient] {
+            let d = dir.label();
+            let [plain, socat, ns, previous] = self.meds("bulk", d);
             self.rows.push(Row {
                 section: "bulk, 1 session".into(),
-                metric: format!("throughput {dir}"),
+                metric: format!("throughput {d}"),
                 namesock: with_unit(ns, "MB/s"),
+                previous: self.previous_cell(previous, "MB/s"),
                 plain: with_unit(plain, "MB/s"),
                 peer: format!("socat×2: {}", with_unit(socat, "MB/s")),
-                versus: times(r),
-                goal,
+                versus: times(ratio(ns, plain)),
+                vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
+                goal: at_least(ratio(ns, plain), 0.9, "plain"),
             });
         }
-        for dir in ["client->server", "server->client"] {
-            let metric = format!("CPU s per GiB, {dir}");
-            let plain = self.med("cpu", &metric, "plain");
-            let ns = self.med("cpu", &metric, "namesock");
-            let socat = self.med("cpu", &metric, "socat");
+        for dir in [Dir::ClientToServer, Dir::ServerToClient] {
+            let d = dir.label();
+            let [plain, socat, ns, previous] = self.meds("cpu", &format!("CPU s per GiB, {d}"));
             self.rows.push(Row {
                 section: "CPU".into(),
-                metric: format!("CPU per GiB relayed, {dir} (both ends)"),
+                metric: format!("CPU per GiB relayed, {d} (both ends)"),
                 namesock: with_unit(ns, "s"),
+                previous: self.previous_cell(previous, "s"),
                 plain: with_unit(plain, "s"),
                 peer: format!("socat×2: {}", with_unit(socat, "s")),
                 versus: times(ratio(ns, plain)),
+                vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
                 goal: String::new(),
             });
         }
         Ok(())
     }
 
+    /// The medians of `section`/`metric` for plain, socat, namesock and the previous release.
+    fn meds(&self, section: &str, metric: &str) -> [Option<f64>; 4] {
+        [
+            Variant::Plain,
+            Variant::Socat,
+            Variant::Namesock,
+            Variant::Previous,
+        ]
+        .map(|v| self.med(section, metric, v.name()))
+    }
+
+    /// The previous release's cell: its figure, or empty when it was not measured at all.
+    fn previous_cell(&self, value: Option<f64>, unit: &str) -> String {
+        self.previous_cell_with(|| with_unit(value, unit))
+    }
+
+    fn previous_cell_with(&self, cell: impl FnOnce() -> String) -> String {
+        if self.previous.is_some() {
+            cell()
+        } else {
+            String::new()
+        }
+    }
+
+    /// One session moving `bytes` one way between the hosts as `variant` (a fresh server and
+    /// client, and for socat fresh relays); the receiver's throughput and the CPU seconds of
+    /// every process involved.
+    fn transfer(&mut self, variant: Variant, dir: Dir, bytes: u64) -> Result<Transfer> {
+        let hz = ticks_per_sec();
+        let port = 7100;
+        let server_sends = match dir {
+            Dir::ClientToServer => 0,
+            Dir::ServerToClient => bytes,
+        };
+        let socat = match variant {
+            Variant::Socat => Some(self.start_socat(7101, 7102, port)?),
+            _ => None,
+        };
+        let socat_ticks = || -> u64 {
+            socat
+                .as_ref()
+                .map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum())
+        };
+        let socat_ticks0 = socat_ticks();
+        let m = variant.name();
+        let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
+        let mut sc = self.peer(
+            &self.server,
+            variant,
+            "srv-bulk",
+            &format!("bulk-server-{m}"),
+            &["bulk-serve", m_arg(variant), &port_s, &sends_s],
+        )?;
+        sc.env("NAMESOCK_NAME", "bulk");
+        let mut server = Running::spawn(sc)?;
+        server.expect("ready", Duration::from_secs(20))?;
+        let target = self.target(variant, "bulk", port, 7101);
+        let client_sends = (bytes - server_sends).to_string();
+        let mut client = Running::spawn(self.peer(
+            &self.client,
+            variant,
+            "cli-bulk",
+            &format!("bulk-client-{m}"),
+            &["bulk", m_arg(variant), &target, &client_sends],
+        )?)?;
+        let c = client.expect("bulk", Duration::from_secs(120))?;
+        let s = server.expect("bulk", Duration::from_secs(120))?;
+        let receiver = match dir {
+            Dir::ClientToServer => &s,
+            Dir::ServerToClient => &c,
+        };
+        let secs: f64 = parse::num(receiver, "secs").unwrap_or(f64::NAN);
+        let recv: u64 = parse::num(receiver, "recv").unwrap_or(0);
+        if recv != bytes {
+            return Err(SuiteError::Parse {
+                what: format!("bulk {m} {}: received {recv} of {bytes}", dir.label()),
+                output: receiver.clone(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let socat_cpu = socat_ticks().saturating_sub(socat_ticks0) as f64 / hz;
+        let cpu_s = parse::num::<f64>(&c, "cpu_s").unwrap_or(f64::NAN)
+            + parse::num::<f64>(&s, "cpu_s").unwrap_or(f64::NAN)
+            + socat_cpu;
+        Ok(Transfer {
+            mb_per_s: bytes as f64 / secs / 1e6,
+            cpu_s,
+        })
+    }
+
+    // ---------------------------------------------------------------- link speeds
+
+    /// One session client->server over links limited to each of [`LINK_KBITS`] (both hosts
+    /// send through a token bucket), plain TCP, namesock and the previous release in turn.
+    fn link(&mut self) -> Result<()> {
+        let bytes = if self.opts.quick { 64 * MIB } else { 512 * MIB };
+        let variants = self.with_previous(&[Variant::Plain, Variant::Namesock]);
+        for kbit in LINK_KBITS {
+            self.limited(kbit, |suite| {
+                for run in 0..suite.opts.runs {
+                    for &variant in &variants {
+                        let t = suite.transfer(variant, Dir::ClientToServer, bytes)?;
+                        let (m, l) = (variant.name(), link_label(kbit));
+                        suite.record("link", &l, m, run, t.mb_per_s, "MB/s");
+                        eprintln!("  link {l} run {run} {m:8}: {:.0} MB/s", t.mb_per_s);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        for kbit in LINK_KBITS {
+            let label = link_label(kbit);
+            let [plain, _, ns, previous] = self.meds("link", &label);
+            let goal = match kbit {
+                None => self.previous_cell_with(|| at_least(ratio(ns, previous), 0.85, "previous")),
+                Some(_) => at_least(ratio(ns, plain), 0.95, "plain (link speed)"),
+            };
+            self.rows.push(Row {
+                section: LINK_SECTION.into(),
+                metric: link_metric(kbit),
+                namesock: with_unit(ns, "MB/s"),
+                previous: self.previous_cell(previous, "MB/s"),
+                plain: with_unit(plain, "MB/s"),
+                peer: self.previous_cell_with(|| {
+                    format!("previous vs plain: {}", times(ratio(previous, plain)))
+                }),
+                versus: times(ratio(ns, plain)),
+                vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
+                goal,
+            });
+        }
+        Ok(())
+    }
+
+    /// `f` with both hosts' sending rate limited to `kbit` (none: no limit), and the limit
+    /// removed afterwards whatever `f` returned.
+    fn limited(
+        &mut self,
+        kbit: Option<u64>,
+        f: impl FnOnce(&mut Suite) -> Result<()>,
+    ) -> Result<()> {
+        let set = |suite: &Suite, kbit| -> Result<()> {
+            suite.client.limit_rate(kbit)?;
+            suite.server.limit_rate(kbit)?;
+            Ok(())
+        };
+        let result = set(self, kbit).and_then(|()| f(self));
+        let cleared = set(self, None);
+        result.and(cleared)
+    }
+
     // ---------------------------------------------------------------- request/response, TTFB
 
-    fn echo_servers(&self, port: u16) -> Result<(Running, Running, Socat)> {
-        let p = port.to_string();
-        let mut plain = Running::spawn(self.peer(
-            &self.server,
-            Variant::Plain,
-            "srv-echo",
-            "echo-plain",
-            &["echo-serve", "plain", &p],
-        )?)?;
-        plain.expect("ready", Duration::from_secs(20))?;
-        let ns_port = (port + 1).to_string();
-        let mut nc = self.peer(
-            &self.server,
-            Variant::Namesock,
-            "srv-echo",
-            "echo-ns",
-            &["echo-serve", "ns", &ns_port],
-        )?;
-        nc.env("NAMESOCK_NAME", "echo");
-        let mut ns = Running::spawn(nc)?;
-        ns.expect("ready", Duration::from_secs(20))?;
-        let socat = self.start_socat(port + 2, port + 3, port)?;
-        Ok((plain, ns, socat))
+    /// Echo servers for every variant from `port` on (see [`echo_port`]); they stop when
+    /// dropped.
+    fn echo_servers(&self, port: u16) -> Result<(Vec<Running>, Socat)> {
+        let mut servers = Vec::new();
+        for variant in self.with_previous(&[Variant::Plain, Variant::Namesock]) {
+            let p = echo_port(variant, port).to_string();
+            let mut c = self.peer(
+                &self.server,
+                variant,
+                "srv-echo",
+                &format!("echo-{}", variant.name()),
+                &["echo-serve", m_arg(variant), &p],
+            )?;
+            c.env("NAMESOCK_NAME", "echo");
+            let mut server = Running::spawn(c)?;
+            server.expect("ready", Duration::from_secs(20))?;
+            servers.push(server);
+        }
+        let (front, back) = (
+            echo_port(Variant::Socat, port),
+            echo_port(Variant::Socat, port) + 1,
+        );
+        let socat = self.start_socat(front, back, echo_port(Variant::Plain, port))?;
+        Ok((servers, socat))
     }
 
     fn rr(&mut self) -> Result<()> {
         let port = 7200;
-        let (_plain, _ns, _socat) = self.echo_servers(port)?;
+        let _servers = self.echo_servers(port)?;
         let count = if self.opts.quick { "500" } else { "5000" };
+        let metric = "round trip, 64 B";
+        let variants = self.with_previous(&[Variant::Plain, Variant::Socat, Variant::Namesock]);
         for run in 0..self.opts.runs {
-            for variant in [Variant::Plain, Variant::Socat, Variant::Namesock] {
-                let app_port = if variant == Variant::Namesock {
-                    port + 1
-                } else {
-                    port
-                };
-                let target = self.target(variant, "echo", app_port, port + 2);
+            for &variant in &variants {
+                let target = self.target(
+                    variant,
+                    "echo",
+                    echo_port(variant, port),
+                    echo_port(Variant::Socat, port),
+                );
                 let m = variant.name();
                 let mut c = Running::spawn(self.peer(
                     &self.client,
@@ -533,19 +718,19 @@ impl Suite {
                     output: line.clone(),
                 })?;
                 eprintln!("  rr run {run} {m:8}: {us:.1} µs");
-                self.record("rr", "round trip, 64 B", m, run, us, "µs");
+                self.record("rr", metric, m, run, us, "µs");
             }
         }
-        let plain = self.med("rr", "round trip, 64 B", "plain");
-        let ns = self.med("rr", "round trip, 64 B", "namesock");
-        let socat = self.med("rr", "round trip, 64 B", "socat");
+        let [plain, socat, ns, previous] = self.meds("rr", metric);
         self.rows.push(Row {
             section: "latency".into(),
             metric: "request/response 64 B, median round trip".into(),
             namesock: with_unit(ns, "µs"),
+            previous: self.previous_cell(previous, "µs"),
             plain: with_unit(plain, "µs"),
             peer: format!("socat×2: {}", with_unit(socat, "µs")),
             versus: added(ns, plain, "µs"),
+            vs_previous: self.previous_cell_with(|| added(ns, previous, "µs")),
             goal: String::new(),
         });
         Ok(())
@@ -553,7 +738,7 @@ impl Suite {
 
     fn ttfb(&mut self) -> Result<()> {
         let port = 7300;
-        let (_plain, _ns, _socat) = self.echo_servers(port)?;
+        let _servers = self.echo_servers(port)?;
         // getaddrinfo of a name in the client namespace's own /etc/hosts (ip netns exec
         // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts): the "files" source of nsswitch.
         let etc = PathBuf::from("/etc/netns").join(self.client.namespace());
@@ -568,34 +753,33 @@ impl Suite {
         .map_err(io("/etc/netns hosts"))?;
         self._etc = Some(NetnsEtc(etc));
         let count = if self.opts.quick { "20" } else { "100" };
+        // (the name in raw.csv, the variant, nb-peer's mode, the target)
+        let mut cases: Vec<(&str, Variant, &str, String)> = vec![
+            (
+                "plain",
+                Variant::Plain,
+                "plain",
+                format!("{}:{port}", self.server.v4()),
+            ),
+            (
+                "lookup",
+                Variant::Plain,
+                "lookup",
+                format!("echo-server.bench:{port}"),
+            ),
+        ];
+        for variant in self.with_previous(&[Variant::Namesock]) {
+            let target = self.target(variant, "echo", echo_port(variant, port), 0);
+            cases.push((variant.name(), variant, "ns", target));
+        }
         for run in 0..self.opts.runs {
-            let cases: [(&str, Variant, &str, String); 3] = [
-                (
-                    "plain",
-                    Variant::Plain,
-                    "plain",
-                    format!("{}:{port}", self.server.v4()),
-                ),
-                (
-                    "lookup",
-                    Variant::Plain,
-                    "lookup",
-                    format!("echo-server.bench:{port}"),
-                ),
-                (
-                    "namesock",
-                    Variant::Namesock,
-                    "ns",
-                    format!("echo.ns.alt:{}", port + 1),
-                ),
-            ];
-            for (name, variant, mode, target) in cases {
+            for (name, variant, mode, target) in &cases {
                 let mut c = Running::spawn(self.peer(
                     &self.client,
-                    variant,
+                    *variant,
                     "cli-echo",
                     &format!("ttfb-{name}"),
-                    &["ttfb", mode, &target, count],
+                    &["ttfb", mode, target, count],
                 )?)?;
                 let line = c.expect("ttfb", Duration::from_secs(120))?;
                 let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
@@ -606,9 +790,8 @@ impl Suite {
             }
         }
         for metric in ["warm", "first in process"] {
-            let plain = self.med("ttfb", metric, "plain");
+            let [plain, _, ns, previous] = self.meds("ttfb", metric);
             let lookup = self.med("ttfb", metric, "lookup");
-            let ns = self.med("ttfb", metric, "namesock");
             let what = if metric == "warm" {
                 "time to first byte, new connection (median of later connects)"
             } else {
@@ -618,6 +801,7 @@ impl Suite {
                 section: "connect".into(),
                 metric: what.into(),
                 namesock: with_unit(ns, "µs"),
+                previous: self.previous_cell(previous, "µs"),
                 plain: format!("{} (known IP)", with_unit(plain, "µs")),
                 peer: format!(
                     "plain + getaddrinfo(/etc/hosts): {}",
@@ -628,7 +812,9 @@ impl Suite {
                     added(ns, plain, "µs"),
                     added(ns, lookup, "µs")
                 ),
-                goal: String::new(),
+                vs_previous: self.previous_cell_with(|| added(ns, previous, "µs")),
+                goal: self
+                    .previous_cell_with(|| at_most_added(ns, previous, 150.0, "µs", "previous")),
             });
         }
         Ok(())
@@ -777,7 +963,7 @@ impl Suite {
                     phase("re-resolution"),
                     phase("resume")
                 ),
-                goal: String::new(),
+                ..Row::default()
             });
         }
         Ok(())
@@ -1117,7 +1303,7 @@ impl Suite {
                 plain: show(plain),
                 peer: String::new(),
                 versus,
-                goal: String::new(),
+                ..Row::default()
             });
         }
         Ok(())
@@ -1310,7 +1496,7 @@ impl Suite {
             },
             peer: format!("MPTCP (mptcpize): {}", with_unit(mp, "ms")),
             versus: format!("namesock {} MPTCP", times(ratio(ns, mp))),
-            goal: String::new(),
+            ..Row::default()
         });
         Ok(())
     }
@@ -1344,7 +1530,7 @@ impl Suite {
                 plain: String::new(),
                 peer: String::new(),
                 versus: String::new(),
-                goal: String::new(),
+                ..Row::default()
             });
         }
         Ok(())
@@ -1352,10 +1538,35 @@ impl Suite {
 }
 
 fn m_arg(v: Variant) -> &'static str {
-    match v {
-        Variant::Namesock => "ns",
-        _ => "plain",
+    if v.by_name() { "ns" } else { "plain" }
+}
+
+/// The port of `variant`'s echo server among those started from `base` (for socat: the
+/// client relay's; the server relay listens on the next one).
+fn echo_port(variant: Variant, base: u16) -> u16 {
+    base + match variant {
+        Variant::Plain => 0,
+        Variant::Namesock => 1,
+        Variant::Socat => 2,
+        Variant::Previous => 4,
     }
+}
+
+/// `argv` at `host` in `world` with the namesock environment of `label` (its key), logging
+/// to `log`.
+fn ns_command_in(
+    world: &World,
+    host: &Host,
+    label: &str,
+    log: &str,
+    argv: &[&str],
+) -> Result<Command> {
+    let mut c = world.with_namesock_env(host, label, argv)?;
+    c.env("NAMESOCK_LOG_FILE", world.log(log))
+        .stderr(Stdio::from(
+            std::fs::File::create(world.log(&format!("{log}.stderr"))).map_err(io("log file"))?,
+        ));
+    Ok(c)
 }
 
 /// Bytes received over time for both connections, on a common 20 ms grid up to `end`.
@@ -1436,6 +1647,24 @@ fn room_for(kib: f64) -> bool {
     available - kib > 4.0 * 1024.0 * 1024.0
 }
 
+/// The note naming the previous release: the commit its binaries in `dir` were built from
+/// (`git rev-parse` of the checkout holding `dir`), when git can tell.
+fn previous_note(dir: &Path) -> String {
+    let mut c = Command::new("git");
+    c.arg("-C")
+        .arg(dir)
+        .args(["log", "-1", "--format=%h (%cs)"]);
+    let commit = namesock_cli::testbed::run_with_input(c, None, Duration::from_secs(10))
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .map_or_else(String::new, |c| format!(" of commit {c}"));
+    format!(
+        "previous release (protocol 1, unencrypted): the binaries{commit}, at both ends (protocol 1 and 2 do not interoperate), in the same run; the link section limits both hosts' sending rate with the test bed's token-bucket qdisc (`Host::limit_rate`)"
+    )
+}
+
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1465,9 +1694,15 @@ fn run() -> Result<()> {
     }
     let nofile = namesock_bench::raise_nofile(1 << 20);
     std::fs::create_dir_all(&opts.out).map_err(io("output directory"))?;
-    let tools = Tools::in_dir(&opts.bin)?;
-    let nb_peer = std::fs::canonicalize(opts.bin.join("nb-peer"))
-        .map_err(io("nb-peer (build the workspace in release mode)"))?;
+    let Build { world, nb_peer } = Build::in_dir(&opts.bin, "bench")?;
+    let previous = match &opts.baseline_bin {
+        Some(dir) => Some(Build::in_dir(dir, "bench-prev")?),
+        None => None,
+    };
+    let mut notes = Vec::new();
+    if let Some(dir) = &opts.baseline_bin {
+        notes.push(previous_note(dir));
+    }
     let nsbench = std::fs::canonicalize(opts.bin.join("examples/nsbench")).map_err(io(
         "examples/nsbench (cargo build --release -p namesock --example nsbench)",
     ))?;
@@ -1476,7 +1711,6 @@ fn run() -> Result<()> {
     let bed = Testbed::new(&prefix)?;
     let server = bed.add_host("server")?;
     let client = bed.add_host("client")?;
-    let world = World::new("bench", tools, Timers::fast())?;
     let load_before = uptime();
     let started = SystemTime::now();
     let mut suite = Suite {
@@ -1486,10 +1720,11 @@ fn run() -> Result<()> {
         server,
         world,
         nb_peer,
+        previous,
         nsbench,
         rows: Vec::new(),
         samples: Vec::new(),
-        notes: Vec::new(),
+        notes,
         plot: None,
         _etc: None,
         nofile,
@@ -1501,10 +1736,11 @@ fn run() -> Result<()> {
             .is_none_or(|o| o.iter().any(|x| x == name))
     };
     type Section = fn(&mut Suite) -> Result<()>;
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("bulk", Suite::bulk),
         ("rr", Suite::rr),
         ("ttfb", Suite::ttfb),
+        ("link", Suite::link),
         ("move", Suite::moves),
         ("plot", Suite::plot),
         ("scale", Suite::scale),

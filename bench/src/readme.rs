@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::table::{LINK_KBITS, LINK_SECTION, link_label, link_metric};
+
 /// The line before the generated part of the README.
 pub const BEGIN: &str = "<!-- bench:begin: generated from bench/results by bench-readme (bench/run.sh); do not edit -->";
 /// The line after it.
@@ -187,12 +189,14 @@ fn table_rows(bench_md: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Columns of the table.
+/// Columns of the table (as in [`crate::table::HEADER`]).
 const NAMESOCK: usize = 2;
-const PLAIN: usize = 3;
-const PEER: usize = 4;
-const VS: usize = 5;
-const GOAL: usize = 6;
+const PREVIOUS: usize = 3;
+const PLAIN: usize = 4;
+const PEER: usize = 5;
+const VS: usize = 6;
+const VS_PREVIOUS: usize = 7;
+const GOAL: usize = 8;
 
 /// What the template says when the results lack a figure (a section not run).
 const MISSING: &str = "(not measured)";
@@ -346,7 +350,66 @@ pub fn section(results: &Results) -> Result<String, Error> {
         value(&t.cell(bulk, cs, PEER)),
         value(&t.cell("CPU", cpu_cs, PEER)),
     );
+    let cpu_sc = "CPU per GiB relayed, server->client (both ends)";
     let rr = "request/response 64 B, median round trip";
+    let later = "time to first byte, new connection (median of later connects)";
+    let first = "time to first byte, first connection of a process (engine start)";
+    let limited: Vec<Option<u64>> = LINK_KBITS.into_iter().filter(Option::is_some).collect();
+    let speeds: Vec<String> = limited.iter().map(|k| link_label(*k)).collect();
+    let link_col = |col: usize, value_only: bool| {
+        limited
+            .iter()
+            .map(|k| {
+                let cell = t.cell(LINK_SECTION, &link_metric(*k), col);
+                if value_only {
+                    value(&cell).to_owned()
+                } else {
+                    cell
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unthrottled = link_metric(None);
+    let _ = writeln!(
+        w,
+        "- **What encryption costs (protocol 2, every record sealed with AES-256-GCM, against the \
+         previous release, protocol 1 unencrypted, both measured in this run)**: bulk {} and {} \
+         of the previous release ({} and {} against {} and {}, client->server and \
+         server->client); CPU per GiB {} and {} ({} and {} against {} and {}); a 64-byte round \
+         trip {} ({} against {}); first byte of a new connection {} ({} against {}; {}), of a \
+         process's first connection {} ({}). Over links limited to {} namesock moves {} of \
+         plain TCP ({} MB/s), the previous release {}; unthrottled {} of plain and {} of the \
+         previous release ({}).",
+        t.cell(bulk, cs, VS_PREVIOUS),
+        t.cell(bulk, sc, VS_PREVIOUS),
+        t.cell(bulk, cs, NAMESOCK),
+        t.cell(bulk, sc, NAMESOCK),
+        t.cell(bulk, cs, PREVIOUS),
+        t.cell(bulk, sc, PREVIOUS),
+        t.cell("CPU", cpu_cs, VS_PREVIOUS),
+        t.cell("CPU", cpu_sc, VS_PREVIOUS),
+        t.cell("CPU", cpu_cs, NAMESOCK),
+        t.cell("CPU", cpu_sc, NAMESOCK),
+        t.cell("CPU", cpu_cs, PREVIOUS),
+        t.cell("CPU", cpu_sc, PREVIOUS),
+        t.cell("latency", rr, VS_PREVIOUS),
+        t.cell("latency", rr, NAMESOCK),
+        t.cell("latency", rr, PREVIOUS),
+        t.cell("connect", later, VS_PREVIOUS),
+        t.cell("connect", later, NAMESOCK),
+        t.cell("connect", later, PREVIOUS),
+        t.cell("connect", later, GOAL),
+        t.cell("connect", first, VS_PREVIOUS),
+        t.cell("connect", first, GOAL),
+        speeds.join(", "),
+        link_col(VS, false),
+        link_col(NAMESOCK, false).replace(" MB/s", ""),
+        link_col(PEER, true),
+        t.cell(LINK_SECTION, &unthrottled, VS),
+        t.cell(LINK_SECTION, &unthrottled, VS_PREVIOUS),
+        t.cell(LINK_SECTION, &unthrottled, GOAL),
+    );
     let _ = writeln!(
         w,
         "- **Request/response: {} per 64-byte round trip** ({} against {}; socat×2: {}). Each \
@@ -357,8 +420,6 @@ pub fn section(results: &Results) -> Result<String, Error> {
         t.cell("latency", rr, PLAIN),
         value(&t.cell("latency", rr, PEER)),
     );
-    let later = "time to first byte, new connection (median of later connects)";
-    let first = "time to first byte, first connection of a process (engine start)";
     let file_gns = t
         .row(
             "GNS",
@@ -491,6 +552,7 @@ const HANDSHAKE: &str = "session/handshake (X25519, sign and verify both ways)";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::{self, Row};
 
     const CRITERION: &str = "\
 Benchmarking session/transfer/16 MiB one way/with codec: Analyzing
@@ -549,6 +611,64 @@ wire/control/encode/ping
         assert_eq!(m.date, "2026-11-22 12:30 UTC");
         assert_eq!(m.cores, "2");
         assert!(machine("6.1\n2\n23 GiB\n").is_err());
+    }
+
+    #[test]
+    fn columns_are_the_tables() {
+        assert_eq!(table::HEADER[NAMESOCK], "namesock");
+        assert_eq!(table::HEADER[PREVIOUS], table::PREVIOUS);
+        assert_eq!(table::HEADER[PLAIN], "plain TCP");
+        assert_eq!(table::HEADER[PEER], "peer");
+        assert_eq!(table::HEADER[VS], "namesock vs plain");
+        assert_eq!(table::HEADER[VS_PREVIOUS], "namesock vs previous");
+        assert_eq!(table::HEADER[GOAL], "goal");
+    }
+
+    /// The encryption bullet takes its figures from the previous release's columns and the
+    /// link rows.
+    #[test]
+    fn the_cost_of_encryption_comes_from_the_previous_column_and_the_link_rows() {
+        let row =
+            |section: &str, metric: String, ns: &str, prev: &str, vs: &str, vs_prev: &str| Row {
+                section: section.into(),
+                metric,
+                namesock: ns.into(),
+                previous: prev.into(),
+                vs_previous: vs_prev.into(),
+                versus: vs.into(),
+                peer: "previous vs plain: ×1.00".into(),
+                goal: "≥0.85 × previous: met".into(),
+                ..Row::default()
+            };
+        let mut rows = vec![row(
+            "bulk, 1 session",
+            "throughput client->server".into(),
+            "800 MB/s",
+            "870 MB/s",
+            "×0.40",
+            "×0.920",
+        )];
+        rows.extend(LINK_KBITS.map(|k| {
+            row(
+                LINK_SECTION,
+                link_metric(k),
+                "120 MB/s",
+                "121 MB/s",
+                "×0.990",
+                "×0.992",
+            )
+        }));
+        let results = Results {
+            bench_md: format!(
+                "namesock benchmarks: 3 run(s) per figure unless noted, median; kernel 6.1, load average 1.00 1 1 before and 2.00 2 2 after (9.0 min).\n\n{}",
+                table::markdown(&rows)
+            ),
+            machine: "6.1\n2\n23 GiB\nup\n2026-12-02 03:15 UTC\n".into(),
+            criterion: String::new(),
+        };
+        let text = section(&results).unwrap().replace("\n  ", " ");
+        assert!(text.contains("bulk ×0.920 and (not measured) of the previous release (800 MB/s and (not measured) against 870 MB/s"), "{text}");
+        assert!(text.contains("Over links limited to 1 Gbit/s, 2.5 Gbit/s, 5 Gbit/s, 10 Gbit/s namesock moves ×0.990, ×0.990, ×0.990, ×0.990 of plain TCP (120, 120, 120, 120 MB/s), the previous release ×1.00, ×1.00, ×1.00, ×1.00; unthrottled ×0.990 of plain and ×0.992 of the previous release (≥0.85 × previous: met)."), "{text}");
     }
 
     #[test]

@@ -3,43 +3,58 @@
 use std::fmt::Write as _;
 
 /// One line of the results table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Row {
     pub section: String,
     pub metric: String,
     /// namesock's figure, formatted.
     pub namesock: String,
+    /// The previous release's figure (protocol 1, unencrypted) in the same run, formatted, or
+    /// empty where it was not measured.
+    pub previous: String,
     /// plain TCP's figure in the same run, formatted.
     pub plain: String,
     /// another peer's figure (socat, MPTCP), formatted, or empty.
     pub peer: String,
     /// namesock against plain TCP (a ratio or an added cost), formatted.
     pub versus: String,
+    /// namesock against the previous release (a ratio or an added cost), formatted, or empty.
+    pub vs_previous: String,
     /// The goal and whether it is met, or empty.
     pub goal: String,
 }
 
+/// The header of the results table; [`markdown`] writes the cells of a [`Row`] in this order.
+pub const HEADER: [&str; 9] = [
+    "section",
+    "metric",
+    "namesock",
+    PREVIOUS,
+    "plain TCP",
+    "peer",
+    "namesock vs plain",
+    "namesock vs previous",
+    "goal",
+];
+
+/// The header of the previous release's column.
+pub const PREVIOUS: &str = "previous release (protocol 1, unencrypted)";
+
 /// Render rows as a markdown table with a header.
 pub fn markdown(rows: &[Row]) -> String {
-    let header = [
-        "section",
-        "metric",
-        "namesock",
-        "plain TCP",
-        "peer",
-        "namesock vs plain",
-        "goal",
-    ];
-    let cells: Vec<[String; 7]> = rows
+    let header = HEADER;
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
                 r.section.clone(),
                 r.metric.clone(),
                 r.namesock.clone(),
+                r.previous.clone(),
                 r.plain.clone(),
                 r.peer.clone(),
                 r.versus.clone(),
+                r.vs_previous.clone(),
                 r.goal.clone(),
             ]
             .map(|c| escape(&c))
@@ -148,6 +163,66 @@ pub fn added(value: Option<f64>, base: Option<f64>, unit: &str) -> String {
     }
 }
 
+/// The link speeds of the suite's `link` section in kbit/s; `None` is no limit.
+pub const LINK_KBITS: [Option<u64>; 5] = [
+    None,
+    Some(1_000_000),
+    Some(2_500_000),
+    Some(5_000_000),
+    Some(10_000_000),
+];
+
+/// The section of the `link` rows.
+pub const LINK_SECTION: &str = "link, 1 session client->server";
+
+/// A link speed in `raw.csv`: `unthrottled`, `1 Gbit/s`, `2.5 Gbit/s`.
+pub fn link_label(kbit: Option<u64>) -> String {
+    kbit.map_or_else(
+        || "unthrottled".to_owned(),
+        |k| format!("{} Gbit/s", k as f64 / 1e6),
+    )
+}
+
+/// The metric of a `link` row: `throughput, link unthrottled`, `throughput, link 1 Gbit/s
+/// (125 MB/s)`.
+pub fn link_metric(kbit: Option<u64>) -> String {
+    let speed = kbit.map_or_else(String::new, |k| format!(" ({} MB/s)", fig(k as f64 / 8e3)));
+    format!("throughput, link {}{speed}", link_label(kbit))
+}
+
+/// A goal of "at least `goal` times the base" against the measured `ratio`: `≥0.9 × plain: met`,
+/// `≥0.9 × plain: missed by 12 %`, or just the goal when there is no ratio.
+pub fn at_least(ratio: Option<f64>, goal: f64, base: &str) -> String {
+    let want = format!("≥{} × {base}", fig_plain(goal));
+    match ratio.map(|r| crate::stats::shortfall(r, goal)) {
+        Some(Ok(())) => format!("{want}: met"),
+        Some(Err(short)) => format!("{want}: missed by {:.0} %", short * 100.0),
+        None => want,
+    }
+}
+
+/// A goal of "at most `limit` more than the base" against `value` and `base`: `≤+150 µs vs
+/// previous: met`, `... missed by 20.0 µs`, or just the goal when a figure is missing.
+pub fn at_most_added(
+    value: Option<f64>,
+    base: Option<f64>,
+    limit: f64,
+    unit: &str,
+    what: &str,
+) -> String {
+    let want = format!("≤+{} {unit} vs {what}", fig_plain(limit));
+    match (value, base) {
+        (Some(v), Some(b)) if v - b <= limit => format!("{want}: met"),
+        (Some(v), Some(b)) => format!("{want}: missed by {} {unit}", fig(v - b - limit)),
+        _ => want,
+    }
+}
+
+/// A goal's number as written (`0.9`, `150`), without [`fig`]'s fixed digits.
+fn fig_plain(value: f64) -> String {
+    format!("{value}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,9 +233,9 @@ mod tests {
             metric: metric.into(),
             namesock: namesock.into(),
             plain: "2 GB/s".into(),
-            peer: String::new(),
             versus: "×0.5".into(),
             goal: "≥0.9 missed".into(),
+            ..Row::default()
         }
     }
 
@@ -206,5 +281,37 @@ mod tests {
         assert_eq!(added(Some(30.0), Some(18.0), "µs"), "+12.0 µs");
         assert_eq!(added(Some(10.0), Some(18.0), "µs"), "-8.00 µs");
         assert_eq!(added(None, Some(1.0), "µs"), "-");
+    }
+
+    #[test]
+    fn link_labels() {
+        assert_eq!(link_metric(None), "throughput, link unthrottled");
+        assert_eq!(
+            link_metric(Some(2_500_000)),
+            "throughput, link 2.5 Gbit/s (312 MB/s)"
+        );
+        assert_eq!(link_label(Some(10_000_000)), "10 Gbit/s");
+    }
+
+    #[test]
+    fn goals() {
+        assert_eq!(at_least(Some(0.95), 0.9, "plain"), "≥0.9 × plain: met");
+        assert_eq!(
+            at_least(Some(0.45), 0.9, "plain"),
+            "≥0.9 × plain: missed by 50 %"
+        );
+        assert_eq!(at_least(None, 0.85, "previous"), "≥0.85 × previous");
+        assert_eq!(
+            at_most_added(Some(1100.0), Some(1000.0), 150.0, "µs", "previous"),
+            "≤+150 µs vs previous: met"
+        );
+        assert_eq!(
+            at_most_added(Some(1200.0), Some(1000.0), 150.0, "µs", "previous"),
+            "≤+150 µs vs previous: missed by 50.0 µs"
+        );
+        assert_eq!(
+            at_most_added(None, Some(1.0), 150.0, "µs", "previous"),
+            "≤+150 µs vs previous"
+        );
     }
 }
