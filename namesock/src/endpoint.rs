@@ -26,7 +26,9 @@ pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on server paths that have not yet presented HELLO/RESUME.
 pub const MAX_UNATTACHED: usize = 256;
 /// Bound on server sessions whose client has not yet proved it holds the keys (each ends
-/// after the linger period at most): replayed HELLOs cannot pile up.
+/// after the linger period at most). A new HELLO beyond it evicts the oldest: an honest
+/// client proves its keys one round trip after HELLO_ACK, so whoever floods the table with
+/// HELLOs it will never prove only evicts its own, and cannot keep new clients out.
 pub const MAX_UNPROVEN: usize = 256;
 
 /// Why an arriving path was turned away. The live sessions are untouched.
@@ -50,8 +52,6 @@ pub enum Refusal {
     TooManyUnattached,
     #[error("no HELLO or RESUME within the first-frame timeout")]
     FirstFrameTimeout,
-    #[error("too many sessions wait for their client to prove it holds the keys")]
-    TooManyUnproven,
 }
 
 impl Refusal {
@@ -67,7 +67,6 @@ impl Refusal {
             Refusal::NotAFirstFrame { .. } => "NotAFirstFrame",
             Refusal::TooManyUnattached => "TooManyUnattached",
             Refusal::FirstFrameTimeout => "FirstFrameTimeout",
-            Refusal::TooManyUnproven => "TooManyUnproven",
         }
     }
 
@@ -101,6 +100,9 @@ pub enum Incoming {
         session: Box<Session>,
         port: u16,
         deliver_to: SocketAddr,
+        /// The oldest session whose client had not proved its keys, evicted to make room
+        /// (it never reached its program): the driver drops it.
+        evicted: Option<ConnKey>,
     },
     /// A verified RESUME attached to the live session `key` (RESUME_ACK queued).
     Resumed { key: ConnKey },
@@ -117,8 +119,8 @@ pub struct Endpoint {
     /// them still are).
     unattached: VecDeque<(Instant, PathId)>,
     unattached_set: HashSet<PathId>,
-    /// Server sessions whose client has not yet proved it holds the keys.
-    unproven: HashSet<ConnKey>,
+    /// Server sessions whose client has not yet proved it holds the keys, oldest first.
+    unproven: VecDeque<(ConnKey, ConnId)>,
     next_key: ConnKey,
 }
 
@@ -222,18 +224,23 @@ impl Endpoint {
                 if self.by_conn_id.contains_key(&hello.conn_id) {
                     return Err(Refusal::ConnIdInUse);
                 }
-                if self.unproven.len() >= MAX_UNPROVEN {
-                    return Err(Refusal::TooManyUnproven);
-                }
                 let session = acceptor.accept_hello(now, hello, path)?;
+                let evicted = (self.unproven.len() >= MAX_UNPROVEN)
+                    .then(|| self.unproven.pop_front())
+                    .flatten()
+                    .map(|(key, conn_id)| {
+                        self.by_conn_id.remove(&conn_id);
+                        key
+                    });
                 let key = self.new_key();
                 self.by_conn_id.insert(hello.conn_id, key);
-                self.unproven.insert(key);
+                self.unproven.push_back((key, hello.conn_id));
                 Ok(Incoming::New {
                     key,
                     session: Box::new(session),
                     port: hello.port,
                     deliver_to,
+                    evicted,
                 })
             }
             Frame::Resume(resume) => {
@@ -245,7 +252,7 @@ impl Endpoint {
                 s.verify_resume(resume)?;
                 s.attach_resume(now, resume, path);
                 if s.is_proven() {
-                    self.unproven.remove(&key);
+                    self.session_proven(key);
                 }
                 Ok(Incoming::Resumed { key })
             }
@@ -257,13 +264,13 @@ impl Endpoint {
 
     /// A server session's client proved it holds the keys (`Event::Established`).
     pub fn session_proven(&mut self, key: ConnKey) {
-        self.unproven.remove(&key);
+        self.unproven.retain(|(k, _)| *k != key);
     }
 
     /// A server session is gone: its connection ID no longer routes.
     pub fn session_ended(&mut self, conn_id: &ConnId) {
         if let Some(key) = self.by_conn_id.remove(conn_id) {
-            self.unproven.remove(&key);
+            self.session_proven(key);
         }
     }
 

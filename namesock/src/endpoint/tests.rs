@@ -283,51 +283,63 @@ fn unattached_paths_are_bounded_and_time_out() {
     assert_eq!(bed.endpoint.poll_timeout(), None);
 }
 
-/// Replayed HELLOs cannot pile up: sessions whose client has not proved the keys are
-/// bounded, and a proven one no longer counts.
+/// Replayed HELLOs cannot pile up, nor keep new clients out: sessions whose client has not
+/// proved the keys are bounded, a new HELLO beyond the bound evicts the oldest of them, and a
+/// proven session never counts.
 #[test]
-fn sessions_waiting_for_their_clients_proof_are_bounded() {
+fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room() {
     let mut bed = Bed::new();
     let now = bed.now;
     let mut sessions = Vec::new();
-    for p in 0..MAX_UNPROVEN as PathId {
+    let hello_of = |bed: &mut Bed, p: PathId| {
         let mut client = bed.client(PORT);
         client.path_opened(now, 1);
         let hello = wire(now, &mut client, 1);
-        let Ok(Incoming::New { key, session, .. }) =
-            bed.endpoint.first_frame(now, p, first(&hello), no_session)
+        let Ok(Incoming::New {
+            key,
+            session,
+            evicted,
+            ..
+        }) = bed.endpoint.first_frame(now, p, first(&hello), no_session)
         else {
             panic!("HELLO not accepted");
         };
+        (key, evicted, client, session)
+    };
+    for p in 0..MAX_UNPROVEN as PathId {
+        let (key, evicted, client, session) = hello_of(&mut bed, p);
+        assert_eq!(evicted, None);
         sessions.push((key, p, client, session));
     }
-    let mut late = bed.client(PORT);
-    late.path_opened(now, 1);
-    let hello = wire(now, &mut late, 1);
-    let refused = bed
-        .endpoint
-        .first_frame(now, 9000, first(&hello), no_session)
-        .unwrap_err();
-    assert_eq!(refused.why, Refusal::TooManyUnproven);
-    // One client proves its keys (its first sealed record), another session ends: room.
-    let (key, path, mut client, mut session) = sessions.pop().unwrap();
-    let ack = wire(now, &mut session, path);
-    assert!(feed(now, &mut client, 1, &ack));
-    let proof = wire(now, &mut client, 1);
-    assert!(feed(now, &mut session, path, &proof));
+    // The first client proves its keys: it no longer counts, nothing is evicted for it.
+    let (proven_key, path, client, session) = &mut sessions[0];
+    let ack = wire(now, session, *path);
+    assert!(feed(now, client, 1, &ack));
+    let proof = wire(now, client, 1);
+    assert!(feed(now, session, *path, &proof));
     assert!(session.is_proven());
-    bed.endpoint.session_proven(key);
-    let (_, _, _, gone) = sessions.pop().unwrap();
-    bed.endpoint.session_ended(&gone.conn_id());
-    for p in [9001, 9002] {
-        let mut c = bed.client(PORT);
-        c.path_opened(now, 1);
-        let hello = wire(now, &mut c, 1);
-        assert!(
-            bed.endpoint
-                .first_frame(now, p, first(&hello), no_session)
-                .is_ok()
-        );
-    }
-    let _ = Record::Clear(first(&hello));
+    bed.endpoint.session_proven(*proven_key);
+    let (_, evicted, _, _) = hello_of(&mut bed, 9000);
+    assert_eq!(evicted, None, "a proven session made room");
+    // Full again: each new HELLO evicts the oldest unproven session (the second one), whose
+    // connection ID no longer routes; the proven one stays.
+    // The second client got its HELLO_ACK, but its proof is not in yet.
+    let (_, path, client, session) = &mut sessions[1];
+    let ack = wire(now, session, *path);
+    assert!(feed(now, client, 1, &ack));
+    let (_, evicted, _, _) = hello_of(&mut bed, 9001);
+    assert_eq!(evicted, Some(sessions[1].0));
+    let (_, _, client, _) = &mut sessions[1];
+    client.path_closed(now, 1);
+    client.path_opened(now, 2);
+    let resume = wire(now, client, 2);
+    let gone = bed
+        .endpoint
+        .first_frame(now, 9002, first(&resume), no_session)
+        .unwrap_err();
+    assert_eq!(gone.why, Refusal::UnknownSession);
+    let (_, evicted, _, _) = hello_of(&mut bed, 9003);
+    assert_eq!(evicted, Some(sessions[2].0));
+    assert_eq!(bed.endpoint.sessions(), MAX_UNPROVEN + 1);
+    let _ = Record::Clear(first(&resume));
 }

@@ -336,7 +336,15 @@ impl Engine {
                 session,
                 port,
                 deliver_to,
-            }) => self.accepted(pid, key, *session, port, deliver_to),
+                evicted,
+            }) => {
+                if let Some(old) = evicted {
+                    tracing::debug!(session = old, "unproven session evicted by a newer HELLO");
+                    self.counters.path_refused("UnprovenEvicted");
+                    self.remove_conn(old);
+                }
+                self.accepted(pid, key, *session, port, deliver_to)
+            }
             Ok(Incoming::Resumed { key }) => self.resumed(pid, key),
             Err(refused) => self.refuse_path(pid, refused, now),
         }

@@ -734,8 +734,16 @@ impl World {
                     sessions.get_mut(&key).map(|c| c.session.as_mut())
                 });
                 match result {
-                    Ok(Incoming::New { key, session, .. }) => {
+                    Ok(Incoming::New {
+                        key,
+                        session,
+                        evicted,
+                        ..
+                    }) => {
                         self.log(|| format!("server: new session {key} on path {path}"));
+                        if let Some(old) = evicted {
+                            self.sessions.remove(&old);
+                        }
                         let conn_id = session.conn_id();
                         self.sessions.insert(
                             key,
