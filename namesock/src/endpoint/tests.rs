@@ -5,7 +5,7 @@ use namesock_identity::Keypair;
 
 use super::*;
 use crate::session::{Event, SessionConfig};
-use crate::wire::{Frame, FrameRef, Record};
+use crate::wire::{Frame, FrameRef};
 
 const PORT: u16 = 8000;
 
@@ -341,5 +341,4 @@ fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room
     let (_, evicted, _, _) = hello_of(&mut bed, 9003);
     assert_eq!(evicted, Some(sessions[2].0));
     assert_eq!(bed.endpoint.sessions(), MAX_UNPROVEN + 1);
-    let _ = Record::Clear(first(&resume));
 }
