@@ -57,13 +57,7 @@ impl FileStore {
     /// group), its group one of ours, not writable by others. Then files of that group's
     /// members are read too. Anything else is an error that says what is wrong.
     pub fn open(dir: &Path) -> Result<FileStore, GnsError> {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
-        }
+        fsutil::create_private_dir(dir)?;
         let meta = open_dir(dir)?;
         let mode = meta.permissions().mode() & 0o7777;
         let uid = fsutil::euid();

@@ -18,13 +18,13 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use namesock_identity::Guid;
 
-use crate::fsutil::{self, LOCK_WAIT, StoreError, Trusted, io_err};
+use crate::fsutil::{self, LOCK_WAIT, StoreError, Trusted};
 
 /// Most names (and, separately, GUIDs) the file remembers.
 pub const MAX_ENTRIES: usize = 2048;
@@ -231,13 +231,7 @@ impl KnownNames {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
-        }
+        fsutil::create_private_dir(dir)?;
         let _lock = fsutil::lock(&self.lock_path, 0o600, &Trusted::me(), LOCK_WAIT)?;
         let mut entries = self.read()?;
         change(&mut entries, crate::record::unix_now());

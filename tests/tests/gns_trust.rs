@@ -23,13 +23,7 @@ use namesock_resolver::{Backend, GnsConfig, NameBinding};
 const NOBODY: &str = "65534";
 
 fn namesock() -> PathBuf {
-    let bin = namesock_tests::build_dir().join("namesock");
-    assert!(
-        bin.exists(),
-        "{} is missing: run tests/run.sh",
-        bin.display()
-    );
-    bin
+    namesock_tests::tools().namesock
 }
 
 /// One user of the GNS: a backend, a key file, a known-names file.
