@@ -102,6 +102,8 @@ pub fn serve_errno(e: &ServeError) -> c_int {
         ServeError::Key(_) => libc::EACCES,
         ServeError::Start(StartError::Config(_)) => libc::EINVAL,
         ServeError::Publish(_) | ServeError::EngineGone => libc::EIO,
+        // An allow list that cannot be read whole must not fall back to serving everyone.
+        ServeError::Allow(_) => libc::EACCES,
     }
 }
 

@@ -73,6 +73,7 @@
 //! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
 //!   to deliver their last bytes, as the kernel would for a plain socket.
 
+mod allow;
 mod client;
 mod conn;
 mod event_loop;
@@ -81,6 +82,8 @@ mod path;
 mod relay;
 mod server;
 pub mod snapshot;
+
+pub use allow::AllowFileError;
 pub(crate) mod sys;
 
 use std::collections::HashMap;
@@ -146,6 +149,9 @@ pub enum ConnectError {
     /// The handshake failed (the peer could not prove its GUID, or reset the session).
     #[error("the peer reset the session: {0:?}")]
     Reset(ResetReason),
+    /// The peer refused the session by policy (its allow list, its limits), signed.
+    #[error("refused by {guid}: {}", reason.describe())]
+    Denied { guid: Guid, reason: ResetReason },
     /// The caller's socket is unusable or could not be connected to the relay.
     #[error("cannot attach the socket: {0}")]
     Socket(#[source] io::Error),
@@ -161,7 +167,9 @@ impl ConnectError {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
             ConnectError::Start(StartError::Config(_)) => libc::EINVAL,
-            ConnectError::UnknownName(_) | ConnectError::Refused { .. } => libc::ECONNREFUSED,
+            ConnectError::UnknownName(_)
+            | ConnectError::Refused { .. }
+            | ConnectError::Denied { .. } => libc::ECONNREFUSED,
             ConnectError::Gns(_) | ConnectError::HostUnreachable => libc::EHOSTUNREACH,
             ConnectError::TimedOut => libc::ETIMEDOUT,
             ConnectError::NetUnreachable => libc::ENETUNREACH,
@@ -196,6 +204,8 @@ pub enum ServeError {
     Bind { port: u16, source: io::Error },
     #[error("cannot publish this host's addresses: {0}")]
     Publish(#[source] GnsError),
+    #[error(transparent)]
+    Allow(#[from] allow::AllowFileError),
     #[error("the namesock engine stopped")]
     EngineGone,
 }

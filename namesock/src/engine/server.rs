@@ -115,6 +115,7 @@ impl Engine {
                 });
             }
         };
+        self.start_policy()?;
         let port = self.cfg.engine_port;
         let bind = |ip: IpAddr| TcpListener::bind(SocketAddr::new(ip, port));
         // [::] is dual-stack on Linux; a host without IPv6 gets 0.0.0.0.
@@ -263,9 +264,13 @@ impl Engine {
             match s.listener.accept() {
                 Ok((mut stream, remote)) => {
                     let pid = crate::path_manager::next_path_id();
-                    if let Err(refusal) = self.endpoint.path_accepted(now, pid) {
+                    if let Err(refusal) = self.endpoint.path_accepted(now, pid, remote.ip()) {
                         self.counters.path_refused(refusal.kind());
-                        tracing::debug!(%remote, %refusal, "flow path refused");
+                        if refusal.is_policy() {
+                            tracing::info!(%remote, "flow path refused: {refusal}");
+                        } else {
+                            tracing::debug!(%remote, %refusal, "flow path refused");
+                        }
                         continue;
                     }
                     let _ = sys::tune_flow_path(
@@ -338,7 +343,7 @@ impl Engine {
                 deliver_to,
                 evicted,
             }) => {
-                if let Some(old) = evicted {
+                for old in evicted {
                     tracing::debug!(session = old, "unproven session evicted by a newer HELLO");
                     self.counters.path_refused("UnprovenEvicted");
                     self.remove_conn(old);
@@ -354,7 +359,12 @@ impl Engine {
     /// Sends the refusal's signed REFUSE, if it has one, on a path that carries no session,
     /// then closes it.
     fn refuse_path(&mut self, pid: PathId, refused: Refused, now: Instant) {
-        tracing::debug!(path = pid, refusal = %refused.why, "path refused");
+        if refused.why.is_policy() {
+            let remote = self.paths.get(&pid).map(|fp| fp.remote);
+            tracing::info!(path = pid, ?remote, "session refused: {}", refused.why);
+        } else {
+            tracing::debug!(path = pid, refusal = %refused.why, "path refused");
+        }
         self.counters.path_refused(refused.why.kind());
         let Some(answer) = refused.answer else {
             self.drop_path(pid);
