@@ -790,9 +790,6 @@ impl Engine {
             }
             Side::Server(s) => {
                 self.endpoint.session_ended(&s.session.conn_id());
-                if let Some(d) = s.delivery.take() {
-                    self.shared.deliveries.lock().remove(&d);
-                }
             }
         }
         if let Some(mut app) = c.app.take() {

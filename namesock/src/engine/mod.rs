@@ -24,9 +24,10 @@
 //!   session to be established, connects the caller's fd to the engine's loopback relay
 //!   listener (127.0.0.1 or ::1 by the fd's family, temporarily blocking, flags restored) and
 //!   writes a 16-byte random secret that pairs the connection with its session. Server: the
-//!   engine connects to the program's own listener (`deliver_to`); the local address of that
-//!   connection is recorded *before* the connect, so `delivered_session(peer)` answers the
-//!   program's accept at once.
+//!   engine connects to the program's own listener (`deliver_to`); the connection's 4-tuple
+//!   is recorded *before* the connect and removed before the engine's end closes, so
+//!   `claim_delivery(fd)` answers the program's accept at once, and only for that socket
+//!   (`delivery.rs`: no local user can pass for a delivery).
 //! - **The relay is bounded both ways** (64 KiB per direction): the engine reads from the
 //!   program only while `Session::app_write` takes bytes (replay room), so a full replay
 //!   buffer is backpressure on the program, never loss. Program EOF becomes
@@ -76,6 +77,7 @@
 mod allow;
 mod client;
 mod conn;
+mod delivery;
 mod event_loop;
 mod netlink;
 mod path;
@@ -84,9 +86,9 @@ mod server;
 pub mod snapshot;
 
 pub use allow::AllowFileError;
+pub use delivery::claim_delivery;
 pub(crate) mod sys;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -251,8 +253,8 @@ pub(crate) enum Command {
 /// The part of the engine other threads read directly (short critical sections only, and
 /// never across a fork: a child uses its own engine).
 pub(crate) struct Shared {
-    /// Delivery connection's local address (what the program's accept sees as its peer).
-    deliveries: Mutex<HashMap<SocketAddr, SessionInfo>>,
+    /// Deliveries whose engine end is open (what the program's accept sees as its peer).
+    deliveries: delivery::Deliveries,
     relay_v4: Option<SocketAddr>,
     relay_v6: Option<SocketAddr>,
     gns: Mutex<Option<Arc<Gns>>>,
@@ -488,13 +490,6 @@ pub fn unserve(port: u16) {
     if let Some(h) = current() {
         let _ = h.send(Command::Unserve { port });
     }
-}
-
-/// The session behind an accepted delivery: `relay_peer` is the peer address the program's
-/// accept saw (the engine's end of the delivery connection).
-pub fn delivered_session(relay_peer: SocketAddr) -> Option<SessionInfo> {
-    let h = current()?;
-    h.shared.deliveries.lock().get(&relay_peer).cloned()
 }
 
 /// The GUID this process serves as (its key file's), once `serve` has succeeded.
