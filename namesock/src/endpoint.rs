@@ -271,7 +271,12 @@ impl Endpoint {
     }
 
     /// The driver closed a path that had not presented its first frame.
-    pub fn path_gone(&mut self, path: PathId) -> Option<IpAddr> {
+    pub fn path_gone(&mut self, path: PathId) {
+        self.take_unattached(path);
+    }
+
+    /// Forgets an unattached path; its source, if it was one.
+    fn take_unattached(&mut self, path: PathId) -> Option<IpAddr> {
         let source = self.unattached_set.remove(&path);
         if source.is_some() {
             self.compact();
@@ -290,7 +295,7 @@ impl Endpoint {
         session: impl FnOnce(ConnKey) -> Option<&'s mut Session>,
     ) -> Result<Incoming, Refused> {
         let source = self
-            .path_gone(path)
+            .take_unattached(path)
             .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let conn_id = match &frame {
             Frame::Hello(h) => Some(h.conn_id),

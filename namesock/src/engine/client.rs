@@ -247,7 +247,7 @@ impl Engine {
                     let guid = client.pm.session().server_guid();
                     let err = connect_error(failure, &client.target, client.port, guid);
                     if matches!(err, ConnectError::Denied { .. }) {
-                        tracing::warn!(target = %client.target, port = client.port, "{err}");
+                        tracing::warn!(peer = %client.target, port = client.port, "{err}");
                     } else {
                         tracing::debug!(error = %err, "connect failed");
                     }
