@@ -384,12 +384,13 @@ fn a_second_local_user_cannot_pass_for_a_delivered_session() {
     );
     let engine_end = engine_end.unwrap();
     let engine_port = engine_end.rsplit(':').next().unwrap().to_owned();
+    // The client exits by itself (its engine says FIN first): the session closes both ways.
+    let exited = client.wait_timeout(secs(20)).unwrap();
     assert!(
-        wait_for(secs(20), || log(&scenario, "client").contains("closed")),
+        exited.is_some_and(|s| s.success()) && log(&scenario, "client").contains("closed"),
         "the client did not finish\n{}",
         scenario.logs("client")
     );
-    client.kill();
     // Another uid re-binds the engine's port and connects to the program's listener (as
     // soon as the engine's end has closed and freed the port).
     let mut output = None;
@@ -410,9 +411,11 @@ fn a_second_local_user_cannot_pass_for_a_delivered_session() {
         output = Some(out);
         ok
     });
+    let sockets = scenario.server.run(&["ss", "-tanH"], secs(5)).unwrap();
     assert!(
         reached,
-        "the spoofing connection did not reach the program: {output:?}"
+        "the spoofing connection did not reach the program: {output:?}\n{}",
+        String::from_utf8_lossy(&sockets.stdout)
     );
     let reports = log(&scenario, "server");
     server.kill();
