@@ -37,7 +37,7 @@ pub enum AllowFileError {
         path: PathBuf,
         line: usize,
         name: String,
-        source: GnsError,
+        source: Box<GnsError>,
     },
 }
 
@@ -87,6 +87,6 @@ fn name_error(path: &Path, e: &Entry<Principal>, source: GnsError) -> AllowFileE
             Principal::Name(n) => n.clone(),
             Principal::Guid(g) => g.to_string(),
         },
-        source,
+        source: Box::new(source),
     }
 }
