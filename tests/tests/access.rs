@@ -65,6 +65,27 @@ for target in (web, sink, report):
 threading.Event().wait()
 "#;
 
+/// A pre-forking server: the parent listens (so its engine serves the port and delivers),
+/// two children accept and report like the report port.
+const PREFORK: &str = r#"
+import os, socket, sys
+s = socket.create_server(("", int(sys.argv[1])), backlog=16)
+for _ in range(2):
+    if os.fork() == 0:
+        while True:
+            c, a = s.accept()
+            f = c.makefile("rwb")
+            line = f.readline().decode().strip()
+            print("report", line, a[0], c.getpeername()[0], os.getpid(), flush=True)
+            f.write(b"ok\n")
+            f.flush()
+            f.readline()
+            f.close()
+            c.close()
+print("parent", os.getpid(), flush=True)
+os.wait()
+"#;
+
 /// Says `hello`, waits for the answer, keeps the connection `hold` seconds, says bye and
 /// waits for the server to close.
 const REPORT_CLIENT: &str = r#"
@@ -153,9 +174,14 @@ fn start_server(scenario: &Scenario, env: &[(&str, String)]) -> Process {
     let ports = [PORT, SINK, REPORT].map(|p| p.to_string());
     let mut argv = vec!["python3", "-c", SERVER, www.to_str().unwrap()];
     argv.extend(ports.iter().map(String::as_str));
+    start_as_web(scenario, &argv, env)
+}
+
+/// `argv` under namesock as `web` on the server host with `env`, once its record is out.
+fn start_as_web(scenario: &Scenario, argv: &[&str], env: &[(&str, String)]) -> Process {
     let mut command = scenario
         .world
-        .namesock_run(&scenario.server, "server", &argv)
+        .namesock_run(&scenario.server, "server", argv)
         .unwrap();
     command.env("NAMESOCK_NAME", "web");
     for (k, v) in env {
@@ -560,5 +586,68 @@ fn floods_are_held_at_the_limits_and_a_legitimate_client_is_still_served() {
     assert!(
         grown_mib <= LIMIT * per_session_mib + 16,
         "server grew {grown_mib} MiB under the flood"
+    );
+}
+
+/// A pre-forking server (the parent listens, its children accept): the parent's engine
+/// delivers, and each child still shows the real client, never a loopback address (the child
+/// sends the accepted socket to its parent's engine, which checks it).
+#[test]
+fn a_pre_forked_child_sees_the_real_client() {
+    const T: &str = "a_pre_forked_child_sees_the_real_client";
+    if !runnable(T) {
+        return;
+    }
+    let (scenario, _) = bed("access-prefork", &[]);
+    let mut server = start_as_web(
+        &scenario,
+        &["python3", "-c", PREFORK, &REPORT.to_string()],
+        &[],
+    );
+    for i in 0..3 {
+        let talk = python(
+            &scenario,
+            &format!("client{i}"),
+            REPORT_CLIENT,
+            &[&format!("web.{ZONE}"), &REPORT.to_string(), "0"],
+        );
+        let output = run_with_input(talk, None, secs(60)).unwrap();
+        assert!(
+            output.status.success()
+                && String::from_utf8_lossy(&output.stdout).contains("answer ok"),
+            "{output:?}\n{}",
+            scenario.logs(&format!("client{i}"))
+        );
+    }
+    let reports = log(&scenario, "server");
+    server.kill();
+    let parent = reports
+        .lines()
+        .find_map(|l| l.strip_prefix("parent "))
+        .unwrap_or_else(|| panic!("{reports}"))
+        .to_owned();
+    let lines: Vec<Vec<&str>> = reports
+        .lines()
+        .filter(|l| l.starts_with("report hello "))
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "{reports}");
+    for l in &lines {
+        let (accepted, peer, child) = (l[2], l[3], l[4]);
+        assert_ne!(child, parent, "{reports}");
+        assert_eq!(accepted, peer, "{reports}");
+        let ip: IpAddr = peer.parse().unwrap();
+        assert!(
+            !ip.is_loopback(),
+            "a child saw the loopback delivery:\n{reports}"
+        );
+    }
+    eprintln!(
+        "ACCESS prefork: 3 sessions accepted by children of {parent}: {}",
+        lines
+            .iter()
+            .map(|l| format!("{} (pid {})", l[3], l[4]))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

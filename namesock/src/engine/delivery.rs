@@ -15,16 +15,33 @@
 //!
 //! So a local user who binds a port the engine used before and connects to the program's
 //! listener is shown as what it is, a loopback peer, never as the GUID of a session.
+//!
+//! A pre-forking server's children accept on the parent's listener, but the deliveries are
+//! the parent's engine's. A child that does not know a socket sends that very socket to its
+//! parent (`deliveries-<ppid>.sock` in the user's 0700 control directory, SCM_RIGHTS; the
+//! parent answers only its own uid), and the parent checks it by the same rules: nothing the
+//! child says is believed, only the socket.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use namesock_identity::Guid;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
-use super::{SessionInfo, Shared, current};
+use super::{SessionInfo, Shared, current, sys};
 use crate::interpose;
+
+/// How long a child's question and the parent's answer may take.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(1);
+/// An answer longer than this is refused.
+const MAX_ANSWER: u64 = 4096;
 
 /// Bound on deliveries at once: one per server session, which the endpoint bounds far
 /// below this.
@@ -48,6 +65,20 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 }
 
 impl Deliveries {
+    /// The session behind `fd`, an accepted socket, by the module's rules; marks it claimed.
+    fn claim(&self, fd: RawFd) -> Option<SessionInfo> {
+        // No peer: not connected any more (reset), so not a live delivery.
+        let peer = canonical(interpose::peer_addr(fd)?);
+        let local = canonical(interpose::local_addr(fd)?);
+        let mut map = self.0.lock();
+        let d = map.get_mut(&peer)?;
+        if d.claimed || d.listener != local {
+            return None;
+        }
+        d.claimed = true;
+        Some(d.info.clone())
+    }
+
     /// The client moved: the peer address a later accept shows.
     pub(super) fn set_peer_addr(&self, engine_end: SocketAddr, peer_addr: SocketAddr) {
         if let Some(d) = self.0.lock().get_mut(&canonical(engine_end)) {
@@ -104,17 +135,85 @@ impl Drop for DeliveryEntry {
 }
 
 /// The session behind `fd`, a socket the program just accepted, if it is a delivery of this
-/// process's engine (see the module's rules); the first claim of a delivery only.
+/// process's engine or of its parent's (a pre-forked child); the first claim only.
 pub fn claim_delivery(fd: RawFd) -> Option<SessionInfo> {
-    let h = current()?;
-    // No peer: not connected any more (reset), so not a live delivery.
-    let peer = canonical(interpose::peer_addr(fd)?);
-    let local = canonical(interpose::local_addr(fd)?);
-    let mut map = h.shared.deliveries.0.lock();
-    let d = map.get_mut(&peer)?;
-    if d.claimed || d.listener != local {
-        return None;
+    if let Some(info) = current().and_then(|h| h.shared.deliveries.claim(fd)) {
+        return Some(info);
     }
-    d.claimed = true;
-    Some(d.info.clone())
+    ask_parent(fd)
+}
+
+/// The socket on which the engine of process `pid` answers its children.
+fn children_socket(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("deliveries-{pid}.sock"))
+}
+
+/// A session as the parent tells a child.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    peer_guid: String,
+    peer_addr: SocketAddr,
+    service_port: u16,
+}
+
+/// Starts answering this process's future children (once per process): a thread that takes
+/// one socket at a time from a child of this user and answers its session, if any. Returns
+/// the socket's path (removed at exit).
+pub(super) fn answer_children(shared: &Arc<Shared>) -> Option<PathBuf> {
+    let dir = crate::control::ensure_dir().ok()?;
+    let path = children_socket(&dir, sys::getpid());
+    // A socket left by an earlier process with our pid is stale.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)
+        .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "no delivery socket for forked children"))
+        .ok()?;
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("namesock-deliver".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer_child(&shared, stream) {
+                    tracing::debug!(error = %e, "a child's delivery question failed");
+                }
+            }
+        })
+        .ok()?;
+    Some(path)
+}
+
+fn answer_child(shared: &Shared, mut stream: UnixStream) -> std::io::Result<()> {
+    if sys::peer_uid(stream.as_raw_fd()) != Some(crate::control::euid()) {
+        return Ok(());
+    }
+    stream.set_read_timeout(Some(CHILD_TIMEOUT))?;
+    stream.set_write_timeout(Some(CHILD_TIMEOUT))?;
+    let fd = sys::recv_fd(stream.as_raw_fd())?;
+    let answer = shared.deliveries.claim(fd.as_raw_fd()).map(|info| Answer {
+        peer_guid: info.peer_guid.to_string(),
+        peer_addr: info.peer_addr,
+        service_port: info.service_port,
+    });
+    stream.write_all(&serde_json::to_vec(&answer)?)
+}
+
+/// Asks the parent's engine about `fd` (sent, not described).
+fn ask_parent(fd: RawFd) -> Option<SessionInfo> {
+    let dir = crate::control::dir_path();
+    crate::control::check_dir(&dir).ok()?;
+    let mut stream = UnixStream::connect(children_socket(&dir, sys::getppid())).ok()?;
+    stream.set_read_timeout(Some(CHILD_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(CHILD_TIMEOUT)).ok()?;
+    sys::send_fd(stream.as_raw_fd(), fd).ok()?;
+    let mut bytes = Vec::new();
+    (&mut stream)
+        .take(MAX_ANSWER)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let answer: Answer = serde_json::from_slice::<Option<Answer>>(&bytes).ok()??;
+    Some(SessionInfo {
+        peer_guid: answer.peer_guid.parse::<Guid>().ok()?,
+        peer_name: None,
+        peer_addr: answer.peer_addr,
+        service_port: answer.service_port,
+    })
 }

@@ -163,6 +163,7 @@ impl Engine {
             gns: Default::default(),
             local_guid: Default::default(),
             control_path: control.as_ref().map(|c| c.path.clone()),
+            children_path: Default::default(),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).

@@ -261,6 +261,8 @@ pub(crate) struct Shared {
     local_guid: Mutex<Option<Guid>>,
     /// The control socket (removed at exit).
     control_path: Option<PathBuf>,
+    /// The socket forked children ask about deliveries, once serving (removed at exit).
+    children_path: Mutex<Option<PathBuf>>,
 }
 
 impl Shared {
@@ -387,6 +389,9 @@ extern "C" fn drain_at_exit() {
             let _ = rx.recv_timeout(limit);
         }
         if let Some(path) = &h.shared.control_path {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(path) = h.shared.children_path.lock().take() {
             let _ = std::fs::remove_file(path);
         }
     });

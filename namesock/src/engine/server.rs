@@ -117,6 +117,7 @@ impl Engine {
             }
         };
         self.start_policy()?;
+        *self.shared.children_path.lock() = super::delivery::answer_children(&self.shared);
         let port = self.cfg.engine_port;
         let bind = |ip: IpAddr| TcpListener::bind(SocketAddr::new(ip, port));
         // [::] is dual-stack on Linux; a host without IPv6 gets 0.0.0.0.
