@@ -217,3 +217,82 @@ fn ask_parent(fd: RawFd) -> Option<SessionInfo> {
         service_port: answer.service_port,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use namesock_identity::Keypair;
+
+    use super::*;
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            peer_guid: Keypair::generate().guid(),
+            peer_name: None,
+            peer_addr: "192.0.2.7:40000".parse().unwrap(),
+            service_port: 80,
+        }
+    }
+
+    fn entry(table: &Deliveries, engine_end: SocketAddr, listener: SocketAddr) {
+        table.0.lock().insert(
+            canonical(engine_end),
+            Delivered {
+                info: info(),
+                listener: canonical(listener),
+                claimed: false,
+            },
+        );
+    }
+
+    #[test]
+    fn an_accepted_socket_is_a_delivery_by_its_live_4_tuple_and_only_once() {
+        let table = Deliveries::default();
+        let program = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = program.local_addr().unwrap();
+        // The delivery: the engine's end is live, its entry names the listener.
+        let engine = TcpStream::connect(at).unwrap();
+        entry(&table, engine.local_addr().unwrap(), at);
+        let (accepted, _) = program.accept().unwrap();
+        assert!(table.claim(accepted.as_raw_fd()).is_some());
+        assert!(table.claim(accepted.as_raw_fd()).is_none(), "claimed twice");
+        // Another connection to the same listener is nobody's delivery.
+        let _other = TcpStream::connect(at).unwrap();
+        let (accepted, _) = program.accept().unwrap();
+        assert!(table.claim(accepted.as_raw_fd()).is_none());
+        // An entry for another listener does not match this one's sockets.
+        let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+        let engine2 = TcpStream::connect(at).unwrap();
+        entry(
+            &table,
+            engine2.local_addr().unwrap(),
+            elsewhere.local_addr().unwrap(),
+        );
+        let (accepted, _) = program.accept().unwrap();
+        assert!(table.claim(accepted.as_raw_fd()).is_none());
+        // A connection reset before the accept has no peer: not a live delivery.
+        let engine3 = TcpStream::connect(at).unwrap();
+        entry(&table, engine3.local_addr().unwrap(), at);
+        sys::set_linger_zero(engine3.as_raw_fd()).unwrap();
+        drop(engine3);
+        let (accepted, _) = program.accept().unwrap();
+        assert!(table.claim(accepted.as_raw_fd()).is_none());
+    }
+
+    #[test]
+    fn a_descriptor_crosses_a_unix_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        sys::send_fd(a.as_raw_fd(), listener.as_raw_fd()).unwrap();
+        let got = sys::recv_fd(b.as_raw_fd()).unwrap();
+        assert_eq!(
+            interpose::local_addr(got.as_raw_fd()),
+            Some(listener.local_addr().unwrap())
+        );
+        // One byte and no descriptor is not an answer.
+        (&a).write_all(&[0]).unwrap();
+        assert!(sys::recv_fd(b.as_raw_fd()).is_err());
+    }
+}
