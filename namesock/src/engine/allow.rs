@@ -90,3 +90,74 @@ fn name_error(path: &Path, e: &Entry<Principal>, source: GnsError) -> AllowFileE
         source: Box::new(source),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use namesock_identity::Keypair;
+    use namesock_resolver::{Backend, GnsConfig};
+
+    use super::*;
+
+    /// A file GNS in `dir`, pins kept in `dir` too.
+    fn gns(dir: &Path) -> Arc<Gns> {
+        let config = GnsConfig {
+            backend: Backend::File(dir.join("gns")),
+            zone: "ns.alt".into(),
+        };
+        Arc::new(Gns::with_known_names(&config, dir.join("known_names")).unwrap())
+    }
+
+    fn cfg(dir: &Path, allow: Option<&str>) -> Config {
+        Config {
+            key: Some(dir.join("key")),
+            allow: allow.map(|a| dir.join(a)),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn no_file_next_to_the_key_is_open_a_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gns(dir.path());
+        assert_eq!(
+            load(&cfg(dir.path(), None), || Ok(g.clone())).unwrap(),
+            None
+        );
+        assert!(matches!(
+            load(&cfg(dir.path(), Some("missing")), || Ok(g.clone())),
+            Err(AllowFileError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn guids_and_resolved_names_are_allowed_and_bad_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gns(dir.path());
+        let (friend, laptop) = (Keypair::generate(), Keypair::generate());
+        g.publish(&laptop, &["192.0.2.1:7000".parse().unwrap()], &[])
+            .unwrap();
+        g.register(&laptop, "laptop.ns.alt").unwrap();
+        std::fs::write(
+            dir.path().join("key.allow"),
+            format!("{}\nlaptop 22\n", friend.guid()),
+        )
+        .unwrap();
+        let list = load(&cfg(dir.path(), None), || Ok(g.clone()))
+            .unwrap()
+            .expect("a list");
+        assert!(list.permits(&friend.guid(), 1));
+        assert!(list.permits(&laptop.guid(), 22));
+        assert!(!list.permits(&laptop.guid(), 80));
+        std::fs::write(dir.path().join("bad"), "laptop 0\n").unwrap();
+        assert!(matches!(
+            load(&cfg(dir.path(), Some("bad")), || Ok(g.clone())),
+            Err(AllowFileError::Parse { .. })
+        ));
+        std::fs::write(dir.path().join("unknown"), "nobody\n").unwrap();
+        let err = load(&cfg(dir.path(), Some("unknown")), || Ok(g.clone())).unwrap_err();
+        assert!(
+            matches!(&err, AllowFileError::Name { line: 1, name, .. } if name == "nobody"),
+            "{err}"
+        );
+    }
+}
