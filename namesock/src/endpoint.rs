@@ -384,19 +384,20 @@ impl Endpoint {
     }
 
     /// Room for one more session of `peer` from `source`, within every limit: evicts
-    /// unproven sessions where that makes room (the peer's own first, then the source's,
-    /// then the oldest), refuses where only live, proven sessions fill the limit (they are
-    /// never touched). An unproven session is worth nothing until its client proves its
-    /// keys, one round trip after HELLO_ACK, so a flood of HELLOs never proven (replayed,
-    /// or from throwaway keys) only evicts itself.
+    /// unproven sessions where that makes room, refuses where it cannot (live, proven
+    /// sessions are never touched). An unproven session is worth nothing until its client
+    /// proves its keys, one round trip after HELLO_ACK, so a flood of HELLOs never proven
+    /// (replayed, or from throwaway keys) only evicts itself. At the per-peer and total
+    /// limits only a session from *another* source makes room: a client opening sessions
+    /// back to back has its latest one in flight (proof not yet in) from its own address,
+    /// and its newcomer is refused rather than that one cut; a replayer (somewhere else) of
+    /// a client's HELLOs cannot hold that client out.
     fn make_room(&mut self, peer: Guid, source: IpAddr) -> Result<Vec<ConnKey>, Refusal> {
         let mut evicted = Vec::new();
         let per_peer = self.limits.sessions_per_peer;
         if self.per_peer.get(&peer).copied().unwrap_or(0) >= per_peer {
-            // A replayed HELLO of this peer must not lock the peer out: its unproven
-            // sessions go first.
             let key = self
-                .evict_unproven(|u| u.peer == peer)
+                .evict_unproven(|u| u.peer == peer && u.source != source)
                 .ok_or(Refusal::TooManySessions {
                     guid: peer,
                     limit: per_peer,
@@ -406,7 +407,7 @@ impl Endpoint {
         let max = self.max_sessions();
         if self.by_conn_id.len() >= max {
             let key = self
-                .evict_unproven(|_| true)
+                .evict_unproven(|u| u.source != source)
                 .ok_or(Refusal::Overloaded { limit: max })?;
             evicted.push(key);
         }

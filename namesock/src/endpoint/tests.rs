@@ -507,7 +507,8 @@ fn one_peer_is_held_at_its_session_limit_and_its_live_sessions_stay() {
 }
 
 /// Replays of a peer's HELLOs (a replayer has no keys, so never proves) cannot lock that
-/// peer out: at its limit, its unproven sessions make room before anything is refused.
+/// peer out: at its limit, its unproven sessions from elsewhere make room; those in flight
+/// from its own address are not cut for its newcomer.
 #[test]
 fn at_its_limit_a_peers_unproven_sessions_make_room_for_it() {
     let mut bed = Bed::new();
@@ -526,6 +527,12 @@ fn at_its_limit_a_peers_unproven_sessions_make_room_for_it() {
     let mut c4 = bed.client_of(victim.clone(), PORT);
     let (_, _, evicted) = new_session(hello_from(&mut bed, &mut c4, 4, ip(7)));
     assert_eq!(evicted, vec![k2]);
+    assert_eq!(bed.endpoint.sessions_of(&victim.guid()), 2);
+    // Its own sessions in flight (same source, proof not yet in) are not cut for a
+    // newcomer: the newcomer is refused.
+    let mut c5 = bed.client_of(victim.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c5, 5, ip(7)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
     assert_eq!(bed.endpoint.sessions_of(&victim.guid()), 2);
 }
 
