@@ -9,7 +9,7 @@ use namesock_identity::Keypair;
 use super::*;
 use crate::endpoint::{Endpoint, Incoming};
 use crate::session::SessionConfig;
-use crate::wire::FrameRef;
+use crate::wire::{Frame, FrameRef};
 
 const PORT: u16 = 8000;
 
@@ -278,4 +278,45 @@ fn a_lost_path_redials_at_once_and_asks_the_gns() {
     pm.resolved(later, Some((5, vec![addr("10.1.7.2:4000")])), &bed.local);
     let acts = actions(&mut pm, later, &bed.local);
     assert_eq!(dials(&acts)[0].1, addr("10.1.7.2:4000"));
+}
+
+#[test]
+fn a_refusal_by_the_servers_policy_fails_the_connect_with_its_reason() {
+    let bed = Bed::new();
+    for (reason, failure) in [
+        (
+            ResetReason::NotAllowed,
+            ConnectFailure::Denied(ResetReason::NotAllowed),
+        ),
+        (
+            ResetReason::TooManySessions,
+            ConnectFailure::Denied(ResetReason::TooManySessions),
+        ),
+        (
+            ResetReason::Overloaded,
+            ConnectFailure::Denied(ResetReason::Overloaded),
+        ),
+        (ResetReason::PortRefused, ConnectFailure::Refused),
+    ] {
+        let mut pm = bed.manager(&["10.1.1.2:4000"]);
+        let d = dials(&actions(&mut pm, bed.t0, &bed.local));
+        pm.path_connected(bed.t0, d[0].0, addr("10.0.0.2:5000"), &bed.local);
+        let _ = actions(&mut pm, bed.t0, &bed.local);
+        let hello = wire(bed.t0, pm.session_mut(), d[0].0);
+        let acceptor =
+            crate::session::Acceptor::new(SessionConfig::default(), bed.server_key.clone());
+        let decoded = decode(&hello);
+        let Frame::Hello(h) = &decoded else {
+            panic!("not a HELLO");
+        };
+        let refuse = acceptor.refuse(&decoded, h.conn_id, reason);
+        let mut bytes = Vec::new();
+        Frame::<Vec<u8>>::Refuse(refuse).encode(&mut bytes);
+        feed(bed.t0, pm.session_mut(), d[0].0, &bytes);
+        pm.frames_received(bed.t0, d[0].0);
+        assert!(
+            actions(&mut pm, bed.t0, &bed.local).contains(&Action::Failed(failure)),
+            "{reason:?}"
+        );
+    }
 }
