@@ -92,9 +92,8 @@ pub fn delivery_address(fd: RawFd, family: c_int) -> Option<SocketAddr> {
 /// The errno a failed `serve` turns into for the program's listen.
 pub fn serve_errno(e: &ServeError) -> c_int {
     match e {
-        ServeError::KeyInUse { .. } => libc::EADDRINUSE,
+        ServeError::PortInUse { .. } => libc::EADDRINUSE,
         ServeError::Bind { source, .. }
-        | ServeError::Lock { source, .. }
         | ServeError::Start(StartError::Io(source))
         | ServeError::Key(KeyFileError::Io { source, .. }) => {
             source.raw_os_error().unwrap_or(libc::EIO)

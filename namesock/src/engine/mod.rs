@@ -58,9 +58,11 @@
 //!   address vanished before a MOVED could be sent on it. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
-//! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key file, an exclusive `flock` on `<key>.lock` (a
-//!   second listening process on the same key gets [`ServeError::KeyInUse`]), the engine port
-//!   on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
+//! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key
+//!   file, this process's entry in the identity's service table (`service_table`: every
+//!   process of one identity serves its own ports from its own engine, and each publishes the
+//!   merged record; a port another process serves gets [`ServeError::PortInUse`]), the engine
+//!   port on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
 //!   `Acceptor::accept_hello` -> delivery, any other port -> `RESET(PortRefused)`. RESUME:
 //!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
 //!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
@@ -80,6 +82,7 @@ mod netlink;
 mod path;
 mod relay;
 mod server;
+pub mod service_table;
 pub mod snapshot;
 pub(crate) mod sys;
 
@@ -99,6 +102,7 @@ use parking_lot::Mutex;
 
 use crate::config::{Config, ConfigError};
 use crate::wire::ResetReason;
+pub use server::PublishError;
 
 /// What a program may learn about the session behind its socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,17 +189,16 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
-    /// Another process is already serving with this identity.
-    #[error(
-        "another process is already listening with the identity {key} (lock {lock}); one listening process per key: give this one its own NAMESOCK_KEY"
-    )]
-    KeyInUse { key: PathBuf, lock: PathBuf },
-    #[error("cannot lock {lock}: {source}")]
-    Lock { lock: PathBuf, source: io::Error },
+    /// Another program of this identity on this host serves the port (or the record is full).
+    #[error("port {port} is not served by name: {conflict}")]
+    PortInUse {
+        port: u16,
+        conflict: service_table::PortConflict,
+    },
     #[error("cannot listen on engine port {port}: {source}")]
     Bind { port: u16, source: io::Error },
     #[error("cannot publish this host's addresses: {0}")]
-    Publish(#[source] GnsError),
+    Publish(#[source] server::PublishError),
     #[error("the namesock engine stopped")]
     EngineGone,
 }
@@ -230,7 +233,7 @@ pub(crate) enum Command {
         result: Result<namesock_resolver::Record, GnsError>,
     },
     Published {
-        result: Result<(namesock_resolver::Record, Vec<SocketAddr>), GnsError>,
+        result: Result<server::Published, server::PublishError>,
     },
     /// Reply once no half-closed session still has bytes to deliver.
     Drain {
@@ -247,6 +250,8 @@ pub(crate) struct Shared {
     relay_v6: Option<SocketAddr>,
     gns: Mutex<Option<Arc<Gns>>>,
     local_guid: Mutex<Option<Guid>>,
+    /// Set once this process serves: publishes the identity's record (also at exit).
+    publisher: Mutex<Option<Arc<server::Publisher>>>,
     /// The control socket (removed at exit).
     control_path: Option<PathBuf>,
 }
@@ -369,6 +374,14 @@ extern "C" fn drain_at_exit() {
         let Some(h) = current() else {
             return;
         };
+        // This process's ports leave the record first: new clients are refused at once
+        // rather than dialling an engine that is about to close.
+        let publisher = h.shared.publisher.lock().clone();
+        if let Some(p) = publisher
+            && let Err(e) = p.withdraw()
+        {
+            tracing::warn!(error = %e, "cannot withdraw this process's ports from the record");
+        }
         let (reply, rx) = mpsc::sync_channel(1);
         if h.send(Command::Drain { reply }).is_ok() {
             let limit = h.cfg.linger().min(EXIT_DRAIN_MAX);
