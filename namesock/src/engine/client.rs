@@ -175,7 +175,7 @@ impl Engine {
             rec.seq,
             locators,
             req.deadline,
-            &self.local_addrs,
+            self.cfg.loopback_locators(),
         );
         let client = ClientConn {
             pm,
