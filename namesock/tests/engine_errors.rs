@@ -43,7 +43,10 @@ fn sessions_and_errors_on_loopback() {
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = engine::serve(8000, listener.local_addr().unwrap()).unwrap_err();
-    assert!(matches!(err, ServeError::PortInUse { port: 8000, .. }), "{err}");
+    assert!(
+        matches!(err, ServeError::PortInUse { port: 8000, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("already serves it"), "{err}");
     assert_eq!(namesock::interpose::serve_errno(&err), libc::EADDRINUSE);
     // That process is gone (its lock freed): its entry is pruned and the port is ours.
