@@ -162,7 +162,6 @@ impl Engine {
             relay_v6: relay_v6.as_ref().and_then(|l| l.local_addr().ok()),
             gns: Default::default(),
             local_guid: Default::default(),
-            publisher: Default::default(),
             control_path: control.as_ref().map(|c| c.path.clone()),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
@@ -300,6 +299,7 @@ impl Engine {
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
             Command::Published { result } => self.on_published(result, now),
             Command::Drain { reply } => self.drain_waiters.push(reply),
+            Command::Withdraw { reply } => self.withdraw(reply),
         }
     }
 

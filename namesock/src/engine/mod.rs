@@ -239,6 +239,10 @@ pub(crate) enum Command {
     Drain {
         reply: SyncSender<()>,
     },
+    /// At exit: take this process's ports out of the record, then reply.
+    Withdraw {
+        reply: SyncSender<()>,
+    },
 }
 
 /// The part of the engine other threads read directly (short critical sections only, and
@@ -250,8 +254,6 @@ pub(crate) struct Shared {
     relay_v6: Option<SocketAddr>,
     gns: Mutex<Option<Arc<Gns>>>,
     local_guid: Mutex<Option<Guid>>,
-    /// Set once this process serves: publishes the identity's record (also at exit).
-    publisher: Mutex<Option<Arc<server::Publisher>>>,
     /// The control socket (removed at exit).
     control_path: Option<PathBuf>,
 }
@@ -363,6 +365,9 @@ fn start() -> Result<Handle, StartError> {
     })
 }
 
+/// Longest wait at process exit for this process's ports to leave the record.
+const WITHDRAW_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest wait at process exit for sessions to deliver what the program sent.
 const EXIT_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -375,12 +380,11 @@ extern "C" fn drain_at_exit() {
             return;
         };
         // This process's ports leave the record first: new clients are refused at once
-        // rather than dialling an engine that is about to close.
-        let publisher = h.shared.publisher.lock().clone();
-        if let Some(p) = publisher
-            && let Err(e) = p.withdraw()
-        {
-            tracing::warn!(error = %e, "cannot withdraw this process's ports from the record");
+        // rather than dialling an engine that is about to close. On the engine's side: this
+        // thread's thread-locals (the logger's among them) are gone by now.
+        let (reply, rx) = mpsc::sync_channel(1);
+        if h.send(Command::Withdraw { reply }).is_ok() {
+            let _ = rx.recv_timeout(WITHDRAW_MAX);
         }
         let (reply, rx) = mpsc::sync_channel(1);
         if h.send(Command::Drain { reply }).is_ok() {

@@ -143,7 +143,7 @@ impl Publisher {
     }
 
     /// At exit: this process's ports leave the record at once (the others stay).
-    pub(crate) fn withdraw(&self) -> Result<(), PublishError> {
+    fn withdraw(&self) -> Result<(), PublishError> {
         let gns = self.shared.gns()?;
         let locators = self.locators();
         self.table.withdraw(self.engine_port, |merged| {
@@ -190,6 +190,26 @@ impl Engine {
         self.publish();
     }
 
+    /// At exit: this process's ports leave the record, off the loop; `reply` once done.
+    pub(super) fn withdraw(&mut self, reply: SyncSender<()>) {
+        let Some(s) = &self.server else {
+            let _ = reply.send(());
+            return;
+        };
+        let publisher = s.publisher.clone();
+        let spawned = std::thread::Builder::new()
+            .name("namesock-withdraw".into())
+            .spawn(move || {
+                if let Err(e) = publisher.withdraw() {
+                    tracing::warn!(error = %e, "cannot take this process's ports out of the record");
+                }
+                let _ = reply.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn the withdrawing thread");
+        }
+    }
+
     /// The program closed its listener: the port leaves the record.
     pub(super) fn unserve(&mut self, port: u16) {
         self.endpoint.unserve(port);
@@ -231,7 +251,6 @@ impl Engine {
             table,
             shared: self.shared.clone(),
         });
-        *self.shared.publisher.lock() = Some(publisher.clone());
         Ok(Server {
             listener,
             publisher,
