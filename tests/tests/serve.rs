@@ -507,8 +507,9 @@ fn answers_locally(host: &Host, port: u16) {
 }
 
 #[test]
-fn a_loopback_bound_server_stays_local_unless_the_setting_serves_it() {
-    let name = "a_loopback_bound_server_stays_local_unless_the_setting_serves_it";
+fn a_loopback_bound_server_stays_local_unless_the_setting_serves_it_and_a_closed_port_leaves() {
+    let name =
+        "a_loopback_bound_server_stays_local_unless_the_setting_serves_it_and_a_closed_port_leaves";
     if !require_namespaces(name)
         || !require_release(name, "the preload")
         || !require_tools(name, &["python3", "curl"])
@@ -605,4 +606,32 @@ fn a_loopback_bound_server_stays_local_unless_the_setting_serves_it() {
         None,
     );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+
+    // A program that closes its listener and goes on running: the port leaves the record.
+    let closer = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET6)
+s.bind(("::", int(sys.argv[1])))
+s.listen(8)
+print("listening", flush=True)
+sys.stdin.readline()
+s.close()
+print("closed", flush=True)
+time.sleep(60)
+"#;
+    let mut command = world
+        .namesock_run(&s.server, "closer", &["python3", "-c", closer, "8304"])
+        .unwrap();
+    same_identity(world, &mut command);
+    command.stdin(std::process::Stdio::piped());
+    let mut closer = Process::spawn(command).unwrap();
+    wait_record(world, "web", "the closer's port", |r| serves(r, 8304));
+    use std::io::Write as _;
+    let mut stdin = closer.child_mut().stdin.take().unwrap();
+    stdin.write_all(b"close\n").unwrap();
+    stdin.flush().unwrap();
+    wait_record(world, "web", "the closed port withdrawn", |r| {
+        !serves(r, 8304) && serves(r, 8301) && serves(r, 8302)
+    });
+    assert_eq!(closer.try_wait().unwrap(), None, "the closer still runs");
 }
