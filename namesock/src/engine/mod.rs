@@ -474,9 +474,10 @@ pub fn connect(
 /// Serves service `port`: sessions for it are delivered by connecting to `deliver_to` (where
 /// the program's own listening socket accepts, e.g. 127.0.0.1:8000).
 ///
-/// The first call starts the server side: loads (or creates) the identity, locks it against
-/// a second listening process, binds the engine port, publishes this host's addresses (and
-/// registers `NAMESOCK_NAME` if set). Returns once the record is published.
+/// The first call starts the server side: loads (or creates) the identity, takes an entry in
+/// its service table, binds the engine port. Every call publishes the identity's merged
+/// record (and registers `NAMESOCK_NAME` once) and returns once that is done: with
+/// [`ServeError::PortInUse`] if another process of the identity serves `port`.
 pub fn serve(port: u16, deliver_to: SocketAddr) -> Result<(), ServeError> {
     let h = handle()?;
     let (reply, rx) = mpsc::sync_channel(1);
