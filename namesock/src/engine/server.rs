@@ -2,7 +2,7 @@
 //! routing arriving paths through the endpoint, and delivering new sessions to the
 //! program's listener.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -30,8 +30,9 @@ use super::{Command, ServeError, SessionInfo, Shared, sys};
 pub(super) struct Server {
     listener: TcpListener,
     publisher: Arc<Publisher>,
-    /// The service ports this process serves (what its entry in the table lists).
-    ports: BTreeSet<u16>,
+    /// The service ports this process serves (what its entry in the table lists), and where
+    /// their sessions are delivered. The endpoint serves a port once the table gave it to us.
+    ports: BTreeMap<u16, SocketAddr>,
     publishing: bool,
     republish: bool,
     registered: bool,
@@ -178,9 +179,9 @@ impl Engine {
             return;
         };
         tracing::debug!(port, %deliver_to, "serving");
-        self.endpoint.serve(port, deliver_to);
-        let new = s.ports.insert(port);
+        let new = s.ports.insert(port, deliver_to).is_none();
         if !new && s.published.is_some() && !s.publishing {
+            self.endpoint.serve(port, deliver_to);
             let _ = reply.send(Ok(()));
             return;
         }
@@ -214,7 +215,7 @@ impl Engine {
     pub(super) fn unserve(&mut self, port: u16) {
         self.endpoint.unserve(port);
         if let Some(s) = &mut self.server
-            && s.ports.remove(&port)
+            && s.ports.remove(&port).is_some()
         {
             self.publish();
         }
@@ -254,7 +255,7 @@ impl Engine {
         Ok(Server {
             listener,
             publisher,
-            ports: BTreeSet::new(),
+            ports: BTreeMap::new(),
             publishing: false,
             republish: false,
             registered: false,
@@ -277,7 +278,7 @@ impl Engine {
         s.publishing = true;
         s.republish = false;
         let publisher = s.publisher.clone();
-        let ports: Vec<u16> = s.ports.iter().copied().collect();
+        let ports: Vec<u16> = s.ports.keys().copied().collect();
         let register = !s.registered;
         let name = self.cfg.name.clone();
         let tx = self.tx.clone();
@@ -317,12 +318,17 @@ impl Engine {
                 for &(port, conflict) in &refused {
                     tracing::warn!(port, ?conflict, "port not served: {conflict}");
                     s.ports.remove(&port);
-                    self.endpoint.unserve(port);
+                }
+                // Only now, with the port ours in the table, do HELLOs for it get answered.
+                for port in &ports {
+                    if let Some(&deliver_to) = s.ports.get(port) {
+                        self.endpoint.serve(*port, deliver_to);
+                    }
                 }
                 // Waiters for a port added after this publish began wait for the next one.
                 let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
                     .into_iter()
-                    .partition(|(port, _)| ports.contains(port) || !s.ports.contains(port));
+                    .partition(|(port, _)| ports.contains(port) || !s.ports.contains_key(port));
                 s.waiters = later;
                 for (port, w) in done {
                     let answer = match refused.iter().find(|(p, _)| *p == port) {
