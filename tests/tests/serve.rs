@@ -546,7 +546,13 @@ fn a_loopback_bound_server_stays_local_unless_the_setting_serves_it_and_a_closed
         Process::spawn(command).unwrap()
     };
     let _local = http("local", 8300, "127.0.0.1", None);
-    let _wild = http("wild", 8301, "0.0.0.0", None);
+    // (Its engine logs at debug: the refusal below is checked in its log.)
+    let _wild = http(
+        "wild",
+        8301,
+        "0.0.0.0",
+        Some(("NAMESOCK_LOG", "namesock=debug".into())),
+    );
     let record = wait_record(world, "web", "the wildcard listener", |r| serves(r, 8301));
     // The local one answers on its host...
     answers_locally(&s.server, 8300);
@@ -634,4 +640,43 @@ time.sleep(60)
         !serves(r, 8304) && serves(r, 8301) && serves(r, 8302)
     });
     assert_eq!(closer.try_wait().unwrap(), None, "the closer still runs");
+
+    // Even a record that maps the loopback-bound port (forged here with the identity's key,
+    // to the wildcard program's engine) gets a client nothing: no engine serves that port,
+    // so the HELLO is refused (signed REFUSE) and the client's program sees ECONNREFUSED.
+    let gns = world.gns().unwrap();
+    let key = namesock::identity::Keypair::load(&world.path("keys").join("host.key")).unwrap();
+    let current = gns
+        .resolve(&namesock_resolver::Target::Name(format!("web.{ZONE}")))
+        .unwrap();
+    let mut entries = current.services.as_ref().unwrap().entries().to_vec();
+    let wild_engine = current
+        .services
+        .as_ref()
+        .unwrap()
+        .engine_port(8301)
+        .unwrap();
+    entries.push((8300, wild_engine));
+    gns.publish_services(
+        &key,
+        &current.locators,
+        namesock_resolver::Services::new(entries),
+        &current.names,
+    )
+    .unwrap();
+    let out = client(
+        world,
+        &s.client,
+        "forged",
+        &["curl", "-sS", "--max-time", "20", &url(8300)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(world.log("wild.namesock"))
+            .unwrap()
+            .contains("port 8300 is not served"),
+        "the wildcard program's engine refused the HELLO for 8300:\n{}",
+        world.log_tail("wild", 20)
+    );
 }
