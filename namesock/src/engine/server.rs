@@ -23,7 +23,7 @@ use super::conn::{Conn, ServerConn, Side};
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
-use super::service_table::{Entry, PortConflict, ServiceTable, TableError};
+use super::service_table::{Entry, Merged, PortConflict, ServiceTable, TableError};
 use super::{Command, ServeError, SessionInfo, Shared, sys};
 
 /// Server side state, set up by the first `serve`.
@@ -93,6 +93,28 @@ pub(crate) struct Publisher {
     shared: Arc<Shared>,
 }
 
+/// Publishes the merged table as the identity's record. A name in another program's entry
+/// that is not valid here is left out (logged) rather than failing every program's publish.
+fn publish_merged(
+    gns: &namesock_resolver::Gns,
+    key: &Keypair,
+    locators: &[SocketAddr],
+    merged: &Merged,
+) -> Result<Record, GnsError> {
+    let names: Vec<String> = merged
+        .names
+        .iter()
+        .filter_map(|n| match gns.full_name(n) {
+            Ok(full) => Some(full),
+            Err(e) => {
+                tracing::warn!(name = n, error = %e, "service table: invalid name left out");
+                None
+            }
+        })
+        .collect();
+    gns.publish_services(key, locators, Some(merged.services.clone()), &names)
+}
+
 impl Publisher {
     /// This host's addresses a peer can reach (no loopback: a record is read by other
     /// hosts), at this engine's port.
@@ -115,6 +137,8 @@ impl Publisher {
         register: bool,
     ) -> Result<Published, PublishError> {
         let gns = self.shared.gns()?;
+        // A bad name fails this program's publish here, before it reaches the shared table.
+        let name = name.map(|n| gns.full_name(&n)).transpose()?;
         let mine = Entry {
             pid: sys::getpid(),
             engine_port: self.engine_port,
@@ -124,12 +148,7 @@ impl Publisher {
         let locators = self.locators();
         let ports = mine.ports.clone();
         let (record, refused) = self.table.publish(&mine, |merged| {
-            let rec = gns.publish_services(
-                &self.key,
-                &locators,
-                Some(merged.services.clone()),
-                &merged.names,
-            )?;
+            let rec = publish_merged(&gns, &self.key, &locators, merged)?;
             Ok::<_, GnsError>((rec, merged.refused.clone()))
         })??;
         if register && let Some(n) = &name {
@@ -148,12 +167,7 @@ impl Publisher {
         let gns = self.shared.gns()?;
         let locators = self.locators();
         self.table.withdraw(self.engine_port, |merged| {
-            gns.publish_services(
-                &self.key,
-                &locators,
-                Some(merged.services.clone()),
-                &merged.names,
-            )
+            publish_merged(&gns, &self.key, &locators, merged)
         })??;
         Ok(())
     }
@@ -682,6 +696,22 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_name_in_another_entry_does_not_stop_the_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let gns = namesock_resolver::Gns::file(&dir.path().join("gns"), "ns.alt").unwrap();
+        let key = Keypair::generate();
+        let merged = Merged {
+            services: namesock_resolver::Services::new(vec![(8000, 4001)]).unwrap(),
+            names: vec!["web.ns.alt".into(), "bad name!".into(), "echo".into()],
+            refused: Vec::new(),
+        };
+        let locators = ["192.0.2.1:4001".parse().unwrap()];
+        let rec = publish_merged(&gns, &key, &locators, &merged).unwrap();
+        assert_eq!(rec.names, ["web.ns.alt", "echo.ns.alt"]);
+        assert_eq!(rec.locators_for(8000).unwrap(), locators);
+    }
 
     #[test]
     fn records_are_refreshed_well_before_they_expire_and_failures_retried_soon() {
