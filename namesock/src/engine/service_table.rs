@@ -23,6 +23,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use namesock_resolver::Services;
 use namesock_resolver::record::{MAX_NAMES, MAX_SERVICES};
@@ -39,7 +40,15 @@ pub const MAX_ENTRIES: usize = 256;
 pub enum TableError {
     #[error("service table {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "service table lock {path} held by another program of this identity for more than {waited:?}: is one of them stopped?"
+    )]
+    LockTimeout { path: PathBuf, waited: Duration },
 }
+
+/// Longest wait for the table's lock (a publish under it takes milliseconds on the file
+/// store, at most the DNS timeouts on a zone).
+pub const LOCK_WAIT: Duration = Duration::from_secs(15);
 
 /// What one serving process publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,10 +218,21 @@ impl ServiceTable {
         })
     }
 
+    /// The table's lock, waited for at most [`LOCK_WAIT`]: a stopped program must not hang
+    /// every other program's `listen`.
     fn lock_dir(dir: &Path) -> Result<File, TableError> {
         let path = dir.join("lock");
         let file = open_rw(&path, false).map_err(io_err(&path))?;
-        flock(&file, libc::LOCK_EX).map_err(io_err(&path))?;
+        let start = Instant::now();
+        while !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err(&path))? {
+            if start.elapsed() >= LOCK_WAIT {
+                return Err(TableError::LockTimeout {
+                    path,
+                    waited: LOCK_WAIT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(file)
     }
 
