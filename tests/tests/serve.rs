@@ -641,6 +641,45 @@ time.sleep(60)
     });
     assert_eq!(closer.try_wait().unwrap(), None, "the closer still runs");
 
+    // A pre-forking server (the parent listens, its children accept) is served by the
+    // parent's engine; each connection reaches one of the children.
+    let prefork = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET6)
+s.bind(("::", int(sys.argv[1])))
+s.listen(8)
+for _ in range(2):
+    if os.fork() == 0:
+        while True:
+            c, _ = s.accept()
+            f = c.makefile("rwb")
+            f.write(("child %d: " % os.getpid()).encode() + f.readline())
+            f.close()
+            c.close()
+time.sleep(120)
+"#;
+    let mut command = world
+        .namesock_run(&s.server, "prefork", &["python3", "-c", prefork, "8305"])
+        .unwrap();
+    same_identity(world, &mut command);
+    let _prefork = Process::spawn(command).unwrap();
+    wait_record(world, "web", "the pre-forking server", |r| serves(r, 8305));
+    for i in 0..4 {
+        let out = client(
+            world,
+            &s.client,
+            &format!("prefork{i}"),
+            &["socat", "-t", "5", "-", &format!("TCP:web.{ZONE}:8305")],
+            Some("hello\n"),
+        );
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && answer.starts_with("child ") && answer.ends_with(": hello\n"),
+            "pre-forking server: {}",
+            text(&out)
+        );
+    }
+
     // Even a record that maps the loopback-bound port (forged here with the identity's key,
     // to the wildcard program's engine) gets a client nothing: no engine serves that port,
     // so the HELLO is refused (signed REFUSE) and the client's program sees ECONNREFUSED.
