@@ -33,8 +33,8 @@
  * start a separate engine in the child; ns_accept on a listener must be called in the process
  * that created it (in a child it fails with EINVAL rather than take the parent's sessions).
  *
- * Identity: one key file per process that listens (a second listening process with the same
- * NAMESOCK_KEY gets EADDRINUSE). Under LD_PRELOAD or when linked with -lnamesock, the library's
+ * Identity: any number of processes may listen with one key file (NAMESOCK_KEY), each on its
+ * own ports; a port another process of the same identity serves gets EADDRINUSE. Under LD_PRELOAD or when linked with -lnamesock, the library's
  * hooks also serve programs' plain socket calls for names in the zone; the ns_* functions never
  * go through them.
  *

@@ -165,7 +165,7 @@ pub struct TcpListener {
 
 fn serve_error(e: ServeError) -> io::Error {
     let kind = match &e {
-        ServeError::KeyInUse { .. } => io::ErrorKind::AddrInUse,
+        ServeError::PortInUse { .. } => io::ErrorKind::AddrInUse,
         ServeError::Bind { source, .. } => source.kind(),
         _ => io::ErrorKind::Other,
     };

@@ -15,12 +15,14 @@
 //! `gns` and `zone` are carried here only so that one file describes a deployment; the
 //! resolver reads them itself (`namesock_resolver::Gns::from_env`), there is one parser.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::endpoint::Limits;
+use crate::path_manager::LoopbackLocators;
 
 /// Every setting of the engine, with its effective value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -66,6 +68,14 @@ pub struct Config {
     /// Unauthenticated paths and unproven sessions per source address, an IPv4 address or
     /// an IPv6 /64 (`NAMESOCK_MAX_PREAUTH_PER_SOURCE`).
     pub max_preauth_per_source: usize,
+    /// Ports served by name although the program binds them to loopback
+    /// (`NAMESOCK_SERVE=8000,8001`).
+    pub serve: Vec<u16>,
+    /// Ports never served by name, whatever the program binds (`NAMESOCK_HIDE=...`).
+    pub hide: Vec<u16>,
+    /// Dial loopback locators found in records and MOVED frames: for a lab on one host's
+    /// loopback only (`NAMESOCK_DIAL_LOOPBACK=true`); see [`LoopbackLocators`].
+    pub dial_loopback: bool,
 }
 
 impl Default for Config {
@@ -89,6 +99,9 @@ impl Default for Config {
             max_sessions_per_peer: Limits::default().sessions_per_peer,
             buffer_budget: Limits::default().buffer_budget,
             max_preauth_per_source: Limits::default().preauth_per_source,
+            serve: Vec::new(),
+            hide: Vec::new(),
+            dial_loopback: false,
         }
     }
 }
@@ -114,6 +127,39 @@ pub enum ConfigError {
     },
     #[error("{what} must be greater than zero")]
     Zero { what: &'static str },
+    #[error("serve and hide list at most {max} ports each")]
+    PortList { max: usize },
+}
+
+/// Most ports `serve` or `hide` may list.
+pub const MAX_PORT_LIST: usize = 1024;
+
+/// A comma-separated list of ports from `var`, replacing `slot` when set.
+fn ports(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    slot: &mut Vec<u16>,
+) -> Result<(), ConfigError> {
+    let Some(value) = env(var).filter(|v| !v.trim().is_empty()) else {
+        return Ok(());
+    };
+    let parsed: Result<Vec<u16>, _> = value.split(',').map(|p| p.trim().parse::<u16>()).collect();
+    match parsed {
+        Ok(list) if !list.contains(&0) => {
+            *slot = list;
+            Ok(())
+        }
+        Ok(_) => Err(ConfigError::Env {
+            var,
+            value,
+            reason: "port 0 is not a port".into(),
+        }),
+        Err(e) => Err(ConfigError::Env {
+            var,
+            reason: format!("a comma-separated list of ports: {e}"),
+            value,
+        }),
+    }
 }
 
 impl Config {
@@ -209,10 +255,36 @@ impl Config {
             "NAMESOCK_CONNECT_TIMEOUT_MS",
             &mut self.connect_timeout_ms,
         )?;
+        num(env, "NAMESOCK_DIAL_LOOPBACK", &mut self.dial_loopback)?;
+        ports(env, "NAMESOCK_SERVE", &mut self.serve)?;
+        ports(env, "NAMESOCK_HIDE", &mut self.hide)?;
         Ok(())
     }
 
+    /// Whether a listener bound to `bound` is served to other hosts by name: hidden ports
+    /// never, ports named in `serve` always, otherwise unless the program bound it to
+    /// loopback (it meant it for this host only; IPv4-mapped loopback counts too).
+    pub fn exposes(&self, bound: &SocketAddr) -> bool {
+        let port = bound.port();
+        if self.hide.contains(&port) {
+            return false;
+        }
+        if self.serve.contains(&port) {
+            return true;
+        }
+        let loopback = match bound.ip() {
+            IpAddr::V4(ip) => ip.is_loopback(),
+            IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        !loopback
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.serve.len() > MAX_PORT_LIST || self.hide.len() > MAX_PORT_LIST {
+            return Err(ConfigError::PortList { max: MAX_PORT_LIST });
+        }
         for (what, v) in [
             ("keepalive_ms", self.keepalive_ms),
             ("path_dead_ms", self.path_dead_ms),
@@ -261,6 +333,15 @@ impl Config {
         }
     }
 
+    /// Whether the path manager dials loopback locators from records and MOVED frames.
+    pub fn loopback_locators(&self) -> LoopbackLocators {
+        if self.dial_loopback {
+            LoopbackLocators::Dial
+        } else {
+            LoopbackLocators::Refuse
+        }
+    }
+
     pub fn keepalive(&self) -> Duration {
         Duration::from_millis(self.keepalive_ms)
     }
@@ -306,6 +387,33 @@ mod tests {
         assert_eq!(cfg.keepalive_ms, 100);
         assert_eq!(cfg.zone.as_deref(), Some("x.alt"));
         assert_eq!(cfg.path_dead_ms, Config::default().path_dead_ms);
+    }
+
+    #[test]
+    fn exposure_follows_the_bind_unless_a_port_is_named() {
+        let cfg = Config::load_from(|v| match v {
+            "NAMESOCK_SERVE" => Some("8001, 8003".into()),
+            "NAMESOCK_HIDE" => Some("8002,8003".into()),
+            _ => None,
+        })
+        .unwrap();
+        let at = |s: &str| cfg.exposes(&s.parse().unwrap());
+        assert!(at("0.0.0.0:8000"));
+        assert!(at("[::]:8000"));
+        assert!(at("192.0.2.1:8000"));
+        assert!(!at("127.0.0.1:8000"));
+        assert!(!at("127.1.2.3:8000"));
+        assert!(!at("[::1]:8000"));
+        assert!(!at("[::ffff:127.0.0.1]:8000"));
+        assert!(at("127.0.0.1:8001"), "served by name on purpose");
+        assert!(!at("0.0.0.0:8002"), "hidden on purpose");
+        assert!(!at("127.0.0.1:8003"), "hide wins");
+        for bad in ["80,x", "0", "70000"] {
+            let err = Config::load_from(|v| (v == "NAMESOCK_SERVE").then(|| bad.into()));
+            assert!(matches!(err, Err(ConfigError::Env { .. })), "{bad}");
+        }
+        let toml = Config::from_toml("serve = [8000]\nhide = [22]\n").unwrap();
+        assert_eq!((toml.serve, toml.hide), (vec![8000], vec![22]));
     }
 
     #[test]

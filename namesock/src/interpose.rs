@@ -102,12 +102,25 @@ pub fn delivery_address(fd: RawFd, family: c_int) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, bound.port()))
 }
 
+/// Whether the listener `fd` is served to other hosts by name ([`crate::config::Config::exposes`]:
+/// not when the program bound it to loopback, unless `NAMESOCK_SERVE` names its port).
+pub fn exposed(fd: RawFd) -> bool {
+    let Some(bound) = local_addr(fd) else {
+        return false;
+    };
+    // A configuration that does not load fails the serve that follows, with its reason.
+    let exposed = crate::engine::config().map_or(true, |cfg| cfg.exposes(&bound));
+    if !exposed {
+        tracing::info!(%bound, "listener not served by name (bound to loopback, or NAMESOCK_HIDE)");
+    }
+    exposed
+}
+
 /// The errno a failed `serve` turns into for the program's listen.
 pub fn serve_errno(e: &ServeError) -> c_int {
     match e {
-        ServeError::KeyInUse { .. } => libc::EADDRINUSE,
+        ServeError::PortInUse { .. } => libc::EADDRINUSE,
         ServeError::Bind { source, .. }
-        | ServeError::Lock { source, .. }
         | ServeError::Start(StartError::Io(source))
         | ServeError::Key(KeyFileError::Io { source, .. }) => {
             source.raw_os_error().unwrap_or(libc::EIO)

@@ -150,10 +150,53 @@ struct PeerLocators {
     moved: Vec<SocketAddr>,
 }
 
+/// Whether locators on this host (loopback, or the unspecified address, which reaches this
+/// host too) taken from a record or a MOVED are dialled. A record is read by other hosts:
+/// such a locator is a mistake or an attack (it would reach whatever listens on this host at
+/// that port), so it is refused; a lab on one host's loopback says `Dial`
+/// (`NAMESOCK_DIAL_LOOPBACK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopbackLocators {
+    #[default]
+    Refuse,
+    Dial,
+}
+
+impl LoopbackLocators {
+    /// `locators` without the ones this setting refuses (logged: who published them
+    /// should know).
+    pub fn filter(self, locators: Vec<SocketAddr>, from: &'static str) -> Vec<SocketAddr> {
+        if self == LoopbackLocators::Dial {
+            return locators;
+        }
+        let (local, reachable): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            locators.into_iter().partition(|a| on_this_host(a.ip()));
+        if !local.is_empty() {
+            tracing::warn!(
+                ?local,
+                from,
+                "ignoring locators on this host's loopback: a record or MOVED must name \
+                 addresses other hosts can reach"
+            );
+        }
+        reachable
+    }
+}
+
+/// Loopback (IPv4-mapped too) or unspecified: an address that means this host when dialled.
+fn on_this_host(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
+}
+
 /// A client session and the paths under it.
 pub struct PathManager {
     session: Session,
     peer: PeerLocators,
+    loopback: LoopbackLocators,
     paths: Vec<ClientPath>,
     dial_queue: VecDeque<SocketAddr>,
     next_dial: Option<Instant>,
@@ -188,23 +231,24 @@ pub struct PathManager {
 
 impl PathManager {
     /// Starts dialing `locators` (from the peer's record with sequence `record_seq`) for the
-    /// new client `session`; the connect fails at `connect_deadline`. `local` are this
-    /// host's addresses.
+    /// new client `session`; the connect fails at `connect_deadline`. `loopback` says
+    /// whether locators on this host are dialled.
     pub fn new(
         now: Instant,
         session: Session,
         record_seq: u64,
         locators: Vec<SocketAddr>,
         connect_deadline: Instant,
-        local: &[IpAddr],
+        loopback: LoopbackLocators,
     ) -> PathManager {
         let mut pm = PathManager {
             session,
             peer: PeerLocators {
                 record_seq,
-                record: locators,
+                record: loopback.filter(locators, "record"),
                 ..PeerLocators::default()
             },
+            loopback,
             paths: Vec::new(),
             dial_queue: VecDeque::new(),
             next_dial: None,
@@ -223,7 +267,7 @@ impl PathManager {
             closed: false,
             actions: VecDeque::new(),
         };
-        pm.start_round(now, true, local);
+        pm.start_round(now, true);
         pm
     }
 
@@ -299,7 +343,7 @@ impl PathManager {
             if !self.dial_queue.is_empty() {
                 self.dial_next(now);
             } else if self.need_path {
-                self.start_round(now, self.is_connecting(), local);
+                self.start_round(now, self.is_connecting());
             }
         }
         self.process(now, local);
@@ -424,6 +468,7 @@ impl PathManager {
         if seq < self.peer.record_seq {
             return;
         }
+        let locators = self.loopback.filter(locators, "record");
         let fresh: Vec<SocketAddr> = locators
             .iter()
             .filter(|a| !self.peer.record.contains(a))
@@ -438,7 +483,7 @@ impl PathManager {
                 self.dial(now, addr, None);
             }
         } else if newer && !self.need_path && !self.closed {
-            self.peer_moved(now, seq, locators, local);
+            self.peer_moved(now, seq, locators);
         }
         self.process(now, local);
     }
@@ -463,7 +508,7 @@ impl PathManager {
             for p in hanging {
                 self.close_path(now, p);
             }
-            self.start_round(now, self.is_connecting(), local);
+            self.start_round(now, self.is_connecting());
         } else {
             self.standby_tried.clear();
             self.ensure_standby(now, local);
@@ -514,7 +559,7 @@ impl PathManager {
                 } else if self.next_dial.is_none() {
                     debug!("no path left: re-dialing");
                     self.resolve();
-                    self.start_round(now, self.is_connecting(), local);
+                    self.start_round(now, self.is_connecting());
                 }
             }
             Event::PathSuspect(p) => {
@@ -526,7 +571,7 @@ impl PathManager {
                     // peer moved). Dial afresh beside it rather than wait for it to die.
                     debug!(path = p, "handshake unanswered: dialing another path");
                     self.resolve();
-                    self.start_round(now, false, local);
+                    self.start_round(now, false);
                 } else if !self.resolving {
                     // Silence where an answer is owed: if the server moved without a MOVED
                     // reaching us (its old address went first), the GNS already knows where.
@@ -534,7 +579,7 @@ impl PathManager {
                     self.resolve();
                 }
             }
-            Event::Moved { seq, locators } => self.peer_moved(now, seq, locators, local),
+            Event::Moved { seq, locators } => self.peer_moved(now, seq, locators),
             Event::Closed => {
                 debug!("session closed");
                 self.stop();
@@ -559,20 +604,20 @@ impl PathManager {
     /// The server announced (MOVED) or published (a newer record) these locators. Unless a
     /// live path already goes to one of them, dial them while the old path lives
     /// (make-before-break); the old path is dropped once a new one carried a frame.
-    fn peer_moved(&mut self, now: Instant, seq: u64, locators: Vec<SocketAddr>, local: &[IpAddr]) {
+    fn peer_moved(&mut self, now: Instant, seq: u64, locators: Vec<SocketAddr>) {
         if seq <= self.peer.moved_seq || self.closed {
             return;
         }
         debug!(seq, ?locators, "peer moved");
         self.peer.moved_seq = seq;
-        self.peer.moved = locators;
+        self.peer.moved = self.loopback.filter(locators, "MOVED");
         let current_ok = self
             .paths
             .iter()
             .any(|p| p.state == ClientPathState::Open && self.peer.moved.contains(&p.remote));
         if !current_ok {
             let cands: Vec<SocketAddr> = self
-                .candidates(local)
+                .candidates()
                 .into_iter()
                 .filter(|a| self.peer.moved.contains(a))
                 .collect();
@@ -611,20 +656,12 @@ impl PathManager {
 
     /// Candidate addresses for a new path: MOVED ones first (newest news), then the record's;
     /// IPv6 and IPv4 interleaved (happy eyeballs), no duplicates.
-    fn candidates(&self, local: &[IpAddr]) -> Vec<SocketAddr> {
+    fn candidates(&self) -> Vec<SocketAddr> {
         let mut all: Vec<SocketAddr> = Vec::new();
         for a in self.peer.moved.iter().chain(&self.peer.record) {
             if !all.contains(a) {
                 all.push(*a);
             }
-        }
-        // Loopback locators mean "the peer is on this host": dial them only when it is (one of
-        // its other addresses is ours, or it published nothing else). Elsewhere they would
-        // reach whatever engine of this host happens to use that port.
-        let (lo, global): (Vec<&SocketAddr>, Vec<&SocketAddr>) =
-            all.iter().partition(|a| a.ip().is_loopback());
-        if !lo.is_empty() && !global.is_empty() && !global.iter().any(|a| local.contains(&a.ip())) {
-            all.retain(|a| !a.ip().is_loopback());
         }
         let (v6, v4): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.is_ipv6());
         let mut out = Vec::with_capacity(v6.len() + v4.len());
@@ -639,12 +676,12 @@ impl PathManager {
     }
 
     /// Starts a round of dials: staggered (first connect) or all at once (re-dial).
-    fn start_round(&mut self, now: Instant, staggered: bool, local: &[IpAddr]) {
+    fn start_round(&mut self, now: Instant, staggered: bool) {
         let first = self.last_round.is_none();
         self.round_refused = true;
         self.round_resolved = std::mem::take(&mut self.fresh_record);
         self.last_round = Some(now);
-        self.dial_queue = self.candidates(local).into();
+        self.dial_queue = self.candidates().into();
         self.next_dial = None;
         // Give up on dials that have hung for a while (a SYN into a black hole).
         let stale: Vec<PathId> = self

@@ -1,6 +1,6 @@
 //! The engine on this host's loopback, in one process: a session both ways with half-close
 //! and the accept-side SessionInfo, and the errors a program sees (refused port, unknown
-//! name, a second listener on the same key). No root needed.
+//! name, a port another process of the identity serves). No root needed.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -28,9 +28,14 @@ fn sessions_and_errors_on_loopback() {
         std::env::set_var("NAMESOCK_NAME", "echo");
     }
 
-    // Another process serving with this key holds its lock: we are refused, clearly.
+    // Another live process of this identity serves port 8000 (its entry in the identity's
+    // service table, locked; pid 1 exists): this one is refused the port, clearly.
     Keypair::load_or_create(&key).unwrap();
-    let lock = std::fs::File::create(dir.path().join("key.lock")).unwrap();
+    let table = dir.path().join("key.serve");
+    std::fs::create_dir_all(&table).unwrap();
+    let other = table.join("engine-1");
+    std::fs::write(&other, "engine 4001\nserve 8000\n").unwrap();
+    let lock = std::fs::File::open(&other).unwrap();
     // SAFETY: flock on a descriptor we own.
     assert_eq!(
         unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
@@ -38,8 +43,13 @@ fn sessions_and_errors_on_loopback() {
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = engine::serve(8000, listener.local_addr().unwrap()).unwrap_err();
-    assert!(matches!(err, ServeError::KeyInUse { .. }), "{err}");
-    assert!(err.to_string().contains("already listening"));
+    assert!(
+        matches!(err, ServeError::PortInUse { port: 8000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already serves it"), "{err}");
+    assert_eq!(namesock::interpose::serve_errno(&err), libc::EADDRINUSE);
+    // That process is gone (its lock freed): its entry is pruned and the port is ours.
     drop(lock);
 
     // Now this process serves port 8000 through the Rust API.

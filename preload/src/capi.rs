@@ -12,7 +12,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use namesock::config::Config;
-use namesock::engine::{self, ConnectError, ServeError, SessionInfo, StartError, Target};
+use namesock::engine::{
+    self, ConnectError, PublishError, ServeError, SessionInfo, StartError, Target,
+};
 use namesock::identity::{KeyFileError, Keypair};
 use namesock_resolver::{Gns, GnsError};
 
@@ -155,9 +157,10 @@ fn serve_errno(e: &ServeError) -> c_int {
         ServeError::Start(StartError::Io(e)) => os_errno(e),
         ServeError::Start(StartError::Config(_)) => libc::EINVAL,
         ServeError::Key(e) => key_errno(e),
-        ServeError::KeyInUse { .. } => libc::EADDRINUSE,
-        ServeError::Lock { source, .. } | ServeError::Bind { source, .. } => os_errno(source),
-        ServeError::Publish(e) => gns_errno(e),
+        ServeError::PortInUse { .. } => libc::EADDRINUSE,
+        ServeError::Bind { source, .. } => os_errno(source),
+        ServeError::Publish(PublishError::Gns(e)) => gns_errno(e),
+        ServeError::Publish(PublishError::Table(_)) => libc::EIO,
         ServeError::EngineGone => libc::EIO,
         ServeError::Allow(_) => libc::EACCES,
     }

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 use namesock::engine;
-use namesock::interpose::{delivery_address, serve_errno, tcp_family};
+use namesock::interpose::{delivery_address, exposed, serve_errno, tcp_family};
 use namesock::synthetic;
 
 use crate::fds::{self, FdState};
@@ -107,6 +107,9 @@ pub fn listen(fd: RawFd, backlog: c_int) -> c_int {
         return r;
     };
     namesock::logging::init_from_env();
+    if !exposed(fd) {
+        return r;
+    }
     if !fds::fits(fd) {
         return fail(libc::EMFILE);
     }

@@ -41,7 +41,7 @@ pub use error::GnsError;
 pub use fsutil::StoreError;
 pub use known::{KnownError, KnownNames, Pin};
 pub use name::Target;
-pub use record::{Handover, NameBinding, RECORD_LIFETIME, Record, RecordError};
+pub use record::{Handover, NameBinding, RECORD_LIFETIME, Record, RecordError, Services};
 
 use dns::{DnsStore, Expect};
 use file::FileStore;
@@ -280,6 +280,19 @@ impl Gns {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, GnsError> {
+        self.publish_services(key, locators, None, names)
+    }
+
+    /// [`Gns::publish`] with a service map: which engine port serves which service port
+    /// (`None`: every port at the locators). Engines of one identity on one host merge their
+    /// maps before calling this, under a lock of their own (`namesock`'s service table).
+    pub fn publish_services(
+        &self,
+        key: &Keypair,
+        locators: &[SocketAddr],
+        services: Option<Services>,
+        names: &[String],
+    ) -> Result<Record, GnsError> {
         let guid = key.guid();
         let names = names
             .iter()
@@ -297,8 +310,8 @@ impl Gns {
             .max();
         let seen = self.known.guid_seq(&guid)?;
         let seq = record::next_seq(stored.max(seen));
-        let rec =
-            Record::sign(key, seq, expiry(), locators, &names).map_err(GnsError::Unpublishable)?;
+        let rec = Record::sign_with_services(key, seq, expiry(), locators, services, &names)
+            .map_err(GnsError::Unpublishable)?;
         let encoded = rec.encode();
         match &self.store {
             Store::File(s) => s.put_record(&guid, &encoded)?,

@@ -5,14 +5,21 @@
 //! exactly one encoding and the signature covers every byte before it:
 //!
 //! ```text
-//! record  = "NSR" version:u8=1 guid:20 key:32 seq:u64 expires:u64
+//! record  = "NSR" version:u8=2 guid:20 key:32 seq:u64 expires:u64
 //!           n:u8 n*(family:u8 (4 => ip:4 | 6 => ip:16) port:u16)
+//!           map:u8 (0 | 1 s:u8 s*(service:u16 engine:u16))
 //!           m:u8 m*(len:u8 name:len)
 //!           signature:64
 //! binding = "NSN" version:u8=2 len:u8 name:len guid:20 key:32 seq:u64 expires:u64
 //!           h:u8 (0 | 1 handover) signature:64
 //! handover = "NSH" version:u8=1 len:u8 name:len from:20 from_key:32 to:20 seq:u64 signature:64
 //! ```
+//!
+//! A record without a service map (`map` 0) is one engine that answers for every port at its
+//! locators (`namesock publish`, a relay). A record with one ([`Services`]) says, for each
+//! service port, which engine port serves it; a client dials the locators' addresses at that
+//! port, and a port not in the map is not served. Entries are sorted by service port, each
+//! port once, at most [`MAX_SERVICES`].
 //!
 //! A [`Handover`] is signed by the key that holds a name and gives it to another GUID; the new
 //! holder's binding carries it, so a reader that pinned the old holder can check the move.
@@ -39,6 +46,8 @@ pub const MAX_RECORD_LEN: usize = 2048;
 pub const MAX_LOCATORS: usize = 32;
 /// Most names one record may claim.
 pub const MAX_NAMES: usize = 8;
+/// Most service ports one record may map (4 bytes each).
+pub const MAX_SERVICES: usize = 64;
 /// How long a published record or binding stays valid; publishers republish well before.
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -53,6 +62,8 @@ const RECORD_MAGIC: &[u8; 3] = b"NSR";
 const BINDING_MAGIC: &[u8; 3] = b"NSN";
 const HANDOVER_MAGIC: &[u8; 3] = b"NSH";
 const VERSION: u8 = 1;
+/// Version 2 of the record carries the optional service map.
+const RECORD_VERSION: u8 = 2;
 /// Version 2 of the binding carries an optional handover.
 const BINDING_VERSION: u8 = 2;
 
@@ -102,8 +113,37 @@ pub struct Record {
     /// Unix seconds.
     pub expires: u64,
     pub locators: Vec<SocketAddr>,
+    /// Which engine port serves which service port (`None`: the locators serve every port).
+    pub services: Option<Services>,
     pub names: Vec<String>,
     signature: Signature,
+}
+
+/// A record's service map: `(service port, engine port)`, sorted by service port, each
+/// service port once, at most [`MAX_SERVICES`] entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Services(Vec<(u16, u16)>);
+
+impl Services {
+    /// The map of `entries`, sorted; `None` if a service port appears twice or there are
+    /// more than [`MAX_SERVICES`].
+    pub fn new(mut entries: Vec<(u16, u16)>) -> Option<Services> {
+        entries.sort_unstable();
+        let unique = entries.windows(2).all(|w| w[0].0 != w[1].0);
+        (unique && entries.len() <= MAX_SERVICES).then_some(Services(entries))
+    }
+
+    /// The engine port that serves `service`.
+    pub fn engine_port(&self, service: u16) -> Option<u16> {
+        self.0
+            .binary_search_by_key(&service, |&(s, _)| s)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    pub fn entries(&self) -> &[(u16, u16)] {
+        &self.0
+    }
 }
 
 /// A verified binding of a name (full DNS name, e.g. `web.ns.alt`) to a GUID.
@@ -189,6 +229,18 @@ impl Record {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, RecordError> {
+        Record::sign_with_services(key, seq, expires, locators, None, names)
+    }
+
+    /// Like [`Record::sign`], with a service map (`None`: the locators serve every port).
+    pub fn sign_with_services(
+        key: &Keypair,
+        seq: u64,
+        expires: u64,
+        locators: &[SocketAddr],
+        services: Option<Services>,
+        names: &[String],
+    ) -> Result<Record, RecordError> {
         if locators.len() > MAX_LOCATORS {
             return Err(RecordError::Malformed("too many locators"));
         }
@@ -204,6 +256,7 @@ impl Record {
             seq,
             expires,
             locators: locators.iter().map(canonical_addr).collect(),
+            services,
             names: names.to_vec(),
             signature: Signature([0; SIGNATURE_LEN]),
         };
@@ -221,7 +274,7 @@ impl Record {
     fn body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(RECORD_MAGIC);
-        out.push(VERSION);
+        out.push(RECORD_VERSION);
         out.extend_from_slice(self.guid.as_bytes());
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -240,6 +293,18 @@ impl Record {
                 }
             }
             out.extend_from_slice(&addr.port().to_be_bytes());
+        }
+        match &self.services {
+            None => out.push(0),
+            Some(services) => {
+                out.push(1);
+                // At most MAX_SERVICES (< 256) entries.
+                out.push(services.0.len() as u8);
+                for (service, engine) in &services.0 {
+                    out.extend_from_slice(&service.to_be_bytes());
+                    out.extend_from_slice(&engine.to_be_bytes());
+                }
+            }
         }
         out.push(self.names.len() as u8);
         for n in &self.names {
@@ -260,7 +325,7 @@ impl Record {
     /// Expiry and rollback depend on the reader and are checked by [`crate::Gns`].
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
         let mut r = Reader::new(bytes)?;
-        r.header(RECORD_MAGIC)?;
+        r.header_version(RECORD_MAGIC, RECORD_VERSION)?;
         let guid = Guid::from_bytes(r.array::<GUID_LEN>()?);
         let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
         let seq = r.u64()?;
@@ -278,6 +343,25 @@ impl Record {
             };
             locators.push(SocketAddr::new(ip, r.u16()?));
         }
+        let services = match r.u8()? {
+            0 => None,
+            1 => {
+                let s = usize::from(r.u8()?);
+                if s > MAX_SERVICES {
+                    return Err(RecordError::Malformed("too many services"));
+                }
+                let mut entries = Vec::with_capacity(s);
+                for _ in 0..s {
+                    entries.push((r.u16()?, r.u16()?));
+                }
+                // Canonical: strictly increasing service ports (one encoding per record).
+                if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(RecordError::Malformed("service map not sorted or repeated"));
+                }
+                Some(Services(entries))
+            }
+            _ => return Err(RecordError::Malformed("service map flag")),
+        };
         let m = usize::from(r.u8()?);
         if m > MAX_NAMES {
             return Err(RecordError::Malformed("too many names"));
@@ -294,9 +378,28 @@ impl Record {
             seq,
             expires,
             locators,
+            services,
             names,
             signature,
         })
+    }
+
+    /// Where service `port` is reached: the locators' addresses at the engine port the
+    /// service map gives (the locators as they are without a map); `None` if the record maps
+    /// services and `port` is not among them.
+    pub fn locators_for(&self, port: u16) -> Option<Vec<SocketAddr>> {
+        let Some(services) = &self.services else {
+            return Some(self.locators.clone());
+        };
+        let engine = services.engine_port(port)?;
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(self.locators.len());
+        for l in &self.locators {
+            let a = SocketAddr::new(l.ip(), engine);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Some(out)
     }
 
     /// `Err(Expired)` if the record is no longer valid at unix time `now`.
@@ -531,6 +634,7 @@ impl std::fmt::Debug for Record {
             .field("seq", &self.seq)
             .field("expires", &self.expires)
             .field("locators", &self.locators)
+            .field("services", &self.services)
             .field("names", &self.names)
             .finish_non_exhaustive()
     }
@@ -710,6 +814,95 @@ mod tests {
         assert_eq!(
             Record::decode(&longer),
             Err(RecordError::Malformed("trailing bytes after the signature"))
+        );
+    }
+
+    fn with_services(kp: &Keypair, entries: Vec<(u16, u16)>) -> Record {
+        Record::sign_with_services(
+            kp,
+            9,
+            unix_now() + 60,
+            &[
+                "192.0.2.1:4000".parse().unwrap(),
+                "[2001:db8::1]:4000".parse().unwrap(),
+            ],
+            Some(Services::new(entries).unwrap()),
+            &["web.ns.alt".to_owned(), "echo.ns.alt".to_owned()],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn service_maps_round_trip_and_say_where_each_port_is() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let rec = with_services(&kp, vec![(9000, 4002), (8000, 4001)]);
+        let bytes = rec.encode();
+        assert_eq!(Record::decode(&bytes).unwrap(), rec);
+        assert_eq!(
+            rec.locators_for(9000).unwrap(),
+            [
+                "192.0.2.1:4002".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:4002".parse().unwrap()
+            ]
+        );
+        assert_eq!(rec.locators_for(7000), None);
+        // Without a map the locators serve every port.
+        assert_eq!(
+            sample(&kp).locators_for(7000).unwrap(),
+            sample(&kp).locators
+        );
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            assert!(Record::decode(&b).is_err(), "flip at byte {i} accepted");
+        }
+    }
+
+    #[test]
+    fn service_maps_are_canonical_and_bounded() {
+        assert_eq!(Services::new(vec![(80, 1), (80, 2)]), None);
+        let full: Vec<(u16, u16)> = (0..MAX_SERVICES as u16).map(|p| (p, 1)).collect();
+        assert!(Services::new(full.clone()).is_some());
+        let mut over = full;
+        over.push((60000, 1));
+        assert_eq!(Services::new(over), None);
+        // A map out of order (re-signed, so only the order is wrong) is refused.
+        let kp = Keypair::from_seed(&[1; 32]);
+        let rec = with_services(&kp, vec![(8000, 4001), (9000, 4002)]);
+        let mut body = rec.body();
+        let at = body
+            .windows(8)
+            .position(|w| w == [0x1f, 0x40, 0x0f, 0xa1, 0x23, 0x28, 0x0f, 0xa2])
+            .unwrap();
+        body[at..at + 8].copy_from_slice(&[0x23, 0x28, 0x0f, 0xa2, 0x1f, 0x40, 0x0f, 0xa1]);
+        let sig = kp.sign(&body);
+        body.extend_from_slice(&sig.0);
+        assert_eq!(
+            Record::decode(&body),
+            Err(RecordError::Malformed("service map not sorted or repeated"))
+        );
+        // More entries than the bound, announced in the count: refused before reading them.
+        let mut body = rec.body();
+        body[at - 1] = MAX_SERVICES as u8 + 1;
+        let sig = kp.sign(&body);
+        body.extend_from_slice(&sig.0);
+        assert_eq!(
+            Record::decode(&body),
+            Err(RecordError::Malformed("too many services"))
+        );
+    }
+
+    #[test]
+    fn version_1_records_are_refused_with_a_clear_error() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let mut bytes = sample(&kp).encode();
+        bytes[3] = 1;
+        assert_eq!(
+            Record::decode(&bytes),
+            Err(RecordError::UnsupportedVersion {
+                found: 1,
+                supported: 2
+            })
         );
     }
 

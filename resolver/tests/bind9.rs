@@ -68,6 +68,23 @@ fn publish_then_resolve_and_higher_seq_wins() {
     assert_eq!(got.locators, [addr("198.51.100.7:4001")]);
     assert_eq!(got.names, ["web.gns.test"]);
 
+    // The merged record of several programs of one identity: its service map goes through
+    // the zone intact, and says which engine port serves which service port.
+    let services = namesock_resolver::Services::new(vec![(9000, 4002), (8000, 4001)]).unwrap();
+    let third = writer
+        .publish_services(
+            &kp,
+            &[addr("198.51.100.7:4001")],
+            Some(services.clone()),
+            &["web".to_owned(), "echo".to_owned()],
+        )
+        .unwrap();
+    let got = reader.resolve(&target).unwrap();
+    assert_eq!(got, third);
+    assert_eq!(got.services, Some(services));
+    assert_eq!(got.locators_for(9000).unwrap(), [addr("198.51.100.7:4002")]);
+    assert_eq!(got.locators_for(7000), None);
+
     // Names: bind, resolve through the name, first-come.
     writer.register(&kp, "web").unwrap();
     let by_name = reader

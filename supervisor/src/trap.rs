@@ -327,7 +327,7 @@ impl Supervisor {
             return Verdict::Return(0);
         };
         let port = deliver_to.port();
-        if self.served.lock().contains(&port) {
+        if self.served.lock().contains(&port) || !interpose::exposed(fd) {
             return Verdict::Return(0);
         }
         match engine::serve(port, deliver_to) {

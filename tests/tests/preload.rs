@@ -432,6 +432,8 @@ fn socat_bulk_from_the_server_and_nc_as_server() {
         )
         .unwrap();
     command.env("NAMESOCK_NAME", "sink");
+    // nc binds loopback: served by name only because the setting says so.
+    command.env("NAMESOCK_SERVE", port.to_string());
     let mut nc = Process::spawn(command).unwrap();
     world
         .wait_for_record("sink", Duration::from_secs(30), |_| true)
@@ -679,7 +681,7 @@ fn socket_calls_show_the_peers_not_the_relay() {
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
+s.bind(("0.0.0.0", int(sys.argv[1])))
 s.listen(8)
 while True:
     c, addr = s.accept()

@@ -289,6 +289,9 @@ fn print_record(record: &Record, zone: &str) {
     for locator in &record.locators {
         println!("locator  {locator}");
     }
+    for (service, engine) in record.services.iter().flat_map(|s| s.entries()) {
+        println!("service  {service} -> engine port {engine}");
+    }
     for name in &record.names {
         println!("name     {name}");
     }

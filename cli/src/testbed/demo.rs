@@ -181,7 +181,9 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
          127.0.0.3 (re-published in the GNS); the client's move breaks its path and its next \
          one reaches the server from 127.0.0.11 instead of 127.0.0.10."
     )?;
-    let world = world(options)?;
+    let mut world = world(options)?;
+    // The forwarders the client dials are on loopback: a lab on one host.
+    world.dial_loopback = true;
     let port = free_port();
     header(out, &world, options, port)?;
     let served = world.serve_random_file("file", options.size)?;
@@ -189,9 +191,14 @@ pub fn loopback(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport
     let record = published(
         out,
         &world,
-        world.wait_for_record("web", Duration::from_secs(30), |r| !r.locators.is_empty()),
+        world.wait_for_record("web", Duration::from_secs(30), |r| {
+            engine_port(r, port).is_some()
+        }),
     )?;
-    let engine = engine_on_loopback(&record.locators);
+    let engine = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        engine_port(&record, port).unwrap_or_default(),
+    );
     let key = Keypair::load(&world.path("keys").join("server.key"))?;
     let gns = world.gns()?;
     let mut forwarders = Vec::new();
@@ -273,9 +280,9 @@ fn download_time(download: &Download) -> f64 {
 }
 
 /// The server engine's port, on 127.0.0.1 (the forwarders' upstream).
-fn engine_on_loopback(locators: &[SocketAddr]) -> SocketAddr {
-    let port = locators.first().map_or(0, SocketAddr::port);
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+/// The engine port that serves `port` in the server's record.
+fn engine_port(record: &Record, port: u16) -> Option<u16> {
+    record.services.as_ref()?.engine_port(port)
 }
 
 fn loopback_addr(last: u8) -> SocketAddr {

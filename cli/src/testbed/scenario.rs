@@ -179,6 +179,9 @@ pub struct World {
     pub dir: WorkDir,
     pub tools: Tools,
     pub timers: Timers,
+    /// The world lives on this host's loopback: its programs dial loopback locators
+    /// (`NAMESOCK_DIAL_LOOPBACK`; refused otherwise).
+    pub dial_loopback: bool,
 }
 
 impl World {
@@ -188,7 +191,12 @@ impl World {
             let path = dir.path().join(sub);
             std::fs::create_dir_all(&path).map_err(io_error(&path))?;
         }
-        Ok(World { dir, tools, timers })
+        Ok(World {
+            dir,
+            tools,
+            timers,
+            dial_loopback: false,
+        })
     }
 
     pub fn path(&self, sub: &str) -> PathBuf {
@@ -271,6 +279,9 @@ impl World {
         }
         for (key, value) in self.timers.vars() {
             command.env(key, value);
+        }
+        if self.dial_loopback {
+            command.env("NAMESOCK_DIAL_LOOPBACK", "true");
         }
         Ok(())
     }

@@ -114,7 +114,8 @@ impl Engine {
             return;
         };
         let record = match result {
-            Ok(rec) => Some((rec.seq, rec.locators)),
+            // A port no longer in the record has no locators: the session lingers.
+            Ok(rec) => Some((rec.seq, rec.locators_for(client.port).unwrap_or_default())),
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
                 None
@@ -161,14 +162,22 @@ impl Engine {
             Target::Name(n) => Some(n.clone()),
             Target::Guid(_) => rec.names.first().cloned(),
         };
-        tracing::debug!(target = %req.target, port = req.port, locators = ?rec.locators, "connecting");
+        let Some(locators) = rec.locators_for(req.port) else {
+            tracing::debug!(target = %req.target, port = req.port, "the record does not list the port");
+            let _ = req.reply.send(Err(ConnectError::Refused {
+                target: req.target.to_string(),
+                port: req.port,
+            }));
+            return;
+        };
+        tracing::debug!(target = %req.target, port = req.port, ?locators, "connecting");
         let pm = PathManager::new(
             now,
             session,
             rec.seq,
-            rec.locators,
+            locators,
             req.deadline,
-            &self.local_addrs,
+            self.cfg.loopback_locators(),
         );
         let client = ClientConn {
             pm,

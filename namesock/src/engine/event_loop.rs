@@ -296,10 +296,11 @@ impl Engine {
                 deliver_to,
                 reply,
             } => self.serve(port, deliver_to, reply),
-            Command::Unserve { port } => self.endpoint.unserve(port),
+            Command::Unserve { port } => self.unserve(port),
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
             Command::Published { result } => self.on_published(result, now),
             Command::Drain { reply } => self.drain_waiters.push(reply),
+            Command::Withdraw { reply } => self.withdraw(reply),
         }
     }
 

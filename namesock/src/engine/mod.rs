@@ -59,9 +59,11 @@
 //!   address vanished before a MOVED could be sent on it. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
-//! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key file, an exclusive `flock` on `<key>.lock` (a
-//!   second listening process on the same key gets [`ServeError::KeyInUse`]), the engine port
-//!   on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
+//! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key
+//!   file, this process's entry in the identity's service table (`service_table`: every
+//!   process of one identity serves its own ports from its own engine, and each publishes the
+//!   merged record; a port another process serves gets [`ServeError::PortInUse`]), the engine
+//!   port on `[::]` (dual-stack; `NAMESOCK_ENGINE_PORT`, 0 = ephemeral), HELLO for a served port ->
 //!   `Acceptor::accept_hello` -> delivery, any other port -> `RESET(PortRefused)`. RESUME:
 //!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
 //!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
@@ -83,6 +85,7 @@ mod netlink;
 mod path;
 mod relay;
 mod server;
+pub mod service_table;
 pub mod snapshot;
 
 pub use allow::AllowFileError;
@@ -104,6 +107,7 @@ use parking_lot::Mutex;
 
 use crate::config::{Config, ConfigError};
 use crate::wire::ResetReason;
+pub use server::PublishError;
 
 /// What a program may learn about the session behind its socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,17 +199,16 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
-    /// Another process is already serving with this identity.
-    #[error(
-        "another process is already listening with the identity {key} (lock {lock}); one listening process per key: give this one its own NAMESOCK_KEY"
-    )]
-    KeyInUse { key: PathBuf, lock: PathBuf },
-    #[error("cannot lock {lock}: {source}")]
-    Lock { lock: PathBuf, source: io::Error },
+    /// Another program of this identity on this host serves the port (or the record is full).
+    #[error("port {port} is not served by name: {conflict}")]
+    PortInUse {
+        port: u16,
+        conflict: service_table::PortConflict,
+    },
     #[error("cannot listen on engine port {port}: {source}")]
     Bind { port: u16, source: io::Error },
     #[error("cannot publish this host's addresses: {0}")]
-    Publish(#[source] GnsError),
+    Publish(#[source] server::PublishError),
     #[error(transparent)]
     Allow(#[from] allow::AllowFileError),
     #[error("the namesock engine stopped")]
@@ -242,10 +245,14 @@ pub(crate) enum Command {
         result: Result<namesock_resolver::Record, GnsError>,
     },
     Published {
-        result: Result<(namesock_resolver::Record, Vec<SocketAddr>), GnsError>,
+        result: Result<server::Published, server::PublishError>,
     },
     /// Reply once no half-closed session still has bytes to deliver.
     Drain {
+        reply: SyncSender<()>,
+    },
+    /// At exit: take this process's ports out of the record, then reply.
+    Withdraw {
         reply: SyncSender<()>,
     },
 }
@@ -372,6 +379,9 @@ fn start() -> Result<Handle, StartError> {
     })
 }
 
+/// Longest wait at process exit for this process's ports to leave the record.
+const WITHDRAW_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest wait at process exit for sessions to deliver what the program sent.
 const EXIT_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -383,6 +393,13 @@ extern "C" fn drain_at_exit() {
         let Some(h) = current() else {
             return;
         };
+        // This process's ports leave the record first: new clients are refused at once
+        // rather than dialling an engine that is about to close. On the engine's side: this
+        // thread's thread-locals (the logger's among them) are gone by now.
+        let (reply, rx) = mpsc::sync_channel(1);
+        if h.send(Command::Withdraw { reply }).is_ok() {
+            let _ = rx.recv_timeout(WITHDRAW_MAX);
+        }
         let (reply, rx) = mpsc::sync_channel(1);
         if h.send(Command::Drain { reply }).is_ok() {
             let limit = h.cfg.linger().min(EXIT_DRAIN_MAX);
@@ -474,9 +491,10 @@ pub fn connect(
 /// Serves service `port`: sessions for it are delivered by connecting to `deliver_to` (where
 /// the program's own listening socket accepts, e.g. 127.0.0.1:8000).
 ///
-/// The first call starts the server side: loads (or creates) the identity, locks it against
-/// a second listening process, binds the engine port, publishes this host's addresses (and
-/// registers `NAMESOCK_NAME` if set). Returns once the record is published.
+/// The first call starts the server side: loads (or creates) the identity, takes an entry in
+/// its service table, binds the engine port. Every call publishes the identity's merged
+/// record (and registers `NAMESOCK_NAME` once) and returns once that is done: with
+/// [`ServeError::PortInUse`] if another process of the identity serves `port`.
 pub fn serve(port: u16, deliver_to: SocketAddr) -> Result<(), ServeError> {
     let h = handle()?;
     let (reply, rx) = mpsc::sync_channel(1);

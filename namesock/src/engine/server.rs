@@ -2,7 +2,7 @@
 //! routing arriving paths through the endpoint, and delivering new sessions to the
 //! program's listener.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -24,19 +24,22 @@ use super::delivery::DeliveryEntry;
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
-use super::{Command, ServeError, SessionInfo, sys};
+use super::service_table::{Entry, Merged, PortConflict, ServiceTable, TableError};
+use super::{Command, ServeError, SessionInfo, Shared, sys};
 
 /// Server side state, set up by the first `serve`.
 pub(super) struct Server {
     listener: TcpListener,
-    port: u16,
-    key: Arc<Keypair>,
-    _lock: File,
+    publisher: Arc<Publisher>,
+    /// The service ports this process serves (what its entry in the table lists), and where
+    /// their sessions are delivered. The endpoint serves a port once the table gave it to us.
+    ports: BTreeMap<u16, SocketAddr>,
     publishing: bool,
     republish: bool,
     registered: bool,
     published: Option<(u64, Vec<SocketAddr>)>,
-    waiters: Vec<SyncSender<Result<(), ServeError>>>,
+    /// `serve` calls waiting for the publish that includes their port.
+    waiters: Vec<(u16, SyncSender<Result<(), ServeError>>)>,
     /// When to publish again although nothing changed: records and name bindings expire.
     pub(super) refresh_at: Option<Instant>,
     /// Publish attempts that failed in a row (retried sooner).
@@ -55,12 +58,119 @@ fn refresh_delay(failures: u32) -> Duration {
 
 impl Server {
     pub(super) fn guid(&self) -> namesock_identity::Guid {
-        self.key.guid()
+        self.publisher.key.guid()
     }
 
     /// The engine port flow paths arrive on.
     pub(super) fn engine_port(&self) -> u16 {
-        self.port
+        self.publisher.engine_port
+    }
+}
+
+/// Why this host's record could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Gns(#[from] GnsError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// A publish that went through: the record, its locators, and this process's ports that
+/// another process of the identity already serves (or that did not fit).
+pub(crate) struct Published {
+    /// The ports this process asked for in this publish.
+    ports: Vec<u16>,
+    record: Record,
+    locators: Vec<SocketAddr>,
+    refused: Vec<(u16, PortConflict)>,
+}
+
+/// What publishing needs, shared by the engine's publisher threads and the exit handler.
+pub(crate) struct Publisher {
+    key: Arc<Keypair>,
+    engine_port: u16,
+    table: ServiceTable,
+    shared: Arc<Shared>,
+}
+
+/// Publishes the merged table as the identity's record. A name in another program's entry
+/// that is not valid here is left out (logged) rather than failing every program's publish.
+fn publish_merged(
+    gns: &namesock_resolver::Gns,
+    key: &Keypair,
+    locators: &[SocketAddr],
+    merged: &Merged,
+) -> Result<Record, GnsError> {
+    let names: Vec<String> = merged
+        .names
+        .iter()
+        .filter_map(|n| match gns.full_name(n) {
+            Ok(full) => Some(full),
+            Err(e) => {
+                tracing::warn!(name = n, error = %e, "service table: invalid name left out");
+                None
+            }
+        })
+        .collect();
+    gns.publish_services(key, locators, Some(merged.services.clone()), &names)
+}
+
+impl Publisher {
+    /// This host's addresses a peer can reach (no loopback: a record is read by other
+    /// hosts), at this engine's port.
+    fn locators(&self) -> Vec<SocketAddr> {
+        sys::local_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| SocketAddr::new(ip, self.engine_port))
+            .take(namesock_resolver::record::MAX_LOCATORS)
+            .collect()
+    }
+
+    /// Publishes the identity's merged record with `ports` as this process's, and
+    /// registers `register` (this process's name, when not yet done).
+    fn publish(
+        &self,
+        ports: Vec<u16>,
+        name: Option<String>,
+        register: bool,
+    ) -> Result<Published, PublishError> {
+        let gns = self.shared.gns()?;
+        // A bad name fails this program's publish here, before it reaches the shared table.
+        let name = name.map(|n| gns.full_name(&n)).transpose()?;
+        let mine = Entry {
+            pid: sys::getpid(),
+            engine_port: self.engine_port,
+            name: name.clone(),
+            ports,
+        };
+        let locators = self.locators();
+        let ports = mine.ports.clone();
+        let (record, refused) = self.table.publish(&mine, |merged| {
+            let rec = publish_merged(&gns, &self.key, &locators, merged)?;
+            Ok::<_, GnsError>((rec, merged.refused.clone()))
+        })??;
+        if register && let Some(n) = &name {
+            gns.register(&self.key, n)?;
+        }
+        Ok(Published {
+            ports,
+            record,
+            locators,
+            refused,
+        })
+    }
+
+    /// At exit: this process's ports leave the record at once (the others stay).
+    fn withdraw(&self) -> Result<(), PublishError> {
+        let gns = self.shared.gns()?;
+        let locators = self.locators();
+        self.table.withdraw(self.engine_port, |merged| {
+            publish_merged(&gns, &self.key, &locators, merged)
+        })??;
+        Ok(())
     }
 }
 
@@ -80,17 +190,48 @@ impl Engine {
                 }
             }
         }
-        self.endpoint.serve(port, deliver_to);
         let Some(s) = &mut self.server else {
             return;
         };
         tracing::debug!(port, %deliver_to, "serving");
-        if s.published.is_some() && !s.publishing {
+        let new = s.ports.insert(port, deliver_to).is_none();
+        if !new && s.published.is_some() && !s.publishing {
+            self.endpoint.serve(port, deliver_to);
             let _ = reply.send(Ok(()));
             return;
         }
-        s.waiters.push(reply);
-        if !s.publishing {
+        // Another process of this identity may serve the port: the table says so under
+        // its lock, when the port is published.
+        s.waiters.push((port, reply));
+        self.publish();
+    }
+
+    /// At exit: this process's ports leave the record, off the loop; `reply` once done.
+    pub(super) fn withdraw(&mut self, reply: SyncSender<()>) {
+        let Some(s) = &self.server else {
+            let _ = reply.send(());
+            return;
+        };
+        let publisher = s.publisher.clone();
+        let spawned = std::thread::Builder::new()
+            .name("namesock-withdraw".into())
+            .spawn(move || {
+                if let Err(e) = publisher.withdraw() {
+                    tracing::warn!(error = %e, "cannot take this process's ports out of the record");
+                }
+                let _ = reply.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn the withdrawing thread");
+        }
+    }
+
+    /// The program closed its listener: the port leaves the record.
+    pub(super) fn unserve(&mut self, port: u16) {
+        self.endpoint.unserve(port);
+        if let Some(s) = &mut self.server
+            && s.ports.remove(&port).is_some()
+        {
             self.publish();
         }
     }
@@ -98,26 +239,10 @@ impl Engine {
     fn start_server(&mut self) -> Result<Server, ServeError> {
         let key_path = self.cfg.key_path();
         let key = Keypair::load_or_create(&key_path)?;
-        let mut lock_name = key_path.file_name().unwrap_or_default().to_os_string();
-        lock_name.push(".lock");
-        let lock_path = key_path.with_file_name(lock_name);
-        let lock = match sys::try_lock(&lock_path) {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Err(ServeError::KeyInUse {
-                    key: key_path,
-                    lock: lock_path,
-                });
-            }
-            Err(source) => {
-                return Err(ServeError::Lock {
-                    lock: lock_path,
-                    source,
-                });
-            }
-        };
         self.start_policy()?;
         *self.shared.children_path.lock() = super::delivery::answer_children(&self.shared);
+        let table = ServiceTable::open(&key_path, sys::getpid())
+            .map_err(|e| ServeError::Publish(e.into()))?;
         let port = self.cfg.engine_port;
         let bind = |ip: IpAddr| TcpListener::bind(SocketAddr::new(ip, port));
         // [::] is dual-stack on Linux; a host without IPv6 gets 0.0.0.0.
@@ -138,11 +263,16 @@ impl Engine {
         self.client_key = key.clone();
         self.endpoint.start_serving(self.session_cfg, key.clone());
         tracing::info!(guid = %key.guid(), engine_port = bound, "server side started");
+        let publisher = Arc::new(Publisher {
+            key,
+            engine_port: bound,
+            table,
+            shared: self.shared.clone(),
+        });
         Ok(Server {
             listener,
-            port: bound,
-            key,
-            _lock: lock,
+            publisher,
+            ports: BTreeMap::new(),
             publishing: false,
             republish: false,
             registered: false,
@@ -164,33 +294,16 @@ impl Engine {
         }
         s.publishing = true;
         s.republish = false;
-        let key = s.key.clone();
-        let port = s.port;
-        let name = if s.registered {
-            None
-        } else {
-            self.cfg.name.clone()
-        };
-        let shared = self.shared.clone();
+        let publisher = s.publisher.clone();
+        let ports: Vec<u16> = s.ports.keys().copied().collect();
+        let register = !s.registered;
+        let name = self.cfg.name.clone();
         let tx = self.tx.clone();
         let waker = self.waker.clone();
         let spawned = std::thread::Builder::new()
             .name("namesock-publish".into())
             .spawn(move || {
-                let locators: Vec<SocketAddr> = sys::local_addrs()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, port))
-                    .take(namesock_resolver::record::MAX_LOCATORS)
-                    .collect();
-                let names: Vec<String> = name.iter().cloned().collect();
-                let result = shared.gns().and_then(|g| {
-                    let rec = g.publish(&key, &locators, &names)?;
-                    if let Some(n) = &name {
-                        g.register(&key, n)?;
-                    }
-                    Ok((rec, locators))
-                });
+                let result = publisher.publish(ports, name, register);
                 if tx.send(Command::Published { result }).is_ok() {
                     let _ = waker.wake();
                 }
@@ -201,11 +314,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_published(
-        &mut self,
-        result: Result<(Record, Vec<SocketAddr>), GnsError>,
-        now: Instant,
-    ) {
+    pub(super) fn on_published(&mut self, result: Result<Published, PublishError>, now: Instant) {
         let Some(s) = &mut self.server else {
             return;
         };
@@ -213,13 +322,37 @@ impl Engine {
         s.failures = if result.is_ok() { 0 } else { s.failures + 1 };
         s.refresh_at = Some(now + refresh_delay(s.failures));
         match result {
-            Ok((rec, locators)) => {
-                tracing::debug!(seq = rec.seq, ?locators, "published");
+            Ok(Published {
+                ports,
+                record: rec,
+                locators,
+                refused,
+            }) => {
+                tracing::debug!(seq = rec.seq, ?locators, services = ?rec.services, "published");
                 s.registered = true;
                 let changed = s.published.as_ref().is_some_and(|(_, l)| *l != locators);
                 s.published = Some((rec.seq, locators.clone()));
-                for w in s.waiters.drain(..) {
-                    let _ = w.send(Ok(()));
+                for &(port, conflict) in &refused {
+                    tracing::warn!(port, ?conflict, "port not served: {conflict}");
+                    s.ports.remove(&port);
+                }
+                // Only now, with the port ours in the table, do HELLOs for it get answered.
+                for port in &ports {
+                    if let Some(&deliver_to) = s.ports.get(port) {
+                        self.endpoint.serve(*port, deliver_to);
+                    }
+                }
+                // Waiters for a port added after this publish began wait for the next one.
+                let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.waiters)
+                    .into_iter()
+                    .partition(|(port, _)| ports.contains(port) || !s.ports.contains_key(port));
+                s.waiters = later;
+                for (port, w) in done {
+                    let answer = match refused.iter().find(|(p, _)| *p == port) {
+                        Some(&(_, conflict)) => Err(ServeError::PortInUse { port, conflict }),
+                        None => Ok(()),
+                    };
+                    let _ = w.send(answer);
                 }
                 if changed {
                     for (key, c) in &mut self.conns {
@@ -233,10 +366,10 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, "publishing failed");
                 let mut waiters = std::mem::take(&mut s.waiters);
-                if let Some(first) = waiters.pop() {
+                if let Some((_, first)) = waiters.pop() {
                     let _ = first.send(Err(ServeError::Publish(e)));
                 }
-                for w in waiters {
+                for (_, w) in waiters {
                     let _ = w.send(Err(ServeError::EngineGone));
                 }
             }
@@ -576,6 +709,22 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_name_in_another_entry_does_not_stop_the_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let gns = namesock_resolver::Gns::file(&dir.path().join("gns"), "ns.alt").unwrap();
+        let key = Keypair::generate();
+        let merged = Merged {
+            services: namesock_resolver::Services::new(vec![(8000, 4001)]).unwrap(),
+            names: vec!["web.ns.alt".into(), "bad name!".into(), "echo".into()],
+            refused: Vec::new(),
+        };
+        let locators = ["192.0.2.1:4001".parse().unwrap()];
+        let rec = publish_merged(&gns, &key, &locators, &merged).unwrap();
+        assert_eq!(rec.names, ["web.ns.alt", "echo.ns.alt"]);
+        assert_eq!(rec.locators_for(8000).unwrap(), locators);
+    }
 
     #[test]
     fn records_are_refreshed_well_before_they_expire_and_failures_retried_soon() {

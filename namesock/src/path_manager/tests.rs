@@ -52,7 +52,7 @@ impl Bed {
             1,
             locators,
             self.t0 + Duration::from_secs(10),
-            &self.local,
+            LoopbackLocators::Refuse,
         )
     }
 
@@ -319,4 +319,55 @@ fn a_refusal_by_the_servers_policy_fails_the_connect_with_its_reason() {
             "{reason:?}"
         );
     }
+}
+
+#[test]
+fn locators_on_this_host_from_a_record_are_never_dialled() {
+    let bed = Bed::new();
+    let on_this_host = [
+        "127.0.0.1:4000",
+        "127.9.9.9:4000",
+        "[::1]:4000",
+        "[::ffff:127.0.0.1]:4000",
+        "0.0.0.0:4000",
+        "[::]:4000",
+    ];
+    let mut listed = on_this_host.to_vec();
+    listed.push("10.1.1.2:4000");
+    let mut pm = bed.manager(&listed);
+    let mut dialled = Vec::new();
+    let mut now = bed.t0;
+    for _ in 0..10 {
+        dialled.extend(
+            dials(&actions(&mut pm, now, &bed.local))
+                .iter()
+                .map(|d| d.1),
+        );
+        now += STAGGER;
+        pm.handle_timeout(now, &bed.local);
+    }
+    // Re-dial rounds come (nothing answers), each to the one reachable locator.
+    assert!(!dialled.is_empty());
+    assert!(
+        dialled.iter().all(|a| *a == addr("10.1.1.2:4000")),
+        "{dialled:?}"
+    );
+    // A newer record that lists only this host's loopback gives nothing to dial either.
+    let loopback_only: Vec<SocketAddr> = on_this_host.iter().map(|a| addr(a)).collect();
+    pm.resolved(now, Some((2, loopback_only.clone())), &bed.local);
+    assert!(
+        dials(&actions(&mut pm, now, &bed.local))
+            .iter()
+            .all(|d| !loopback_only.contains(&d.1))
+    );
+    // Only a lab on one host's loopback dials them, when it says so.
+    assert_eq!(
+        LoopbackLocators::Dial.filter(loopback_only.clone(), "record"),
+        loopback_only
+    );
+    assert!(
+        LoopbackLocators::Refuse
+            .filter(loopback_only, "record")
+            .is_empty()
+    );
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use namesock::endpoint::{ConnKey, Endpoint, Incoming, Refusal};
 use namesock::identity::Keypair;
-use namesock::path_manager::{Action, DialError, PathManager, next_path_id};
+use namesock::path_manager::{Action, DialError, LoopbackLocators, PathManager, next_path_id};
 use namesock::session::{Event, Session, SessionConfig};
 use namesock::wire::{ConnId, Frame, FrameReader, PathId, Record, ResetReason};
 use rand::rngs::StdRng;
@@ -401,7 +401,7 @@ impl World {
             seq,
             locators,
             deadline,
-            &w.client_addrs,
+            LoopbackLocators::Refuse,
         ));
         w
     }
