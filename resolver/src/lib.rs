@@ -280,6 +280,17 @@ impl Gns {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, GnsError> {
+        self.publish_relayed(key, locators, &[], names)
+    }
+
+    /// [`Gns::publish`], listing the relays that reach `key`'s GUID too.
+    pub fn publish_relayed(
+        &self,
+        key: &Keypair,
+        locators: &[SocketAddr],
+        relays: &[SocketAddr],
+        names: &[String],
+    ) -> Result<Record, GnsError> {
         let guid = key.guid();
         let names = names
             .iter()
@@ -297,8 +308,8 @@ impl Gns {
             .max();
         let seen = self.known.guid_seq(&guid)?;
         let seq = record::next_seq(stored.max(seen));
-        let rec =
-            Record::sign(key, seq, expiry(), locators, &names).map_err(GnsError::Unpublishable)?;
+        let rec = Record::sign_relayed(key, seq, expiry(), locators, relays, &names)
+            .map_err(GnsError::Unpublishable)?;
         let encoded = rec.encode();
         match &self.store {
             Store::File(s) => s.put_record(&guid, &encoded)?,

@@ -6,9 +6,14 @@
 //!
 //! ```text
 //! record  = "NSR" version:u8=1 guid:20 key:32 seq:u64 expires:u64
-//!           n:u8 n*(family:u8 (4 => ip:4 | 6 => ip:16) port:u16)
+//!           n:u8 n*locator
 //!           m:u8 m*(len:u8 name:len)
 //!           signature:64
+//!         | "NSR" version:u8=2 guid:20 key:32 seq:u64 expires:u64
+//!           n:u8 n*locator  m:u8 m*(len:u8 name:len)
+//!           r:u8 (1..=8) r*locator          (the relays that reach this GUID)
+//!           signature:64
+//! locator = family:u8 (4 => ip:4 | 6 => ip:16) port:u16
 //! binding = "NSN" version:u8=2 len:u8 name:len guid:20 key:32 seq:u64 expires:u64
 //!           h:u8 (0 | 1 handover) signature:64
 //! handover = "NSH" version:u8=1 len:u8 name:len from:20 from_key:32 to:20 seq:u64 signature:64
@@ -39,6 +44,8 @@ pub const MAX_RECORD_LEN: usize = 2048;
 pub const MAX_LOCATORS: usize = 32;
 /// Most names one record may claim.
 pub const MAX_NAMES: usize = 8;
+/// Most relays one record may list.
+pub const MAX_RELAYS: usize = 8;
 /// How long a published record or binding stays valid; publishers republish well before.
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -53,6 +60,9 @@ const RECORD_MAGIC: &[u8; 3] = b"NSR";
 const BINDING_MAGIC: &[u8; 3] = b"NSN";
 const HANDOVER_MAGIC: &[u8; 3] = b"NSH";
 const VERSION: u8 = 1;
+/// A record with relays is version 2 (one without stays version 1, so that a record has one
+/// encoding and readers of version 1 still read servers that use no relay).
+const RELAYED_RECORD_VERSION: u8 = 2;
 /// Version 2 of the binding carries an optional handover.
 const BINDING_VERSION: u8 = 2;
 
@@ -103,6 +113,8 @@ pub struct Record {
     pub expires: u64,
     pub locators: Vec<SocketAddr>,
     pub names: Vec<String>,
+    /// Relays that reach this GUID when its locators do not answer (a server behind NAT).
+    pub relays: Vec<SocketAddr>,
     signature: Signature,
 }
 
@@ -189,6 +201,21 @@ impl Record {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, RecordError> {
+        Record::sign_relayed(key, seq, expires, locators, &[], names)
+    }
+
+    /// Builds and signs a record for `key`'s GUID that also lists the relays reaching it.
+    pub fn sign_relayed(
+        key: &Keypair,
+        seq: u64,
+        expires: u64,
+        locators: &[SocketAddr],
+        relays: &[SocketAddr],
+        names: &[String],
+    ) -> Result<Record, RecordError> {
+        if relays.len() > MAX_RELAYS {
+            return Err(RecordError::Malformed("too many relays"));
+        }
         if locators.len() > MAX_LOCATORS {
             return Err(RecordError::Malformed("too many locators"));
         }
@@ -205,6 +232,7 @@ impl Record {
             expires,
             locators: locators.iter().map(canonical_addr).collect(),
             names: names.to_vec(),
+            relays: relays.iter().map(canonical_addr).collect(),
             signature: Signature([0; SIGNATURE_LEN]),
         };
         let body = record.body();
@@ -221,30 +249,25 @@ impl Record {
     fn body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(RECORD_MAGIC);
-        out.push(VERSION);
+        out.push(if self.relays.is_empty() {
+            VERSION
+        } else {
+            RELAYED_RECORD_VERSION
+        });
         out.extend_from_slice(self.guid.as_bytes());
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.expires.to_be_bytes());
-        // Lengths are bounded by MAX_LOCATORS / MAX_NAMES / name::MAX_NAME_LEN, all < 256.
-        out.push(self.locators.len() as u8);
-        for addr in &self.locators {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_be_bytes());
-        }
+        // Lengths are bounded by MAX_LOCATORS / MAX_NAMES / MAX_RELAYS / name::MAX_NAME_LEN,
+        // all < 256.
+        encode_addrs(&mut out, &self.locators);
         out.push(self.names.len() as u8);
         for n in &self.names {
             out.push(n.len() as u8);
             out.extend_from_slice(n.as_bytes());
+        }
+        if !self.relays.is_empty() {
+            encode_addrs(&mut out, &self.relays);
         }
         out
     }
@@ -260,24 +283,13 @@ impl Record {
     /// Expiry and rollback depend on the reader and are checked by [`crate::Gns`].
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
         let mut r = Reader::new(bytes)?;
-        r.header(RECORD_MAGIC)?;
+        let relayed = r.header_versions(RECORD_MAGIC, VERSION, RELAYED_RECORD_VERSION)?
+            == RELAYED_RECORD_VERSION;
         let guid = Guid::from_bytes(r.array::<GUID_LEN>()?);
         let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
         let seq = r.u64()?;
         let expires = r.u64()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_LOCATORS {
-            return Err(RecordError::Malformed("too many locators"));
-        }
-        let mut locators = Vec::with_capacity(n);
-        for _ in 0..n {
-            let ip = match r.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                _ => return Err(RecordError::Malformed("unknown address family")),
-            };
-            locators.push(SocketAddr::new(ip, r.u16()?));
-        }
+        let locators = r.addrs(0, MAX_LOCATORS, "too many locators")?;
         let m = usize::from(r.u8()?);
         if m > MAX_NAMES {
             return Err(RecordError::Malformed("too many names"));
@@ -286,6 +298,12 @@ impl Record {
         for _ in 0..m {
             names.push(r.name()?);
         }
+        // Version 2 exists for its relays: it lists at least one (one record, one encoding).
+        let relays = if relayed {
+            r.addrs(1, MAX_RELAYS, "a version-2 record lists 1 to 8 relays")?
+        } else {
+            Vec::new()
+        };
         let (body, signature) = r.finish()?;
         let key = verify(&guid, &key_bytes, body, &signature)?;
         Ok(Record {
@@ -295,6 +313,7 @@ impl Record {
             expires,
             locators,
             names,
+            relays,
             signature,
         })
     }
@@ -532,6 +551,7 @@ impl std::fmt::Debug for Record {
             .field("expires", &self.expires)
             .field("locators", &self.locators)
             .field("names", &self.names)
+            .field("relays", &self.relays)
             .finish_non_exhaustive()
     }
 }
@@ -559,6 +579,24 @@ fn check_expiry(expires: u64, now: u64) -> Result<(), RecordError> {
 }
 
 /// IPv6 flow info and scope ids are not part of a locator.
+/// `n:u8 n*locator` (n < 256: the callers' lists are bounded far below).
+fn encode_addrs(out: &mut Vec<u8>, addrs: &[SocketAddr]) {
+    out.push(addrs.len() as u8);
+    for addr in addrs {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&addr.port().to_be_bytes());
+    }
+}
+
 fn canonical_addr(addr: &SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip(), addr.port())
 }
@@ -633,6 +671,43 @@ impl<'a> Reader<'a> {
         self.header_version(magic, VERSION)
     }
 
+    /// Like `header_version`, for a kind with two versions; returns the one found.
+    fn header_versions(&mut self, magic: &[u8; 3], v1: u8, v2: u8) -> Result<u8, RecordError> {
+        match self.header_version(magic, v1) {
+            Err(RecordError::UnsupportedVersion { found, .. }) if found == v2 => Ok(v2),
+            Err(RecordError::UnsupportedVersion { found, .. }) => {
+                Err(RecordError::UnsupportedVersion {
+                    found,
+                    supported: v2,
+                })
+            }
+            other => other.map(|()| v1),
+        }
+    }
+
+    /// `n:u8 n*locator` with `min <= n <= max`.
+    fn addrs(
+        &mut self,
+        min: usize,
+        max: usize,
+        bad_count: &'static str,
+    ) -> Result<Vec<SocketAddr>, RecordError> {
+        let n = usize::from(self.u8()?);
+        if n < min || n > max {
+            return Err(RecordError::Malformed(bad_count));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match self.u8()? {
+                4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+                _ => return Err(RecordError::Malformed("unknown address family")),
+            };
+            out.push(SocketAddr::new(ip, self.u16()?));
+        }
+        Ok(out)
+    }
+
     fn header_version(&mut self, magic: &[u8; 3], version: u8) -> Result<(), RecordError> {
         if self.take(3)? != magic {
             return Err(RecordError::Malformed(
@@ -683,6 +758,34 @@ mod tests {
             &["web.ns.alt".to_owned()],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_record_with_relays_is_version_2_and_round_trips() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let relays = ["192.0.2.9:7000".parse().unwrap()];
+        let rec = Record::sign_relayed(&kp, 7, unix_now() + 60, &[], &relays, &[]).unwrap();
+        let bytes = rec.encode();
+        assert_eq!(bytes[3], RELAYED_RECORD_VERSION);
+        assert_eq!(Record::decode(&bytes).unwrap().relays, relays);
+        assert_eq!(sample(&kp).encode()[3], VERSION);
+        let too_many = vec![relays[0]; MAX_RELAYS + 1];
+        assert!(Record::sign_relayed(&kp, 7, unix_now() + 60, &[], &too_many, &[]).is_err());
+    }
+
+    #[test]
+    fn a_version_2_record_without_relays_is_refused() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let mut rec = sample(&kp);
+        let mut body = rec.body();
+        body[3] = RELAYED_RECORD_VERSION;
+        body.push(0);
+        rec.signature = kp.sign(&body);
+        body.extend_from_slice(&rec.signature.0);
+        assert!(matches!(
+            Record::decode(&body),
+            Err(RecordError::Malformed(_))
+        ));
     }
 
     #[test]
