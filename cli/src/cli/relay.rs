@@ -1,0 +1,377 @@
+//! `namesock relay`: the relay daemon (docs/architecture.md, "Relays"). Servers behind NAT
+//! register over an authenticated control connection; a client names the GUID it wants; the
+//! relay asks the server to dial back with a one-time token and splices the two TCP
+//! connections byte for byte. It holds no key of any session: what it forwards is the
+//! end-to-end sealed records. The decisions (tables, tokens, limits) are
+//! `namesock::relay::Registry`'s; this file is the IO: one thread per connection, bounded in
+//! number by the limits (a splice's two threads have 64 KiB stacks and 16 KiB buffers).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgMatches, Command};
+use namesock::relay::wire::{self, Down, NONCE_LEN, PROOF_LEN, Preamble, RefuseReason, Token};
+use namesock::relay::{Displaced, Registry, RelayLimits};
+use namesock_identity::{Guid, Keypair};
+use parking_lot::Mutex;
+
+/// Connections that have not yet finished their preamble (or registration) at once.
+const MAX_HANDSHAKING: usize = 256;
+/// Time a connection has to send its preamble and proof.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write on a control connection that takes longer ends it (the server is gone).
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per direction of a splice.
+const SPLICE_BUF: usize = 16 << 10;
+const SPLICE_STACK: usize = 64 << 10;
+
+type Control = Arc<TcpStream>;
+
+struct Relay {
+    key: Keypair,
+    allowed: Vec<Guid>,
+    registry: Mutex<Registry<Control, TcpStream, TcpStream>>,
+    handshaking: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("identity {path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: namesock_identity::KeyFileError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--allow-server {0:?} is not a GUID")]
+    BadGuid(String),
+    #[error("namesock configuration: {0}")]
+    Config(#[from] namesock::config::ConfigError),
+}
+
+pub fn commands() -> Vec<Command> {
+    vec![
+        Command::new("relay")
+            .about("Run a relay: servers behind NAT register, clients reach them through it (it forwards ciphertext only)")
+            .arg(
+                Arg::new("listen")
+                    .long("listen")
+                    .value_name("ADDR:PORT")
+                    .required(true)
+                    .value_parser(clap::value_parser!(SocketAddr))
+                    .help("Address to accept servers and clients on"),
+            )
+            .arg(
+                Arg::new("key")
+                    .long("key")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("The relay's identity key file (created if missing; default: NAMESOCK_KEY or the user's key)"),
+            )
+            .arg(
+                Arg::new("allow-server")
+                    .long("allow-server")
+                    .value_name("GUID")
+                    .action(clap::ArgAction::Append)
+                    .help("Only these GUIDs may register (repeatable; default: any server that proves its key)"),
+            )
+            .arg(limit("max-servers", "Registered servers at once", "1024"))
+            .arg(limit("max-sessions", "Relayed flow paths at once", "1024"))
+            .arg(limit("max-pending", "Clients waiting for their server's dial-back", "256")),
+    ]
+}
+
+fn limit(name: &'static str, help: &'static str, default: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("N")
+        .default_value(default)
+        .value_parser(clap::value_parser!(usize))
+        .help(help)
+}
+
+pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
+    if name != "relay" {
+        return None;
+    }
+    Some(match run(matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("namesock relay: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn run(m: &ArgMatches) -> Result<(), RelayError> {
+    let mut cfg = namesock::config::Config::load()?;
+    // A relay is a daemon: it says what it does unless told otherwise.
+    cfg.log.get_or_insert_with(|| "info".into());
+    namesock::logging::init(&cfg);
+    let key_path = m
+        .get_one::<PathBuf>("key")
+        .cloned()
+        .unwrap_or_else(|| cfg.key_path());
+    let key = Keypair::load_or_create(&key_path).map_err(|source| RelayError::Key {
+        path: key_path.clone(),
+        source,
+    })?;
+    let allowed = m
+        .get_many::<String>("allow-server")
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            g.parse::<Guid>()
+                .map_err(|_| RelayError::BadGuid(g.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let limits = RelayLimits {
+        max_servers: *m.get_one("max-servers").expect("default"),
+        max_sessions: *m.get_one("max-sessions").expect("default"),
+        max_pending: *m.get_one("max-pending").expect("default"),
+        ..RelayLimits::default()
+    };
+    let addr = *m.get_one::<SocketAddr>("listen").expect("required");
+    let listener = TcpListener::bind(addr).map_err(|source| RelayError::Listen { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(guid = %key.guid(), listen = %bound, ?limits, "relay started");
+    eprintln!("namesock relay {} listening on {bound}", key.guid());
+    let relay = Arc::new(Relay {
+        key,
+        allowed,
+        registry: Mutex::new(Registry::new(limits)),
+        handshaking: AtomicUsize::new(0),
+    });
+    let sweeper = relay.clone();
+    spawn("relay-expire", move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            for client in sweeper.registry.lock().expire(Instant::now()) {
+                tracing::info!(client = ?client.peer_addr().ok(), "the server did not dial back in time: client closed");
+            }
+        }
+    });
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        if relay.handshaking.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKING {
+            relay.handshaking.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(peer = ?stream.peer_addr().ok(), "too many connections in their preamble: refused");
+            continue;
+        }
+        let r = relay.clone();
+        spawn("relay-conn", move || r.connection(stream));
+    }
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(SPLICE_STACK)
+        .spawn(f)
+    {
+        tracing::warn!(error = %e, "cannot start a relay thread");
+    }
+}
+
+/// Why a connection was turned away (logged, the connection closed).
+#[derive(Debug, thiserror::Error)]
+enum Turned {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Wire(#[from] wire::RelayWireError),
+    #[error("registration of {guid} refused: {why}")]
+    Registration { guid: Guid, why: RefuseReason },
+    #[error("client for {guid} refused: {why}")]
+    Client {
+        guid: Guid,
+        why: namesock::relay::ConnectRefusal,
+    },
+    #[error("dial-back with an unknown or expired token")]
+    Token,
+}
+
+impl Relay {
+    fn connection(self: Arc<Self>, stream: TcpStream) {
+        let peer = stream.peer_addr().ok();
+        let preamble = self.preamble(&stream);
+        self.handshaking.fetch_sub(1, Ordering::SeqCst);
+        let result = preamble.and_then(|p| match p {
+            Preamble::Register { guid, key } => self.register(stream, guid, &key),
+            Preamble::Connect { guid } => self.client(stream, guid),
+            Preamble::Accept { token } => self.dial_back(stream, &token),
+        });
+        if let Err(e) = result {
+            tracing::warn!(?peer, error = %e, "relay connection refused or ended");
+        }
+    }
+
+    fn preamble(&self, stream: &TcpStream) -> Result<Preamble, Turned> {
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut buf = [0u8; 6 + 52];
+        (&*stream).read_exact(&mut buf[..6])?;
+        let len = Preamble::len_from_head(buf[..6].try_into().expect("6 bytes"))?;
+        (&*stream).read_exact(&mut buf[6..len])?;
+        Ok(Preamble::decode(&buf[..len])?)
+    }
+
+    /// A server registers: challenge, proof, then the control connection is held until it
+    /// ends or the same GUID registers again.
+    fn register(&self, stream: TcpStream, guid: Guid, key: &[u8; 32]) -> Result<(), Turned> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        send(
+            &stream,
+            Down::Challenge {
+                nonce,
+                relay: self.key.guid(),
+            },
+        )?;
+        let mut proof = [0u8; PROOF_LEN];
+        (&stream).read_exact(&mut proof)?;
+        let verified =
+            wire::verify_proof(&guid, key, &nonce, &self.key.guid(), &proof).and_then(|()| {
+                if self.allowed.is_empty() || self.allowed.contains(&guid) {
+                    Ok(())
+                } else {
+                    Err(RefuseReason::NotAllowed)
+                }
+            });
+        if let Err(why) = verified {
+            let _ = send(&stream, Down::Refused(why));
+            return Err(Turned::Registration { guid, why });
+        }
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(Some(CONTROL_WRITE_TIMEOUT))?;
+        let control = Arc::new(stream);
+        let registered = self.registry.lock().register(guid, control.clone());
+        let generation = match registered {
+            Ok((generation, displaced)) => {
+                if let Some(Displaced { control, splices }) = displaced {
+                    tracing::info!(%guid, splices = splices.len(), "server registered again: its earlier registration and splices end");
+                    let _ = control.shutdown(Shutdown::Both);
+                    for s in splices {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
+                }
+                generation
+            }
+            Err(why) => {
+                let _ = send(&control, Down::Refused(why));
+                return Err(Turned::Registration { guid, why });
+            }
+        };
+        send(&control, Down::Registered)?;
+        tracing::info!(%guid, server = ?control.peer_addr().ok(), "server registered");
+        // Nothing more comes from the server: a byte is a protocol error, EOF the end.
+        let mut byte = [0u8; 1];
+        let ended = (&*control).read(&mut byte);
+        self.registry.lock().unregister(&guid, generation);
+        let _ = control.shutdown(Shutdown::Both);
+        tracing::info!(%guid, ?ended, "server registration ended");
+        Ok(())
+    }
+
+    /// A client wants `guid`: its server is asked to dial back; the client waits (unread:
+    /// what it sent after the preamble stays in the kernel until the splice).
+    fn client(&self, stream: TcpStream, guid: Guid) -> Result<(), Turned> {
+        let peer = stream.peer_addr().ok();
+        let mut reg = self.registry.lock();
+        match reg.connect(guid, stream, Instant::now()) {
+            Ok((token, control)) => {
+                let control = control.clone();
+                drop(reg);
+                tracing::info!(%guid, client = ?peer, "client waiting: dial-back asked");
+                if let Err(e) = send(&control, Down::Dial { token }) {
+                    // The control connection is dead: its thread unregisters it.
+                    let _ = control.shutdown(Shutdown::Both);
+                    return Err(e.into());
+                }
+                Ok(())
+            }
+            Err((why, _client)) => Err(Turned::Client { guid, why }),
+        }
+    }
+
+    /// A server dialed back: splice it to its waiting client.
+    fn dial_back(&self, server: TcpStream, token: &Token) -> Result<(), Turned> {
+        let handle = server.try_clone()?;
+        let accepted = self.registry.lock().accept(token, Instant::now(), handle);
+        let Some((client, id)) = accepted else {
+            return Err(Turned::Token);
+        };
+        tracing::info!(client = ?client.peer_addr().ok(), server = ?server.peer_addr().ok(), "splice started");
+        let (up, down) = splice(client, server);
+        self.registry.lock().splice_ended(id);
+        tracing::info!(
+            client_to_server = up,
+            server_to_client = down,
+            "splice ended"
+        );
+        Ok(())
+    }
+}
+
+fn send(stream: &TcpStream, msg: Down) -> io::Result<()> {
+    let mut out = Vec::with_capacity(64);
+    msg.encode(&mut out);
+    (&*stream).write_all(&out)
+}
+
+/// Copies both ways until both ends finished; returns the bytes each way.
+fn splice(client: TcpStream, server: TcpStream) -> (u64, u64) {
+    let _ = client.set_read_timeout(None);
+    let _ = server.set_read_timeout(None);
+    let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+        (Ok(c), Ok(s)) => (c, s),
+        _ => return (0, 0),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    spawn("relay-splice", move || {
+        let _ = tx.send(pump(&s2, &c2));
+    });
+    let up = pump(&client, &server);
+    let down = rx.recv().unwrap_or(0);
+    (up, down)
+}
+
+/// One direction: EOF is passed on as a half-close; an error ends both directions.
+fn pump(from: &TcpStream, to: &TcpStream) -> u64 {
+    let mut buf = vec![0u8; SPLICE_BUF];
+    let mut total = 0u64;
+    loop {
+        match (&*from).read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return total;
+            }
+            Ok(n) => {
+                if (&*to).write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+    total
+}
