@@ -13,6 +13,7 @@
 //! `gns` and `zone` are carried here only so that one file describes a deployment; the
 //! resolver reads them itself (`namesock_resolver::Gns::from_env`), there is one parser.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct Config {
     pub name: Option<String>,
     /// Port the engine accepts flow paths on; 0 = ephemeral (`NAMESOCK_ENGINE_PORT`).
     pub engine_port: u16,
+    /// Relays a serving process registers with and lists in its record, so that clients
+    /// reach it behind a NAT (`NAMESOCK_RELAY=ADDR:PORT[,ADDR:PORT...]`, at most 8).
+    pub relays: Vec<SocketAddr>,
     /// Keepalive interval on an idle flow path (`NAMESOCK_KEEPALIVE_MS`).
     pub keepalive_ms: u64,
     /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
@@ -59,6 +63,7 @@ impl Default for Config {
             key: None,
             name: None,
             engine_port: 0,
+            relays: Vec::new(),
             keepalive_ms: 5_000,
             path_dead_ms: 15_000,
             suspect_ms: 200,
@@ -92,6 +97,8 @@ pub enum ConfigError {
     },
     #[error("{what} must be greater than zero")]
     Zero { what: &'static str },
+    #[error("{count} relays configured; a record lists at most {max}")]
+    TooManyRelays { count: usize, max: usize },
 }
 
 impl Config {
@@ -162,6 +169,17 @@ impl Config {
             self.log_file = Some(PathBuf::from(v));
         }
         num(env, "NAMESOCK_ENGINE_PORT", &mut self.engine_port)?;
+        if let Some(value) = env("NAMESOCK_RELAY").filter(|v| !v.is_empty()) {
+            self.relays = value
+                .split(',')
+                .map(|a| a.trim().parse::<SocketAddr>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::Env {
+                    var: "NAMESOCK_RELAY",
+                    reason: format!("{e} (expected ADDR:PORT[,ADDR:PORT...])"),
+                    value: value.clone(),
+                })?;
+        }
         num(env, "NAMESOCK_KEEPALIVE_MS", &mut self.keepalive_ms)?;
         num(env, "NAMESOCK_PATH_DEAD_MS", &mut self.path_dead_ms)?;
         num(env, "NAMESOCK_SUSPECT_MS", &mut self.suspect_ms)?;
@@ -176,6 +194,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.relays.len() > namesock_resolver::record::MAX_RELAYS {
+            return Err(ConfigError::TooManyRelays {
+                count: self.relays.len(),
+                max: namesock_resolver::record::MAX_RELAYS,
+            });
+        }
         for (what, v) in [
             ("keepalive_ms", self.keepalive_ms),
             ("path_dead_ms", self.path_dead_ms),
@@ -251,5 +275,19 @@ mod tests {
         let err = Config::load_from(|v| (v == "NAMESOCK_KEEPALIVE_MS").then(|| "0".into()));
         assert!(matches!(err, Err(ConfigError::Zero { .. })));
         assert!(Config::from_toml("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn relays_come_from_a_comma_separated_list_and_are_bounded() {
+        let cfg = Config::load_from(|v| {
+            (v == "NAMESOCK_RELAY").then(|| "10.0.0.1:7000, [2001:db8::1]:7000".into())
+        })
+        .unwrap();
+        assert_eq!(cfg.relays.len(), 2);
+        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| "relay.example".into()));
+        assert!(matches!(err, Err(ConfigError::Env { var: "NAMESOCK_RELAY", .. })));
+        let nine = vec!["10.0.0.1:7000"; 9].join(",");
+        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| nine.clone()));
+        assert!(matches!(err, Err(ConfigError::TooManyRelays { count: 9, .. })));
     }
 }

@@ -112,7 +112,7 @@ impl Engine {
             return;
         };
         let record = match result {
-            Ok(rec) => Some((rec.seq, rec.locators)),
+            Ok(rec) => Some((rec.seq, rec.locators, rec.relays)),
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
                 None
@@ -159,12 +159,12 @@ impl Engine {
             Target::Name(n) => Some(n.clone()),
             Target::Guid(_) => rec.names.first().cloned(),
         };
-        tracing::debug!(target = %req.target, port = req.port, locators = ?rec.locators, "connecting");
+        tracing::debug!(target = %req.target, port = req.port, locators = ?rec.locators, relays = ?rec.relays, "connecting");
         let pm = PathManager::new(
             now,
             session,
             rec.seq,
-            rec.locators,
+            (rec.locators, rec.relays),
             req.deadline,
             &self.local_addrs,
         );
@@ -310,6 +310,11 @@ impl Engine {
             return;
         };
         if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            // Through a relay: the preamble naming the server goes before HELLO or RESUME.
+            if client.pm.path(pid).is_some_and(|p| p.relay) {
+                let guid = client.pm.session().server_guid();
+                crate::relay::wire::Preamble::Connect { guid }.encode(fp.write_buf());
+            }
             client.pm.path_connected(now, pid, local, &self.local_addrs);
         }
         self.dirty.insert(key);
@@ -321,6 +326,8 @@ impl Engine {
             return;
         };
         let Some(key) = fp.conn else {
+            // A server's dial-back to a relay: it waited for its first frame.
+            self.endpoint.path_gone(pid);
             return;
         };
         if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {

@@ -79,6 +79,7 @@ mod event_loop;
 mod netlink;
 mod path;
 mod relay;
+mod relay_link;
 mod server;
 pub mod snapshot;
 pub(crate) mod sys;

@@ -23,13 +23,16 @@ use super::conn::{Conn, ServerConn, Side};
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
+use super::relay_link::RelayLink;
 use super::{Command, ServeError, SessionInfo, sys};
 
 /// Server side state, set up by the first `serve`.
 pub(super) struct Server {
     listener: TcpListener,
     port: u16,
-    key: Arc<Keypair>,
+    pub(super) key: Arc<Keypair>,
+    /// Control connections to the relays in `NAMESOCK_RELAY`.
+    pub(super) links: Vec<RelayLink>,
     _lock: File,
     publishing: bool,
     republish: bool,
@@ -134,11 +137,13 @@ impl Engine {
         // Sessions we open as a client from now on prove the same identity.
         self.client_key = key.clone();
         self.endpoint.start_serving(self.session_cfg, key.clone());
-        tracing::info!(guid = %key.guid(), engine_port = bound, "server side started");
+        tracing::info!(guid = %key.guid(), engine_port = bound, relays = ?self.cfg.relays, "server side started");
+        let now = Instant::now();
         Ok(Server {
             listener,
             port: bound,
             key,
+            links: self.cfg.relays.iter().map(|&a| RelayLink::new(a, now)).collect(),
             _lock: lock,
             publishing: false,
             republish: false,
@@ -168,6 +173,7 @@ impl Engine {
         } else {
             self.cfg.name.clone()
         };
+        let relays = self.cfg.relays.clone();
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         let waker = self.waker.clone();
@@ -182,7 +188,7 @@ impl Engine {
                     .collect();
                 let names: Vec<String> = name.iter().cloned().collect();
                 let result = shared.gns().and_then(|g| {
-                    let rec = g.publish(&key, &locators, &names)?;
+                    let rec = g.publish_relayed(&key, &locators, &relays, &names)?;
                     if let Some(n) = &name {
                         g.register(&key, n)?;
                     }

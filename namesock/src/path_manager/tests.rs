@@ -50,7 +50,7 @@ impl Bed {
             self.t0,
             session,
             1,
-            locators,
+            (locators, Vec::new()),
             self.t0 + Duration::from_secs(10),
             &self.local,
         )
@@ -147,7 +147,7 @@ fn every_locator_refusing_after_a_fresh_resolve_is_connection_refused() {
     pm.dial_failed(bed.t0, d[0].0, DialError::Refused);
     // The record may be stale (the peer moved since): look again before giving up.
     assert_eq!(actions(&mut pm, bed.t0, &bed.local), vec![Action::Resolve]);
-    pm.resolved(bed.t0, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local);
+    pm.resolved(bed.t0, Some((1, vec![addr("10.1.1.2:4000")], vec![])), &bed.local);
     let retry = pm.poll_timeout().unwrap();
     assert!(retry <= bed.t0 + 2 * BACKOFF_MIN);
     pm.handle_timeout(retry, &bed.local);
@@ -181,7 +181,7 @@ fn an_unreachable_peer_is_retried_with_backoff_and_fresh_lookups_until_the_conne
                     pm.dial_failed(now, *path, DialError::HostUnreachable)
                 }
                 Action::Resolve => {
-                    pm.resolved(now, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local)
+                    pm.resolved(now, Some((1, vec![addr("10.1.1.2:4000")], vec![])), &bed.local)
                 }
                 _ => {}
             }
@@ -220,7 +220,7 @@ fn moved_dials_the_new_address_first_and_closes_the_old_path_once_the_new_one_ca
     let new = dials(&actions(&mut pm, bed.t0, &bed.local));
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].1, addr("10.1.3.2:4000"));
-    pm.resolved(bed.t0, Some((2, vec![addr("10.1.3.2:4000")])), &bed.local);
+    pm.resolved(bed.t0, Some((2, vec![addr("10.1.3.2:4000")], vec![])), &bed.local);
     assert!(dials(&actions(&mut pm, bed.t0, &bed.local)).is_empty());
     // Make-before-break: the old path stays until the new one carries a frame.
     pm.path_connected(bed.t0, new[0].0, addr("10.0.0.2:5001"), &bed.local);
@@ -275,7 +275,7 @@ fn a_lost_path_redials_at_once_and_asks_the_gns() {
     assert_eq!(dials(&acts).len(), 1);
     assert!(pm.needs_path());
     // The GNS knows a new address: dialled at once, besides the round's.
-    pm.resolved(later, Some((5, vec![addr("10.1.7.2:4000")])), &bed.local);
+    pm.resolved(later, Some((5, vec![addr("10.1.7.2:4000")], vec![])), &bed.local);
     let acts = actions(&mut pm, later, &bed.local);
     assert_eq!(dials(&acts)[0].1, addr("10.1.7.2:4000"));
 }

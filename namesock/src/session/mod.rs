@@ -320,6 +320,11 @@ impl Session {
         self.conn_id
     }
 
+    /// The GUID a client session asked for (on a server: its own).
+    pub fn server_guid(&self) -> Guid {
+        self.server_guid
+    }
+
     /// The peer's key: the client's from the start, the server's once HELLO_ACK verified.
     pub fn peer(&self) -> Option<PublicKey> {
         self.peer
