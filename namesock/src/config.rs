@@ -285,9 +285,18 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.relays.len(), 2);
         let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| "relay.example".into()));
-        assert!(matches!(err, Err(ConfigError::Env { var: "NAMESOCK_RELAY", .. })));
+        assert!(matches!(
+            err,
+            Err(ConfigError::Env {
+                var: "NAMESOCK_RELAY",
+                ..
+            })
+        ));
         let nine = vec!["10.0.0.1:7000"; 9].join(",");
         let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| nine.clone()));
-        assert!(matches!(err, Err(ConfigError::TooManyRelays { count: 9, .. })));
+        assert!(matches!(
+            err,
+            Err(ConfigError::TooManyRelays { count: 9, .. })
+        ));
     }
 }

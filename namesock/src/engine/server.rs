@@ -143,7 +143,12 @@ impl Engine {
             listener,
             port: bound,
             key,
-            links: self.cfg.relays.iter().map(|&a| RelayLink::new(a, now)).collect(),
+            links: self
+                .cfg
+                .relays
+                .iter()
+                .map(|&a| RelayLink::new(a, now))
+                .collect(),
             _lock: lock,
             publishing: false,
             republish: false,
