@@ -1,0 +1,415 @@
+//! Relays (issue 16): a server behind a masquerading router whose stateful firewall admits no
+//! inbound connection, reachable by name only through a relay on another host.
+//!
+//! - `a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move`: `curl` by name
+//!   downloads 32 MiB from `python3 -m http.server` (both under namesock) while the server
+//!   moves behind the NAT; the file arrives intact; a plain connection to the server's address
+//!   is refused by the firewall (the control); tcpdump on the relay's host holds no 32-byte
+//!   window of the file and no request line, although the whole transfer crossed it.
+//! - `a_registration_for_someone_elses_guid_is_refused`: an attacker registers the server's
+//!   GUID with its own key, with the server's key and a forged proof, and with a real proof
+//!   replayed from an earlier challenge: each is refused with its reason, and the server's own
+//!   registration still carries a download.
+//!
+//! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use namesock::relay::wire::{self, Preamble};
+use namesock_cli::testbed::scenario::{Download, Fetch, Served, Timers, World};
+use namesock_cli::testbed::{Host, Process, Testbed};
+use namesock::identity::Keypair;
+use namesock_tests::capture::{Capture, find};
+use namesock_tests::{PORT, require_namespaces, require_release, require_tools, tools};
+
+const RELAY_PORT: u16 = 7000;
+const WINDOW: usize = 32;
+
+/// The bed: a server behind NAT, a client, a relay host; the world; the served file.
+struct Nat {
+    relay_process: Option<Process>,
+    server_process: Option<Process>,
+    server: Host,
+    client: Host,
+    relay: Host,
+    bed: Testbed,
+    served: Served,
+    world: World,
+}
+
+impl Nat {
+    fn new(name: &str, file_size: u64) -> Nat {
+        let mut world = World::new(name, tools(), Timers::fast()).expect("scenario directory");
+        if std::env::var_os("NAMESOCK_TEST_KEEP").is_some() {
+            eprintln!("{name}: keeping {}", world.dir.path().display());
+            world.dir.keep();
+        }
+        let bed = Testbed::for_scenario(name).expect("test bed");
+        let server = bed.add_host("server").expect("server host");
+        let client = bed.add_host("client").expect("client host");
+        let relay = bed.add_host("relay").expect("relay host");
+        let served = world
+            .serve_random_file("file", file_size)
+            .expect("served file");
+        let nat = Nat {
+            relay_process: None,
+            server_process: None,
+            server,
+            client,
+            relay,
+            bed,
+            served,
+            world,
+        };
+        nat.masquerade_server();
+        nat
+    }
+
+    /// The router masquerades the server's link and admits no connection into it (nftables:
+    /// only packets of connections the server opened go in). Keyed by the router's interface,
+    /// so the rules hold when the server moves to a new subnet on the same link.
+    fn masquerade_server(&self) {
+        let state = self.bed.state();
+        let link = &state.host("server").expect("server").links[0];
+        let script = format!(
+            "table inet relaytest_nat {{\n\
+               chain forward {{ type filter hook forward priority filter; policy accept;\n\
+                 iifname \"{i}\" meta mark set 0x4e\n\
+                 oifname \"{i}\" ct state established,related accept\n\
+                 oifname \"{i}\" counter drop\n\
+               }}\n\
+               chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
+                 meta mark 0x4e masquerade\n\
+               }}\n\
+             }}\n",
+            i = link.router_if
+        );
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.bed.router_namespace(), "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write the rules");
+        assert!(nft.wait().expect("nft ran").success(), "nft refused:\n{script}");
+    }
+
+    fn relay_addr(&self) -> String {
+        format!("{}:{RELAY_PORT}", self.relay.v4())
+    }
+
+    /// `namesock relay` on the relay host; waits until it listens.
+    fn start_relay(&mut self) {
+        let key = self.world.path("keys").join("relay.key");
+        let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
+        let listen = format!("0.0.0.0:{RELAY_PORT}");
+        let argv = [
+            namesock.as_str(),
+            "relay",
+            "--listen",
+            &listen,
+            "--key",
+            &key.to_string_lossy(),
+        ];
+        let command = self.world.plain(&self.relay, "relay", &argv).expect("relay");
+        self.relay_process = Some(Process::spawn(command).expect("start the relay"));
+        self.wait_for_log("relay", "listening on");
+    }
+
+    /// `python3 -m http.server` under namesock as `web`, registered with the relay.
+    fn start_server(&mut self) {
+        let www = self.world.path("www");
+        let port = PORT.to_string();
+        let argv = [
+            "python3",
+            "-m",
+            "http.server",
+            &port,
+            "--directory",
+            &www.to_string_lossy(),
+        ];
+        let mut command = self
+            .world
+            .namesock_run(&self.server, "server", &argv)
+            .expect("server command");
+        command
+            .env("NAMESOCK_NAME", "web")
+            .env("NAMESOCK_RELAY", self.relay_addr());
+        self.server_process = Some(Process::spawn(command).expect("start the web server"));
+        let v4 = self.server.v4();
+        let record = self.world.wait_for_record("web", Duration::from_secs(30), |r| {
+            !r.relays.is_empty() && r.locators.iter().any(|l| l.ip() == v4)
+        });
+        if let Err(e) = record {
+            panic!("{e}\n{}", self.world.log_tail("server", 30));
+        }
+        self.wait_for_log("server.namesock", "registered with the relay");
+    }
+
+    fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.world.log(label)).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, label: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log(label).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{label} never logged {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        ["client", "server", "relay"]
+            .iter()
+            .map(|l| self.world.log_tail(l, 25))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn fetch(&self) -> Fetch {
+        Fetch {
+            url: format!("http://web.ns.alt:{PORT}{}", self.served.url_path),
+            rate: None,
+            max_time: Duration::from_secs(120),
+            namesock: true,
+        }
+    }
+}
+
+/// How many of the file's 32-byte windows (at every offset) appear in `captured`.
+fn windows_found(file: &[u8], captured: &[u8]) -> usize {
+    let windows: HashSet<&[u8]> = file.windows(WINDOW).collect();
+    let mut found = HashSet::new();
+    for w in captured.windows(WINDOW) {
+        if windows.contains(w) {
+            found.insert(w);
+        }
+    }
+    found.len()
+}
+
+fn ready(test: &str) -> bool {
+    require_namespaces(test)
+        && require_release(test, "the preload")
+        && require_tools(test, &["tcpdump", "curl", "python3"])
+}
+
+#[test]
+fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
+    let name = "a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move";
+    if !ready(name) {
+        return;
+    }
+    let size = 32 << 20;
+    let mut nat = Nat::new("relay-nat", size);
+    nat.start_relay();
+    nat.start_server();
+
+    // The control: the server's own address admits no connection from outside.
+    let plain = nat
+        .client
+        .run(
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+                "-o",
+                "/dev/null",
+                &format!("http://{}:{PORT}/", nat.server.v4()),
+            ],
+            Duration::from_secs(10),
+        )
+        .expect("curl ran");
+    assert!(
+        !plain.status.success(),
+        "the NAT let a plain connection in: the test would prove nothing"
+    );
+    // The relay sees the server from the router's masqueraded address, not its own.
+    assert!(
+        !nat.log("relay").contains(&nat.server.v4().to_string()),
+        "the server reached the relay unmasqueraded:\n{}",
+        nat.log("relay")
+    );
+
+    // 32 MiB at 8 MB/s: a few seconds, long enough to move in the middle.
+    nat.server.limit_rate(Some(64_000)).expect("rate limit");
+    let pcap = nat.world.path("relay.pcap");
+    let capture = Capture::start(&nat.relay.namespace(), &pcap);
+    let mut download = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl");
+    download
+        .wait_for_bytes(&nat.world, size / 4, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()));
+    download.mark_move();
+    let (v4, _) = nat.server.move_to_new_subnet().expect("server moves");
+    eprintln!("server moved behind the NAT to {v4}");
+    download
+        .wait_for_bytes(&nat.world, size * 3 / 4, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()));
+    let outcome = download
+        .finish(Duration::from_secs(120))
+        .expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+        outcome.status,
+        outcome.bytes,
+        outcome.expected_bytes,
+        outcome.sha256_matches,
+        nat.logs()
+    );
+    let captured = capture.finish(&pcap);
+    let file = std::fs::read(nat.world.path("www").join("file")).expect("the served file");
+    let found = windows_found(&file, &captured);
+    let request = format!("GET {}", nat.served.url_path);
+    let registrations = nat.log("relay").matches("server registered").count();
+    eprintln!(
+        "RELAY nat: {} bytes in {:.1} s through the relay, sha256 ok, server move outage {:?} ms; \
+         capture on the relay host: {} bytes, {found} windows of the file, request line found: {}; \
+         registrations at the relay: {registrations}",
+        outcome.bytes,
+        outcome.elapsed.as_secs_f64(),
+        outcome.outages().iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        captured.len(),
+        find(&captured, request.as_bytes()).is_some(),
+    );
+    assert!(
+        captured.len() as u64 > 2 * size,
+        "the transfer did not cross the relay ({} bytes captured)",
+        captured.len()
+    );
+    assert_eq!(found, 0, "windows of the file crossed the relay in clear");
+    assert!(find(&captured, request.as_bytes()).is_none());
+    assert!(
+        registrations >= 2,
+        "the server did not register again from its new address:\n{}",
+        nat.log("relay")
+    );
+}
+
+/// Speaks the relay protocol from `host` with python3: sends `preamble`, reads the 53-byte
+/// challenge, answers it with what `proof` makes of it, and returns what the relay answered
+/// (hex) and the challenge.
+fn attempt(
+    nat: &Nat,
+    preamble: &[u8],
+    proof: impl FnOnce(&[u8; wire::NONCE_LEN]) -> [u8; wire::PROOF_LEN],
+) -> Vec<u8> {
+    let script = "import socket,sys\n\
+        s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)\n\
+        s.sendall(bytes.fromhex(sys.argv[3]))\n\
+        c=b''\n\
+        while len(c)<53:\n\
+        \x20   d=s.recv(53-len(c))\n\
+        \x20   if not d: break\n\
+        \x20   c+=d\n\
+        sys.stdout.write(c.hex()+'\\n'); sys.stdout.flush()\n\
+        p=sys.stdin.readline().strip()\n\
+        s.sendall(bytes.fromhex(p))\n\
+        r=b''\n\
+        while True:\n\
+        \x20   d=s.recv(64)\n\
+        \x20   if not d: break\n\
+        \x20   r+=d\n\
+        sys.stdout.write(r.hex()+'\\n')\n";
+    let mut child = nat
+        .client
+        .command("python3")
+        .args(["-c", script, &nat.relay.v4().to_string(), &RELAY_PORT.to_string()])
+        .arg(hex(preamble))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("challenge");
+    let challenge = unhex(line.trim());
+    assert_eq!(challenge.len(), 53, "no challenge from the relay");
+    let nonce: [u8; wire::NONCE_LEN] = challenge[1..33].try_into().expect("nonce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{}", hex(&proof(&nonce))).expect("send the proof");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("answer");
+    let _ = child.wait();
+    unhex(line.trim())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn a_registration_for_someone_elses_guid_is_refused() {
+    let name = "a_registration_for_someone_elses_guid_is_refused";
+    if !ready(name) {
+        return;
+    }
+    let mut nat = Nat::new("relay-auth", 256 * 1024);
+    nat.start_relay();
+    nat.start_server();
+    let victim = Keypair::load_or_create(&nat.world.path("keys").join("server.key"))
+        .expect("the server's key");
+    let relay_guid = Keypair::load_or_create(&nat.world.path("keys").join("relay.key"))
+        .expect("the relay's key")
+        .guid();
+    let attacker = Keypair::generate();
+    let preamble = |key: &Keypair| {
+        let mut out = Vec::new();
+        Preamble::Register {
+            guid: victim.guid(),
+            key: *key.public().as_bytes(),
+        }
+        .encode(&mut out);
+        out
+    };
+    let refused = |reason: wire::RefuseReason| vec![0x83, reason as u8];
+
+    // The victim's GUID with the attacker's own key, properly signed by it.
+    let answer = attempt(&nat, &preamble(&attacker), |nonce| {
+        wire::prove(&attacker, nonce, &relay_guid)
+    });
+    assert_eq!(answer, refused(wire::RefuseReason::KeyMismatch));
+    // The victim's GUID and public key, with a proof the attacker cannot make.
+    let answer = attempt(&nat, &preamble(&victim), |nonce| {
+        wire::prove(&attacker, nonce, &relay_guid)
+    });
+    assert_eq!(answer, refused(wire::RefuseReason::BadSignature));
+    // A real proof of the victim, recorded for an earlier challenge, replayed.
+    let recorded = wire::prove(&victim, &[0x5a; wire::NONCE_LEN], &relay_guid);
+    let answer = attempt(&nat, &preamble(&victim), |_| recorded);
+    assert_eq!(answer, refused(wire::RefuseReason::BadSignature));
+    let relay_log = nat.log("relay");
+    assert_eq!(relay_log.matches("registration of").count(), 3, "{relay_log}");
+    assert_eq!(relay_log.matches("server registered").count(), 1, "{relay_log}");
+
+    // The server's own registration still holds: a download by name goes through the relay.
+    let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(60))
+        .expect("curl ran");
+    assert!(outcome.complete(), "download failed\n{}", nat.logs());
+    nat.wait_for_log("relay", "splice started");
+    eprintln!(
+        "RELAY auth: 3 forged registrations refused (key mismatch, bad signature, replayed proof); \
+         the server's download through the relay: {} bytes, sha256 ok",
+        outcome.bytes
+    );
+}
