@@ -18,10 +18,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use namesock::identity::Keypair;
 use namesock::relay::wire::{self, Preamble};
 use namesock_cli::testbed::scenario::{Download, Fetch, Served, Timers, World};
 use namesock_cli::testbed::{Host, Process, Testbed};
-use namesock::identity::Keypair;
 use namesock_tests::capture::{Capture, find};
 use namesock_tests::{PORT, require_namespaces, require_release, require_tools, tools};
 
@@ -88,7 +88,14 @@ impl Nat {
             i = link.router_if
         );
         let mut nft = Command::new("ip")
-            .args(["netns", "exec", &self.bed.router_namespace(), "nft", "-f", "-"])
+            .args([
+                "netns",
+                "exec",
+                &self.bed.router_namespace(),
+                "nft",
+                "-f",
+                "-",
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .expect("nft");
@@ -97,7 +104,10 @@ impl Nat {
             .expect("stdin")
             .write_all(script.as_bytes())
             .expect("write the rules");
-        assert!(nft.wait().expect("nft ran").success(), "nft refused:\n{script}");
+        assert!(
+            nft.wait().expect("nft ran").success(),
+            "nft refused:\n{script}"
+        );
     }
 
     fn relay_addr(&self) -> String {
@@ -117,7 +127,10 @@ impl Nat {
             "--key",
             &key.to_string_lossy(),
         ];
-        let command = self.world.plain(&self.relay, "relay", &argv).expect("relay");
+        let command = self
+            .world
+            .plain(&self.relay, "relay", &argv)
+            .expect("relay");
         self.relay_process = Some(Process::spawn(command).expect("start the relay"));
         self.wait_for_log("relay", "listening on");
     }
@@ -143,9 +156,11 @@ impl Nat {
             .env("NAMESOCK_RELAY", self.relay_addr());
         self.server_process = Some(Process::spawn(command).expect("start the web server"));
         let v4 = self.server.v4();
-        let record = self.world.wait_for_record("web", Duration::from_secs(30), |r| {
-            !r.relays.is_empty() && r.locators.iter().any(|l| l.ip() == v4)
-        });
+        let record = self
+            .world
+            .wait_for_record("web", Duration::from_secs(30), |r| {
+                !r.relays.is_empty() && r.locators.iter().any(|l| l.ip() == v4)
+            });
         if let Err(e) = record {
             panic!("{e}\n{}", self.world.log_tail("server", 30));
         }
@@ -246,8 +261,9 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let pcap = nat.world.path("relay.pcap");
     let capture = Capture::start(&nat.relay.namespace(), &pcap);
-    let mut download = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
-        .expect("start curl");
+    let mut download =
+        Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+            .expect("start curl");
     download
         .wait_for_bytes(&nat.world, size / 4, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()));
@@ -257,9 +273,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     download
         .wait_for_bytes(&nat.world, size * 3 / 4, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()));
-    let outcome = download
-        .finish(Duration::from_secs(120))
-        .expect("curl ran");
+    let outcome = download.finish(Duration::from_secs(120)).expect("curl ran");
     assert!(
         outcome.complete(),
         "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
@@ -273,14 +287,18 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     let file = std::fs::read(nat.world.path("www").join("file")).expect("the served file");
     let found = windows_found(&file, &captured);
     let request = format!("GET {}", nat.served.url_path);
-    let registrations = nat.log("relay").matches("server registered").count();
+    let registrations = nat.log("relay").matches("server registered guid").count();
     eprintln!(
         "RELAY nat: {} bytes in {:.1} s through the relay, sha256 ok, server move outage {:?} ms; \
          capture on the relay host: {} bytes, {found} windows of the file, request line found: {}; \
          registrations at the relay: {registrations}",
         outcome.bytes,
         outcome.elapsed.as_secs_f64(),
-        outcome.outages().iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        outcome
+            .outages()
+            .iter()
+            .map(|d| d.as_millis())
+            .collect::<Vec<_>>(),
         captured.len(),
         find(&captured, request.as_bytes()).is_some(),
     );
@@ -326,7 +344,12 @@ fn attempt(
     let mut child = nat
         .client
         .command("python3")
-        .args(["-c", script, &nat.relay.v4().to_string(), &RELAY_PORT.to_string()])
+        .args([
+            "-c",
+            script,
+            &nat.relay.v4().to_string(),
+            &RELAY_PORT.to_string(),
+        ])
         .arg(hex(preamble))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -397,8 +420,16 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     let answer = attempt(&nat, &preamble(&victim), |_| recorded);
     assert_eq!(answer, refused(wire::RefuseReason::BadSignature));
     let relay_log = nat.log("relay");
-    assert_eq!(relay_log.matches("registration of").count(), 3, "{relay_log}");
-    assert_eq!(relay_log.matches("server registered").count(), 1, "{relay_log}");
+    assert_eq!(
+        relay_log.matches("registration of").count(),
+        3,
+        "{relay_log}"
+    );
+    assert_eq!(
+        relay_log.matches("server registered").count(),
+        1,
+        "{relay_log}"
+    );
 
     // The server's own registration still holds: a download by name goes through the relay.
     let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)

@@ -19,9 +19,11 @@ use super::event_loop::{Engine, Io};
 use super::path::{FlowPath, PathState};
 use super::sys;
 
-/// Backoff between attempts to reach a relay: 1 s doubling to 30 s.
+/// Backoff between attempts to reach a relay: 100 ms doubling to 30 s. Short at first: after
+/// a move the new address often comes before its route, and every moment without a
+/// registration is an outage for the clients behind the relay.
 fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30))
+    (Duration::from_millis(100) * (1 << failures.min(9))).min(Duration::from_secs(30))
 }
 
 /// One relay this server registers with.
@@ -282,8 +284,8 @@ mod tests {
 
     #[test]
     fn a_relay_that_cannot_be_reached_is_retried_within_30_seconds() {
-        assert_eq!(retry_delay(0), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(8));
+        assert_eq!(retry_delay(0), Duration::from_millis(100));
+        assert_eq!(retry_delay(3), Duration::from_millis(800));
         assert_eq!(retry_delay(50), Duration::from_secs(30));
     }
 }
