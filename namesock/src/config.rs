@@ -292,7 +292,7 @@ mod tests {
                 ..
             })
         ));
-        let nine = vec!["10.0.0.1:7000"; 9].join(",");
+        let nine = ["10.0.0.1:7000"; 9].join(",");
         let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| nine.clone()));
         assert!(matches!(
             err,
