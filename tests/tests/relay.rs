@@ -30,18 +30,20 @@ const WINDOW: usize = 32;
 
 /// The bed: a server behind NAT, a client, a relay host; the world; the served file.
 struct Nat {
-    relay_process: Option<Process>,
+    /// `namesock relay` on each relay host (`None`: stopped).
+    relay_processes: Vec<Option<Process>>,
     server_process: Option<Process>,
     server: Host,
     client: Host,
-    relay: Host,
+    /// `relay`, then `relay2`, ...: each a host of its own.
+    relays: Vec<Host>,
     bed: Testbed,
     served: Served,
     world: World,
 }
 
 impl Nat {
-    fn new(name: &str, file_size: u64) -> Nat {
+    fn new(name: &str, file_size: u64, relays: usize) -> Nat {
         let mut world = World::new(name, tools(), Timers::fast()).expect("scenario directory");
         if std::env::var_os("NAMESOCK_TEST_KEEP").is_some() {
             eprintln!("{name}: keeping {}", world.dir.path().display());
@@ -50,16 +52,18 @@ impl Nat {
         let bed = Testbed::for_scenario(name).expect("test bed");
         let server = bed.add_host("server").expect("server host");
         let client = bed.add_host("client").expect("client host");
-        let relay = bed.add_host("relay").expect("relay host");
+        let relays: Vec<Host> = (0..relays)
+            .map(|i| bed.add_host(&relay_label(i)).expect("relay host"))
+            .collect();
         let served = world
             .serve_random_file("file", file_size)
             .expect("served file");
         let nat = Nat {
-            relay_process: None,
+            relay_processes: Vec::new(),
             server_process: None,
             server,
             client,
-            relay,
+            relays,
             bed,
             served,
             world,
@@ -110,29 +114,26 @@ impl Nat {
         );
     }
 
-    fn relay_addr(&self) -> String {
-        format!("{}:{RELAY_PORT}", self.relay.v4())
-    }
-
-    /// `namesock relay` on the relay host; waits until it listens.
-    fn start_relay(&mut self) {
-        let key = self.world.path("keys").join("relay.key");
+    /// `namesock relay` on each relay host; waits until they listen.
+    fn start_relays(&mut self) {
         let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
         let listen = format!("0.0.0.0:{RELAY_PORT}");
-        let argv = [
-            namesock.as_str(),
-            "relay",
-            "--listen",
-            &listen,
-            "--key",
-            &key.to_string_lossy(),
-        ];
-        let command = self
-            .world
-            .plain(&self.relay, "relay", &argv)
-            .expect("relay");
-        self.relay_process = Some(Process::spawn(command).expect("start the relay"));
-        self.wait_for_log("relay", "listening on");
+        for (i, host) in self.relays.iter().enumerate() {
+            let label = relay_label(i);
+            let key = self.world.path("keys").join(format!("{label}.key"));
+            let argv = [
+                namesock.as_str(),
+                "relay",
+                "--listen",
+                &listen,
+                "--key",
+                &key.to_string_lossy(),
+            ];
+            let command = self.world.plain(host, &label, &argv).expect("relay");
+            self.relay_processes
+                .push(Some(Process::spawn(command).expect("start the relay")));
+            self.wait_for_log(&label, "listening on");
+        }
     }
 
     /// `python3 -m http.server` under namesock as `web`, registered with the relay.
@@ -147,13 +148,18 @@ impl Nat {
             "--directory",
             &www.to_string_lossy(),
         ];
+        let relay_addrs: Vec<String> = self
+            .relays
+            .iter()
+            .map(|h| format!("{}:{RELAY_PORT}", h.v4()))
+            .collect();
         let mut command = self
             .world
             .namesock_run(&self.server, "server", &argv)
             .expect("server command");
         command
             .env("NAMESOCK_NAME", "web")
-            .env("NAMESOCK_RELAY", self.relay_addr());
+            .env("NAMESOCK_RELAY", relay_addrs.join(","));
         self.server_process = Some(Process::spawn(command).expect("start the web server"));
         let v4 = self.server.v4();
         let record = self
@@ -164,7 +170,10 @@ impl Nat {
         if let Err(e) = record {
             panic!("{e}\n{}", self.world.log_tail("server", 30));
         }
-        self.wait_for_log("server.namesock", "registered with the relay");
+        for addr in relay_addrs {
+            let line = format!("registered with the relay relay={addr}");
+            self.wait_for_log("server.namesock", &line);
+        }
     }
 
     fn log(&self, label: &str) -> String {
@@ -184,9 +193,11 @@ impl Nat {
     }
 
     fn logs(&self) -> String {
-        ["client", "server", "relay"]
-            .iter()
-            .map(|l| self.world.log_tail(l, 25))
+        let relays = (0..self.relays.len()).map(relay_label);
+        ["client".to_owned(), "server".to_owned()]
+            .into_iter()
+            .chain(relays)
+            .map(|l| self.world.log_tail(&l, 25))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -198,6 +209,13 @@ impl Nat {
             max_time: Duration::from_secs(120),
             namesock: true,
         }
+    }
+}
+
+fn relay_label(i: usize) -> String {
+    match i {
+        0 => "relay".to_owned(),
+        i => format!("relay{}", i + 1),
     }
 }
 
@@ -226,8 +244,8 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
         return;
     }
     let size = 32 << 20;
-    let mut nat = Nat::new("relay-nat", size);
-    nat.start_relay();
+    let mut nat = Nat::new("relay-nat", size, 1);
+    nat.start_relays();
     nat.start_server();
 
     // The control: the server's own address admits no connection from outside.
@@ -260,7 +278,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     // 32 MiB at 8 MB/s: a few seconds, long enough to move in the middle.
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let pcap = nat.world.path("relay.pcap");
-    let capture = Capture::start(&nat.relay.namespace(), &pcap);
+    let capture = Capture::start(&nat.relays[0].namespace(), &pcap);
     let mut download =
         Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
             .expect("start curl");
@@ -347,7 +365,7 @@ fn attempt(
         .args([
             "-c",
             script,
-            &nat.relay.v4().to_string(),
+            &nat.relays[0].v4().to_string(),
             &RELAY_PORT.to_string(),
         ])
         .arg(hex(preamble))
@@ -385,8 +403,8 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     if !ready(name) {
         return;
     }
-    let mut nat = Nat::new("relay-auth", 256 * 1024);
-    nat.start_relay();
+    let mut nat = Nat::new("relay-auth", 256 * 1024, 1);
+    nat.start_relays();
     nat.start_server();
     let victim = Keypair::load_or_create(&nat.world.path("keys").join("server.key"))
         .expect("the server's key");
@@ -442,5 +460,98 @@ fn a_registration_for_someone_elses_guid_is_refused() {
         "RELAY auth: 3 forged registrations refused (key mismatch, bad signature, replayed proof); \
          the server's download through the relay: {} bytes, sha256 ok",
         outcome.bytes
+    );
+}
+
+/// Runs a download of the served file by name through the relays, calling each of `moves` in
+/// turn at an even share of the file; checks it intact; returns the outages (ms).
+fn download_across(nat: &Nat, moves: &[(&str, &dyn Fn(&Nat))]) -> Vec<u128> {
+    let mut download =
+        Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+            .expect("start curl");
+    let step = nat.served.size / (moves.len() as u64 + 1);
+    for (i, (what, change)) in moves.iter().enumerate() {
+        download
+            .wait_for_bytes(&nat.world, step * (i as u64 + 1), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("before {what}: {e}\n{}", nat.logs()));
+        download.mark_move();
+        change(nat);
+        eprintln!("{what}");
+    }
+    let outcome = download.finish(Duration::from_secs(120)).expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+        outcome.status,
+        outcome.bytes,
+        outcome.expected_bytes,
+        outcome.sha256_matches,
+        nat.logs()
+    );
+    outcome.outages().iter().map(|d| d.as_millis()).collect()
+}
+
+#[test]
+fn client_moves_and_both_moving_at_once_keep_a_relayed_download() {
+    let name = "client_moves_and_both_moving_at_once_keep_a_relayed_download";
+    if !ready(name) {
+        return;
+    }
+    let mut nat = Nat::new("relay-moves", 32 << 20, 1);
+    nat.start_relays();
+    nat.start_server();
+    nat.server.limit_rate(Some(64_000)).expect("rate limit");
+    let outages = download_across(
+        &nat,
+        &[
+            ("the client moved", &|n: &Nat| {
+                n.client.move_to_new_subnet().expect("client moves");
+            }),
+            ("both moved at once", &|n: &Nat| {
+                n.client.move_to_new_subnet().expect("client moves");
+                n.server.move_to_new_subnet().expect("server moves");
+            }),
+        ],
+    );
+    eprintln!(
+        "RELAY moves: {} bytes through the relay, sha256 ok, outages (client move, both at \
+         once) {outages:?} ms",
+        nat.served.size
+    );
+}
+
+#[test]
+fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
+    let name = "a_relay_that_dies_leaves_the_server_reachable_through_the_other";
+    if !ready(name) {
+        return;
+    }
+    let mut nat = Nat::new("relay-dies", 16 << 20, 2);
+    nat.start_relays();
+    nat.start_server();
+    nat.server.limit_rate(Some(64_000)).expect("rate limit");
+    let first = std::cell::RefCell::new(nat.relay_processes[0].take());
+    let outages = download_across(
+        &nat,
+        &[("the first relay was killed", &|_: &Nat| {
+            if let Some(mut p) = first.borrow_mut().take() {
+                p.kill();
+            }
+        })],
+    );
+    assert!(
+        nat.log("relay").contains("splice started"),
+        "the download did not start through the first relay:\n{}",
+        nat.logs()
+    );
+    assert!(
+        nat.log("relay2").contains("splice started"),
+        "the download did not go on through the second relay:\n{}",
+        nat.logs()
+    );
+    eprintln!(
+        "RELAY failover: {} bytes, sha256 ok, the first of two relays killed mid-transfer, \
+         outage {outages:?} ms",
+        nat.served.size
     );
 }
