@@ -58,7 +58,7 @@ impl Nat {
         let served = world
             .serve_random_file("file", file_size)
             .expect("served file");
-        let nat = Nat {
+        Nat {
             relay_processes: Vec::new(),
             server_process: None,
             server,
@@ -67,9 +67,7 @@ impl Nat {
             bed,
             served,
             world,
-        };
-        nat.masquerade_server();
-        nat
+        }
     }
 
     /// The router masquerades the server's link and admits no connection into it (nftables:
@@ -245,6 +243,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     }
     let size = 32 << 20;
     let mut nat = Nat::new("relay-nat", size, 1);
+    nat.masquerade_server();
     nat.start_relays();
     nat.start_server();
 
@@ -404,6 +403,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
         return;
     }
     let mut nat = Nat::new("relay-auth", 256 * 1024, 1);
+    nat.masquerade_server();
     nat.start_relays();
     nat.start_server();
     let victim = Keypair::load_or_create(&nat.world.path("keys").join("server.key"))
@@ -498,6 +498,7 @@ fn client_moves_and_both_moving_at_once_keep_a_relayed_download() {
         return;
     }
     let mut nat = Nat::new("relay-moves", 32 << 20, 1);
+    nat.masquerade_server();
     nat.start_relays();
     nat.start_server();
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
@@ -527,6 +528,7 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
         return;
     }
     let mut nat = Nat::new("relay-dies", 16 << 20, 2);
+    nat.masquerade_server();
     nat.start_relays();
     nat.start_server();
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
@@ -553,5 +555,166 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
         "RELAY failover: {} bytes, sha256 ok, the first of two relays killed mid-transfer, \
          outage {outages:?} ms",
         nat.served.size
+    );
+}
+
+/// A python3 echo server on port 9000 (under namesock as `echo`), and a client that measures
+/// the median round trip of one byte (`rtt N`) or holds N connections open (`hold N`).
+const ECHO_SERVER: &str = "import socket,threading\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',9000)); s.listen(256)\n\
+def h(c):\n\
+\x20   while True:\n\
+\x20       d=c.recv(65536)\n\
+\x20       if not d: break\n\
+\x20       c.sendall(d)\n\
+while True:\n\
+\x20   c,_=s.accept(); threading.Thread(target=h,args=(c,),daemon=True).start()\n";
+const ECHO_CLIENT: &str = "import socket,sys,time\n\
+mode,n=sys.argv[1],int(sys.argv[2])\n\
+def conn():\n\
+\x20   c=socket.create_connection(('echo.ns.alt',9000),timeout=30)\n\
+\x20   c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1); return c\n\
+if mode=='rtt':\n\
+\x20   c=conn(); ts=[]\n\
+\x20   for i in range(n):\n\
+\x20       t=time.perf_counter(); c.sendall(b'x'); c.recv(1); ts.append(time.perf_counter()-t)\n\
+\x20   ts.sort(); print('rtt_us %d' % (ts[len(ts)//2]*1e6), flush=True)\n\
+else:\n\
+\x20   import concurrent.futures as f\n\
+\x20   cs=list(f.ThreadPoolExecutor(n).map(lambda _: conn(), range(n)))\n\
+\x20   for c in cs: c.sendall(b'x'); c.recv(1)\n\
+\x20   print('open', flush=True); sys.stdin.readline()\n";
+
+/// The relay process's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("relay status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+impl Nat {
+    /// The median round trip of one byte over one session to the echo server (µs).
+    fn echo_rtt(&self, label: &str) -> u64 {
+        let mut command = self
+            .world
+            .namesock_run(
+                &self.client,
+                label,
+                &["python3", "-c", ECHO_CLIENT, "rtt", "500"],
+            )
+            .expect("echo client");
+        command.stdout(Stdio::piped());
+        let out = command.output().expect("echo client ran");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("rtt_us "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no RTT from the echo client: {text}\n{}", self.logs()))
+    }
+
+    fn splices(&self) -> usize {
+        self.log("relay").matches("splice started").count()
+    }
+}
+
+#[test]
+fn figures_relay_against_direct_throughput_rtt_and_memory() {
+    let name = "figures_relay_against_direct_throughput_rtt_and_memory";
+    if !ready(name) {
+        return;
+    }
+    let mut nat = Nat::new("relay-figures", 64 << 20, 1);
+    nat.start_relays();
+    nat.start_server();
+    let relay_addr = format!("{}:{RELAY_PORT}", nat.relays[0].v4());
+    let mut echo = nat
+        .world
+        .namesock_run(&nat.server, "echo", &["python3", "-c", ECHO_SERVER])
+        .expect("echo server");
+    echo.env("NAMESOCK_NAME", "echo")
+        .env("NAMESOCK_RELAY", &relay_addr);
+    let _echo = Process::spawn(echo).expect("start the echo server");
+    nat.world
+        .wait_for_record("echo", Duration::from_secs(30), |r| !r.relays.is_empty())
+        .expect("echo published");
+
+    let throughput = |label: &str| {
+        let outcome = Download::start(&nat.world, &nat.client, label, &nat.fetch(), &nat.served)
+            .expect("start curl")
+            .finish(Duration::from_secs(120))
+            .expect("curl ran");
+        assert!(
+            outcome.complete(),
+            "{label} download failed\n{}",
+            nat.logs()
+        );
+        outcome.bytes as f64 / outcome.elapsed.as_secs_f64() / 1e6
+    };
+    // Direct: the server's addresses answer, the relay carries nothing.
+    let direct_mbs = throughput("direct");
+    let direct_rtt = nat.echo_rtt("rtt-direct");
+    assert_eq!(nat.splices(), 0, "a direct path went through the relay");
+    // Relayed: the NAT admits nothing, every session goes through the relay.
+    nat.masquerade_server();
+    let relayed_mbs = throughput("relayed");
+    let relayed_rtt = nat.echo_rtt("rtt-relayed");
+    let relayed_splices = nat.splices();
+    assert!(
+        relayed_splices >= 2,
+        "the relayed runs did not go through the relay"
+    );
+
+    // Memory: the relay's resident set with 100 idle relayed sessions, against none.
+    let pid = nat.relay_processes[0].as_ref().expect("relay").id();
+    let before = rss_kib(pid);
+    let sessions = 100;
+    let mut hold = nat
+        .world
+        .namesock_run(
+            &nat.client,
+            "hold",
+            &["python3", "-c", ECHO_CLIENT, "hold", &sessions.to_string()],
+        )
+        .expect("hold client");
+    hold.stdout(Stdio::piped()).stdin(Stdio::piped());
+    let mut holder = hold.spawn().expect("start the holding client");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("holder output");
+    assert_eq!(
+        line.trim(),
+        "open",
+        "the holding client failed\n{}",
+        nat.logs()
+    );
+    let during = rss_kib(pid);
+    let spliced = nat.splices() - relayed_splices;
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(
+        spliced >= sessions,
+        "{spliced} splices for {sessions} held sessions"
+    );
+    let per_session = during.saturating_sub(before) as f64 / sessions as f64;
+    eprintln!(
+        "RELAY figures: throughput direct {direct_mbs:.0} MB/s, relayed {relayed_mbs:.0} MB/s \
+         ({:.0} %); median RTT of 1 byte direct {direct_rtt} us, relayed {relayed_rtt} us \
+         (+{} us); relay RSS {before} KiB idle, {during} KiB with {sessions} relayed sessions: \
+         {per_session:.1} KiB per session",
+        100.0 * relayed_mbs / direct_mbs,
+        relayed_rtt.saturating_sub(direct_rtt),
+    );
+    // The relay's own bound: two 64 KiB buffers and two 64 KiB stacks per splice (an idle
+    // session touches little of them).
+    assert!(
+        per_session < 256.0,
+        "{per_session:.1} KiB per relayed session: more than the relay's buffers and stacks"
     );
 }
