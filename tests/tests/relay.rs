@@ -465,7 +465,10 @@ fn a_registration_for_someone_elses_guid_is_refused() {
 
 /// Runs a download of the served file by name through the relays, calling each of `moves` in
 /// turn at an even share of the file; checks it intact; returns the outages (ms).
-fn download_across(nat: &Nat, moves: &[(&str, &dyn Fn(&Nat))]) -> Vec<u128> {
+/// What happens during a download, and its name.
+type Change<'a> = (&'a str, &'a dyn Fn(&Nat));
+
+fn download_across(nat: &Nat, moves: &[Change]) -> Vec<u128> {
     let mut download =
         Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
             .expect("start curl");

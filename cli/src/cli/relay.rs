@@ -169,13 +169,12 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
                 continue;
             }
         };
-        if relay.handshaking.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKING {
-            relay.handshaking.fetch_sub(1, Ordering::SeqCst);
+        let Some(handshake) = Handshake::start(&relay) else {
             tracing::warn!(peer = ?stream.peer_addr().ok(), "too many connections in their preamble: refused");
             continue;
-        }
+        };
         let r = relay.clone();
-        spawn("relay-conn", move || r.connection(stream));
+        spawn("relay-conn", move || r.connection(stream, handshake));
     }
     Ok(())
 }
@@ -208,15 +207,39 @@ enum Turned {
     Token,
 }
 
+/// One connection still in its preamble (or a registration in its proof): counted against
+/// `MAX_HANDSHAKING` until dropped, so slow senders cannot hold threads without bound.
+struct Handshake(Arc<Relay>);
+
+impl Handshake {
+    fn start(relay: &Arc<Relay>) -> Option<Handshake> {
+        if relay.handshaking.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKING {
+            relay.handshaking.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Handshake(relay.clone()))
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.handshaking.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Relay {
-    fn connection(self: Arc<Self>, stream: TcpStream) {
+    fn connection(self: Arc<Self>, stream: TcpStream, handshake: Handshake) {
         let peer = stream.peer_addr().ok();
-        let preamble = self.preamble(&stream);
-        self.handshaking.fetch_sub(1, Ordering::SeqCst);
-        let result = preamble.and_then(|p| match p {
-            Preamble::Register { guid, key } => self.register(stream, guid, &key),
-            Preamble::Connect { guid } => self.client(stream, guid),
-            Preamble::Accept { token } => self.dial_back(stream, &token),
+        let result = self.preamble(&stream).and_then(|p| match p {
+            Preamble::Register { guid, key } => self.register(stream, guid, &key, handshake),
+            Preamble::Connect { guid } => {
+                drop(handshake);
+                self.client(stream, guid)
+            }
+            Preamble::Accept { token } => {
+                drop(handshake);
+                self.dial_back(stream, &token)
+            }
         });
         if let Err(e) = result {
             tracing::warn!(?peer, error = %e, "relay connection refused or ended");
@@ -234,7 +257,13 @@ impl Relay {
 
     /// A server registers: challenge, proof, then the control connection is held until it
     /// ends or the same GUID registers again.
-    fn register(&self, stream: TcpStream, guid: Guid, key: &[u8; 32]) -> Result<(), Turned> {
+    fn register(
+        &self,
+        stream: TcpStream,
+        guid: Guid,
+        key: &[u8; 32],
+        handshake: Handshake,
+    ) -> Result<(), Turned> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         send(
             &stream,
@@ -245,6 +274,7 @@ impl Relay {
         )?;
         let mut proof = [0u8; PROOF_LEN];
         (&stream).read_exact(&mut proof)?;
+        drop(handshake);
         let verified =
             wire::verify_proof(&guid, key, &nonce, &self.key.guid(), &proof).and_then(|()| {
                 if self.allowed.is_empty() || self.allowed.contains(&guid) {

@@ -227,7 +227,6 @@ impl<C, P, S> Registry<C, P, S> {
 
     /// A verified server registers: it replaces its own earlier registration (whose control
     /// connection and splices the caller closes). Returns its generation.
-    #[allow(clippy::type_complexity)]
     pub fn register(
         &mut self,
         guid: Guid,
