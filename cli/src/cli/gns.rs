@@ -289,6 +289,9 @@ fn print_record(record: &Record, zone: &str) {
     for locator in &record.locators {
         println!("locator  {locator}");
     }
+    for relay in &record.relays {
+        println!("relay    {relay}");
+    }
     for name in &record.names {
         println!("name     {name}");
     }
