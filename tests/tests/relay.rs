@@ -406,6 +406,25 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     nat.masquerade_server();
     nat.start_relays();
     nat.start_server();
+    // What a user sees: the record lists the relay.
+    let namesock = nat.world.tools.namesock.to_string_lossy().into_owned();
+    let resolve = nat
+        .world
+        .with_namesock_env(
+            &nat.client,
+            "resolve",
+            &[namesock.as_str(), "resolve", "web"],
+        )
+        .expect("resolve")
+        .status()
+        .expect("namesock resolve ran");
+    assert!(resolve.success());
+    let relay_line = format!("relay    {}:{RELAY_PORT}", nat.relays[0].v4());
+    assert!(
+        nat.log("resolve").contains(&relay_line),
+        "{}",
+        nat.log("resolve")
+    );
     let victim = Keypair::load_or_create(&nat.world.path("keys").join("server.key"))
         .expect("the server's key");
     let relay_guid = Keypair::load_or_create(&nat.world.path("keys").join("relay.key"))
