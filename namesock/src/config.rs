@@ -33,6 +33,10 @@ pub struct Config {
     pub name: Option<String>,
     /// Port the engine accepts flow paths on; 0 = ephemeral (`NAMESOCK_ENGINE_PORT`).
     pub engine_port: u16,
+    /// A proxy relay (`NAMESOCK_PROXY=NAME:PORT`, `namesock run --via`, a name or
+    /// `<guid>.<zone>` and its proxy port): connections to ordinary addresses go through it as
+    /// namesock sessions, so they survive this host's moves.
+    pub proxy: Option<String>,
     /// Relays a serving process registers with and lists in its record, so that clients
     /// reach it behind a NAT (`NAMESOCK_RELAY=ADDR:PORT[,ADDR:PORT...]`, at most 8).
     pub relays: Vec<SocketAddr>,
@@ -64,6 +68,7 @@ impl Default for Config {
             name: None,
             engine_port: 0,
             relays: Vec::new(),
+            proxy: None,
             keepalive_ms: 5_000,
             path_dead_ms: 15_000,
             suspect_ms: 200,
@@ -162,6 +167,7 @@ impl Config {
         text("NAMESOCK_ZONE", &mut self.zone);
         text("NAMESOCK_NAME", &mut self.name);
         text("NAMESOCK_LOG", &mut self.log);
+        text("NAMESOCK_PROXY", &mut self.proxy);
         if let Some(v) = env("NAMESOCK_KEY").filter(|v| !v.is_empty()) {
             self.key = Some(PathBuf::from(v));
         }

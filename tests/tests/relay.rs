@@ -112,22 +112,19 @@ impl Nat {
         );
     }
 
-    /// `namesock relay` on each relay host; waits until they listen.
-    fn start_relays(&mut self) {
+    /// `namesock relay` (with `extra` arguments) on each relay host, each with its own
+    /// identity (`keys/<label>.key`); waits until they listen.
+    fn start_relays(&mut self, extra: &[&str]) {
         let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
         let listen = format!("0.0.0.0:{RELAY_PORT}");
         for (i, host) in self.relays.iter().enumerate() {
             let label = relay_label(i);
-            let key = self.world.path("keys").join(format!("{label}.key"));
-            let argv = [
-                namesock.as_str(),
-                "relay",
-                "--listen",
-                &listen,
-                "--key",
-                &key.to_string_lossy(),
-            ];
-            let command = self.world.plain(host, &label, &argv).expect("relay");
+            let mut argv = vec![namesock.as_str(), "relay", "--listen", &listen];
+            argv.extend_from_slice(extra);
+            let command = self
+                .world
+                .with_namesock_env(host, &label, &argv)
+                .expect("relay");
             self.relay_processes
                 .push(Some(Process::spawn(command).expect("start the relay")));
             self.wait_for_log(&label, "listening on");
@@ -244,7 +241,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     let size = 32 << 20;
     let mut nat = Nat::new("relay-nat", size, 1);
     nat.masquerade_server();
-    nat.start_relays();
+    nat.start_relays(&[]);
     nat.start_server();
 
     // The control: the server's own address admits no connection from outside.
@@ -269,9 +266,10 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     );
     // The relay sees the server from the router's masqueraded address, not its own.
     assert!(
-        !nat.log("relay").contains(&nat.server.v4().to_string()),
+        !nat.log("relay.namesock")
+            .contains(&nat.server.v4().to_string()),
         "the server reached the relay unmasqueraded:\n{}",
-        nat.log("relay")
+        nat.log("relay.namesock")
     );
 
     // 32 MiB at 8 MB/s: a few seconds, long enough to move in the middle.
@@ -304,7 +302,10 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     let file = std::fs::read(nat.world.path("www").join("file")).expect("the served file");
     let found = windows_found(&file, &captured);
     let request = format!("GET {}", nat.served.url_path);
-    let registrations = nat.log("relay").matches("server registered guid").count();
+    let registrations = nat
+        .log("relay.namesock")
+        .matches("server registered guid")
+        .count();
     eprintln!(
         "RELAY nat: {} bytes in {:.1} s through the relay, sha256 ok, server move outage {:?} ms; \
          capture on the relay host: {} bytes, {found} windows of the file, request line found: {}; \
@@ -329,7 +330,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     assert!(
         registrations >= 2,
         "the server did not register again from its new address:\n{}",
-        nat.log("relay")
+        nat.log("relay.namesock")
     );
 }
 
@@ -404,7 +405,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     }
     let mut nat = Nat::new("relay-auth", 256 * 1024, 1);
     nat.masquerade_server();
-    nat.start_relays();
+    nat.start_relays(&[]);
     nat.start_server();
     // What a user sees: the record lists the relay.
     let namesock = nat.world.tools.namesock.to_string_lossy().into_owned();
@@ -456,7 +457,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     let recorded = wire::prove(&victim, &[0x5a; wire::NONCE_LEN], &relay_guid);
     let answer = attempt(&nat, &preamble(&victim), |_| recorded);
     assert_eq!(answer, refused(wire::RefuseReason::BadSignature));
-    let relay_log = nat.log("relay");
+    let relay_log = nat.log("relay.namesock");
     assert_eq!(
         relay_log.matches("registration of").count(),
         3,
@@ -474,7 +475,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
         .finish(Duration::from_secs(60))
         .expect("curl ran");
     assert!(outcome.complete(), "download failed\n{}", nat.logs());
-    nat.wait_for_log("relay", "splice started");
+    nat.wait_for_log("relay.namesock", "splice started");
     eprintln!(
         "RELAY auth: 3 forged registrations refused (key mismatch, bad signature, replayed proof); \
          the server's download through the relay: {} bytes, sha256 ok",
@@ -521,7 +522,7 @@ fn client_moves_and_both_moving_at_once_keep_a_relayed_download() {
     }
     let mut nat = Nat::new("relay-moves", 32 << 20, 1);
     nat.masquerade_server();
-    nat.start_relays();
+    nat.start_relays(&[]);
     nat.start_server();
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let outages = download_across(
@@ -551,7 +552,7 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
     }
     let mut nat = Nat::new("relay-dies", 16 << 20, 2);
     nat.masquerade_server();
-    nat.start_relays();
+    nat.start_relays(&[]);
     nat.start_server();
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let first = std::cell::RefCell::new(nat.relay_processes[0].take());
@@ -564,12 +565,12 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
         })],
     );
     assert!(
-        nat.log("relay").contains("splice started"),
+        nat.log("relay.namesock").contains("splice started"),
         "the download did not start through the first relay:\n{}",
         nat.logs()
     );
     assert!(
-        nat.log("relay2").contains("splice started"),
+        nat.log("relay2.namesock").contains("splice started"),
         "the download did not go on through the second relay:\n{}",
         nat.logs()
     );
@@ -639,7 +640,7 @@ impl Nat {
     }
 
     fn splices(&self) -> usize {
-        self.log("relay").matches("splice started").count()
+        self.log("relay.namesock").matches("splice started").count()
     }
 }
 
@@ -650,7 +651,7 @@ fn figures_relay_against_direct_throughput_rtt_and_memory() {
         return;
     }
     let mut nat = Nat::new("relay-figures", 64 << 20, 1);
-    nat.start_relays();
+    nat.start_relays(&[]);
     nat.start_server();
     let relay_addr = format!("{}:{RELAY_PORT}", nat.relays[0].v4());
     let mut echo = nat
@@ -738,5 +739,171 @@ fn figures_relay_against_direct_throughput_rtt_and_memory() {
     assert!(
         per_session < 256.0,
         "{per_session:.1} KiB per relayed session: more than the relay's buffers and stacks"
+    );
+}
+
+/// Distinct established connections to `port` on `host`, sampled every 50 ms until `stop`.
+fn watch_connections(
+    host: &Host,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<HashSet<String>> {
+    let host = host.clone();
+    std::thread::spawn(move || {
+        let mut seen = HashSet::new();
+        let filter = format!("( sport = :{port} )");
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(out) = host.run(
+                &["ss", "-Htn", "state", "established", &filter],
+                Duration::from_secs(5),
+            ) {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    // Local and peer address: the last two columns.
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    if cols.len() >= 2 {
+                        seen.insert(cols[cols.len() - 2..].join(" "));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_plain_server_sees_one_connection_across_two_client_moves_through_the_proxy() {
+    let name = "a_plain_server_sees_one_connection_across_two_client_moves_through_the_proxy";
+    if !ready(name) || !require_tools(name, &["ss"]) {
+        return;
+    }
+    let size = 32 << 20;
+    let mut nat = Nat::new("relay-proxy", size, 1);
+    let keys = nat.world.path("keys");
+    let client_guid = Keypair::load_or_create(&keys.join("client.key"))
+        .expect("client key")
+        .guid()
+        .to_string();
+    let relay_guid = Keypair::load_or_create(&keys.join("relay.key"))
+        .expect("relay key")
+        .guid();
+    let allow_dest = format!("{}/32", nat.server.v4());
+    nat.start_relays(&[
+        "--proxy-port",
+        "1080",
+        "--allow-client",
+        &client_guid,
+        "--allow-dest",
+        &allow_dest,
+    ]);
+    nat.wait_for_log("relay.namesock", "proxy relay serving");
+    // A server without namesock.
+    let www = nat.world.path("www");
+    let port = PORT.to_string();
+    let argv = [
+        "python3",
+        "-u",
+        "-m",
+        "http.server",
+        &port,
+        "--directory",
+        &www.to_string_lossy(),
+    ];
+    let command = nat
+        .world
+        .plain(&nat.server, "server", &argv)
+        .expect("server");
+    nat.server_process = Some(Process::spawn(command).expect("start python3"));
+    nat.wait_for_log("server", "Serving HTTP");
+    nat.server.limit_rate(Some(64_000)).expect("rate limit");
+
+    let namesock = nat.world.tools.namesock.to_string_lossy().into_owned();
+    let via = format!("{relay_guid}.ns.alt:1080");
+    let url = format!("http://{}:{PORT}{}", nat.server.v4(), nat.served.url_path);
+    let curl = |label: &str, out: &std::path::Path, max_time: &str| {
+        let out = out.to_string_lossy().into_owned();
+        let argv = [
+            namesock.as_str(),
+            "run",
+            "--via",
+            &via,
+            "--",
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            &out,
+            "--max-time",
+            max_time,
+            &url,
+        ];
+        nat.world
+            .with_namesock_env(&nat.client, label, &argv)
+            .expect("curl command")
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_connections(&nat.server, PORT, stop.clone());
+    let out = nat.world.path("client.out");
+    let mut download =
+        Download::spawn(curl("client", &out, "120"), "client", out, &nat.served).expect("curl");
+    for (i, share) in [3u64, 6].iter().enumerate() {
+        download
+            .wait_for_bytes(&nat.world, size * share / 10, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("before move {}: {e}\n{}", i + 1, nat.logs()));
+        download.mark_move();
+        nat.client.move_to_new_subnet().expect("client moves");
+    }
+    let outcome = download.finish(Duration::from_secs(120)).expect("curl ran");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let connections = watcher.join().expect("watcher");
+    assert!(
+        outcome.complete(),
+        "download through the proxy incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+        outcome.status,
+        outcome.bytes,
+        outcome.expected_bytes,
+        outcome.sha256_matches,
+        nat.logs()
+    );
+    let requests = nat.log("server").matches("GET /").count();
+    assert_eq!(
+        connections.len(),
+        1,
+        "the server saw these connections: {connections:?}"
+    );
+    assert_eq!(requests, 1, "{}", nat.log("server"));
+    let relay_ip = nat.relays[0].v4().to_string();
+    assert!(
+        connections.iter().all(|c| c.ends_with(&format!(
+            "{relay_ip}:{}",
+            c.rsplit(':').next().unwrap_or_default()
+        )) && c.contains(&relay_ip)),
+        "the server's connection did not come from the relay ({relay_ip}): {connections:?}"
+    );
+    let outages: Vec<u128> = outcome.outages().iter().map(|d| d.as_millis()).collect();
+
+    // A client that is not on the allow list gets nothing through.
+    let stranger_out = nat.world.path("stranger.out");
+    let status = curl("stranger", &stranger_out, "10")
+        .status()
+        .expect("stranger's curl ran");
+    assert!(!status.success(), "a client off the allow list was served");
+    assert!(
+        nat.log("relay.namesock")
+            .contains("proxy client not on the allow list"),
+        "{}",
+        nat.logs()
+    );
+    assert_eq!(
+        nat.log("server").matches("GET /").count(),
+        1,
+        "the stranger's request reached the server"
+    );
+    eprintln!(
+        "RELAY proxy: {} bytes from a plain python3 http.server through the proxy relay, sha256 \
+         ok, 2 client moves, outages {outages:?} ms; the server saw {} connection(s) and {requests} \
+         request(s); a client off the allow list refused (curl {status})",
+        outcome.bytes,
+        connections.len()
     );
 }

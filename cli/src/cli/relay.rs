@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgMatches, Command};
+use namesock::relay::proxy::{self, DestRule};
 use namesock::relay::wire::{self, Down, NONCE_LEN, PROOF_LEN, Preamble, RefuseReason, Token};
 use namesock::relay::{Displaced, Registry, RelayLimits};
 use namesock_identity::{Guid, Keypair};
@@ -37,6 +38,10 @@ struct Relay {
     allowed: Vec<Guid>,
     registry: Mutex<Registry<Control, TcpStream, TcpStream>>,
     handshaking: AtomicUsize,
+    /// Proxy: who may use it, where it connects, and how many sessions it carries.
+    allowed_clients: Vec<Guid>,
+    dests: Vec<DestRule>,
+    proxied: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +58,14 @@ enum RelayError {
         #[source]
         source: io::Error,
     },
-    #[error("--allow-server {0:?} is not a GUID")]
+    #[error("{0:?} is not a GUID")]
     BadGuid(String),
+    #[error("cannot serve the proxy port {port}: {source}")]
+    Proxy {
+        port: u16,
+        #[source]
+        source: io::Error,
+    },
     #[error("namesock configuration: {0}")]
     Config(#[from] namesock::config::ConfigError),
 }
@@ -72,11 +83,26 @@ pub fn commands() -> Vec<Command> {
                     .help("Address to accept servers and clients on"),
             )
             .arg(
-                Arg::new("key")
-                    .long("key")
-                    .value_name("FILE")
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .help("The relay's identity key file (created if missing; default: NAMESOCK_KEY or the user's key)"),
+                Arg::new("proxy-port")
+                    .long("proxy-port")
+                    .value_name("PORT")
+                    .value_parser(clap::value_parser!(u16).range(1..))
+                    .help("Also serve as a proxy relay on this namesock service port: clients on --allow-client reach plain TCP servers in --allow-dest through it"),
+            )
+            .arg(
+                Arg::new("allow-client")
+                    .long("allow-client")
+                    .value_name("GUID")
+                    .action(clap::ArgAction::Append)
+                    .help("A client GUID that may use the proxy (repeatable; default: none)"),
+            )
+            .arg(
+                Arg::new("allow-dest")
+                    .long("allow-dest")
+                    .value_name("ADDR/PREFIX")
+                    .action(clap::ArgAction::Append)
+                    .value_parser(clap::value_parser!(DestRule))
+                    .help("Addresses the proxy connects to (repeatable; default: none)"),
             )
             .arg(
                 Arg::new("allow-server")
@@ -118,23 +144,30 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
     // A relay is a daemon: it says what it does unless told otherwise.
     cfg.log.get_or_insert_with(|| "info".into());
     namesock::logging::init(&cfg);
-    let key_path = m
-        .get_one::<PathBuf>("key")
-        .cloned()
-        .unwrap_or_else(|| cfg.key_path());
+    // The same identity for registrations and for the proxy's sessions (the engine's).
+    let key_path = cfg.key_path();
     let key = Keypair::load_or_create(&key_path).map_err(|source| RelayError::Key {
         path: key_path.clone(),
         source,
     })?;
-    let allowed = m
-        .get_many::<String>("allow-server")
+    let guids = |arg: &str| {
+        m.get_many::<String>(arg)
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                g.parse::<Guid>()
+                    .map_err(|_| RelayError::BadGuid(g.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let allowed = guids("allow-server")?;
+    let allowed_clients = guids("allow-client")?;
+    let dests: Vec<DestRule> = m
+        .get_many::<DestRule>("allow-dest")
         .into_iter()
         .flatten()
-        .map(|g| {
-            g.parse::<Guid>()
-                .map_err(|_| RelayError::BadGuid(g.clone()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .copied()
+        .collect();
     let limits = RelayLimits {
         max_servers: *m.get_one("max-servers").expect("default"),
         max_sessions: *m.get_one("max-sessions").expect("default"),
@@ -151,7 +184,17 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
         allowed,
         registry: Mutex::new(Registry::new(limits)),
         handshaking: AtomicUsize::new(0),
+        allowed_clients,
+        dests,
+        proxied: AtomicUsize::new(0),
     });
+    if let Some(&port) = m.get_one::<u16>("proxy-port") {
+        let listener = namesock::TcpListener::bind(port)
+            .map_err(|source| RelayError::Proxy { port, source })?;
+        tracing::info!(port, clients = relay.allowed_clients.len(), dests = ?relay.dests, "proxy relay serving");
+        let r = relay.clone();
+        spawn("relay-proxy", move || r.proxy(listener));
+    }
     let sweeper = relay.clone();
     spawn("relay-expire", move || {
         loop {
@@ -205,6 +248,12 @@ enum Turned {
     },
     #[error("dial-back with an unknown or expired token")]
     Token,
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
+    #[error(
+        "proxy client {client} asked for {dest}, which this relay does not serve (--allow-dest)"
+    )]
+    Dest { client: Guid, dest: SocketAddr },
 }
 
 /// One connection still in its preamble (or a registration in its proof): counted against
@@ -354,6 +403,60 @@ impl Relay {
             server_to_client = down,
             "splice ended"
         );
+        Ok(())
+    }
+}
+
+impl Relay {
+    /// The proxy: sessions from clients on the allow list, each opening with its
+    /// destination; the relay holds the plain TCP connection to it while the client moves
+    /// (its engine keeps the session up to the linger).
+    fn proxy(self: Arc<Self>, listener: namesock::TcpListener) {
+        loop {
+            let (stream, info) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy accept failed");
+                    continue;
+                }
+            };
+            if !self.allowed_clients.contains(&info.peer_guid) {
+                tracing::warn!(client = %info.peer_guid, addr = %info.peer_addr, "proxy client not on the allow list: refused");
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            if self.proxied.load(Ordering::SeqCst) >= self.registry.lock().limits().max_sessions {
+                tracing::warn!(client = %info.peer_guid, "proxy full: refused");
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            self.proxied.fetch_add(1, Ordering::SeqCst);
+            let r = self.clone();
+            spawn("relay-proxied", move || {
+                let client = info.peer_guid;
+                if let Err(e) = r.proxied(stream.into_std(), client) {
+                    tracing::warn!(%client, error = %e, "proxy session refused or ended");
+                }
+                r.proxied.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    }
+
+    fn proxied(&self, stream: TcpStream, client: Guid) -> Result<(), Turned> {
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut buf = [0u8; proxy::HEAD_LEN + 18];
+        (&stream).read_exact(&mut buf[..proxy::HEAD_LEN])?;
+        let len = proxy::len_from_head(buf[..proxy::HEAD_LEN].try_into().expect("6 bytes"))?;
+        (&stream).read_exact(&mut buf[proxy::HEAD_LEN..len])?;
+        let dest = proxy::decode(&buf[..len])?;
+        if !proxy::dest_allowed(&self.dests, dest) {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(Turned::Dest { client, dest });
+        }
+        let server = TcpStream::connect_timeout(&dest, HANDSHAKE_TIMEOUT)?;
+        tracing::info!(%client, %dest, "proxy connection opened");
+        let (up, down) = splice(stream, server);
+        tracing::info!(%client, %dest, client_to_server = up, server_to_client = down, "proxy connection ended");
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! connection, [`Registry`] the relay's tables and limits; the engine and `namesock relay`
 //! only move bytes.
 
+pub mod proxy;
 pub mod wire;
 
 use std::collections::HashMap;
