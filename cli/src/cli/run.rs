@@ -381,10 +381,24 @@ mod tests {
         std::fs::write(&prog, &header).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         for mode in [Mode::Auto, Mode::Preload, Mode::Supervise] {
-            let err = run(prog.as_os_str(), &[], None, mode).unwrap_err();
+            let err = run(prog.as_os_str(), &[], None, None, mode).unwrap_err();
             assert!(matches!(err, RunError::Elf32(_)), "{err}");
             assert!(err.to_string().contains("32-bit program"), "{err}");
         }
+    }
+
+    #[test]
+    fn via_is_refused_under_the_supervisor_which_would_connect_directly() {
+        let exe = std::env::current_exe().unwrap();
+        let err = run(
+            exe.as_os_str(),
+            &[],
+            None,
+            Some("relay.ns.alt:1080"),
+            Mode::Supervise,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::ViaSupervised(_)), "{err}");
     }
 
     #[test]
