@@ -38,6 +38,13 @@ pub struct Config {
     pub name: Option<String>,
     /// Port the engine accepts flow paths on; 0 = ephemeral (`NAMESOCK_ENGINE_PORT`).
     pub engine_port: u16,
+    /// A proxy relay (`NAMESOCK_PROXY=NAME:PORT`, `namesock run --via`, a name or
+    /// `<guid>.<zone>` and its proxy port): connections to ordinary addresses go through it as
+    /// namesock sessions, so they survive this host's moves.
+    pub proxy: Option<String>,
+    /// Relays a serving process registers with and lists in its record, so that clients
+    /// reach it behind a NAT (`NAMESOCK_RELAY=ADDR:PORT[,ADDR:PORT...]`, at most 8).
+    pub relays: Vec<SocketAddr>,
     /// Keepalive interval on an idle flow path (`NAMESOCK_KEEPALIVE_MS`).
     pub keepalive_ms: u64,
     /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
@@ -86,6 +93,8 @@ impl Default for Config {
             key: None,
             name: None,
             engine_port: 0,
+            relays: Vec::new(),
+            proxy: None,
             keepalive_ms: 5_000,
             path_dead_ms: 15_000,
             suspect_ms: 200,
@@ -129,6 +138,8 @@ pub enum ConfigError {
     Zero { what: &'static str },
     #[error("serve and hide list at most {max} ports each")]
     PortList { max: usize },
+    #[error("{count} relays configured; a record lists at most {max}")]
+    TooManyRelays { count: usize, max: usize },
 }
 
 /// Most ports `serve` or `hide` may list.
@@ -223,6 +234,7 @@ impl Config {
         text("NAMESOCK_ZONE", &mut self.zone);
         text("NAMESOCK_NAME", &mut self.name);
         text("NAMESOCK_LOG", &mut self.log);
+        text("NAMESOCK_PROXY", &mut self.proxy);
         if let Some(v) = env("NAMESOCK_KEY").filter(|v| !v.is_empty()) {
             self.key = Some(PathBuf::from(v));
         }
@@ -245,6 +257,17 @@ impl Config {
             &mut self.max_preauth_per_source,
         )?;
         num(env, "NAMESOCK_ENGINE_PORT", &mut self.engine_port)?;
+        if let Some(value) = env("NAMESOCK_RELAY").filter(|v| !v.is_empty()) {
+            self.relays = value
+                .split(',')
+                .map(|a| a.trim().parse::<SocketAddr>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::Env {
+                    var: "NAMESOCK_RELAY",
+                    reason: format!("{e} (expected ADDR:PORT[,ADDR:PORT...])"),
+                    value: value.clone(),
+                })?;
+        }
         num(env, "NAMESOCK_KEEPALIVE_MS", &mut self.keepalive_ms)?;
         num(env, "NAMESOCK_PATH_DEAD_MS", &mut self.path_dead_ms)?;
         num(env, "NAMESOCK_SUSPECT_MS", &mut self.suspect_ms)?;
@@ -284,6 +307,12 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.serve.len() > MAX_PORT_LIST || self.hide.len() > MAX_PORT_LIST {
             return Err(ConfigError::PortList { max: MAX_PORT_LIST });
+        }
+        if self.relays.len() > namesock_resolver::record::MAX_RELAYS {
+            return Err(ConfigError::TooManyRelays {
+                count: self.relays.len(),
+                max: namesock_resolver::record::MAX_RELAYS,
+            });
         }
         for (what, v) in [
             ("keepalive_ms", self.keepalive_ms),
@@ -443,5 +472,28 @@ mod tests {
         assert_eq!(cfg.allow_path(), (PathBuf::from("/k/key.allow"), false));
         let cfg = Config::load_from(|v| (v == "NAMESOCK_ALLOW").then(|| "/a".into())).unwrap();
         assert_eq!(cfg.allow_path(), (PathBuf::from("/a"), true));
+    }
+
+    #[test]
+    fn relays_come_from_a_comma_separated_list_and_are_bounded() {
+        let cfg = Config::load_from(|v| {
+            (v == "NAMESOCK_RELAY").then(|| "10.0.0.1:7000, [2001:db8::1]:7000".into())
+        })
+        .unwrap();
+        assert_eq!(cfg.relays.len(), 2);
+        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| "relay.example".into()));
+        assert!(matches!(
+            err,
+            Err(ConfigError::Env {
+                var: "NAMESOCK_RELAY",
+                ..
+            })
+        ));
+        let nine = ["10.0.0.1:7000"; 9].join(",");
+        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| nine.clone()));
+        assert!(matches!(
+            err,
+            Err(ConfigError::TooManyRelays { count: 9, .. })
+        ));
     }
 }

@@ -116,6 +116,31 @@ pub fn exposed(fd: RawFd) -> bool {
     exposed
 }
 
+/// Why the configured proxy relay cannot be used (the connect fails: never a silent direct
+/// connection the user asked not to make).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyConfigError {
+    #[error("namesock configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("NAMESOCK_PROXY={0:?}: expected NAME:PORT (a name or <guid> in the zone)")]
+    Malformed(String),
+    #[error("NAMESOCK_PROXY: {0}")]
+    Target(std::io::Error),
+}
+
+/// The proxy relay connections to ordinary addresses go through (`NAMESOCK_PROXY`), if any.
+pub fn proxy() -> Result<Option<(crate::engine::Target, u16)>, ProxyConfigError> {
+    let Some(via) = crate::config::Config::load()?.proxy else {
+        return Ok(None);
+    };
+    let (host, port) = via
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| ProxyConfigError::Malformed(via.clone()))?;
+    let target = crate::api::parse_target(host).map_err(ProxyConfigError::Target)?;
+    Ok(Some((target, port)))
+}
+
 /// The errno a failed `serve` turns into for the program's listen.
 pub fn serve_errno(e: &ServeError) -> c_int {
     match e {

@@ -133,6 +133,9 @@ pub struct ClientPath {
     pub local: Option<IpAddr>,
     /// A multihomed client's extra path, pinned to one more local address.
     pub standby: bool,
+    /// The path goes through a relay the peer's record lists: the driver opens it with the
+    /// relay preamble naming the peer's GUID (`relay::wire::Preamble::Connect`).
+    pub relay: bool,
     started: Instant,
     /// Paths to close once this one has carried a frame from the peer (make-before-break).
     replaces: Vec<PathId>,
@@ -148,6 +151,8 @@ struct PeerLocators {
     /// where the peer went; dialled first.
     moved_seq: u64,
     moved: Vec<SocketAddr>,
+    /// The newest record's relays: dialled after its locators.
+    relays: Vec<SocketAddr>,
 }
 
 /// Whether locators on this host (loopback, or the unspecified address, which reaches this
@@ -230,14 +235,14 @@ pub struct PathManager {
 }
 
 impl PathManager {
-    /// Starts dialing `locators` (from the peer's record with sequence `record_seq`) for the
-    /// new client `session`; the connect fails at `connect_deadline`. `loopback` says
-    /// whether locators on this host are dialled.
+    /// Starts dialing `locators`, then `relays` (from the peer's record with sequence
+    /// `record_seq`) for the new client `session`; the connect fails at `connect_deadline`.
+    /// `loopback` says whether locators on this host are dialled.
     pub fn new(
         now: Instant,
         session: Session,
         record_seq: u64,
-        locators: Vec<SocketAddr>,
+        (locators, relays): (Vec<SocketAddr>, Vec<SocketAddr>),
         connect_deadline: Instant,
         loopback: LoopbackLocators,
     ) -> PathManager {
@@ -246,6 +251,7 @@ impl PathManager {
             peer: PeerLocators {
                 record_seq,
                 record: loopback.filter(locators, "record"),
+                relays: loopback.filter(relays, "record's relays"),
                 ..PeerLocators::default()
             },
             loopback,
@@ -442,11 +448,12 @@ impl PathManager {
         }
     }
 
-    /// The GNS answered our `Resolve` with the peer's record (`None`: it could not).
+    /// The GNS answered our `Resolve` with the peer's record: its sequence, locators and
+    /// relays (`None`: it could not).
     pub fn resolved(
         &mut self,
         now: Instant,
-        record: Option<(u64, Vec<SocketAddr>)>,
+        record: Option<(u64, Vec<SocketAddr>, Vec<SocketAddr>)>,
         local: &[IpAddr],
     ) {
         self.resolving = false;
@@ -462,13 +469,14 @@ impl PathManager {
             }
             RefusalLookup::None => {}
         }
-        let Some((seq, locators)) = record else {
+        let Some((seq, locators, relays)) = record else {
             return;
         };
         if seq < self.peer.record_seq {
             return;
         }
         let locators = self.loopback.filter(locators, "record");
+        self.peer.relays = self.loopback.filter(relays, "record's relays");
         let fresh: Vec<SocketAddr> = locators
             .iter()
             .filter(|a| !self.peer.record.contains(a))
@@ -664,12 +672,19 @@ impl PathManager {
             }
         }
         let (v6, v4): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| a.is_ipv6());
-        let mut out = Vec::with_capacity(v6.len() + v4.len());
+        let mut out = Vec::with_capacity(v6.len() + v4.len() + self.peer.relays.len());
         let (mut i6, mut i4) = (v6.into_iter(), v4.into_iter());
         loop {
             match (i6.next(), i4.next()) {
                 (None, None) => break,
                 (a, b) => out.extend(a.into_iter().chain(b)),
+            }
+        }
+        // Relays last: a direct path costs the relay nothing and no detour; in a staggered
+        // first round the relay is dialled one stagger after the last direct locator.
+        for r in &self.peer.relays {
+            if !out.contains(r) {
+                out.push(*r);
             }
         }
         out
@@ -745,6 +760,7 @@ impl PathManager {
             remote,
             local: from,
             standby: from.is_some(),
+            relay: from.is_none() && self.peer.relays.contains(&remote),
             started: now,
             replaces: Vec::new(),
         });

@@ -8,7 +8,8 @@ use std::os::fd::RawFd;
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 use namesock::engine;
-use namesock::interpose::{delivery_address, exposed, serve_errno, tcp_family};
+use namesock::interpose::{self, delivery_address, exposed, serve_errno, tcp_family};
+use namesock::relay::proxy;
 use namesock::synthetic;
 
 use crate::fds::{self, FdState};
@@ -38,8 +39,22 @@ pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
 /// `sa` holds `len` bytes.
 pub unsafe fn connect(fd: RawFd, sa: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the caller's address.
-    let target = unsafe { addr::read(sa, len) }.filter(|a| synthetic::is_synthetic(a.ip()));
-    let Some(to) = target else {
+    let dest = unsafe { addr::read(sa, len) };
+    let Some(to) = dest.filter(|a| synthetic::is_synthetic(a.ip())) else {
+        if let Some(dest) = dest
+            && proxy::proxiable(dest)
+            && tcp_family(fd).is_some()
+        {
+            match interpose::proxy() {
+                Ok(Some(via)) => return connect_via(fd, dest, via),
+                Ok(None) => {}
+                Err(e) => {
+                    namesock::logging::init_from_env();
+                    tracing::error!(fd, %dest, "connect refused: {e}");
+                    return fail(libc::EINVAL);
+                }
+            }
+        }
         // SAFETY: the caller's arguments unchanged.
         return unsafe { real::connect(fd, sa, len) };
     };
@@ -72,6 +87,37 @@ pub unsafe fn connect(fd: RawFd, sa: *const sockaddr, len: socklen_t) -> c_int {
             fail(e.errno())
         }
     }
+}
+
+/// A connect to an ordinary address through the proxy relay: a session to the relay whose
+/// stream opens with the destination; the relay holds the plain connection to it.
+fn connect_via(fd: RawFd, dest: SocketAddr, (relay, port): (engine::Target, u16)) -> c_int {
+    namesock::logging::init_from_env();
+    if !fds::fits(fd) {
+        return fail(libc::EMFILE);
+    }
+    if let Some(FdState::Client { .. }) = fds::get(fd) {
+        return fail(libc::EISCONN);
+    }
+    if let Err(e) = engine::connect_fd(fd, &relay, port) {
+        tracing::info!(fd, %dest, %relay, port, "connect through the proxy relay failed: {e}");
+        return fail(e.errno());
+    }
+    // The destination goes first on the stream: the program is still in connect, so nothing
+    // of its own can come before it. A fresh socket's send buffer takes these few bytes at once.
+    let mut header = Vec::with_capacity(24);
+    proxy::encode(dest, &mut header);
+    // SAFETY: `fd` is the caller's open socket; ManuallyDrop keeps it open after the write.
+    let mut sock = mem::ManuallyDrop::new(unsafe {
+        <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    if let Err(e) = sock.write_all(&header) {
+        tracing::info!(fd, %dest, error = %e, "cannot send the destination to the proxy relay");
+        return fail(e.raw_os_error().unwrap_or(libc::EIO));
+    }
+    tracing::debug!(fd, %dest, %relay, port, "connected through the proxy relay");
+    fds::set(fd, FdState::Client { peer: dest });
+    0
 }
 
 /// `getpeername`: the synthetic address a client connected to, the real client of a

@@ -280,17 +280,19 @@ impl Gns {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, GnsError> {
-        self.publish_services(key, locators, None, names)
+        self.publish_with(key, locators, None, &[], names)
     }
 
-    /// [`Gns::publish`] with a service map: which engine port serves which service port
-    /// (`None`: every port at the locators). Engines of one identity on one host merge their
-    /// maps before calling this, under a lock of their own (`namesock`'s service table).
-    pub fn publish_services(
+    /// [`Gns::publish`] with a service map (which engine port serves which service port;
+    /// `None`: every port at the locators; engines of one identity on one host merge their
+    /// maps before calling this, under a lock of their own: `namesock`'s service table) and
+    /// the relays that reach `key`'s GUID.
+    pub fn publish_with(
         &self,
         key: &Keypair,
         locators: &[SocketAddr],
         services: Option<Services>,
+        relays: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, GnsError> {
         let guid = key.guid();
@@ -310,7 +312,7 @@ impl Gns {
             .max();
         let seen = self.known.guid_seq(&guid)?;
         let seq = record::next_seq(stored.max(seen));
-        let rec = Record::sign_with_services(key, seq, expiry(), locators, services, &names)
+        let rec = Record::sign_with(key, seq, expiry(), locators, services, relays, &names)
             .map_err(GnsError::Unpublishable)?;
         let encoded = rec.encode();
         match &self.store {

@@ -6,10 +6,12 @@
 //!
 //! ```text
 //! record  = "NSR" version:u8=2 guid:20 key:32 seq:u64 expires:u64
-//!           n:u8 n*(family:u8 (4 => ip:4 | 6 => ip:16) port:u16)
+//!           n:u8 n*locator
 //!           map:u8 (0 | 1 s:u8 s*(service:u16 engine:u16))
 //!           m:u8 m*(len:u8 name:len)
+//!           r:u8 r*locator                  (0..=8 relays that reach this GUID)
 //!           signature:64
+//! locator = family:u8 (4 => ip:4 | 6 => ip:16) port:u16
 //! binding = "NSN" version:u8=2 len:u8 name:len guid:20 key:32 seq:u64 expires:u64
 //!           h:u8 (0 | 1 handover) signature:64
 //! handover = "NSH" version:u8=1 len:u8 name:len from:20 from_key:32 to:20 seq:u64 signature:64
@@ -48,6 +50,8 @@ pub const MAX_LOCATORS: usize = 32;
 pub const MAX_NAMES: usize = 8;
 /// Most service ports one record may map (4 bytes each).
 pub const MAX_SERVICES: usize = 64;
+/// Most relays one record may list.
+pub const MAX_RELAYS: usize = 8;
 /// How long a published record or binding stays valid; publishers republish well before.
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -62,7 +66,7 @@ const RECORD_MAGIC: &[u8; 3] = b"NSR";
 const BINDING_MAGIC: &[u8; 3] = b"NSN";
 const HANDOVER_MAGIC: &[u8; 3] = b"NSH";
 const VERSION: u8 = 1;
-/// Version 2 of the record carries the optional service map.
+/// Version 2 of the record carries the optional service map and the relays.
 const RECORD_VERSION: u8 = 2;
 /// Version 2 of the binding carries an optional handover.
 const BINDING_VERSION: u8 = 2;
@@ -116,6 +120,8 @@ pub struct Record {
     /// Which engine port serves which service port (`None`: the locators serve every port).
     pub services: Option<Services>,
     pub names: Vec<String>,
+    /// Relays that reach this GUID when its locators do not answer (a server behind NAT).
+    pub relays: Vec<SocketAddr>,
     signature: Signature,
 }
 
@@ -229,18 +235,23 @@ impl Record {
         locators: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, RecordError> {
-        Record::sign_with_services(key, seq, expires, locators, None, names)
+        Record::sign_with(key, seq, expires, locators, None, &[], names)
     }
 
-    /// Like [`Record::sign`], with a service map (`None`: the locators serve every port).
-    pub fn sign_with_services(
+    /// Like [`Record::sign`], with a service map (`None`: the locators serve every port) and
+    /// the relays that reach the GUID when its locators do not answer.
+    pub fn sign_with(
         key: &Keypair,
         seq: u64,
         expires: u64,
         locators: &[SocketAddr],
         services: Option<Services>,
+        relays: &[SocketAddr],
         names: &[String],
     ) -> Result<Record, RecordError> {
+        if relays.len() > MAX_RELAYS {
+            return Err(RecordError::Malformed("too many relays"));
+        }
         if locators.len() > MAX_LOCATORS {
             return Err(RecordError::Malformed("too many locators"));
         }
@@ -258,6 +269,7 @@ impl Record {
             locators: locators.iter().map(canonical_addr).collect(),
             services,
             names: names.to_vec(),
+            relays: relays.iter().map(canonical_addr).collect(),
             signature: Signature([0; SIGNATURE_LEN]),
         };
         let body = record.body();
@@ -279,26 +291,13 @@ impl Record {
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.expires.to_be_bytes());
-        // Lengths are bounded by MAX_LOCATORS / MAX_NAMES / name::MAX_NAME_LEN, all < 256.
-        out.push(self.locators.len() as u8);
-        for addr in &self.locators {
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_be_bytes());
-        }
+        // Lengths are bounded by MAX_LOCATORS / MAX_SERVICES / MAX_NAMES / MAX_RELAYS /
+        // name::MAX_NAME_LEN, all < 256.
+        encode_addrs(&mut out, &self.locators);
         match &self.services {
             None => out.push(0),
             Some(services) => {
                 out.push(1);
-                // At most MAX_SERVICES (< 256) entries.
                 out.push(services.0.len() as u8);
                 for (service, engine) in &services.0 {
                     out.extend_from_slice(&service.to_be_bytes());
@@ -311,6 +310,7 @@ impl Record {
             out.push(n.len() as u8);
             out.extend_from_slice(n.as_bytes());
         }
+        encode_addrs(&mut out, &self.relays);
         out
     }
 
@@ -330,19 +330,7 @@ impl Record {
         let key_bytes = r.array::<PUBLIC_KEY_LEN>()?;
         let seq = r.u64()?;
         let expires = r.u64()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_LOCATORS {
-            return Err(RecordError::Malformed("too many locators"));
-        }
-        let mut locators = Vec::with_capacity(n);
-        for _ in 0..n {
-            let ip = match r.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-                _ => return Err(RecordError::Malformed("unknown address family")),
-            };
-            locators.push(SocketAddr::new(ip, r.u16()?));
-        }
+        let locators = r.addrs(0, MAX_LOCATORS, "too many locators")?;
         let services = match r.u8()? {
             0 => None,
             1 => {
@@ -370,6 +358,7 @@ impl Record {
         for _ in 0..m {
             names.push(r.name()?);
         }
+        let relays = r.addrs(0, MAX_RELAYS, "too many relays")?;
         let (body, signature) = r.finish()?;
         let key = verify(&guid, &key_bytes, body, &signature)?;
         Ok(Record {
@@ -380,6 +369,7 @@ impl Record {
             locators,
             services,
             names,
+            relays,
             signature,
         })
     }
@@ -636,6 +626,7 @@ impl std::fmt::Debug for Record {
             .field("locators", &self.locators)
             .field("services", &self.services)
             .field("names", &self.names)
+            .field("relays", &self.relays)
             .finish_non_exhaustive()
     }
 }
@@ -663,6 +654,24 @@ fn check_expiry(expires: u64, now: u64) -> Result<(), RecordError> {
 }
 
 /// IPv6 flow info and scope ids are not part of a locator.
+/// `n:u8 n*locator` (n < 256: the callers' lists are bounded far below).
+fn encode_addrs(out: &mut Vec<u8>, addrs: &[SocketAddr]) {
+    out.push(addrs.len() as u8);
+    for addr in addrs {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&addr.port().to_be_bytes());
+    }
+}
+
 fn canonical_addr(addr: &SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip(), addr.port())
 }
@@ -737,6 +746,29 @@ impl<'a> Reader<'a> {
         self.header_version(magic, VERSION)
     }
 
+    /// `n:u8 n*locator` with `min <= n <= max`.
+    fn addrs(
+        &mut self,
+        min: usize,
+        max: usize,
+        bad_count: &'static str,
+    ) -> Result<Vec<SocketAddr>, RecordError> {
+        let n = usize::from(self.u8()?);
+        if n < min || n > max {
+            return Err(RecordError::Malformed(bad_count));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ip = match self.u8()? {
+                4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+                6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+                _ => return Err(RecordError::Malformed("unknown address family")),
+            };
+            out.push(SocketAddr::new(ip, self.u16()?));
+        }
+        Ok(out)
+    }
+
     fn header_version(&mut self, magic: &[u8; 3], version: u8) -> Result<(), RecordError> {
         if self.take(3)? != magic {
             return Err(RecordError::Malformed(
@@ -790,6 +822,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_with_relays_round_trips_and_their_number_is_bounded() {
+        let kp = Keypair::from_seed(&[1; 32]);
+        let relays = ["192.0.2.9:7000".parse().unwrap()];
+        let rec = Record::sign_with(&kp, 7, unix_now() + 60, &[], None, &relays, &[]).unwrap();
+        let bytes = rec.encode();
+        assert_eq!(bytes[3], RECORD_VERSION);
+        assert_eq!(Record::decode(&bytes).unwrap().relays, relays);
+        let too_many = vec![relays[0]; MAX_RELAYS + 1];
+        assert!(Record::sign_with(&kp, 7, unix_now() + 60, &[], None, &too_many, &[]).is_err());
+    }
+
+    #[test]
     fn record_round_trips() {
         let kp = Keypair::from_seed(&[1; 32]);
         let rec = sample(&kp);
@@ -818,7 +862,7 @@ mod tests {
     }
 
     fn with_services(kp: &Keypair, entries: Vec<(u16, u16)>) -> Record {
-        Record::sign_with_services(
+        Record::sign_with(
             kp,
             9,
             unix_now() + 60,
@@ -827,6 +871,7 @@ mod tests {
                 "[2001:db8::1]:4000".parse().unwrap(),
             ],
             Some(Services::new(entries).unwrap()),
+            &[],
             &["web.ns.alt".to_owned(), "echo.ns.alt".to_owned()],
         )
         .unwrap()

@@ -72,10 +72,11 @@ fn publish_then_resolve_and_higher_seq_wins() {
     // the zone intact, and says which engine port serves which service port.
     let services = namesock_resolver::Services::new(vec![(9000, 4002), (8000, 4001)]).unwrap();
     let third = writer
-        .publish_services(
+        .publish_with(
             &kp,
             &[addr("198.51.100.7:4001")],
             Some(services.clone()),
+            &[],
             &["web".to_owned(), "echo".to_owned()],
         )
         .unwrap();

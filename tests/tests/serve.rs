@@ -696,10 +696,11 @@ time.sleep(120)
         .engine_port(8301)
         .unwrap();
     entries.push((8300, wild_engine));
-    gns.publish_services(
+    gns.publish_with(
         &key,
         &current.locators,
         namesock_resolver::Services::new(entries),
+        &[],
         &current.names,
     )
     .unwrap();

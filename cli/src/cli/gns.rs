@@ -292,6 +292,9 @@ fn print_record(record: &Record, zone: &str) {
     for (service, engine) in record.services.iter().flat_map(|s| s.entries()) {
         println!("service  {service} -> engine port {engine}");
     }
+    for relay in &record.relays {
+        println!("relay    {relay}");
+    }
     for name in &record.names {
         println!("name     {name}");
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, Command};
 
 mod gns;
+mod relay;
 mod run;
 mod sessions;
 mod testbed;
@@ -21,6 +22,10 @@ const GROUPS: &[Group] = &[
     Group {
         commands: gns::commands,
         dispatch: gns::dispatch,
+    },
+    Group {
+        commands: relay::commands,
+        dispatch: relay::dispatch,
     },
     Group {
         commands: run::commands,

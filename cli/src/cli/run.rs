@@ -61,6 +61,11 @@ enum RunError {
     Elf32(PathBuf),
     #[error(transparent)]
     Supervisor(#[from] namesock_supervisor::SupervisorError),
+    #[error(
+        "{0} needs the supervisor, which does not send connections through a proxy relay yet: \
+         with --via it would connect directly"
+    )]
+    ViaSupervised(PathBuf),
 }
 
 impl RunError {
@@ -108,6 +113,12 @@ pub fn commands() -> Vec<Command> {
                     .help("Name a server registers in the GNS (sets NAMESOCK_NAME)"),
             )
             .arg(
+                Arg::new("via")
+                    .long("via")
+                    .value_name("RELAY:PORT")
+                    .help("Send connections to ordinary addresses through this proxy relay (a name or <guid>.ns.alt and its proxy port; sets NAMESOCK_PROXY)"),
+            )
+            .arg(
                 Arg::new("command")
                     .value_name("CMD")
                     .required(true)
@@ -133,6 +144,7 @@ pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
     let program = command.next()?;
     let args: Vec<OsString> = command.collect();
     let name = matches.get_one::<String>("name").map(String::as_str);
+    let via = matches.get_one::<String>("via").map(String::as_str);
     let mode = if matches.get_flag("supervise") {
         Mode::Supervise
     } else if matches.get_flag("preload") {
@@ -141,7 +153,7 @@ pub fn dispatch(name: &str, matches: &ArgMatches) -> Option<ExitCode> {
         Mode::Auto
     };
     // On success, `run` does not return (the process is CMD now) or returns CMD's status.
-    let err = match run(&program, &args, name, mode) {
+    let err = match run(&program, &args, name, via, mode) {
         Ok(status) => return Some(ExitCode::from(status)),
         Err(err) => err,
     };
@@ -158,7 +170,13 @@ enum Mode {
     Supervise,
 }
 
-fn run(program: &OsStr, args: &[OsString], name: Option<&str>, mode: Mode) -> Result<u8, RunError> {
+fn run(
+    program: &OsStr,
+    args: &[OsString],
+    name: Option<&str>,
+    via: Option<&str>,
+    mode: Mode,
+) -> Result<u8, RunError> {
     let path = find_program(program)?;
     check_not_setid(&path)?;
     let kind = namesock_supervisor::classify(&path).unwrap_or(ProgramKind::Other);
@@ -170,6 +188,14 @@ fn run(program: &OsStr, args: &[OsString], name: Option<&str>, mode: Mode) -> Re
         Mode::Preload => false,
         Mode::Auto => kind.needs_supervisor(),
     };
+    if let Some(via) = via {
+        if supervise {
+            return Err(RunError::ViaSupervised(path));
+        }
+        // SAFETY: no other thread runs yet in this process, so nothing reads the environment
+        // meanwhile; the program inherits it through exec.
+        unsafe { std::env::set_var("NAMESOCK_PROXY", via) };
+    }
     if supervise {
         let why = match kind {
             ProgramKind::Go => "a Go program",
@@ -355,10 +381,24 @@ mod tests {
         std::fs::write(&prog, &header).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         for mode in [Mode::Auto, Mode::Preload, Mode::Supervise] {
-            let err = run(prog.as_os_str(), &[], None, mode).unwrap_err();
+            let err = run(prog.as_os_str(), &[], None, None, mode).unwrap_err();
             assert!(matches!(err, RunError::Elf32(_)), "{err}");
             assert!(err.to_string().contains("32-bit program"), "{err}");
         }
+    }
+
+    #[test]
+    fn via_is_refused_under_the_supervisor_which_would_connect_directly() {
+        let exe = std::env::current_exe().unwrap();
+        let err = run(
+            exe.as_os_str(),
+            &[],
+            None,
+            Some("relay.ns.alt:1080"),
+            Mode::Supervise,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::ViaSupervised(_)), "{err}");
     }
 
     #[test]

@@ -115,7 +115,11 @@ impl Engine {
         };
         let record = match result {
             // A port no longer in the record has no locators: the session lingers.
-            Ok(rec) => Some((rec.seq, rec.locators_for(client.port).unwrap_or_default())),
+            Ok(rec) => Some((
+                rec.seq,
+                rec.locators_for(client.port).unwrap_or_default(),
+                rec.relays,
+            )),
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
                 None
@@ -170,12 +174,12 @@ impl Engine {
             }));
             return;
         };
-        tracing::debug!(target = %req.target, port = req.port, ?locators, "connecting");
+        tracing::debug!(target = %req.target, port = req.port, ?locators, relays = ?rec.relays, "connecting");
         let pm = PathManager::new(
             now,
             session,
             rec.seq,
-            locators,
+            (locators, rec.relays),
             req.deadline,
             self.cfg.loopback_locators(),
         );
@@ -326,6 +330,11 @@ impl Engine {
             return;
         };
         if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            // Through a relay: the preamble naming the server goes before HELLO or RESUME.
+            if client.pm.path(pid).is_some_and(|p| p.relay) {
+                let guid = client.pm.session().server_guid();
+                crate::relay::wire::Preamble::Connect { guid }.encode(fp.write_buf());
+            }
             client.pm.path_connected(now, pid, local, &self.local_addrs);
         }
         self.dirty.insert(key);
@@ -337,6 +346,8 @@ impl Engine {
             return;
         };
         let Some(key) = fp.conn else {
+            // A server's dial-back to a relay: it waited for its first frame.
+            self.endpoint.path_gone(pid);
             return;
         };
         if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {

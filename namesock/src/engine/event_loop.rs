@@ -44,6 +44,8 @@ pub(super) enum Io {
     Pending(u64),
     /// A control connection being answered.
     Control,
+    /// A server's control connection to one of its relays (index in `Server::links`).
+    RelayLink(usize),
 }
 
 pub(crate) struct Engine {
@@ -316,7 +318,7 @@ impl Engine {
             },
             Some(Io::App(key)) => self.touched.push(*key),
             Some(Io::Pending(_)) => self.touched_all = true,
-            Some(Io::Control) | None => {}
+            Some(Io::Control) | Some(Io::RelayLink(_)) | None => {}
         }
     }
 
@@ -391,6 +393,10 @@ impl Engine {
                 self.on_pending_app(id);
             }
             Some(Io::Control) => self.on_control_writable(token),
+            Some(Io::RelayLink(i)) => {
+                let i = *i;
+                self.on_link(i, ev, now)
+            }
             None => {}
         }
     }
@@ -593,6 +599,7 @@ impl Engine {
             }
         }
         if self.server.is_some() {
+            self.relay_links_addresses_changed(added, now);
             self.publish();
         }
     }
@@ -620,7 +627,10 @@ impl Engine {
         let sessions = self.timers.peek().map(|Reverse((t, _))| *t);
         let connects = self.connecting.values().map(|r| r.deadline).min();
         let pairing = self.pending_deadline();
-        let server = self.server.as_ref().and_then(|s| s.refresh_at);
+        let server = self.server.as_ref().and_then(|s| {
+            let links = s.links.iter().filter_map(|l| l.retry_at()).min();
+            s.refresh_at.into_iter().chain(links).min()
+        });
         [
             sessions,
             connects,
@@ -635,6 +645,7 @@ impl Engine {
 
     fn on_timers(&mut self, now: Instant) {
         self.expire_connects(now);
+        self.relay_timers(now);
         let mut due = Vec::new();
         while let Some(&Reverse((t, key))) = self.timers.peek()
             && t <= now

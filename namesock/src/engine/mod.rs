@@ -68,6 +68,12 @@
 //!   unknown connection ID -> RESET on that path only; otherwise `verify_resume` before
 //!   anything of the session is touched, then `attach_resume`. A forged or replayed RESUME
 //!   just loses its own path.
+//! - **Relays** *(core: `relay::Registration`, and the path manager for when a client dials
+//!   one)*: a server with `NAMESOCK_RELAY` keeps a control connection to each relay
+//!   (`relay_link`), re-made at once when its local address went away, else after 100 ms
+//!   doubling to 30 s; the relay's DIAL becomes a dial-back that the endpoint treats as a path
+//!   arriving on the engine port. A client's path to a relay opens with the CONNECT preamble
+//!   naming the server's GUID; HELLO or RESUME follow unchanged.
 //! - **`namesock sessions`**: a Unix control socket in a 0700 directory of this user
 //!   (`crate::control`), one more token in the loop; a connection from the same uid gets a
 //!   JSON snapshot of the engine's state at that moment (`snapshot`), and nothing is done
@@ -84,6 +90,7 @@ mod event_loop;
 mod netlink;
 mod path;
 mod relay;
+mod relay_link;
 mod server;
 pub mod service_table;
 pub mod snapshot;

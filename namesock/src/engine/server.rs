@@ -24,6 +24,7 @@ use super::delivery::DeliveryEntry;
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
+use super::relay_link::RelayLink;
 use super::service_table::{Entry, Merged, PortConflict, ServiceTable, TableError};
 use super::{Command, ServeError, SessionInfo, Shared, sys};
 
@@ -34,6 +35,9 @@ pub(super) struct Server {
     /// The service ports this process serves (what its entry in the table lists), and where
     /// their sessions are delivered. The endpoint serves a port once the table gave it to us.
     ports: BTreeMap<u16, SocketAddr>,
+    pub(super) key: Arc<Keypair>,
+    /// Control connections to the relays in `NAMESOCK_RELAY`.
+    pub(super) links: Vec<RelayLink>,
     publishing: bool,
     republish: bool,
     registered: bool,
@@ -90,6 +94,8 @@ pub(crate) struct Published {
 pub(crate) struct Publisher {
     key: Arc<Keypair>,
     engine_port: u16,
+    /// The relays this process registers with, listed in the record (merged with the others').
+    relays: Vec<SocketAddr>,
     table: ServiceTable,
     shared: Arc<Shared>,
 }
@@ -113,7 +119,13 @@ fn publish_merged(
             }
         })
         .collect();
-    gns.publish_services(key, locators, Some(merged.services.clone()), &names)
+    gns.publish_with(
+        key,
+        locators,
+        Some(merged.services.clone()),
+        &merged.relays,
+        &names,
+    )
 }
 
 impl Publisher {
@@ -144,6 +156,7 @@ impl Publisher {
             pid: sys::getpid(),
             engine_port: self.engine_port,
             name: name.clone(),
+            relays: self.relays.clone(),
             ports,
         };
         let locators = self.locators();
@@ -262,10 +275,12 @@ impl Engine {
         // Sessions we open as a client from now on prove the same identity.
         self.client_key = key.clone();
         self.endpoint.start_serving(self.session_cfg, key.clone());
-        tracing::info!(guid = %key.guid(), engine_port = bound, "server side started");
+        tracing::info!(guid = %key.guid(), engine_port = bound, relays = ?self.cfg.relays, "server side started");
+        let now = Instant::now();
         let publisher = Arc::new(Publisher {
-            key,
+            key: key.clone(),
             engine_port: bound,
+            relays: self.cfg.relays.clone(),
             table,
             shared: self.shared.clone(),
         });
@@ -273,6 +288,13 @@ impl Engine {
             listener,
             publisher,
             ports: BTreeMap::new(),
+            key,
+            links: self
+                .cfg
+                .relays
+                .iter()
+                .map(|&a| RelayLink::new(a, now))
+                .collect(),
             publishing: false,
             republish: false,
             registered: false,
@@ -718,6 +740,7 @@ mod tests {
         let merged = Merged {
             services: namesock_resolver::Services::new(vec![(8000, 4001)]).unwrap(),
             names: vec!["web.ns.alt".into(), "bad name!".into(), "echo".into()],
+            relays: Vec::new(),
             refused: Vec::new(),
         };
         let locators = ["192.0.2.1:4001".parse().unwrap()];

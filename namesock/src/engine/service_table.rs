@@ -14,19 +14,21 @@
 //! ```text
 //! engine <engine port>
 //! name <name>            (optional)
+//! relay <addr:port>      (zero or more: the relays this process registers with)
 //! serve <port> <port> ...
 //! ```
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use namesock_resolver::Services;
-use namesock_resolver::record::{MAX_NAMES, MAX_SERVICES};
+use namesock_resolver::record::{MAX_NAMES, MAX_RELAYS, MAX_SERVICES};
 
 use super::sys::{self, flock};
 
@@ -56,6 +58,8 @@ pub struct Entry {
     pub pid: u32,
     pub engine_port: u16,
     pub name: Option<String>,
+    /// The relays this process registers with (`NAMESOCK_RELAY`).
+    pub relays: Vec<SocketAddr>,
     pub ports: Vec<u16>,
 }
 
@@ -70,17 +74,20 @@ pub enum PortConflict {
     Full,
 }
 
-/// The merged table: the record's service map and names, and this process's refused ports.
+/// The merged table: the record's service map, names and relays, and this process's refused
+/// ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
     pub services: Services,
     pub names: Vec<String>,
+    pub relays: Vec<SocketAddr>,
     pub refused: Vec<(u16, PortConflict)>,
 }
 
 /// Merges this process's entry with the live entries of the others (the earlier holder of a
 /// port keeps it; a port past [`MAX_SERVICES`] is refused; names are the union, at most
-/// [`MAX_NAMES`]). Pure: the decision, tested without files.
+/// [`MAX_NAMES`], and so are relays, at most [`MAX_RELAYS`]). Pure: the decision, tested
+/// without files.
 pub fn merge(mine: &Entry, others: &[Entry]) -> Merged {
     let mut map: BTreeMap<u16, (u16, u32)> = BTreeMap::new();
     let mut names: Vec<String> = Vec::new();
@@ -92,10 +99,19 @@ pub fn merge(mine: &Entry, others: &[Entry]) -> Merged {
             names.push(n.clone());
         }
     };
+    let mut relays: Vec<SocketAddr> = Vec::new();
+    let add_relays = |e: &Entry, relays: &mut Vec<SocketAddr>| {
+        for r in &e.relays {
+            if !relays.contains(r) && relays.len() < MAX_RELAYS {
+                relays.push(*r);
+            }
+        }
+    };
     let mut sorted: Vec<&Entry> = others.iter().collect();
     sorted.sort_by_key(|e| e.pid);
     for e in sorted {
         add_name(&e.name, &mut names);
+        add_relays(e, &mut relays);
         for &p in &e.ports {
             if map.len() < MAX_SERVICES || map.contains_key(&p) {
                 map.entry(p).or_insert((e.engine_port, e.pid));
@@ -103,6 +119,7 @@ pub fn merge(mine: &Entry, others: &[Entry]) -> Merged {
         }
     }
     add_name(&mine.name, &mut names);
+    add_relays(mine, &mut relays);
     let mut refused = Vec::new();
     for &p in &mine.ports {
         match map.get(&p) {
@@ -119,6 +136,7 @@ pub fn merge(mine: &Entry, others: &[Entry]) -> Merged {
     Merged {
         services,
         names,
+        relays,
         refused,
     }
 }
@@ -128,6 +146,9 @@ impl Entry {
         let mut out = format!("engine {}\n", self.engine_port);
         if let Some(n) = &self.name {
             out.push_str(&format!("name {n}\n"));
+        }
+        for r in &self.relays {
+            out.push_str(&format!("relay {r}\n"));
         }
         out.push_str("serve");
         for p in &self.ports {
@@ -143,6 +164,7 @@ impl Entry {
             pid,
             engine_port: 0,
             name: None,
+            relays: Vec::new(),
             ports: Vec::new(),
         };
         for line in text.lines() {
@@ -150,6 +172,7 @@ impl Entry {
             match key {
                 "engine" => e.engine_port = value.parse().ok()?,
                 "name" => e.name = Some(value.to_owned()).filter(|n| !n.is_empty()),
+                "relay" => e.relays.push(value.parse().ok()?),
                 "serve" => {
                     for p in value.split_whitespace() {
                         e.ports.push(p.parse().ok()?);
@@ -158,7 +181,8 @@ impl Entry {
                 _ => return None,
             }
         }
-        (e.engine_port != 0 && e.ports.len() <= MAX_SERVICES).then_some(e)
+        (e.engine_port != 0 && e.ports.len() <= MAX_SERVICES && e.relays.len() <= MAX_RELAYS)
+            .then_some(e)
     }
 }
 
@@ -251,6 +275,7 @@ impl ServiceTable {
         if withdrawn {
             mine.ports.clear();
             mine.name = None;
+            mine.relays.clear();
         }
         let merged = merge(&mine, &others);
         if !withdrawn {
@@ -286,6 +311,7 @@ impl ServiceTable {
             pid: self.pid,
             engine_port,
             name: None,
+            relays: Vec::new(),
             ports: Vec::new(),
         };
         self.publish(&mine, publish)
@@ -345,6 +371,7 @@ mod tests {
             pid,
             engine_port,
             name: name.map(str::to_owned),
+            relays: Vec::new(),
             ports: ports.to_vec(),
         }
     }
@@ -363,6 +390,27 @@ mod tests {
         );
         assert_eq!(m.names, ["web", "echo"]);
         assert_eq!(m.refused, [(8000, PortConflict::InUse { pid: 20 })]);
+    }
+
+    #[test]
+    fn relays_are_the_union_of_every_program_s_bounded_and_survive_the_entry_file() {
+        let relay = |i: u8| -> SocketAddr { format!("10.9.9.{i}:7000").parse().unwrap() };
+        let mut mine = entry(30, 4003, None, &[9000]);
+        mine.relays = vec![relay(1), relay(2)];
+        let mut other = entry(20, 4002, None, &[8000]);
+        other.relays = (2..=10).map(relay).collect();
+        let m = merge(&mine, &[other.clone()]);
+        assert_eq!(m.relays.len(), MAX_RELAYS);
+        assert_eq!(m.relays[..2], [relay(2), relay(3)]);
+        // A program without relays keeps the others' in the record.
+        let m = merge(&entry(40, 4004, None, &[7000]), &[mine.clone()]);
+        assert_eq!(m.relays, [relay(1), relay(2)]);
+        assert_eq!(Entry::decode(30, &mine.encode()), Some(mine));
+        assert_eq!(
+            Entry::decode(20, &other.encode()),
+            None,
+            "more than MAX_RELAYS"
+        );
     }
 
     #[test]
@@ -467,8 +515,14 @@ mod tests {
         let locators = ["192.0.2.1:4001".parse().unwrap()];
         let publish = |t: &ServiceTable, e: Entry| {
             t.publish(&e, |m| {
-                gns.publish_services(&key, &locators, Some(m.services.clone()), &m.names)
-                    .unwrap()
+                gns.publish_with(
+                    &key,
+                    &locators,
+                    Some(m.services.clone()),
+                    &m.relays,
+                    &m.names,
+                )
+                .unwrap()
             })
             .unwrap()
         };

@@ -37,6 +37,10 @@ impl Bed {
     }
 
     fn manager(&self, locators: &[&str]) -> PathManager {
+        self.relayed_manager(locators, &[])
+    }
+
+    fn relayed_manager(&self, locators: &[&str], relays: &[&str]) -> PathManager {
         let session = Session::client(
             SessionConfig::default(),
             Arc::new(Keypair::generate()),
@@ -50,7 +54,7 @@ impl Bed {
             self.t0,
             session,
             1,
-            locators,
+            (locators, relays.iter().map(|a| addr(a)).collect()),
             self.t0 + Duration::from_secs(10),
             LoopbackLocators::Refuse,
         )
@@ -147,7 +151,11 @@ fn every_locator_refusing_after_a_fresh_resolve_is_connection_refused() {
     pm.dial_failed(bed.t0, d[0].0, DialError::Refused);
     // The record may be stale (the peer moved since): look again before giving up.
     assert_eq!(actions(&mut pm, bed.t0, &bed.local), vec![Action::Resolve]);
-    pm.resolved(bed.t0, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local);
+    pm.resolved(
+        bed.t0,
+        Some((1, vec![addr("10.1.1.2:4000")], vec![])),
+        &bed.local,
+    );
     let retry = pm.poll_timeout().unwrap();
     assert!(retry <= bed.t0 + 2 * BACKOFF_MIN);
     pm.handle_timeout(retry, &bed.local);
@@ -180,9 +188,11 @@ fn an_unreachable_peer_is_retried_with_backoff_and_fresh_lookups_until_the_conne
                     rounds += 1;
                     pm.dial_failed(now, *path, DialError::HostUnreachable)
                 }
-                Action::Resolve => {
-                    pm.resolved(now, Some((1, vec![addr("10.1.1.2:4000")])), &bed.local)
-                }
+                Action::Resolve => pm.resolved(
+                    now,
+                    Some((1, vec![addr("10.1.1.2:4000")], vec![])),
+                    &bed.local,
+                ),
                 _ => {}
             }
         }
@@ -220,7 +230,11 @@ fn moved_dials_the_new_address_first_and_closes_the_old_path_once_the_new_one_ca
     let new = dials(&actions(&mut pm, bed.t0, &bed.local));
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].1, addr("10.1.3.2:4000"));
-    pm.resolved(bed.t0, Some((2, vec![addr("10.1.3.2:4000")])), &bed.local);
+    pm.resolved(
+        bed.t0,
+        Some((2, vec![addr("10.1.3.2:4000")], vec![])),
+        &bed.local,
+    );
     assert!(dials(&actions(&mut pm, bed.t0, &bed.local)).is_empty());
     // Make-before-break: the old path stays until the new one carries a frame.
     pm.path_connected(bed.t0, new[0].0, addr("10.0.0.2:5001"), &bed.local);
@@ -275,7 +289,11 @@ fn a_lost_path_redials_at_once_and_asks_the_gns() {
     assert_eq!(dials(&acts).len(), 1);
     assert!(pm.needs_path());
     // The GNS knows a new address: dialled at once, besides the round's.
-    pm.resolved(later, Some((5, vec![addr("10.1.7.2:4000")])), &bed.local);
+    pm.resolved(
+        later,
+        Some((5, vec![addr("10.1.7.2:4000")], vec![])),
+        &bed.local,
+    );
     let acts = actions(&mut pm, later, &bed.local);
     assert_eq!(dials(&acts)[0].1, addr("10.1.7.2:4000"));
 }
@@ -354,7 +372,11 @@ fn locators_on_this_host_from_a_record_are_never_dialled() {
     );
     // A newer record that lists only this host's loopback gives nothing to dial either.
     let loopback_only: Vec<SocketAddr> = on_this_host.iter().map(|a| addr(a)).collect();
-    pm.resolved(now, Some((2, loopback_only.clone())), &bed.local);
+    pm.resolved(
+        now,
+        Some((2, loopback_only.clone(), loopback_only.clone())),
+        &bed.local,
+    );
     assert!(
         dials(&actions(&mut pm, now, &bed.local))
             .iter()
@@ -370,4 +392,47 @@ fn locators_on_this_host_from_a_record_are_never_dialled() {
             .filter(loopback_only, "record")
             .is_empty()
     );
+}
+
+#[test]
+fn relays_are_dialled_after_the_direct_locators_and_a_direct_path_replaces_the_relayed_one() {
+    let bed = Bed::new();
+    let mut pm = bed.relayed_manager(&["192.168.9.2:4000"], &["10.9.9.1:7000"]);
+    let first = dials(&actions(&mut pm, bed.t0, &bed.local));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, addr("192.168.9.2:4000"));
+    assert!(!pm.path(first[0].0).unwrap().relay);
+    // The direct locator hangs (a server behind NAT): one stagger later, the relay.
+    let t1 = bed.t0 + STAGGER;
+    pm.handle_timeout(t1, &bed.local);
+    let second = dials(&actions(&mut pm, t1, &bed.local));
+    assert_eq!(second[0].1, addr("10.9.9.1:7000"));
+    let relayed = second[0].0;
+    assert!(pm.path(relayed).unwrap().relay);
+    pm.path_connected(t1, relayed, addr("10.0.0.2:5000"), &bed.local);
+    assert_eq!(
+        actions(&mut pm, t1, &bed.local),
+        vec![Action::Close { path: first[0].0 }]
+    );
+    let server = bed.establish(&mut pm, t1, relayed);
+    assert!(server.is_proven());
+    assert!(matches!(
+        actions(&mut pm, t1, &bed.local).as_slice(),
+        [Action::Established { .. }]
+    ));
+    // The server publishes an address the client can reach: dialled while the relayed
+    // path lives, which closes once the direct one carried a frame.
+    let t2 = t1 + Duration::from_secs(1);
+    pm.resolved(
+        t2,
+        Some((2, vec![addr("10.1.1.2:4000")], vec![addr("10.9.9.1:7000")])),
+        &bed.local,
+    );
+    let direct = dials(&actions(&mut pm, t2, &bed.local));
+    assert_eq!(direct.len(), 1);
+    assert_eq!(direct[0].1, addr("10.1.1.2:4000"));
+    assert!(!pm.path(direct[0].0).unwrap().relay);
+    pm.path_connected(t2, direct[0].0, addr("10.0.0.2:5001"), &bed.local);
+    pm.frames_received(t2, direct[0].0);
+    assert!(actions(&mut pm, t2, &bed.local).contains(&Action::Close { path: relayed }));
 }

@@ -399,7 +399,7 @@ impl World {
             start,
             session,
             seq,
-            locators,
+            (locators, Vec::new()),
             deadline,
             LoopbackLocators::Refuse,
         ));
@@ -1230,6 +1230,7 @@ impl World {
             let answer = (!self.rng.gen_bool(0.03)).then(|| self.gns.clone());
             self.log(|| format!("GNS answers {answer:?}"));
             if let Some(pm) = self.pm.as_mut() {
+                let answer = answer.map(|(seq, locators)| (seq, locators, Vec::new()));
                 pm.resolved(now, answer, &self.client_addrs);
             }
         }

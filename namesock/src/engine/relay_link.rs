@@ -1,0 +1,292 @@
+//! A server's control connections to its relays (`NAMESOCK_RELAY`), and the dial-backs they
+//! ask for. The protocol is `crate::relay::Registration`'s; this file only moves its bytes,
+//! reconnects with backoff, and turns a dial-back into an arriving flow path: the endpoint
+//! routes its first frame (HELLO or RESUME) exactly as if it had been accepted on the engine
+//! port.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::relay::wire::{Preamble, Token as DialToken};
+use crate::relay::{Registration, RegistrationEvent};
+
+use super::event_loop::{Engine, Io};
+use super::path::{FlowPath, PathState};
+use super::sys;
+
+/// Backoff between attempts to reach a relay: 100 ms doubling to 30 s. Short at first: after
+/// a move the new address often comes before its route, and every moment without a
+/// registration is an outage for the clients behind the relay.
+fn retry_delay(failures: u32) -> Duration {
+    (Duration::from_millis(100) * (1 << failures.min(9))).min(Duration::from_secs(30))
+}
+
+/// One relay this server registers with.
+pub(super) struct RelayLink {
+    addr: SocketAddr,
+    conn: Option<LinkConn>,
+    /// When to (re)connect; `None` while connected.
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+struct LinkConn {
+    stream: TcpStream,
+    token: Token,
+    reg: Registration,
+    connected: bool,
+    local: Option<SocketAddr>,
+    /// Our preamble and proof, until written (at most 123 bytes).
+    out: Vec<u8>,
+}
+
+impl RelayLink {
+    pub(super) fn new(addr: SocketAddr, now: Instant) -> RelayLink {
+        RelayLink {
+            addr,
+            conn: None,
+            retry_at: Some(now),
+            failures: 0,
+        }
+    }
+
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+}
+
+impl Engine {
+    /// Connects the links that are due.
+    pub(super) fn relay_timers(&mut self, now: Instant) {
+        let Some(s) = &self.server else {
+            return;
+        };
+        let due: Vec<usize> = (0..s.links.len())
+            .filter(|&i| s.links[i].retry_at.is_some_and(|t| t <= now))
+            .collect();
+        for i in due {
+            self.connect_link(i, now);
+        }
+    }
+
+    fn connect_link(&mut self, i: usize, now: Instant) {
+        let token = self.token();
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        let key = s.key.clone();
+        let link = &mut s.links[i];
+        link.retry_at = None;
+        let started = sys::dial(link.addr, None).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match started {
+            Ok(stream) => {
+                let (reg, out) = Registration::new(key);
+                link.conn = Some(LinkConn {
+                    stream,
+                    token,
+                    reg,
+                    connected: false,
+                    local: None,
+                    out,
+                });
+                self.io.insert(token, Io::RelayLink(i));
+            }
+            Err(e) => {
+                tracing::warn!(relay = %link.addr, error = %e, "cannot reach the relay");
+                self.link_down(i, now);
+            }
+        }
+    }
+
+    /// The link failed or ended: close it and try again after the backoff.
+    fn link_down(&mut self, i: usize, now: Instant) {
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        let link = &mut s.links[i];
+        if let Some(mut c) = link.conn.take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.io.remove(&c.token);
+        }
+        link.retry_at = Some(now + retry_delay(link.failures));
+        link.failures += 1;
+    }
+
+    pub(super) fn on_link(&mut self, i: usize, ev: &mio::event::Event, now: Instant) {
+        match self.link_io(i, ev) {
+            Ok(dials) => {
+                let relay = self.server.as_ref().map(|s| s.links[i].addr);
+                for token in dials {
+                    if let Some(relay) = relay {
+                        self.dial_back(relay, &token, now);
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(s) = &self.server {
+                    tracing::warn!(relay = %s.links[i].addr, error = %e, "relay control connection ended");
+                }
+                self.link_down(i, now);
+            }
+        }
+    }
+
+    /// Moves a link's bytes; returns the dial-backs the relay asked for.
+    fn link_io(&mut self, i: usize, ev: &mio::event::Event) -> Result<Vec<DialToken>, LinkError> {
+        let (path_dead, keepalive) = (self.cfg.path_dead(), self.cfg.keepalive());
+        let Some(s) = &mut self.server else {
+            return Ok(Vec::new());
+        };
+        let link = &mut s.links[i];
+        let Some(c) = &mut link.conn else {
+            return Ok(Vec::new());
+        };
+        if !c.connected {
+            match c.stream.take_error() {
+                Ok(None) if c.stream.peer_addr().is_ok() => {
+                    c.connected = true;
+                    c.local = c.stream.local_addr().ok();
+                    // A relay that vanishes is noticed like a dead flow path.
+                    let _ = sys::tune_flow_path(c.stream.as_raw_fd(), path_dead, keepalive);
+                }
+                Ok(None) => return Ok(Vec::new()),
+                Ok(Some(e)) | Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        let mut dials = Vec::new();
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            let mut buf = [0u8; 256];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => return Err(LinkError::Closed),
+                    Ok(n) => {
+                        let mut events = Vec::new();
+                        c.reg.received(&buf[..n], &mut c.out, &mut events)?;
+                        for e in events {
+                            match e {
+                                RegistrationEvent::Registered { relay } => {
+                                    tracing::info!(relay = %link.addr, relay_guid = %relay, "registered with the relay");
+                                    link.failures = 0;
+                                }
+                                RegistrationEvent::Dial(token) => dials.push(token),
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(LinkError::Io(e)),
+                }
+            }
+        }
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        Ok(dials)
+    }
+
+    /// The relay has a client for us: dial it back, present the token, and treat the
+    /// connection as a flow path arriving on the engine port.
+    fn dial_back(&mut self, relay: SocketAddr, token: &DialToken, now: Instant) {
+        let pid = crate::path_manager::next_path_id();
+        // Every relayed client's path comes from the relay: they share its pre-auth share.
+        if let Err(refusal) = self.endpoint.path_accepted(now, pid, relay.ip()) {
+            self.counters.path_refused(refusal.kind());
+            tracing::debug!(%relay, %refusal, "relay dial-back refused");
+            return;
+        }
+        let mio_token = self.token();
+        let started = sys::dial(relay, None).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                mio_token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match started {
+            Ok(stream) => {
+                // Connecting: `path_connected` makes it open; it has no session until the
+                // endpoint routes its first frame.
+                let mut fp = FlowPath::new(stream, mio_token, relay, PathState::Connecting);
+                Preamble::Accept { token: *token }.encode(fp.write_buf());
+                self.paths.insert(pid, fp);
+                self.io.insert(mio_token, Io::Path(pid));
+                tracing::debug!(path = pid, %relay, "dialing back through the relay");
+            }
+            Err(e) => {
+                tracing::debug!(%relay, error = %e, "relay dial-back failed");
+                self.endpoint.path_gone(pid);
+            }
+        }
+    }
+
+    /// This host's addresses changed: a link from an address that is gone is re-made at
+    /// once (the relay then ends the splices of the old registration), and links waiting
+    /// out a backoff try now when an address came up.
+    pub(super) fn relay_links_addresses_changed(&mut self, added: bool, now: Instant) {
+        let Some(s) = &self.server else {
+            return;
+        };
+        let local = &self.local_addrs;
+        let stale: Vec<usize> = (0..s.links.len())
+            .filter(|&i| {
+                let l = &s.links[i];
+                match &l.conn {
+                    Some(c) => c.local.is_some_and(|a| !local.contains(&a.ip())),
+                    None => added,
+                }
+            })
+            .collect();
+        for i in stale {
+            if let Some(s) = &mut self.server {
+                s.links[i].failures = 0;
+            }
+            self.link_down(i, now);
+            if let Some(s) = &mut self.server {
+                s.links[i].retry_at = Some(now);
+            }
+        }
+    }
+}
+
+/// Why a control connection to a relay ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("the relay closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Registration(#[from] crate::relay::RegistrationError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_that_cannot_be_reached_is_retried_within_30_seconds() {
+        assert_eq!(retry_delay(0), Duration::from_millis(100));
+        assert_eq!(retry_delay(3), Duration::from_millis(800));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
+    }
+}
