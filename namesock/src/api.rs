@@ -32,6 +32,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use namesock_identity::Guid;
 
@@ -188,9 +189,9 @@ impl TcpListener {
     /// if it registered one (one lookup per session).
     pub fn accept(&self) -> io::Result<(TcpStream, SessionInfo)> {
         loop {
-            let (inner, relay_peer) = self.inner.accept()?;
+            let (inner, _) = self.inner.accept()?;
             // Only the engine's deliveries count; anything else on loopback is dropped.
-            if let Some(mut info) = engine::delivered_session(relay_peer) {
+            if let Some(mut info) = engine::claim_delivery(inner.as_raw_fd()) {
                 if info.peer_name.is_none() {
                     info.peer_name = engine::gns()
                         .ok()

@@ -8,6 +8,8 @@
 //! gns = "file:/var/lib/namesock/gns"
 //! keepalive_ms = 2000
 //! linger_ms = 30000
+//! allow = "/etc/namesock/allow"
+//! max_sessions_per_peer = 16
 //! ```
 //!
 //! `gns` and `zone` are carried here only so that one file describes a deployment; the
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::endpoint::Limits;
 
 /// Every setting of the engine, with its effective value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,6 +61,19 @@ pub struct Config {
     pub log: Option<String>,
     /// Log file instead of stderr (`NAMESOCK_LOG_FILE`).
     pub log_file: Option<PathBuf>,
+    /// Allow list of the GUIDs and names that may connect (`NAMESOCK_ALLOW`); unset: the
+    /// key file's path with `.allow` appended, if that file exists; else everyone may.
+    pub allow: Option<PathBuf>,
+    /// Server sessions at once, lingering ones included (`NAMESOCK_MAX_SESSIONS`).
+    pub max_sessions: usize,
+    /// Server sessions one peer GUID holds at once (`NAMESOCK_MAX_SESSIONS_PER_PEER`).
+    pub max_sessions_per_peer: usize,
+    /// Bytes of replay and receive buffers all server sessions may hold together, counted
+    /// at their capacity (`NAMESOCK_BUFFER_BUDGET`).
+    pub buffer_budget: usize,
+    /// Unauthenticated paths and unproven sessions per source address, an IPv4 address or
+    /// an IPv6 /64 (`NAMESOCK_MAX_PREAUTH_PER_SOURCE`).
+    pub max_preauth_per_source: usize,
 }
 
 impl Default for Config {
@@ -77,6 +94,11 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             log: None,
             log_file: None,
+            allow: None,
+            max_sessions: Limits::default().sessions,
+            max_sessions_per_peer: Limits::default().sessions_per_peer,
+            buffer_budget: Limits::default().buffer_budget,
+            max_preauth_per_source: Limits::default().preauth_per_source,
         }
     }
 }
@@ -174,6 +196,21 @@ impl Config {
         if let Some(v) = env("NAMESOCK_LOG_FILE").filter(|v| !v.is_empty()) {
             self.log_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("NAMESOCK_ALLOW").filter(|v| !v.is_empty()) {
+            self.allow = Some(PathBuf::from(v));
+        }
+        num(env, "NAMESOCK_MAX_SESSIONS", &mut self.max_sessions)?;
+        num(
+            env,
+            "NAMESOCK_MAX_SESSIONS_PER_PEER",
+            &mut self.max_sessions_per_peer,
+        )?;
+        num(env, "NAMESOCK_BUFFER_BUDGET", &mut self.buffer_budget)?;
+        num(
+            env,
+            "NAMESOCK_MAX_PREAUTH_PER_SOURCE",
+            &mut self.max_preauth_per_source,
+        )?;
         num(env, "NAMESOCK_ENGINE_PORT", &mut self.engine_port)?;
         if let Some(value) = env("NAMESOCK_RELAY").filter(|v| !v.is_empty()) {
             self.relays = value
@@ -212,6 +249,10 @@ impl Config {
             ("suspect_ms", self.suspect_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("replay_bytes", self.replay_bytes as u64),
+            ("max_sessions", self.max_sessions as u64),
+            ("max_sessions_per_peer", self.max_sessions_per_peer as u64),
+            ("buffer_budget", self.buffer_budget as u64),
+            ("max_preauth_per_source", self.max_preauth_per_source as u64),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero { what });
@@ -225,6 +266,29 @@ impl Config {
         self.key
             .clone()
             .unwrap_or_else(namesock_identity::default_key_path)
+    }
+
+    /// The allow file: the configured one (which must exist), else the key file's path with
+    /// `.allow` appended (used only if it exists).
+    pub fn allow_path(&self) -> (PathBuf, bool) {
+        match &self.allow {
+            Some(p) => (p.clone(), true),
+            None => {
+                let mut p = self.key_path().into_os_string();
+                p.push(".allow");
+                (PathBuf::from(p), false)
+            }
+        }
+    }
+
+    /// The server's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            sessions: self.max_sessions,
+            sessions_per_peer: self.max_sessions_per_peer,
+            buffer_budget: self.buffer_budget,
+            preauth_per_source: self.max_preauth_per_source,
+        }
     }
 
     pub fn keepalive(&self) -> Duration {
@@ -281,6 +345,26 @@ mod tests {
         let err = Config::load_from(|v| (v == "NAMESOCK_KEEPALIVE_MS").then(|| "0".into()));
         assert!(matches!(err, Err(ConfigError::Zero { .. })));
         assert!(Config::from_toml("bogus = 1").is_err());
+        let err =
+            Config::load_from(|v| (v == "NAMESOCK_MAX_SESSIONS_PER_PEER").then(|| "0".into()));
+        assert!(matches!(err, Err(ConfigError::Zero { .. })));
+    }
+
+    #[test]
+    fn limits_and_the_allow_file_come_from_the_environment() {
+        let cfg = Config::load_from(|v| match v {
+            "NAMESOCK_MAX_SESSIONS_PER_PEER" => Some("3".into()),
+            "NAMESOCK_BUFFER_BUDGET" => Some("1000000".into()),
+            "NAMESOCK_KEY" => Some("/k/key".into()),
+            _ => None,
+        })
+        .unwrap();
+        let l = cfg.limits();
+        assert_eq!((l.sessions_per_peer, l.buffer_budget), (3, 1_000_000));
+        assert_eq!(l.sessions, Limits::default().sessions);
+        assert_eq!(cfg.allow_path(), (PathBuf::from("/k/key.allow"), false));
+        let cfg = Config::load_from(|v| (v == "NAMESOCK_ALLOW").then(|| "/a".into())).unwrap();
+        assert_eq!(cfg.allow_path(), (PathBuf::from("/a"), true));
     }
 
     #[test]

@@ -4,16 +4,24 @@
 //! paths that have not yet said what they are for, and turns a path's first frame into a
 //! decision: a new session (a verified HELLO for a served port), a path attached to a live
 //! session (a RESUME that opened with the session's keys), or a refusal with a typed reason
-//! (and, for some, the signed REFUSE the path gets before it is closed). It also numbers the
-//! engine's sessions and bounds those whose client has not yet proved it holds the keys.
+//! (and, for some, the signed REFUSE the path gets before it is closed). It decides who may
+//! connect (the allow list, [`allow`]) and holds the server to its limits ([`Limits`]):
+//! sessions per peer and in all, a memory budget for their buffers, and what one source
+//! address may hold before it authenticated. It also numbers the engine's sessions.
 //! Nothing here touches a socket, a thread or a clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use namesock_identity::Keypair;
+use namesock_identity::{Guid, Keypair};
+
+pub mod allow;
+mod limits;
+
+pub use allow::AllowList;
+pub use limits::Limits;
 
 use crate::session::{Acceptor, HandshakeError, ResumeError, Session, SessionConfig};
 use crate::wire::{ConnId, Frame, FrameRef, PathId, Refuse, ResetReason};
@@ -52,6 +60,14 @@ pub enum Refusal {
     TooManyUnattached,
     #[error("no HELLO or RESUME within the first-frame timeout")]
     FirstFrameTimeout,
+    #[error("source {from} already has {limit} paths that have not presented HELLO or RESUME")]
+    TooManyFromSource { from: IpAddr, limit: usize },
+    #[error("{guid} is not on the allow list for port {port}")]
+    NotAllowed { guid: Guid, port: u16 },
+    #[error("{guid} already holds {limit} sessions, the most one peer may")]
+    TooManySessions { guid: Guid, limit: usize },
+    #[error("{limit} sessions, the most this server holds (session limit or buffer budget)")]
+    Overloaded { limit: usize },
 }
 
 impl Refusal {
@@ -67,18 +83,37 @@ impl Refusal {
             Refusal::NotAFirstFrame { .. } => "NotAFirstFrame",
             Refusal::TooManyUnattached => "TooManyUnattached",
             Refusal::FirstFrameTimeout => "FirstFrameTimeout",
+            Refusal::TooManyFromSource { .. } => "TooManyFromSource",
+            Refusal::NotAllowed { .. } => "NotAllowed",
+            Refusal::TooManySessions { .. } => "TooManySessions",
+            Refusal::Overloaded { .. } => "Overloaded",
         }
     }
 
-    /// The reason a signed REFUSE gives, if the path gets one: the port refusal tells a
-    /// client why its connect failed, an unknown RESUME that its session is gone. Anything
-    /// else (a bad HELLO or RESUME may come from anyone) just loses its path.
+    /// The reason a signed REFUSE gives, if the path gets one: the port, allow-list and
+    /// limit refusals tell a client why its connect failed (the last three only ever answer
+    /// a verified HELLO), an unknown RESUME that its session is gone. Anything else (a bad
+    /// HELLO or RESUME may come from anyone) just loses its path.
     pub fn refuse_reason(&self) -> Option<ResetReason> {
         match self {
             Refusal::PortNotServed { .. } => Some(ResetReason::PortRefused),
             Refusal::UnknownSession => Some(ResetReason::LingerExpired),
+            Refusal::NotAllowed { .. } => Some(ResetReason::NotAllowed),
+            Refusal::TooManySessions { .. } => Some(ResetReason::TooManySessions),
+            Refusal::Overloaded { .. } => Some(ResetReason::Overloaded),
             _ => None,
         }
+    }
+
+    /// A refusal by policy (allow list, limits): the server's owner wants to see those.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Refusal::TooManyFromSource { .. }
+                | Refusal::NotAllowed { .. }
+                | Refusal::TooManySessions { .. }
+                | Refusal::Overloaded { .. }
+        )
     }
 }
 
@@ -100,9 +135,9 @@ pub enum Incoming {
         session: Box<Session>,
         port: u16,
         deliver_to: SocketAddr,
-        /// The oldest session whose client had not proved its keys, evicted to make room
-        /// (it never reached its program): the driver drops it.
-        evicted: Option<ConnKey>,
+        /// Sessions whose client had not proved its keys, evicted to make room (they never
+        /// reached their program): the driver drops them.
+        evicted: Vec<ConnKey>,
     },
     /// A verified RESUME attached to the live session `key` (RESUME_ACK queued).
     Resumed { key: ConnKey },
@@ -113,15 +148,43 @@ pub struct Endpoint {
     acceptor: Option<Acceptor>,
     /// Served ports and where their program listens.
     services: HashMap<u16, SocketAddr>,
-    /// Server sessions by connection ID (where a RESUME finds its session).
-    by_conn_id: HashMap<ConnId, ConnKey>,
+    /// Who may connect; `None`: every verified client.
+    allow: Option<AllowList>,
+    limits: Limits,
+    /// Replay and receive buffers one server session may hold at most.
+    buffers_per_session: usize,
+    /// Server sessions by connection ID (where a RESUME finds its session), with their peer.
+    by_conn_id: HashMap<ConnId, (ConnKey, Guid)>,
+    /// Server sessions per peer GUID (an entry only while it has some).
+    per_peer: HashMap<Guid, usize>,
     /// Paths accepted and not yet attached, oldest first (`unattached_set` says which of
-    /// them still are).
+    /// them still are, and from which source).
     unattached: VecDeque<(Instant, PathId)>,
-    unattached_set: HashSet<PathId>,
+    unattached_set: HashMap<PathId, IpAddr>,
     /// Server sessions whose client has not yet proved it holds the keys, oldest first.
-    unproven: VecDeque<(ConnKey, ConnId)>,
+    unproven: VecDeque<Unproven>,
     next_key: ConnKey,
+}
+
+/// A server session whose client has not proved its keys yet.
+#[derive(Debug, Clone, Copy)]
+struct Unproven {
+    key: ConnKey,
+    conn_id: ConnId,
+    peer: Guid,
+    source: IpAddr,
+}
+
+/// What counts as one source for the pre-authentication limits: an IPv4 address, or an
+/// IPv6 /64 (one host commonly holds a whole /64).
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 impl Endpoint {
@@ -137,7 +200,24 @@ impl Endpoint {
 
     /// Accept sessions for `key`'s GUID from now on.
     pub fn start_serving(&mut self, cfg: SessionConfig, key: Arc<Keypair>) {
+        self.buffers_per_session = cfg.replay_capacity + cfg.recv_capacity;
         self.acceptor = Some(Acceptor::new(cfg, key));
+    }
+
+    /// Only the GUIDs (and ports) `allow` names may connect from now on; `None`: everyone.
+    /// Live sessions are not touched.
+    pub fn set_allow(&mut self, allow: Option<AllowList>) {
+        self.allow = allow;
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The most server sessions held at once: the session limit, or as many as the buffer
+    /// budget pays for at their largest, whichever is lower.
+    pub fn max_sessions(&self) -> usize {
+        self.limits.max_sessions(self.buffers_per_session)
     }
 
     pub fn is_serving(&self) -> bool {
@@ -160,12 +240,31 @@ impl Endpoint {
         self.services.remove(&port);
     }
 
-    /// A path was accepted; `Err`: close it at once.
-    pub fn path_accepted(&mut self, now: Instant, path: PathId) -> Result<(), Refusal> {
+    /// A path from `remote` was accepted; `Err`: close it at once.
+    pub fn path_accepted(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        remote: IpAddr,
+    ) -> Result<(), Refusal> {
         if self.unattached_set.len() >= MAX_UNATTACHED {
             return Err(Refusal::TooManyUnattached);
         }
-        self.unattached_set.insert(path);
+        let source = source_of(remote);
+        let limit = self.limits.preauth_per_source;
+        if self
+            .unattached_set
+            .values()
+            .filter(|s| **s == source)
+            .count()
+            >= limit
+        {
+            return Err(Refusal::TooManyFromSource {
+                from: source,
+                limit,
+            });
+        }
+        self.unattached_set.insert(path, source);
         self.unattached.push_back((now, path));
         self.compact();
         Ok(())
@@ -173,9 +272,16 @@ impl Endpoint {
 
     /// The driver closed a path that had not presented its first frame.
     pub fn path_gone(&mut self, path: PathId) {
-        if self.unattached_set.remove(&path) {
+        self.take_unattached(path);
+    }
+
+    /// Forgets an unattached path; its source, if it was one.
+    fn take_unattached(&mut self, path: PathId) -> Option<IpAddr> {
+        let source = self.unattached_set.remove(&path);
+        if source.is_some() {
             self.compact();
         }
+        source
     }
 
     /// The first frame of an accepted path. `session` finds a live session by key (for a
@@ -188,27 +294,31 @@ impl Endpoint {
         frame: FrameRef<'_>,
         session: impl FnOnce(ConnKey) -> Option<&'s mut Session>,
     ) -> Result<Incoming, Refused> {
-        self.path_gone(path);
+        let source = self
+            .take_unattached(path)
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let conn_id = match &frame {
             Frame::Hello(h) => Some(h.conn_id),
             Frame::Resume(r) => Some(r.conn_id),
             _ => None,
         };
-        self.route(now, path, &frame, session).map_err(|why| {
-            let answer = match (why.refuse_reason(), &self.acceptor, conn_id) {
-                (Some(reason), Some(acceptor), Some(id)) => {
-                    Some(Box::new(acceptor.refuse(&frame, id, reason)))
-                }
-                _ => None,
-            };
-            Refused { why, answer }
-        })
+        self.route(now, path, source, &frame, session)
+            .map_err(|why| {
+                let answer = match (why.refuse_reason(), &self.acceptor, conn_id) {
+                    (Some(reason), Some(acceptor), Some(id)) => {
+                        Some(Box::new(acceptor.refuse(&frame, id, reason)))
+                    }
+                    _ => None,
+                };
+                Refused { why, answer }
+            })
     }
 
     fn route<'s>(
         &mut self,
         now: Instant,
         path: PathId,
+        source: IpAddr,
         frame: &FrameRef<'_>,
         session: impl FnOnce(ConnKey) -> Option<&'s mut Session>,
     ) -> Result<Incoming, Refusal> {
@@ -224,17 +334,28 @@ impl Endpoint {
                 if self.by_conn_id.contains_key(&hello.conn_id) {
                     return Err(Refusal::ConnIdInUse);
                 }
-                let session = acceptor.accept_hello(now, hello, path)?;
-                let evicted = (self.unproven.len() >= MAX_UNPROVEN)
-                    .then(|| self.unproven.pop_front())
-                    .flatten()
-                    .map(|(key, conn_id)| {
-                        self.by_conn_id.remove(&conn_id);
-                        key
+                // Only a verified key is refused by policy: an unverified HELLO gets nothing.
+                acceptor.verify_hello(hello)?;
+                let guid = hello.client_key.guid();
+                if let Some(allow) = &self.allow
+                    && !allow.permits(&guid, hello.port)
+                {
+                    return Err(Refusal::NotAllowed {
+                        guid,
+                        port: hello.port,
                     });
+                }
+                let session = acceptor.accept_verified(now, hello, path)?;
+                let evicted = self.make_room(guid, source)?;
                 let key = self.new_key();
-                self.by_conn_id.insert(hello.conn_id, key);
-                self.unproven.push_back((key, hello.conn_id));
+                self.by_conn_id.insert(hello.conn_id, (key, guid));
+                *self.per_peer.entry(guid).or_default() += 1;
+                self.unproven.push_back(Unproven {
+                    key,
+                    conn_id: hello.conn_id,
+                    peer: guid,
+                    source,
+                });
                 Ok(Incoming::New {
                     key,
                     session: Box::new(session),
@@ -244,7 +365,7 @@ impl Endpoint {
                 })
             }
             Frame::Resume(resume) => {
-                let key = *self
+                let (key, _) = *self
                     .by_conn_id
                     .get(&resume.conn_id)
                     .ok_or(Refusal::UnknownSession)?;
@@ -262,16 +383,79 @@ impl Endpoint {
         }
     }
 
+    /// Room for one more session of `peer` from `source`, within every limit: evicts
+    /// unproven sessions where that makes room, refuses where it cannot (live, proven
+    /// sessions are never touched). An unproven session is worth nothing until its client
+    /// proves its keys, one round trip after HELLO_ACK, so a flood of HELLOs never proven
+    /// (replayed, or from throwaway keys) only evicts itself. At the per-peer and total
+    /// limits only a session from *another* source makes room: a client opening sessions
+    /// back to back has its latest one in flight (proof not yet in) from its own address,
+    /// and its newcomer is refused rather than that one cut; a replayer (somewhere else) of
+    /// a client's HELLOs cannot hold that client out.
+    fn make_room(&mut self, peer: Guid, source: IpAddr) -> Result<Vec<ConnKey>, Refusal> {
+        let mut evicted = Vec::new();
+        let per_peer = self.limits.sessions_per_peer;
+        if self.per_peer.get(&peer).copied().unwrap_or(0) >= per_peer {
+            let key = self
+                .evict_unproven(|u| u.peer == peer && u.source != source)
+                .ok_or(Refusal::TooManySessions {
+                    guid: peer,
+                    limit: per_peer,
+                })?;
+            evicted.push(key);
+        }
+        let max = self.max_sessions();
+        if self.by_conn_id.len() >= max {
+            let key = self
+                .evict_unproven(|u| u.source != source)
+                .ok_or(Refusal::Overloaded { limit: max })?;
+            evicted.push(key);
+        }
+        let per_source = self.limits.preauth_per_source;
+        if self.unproven.iter().filter(|u| u.source == source).count() >= per_source {
+            evicted.extend(self.evict_unproven(|u| u.source == source));
+        }
+        if self.unproven.len() >= MAX_UNPROVEN {
+            evicted.extend(self.evict_unproven(|_| true));
+        }
+        Ok(evicted)
+    }
+
+    /// Drops the oldest unproven session that `which` picks.
+    fn evict_unproven(&mut self, which: impl Fn(&Unproven) -> bool) -> Option<ConnKey> {
+        let i = self.unproven.iter().position(which)?;
+        let u = self.unproven.remove(i)?;
+        self.forget(&u.conn_id);
+        Some(u.key)
+    }
+
     /// A server session's client proved it holds the keys (`Event::Established`).
     pub fn session_proven(&mut self, key: ConnKey) {
-        self.unproven.retain(|(k, _)| *k != key);
+        self.unproven.retain(|u| u.key != key);
     }
 
     /// A server session is gone: its connection ID no longer routes.
     pub fn session_ended(&mut self, conn_id: &ConnId) {
-        if let Some(key) = self.by_conn_id.remove(conn_id) {
+        if let Some(key) = self.forget(conn_id) {
             self.session_proven(key);
         }
+    }
+
+    /// Removes a session from the routing table and its peer's count.
+    fn forget(&mut self, conn_id: &ConnId) -> Option<ConnKey> {
+        let (key, peer) = self.by_conn_id.remove(conn_id)?;
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        Some(key)
+    }
+
+    /// Server sessions `peer` holds (proven or not).
+    pub fn sessions_of(&self, peer: &Guid) -> usize {
+        self.per_peer.get(peer).copied().unwrap_or(0)
     }
 
     /// Server sessions that RESUME can reach.
@@ -293,7 +477,7 @@ impl Endpoint {
             && since + FIRST_FRAME_TIMEOUT <= now
         {
             self.unattached.pop_front();
-            if self.unattached_set.remove(&path) {
+            if self.unattached_set.remove(&path).is_some() {
                 expired.push(path);
             }
         }
@@ -305,13 +489,13 @@ impl Endpoint {
     /// rebuilds the queue when such entries pile up behind it.
     fn compact(&mut self) {
         while let Some((_, p)) = self.unattached.front()
-            && !self.unattached_set.contains(p)
+            && !self.unattached_set.contains_key(p)
         {
             self.unattached.pop_front();
         }
         if self.unattached.len() > 2 * self.unattached_set.len() + 64 {
             let set = &self.unattached_set;
-            self.unattached.retain(|(_, p)| set.contains(p));
+            self.unattached.retain(|(_, p)| set.contains_key(p));
         }
     }
 }

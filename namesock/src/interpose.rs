@@ -56,11 +56,24 @@ pub fn sockaddr_from_bytes(bytes: &[u8]) -> Option<SocketAddr> {
 
 /// The local address of a socket (`getsockname`), if it is an IP one.
 pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getsockname)
+}
+
+/// The peer address of a connected socket (`getpeername`), if it is an IP one; `None` for
+/// a socket that is not connected (any more).
+pub fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getpeername)
+}
+
+fn name_of(
+    fd: RawFd,
+    call: unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int,
+) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data.
     let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: `ss` holds `len` bytes.
-    if unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) } != 0 {
+    // SAFETY: `call` is getsockname or getpeername; `ss` holds `len` bytes.
+    if unsafe { call(fd, (&raw mut ss).cast(), &mut len) } != 0 {
         return None;
     }
     // SAFETY: the kernel wrote `len` (<= size of `ss`) bytes of `ss`, which is plain data.
@@ -127,6 +140,8 @@ pub fn serve_errno(e: &ServeError) -> c_int {
         ServeError::Key(_) => libc::EACCES,
         ServeError::Start(StartError::Config(_)) => libc::EINVAL,
         ServeError::Publish(_) | ServeError::EngineGone => libc::EIO,
+        // An allow list that cannot be read whole must not fall back to serving everyone.
+        ServeError::Allow(_) => libc::EACCES,
     }
 }
 

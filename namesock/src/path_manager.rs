@@ -81,6 +81,8 @@ pub enum ConnectFailure {
     NetUnreachable,
     /// The server reset the session during the handshake.
     Reset(ResetReason),
+    /// The server refused the session by policy (allow list, limits): a signed REFUSE.
+    Denied(ResetReason),
 }
 
 /// Where the lookup that may confirm a refusal stands.
@@ -553,6 +555,8 @@ impl PathManager {
                     Action::Reset(reason)
                 } else if reason == ResetReason::PortRefused {
                     Action::Failed(ConnectFailure::Refused)
+                } else if reason.refuses_connect() {
+                    Action::Failed(ConnectFailure::Denied(reason))
                 } else {
                     Action::Failed(ConnectFailure::Reset(reason))
                 });

@@ -42,6 +42,8 @@ fn reason() -> impl Strategy<Value = ResetReason> {
         Just(ResetReason::Protocol),
         Just(ResetReason::AppAbort),
         Just(ResetReason::Overloaded),
+        Just(ResetReason::NotAllowed),
+        Just(ResetReason::TooManySessions),
     ]
 }
 

@@ -159,6 +159,7 @@ fn serve_errno(e: &ServeError) -> c_int {
         ServeError::Lock { source, .. } | ServeError::Bind { source, .. } => os_errno(source),
         ServeError::Publish(e) => gns_errno(e),
         ServeError::EngineGone => libc::EIO,
+        ServeError::Allow(_) => libc::EACCES,
     }
 }
 
@@ -203,11 +204,8 @@ fn accept_session(lfd: RawFd) -> Result<(TcpStream, SessionInfo), c_int> {
         }
         // SAFETY: accept4 just returned this descriptor; nobody else owns it.
         let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let Ok(relay_peer) = stream.peer_addr() else {
-            continue;
-        };
         // The engine records a delivery before it connects, so this is never too early.
-        if let Some(info) = engine::delivered_session(relay_peer) {
+        if let Some(info) = engine::claim_delivery(stream.as_raw_fd()) {
             return Ok((stream, info));
         }
     }

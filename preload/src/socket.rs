@@ -193,9 +193,8 @@ pub unsafe fn accept4(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t, flags: 
     let delivered = relay_peer
         .filter(|p| p.ip().to_canonical().is_loopback())
         .filter(|_| matches!(fds::get(fd), Some(FdState::Listening { .. })))
-        // The engine knows the delivery by its own (IPv4 or IPv6) address; a dual-stack
-        // listener sees an IPv4 one v4-mapped.
-        .and_then(|p| delivered_session(p).map(|info| (p, info)));
+        // Only a live delivery of this engine, by its exact 4-tuple, once.
+        .and_then(|p| engine::claim_delivery(new).map(|info| (p, info)));
     let shown = match delivered {
         Some((relay, info)) => {
             let family = if relay.is_ipv4() {
@@ -227,17 +226,6 @@ pub unsafe fn accept4(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t, flags: 
         None => {}
     }
     new
-}
-
-/// The session the engine delivered through the connection from `relay_peer`, if any (the
-/// engine records a delivery before connecting it).
-fn delivered_session(relay_peer: SocketAddr) -> Option<engine::SessionInfo> {
-    // The engine knows the delivery by its own address; a dual-stack listener sees an IPv4
-    // one v4-mapped.
-    engine::delivered_session(SocketAddr::new(
-        relay_peer.ip().to_canonical(),
-        relay_peer.port(),
-    ))
 }
 
 /// A client's IPv6 address cannot show in an AF_INET socket: show the synthetic IPv4 address

@@ -13,6 +13,11 @@ fn deliver() -> SocketAddr {
     "127.0.0.1:9000".parse().unwrap()
 }
 
+/// A source address per number.
+fn ip(n: u32) -> IpAddr {
+    IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8])
+}
+
 struct Bed {
     now: Instant,
     server_key: Arc<Keypair>,
@@ -33,9 +38,13 @@ impl Bed {
     }
 
     fn client(&self, port: u16) -> Session {
+        self.client_of(Arc::new(Keypair::generate()), port)
+    }
+
+    fn client_of(&self, key: Arc<Keypair>, port: u16) -> Session {
         Session::client(
             SessionConfig::default(),
-            Arc::new(Keypair::generate()),
+            key,
             self.server_key.guid(),
             port,
             rand::random(),
@@ -84,7 +93,7 @@ fn a_hello_for_a_served_port_makes_a_session_and_its_connection_id_routes() {
     let mut client = bed.client(PORT);
     client.path_opened(bed.now, 1);
     let hello = wire(bed.now, &mut client, 1);
-    bed.endpoint.path_accepted(bed.now, 100).unwrap();
+    bed.endpoint.path_accepted(bed.now, 100, ip(1)).unwrap();
     let Ok(Incoming::New {
         port, deliver_to, ..
     }) = bed
@@ -96,7 +105,7 @@ fn a_hello_for_a_served_port_makes_a_session_and_its_connection_id_routes() {
     assert_eq!((port, deliver_to), (PORT, deliver()));
     assert_eq!(bed.endpoint.sessions(), 1);
     // The same HELLO again (a replay, or a second path with it): the ID is taken.
-    bed.endpoint.path_accepted(bed.now, 101).unwrap();
+    bed.endpoint.path_accepted(bed.now, 101, ip(1)).unwrap();
     let again = bed
         .endpoint
         .first_frame(bed.now, 101, first(&hello), no_session);
@@ -245,11 +254,12 @@ fn a_resume_attaches_once_and_its_replay_leaves_the_session_untouched() {
 fn unattached_paths_are_bounded_and_time_out() {
     let mut bed = Bed::new();
     let t0 = bed.now;
+    // From as many sources as it takes: one source has a lower limit of its own.
     for p in 0..MAX_UNATTACHED as PathId {
-        bed.endpoint.path_accepted(t0, p).unwrap();
+        bed.endpoint.path_accepted(t0, p, ip(p)).unwrap();
     }
     assert_eq!(
-        bed.endpoint.path_accepted(t0, 9999),
+        bed.endpoint.path_accepted(t0, 9999, ip(9999)),
         Err(Refusal::TooManyUnattached)
     );
     // One closes, one presents a frame: room for two more.
@@ -261,10 +271,10 @@ fn unattached_paths_are_bounded_and_time_out() {
         .first_frame(t0, 1, first(&data), no_session)
         .unwrap_err();
     let later = t0 + Duration::from_secs(1);
-    bed.endpoint.path_accepted(later, 5000).unwrap();
-    bed.endpoint.path_accepted(later, 5001).unwrap();
+    bed.endpoint.path_accepted(later, 5000, ip(5000)).unwrap();
+    bed.endpoint.path_accepted(later, 5001, ip(5001)).unwrap();
     assert_eq!(
-        bed.endpoint.path_accepted(later, 5002),
+        bed.endpoint.path_accepted(later, 5002, ip(5002)),
         Err(Refusal::TooManyUnattached)
     );
     assert_eq!(bed.endpoint.poll_timeout(), Some(t0 + FIRST_FRAME_TIMEOUT));
@@ -289,6 +299,12 @@ fn unattached_paths_are_bounded_and_time_out() {
 #[test]
 fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room() {
     let mut bed = Bed::new();
+    // Only the bound on unproven sessions here (the others have tests of their own).
+    bed.endpoint.set_limits(Limits {
+        preauth_per_source: usize::MAX,
+        buffer_budget: usize::MAX,
+        ..Limits::default()
+    });
     let now = bed.now;
     let mut sessions = Vec::new();
     let hello_of = |bed: &mut Bed, p: PathId| {
@@ -308,7 +324,7 @@ fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room
     };
     for p in 0..MAX_UNPROVEN as PathId {
         let (key, evicted, client, session) = hello_of(&mut bed, p);
-        assert_eq!(evicted, None);
+        assert!(evicted.is_empty());
         sessions.push((key, p, client, session));
     }
     // The first client proves its keys: it no longer counts, nothing is evicted for it.
@@ -320,7 +336,7 @@ fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room
     assert!(session.is_proven());
     bed.endpoint.session_proven(*proven_key);
     let (_, evicted, _, _) = hello_of(&mut bed, 9000);
-    assert_eq!(evicted, None, "a proven session made room");
+    assert!(evicted.is_empty(), "a proven session made room");
     // Full again: each new HELLO evicts the oldest unproven session (the second one), whose
     // connection ID no longer routes; the proven one stays.
     // The second client got its HELLO_ACK, but its proof is not in yet.
@@ -328,7 +344,7 @@ fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room
     let ack = wire(now, session, *path);
     assert!(feed(now, client, 1, &ack));
     let (_, evicted, _, _) = hello_of(&mut bed, 9001);
-    assert_eq!(evicted, Some(sessions[1].0));
+    assert_eq!(evicted, vec![sessions[1].0]);
     let (_, _, client, _) = &mut sessions[1];
     client.path_closed(now, 1);
     client.path_opened(now, 2);
@@ -339,6 +355,272 @@ fn sessions_waiting_for_their_clients_proof_are_bounded_and_the_oldest_make_room
         .unwrap_err();
     assert_eq!(gone.why, Refusal::UnknownSession);
     let (_, evicted, _, _) = hello_of(&mut bed, 9003);
-    assert_eq!(evicted, Some(sessions[2].0));
+    assert_eq!(evicted, vec![sessions[2].0]);
     assert_eq!(bed.endpoint.sessions(), MAX_UNPROVEN + 1);
+}
+
+/// A HELLO of `client` (a fresh path 1) from `source` arrives on server path `p`.
+fn hello_from(
+    bed: &mut Bed,
+    client: &mut Session,
+    p: PathId,
+    source: IpAddr,
+) -> Result<Incoming, Refused> {
+    client.path_opened(bed.now, 1);
+    let hello = wire(bed.now, client, 1);
+    bed.endpoint.path_accepted(bed.now, p, source).unwrap();
+    bed.endpoint
+        .first_frame(bed.now, p, first(&hello), no_session)
+}
+
+/// The client proves it holds the keys of `session` (server path `p`).
+fn prove(bed: &mut Bed, key: ConnKey, client: &mut Session, session: &mut Session, p: PathId) {
+    let ack = wire(bed.now, session, p);
+    assert!(feed(bed.now, client, 1, &ack));
+    let proof = wire(bed.now, client, 1);
+    assert!(feed(bed.now, session, p, &proof));
+    assert!(session.is_proven());
+    bed.endpoint.session_proven(key);
+}
+
+fn new_session(incoming: Result<Incoming, Refused>) -> (ConnKey, Session, Vec<ConnKey>) {
+    match incoming {
+        Ok(Incoming::New {
+            key,
+            session,
+            evicted,
+            ..
+        }) => (key, *session, evicted),
+        other => panic!("HELLO not accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn only_the_guids_and_ports_on_the_allow_list_get_a_session_and_strangers_hear_why() {
+    let mut bed = Bed::new();
+    bed.endpoint.serve(PORT + 1, deliver());
+    let (friend, partial) = (Arc::new(Keypair::generate()), Arc::new(Keypair::generate()));
+    bed.endpoint.set_allow(Some(AllowList::new([
+        allow::Entry {
+            who: friend.guid(),
+            ports: None,
+            line: 1,
+        },
+        allow::Entry {
+            who: partial.guid(),
+            ports: Some(vec![PORT + 1]),
+            line: 2,
+        },
+    ])));
+    let mut c = bed.client_of(friend.clone(), PORT);
+    new_session(hello_from(&mut bed, &mut c, 1, ip(1)));
+    let mut c = bed.client_of(partial.clone(), PORT + 1);
+    new_session(hello_from(&mut bed, &mut c, 2, ip(1)));
+    // The same key on a port its line does not name: refused, signed, with the reason.
+    let mut c = bed.client_of(partial.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 3, ip(1)).unwrap_err();
+    assert_eq!(
+        refused.why,
+        Refusal::NotAllowed {
+            guid: partial.guid(),
+            port: PORT
+        }
+    );
+    assert!(
+        client_hears(bed.now, &mut c, 1, refused).contains(&Event::Reset {
+            reason: ResetReason::NotAllowed
+        })
+    );
+    let stranger = Arc::new(Keypair::generate());
+    let mut c = bed.client_of(stranger.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 4, ip(2)).unwrap_err();
+    assert_eq!(refused.why.refuse_reason(), Some(ResetReason::NotAllowed));
+    assert!(refused.why.is_policy());
+    assert_eq!(bed.endpoint.sessions(), 2);
+    // A HELLO that does not verify (here: for another GUID) is not refused by policy: no
+    // answer at all, whoever sent it.
+    let mut wrong = Session::client(
+        SessionConfig::default(),
+        stranger,
+        Keypair::generate().guid(),
+        PORT,
+        rand::random(),
+        bed.now,
+    );
+    let refused = hello_from(&mut bed, &mut wrong, 5, ip(2)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::Handshake(_)));
+    assert!(refused.answer.is_none());
+    // No list: everyone again.
+    bed.endpoint.set_allow(None);
+    let mut c = bed.client(PORT);
+    new_session(hello_from(&mut bed, &mut c, 6, ip(3)));
+}
+
+#[test]
+fn one_peer_is_held_at_its_session_limit_and_its_live_sessions_stay() {
+    let mut bed = Bed::new();
+    let limit = 3;
+    bed.endpoint.set_limits(Limits {
+        sessions_per_peer: limit,
+        ..Limits::default()
+    });
+    let flooder = Arc::new(Keypair::generate());
+    let mut live = Vec::new();
+    for p in 0..limit as PathId {
+        let mut c = bed.client_of(flooder.clone(), PORT);
+        let (key, mut s, evicted) = new_session(hello_from(&mut bed, &mut c, p, ip(1)));
+        assert!(evicted.is_empty());
+        prove(&mut bed, key, &mut c, &mut s, p);
+        live.push((key, c, s));
+    }
+    let mut c = bed.client_of(flooder.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 10, ip(1)).unwrap_err();
+    assert_eq!(
+        refused.why,
+        Refusal::TooManySessions {
+            guid: flooder.guid(),
+            limit
+        }
+    );
+    assert!(
+        client_hears(bed.now, &mut c, 1, refused).contains(&Event::Reset {
+            reason: ResetReason::TooManySessions
+        })
+    );
+    assert_eq!(bed.endpoint.sessions_of(&flooder.guid()), limit);
+    // The live sessions still route their RESUMEs; another key is served.
+    let (key, c, s) = &mut live[0];
+    c.path_closed(bed.now, 1);
+    c.path_opened(bed.now, 2);
+    let resume = wire(bed.now, c, 2);
+    let back = bed
+        .endpoint
+        .first_frame(bed.now, 11, first(&resume), |_| Some(s));
+    assert!(matches!(back, Ok(Incoming::Resumed { key: k }) if k == *key));
+    let mut other = bed.client(PORT);
+    new_session(hello_from(&mut bed, &mut other, 12, ip(1)));
+    // A session ends: room for one more of that peer.
+    let conn_id = live[1].2.conn_id();
+    bed.endpoint.session_ended(&conn_id);
+    let mut c = bed.client_of(flooder.clone(), PORT);
+    new_session(hello_from(&mut bed, &mut c, 13, ip(1)));
+}
+
+/// Replays of a peer's HELLOs (a replayer has no keys, so never proves) cannot lock that
+/// peer out: at its limit, its unproven sessions from elsewhere make room; those in flight
+/// from its own address are not cut for its newcomer.
+#[test]
+fn at_its_limit_a_peers_unproven_sessions_make_room_for_it() {
+    let mut bed = Bed::new();
+    bed.endpoint.set_limits(Limits {
+        sessions_per_peer: 2,
+        ..Limits::default()
+    });
+    let victim = Arc::new(Keypair::generate());
+    let mut c1 = bed.client_of(victim.clone(), PORT);
+    let (k1, _, _) = new_session(hello_from(&mut bed, &mut c1, 1, ip(66)));
+    let mut c2 = bed.client_of(victim.clone(), PORT);
+    let (k2, _, _) = new_session(hello_from(&mut bed, &mut c2, 2, ip(66)));
+    let mut c3 = bed.client_of(victim.clone(), PORT);
+    let (_, _, evicted) = new_session(hello_from(&mut bed, &mut c3, 3, ip(7)));
+    assert_eq!(evicted, vec![k1]);
+    let mut c4 = bed.client_of(victim.clone(), PORT);
+    let (_, _, evicted) = new_session(hello_from(&mut bed, &mut c4, 4, ip(7)));
+    assert_eq!(evicted, vec![k2]);
+    assert_eq!(bed.endpoint.sessions_of(&victim.guid()), 2);
+    // Its own sessions in flight (same source, proof not yet in) are not cut for a
+    // newcomer: the newcomer is refused.
+    let mut c5 = bed.client_of(victim.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c5, 5, ip(7)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
+    assert_eq!(bed.endpoint.sessions_of(&victim.guid()), 2);
+}
+
+/// The buffer budget bounds the sessions held at once (lingering ones count: they keep
+/// their buffers): past it a verified newcomer hears `Overloaded`, unless an unproven
+/// session can make room; proven sessions are never touched.
+#[test]
+fn the_buffer_budget_bounds_all_sessions_and_newcomers_hear_overloaded() {
+    let mut bed = Bed::new();
+    let per_session =
+        SessionConfig::default().replay_capacity + SessionConfig::default().recv_capacity;
+    bed.endpoint.set_limits(Limits {
+        buffer_budget: 3 * per_session,
+        ..Limits::default()
+    });
+    assert_eq!(bed.endpoint.max_sessions(), 3);
+    let mut held = Vec::new();
+    for p in 0..2 {
+        let mut c = bed.client(PORT);
+        let (key, mut s, _) = new_session(hello_from(&mut bed, &mut c, p, ip(p)));
+        prove(&mut bed, key, &mut c, &mut s, p);
+        held.push(key);
+    }
+    let mut unproven = bed.client(PORT);
+    let (k3, _, _) = new_session(hello_from(&mut bed, &mut unproven, 3, ip(3)));
+    // Full: the unproven one makes room.
+    let mut c = bed.client(PORT);
+    let (k4, mut s4, evicted) = new_session(hello_from(&mut bed, &mut c, 4, ip(4)));
+    assert_eq!(evicted, vec![k3]);
+    prove(&mut bed, k4, &mut c, &mut s4, 4);
+    // Full of proven sessions: refused, signed.
+    let mut late = bed.client(PORT);
+    let refused = hello_from(&mut bed, &mut late, 5, ip(5)).unwrap_err();
+    assert_eq!(refused.why, Refusal::Overloaded { limit: 3 });
+    assert!(
+        client_hears(bed.now, &mut late, 1, refused).contains(&Event::Reset {
+            reason: ResetReason::Overloaded
+        })
+    );
+    assert_eq!(bed.endpoint.sessions(), 3);
+}
+
+/// One source address cannot take the pre-authentication room of the others: its paths
+/// that have not said what they are for are capped, and its unproven sessions evict each
+/// other, never another source's.
+#[test]
+fn a_pre_auth_flood_from_one_source_does_not_keep_another_out() {
+    let mut bed = Bed::new();
+    let cap = 4;
+    bed.endpoint.set_limits(Limits {
+        preauth_per_source: cap,
+        ..Limits::default()
+    });
+    let (flood, other) = (ip(1), ip(2));
+    for p in 0..cap as PathId {
+        bed.endpoint.path_accepted(bed.now, p, flood).unwrap();
+    }
+    assert_eq!(
+        bed.endpoint.path_accepted(bed.now, 100, flood),
+        Err(Refusal::TooManyFromSource {
+            from: flood,
+            limit: cap
+        })
+    );
+    // An IPv6 neighbour in the same /64 is the same source; v4-mapped is the IPv4 source.
+    let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+    assert_eq!(
+        source_of(v6),
+        source_of("2001:db8:1:2:ffff::9".parse().unwrap())
+    );
+    assert_eq!(source_of("::ffff:10.0.0.1".parse().unwrap()), ip(1));
+    bed.endpoint.path_accepted(bed.now, 101, other).unwrap();
+    for p in 0..cap as PathId {
+        bed.endpoint.path_gone(p);
+    }
+    bed.endpoint.path_gone(101);
+    // HELLOs never proven from the flooding source: past its cap each evicts its oldest.
+    let mut b = bed.client(PORT);
+    let (kb, _, _) = new_session(hello_from(&mut bed, &mut b, 200, other));
+    let mut flooded = Vec::new();
+    for p in 0..3 * cap as PathId {
+        let mut c = bed.client(PORT);
+        let (k, _, evicted) = new_session(hello_from(&mut bed, &mut c, 300 + p, flood));
+        assert!(!evicted.contains(&kb), "another source's session evicted");
+        if p >= cap as PathId {
+            assert_eq!(evicted, vec![flooded[p as usize - cap]]);
+        }
+        flooded.push(k);
+    }
+    assert_eq!(bed.endpoint.sessions(), cap + 1);
 }

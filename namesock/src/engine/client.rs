@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use namesock_identity::Guid;
 use namesock_resolver::{GnsError, Record, Target};
 
 use crate::endpoint::ConnKey;
@@ -43,8 +44,9 @@ pub(super) struct PendingApp {
     since: Instant,
 }
 
-fn connect_error(failure: ConnectFailure, target: &Target, port: u16) -> ConnectError {
+fn connect_error(failure: ConnectFailure, target: &Target, port: u16, guid: Guid) -> ConnectError {
     match failure {
+        ConnectFailure::Denied(reason) => ConnectError::Denied { guid, reason },
         ConnectFailure::Refused => ConnectError::Refused {
             target: target.to_string(),
             port,
@@ -242,8 +244,13 @@ impl Engine {
                     self.established(key, info, now);
                 }
                 Action::Failed(failure) => {
-                    let err = connect_error(failure, &client.target, client.port);
-                    tracing::debug!(error = %err, "connect failed");
+                    let guid = client.pm.session().server_guid();
+                    let err = connect_error(failure, &client.target, client.port, guid);
+                    if matches!(err, ConnectError::Denied { .. }) {
+                        tracing::warn!(peer = %client.target, port = client.port, "{err}");
+                    } else {
+                        tracing::debug!(error = %err, "connect failed");
+                    }
                     if let Some(r) = client.reply.take() {
                         let _ = r.send(Err(err));
                     }

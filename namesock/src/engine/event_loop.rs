@@ -165,6 +165,7 @@ impl Engine {
             gns: Default::default(),
             local_guid: Default::default(),
             control_path: control.as_ref().map(|c| c.path.clone()),
+            children_path: Default::default(),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).
@@ -801,9 +802,6 @@ impl Engine {
             }
             Side::Server(s) => {
                 self.endpoint.session_ended(&s.session.conn_id());
-                if let Some(d) = s.delivery.take() {
-                    self.shared.deliveries.lock().remove(&d);
-                }
             }
         }
         if let Some(mut app) = c.app.take() {

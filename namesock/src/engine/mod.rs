@@ -24,9 +24,10 @@
 //!   session to be established, connects the caller's fd to the engine's loopback relay
 //!   listener (127.0.0.1 or ::1 by the fd's family, temporarily blocking, flags restored) and
 //!   writes a 16-byte random secret that pairs the connection with its session. Server: the
-//!   engine connects to the program's own listener (`deliver_to`); the local address of that
-//!   connection is recorded *before* the connect, so `delivered_session(peer)` answers the
-//!   program's accept at once.
+//!   engine connects to the program's own listener (`deliver_to`); the connection's 4-tuple
+//!   is recorded *before* the connect and removed before the engine's end closes, so
+//!   `claim_delivery(fd)` answers the program's accept at once, and only for that socket
+//!   (`delivery.rs`: no local user can pass for a delivery).
 //! - **The relay is bounded both ways** (64 KiB per direction): the engine reads from the
 //!   program only while `Session::app_write` takes bytes (replay room), so a full replay
 //!   buffer is backpressure on the program, never loss. Program EOF becomes
@@ -79,8 +80,10 @@
 //! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
 //!   to deliver their last bytes, as the kernel would for a plain socket.
 
+mod allow;
 mod client;
 mod conn;
+mod delivery;
 mod event_loop;
 mod netlink;
 mod path;
@@ -88,9 +91,11 @@ mod relay;
 mod relay_link;
 mod server;
 pub mod snapshot;
+
+pub use allow::AllowFileError;
+pub use delivery::claim_delivery;
 pub(crate) mod sys;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -153,6 +158,9 @@ pub enum ConnectError {
     /// The handshake failed (the peer could not prove its GUID, or reset the session).
     #[error("the peer reset the session: {0:?}")]
     Reset(ResetReason),
+    /// The peer refused the session by policy (its allow list, its limits), signed.
+    #[error("refused by {guid}: {}", reason.describe())]
+    Denied { guid: Guid, reason: ResetReason },
     /// The caller's socket is unusable or could not be connected to the relay.
     #[error("cannot attach the socket: {0}")]
     Socket(#[source] io::Error),
@@ -168,7 +176,9 @@ impl ConnectError {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
             ConnectError::Start(StartError::Config(_)) => libc::EINVAL,
-            ConnectError::UnknownName(_) | ConnectError::Refused { .. } => libc::ECONNREFUSED,
+            ConnectError::UnknownName(_)
+            | ConnectError::Refused { .. }
+            | ConnectError::Denied { .. } => libc::ECONNREFUSED,
             ConnectError::Gns(_) | ConnectError::HostUnreachable => libc::EHOSTUNREACH,
             ConnectError::TimedOut => libc::ETIMEDOUT,
             ConnectError::NetUnreachable => libc::ENETUNREACH,
@@ -203,6 +213,8 @@ pub enum ServeError {
     Bind { port: u16, source: io::Error },
     #[error("cannot publish this host's addresses: {0}")]
     Publish(#[source] GnsError),
+    #[error(transparent)]
+    Allow(#[from] allow::AllowFileError),
     #[error("the namesock engine stopped")]
     EngineGone,
 }
@@ -248,14 +260,16 @@ pub(crate) enum Command {
 /// The part of the engine other threads read directly (short critical sections only, and
 /// never across a fork: a child uses its own engine).
 pub(crate) struct Shared {
-    /// Delivery connection's local address (what the program's accept sees as its peer).
-    deliveries: Mutex<HashMap<SocketAddr, SessionInfo>>,
+    /// Deliveries whose engine end is open (what the program's accept sees as its peer).
+    deliveries: delivery::Deliveries,
     relay_v4: Option<SocketAddr>,
     relay_v6: Option<SocketAddr>,
     gns: Mutex<Option<Arc<Gns>>>,
     local_guid: Mutex<Option<Guid>>,
     /// The control socket (removed at exit).
     control_path: Option<PathBuf>,
+    /// The socket forked children ask about deliveries, once serving (removed at exit).
+    children_path: Mutex<Option<PathBuf>>,
 }
 
 impl Shared {
@@ -384,6 +398,9 @@ extern "C" fn drain_at_exit() {
         if let Some(path) = &h.shared.control_path {
             let _ = std::fs::remove_file(path);
         }
+        if let Some(path) = h.shared.children_path.lock().take() {
+            let _ = std::fs::remove_file(path);
+        }
     });
 }
 
@@ -485,13 +502,6 @@ pub fn unserve(port: u16) {
     if let Some(h) = current() {
         let _ = h.send(Command::Unserve { port });
     }
-}
-
-/// The session behind an accepted delivery: `relay_peer` is the peer address the program's
-/// accept saw (the engine's end of the delivery connection).
-pub fn delivered_session(relay_peer: SocketAddr) -> Option<SessionInfo> {
-    let h = current()?;
-    h.shared.deliveries.lock().get(&relay_peer).cloned()
 }
 
 /// The GUID this process serves as (its key file's), once `serve` has succeeded.

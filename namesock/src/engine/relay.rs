@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 
 use crate::session::Session;
 
+use super::delivery::DeliveryEntry;
 use super::path::READ_CHUNK;
 use super::sys;
 
@@ -18,6 +19,10 @@ use super::sys;
 pub const SECRET_LEN: usize = 16;
 
 pub struct AppSide {
+    /// Server side: the delivery's entry. Declared before `stream`, so it is dropped (and
+    /// the delivery forgotten) before the socket closes: an entry never outlives the
+    /// engine's end of its connection.
+    delivery: Option<DeliveryEntry>,
     pub stream: TcpStream,
     pub token: Token,
     /// Edge-triggered readiness, remembered until WouldBlock.
@@ -37,6 +42,7 @@ impl AppSide {
     pub fn new(stream: TcpStream, token: Token, connecting: bool) -> AppSide {
         let _ = sys::set_nodelay(stream.as_raw_fd());
         AppSide {
+            delivery: None,
             stream,
             token,
             readable: !connecting,
@@ -46,6 +52,12 @@ impl AppSide {
             wrote_eof: false,
             failed: false,
         }
+    }
+
+    /// This socket delivers a session (server side): `entry` lives as long as it.
+    pub fn delivering(mut self, entry: DeliveryEntry) -> AppSide {
+        self.delivery = Some(entry);
+        self
     }
 
     /// The program half-closed its socket (and the session took every byte before it).
@@ -147,7 +159,8 @@ impl AppSide {
     }
 
     /// The session was reset: close the program's socket with a RST so it sees ECONNRESET.
-    pub fn reset(self) {
+    pub fn reset(mut self) {
+        drop(self.delivery.take());
         let _ = sys::set_linger_zero(self.stream.as_raw_fd());
         drop(self.stream);
     }

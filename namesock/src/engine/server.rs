@@ -20,6 +20,7 @@ use crate::session::{Event, Session};
 use crate::wire::{self, DecodeError, Frame, PathId, VERSION, VERSION_1_REFUSAL};
 
 use super::conn::{Conn, ServerConn, Side};
+use super::delivery::DeliveryEntry;
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
@@ -118,6 +119,8 @@ impl Engine {
                 });
             }
         };
+        self.start_policy()?;
+        *self.shared.children_path.lock() = super::delivery::answer_children(&self.shared);
         let port = self.cfg.engine_port;
         let bind = |ip: IpAddr| TcpListener::bind(SocketAddr::new(ip, port));
         // [::] is dual-stack on Linux; a host without IPv6 gets 0.0.0.0.
@@ -274,9 +277,13 @@ impl Engine {
             match s.listener.accept() {
                 Ok((mut stream, remote)) => {
                     let pid = crate::path_manager::next_path_id();
-                    if let Err(refusal) = self.endpoint.path_accepted(now, pid) {
+                    if let Err(refusal) = self.endpoint.path_accepted(now, pid, remote.ip()) {
                         self.counters.path_refused(refusal.kind());
-                        tracing::debug!(%remote, %refusal, "flow path refused");
+                        if refusal.is_policy() {
+                            tracing::info!(%remote, "flow path refused: {refusal}");
+                        } else {
+                            tracing::debug!(%remote, %refusal, "flow path refused");
+                        }
                         continue;
                     }
                     let _ = sys::tune_flow_path(
@@ -349,7 +356,7 @@ impl Engine {
                 deliver_to,
                 evicted,
             }) => {
-                if let Some(old) = evicted {
+                for old in evicted {
                     tracing::debug!(session = old, "unproven session evicted by a newer HELLO");
                     self.counters.path_refused("UnprovenEvicted");
                     self.remove_conn(old);
@@ -365,7 +372,12 @@ impl Engine {
     /// Sends the refusal's signed REFUSE, if it has one, on a path that carries no session,
     /// then closes it.
     fn refuse_path(&mut self, pid: PathId, refused: Refused, now: Instant) {
-        tracing::debug!(path = pid, refusal = %refused.why, "path refused");
+        if refused.why.is_policy() {
+            let remote = self.paths.get(&pid).map(|fp| fp.remote);
+            tracing::info!(path = pid, ?remote, "session refused: {}", refused.why);
+        } else {
+            tracing::debug!(path = pid, refusal = %refused.why, "path refused");
+        }
         self.counters.path_refused(refused.why.kind());
         let Some(answer) = refused.answer else {
             self.drop_path(pid);
@@ -460,13 +472,13 @@ impl Engine {
         };
         let deliver_to = s.deliver_to;
         tracing::debug!(path = pid, peer = %info.peer_guid, port = s.port, "session accepted");
-        let delivered = self.deliver(deliver_to, &info);
+        let delivered = self.deliver(deliver_to, info);
         let token = self.token();
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
         match delivered {
-            Ok((local, mut stream)) => {
+            Ok((entry, mut stream)) => {
                 match self.poll.registry().register(
                     &mut stream,
                     token,
@@ -474,12 +486,17 @@ impl Engine {
                 ) {
                     Ok(()) => {
                         self.io.insert(token, Io::App(key));
-                        c.app = Some(AppSide::new(stream, token, true));
                         if let Some(s) = c.server() {
-                            s.delivery = Some(local);
+                            s.delivery = Some(entry.engine_end());
                         }
+                        c.app = Some(AppSide::new(stream, token, true).delivering(entry));
                     }
-                    Err(_) => c.session_mut().app_abort(),
+                    Err(_) => {
+                        // The entry goes before the socket closes.
+                        drop(entry);
+                        drop(stream);
+                        c.session_mut().app_abort();
+                    }
                 }
             }
             Err(e) => {
@@ -495,8 +512,8 @@ impl Engine {
     fn deliver(
         &self,
         deliver_to: SocketAddr,
-        info: &SessionInfo,
-    ) -> io::Result<(SocketAddr, TcpStream)> {
+        info: SessionInfo,
+    ) -> io::Result<(DeliveryEntry, TcpStream)> {
         let loopback = if deliver_to.is_ipv4() {
             IpAddr::from(Ipv4Addr::LOCALHOST)
         } else {
@@ -509,13 +526,11 @@ impl Engine {
         };
         let dialer = sys::Dialer::new(&deliver_to, Some(local_ip))?;
         let local = dialer.local_addr()?;
-        self.shared.deliveries.lock().insert(local, info.clone());
-        dialer
-            .connect(deliver_to)
-            .map(|stream| (local, stream))
-            .inspect_err(|_| {
-                self.shared.deliveries.lock().remove(&local);
-            })
+        let entry = DeliveryEntry::new(&self.shared, local, deliver_to, info)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;
+        // On failure the dialer closes before the entry goes: nothing is accepted from it.
+        let stream = dialer.connect(deliver_to)?;
+        Ok((entry, stream))
     }
 
     /// A verified RESUME: the path joins its session.
@@ -529,10 +544,8 @@ impl Engine {
         fp.conn = Some(key);
         s.paths.push(pid);
         tracing::debug!(path = pid, remote = %fp.remote, "session resumed on a new path");
-        if let Some(d) = s.delivery
-            && let Some(info) = self.shared.deliveries.lock().get_mut(&d)
-        {
-            info.peer_addr = fp.remote;
+        if let Some(d) = s.delivery {
+            self.shared.deliveries.set_peer_addr(d, fp.remote);
         }
         self.dirty.insert(key);
     }

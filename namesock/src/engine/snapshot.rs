@@ -365,7 +365,7 @@ impl Engine {
                     return;
                 }
             };
-            if peer_uid(&stream) != Some(crate::control::euid()) {
+            if super::sys::peer_uid(stream.as_raw_fd()) != Some(crate::control::euid()) {
                 tracing::warn!("control connection from another user refused");
                 continue;
             }
@@ -503,27 +503,6 @@ impl ControlConn {
             let _ = registry.deregister(&mut s);
         }
     }
-}
-
-/// The uid of the process at the other end of a Unix socket.
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid ucred.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(cred.uid)
 }
 
 #[cfg(test)]

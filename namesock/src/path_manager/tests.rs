@@ -9,7 +9,7 @@ use namesock_identity::Keypair;
 use super::*;
 use crate::endpoint::{Endpoint, Incoming};
 use crate::session::SessionConfig;
-use crate::wire::FrameRef;
+use crate::wire::{Frame, FrameRef};
 
 const PORT: u16 = 8000;
 
@@ -339,4 +339,45 @@ fn relays_are_dialled_after_the_direct_locators_and_a_direct_path_replaces_the_r
     pm.path_connected(t2, direct[0].0, addr("10.0.0.2:5001"), &bed.local);
     pm.frames_received(t2, direct[0].0);
     assert!(actions(&mut pm, t2, &bed.local).contains(&Action::Close { path: relayed }));
+}
+
+#[test]
+fn a_refusal_by_the_servers_policy_fails_the_connect_with_its_reason() {
+    let bed = Bed::new();
+    for (reason, failure) in [
+        (
+            ResetReason::NotAllowed,
+            ConnectFailure::Denied(ResetReason::NotAllowed),
+        ),
+        (
+            ResetReason::TooManySessions,
+            ConnectFailure::Denied(ResetReason::TooManySessions),
+        ),
+        (
+            ResetReason::Overloaded,
+            ConnectFailure::Denied(ResetReason::Overloaded),
+        ),
+        (ResetReason::PortRefused, ConnectFailure::Refused),
+    ] {
+        let mut pm = bed.manager(&["10.1.1.2:4000"]);
+        let d = dials(&actions(&mut pm, bed.t0, &bed.local));
+        pm.path_connected(bed.t0, d[0].0, addr("10.0.0.2:5000"), &bed.local);
+        let _ = actions(&mut pm, bed.t0, &bed.local);
+        let hello = wire(bed.t0, pm.session_mut(), d[0].0);
+        let acceptor =
+            crate::session::Acceptor::new(SessionConfig::default(), bed.server_key.clone());
+        let decoded = decode(&hello);
+        let Frame::Hello(h) = &decoded else {
+            panic!("not a HELLO");
+        };
+        let refuse = acceptor.refuse(&decoded, h.conn_id, reason);
+        let mut bytes = Vec::new();
+        Frame::<Vec<u8>>::Refuse(refuse).encode(&mut bytes);
+        feed(bed.t0, pm.session_mut(), d[0].0, &bytes);
+        pm.frames_received(bed.t0, d[0].0);
+        assert!(
+            actions(&mut pm, bed.t0, &bed.local).contains(&Action::Failed(failure)),
+            "{reason:?}"
+        );
+    }
 }

@@ -31,13 +31,29 @@ impl Acceptor {
         hello: &Hello,
         path: PathId,
     ) -> Result<Session, HandshakeError> {
+        self.verify_hello(hello)?;
+        self.accept_verified(now, hello, path)
+    }
+
+    /// Checks that a HELLO is for our GUID and signed by the client key it names (so that
+    /// policy decides on a key that is really there).
+    pub fn verify_hello(&self, hello: &Hello) -> Result<(), HandshakeError> {
         if hello.target != self.guid {
             return Err(HandshakeError::WrongTarget);
         }
         hello
             .client_key
             .verify(&auth::hello(hello), &hello.signature)
-            .map_err(|_| HandshakeError::BadSignature)?;
+            .map_err(|_| HandshakeError::BadSignature)
+    }
+
+    /// [`Acceptor::accept_hello`] for a HELLO that passed [`Acceptor::verify_hello`].
+    pub fn accept_verified(
+        &self,
+        now: Instant,
+        hello: &Hello,
+        path: PathId,
+    ) -> Result<Session, HandshakeError> {
         Session::server(self.cfg, self.key.clone(), hello, path, now)
     }
 

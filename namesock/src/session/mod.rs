@@ -320,7 +320,7 @@ impl Session {
         self.conn_id
     }
 
-    /// The GUID a client session asked for (on a server: its own).
+    /// The GUID the client dialled (a server session: its own).
     pub fn server_guid(&self) -> Guid {
         self.server_guid
     }

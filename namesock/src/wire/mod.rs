@@ -228,11 +228,41 @@ pub enum ResetReason {
     Protocol = 4,
     /// The application went away without closing.
     AppAbort = 5,
-    /// The server has no room for another session.
+    /// The server has no room for another session (its session or memory limit).
     Overloaded = 6,
+    /// The server's allow list does not name the client's GUID for this port.
+    NotAllowed = 7,
+    /// The client's GUID holds as many sessions with this server as it allows one peer.
+    TooManySessions = 8,
 }
 
 impl ResetReason {
+    /// Whether a REFUSE with this reason turns a client's connect down for good
+    /// (ECONNREFUSED), rather than ending a session.
+    pub fn refuses_connect(self) -> bool {
+        matches!(
+            self,
+            ResetReason::PortRefused
+                | ResetReason::Overloaded
+                | ResetReason::NotAllowed
+                | ResetReason::TooManySessions
+        )
+    }
+
+    /// What a client's user is told about a refusal.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ResetReason::PortRefused => "the port is not served",
+            ResetReason::LingerExpired => "the session is gone (linger period over)",
+            ResetReason::AuthFailed => "authentication failed",
+            ResetReason::Protocol => "protocol error",
+            ResetReason::AppAbort => "the program went away",
+            ResetReason::Overloaded => "it has no room for another session",
+            ResetReason::NotAllowed => "not on its allow list",
+            ResetReason::TooManySessions => "too many sessions from this identity",
+        }
+    }
+
     fn from_code(code: u16) -> Option<Self> {
         Some(match code {
             1 => ResetReason::PortRefused,
@@ -241,6 +271,8 @@ impl ResetReason {
             4 => ResetReason::Protocol,
             5 => ResetReason::AppAbort,
             6 => ResetReason::Overloaded,
+            7 => ResetReason::NotAllowed,
+            8 => ResetReason::TooManySessions,
             _ => return None,
         })
     }

@@ -595,7 +595,7 @@ impl World {
         self.client_paths.insert(path, l);
         self.server_paths.insert(spath, l);
         self.log(|| format!("dial {path} connected: link {l}, server path {spath}"));
-        if let Err(r) = self.endpoint.path_accepted(now, spath) {
+        if let Err(r) = self.endpoint.path_accepted(now, spath, from) {
             self.refusals.push(r);
             self.close_end(l, Side::Server);
         }
@@ -741,7 +741,7 @@ impl World {
                         ..
                     }) => {
                         self.log(|| format!("server: new session {key} on path {path}"));
-                        if let Some(old) = evicted {
+                        for old in evicted {
                             self.sessions.remove(&old);
                         }
                         let conn_id = session.conn_id();
