@@ -397,10 +397,16 @@ impl Relay {
         };
         tracing::info!(client = ?client.peer_addr().ok(), server = ?server.peer_addr().ok(), "splice started");
         let (up, down) = splice(client, server);
-        self.registry.lock().splice_ended(id);
+        let mut registry = self.registry.lock();
+        registry.splice_ended(id);
+        let (servers, waiting, sessions) = registry.counts();
+        drop(registry);
         tracing::info!(
             client_to_server = up,
             server_to_client = down,
+            servers,
+            waiting,
+            sessions,
             "splice ended"
         );
         Ok(())

@@ -207,7 +207,8 @@ impl Engine {
     /// connection as a flow path arriving on the engine port.
     fn dial_back(&mut self, relay: SocketAddr, token: &DialToken, now: Instant) {
         let pid = crate::path_manager::next_path_id();
-        // Every relayed client's path comes from the relay: they share its pre-auth share.
+        // Every path through the relay comes from its address: the endpoint's bound on paths
+        // awaiting their first frame per source applies to the relay as a whole.
         if let Err(refusal) = self.endpoint.path_accepted(now, pid, relay.ip()) {
             self.counters.path_refused(refusal.kind());
             tracing::debug!(%relay, %refusal, "relay dial-back refused");

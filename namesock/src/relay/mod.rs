@@ -75,10 +75,6 @@ impl Registration {
         (reg, out)
     }
 
-    pub fn is_registered(&self) -> bool {
-        self.state == RegState::Registered
-    }
-
     /// Bytes from the relay: what to send back goes to `out`, what happened to `events`.
     /// An error ends the control connection.
     pub fn received(

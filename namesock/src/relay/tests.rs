@@ -44,7 +44,7 @@ fn a_registration_proves_the_challenge_then_takes_dial_requests_cut_anywhere() {
     let cut = stream.len() - 5;
     reg.received(&stream[..cut], &mut out, &mut events).unwrap();
     reg.received(&stream[cut..], &mut out, &mut events).unwrap();
-    assert!(reg.is_registered());
+    assert_eq!(reg.state, RegState::Registered);
     assert_eq!(
         events,
         vec![
