@@ -581,6 +581,59 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
     );
 }
 
+#[test]
+fn two_programs_of_one_identity_share_its_relays_without_displacing_each_other() {
+    let name = "two_programs_of_one_identity_share_its_relays_without_displacing_each_other";
+    if !ready(name) {
+        return;
+    }
+    let mut nat = Nat::new("relay-two", 4 << 20, 1);
+    nat.masquerade_server();
+    nat.start_relays(&[]);
+    nat.start_server();
+    // A second program of the same identity (the web server's key), with the same relays.
+    let relay_addr = format!("{}:{RELAY_PORT}", nat.relays[0].v4());
+    let mut echo = nat
+        .world
+        .namesock_run(&nat.server, "echo", &["python3", "-c", ECHO_SERVER])
+        .expect("echo server");
+    echo.env("NAMESOCK_KEY", nat.world.path("keys").join("server.key"))
+        .env("NAMESOCK_RELAY", &relay_addr);
+    let _echo = Process::spawn(echo).expect("start the echo server");
+    nat.wait_for_log(
+        "echo.namesock",
+        "another program of this identity registers with the relays",
+    );
+    // Long enough for displacements to show: a link re-registers 100 ms after it is dropped.
+    std::thread::sleep(Duration::from_secs(2));
+    let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(60))
+        .expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "relayed download failed\n{}",
+        nat.logs()
+    );
+    let server_log = nat.log("server.namesock");
+    assert_eq!(
+        server_log.matches("registered with the relay").count(),
+        1,
+        "the web server's registration was displaced:\n{}",
+        nat.logs()
+    );
+    assert!(!server_log.contains("relay control connection ended"));
+    assert!(
+        !nat.log("echo.namesock")
+            .contains("registered with the relay"),
+        "both programs registered"
+    );
+    eprintln!(
+        "RELAY two programs: one registration, {} bytes through the relay intact",
+        outcome.bytes
+    );
+}
+
 /// A python3 echo server on port 9000 (under namesock as `echo`), and a client that measures
 /// the median round trip of one byte (`rtt N`) or holds N connections open (`hold N`).
 const ECHO_SERVER: &str = "import socket,threading\n\

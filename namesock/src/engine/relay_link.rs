@@ -26,6 +26,24 @@ fn retry_delay(failures: u32) -> Duration {
     (Duration::from_millis(100) * (1 << failures.min(9))).min(Duration::from_secs(30))
 }
 
+/// How long a program that does not hold its identity's relay role waits before asking again
+/// (the holder may have exited).
+const RELAY_ROLE_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether this process registers its identity with the relays. A relay keeps one
+/// registration per GUID, and a new one displaces the old (ending its splices): two programs
+/// of one identity registering would displace each other for ever. So one program of the
+/// identity on this host holds the role (`ServiceTable::try_relay_role`), and the others
+/// register only once it is free.
+pub(super) enum RelayRole {
+    /// Not asked yet.
+    Unknown,
+    /// Another program holds it (already logged).
+    Elsewhere,
+    /// Ours until we exit: the lock file.
+    Held { _lock: std::fs::File },
+}
+
 /// One relay this server registers with.
 pub(super) struct RelayLink {
     addr: SocketAddr,
@@ -69,8 +87,47 @@ impl Engine {
         let due: Vec<usize> = (0..s.links.len())
             .filter(|&i| s.links[i].retry_at.is_some_and(|t| t <= now))
             .collect();
+        if due.is_empty() || !self.hold_relay_role() {
+            if let Some(s) = &mut self.server {
+                for &i in &due {
+                    s.links[i].retry_at = Some(now + RELAY_ROLE_RETRY);
+                }
+            }
+            return;
+        }
         for i in due {
             self.connect_link(i, now);
+        }
+    }
+
+    /// Whether this process holds its identity's relay role, taking it if it is free.
+    fn hold_relay_role(&mut self) -> bool {
+        let Some(s) = &mut self.server else {
+            return false;
+        };
+        if matches!(s.relay_role, RelayRole::Held { .. }) {
+            return true;
+        }
+        match s.publisher.try_relay_role() {
+            Ok(Some(lock)) => {
+                tracing::info!("this program registers its identity with the relays");
+                s.relay_role = RelayRole::Held { _lock: lock };
+                true
+            }
+            Ok(None) => {
+                if !matches!(s.relay_role, RelayRole::Elsewhere) {
+                    tracing::info!(
+                        "another program of this identity registers with the relays: clients \
+                         reach this program's ports directly only, until it exits"
+                    );
+                    s.relay_role = RelayRole::Elsewhere;
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the relay role");
+                false
+            }
         }
     }
 

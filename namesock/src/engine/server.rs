@@ -24,20 +24,22 @@ use super::delivery::DeliveryEntry;
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
-use super::relay_link::RelayLink;
+use super::relay_link::{RelayLink, RelayRole};
 use super::service_table::{Entry, Merged, PortConflict, ServiceTable, TableError};
 use super::{Command, ServeError, SessionInfo, Shared, sys};
 
 /// Server side state, set up by the first `serve`.
 pub(super) struct Server {
     listener: TcpListener,
-    publisher: Arc<Publisher>,
+    pub(super) publisher: Arc<Publisher>,
     /// The service ports this process serves (what its entry in the table lists), and where
     /// their sessions are delivered. The endpoint serves a port once the table gave it to us.
     ports: BTreeMap<u16, SocketAddr>,
     pub(super) key: Arc<Keypair>,
     /// Control connections to the relays in `NAMESOCK_RELAY`.
     pub(super) links: Vec<RelayLink>,
+    /// The identity's relay role once this process holds it (see `relay_link`).
+    pub(super) relay_role: RelayRole,
     publishing: bool,
     republish: bool,
     registered: bool,
@@ -129,6 +131,11 @@ fn publish_merged(
 }
 
 impl Publisher {
+    /// This identity's relay role, if no other live program holds it.
+    pub(super) fn try_relay_role(&self) -> Result<Option<std::fs::File>, TableError> {
+        self.table.try_relay_role()
+    }
+
     /// This host's addresses a peer can reach (no loopback: a record is read by other
     /// hosts), at this engine's port.
     fn locators(&self) -> Vec<SocketAddr> {
@@ -295,6 +302,7 @@ impl Engine {
                 .iter()
                 .map(|&a| RelayLink::new(a, now))
                 .collect(),
+            relay_role: RelayRole::Unknown,
             publishing: false,
             republish: false,
             registered: false,

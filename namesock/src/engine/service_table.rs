@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use namesock_resolver::Services;
 use namesock_resolver::record::{MAX_NAMES, MAX_RELAYS, MAX_SERVICES};
 
-use super::sys::{self, flock};
+use super::sys::{self, flock, try_process_lock};
 
 /// Largest entry file read.
 pub const MAX_ENTRY_LEN: usize = 4096;
@@ -298,6 +298,18 @@ impl ServiceTable {
         Ok(publish(&merged))
     }
 
+    /// The relay role of the identity: the one process that registers with the relays (a relay
+    /// keeps one registration per GUID, so two would displace each other for ever). `None`
+    /// while another live process holds it; it is this process's until it exits (a POSIX
+    /// lock: not inherited by forked children, released by the kernel when the holder dies).
+    pub fn try_relay_role(&self) -> Result<Option<File>, TableError> {
+        let path = self.dir.join("relays.lock");
+        let file = open_rw(&path, false).map_err(io_err(&path))?;
+        Ok(try_process_lock(&file)
+            .map_err(io_err(&path))?
+            .then_some(file))
+    }
+
     /// At exit: this process's entry goes, and `publish` runs with what the others serve.
     pub fn withdraw<T>(
         &self,
@@ -442,6 +454,37 @@ mod tests {
         assert_eq!(Entry::decode(7, "engine 0\nserve 80\n"), None);
         assert_eq!(Entry::decode(7, "engine 1\nserve 99999\n"), None);
         assert_eq!(Entry::decode(7, "engine 1\nbogus\n"), None);
+    }
+
+    #[test]
+    fn one_live_process_holds_the_relay_role_and_it_frees_when_that_process_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id.key");
+        let me = ServiceTable::open(&key, std::process::id()).unwrap();
+        // Another process (python3) takes the role's POSIX lock and holds it until killed.
+        let lock = dir.path().join("id.key.serve").join("relays.lock");
+        let mut holder = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl,sys,time; f=open(sys.argv[1],'a'); \
+                 fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            ])
+            .arg(&lock)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "held");
+        assert!(me.try_relay_role().unwrap().is_none(), "held elsewhere");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let role = me.try_relay_role().unwrap();
+        assert!(role.is_some(), "free once its holder died");
     }
 
     #[test]

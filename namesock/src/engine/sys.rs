@@ -387,6 +387,25 @@ pub fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// Takes a POSIX record lock on all of `file` without waiting; `false` if another process
+/// holds it. Unlike `flock`, the lock belongs to this process: a forked child does not
+/// inherit it, and it goes when the process dies.
+pub fn try_process_lock(file: &File) -> io::Result<bool> {
+    // SAFETY: an all-zero `flock` struct is valid; the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_SETLK on a descriptor the caller owns, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EACCES | libc::EAGAIN) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 /// Whether process `pid` exists (it may belong to another user).
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
