@@ -1,5 +1,6 @@
 //! tcpdump in a test bed's namespace: what an observer on the path sees.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -72,4 +73,20 @@ impl Drop for Capture {
 /// Where `needle` first occurs in `haystack`.
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of the plaintext pieces a capture is searched for.
+pub const WINDOW: usize = 32;
+
+/// How many of `file`'s [`WINDOW`]-byte windows (at every offset) appear in `captured`: 0
+/// for a capture that holds no piece of the file in clear.
+pub fn windows_found(file: &[u8], captured: &[u8]) -> usize {
+    let windows: HashSet<&[u8]> = file.windows(WINDOW).collect();
+    let mut found = HashSet::new();
+    for w in captured.windows(WINDOW) {
+        if windows.contains(w) {
+            found.insert(w);
+        }
+    }
+    found.len()
 }

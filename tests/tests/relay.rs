@@ -22,11 +22,10 @@ use namesock::identity::Keypair;
 use namesock::relay::wire::{self, Preamble};
 use namesock_cli::testbed::scenario::{Download, Fetch, Served, Timers, World};
 use namesock_cli::testbed::{Host, Process, Testbed};
-use namesock_tests::capture::{Capture, find};
+use namesock_tests::capture::{Capture, find, windows_found};
 use namesock_tests::{PORT, require_namespaces, require_release, require_tools, tools};
 
 const RELAY_PORT: u16 = 7000;
-const WINDOW: usize = 32;
 
 /// The bed: a server behind NAT, a client, a relay host; the world; the served file.
 struct Nat {
@@ -212,18 +211,6 @@ fn relay_label(i: usize) -> String {
         0 => "relay".to_owned(),
         i => format!("relay{}", i + 1),
     }
-}
-
-/// How many of the file's 32-byte windows (at every offset) appear in `captured`.
-fn windows_found(file: &[u8], captured: &[u8]) -> usize {
-    let windows: HashSet<&[u8]> = file.windows(WINDOW).collect();
-    let mut found = HashSet::new();
-    for w in captured.windows(WINDOW) {
-        if windows.contains(w) {
-            found.insert(w);
-        }
-    }
-    found.len()
 }
 
 fn ready(test: &str) -> bool {

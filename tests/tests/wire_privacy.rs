@@ -6,27 +6,13 @@
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use namesock_cli::testbed::scenario::{Fetch, Timers};
-use namesock_tests::capture::{Capture, find};
+use namesock_tests::capture::{Capture, WINDOW, find, windows_found};
 use namesock_tests::{PORT, Scenario, require_namespaces, require_release, require_tools};
 
 const FILE_SIZE: u64 = 512 * 1024;
-const WINDOW: usize = 32;
-
-/// How many of the file's 32-byte windows (at every offset) appear in `captured`.
-fn windows_found(file: &[u8], captured: &[u8]) -> usize {
-    let windows: HashSet<&[u8]> = file.windows(WINDOW).collect();
-    let mut found = HashSet::new();
-    for w in captured.windows(WINDOW) {
-        if windows.contains(w) {
-            found.insert(w);
-        }
-    }
-    found.len()
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     find(haystack, needle).is_some()
