@@ -653,25 +653,31 @@ fn check_expiry(expires: u64, now: u64) -> Result<(), RecordError> {
     }
 }
 
-/// IPv6 flow info and scope ids are not part of a locator.
 /// `n:u8 n*locator` (n < 256: the callers' lists are bounded far below).
 fn encode_addrs(out: &mut Vec<u8>, addrs: &[SocketAddr]) {
     out.push(addrs.len() as u8);
     for addr in addrs {
-        match addr.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
-        out.extend_from_slice(&addr.port().to_be_bytes());
+        encode_locator(out, addr);
     }
 }
 
+/// `locator = family:u8 (4 => ip:4 | 6 => ip:16) port:u16`, the one address encoding of
+/// records and of the relay's proxy header.
+pub fn encode_locator(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// IPv6 flow info and scope ids are not part of a locator.
 fn canonical_addr(addr: &SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip(), addr.port())
 }

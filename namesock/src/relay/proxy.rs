@@ -28,17 +28,7 @@ pub enum ProxyError {
 pub fn encode(dest: SocketAddr, out: &mut Vec<u8>) {
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    match dest.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&dest.port().to_be_bytes());
+    namesock_resolver::record::encode_locator(out, &dest);
 }
 
 /// The whole header's length from its first [`HEAD_LEN`] bytes.
