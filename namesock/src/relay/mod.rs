@@ -28,6 +28,10 @@ pub enum RegistrationError {
     Refused(RefuseReason),
     #[error("unexpected relay message: {0}")]
     Unexpected(&'static str),
+    /// The relay named in `NAMESOCK_RELAY` resolved to `expected`, but whoever answers at its
+    /// address says it is `got`: not the relay we meant (a stale record, or an impostor).
+    #[error("the relay at this address is {got}, not {expected} (the GUID its name resolved to)")]
+    WrongRelay { expected: Guid, got: Guid },
 }
 
 /// What a relay asked of a registered server.
@@ -50,6 +54,8 @@ enum RegState {
 /// challenge, then dial-back requests. Holds at most one message (53 bytes) between reads.
 pub struct Registration {
     key: Arc<Keypair>,
+    /// The relay's GUID when it was found by name or GUID; `None` for a bare address.
+    expected: Option<Guid>,
     state: RegState,
     relay: Option<Guid>,
     buf: [u8; 1 + NONCE_LEN + namesock_identity::GUID_LEN],
@@ -57,8 +63,9 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// A new registration and the preamble to send first.
-    pub fn new(key: Arc<Keypair>) -> (Registration, Vec<u8>) {
+    /// A new registration and the preamble to send first. With `expected`, a challenge from
+    /// any other relay GUID ends the registration before anything is signed for it.
+    pub fn new(key: Arc<Keypair>, expected: Option<Guid>) -> (Registration, Vec<u8>) {
         let mut out = Vec::new();
         Preamble::Register {
             guid: key.guid(),
@@ -67,6 +74,7 @@ impl Registration {
         .encode(&mut out);
         let reg = Registration {
             key,
+            expected,
             state: RegState::AwaitChallenge,
             relay: None,
             buf: [0; 1 + NONCE_LEN + namesock_identity::GUID_LEN],
@@ -107,6 +115,12 @@ impl Registration {
     ) -> Result<(), RegistrationError> {
         match (self.state, msg) {
             (RegState::AwaitChallenge, Down::Challenge { nonce, relay }) => {
+                if let Some(expected) = self.expected.filter(|&e| e != relay) {
+                    return Err(RegistrationError::WrongRelay {
+                        expected,
+                        got: relay,
+                    });
+                }
                 out.extend_from_slice(&wire::prove(&self.key, &nonce, &relay));
                 self.relay = Some(relay);
                 self.state = RegState::AwaitResult;

@@ -16,7 +16,7 @@ fn down(m: Down) -> Vec<u8> {
 fn a_registration_proves_the_challenge_then_takes_dial_requests_cut_anywhere() {
     let key = Arc::new(Keypair::from_seed(&[1; 32]));
     let relay = Keypair::from_seed(&[2; 32]).guid();
-    let (mut reg, preamble) = Registration::new(key.clone());
+    let (mut reg, preamble) = Registration::new(key.clone(), Some(relay));
     assert_eq!(
         Preamble::decode(&preamble).unwrap(),
         Preamble::Register {
@@ -59,12 +59,12 @@ fn a_registration_proves_the_challenge_then_takes_dial_requests_cut_anywhere() {
 fn a_refusal_or_a_message_out_of_order_ends_the_registration() {
     let key = Arc::new(Keypair::from_seed(&[1; 32]));
     let (mut out, mut events) = (Vec::new(), Vec::new());
-    let (mut reg, _) = Registration::new(key.clone());
+    let (mut reg, _) = Registration::new(key.clone(), None);
     assert_eq!(
         reg.received(&down(Down::Dial { token: [1; 16] }), &mut out, &mut events),
         Err(RegistrationError::Unexpected("before the challenge"))
     );
-    let (mut reg, _) = Registration::new(key.clone());
+    let (mut reg, _) = Registration::new(key.clone(), None);
     assert_eq!(
         reg.received(
             &down(Down::Refused(RefuseReason::Full)),
@@ -73,7 +73,7 @@ fn a_refusal_or_a_message_out_of_order_ends_the_registration() {
         ),
         Err(RegistrationError::Refused(RefuseReason::Full))
     );
-    let (mut reg, _) = Registration::new(key);
+    let (mut reg, _) = Registration::new(key, None);
     assert!(matches!(
         reg.received(b"HTTP/1.1 200 OK", &mut out, &mut events),
         Err(RegistrationError::Wire(_))
@@ -168,4 +168,28 @@ fn a_new_registration_of_the_same_guid_displaces_the_old_and_its_splices() {
     r.splice_ended(id);
     r.unregister(&g, gen2);
     assert_eq!(r.counts(), (0, 1, 0));
+}
+
+#[test]
+fn a_relay_found_by_name_that_answers_with_another_guid_gets_no_proof() {
+    let key = Arc::new(Keypair::from_seed(&[1; 32]));
+    let meant = Keypair::from_seed(&[2; 32]).guid();
+    let impostor = Keypair::from_seed(&[3; 32]).guid();
+    let (mut reg, _) = Registration::new(key, Some(meant));
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    let challenge = down(Down::Challenge {
+        nonce: [7; wire::NONCE_LEN],
+        relay: impostor,
+    });
+    assert_eq!(
+        reg.received(&challenge, &mut out, &mut events),
+        Err(RegistrationError::WrongRelay {
+            expected: meant,
+            got: impostor
+        })
+    );
+    // Nothing signed for it, nothing registered.
+    assert!(out.is_empty());
+    assert!(events.is_empty());
+    assert_eq!(reg.state, RegState::AwaitChallenge);
 }
