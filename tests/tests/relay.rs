@@ -10,11 +10,16 @@
 //!   GUID with its own key, with the server's key and a forged proof, and with a real proof
 //!   replayed from an earlier challenge: each is refused with its reason, and the server's own
 //!   registration still carries a download.
+//! - `a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused`:
+//!   `namesock relay --name hub` publishes its record; a server with `NAMESOCK_RELAY=hub`
+//!   refuses an impostor relay (another key) at hub's address, then registers with the real
+//!   one and carries a download by name, intact.
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
 
 use std::collections::HashSet;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,24 +119,45 @@ impl Nat {
     /// `namesock relay` (with `extra` arguments) on each relay host, each with its own
     /// identity (`keys/<label>.key`); waits until they listen.
     fn start_relays(&mut self, extra: &[&str]) {
-        let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
-        let listen = format!("0.0.0.0:{RELAY_PORT}");
-        for (i, host) in self.relays.iter().enumerate() {
-            let label = relay_label(i);
-            let mut argv = vec![namesock.as_str(), "relay", "--listen", &listen];
-            argv.extend_from_slice(extra);
-            let command = self
-                .world
-                .with_namesock_env(host, &label, &argv)
-                .expect("relay");
-            self.relay_processes
-                .push(Some(Process::spawn(command).expect("start the relay")));
-            self.wait_for_log(&label, "listening on");
+        for i in 0..self.relays.len() {
+            let relay = self.start_relay_as(i, &relay_label(i), extra);
+            self.relay_processes.push(Some(relay));
         }
     }
 
-    /// `python3 -m http.server` under namesock as `web`, registered with the relay.
+    /// `namesock relay` on relay host `i` with the identity and logs of `label`; waits until
+    /// it listens.
+    fn start_relay_as(&self, i: usize, label: &str, extra: &[&str]) -> Process {
+        let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
+        let listen = format!("0.0.0.0:{RELAY_PORT}");
+        let mut argv = vec![namesock.as_str(), "relay", "--listen", &listen];
+        argv.extend_from_slice(extra);
+        let command = self
+            .world
+            .with_namesock_env(&self.relays[i], label, &argv)
+            .expect("relay");
+        let relay = Process::spawn(command).expect("start the relay");
+        self.wait_for_log(label, "listening on");
+        relay
+    }
+
+    /// `python3 -m http.server` under namesock as `web`, registered with the relays (by
+    /// address).
     fn start_server(&mut self) {
+        let relay_addrs: Vec<String> = self
+            .relays
+            .iter()
+            .map(|h| format!("{}:{RELAY_PORT}", h.v4()))
+            .collect();
+        self.spawn_server(&relay_addrs.join(","));
+        for addr in relay_addrs {
+            let line = format!("registered with the relay relay={addr}");
+            self.wait_for_log("server.namesock", &line);
+        }
+    }
+
+    /// The web server with `NAMESOCK_RELAY=relays`; waits for its record to list a relay.
+    fn spawn_server(&mut self, relays: &str) {
         let www = self.world.path("www");
         let port = PORT.to_string();
         let argv = [
@@ -142,18 +168,13 @@ impl Nat {
             "--directory",
             &www.to_string_lossy(),
         ];
-        let relay_addrs: Vec<String> = self
-            .relays
-            .iter()
-            .map(|h| format!("{}:{RELAY_PORT}", h.v4()))
-            .collect();
         let mut command = self
             .world
             .namesock_run(&self.server, "server", &argv)
             .expect("server command");
         command
             .env("NAMESOCK_NAME", "web")
-            .env("NAMESOCK_RELAY", relay_addrs.join(","));
+            .env("NAMESOCK_RELAY", relays);
         self.server_process = Some(Process::spawn(command).expect("start the web server"));
         let v4 = self.server.v4();
         let record = self
@@ -163,10 +184,6 @@ impl Nat {
             });
         if let Err(e) = record {
             panic!("{e}\n{}", self.world.log_tail("server", 30));
-        }
-        for addr in relay_addrs {
-            let line = format!("registered with the relay relay={addr}");
-            self.wait_for_log("server.namesock", &line);
         }
     }
 
@@ -318,6 +335,92 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
         registrations >= 2,
         "the server did not register again from its new address:\n{}",
         nat.log("relay.namesock")
+    );
+}
+
+/// A relay found by name (`namesock relay --name hub`, `NAMESOCK_RELAY=hub`): an impostor
+/// with another key at the address hub's record gives is refused (no proof, no registration)
+/// while it answers there; the real relay back at that address is found again and carries a
+/// download by name to the server behind the NAT, intact.
+#[test]
+fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused() {
+    let name =
+        "a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused";
+    if !ready(name) {
+        return;
+    }
+    let size = 8 << 20;
+    let mut nat = Nat::new("relay-named", size, 1);
+    nat.masquerade_server();
+    // The real relay publishes hub's record (its address) and binds the name, then stops.
+    let real = nat.start_relay_as(0, "relay", &["--name", "hub"]);
+    nat.wait_for_log("relay.namesock", "relay record published");
+    let relay_guid = nat
+        .world
+        .wait_for_record("hub", Duration::from_secs(10), |r| {
+            r.locators
+                .iter()
+                .any(|l| *l == SocketAddr::from((nat.relays[0].v4(), RELAY_PORT)))
+        });
+    let relay_guid = relay_guid
+        .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()))
+        .guid;
+    drop(real);
+
+    // An impostor with its own key answers at that address.
+    let impostor = nat.start_relay_as(0, "impostor", &[]);
+    nat.spawn_server("hub");
+    nat.wait_for_log("server.namesock", "refusing the relay");
+    let refused = nat.log("server.namesock");
+    assert!(
+        refused.contains(&relay_guid.to_string()),
+        "the refusal does not name the GUID hub resolved to:\n{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let impostor_log = nat.log("impostor.namesock");
+    assert!(
+        !impostor_log.contains("server registered"),
+        "the impostor got a registration:\n{impostor_log}"
+    );
+    let refusals = nat
+        .log("server.namesock")
+        .matches("refusing the relay")
+        .count();
+    assert!(
+        !nat.log("server.namesock")
+            .contains("registered with the relay"),
+        "the server registered with the impostor:\n{}",
+        nat.logs()
+    );
+    drop(impostor);
+
+    // The real relay back: found again by name (the link re-resolves at every attempt).
+    nat.relay_processes
+        .push(Some(nat.start_relay_as(0, "relay", &["--name", "hub"])));
+    nat.wait_for_log("server.namesock", "registered with the relay relay=hub");
+    let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(120))
+        .expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+        outcome.status,
+        outcome.bytes,
+        outcome.expected_bytes,
+        outcome.sha256_matches,
+        nat.logs()
+    );
+    assert!(
+        nat.log("relay.namesock").contains("splice started"),
+        "the download did not go through the named relay:\n{}",
+        nat.logs()
+    );
+    eprintln!(
+        "RELAY named: impostor refused {refusals} times in its ~1 s at hub's address, no \
+         registration; then {} bytes by name through hub in {:.2} s, sha256 ok",
+        outcome.bytes,
+        outcome.elapsed.as_secs_f64()
     );
 }
 
