@@ -80,6 +80,8 @@ pub(super) struct RelayLink {
     entry: RelayEntry,
     /// The address dialled last (a named relay's first locator when it resolved).
     addr: Option<SocketAddr>,
+    /// A named relay's locators when it last resolved (a change republishes our record).
+    locators: Vec<SocketAddr>,
     conn: Option<LinkConn>,
     /// When to (re)connect; `None` while connected.
     retry_at: Option<Instant>,
@@ -101,6 +103,7 @@ impl RelayLink {
         RelayLink {
             entry,
             addr: None,
+            locators: Vec::new(),
             conn: None,
             retry_at: Some(now),
             failures: 0,
@@ -170,16 +173,19 @@ impl Engine {
         result: Result<Record, RelayResolveError>,
         now: Instant,
     ) {
-        let Some(s) = &self.server else {
-            return;
-        };
-        let Some(link) = s.links.get(i) else {
+        let Some(link) = self.server.as_mut().and_then(|s| s.links.get_mut(i)) else {
             return;
         };
         match result {
             Ok(rec) => {
                 tracing::debug!(relay = %link.entry, relay_guid = %rec.guid, locators = ?rec.locators, "relay resolved");
+                // The relay moved: our record lists its addresses, so it is published again.
+                let moved = !link.locators.is_empty() && link.locators != rec.locators;
+                link.locators.clone_from(&rec.locators);
                 self.connect_link(i, rec.locators[0], Some(rec.guid), now);
+                if moved {
+                    self.publish();
+                }
             }
             Err(e) => {
                 tracing::warn!(relay = %link.entry, error = %e, "cannot resolve the relay");
