@@ -439,7 +439,47 @@ enum LinkError {
 
 #[cfg(test)]
 mod tests {
+    use namesock_identity::Keypair;
+    use namesock_resolver::{Backend, GnsConfig};
+
     use super::*;
+
+    #[test]
+    fn a_relay_is_found_by_name_full_name_or_guid_and_only_with_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GnsConfig {
+            backend: Backend::File(dir.path().join("gns")),
+            zone: "ns.alt".into(),
+        };
+        let gns = Gns::with_known_names(&config, dir.path().join("known_names")).unwrap();
+        let relay = Keypair::from_seed(&[5; 32]);
+        let at: SocketAddr = "192.0.2.7:7000".parse().unwrap();
+        gns.publish(&relay, &[at], &["hub.ns.alt".into()]).unwrap();
+        gns.register(&relay, "hub").unwrap();
+        for entry in ["hub", "hub.ns.alt", &format!("{}.ns.alt", relay.guid())] {
+            let rec = resolve_relay(&gns, entry).unwrap();
+            assert_eq!(
+                (rec.guid, rec.locators),
+                (relay.guid(), vec![at]),
+                "{entry}"
+            );
+        }
+        assert!(matches!(
+            resolve_relay(&gns, "hub.example.org"),
+            Err(RelayResolveError::Gns(_))
+        ));
+        assert!(matches!(
+            resolve_relay(&gns, "nobody"),
+            Err(RelayResolveError::Gns(e)) if e.is_not_found()
+        ));
+        // A record without locators names no relay to dial.
+        let empty = Keypair::from_seed(&[6; 32]);
+        gns.publish(&empty, &[], &[]).unwrap();
+        assert!(matches!(
+            resolve_relay(&gns, &format!("{}.ns.alt", empty.guid())),
+            Err(RelayResolveError::NoLocator)
+        ));
+    }
 
     #[test]
     fn a_relay_that_cannot_be_reached_is_retried_within_30_seconds() {
