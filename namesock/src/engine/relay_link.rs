@@ -78,7 +78,7 @@ pub(super) fn resolve_relay(gns: &Gns, name: &str) -> Result<Record, RelayResolv
 /// One relay this server registers with.
 pub(super) struct RelayLink {
     entry: RelayEntry,
-    /// The address dialled last (a named relay's first locator when it resolved).
+    /// The address dialled last (for a named relay, one of its record's locators).
     addr: Option<SocketAddr>,
     /// A named relay's locators when it last resolved (a change republishes our record).
     locators: Vec<SocketAddr>,
@@ -166,7 +166,7 @@ impl Engine {
         }
     }
 
-    /// A named relay's record: dial its first locator, expecting the GUID it names.
+    /// A named relay's record: dial one of its locators, expecting the GUID it names.
     pub(super) fn on_relay_resolved(
         &mut self,
         i: usize,
@@ -182,7 +182,9 @@ impl Engine {
                 // The relay moved: our record lists its addresses, so it is published again.
                 let moved = !link.locators.is_empty() && link.locators != rec.locators;
                 link.locators.clone_from(&rec.locators);
-                self.connect_link(i, rec.locators[0], Some(rec.guid), now);
+                // Each failed attempt tries the next locator (one family may not route here).
+                let addr = rec.locators[link.failures as usize % rec.locators.len()];
+                self.connect_link(i, addr, Some(rec.guid), now);
                 if moved {
                     self.publish();
                 }
