@@ -424,7 +424,7 @@ fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_
     );
 }
 
-/// Speaks the relay protocol from `host` with python3: sends `preamble`, reads the 53-byte
+/// Speaks the relay protocol from `host` with python3: sends `preamble`, reads the 129-byte
 /// challenge, answers it with what `proof` makes of it, and returns what the relay answered
 /// (hex) and the challenge.
 fn attempt(
@@ -436,8 +436,8 @@ fn attempt(
         s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)\n\
         s.sendall(bytes.fromhex(sys.argv[3]))\n\
         c=b''\n\
-        while len(c)<53:\n\
-        \x20   d=s.recv(53-len(c))\n\
+        while len(c)<129:\n\
+        \x20   d=s.recv(129-len(c))\n\
         \x20   if not d: break\n\
         \x20   c+=d\n\
         sys.stdout.write(c.hex()+'\\n'); sys.stdout.flush()\n\
@@ -467,7 +467,11 @@ fn attempt(
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).expect("challenge");
     let challenge = unhex(line.trim());
-    assert_eq!(challenge.len(), 53, "no challenge from the relay");
+    assert_eq!(
+        challenge.len(),
+        wire::MAX_DOWN_LEN,
+        "no challenge from the relay"
+    );
     let nonce: [u8; wire::NONCE_LEN] = challenge[1..33].try_into().expect("nonce");
     let mut stdin = child.stdin.take().expect("stdin");
     writeln!(stdin, "{}", hex(&proof(&nonce))).expect("send the proof");
@@ -527,6 +531,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
         Preamble::Register {
             guid: victim.guid(),
             key: *key.public().as_bytes(),
+            nonce: rand::random(),
         }
         .encode(&mut out);
         out

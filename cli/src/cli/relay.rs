@@ -364,7 +364,9 @@ impl Relay {
     fn connection(self: Arc<Self>, stream: TcpStream, handshake: Handshake) {
         let peer = stream.peer_addr().ok();
         let result = self.preamble(&stream).and_then(|p| match p {
-            Preamble::Register { guid, key } => self.register(stream, guid, &key, handshake),
+            Preamble::Register { guid, key, nonce } => {
+                self.register(stream, guid, &key, &nonce, handshake)
+            }
             Preamble::Connect { guid } => {
                 drop(handshake);
                 self.client(stream, guid)
@@ -381,29 +383,28 @@ impl Relay {
 
     fn preamble(&self, stream: &TcpStream) -> Result<Preamble, Turned> {
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let mut buf = [0u8; 6 + 52];
+        let mut buf = [0u8; wire::MAX_PREAMBLE_LEN];
         (&*stream).read_exact(&mut buf[..6])?;
         let len = Preamble::len_from_head(buf[..6].try_into().expect("6 bytes"))?;
         (&*stream).read_exact(&mut buf[6..len])?;
         Ok(Preamble::decode(&buf[..len])?)
     }
 
-    /// A server registers: challenge, proof, then the control connection is held until it
-    /// ends or the same GUID registers again.
+    /// A server registers: challenge (signed over the server's nonce: the relay proves its
+    /// key), proof, then the control connection is held until it ends or the same GUID
+    /// registers again.
     fn register(
         &self,
         stream: TcpStream,
         guid: Guid,
         key: &[u8; 32],
+        server_nonce: &[u8; NONCE_LEN],
         handshake: Handshake,
     ) -> Result<(), Turned> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         send(
             &stream,
-            Down::Challenge {
-                nonce,
-                relay: self.key.guid(),
-            },
+            wire::challenge(&self.key, server_nonce, nonce, &guid),
         )?;
         let mut proof = [0u8; PROOF_LEN];
         (&stream).read_exact(&mut proof)?;
