@@ -13,7 +13,7 @@
 //! - `a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused`:
 //!   `namesock relay --name hub` publishes its record; a server with `NAMESOCK_RELAY=hub`
 //!   refuses an impostor relay (another key) at hub's address, then registers with the real
-//!   one and carries a download by name, intact.
+//!   one and carries a download by name, intact; the relay moves and is found again.
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
 
@@ -341,7 +341,8 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
 /// A relay found by name (`namesock relay --name hub`, `NAMESOCK_RELAY=hub`): an impostor
 /// with another key at the address hub's record gives is refused (no proof, no registration)
 /// while it answers there; the real relay back at that address is found again and carries a
-/// download by name to the server behind the NAT, intact.
+/// download by name to the server behind the NAT, intact; when the relay moves, the server
+/// finds it at its new address (republished record) and lists that in its own.
 #[test]
 fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused() {
     let name =
@@ -416,11 +417,43 @@ fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_
         "the download did not go through the named relay:\n{}",
         nat.logs()
     );
+
+    // The relay moves: it republishes hub's record, and the server finds it again by name,
+    // registers at its new address and lists that address in its own record.
+    let moved_at = Instant::now();
+    let (v4, _) = nat.relays[0].move_to_new_subnet().expect("the relay moves");
+    let at = SocketAddr::from((v4, RELAY_PORT));
+    let relisted = nat
+        .world
+        .wait_for_record("web", Duration::from_secs(30), |r| r.relays.contains(&at));
+    if let Err(e) = relisted {
+        panic!("{e}\n{}", nat.logs());
+    }
+    nat.wait_for_log(
+        "server.namesock",
+        &format!("registered with the relay relay=hub addr=Some({at})"),
+    );
+    let found_again = moved_at.elapsed();
+    let again = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(120))
+        .expect("curl ran");
+    assert!(
+        again.complete(),
+        "download after the relay moved incomplete: curl {:?}, {} of {} bytes\n{}",
+        again.status,
+        again.bytes,
+        again.expected_bytes,
+        nat.logs()
+    );
     eprintln!(
         "RELAY named: impostor refused {refusals} times in its ~1 s at hub's address, no \
-         registration; then {} bytes by name through hub in {:.2} s, sha256 ok",
+         registration; then {} bytes by name through hub in {:.2} s, sha256 ok; hub moved: \
+         found again and listed in web's record after {:.2} s, {} bytes through it, sha256 ok",
         outcome.bytes,
-        outcome.elapsed.as_secs_f64()
+        outcome.elapsed.as_secs_f64(),
+        found_again.as_secs_f64(),
+        again.bytes
     );
 }
 

@@ -263,7 +263,7 @@ fn relay_locators(listen: SocketAddr) -> Result<Vec<SocketAddr>, RelayError> {
 /// no namesock port there) and binds the name to its GUID, so that a server's
 /// `NAMESOCK_RELAY=NAME` finds it, and checks its GUID, like any peer's. A failure at start
 /// is an error; afterwards a thread republishes when the host's addresses change (polled:
-/// two `getifaddrs` a second cost nothing beside a relay's work) and before the record and
+/// one `getifaddrs` every 2 s costs nothing beside a relay's work) and before the record and
 /// the binding expire.
 fn announce(relay: &Arc<Relay>, listen: SocketAddr, name: &str) -> Result<(), RelayError> {
     let gns = namesock_resolver::Gns::from_env()?;
