@@ -19,6 +19,6 @@ cargo test --release -p namesock-tests --test relay -- --nocapture --test-thread
 {
     echo "# namesock relay figures (bench/relay.sh, $(date -u '+%F %H:%M UTC'))"
     echo "# kernel $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    grep '^RELAY ' "$log"
+    grep -o 'RELAY .*' "$log"
 } >"$out"
 cat "$out"
