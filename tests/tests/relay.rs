@@ -710,6 +710,39 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
 }
 
 #[test]
+fn a_relays_bandwidth_limit_holds_a_relayed_download_to_its_rate() {
+    let name = "a_relays_bandwidth_limit_holds_a_relayed_download_to_its_rate";
+    if !ready(name) {
+        return;
+    }
+    let rate = 1_000_000u64;
+    let mut nat = Nat::new("relay-rate", 4 << 20, 1);
+    nat.masquerade_server();
+    nat.start_relays(&["--max-session-rate", &rate.to_string()]);
+    nat.start_server();
+    let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(60))
+        .expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "relayed download failed\n{}",
+        nat.logs()
+    );
+    let measured = outcome.bytes as f64 / outcome.elapsed.as_secs_f64();
+    eprintln!(
+        "RELAY rate limit: {} bytes at {measured:.0} B/s through a relay limited to {rate} B/s",
+        outcome.bytes
+    );
+    // An upper bound only (a slow machine stays under it): one splice buffer of burst, and
+    // the handshake's bytes, are all the limit lets through beyond the rate.
+    assert!(
+        measured <= rate as f64 * 1.15,
+        "{measured:.0} B/s through a relay limited to {rate} B/s"
+    );
+}
+
+#[test]
 fn two_programs_of_one_identity_share_its_relays_without_displacing_each_other() {
     let name = "two_programs_of_one_identity_share_its_relays_without_displacing_each_other";
     if !ready(name) {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgMatches, Command};
 use namesock::relay::proxy::{self, DestRule};
+use namesock::relay::rate::TokenBucket;
 use namesock::relay::wire::{self, Down, NONCE_LEN, PROOF_LEN, Preamble, RefuseReason, Token};
 use namesock::relay::{Displaced, Registry, RelayLimits};
 use namesock_identity::{Guid, Keypair};
@@ -42,6 +43,34 @@ struct Relay {
     allowed_clients: Vec<Guid>,
     dests: Vec<DestRule>,
     proxied: AtomicUsize,
+    rates: Rates,
+}
+
+/// Bandwidth limits (`--max-rate`, `--max-session-rate`), in bytes a second.
+#[derive(Clone, Default)]
+struct Rates {
+    /// Every splice, both directions, together.
+    total: Option<Arc<Mutex<TokenBucket>>>,
+    /// Each direction of each splice.
+    per_session: Option<u64>,
+}
+
+impl Rates {
+    /// How long a pump that just read `n` bytes waits before sending them.
+    fn delay(&self, own: &mut Option<TokenBucket>, n: usize) -> Duration {
+        let now = Instant::now();
+        let mine = own.as_mut().map_or(Duration::ZERO, |b| b.take(now, n));
+        let all = self
+            .total
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.lock().take(now, n));
+        mine.max(all)
+    }
+
+    fn session_bucket(&self) -> Option<TokenBucket> {
+        self.per_session
+            .map(|rate| TokenBucket::new(rate, SPLICE_BUF as u64, Instant::now()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +154,17 @@ pub fn commands() -> Vec<Command> {
             )
             .arg(limit("max-servers", "Registered servers at once", "1024"))
             .arg(limit("max-sessions", "Relayed flow paths at once", "1024"))
-            .arg(limit("max-pending", "Clients waiting for their server's dial-back", "256")),
+            .arg(limit("max-pending", "Clients waiting for their server's dial-back", "256"))
+            .arg(limit(
+                "max-rate",
+                "Bytes a second the relay forwards in all, both ways (0: no limit)",
+                "0",
+            ))
+            .arg(limit(
+                "max-session-rate",
+                "Bytes a second one relayed connection forwards each way (0: no limit)",
+                "0",
+            )),
     ]
 }
 
@@ -186,10 +225,30 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
         max_pending: *m.get_one("max-pending").expect("default"),
         ..RelayLimits::default()
     };
+    let rate =
+        |arg: &str| Some(*m.get_one::<usize>(arg).expect("default") as u64).filter(|&r| r > 0);
+    let rates = Rates {
+        // A burst of one splice buffer per direction of the allowed sessions at most.
+        total: rate("max-rate").map(|r| {
+            Arc::new(Mutex::new(TokenBucket::new(
+                r,
+                SPLICE_BUF as u64,
+                Instant::now(),
+            )))
+        }),
+        per_session: rate("max-session-rate"),
+    };
     let addr = *m.get_one::<SocketAddr>("listen").expect("required");
     let listener = TcpListener::bind(addr).map_err(|source| RelayError::Listen { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(guid = %key.guid(), listen = %bound, ?limits, "relay started");
+    tracing::info!(
+        guid = %key.guid(),
+        listen = %bound,
+        ?limits,
+        max_rate = rate("max-rate"),
+        max_session_rate = rates.per_session,
+        "relay started"
+    );
     eprintln!("namesock relay {} listening on {bound}", key.guid());
     let relay = Arc::new(Relay {
         key,
@@ -199,6 +258,7 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
         allowed_clients,
         dests,
         proxied: AtomicUsize::new(0),
+        rates,
     });
     if let Some(&port) = m.get_one::<u16>("proxy-port") {
         let listener = namesock::TcpListener::bind(port)
@@ -481,7 +541,7 @@ impl Relay {
             return Err(Turned::Token);
         };
         tracing::info!(client = ?client.peer_addr().ok(), server = ?server.peer_addr().ok(), "splice started");
-        let (up, down) = splice(client, server);
+        let (up, down) = splice(client, server, &self.rates);
         let mut registry = self.registry.lock();
         registry.splice_ended(id);
         let (servers, waiting, sessions) = registry.counts();
@@ -546,7 +606,7 @@ impl Relay {
         }
         let server = TcpStream::connect_timeout(&dest, HANDSHAKE_TIMEOUT)?;
         tracing::info!(%client, %dest, "proxy connection opened");
-        let (up, down) = splice(stream, server);
+        let (up, down) = splice(stream, server, &self.rates);
         tracing::info!(%client, %dest, client_to_server = up, server_to_client = down, "proxy connection ended");
         Ok(())
     }
@@ -558,8 +618,9 @@ fn send(stream: &TcpStream, msg: Down) -> io::Result<()> {
     (&*stream).write_all(&out)
 }
 
-/// Copies both ways until both ends finished; returns the bytes each way.
-fn splice(client: TcpStream, server: TcpStream) -> (u64, u64) {
+/// Copies both ways until both ends finished, within the bandwidth limits; returns the bytes
+/// each way.
+fn splice(client: TcpStream, server: TcpStream, rates: &Rates) -> (u64, u64) {
     for s in [&client, &server] {
         let _ = s.set_read_timeout(None);
         // The engines send each record at once (TCP_NODELAY); Nagle here would hold a small
@@ -571,17 +632,19 @@ fn splice(client: TcpStream, server: TcpStream) -> (u64, u64) {
         _ => return (0, 0),
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let down_rates = rates.clone();
     spawn("relay-splice", move || {
-        let _ = tx.send(pump(&s2, &c2));
+        let _ = tx.send(pump(&s2, &c2, &down_rates));
     });
-    let up = pump(&client, &server);
+    let up = pump(&client, &server, rates);
     let down = rx.recv().unwrap_or(0);
     (up, down)
 }
 
 /// One direction: EOF is passed on as a half-close; an error ends both directions.
-fn pump(from: &TcpStream, to: &TcpStream) -> u64 {
+fn pump(from: &TcpStream, to: &TcpStream, rates: &Rates) -> u64 {
     let mut buf = vec![0u8; SPLICE_BUF];
+    let mut own = rates.session_bucket();
     let mut total = 0u64;
     loop {
         match (&*from).read(&mut buf) {
@@ -590,6 +653,7 @@ fn pump(from: &TcpStream, to: &TcpStream) -> u64 {
                 return total;
             }
             Ok(n) => {
+                std::thread::sleep(rates.delay(&mut own, n));
                 if (&*to).write_all(&buf[..n]).is_err() {
                     break;
                 }

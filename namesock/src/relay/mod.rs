@@ -9,6 +9,7 @@
 //! only move bytes.
 
 pub mod proxy;
+pub mod rate;
 pub mod wire;
 
 use std::collections::HashMap;
