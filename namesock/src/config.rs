@@ -43,8 +43,9 @@ pub struct Config {
     /// namesock sessions, so they survive this host's moves.
     pub proxy: Option<String>,
     /// Relays a serving process registers with and lists in its record, so that clients
-    /// reach it behind a NAT (`NAMESOCK_RELAY=ADDR:PORT[,ADDR:PORT...]`, at most 8).
-    pub relays: Vec<SocketAddr>,
+    /// reach it behind a NAT (`NAMESOCK_RELAY=ENTRY[,ENTRY...]`, at most 8; an entry is
+    /// `ADDR:PORT`, a name or `<guid>.<zone>`).
+    pub relays: Vec<RelayEntry>,
     /// Keepalive interval on an idle flow path (`NAMESOCK_KEEPALIVE_MS`).
     pub keepalive_ms: u64,
     /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
@@ -140,6 +141,59 @@ pub enum ConfigError {
     PortList { max: usize },
     #[error("{count} relays configured; a record lists at most {max}")]
     TooManyRelays { count: usize, max: usize },
+}
+
+/// One relay of `NAMESOCK_RELAY`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RelayEntry {
+    /// A bare address: registered with as is; its GUID cannot be checked.
+    Addr(SocketAddr),
+    /// A name (`relay`, `relay.ns.alt`) or `<guid>.<zone>`, normalized: resolved through the
+    /// GNS like any peer, and the relay that answers must have the GUID it resolved to.
+    Named(String),
+}
+
+/// A `NAMESOCK_RELAY` entry that is neither an address nor a valid name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("relay {entry:?} is neither ADDR:PORT nor a name or <guid>.<zone> ({reason})")]
+pub struct RelayEntryError {
+    entry: String,
+    reason: namesock_resolver::name::NameError,
+}
+
+impl std::str::FromStr for RelayEntry {
+    type Err = RelayEntryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(RelayEntry::Addr(addr));
+        }
+        let name = namesock_resolver::name::normalize(s);
+        namesock_resolver::name::check_name(&name).map_err(|reason| RelayEntryError {
+            entry: s.to_owned(),
+            reason,
+        })?;
+        Ok(RelayEntry::Named(name))
+    }
+}
+
+impl TryFrom<String> for RelayEntry {
+    type Error = RelayEntryError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for RelayEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayEntry::Addr(a) => write!(f, "{a}"),
+            RelayEntry::Named(n) => f.write_str(n),
+        }
+    }
 }
 
 /// Most ports `serve` or `hide` may list.
@@ -260,11 +314,11 @@ impl Config {
         if let Some(value) = env("NAMESOCK_RELAY").filter(|v| !v.is_empty()) {
             self.relays = value
                 .split(',')
-                .map(|a| a.trim().parse::<SocketAddr>())
+                .map(str::parse::<RelayEntry>)
                 .collect::<Result<_, _>>()
                 .map_err(|e| ConfigError::Env {
                     var: "NAMESOCK_RELAY",
-                    reason: format!("{e} (expected ADDR:PORT[,ADDR:PORT...])"),
+                    reason: e.to_string(),
                     value: value.clone(),
                 })?;
         }
@@ -476,12 +530,27 @@ mod tests {
 
     #[test]
     fn relays_come_from_a_comma_separated_list_and_are_bounded() {
-        let cfg = Config::load_from(|v| {
-            (v == "NAMESOCK_RELAY").then(|| "10.0.0.1:7000, [2001:db8::1]:7000".into())
-        })
-        .unwrap();
-        assert_eq!(cfg.relays.len(), 2);
-        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| "relay.example".into()));
+        let guid = namesock_identity::Keypair::from_seed(&[4; 32]).guid();
+        let list = format!("10.0.0.1:7000, [2001:db8::1]:7000,Relay.ns.alt.,{guid}.ns.alt,r1");
+        let cfg = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| list.clone())).unwrap();
+        assert_eq!(
+            cfg.relays,
+            [
+                RelayEntry::Addr("10.0.0.1:7000".parse().unwrap()),
+                RelayEntry::Addr("[2001:db8::1]:7000".parse().unwrap()),
+                RelayEntry::Named("relay.ns.alt".into()),
+                RelayEntry::Named(format!("{guid}.ns.alt")),
+                RelayEntry::Named("r1".into()),
+            ]
+        );
+        for bad in ["relay_1:7000", "10.0.0.1:", "a..b", ""] {
+            let err = bad.parse::<RelayEntry>().unwrap_err();
+            assert!(
+                err.to_string().contains("neither ADDR:PORT"),
+                "{bad}: {err}"
+            );
+        }
+        let err = Config::load_from(|v| (v == "NAMESOCK_RELAY").then(|| "r1,bad name".into()));
         assert!(matches!(
             err,
             Err(ConfigError::Env {

@@ -10,11 +10,16 @@
 //!   GUID with its own key, with the server's key and a forged proof, and with a real proof
 //!   replayed from an earlier challenge: each is refused with its reason, and the server's own
 //!   registration still carries a download.
+//! - `a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused`:
+//!   `namesock relay --name hub` publishes its record; a server with `NAMESOCK_RELAY=hub`
+//!   refuses an impostor relay (another key) at hub's address, then registers with the real
+//!   one and carries a download by name, intact; the relay moves and is found again.
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `curl`, `python3` and a release build (tests/run.sh).
 
 use std::collections::HashSet;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,24 +119,45 @@ impl Nat {
     /// `namesock relay` (with `extra` arguments) on each relay host, each with its own
     /// identity (`keys/<label>.key`); waits until they listen.
     fn start_relays(&mut self, extra: &[&str]) {
-        let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
-        let listen = format!("0.0.0.0:{RELAY_PORT}");
-        for (i, host) in self.relays.iter().enumerate() {
-            let label = relay_label(i);
-            let mut argv = vec![namesock.as_str(), "relay", "--listen", &listen];
-            argv.extend_from_slice(extra);
-            let command = self
-                .world
-                .with_namesock_env(host, &label, &argv)
-                .expect("relay");
-            self.relay_processes
-                .push(Some(Process::spawn(command).expect("start the relay")));
-            self.wait_for_log(&label, "listening on");
+        for i in 0..self.relays.len() {
+            let relay = self.start_relay_as(i, &relay_label(i), extra);
+            self.relay_processes.push(Some(relay));
         }
     }
 
-    /// `python3 -m http.server` under namesock as `web`, registered with the relay.
+    /// `namesock relay` on relay host `i` with the identity and logs of `label`; waits until
+    /// it listens.
+    fn start_relay_as(&self, i: usize, label: &str, extra: &[&str]) -> Process {
+        let namesock = self.world.tools.namesock.to_string_lossy().into_owned();
+        let listen = format!("0.0.0.0:{RELAY_PORT}");
+        let mut argv = vec![namesock.as_str(), "relay", "--listen", &listen];
+        argv.extend_from_slice(extra);
+        let command = self
+            .world
+            .with_namesock_env(&self.relays[i], label, &argv)
+            .expect("relay");
+        let relay = Process::spawn(command).expect("start the relay");
+        self.wait_for_log(label, "listening on");
+        relay
+    }
+
+    /// `python3 -m http.server` under namesock as `web`, registered with the relays (by
+    /// address).
     fn start_server(&mut self) {
+        let relay_addrs: Vec<String> = self
+            .relays
+            .iter()
+            .map(|h| format!("{}:{RELAY_PORT}", h.v4()))
+            .collect();
+        self.spawn_server(&relay_addrs.join(","));
+        for addr in relay_addrs {
+            let line = format!("registered with the relay relay={addr}");
+            self.wait_for_log("server.namesock", &line);
+        }
+    }
+
+    /// The web server with `NAMESOCK_RELAY=relays`; waits for its record to list a relay.
+    fn spawn_server(&mut self, relays: &str) {
         let www = self.world.path("www");
         let port = PORT.to_string();
         let argv = [
@@ -142,18 +168,13 @@ impl Nat {
             "--directory",
             &www.to_string_lossy(),
         ];
-        let relay_addrs: Vec<String> = self
-            .relays
-            .iter()
-            .map(|h| format!("{}:{RELAY_PORT}", h.v4()))
-            .collect();
         let mut command = self
             .world
             .namesock_run(&self.server, "server", &argv)
             .expect("server command");
         command
             .env("NAMESOCK_NAME", "web")
-            .env("NAMESOCK_RELAY", relay_addrs.join(","));
+            .env("NAMESOCK_RELAY", relays);
         self.server_process = Some(Process::spawn(command).expect("start the web server"));
         let v4 = self.server.v4();
         let record = self
@@ -163,10 +184,6 @@ impl Nat {
             });
         if let Err(e) = record {
             panic!("{e}\n{}", self.world.log_tail("server", 30));
-        }
-        for addr in relay_addrs {
-            let line = format!("registered with the relay relay={addr}");
-            self.wait_for_log("server.namesock", &line);
         }
     }
 
@@ -321,7 +338,126 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     );
 }
 
-/// Speaks the relay protocol from `host` with python3: sends `preamble`, reads the 53-byte
+/// A relay found by name (`namesock relay --name hub`, `NAMESOCK_RELAY=hub`): an impostor
+/// with another key at the address hub's record gives is refused (no proof, no registration)
+/// while it answers there; the real relay back at that address is found again and carries a
+/// download by name to the server behind the NAT, intact; when the relay moves, the server
+/// finds it at its new address (republished record) and lists that in its own.
+#[test]
+fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused() {
+    let name =
+        "a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_refused";
+    if !ready(name) {
+        return;
+    }
+    let size = 8 << 20;
+    let mut nat = Nat::new("relay-named", size, 1);
+    nat.masquerade_server();
+    // The real relay publishes hub's record (its address) and binds the name, then stops.
+    let real = nat.start_relay_as(0, "relay", &["--name", "hub"]);
+    nat.wait_for_log("relay.namesock", "relay record published");
+    let relay_guid = nat
+        .world
+        .wait_for_record("hub", Duration::from_secs(10), |r| {
+            r.locators
+                .iter()
+                .any(|l| *l == SocketAddr::from((nat.relays[0].v4(), RELAY_PORT)))
+        });
+    let relay_guid = relay_guid
+        .unwrap_or_else(|e| panic!("{e}\n{}", nat.logs()))
+        .guid;
+    drop(real);
+
+    // An impostor with its own key answers at that address.
+    let impostor = nat.start_relay_as(0, "impostor", &[]);
+    nat.spawn_server("hub");
+    nat.wait_for_log("server.namesock", "refusing the relay");
+    let refused = nat.log("server.namesock");
+    assert!(
+        refused.contains(&relay_guid.to_string()),
+        "the refusal does not name the GUID hub resolved to:\n{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let impostor_log = nat.log("impostor.namesock");
+    assert!(
+        !impostor_log.contains("server registered"),
+        "the impostor got a registration:\n{impostor_log}"
+    );
+    let refusals = nat
+        .log("server.namesock")
+        .matches("refusing the relay")
+        .count();
+    assert!(
+        !nat.log("server.namesock")
+            .contains("registered with the relay"),
+        "the server registered with the impostor:\n{}",
+        nat.logs()
+    );
+    drop(impostor);
+
+    // The real relay back: found again by name (the link re-resolves at every attempt).
+    nat.relay_processes
+        .push(Some(nat.start_relay_as(0, "relay", &["--name", "hub"])));
+    nat.wait_for_log("server.namesock", "registered with the relay relay=hub");
+    let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(120))
+        .expect("curl ran");
+    assert!(
+        outcome.complete(),
+        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+        outcome.status,
+        outcome.bytes,
+        outcome.expected_bytes,
+        outcome.sha256_matches,
+        nat.logs()
+    );
+    assert!(
+        nat.log("relay.namesock").contains("splice started"),
+        "the download did not go through the named relay:\n{}",
+        nat.logs()
+    );
+
+    // The relay moves: it republishes hub's record, and the server finds it again by name,
+    // registers at its new address and lists that address in its own record.
+    let moved_at = Instant::now();
+    let (v4, _) = nat.relays[0].move_to_new_subnet().expect("the relay moves");
+    let at = SocketAddr::from((v4, RELAY_PORT));
+    let relisted = nat
+        .world
+        .wait_for_record("web", Duration::from_secs(30), |r| r.relays.contains(&at));
+    if let Err(e) = relisted {
+        panic!("{e}\n{}", nat.logs());
+    }
+    nat.wait_for_log(
+        "server.namesock",
+        &format!("registered with the relay relay=hub addr=Some({at})"),
+    );
+    let found_again = moved_at.elapsed();
+    let again = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
+        .expect("start curl")
+        .finish(Duration::from_secs(120))
+        .expect("curl ran");
+    assert!(
+        again.complete(),
+        "download after the relay moved incomplete: curl {:?}, {} of {} bytes\n{}",
+        again.status,
+        again.bytes,
+        again.expected_bytes,
+        nat.logs()
+    );
+    eprintln!(
+        "RELAY named: impostor refused {refusals} times in its ~1 s at hub's address, no \
+         registration; then {} bytes by name through hub in {:.2} s, sha256 ok; hub moved: \
+         found again and listed in web's record after {:.2} s, {} bytes through it, sha256 ok",
+        outcome.bytes,
+        outcome.elapsed.as_secs_f64(),
+        found_again.as_secs_f64(),
+        again.bytes
+    );
+}
+
+/// Speaks the relay protocol from `host` with python3: sends `preamble`, reads the 129-byte
 /// challenge, answers it with what `proof` makes of it, and returns what the relay answered
 /// (hex) and the challenge.
 fn attempt(
@@ -333,8 +469,8 @@ fn attempt(
         s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)\n\
         s.sendall(bytes.fromhex(sys.argv[3]))\n\
         c=b''\n\
-        while len(c)<53:\n\
-        \x20   d=s.recv(53-len(c))\n\
+        while len(c)<129:\n\
+        \x20   d=s.recv(129-len(c))\n\
         \x20   if not d: break\n\
         \x20   c+=d\n\
         sys.stdout.write(c.hex()+'\\n'); sys.stdout.flush()\n\
@@ -364,7 +500,11 @@ fn attempt(
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).expect("challenge");
     let challenge = unhex(line.trim());
-    assert_eq!(challenge.len(), 53, "no challenge from the relay");
+    assert_eq!(
+        challenge.len(),
+        wire::MAX_DOWN_LEN,
+        "no challenge from the relay"
+    );
     let nonce: [u8; wire::NONCE_LEN] = challenge[1..33].try_into().expect("nonce");
     let mut stdin = child.stdin.take().expect("stdin");
     writeln!(stdin, "{}", hex(&proof(&nonce))).expect("send the proof");
@@ -424,6 +564,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
         Preamble::Register {
             guid: victim.guid(),
             key: *key.public().as_bytes(),
+            nonce: rand::random(),
         }
         .encode(&mut out);
         out

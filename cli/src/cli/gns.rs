@@ -301,7 +301,7 @@ fn print_record(record: &Record, zone: &str) {
 }
 
 /// This host's addresses, loopback and IPv6 link-local (scope-bound) left out.
-fn host_addresses() -> io::Result<Vec<IpAddr>> {
+pub(super) fn host_addresses() -> io::Result<Vec<IpAddr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {

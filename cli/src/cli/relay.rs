@@ -97,6 +97,12 @@ enum RelayError {
     },
     #[error("namesock configuration: {0}")]
     Config(#[from] namesock::config::ConfigError),
+    #[error("publishing the relay's record: {0}")]
+    Gns(#[from] namesock_resolver::GnsError),
+    #[error("this host's addresses: {0}")]
+    Interfaces(#[source] io::Error),
+    #[error("no address to publish: listen on one that is not loopback, or have one")]
+    NoAddresses,
 }
 
 pub fn commands() -> Vec<Command> {
@@ -110,6 +116,12 @@ pub fn commands() -> Vec<Command> {
                     .required(true)
                     .value_parser(clap::value_parser!(SocketAddr))
                     .help("Address to accept servers and clients on"),
+            )
+            .arg(
+                Arg::new("name")
+                    .long("name")
+                    .value_name("NAME")
+                    .help("Publish the relay's record (its listen addresses) and register NAME, so servers find it like any peer (NAMESOCK_RELAY=NAME)"),
             )
             .arg(
                 Arg::new("proxy-port")
@@ -255,6 +267,9 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
         let r = relay.clone();
         spawn("relay-proxy", move || r.proxy(listener));
     }
+    if let Some(name) = m.get_one::<String>("name") {
+        announce(&relay.clone(), bound, name)?;
+    }
     let sweeper = relay.clone();
     spawn("relay-expire", move || {
         loop {
@@ -278,6 +293,75 @@ fn run(m: &ArgMatches) -> Result<(), RelayError> {
         };
         let r = relay.clone();
         spawn("relay-conn", move || r.connection(stream, handshake));
+    }
+    Ok(())
+}
+
+/// How often the relay looks for an address change to republish its record.
+const ADDRESS_POLL: Duration = Duration::from_secs(2);
+
+/// The addresses the relay's record lists: the listen address, or this host's (not loopback)
+/// of its family when it listens on every address.
+fn relay_locators(listen: SocketAddr) -> Result<Vec<SocketAddr>, RelayError> {
+    if !listen.ip().is_unspecified() {
+        return Ok(vec![listen]);
+    }
+    let locators: Vec<SocketAddr> = super::gns::host_addresses()
+        .map_err(RelayError::Interfaces)?
+        .into_iter()
+        .filter(|ip| listen.is_ipv6() || ip.is_ipv4())
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .take(namesock_resolver::record::MAX_LOCATORS)
+        .collect();
+    if locators.is_empty() {
+        return Err(RelayError::NoAddresses);
+    }
+    Ok(locators)
+}
+
+/// `--name`: publishes the relay's signed record (locators, no service map: a relay serves
+/// no namesock port there) and binds the name to its GUID, so that a server's
+/// `NAMESOCK_RELAY=NAME` finds it, and checks its GUID, like any peer's. A failure at start
+/// is an error; afterwards a thread republishes when the host's addresses change (polled:
+/// one `getifaddrs` every 2 s costs nothing beside a relay's work) and before the record and
+/// the binding expire.
+fn announce(relay: &Arc<Relay>, listen: SocketAddr, name: &str) -> Result<(), RelayError> {
+    let gns = namesock_resolver::Gns::from_env()?;
+    let full = gns.full_name(name)?;
+    let mut locators = relay_locators(listen)?;
+    gns.publish(&relay.key, &locators, std::slice::from_ref(&full))?;
+    gns.register(&relay.key, &full)?;
+    tracing::info!(name = %full, ?locators, store = %gns.backend_description(), "relay record published");
+    let r = relay.clone();
+    // A default stack: a DNS store's client needs more than a splice thread's 64 KiB.
+    let spawned = std::thread::Builder::new().name("relay-publish".into()).spawn(move || {
+        let mut published = Instant::now();
+        loop {
+            std::thread::sleep(ADDRESS_POLL);
+            let now = relay_locators(listen);
+            let moved = now.as_ref().is_ok_and(|l| *l != locators);
+            if !moved && published.elapsed() < namesock_resolver::RECORD_LIFETIME / 4 {
+                continue;
+            }
+            let result = now.and_then(|l| {
+                gns.publish(&r.key, &l, std::slice::from_ref(&full))?;
+                gns.register(&r.key, &full)?;
+                Ok(l)
+            });
+            match result {
+                Ok(l) => {
+                    tracing::info!(name = %full, locators = ?l, "relay record republished");
+                    locators = l;
+                    published = Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(name = %full, error = %e, "cannot republish the relay's record")
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the relay's publisher: its record is not kept fresh");
     }
     Ok(())
 }
@@ -340,7 +424,9 @@ impl Relay {
     fn connection(self: Arc<Self>, stream: TcpStream, handshake: Handshake) {
         let peer = stream.peer_addr().ok();
         let result = self.preamble(&stream).and_then(|p| match p {
-            Preamble::Register { guid, key } => self.register(stream, guid, &key, handshake),
+            Preamble::Register { guid, key, nonce } => {
+                self.register(stream, guid, &key, &nonce, handshake)
+            }
             Preamble::Connect { guid } => {
                 drop(handshake);
                 self.client(stream, guid)
@@ -357,29 +443,28 @@ impl Relay {
 
     fn preamble(&self, stream: &TcpStream) -> Result<Preamble, Turned> {
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let mut buf = [0u8; 6 + 52];
+        let mut buf = [0u8; wire::MAX_PREAMBLE_LEN];
         (&*stream).read_exact(&mut buf[..6])?;
         let len = Preamble::len_from_head(buf[..6].try_into().expect("6 bytes"))?;
         (&*stream).read_exact(&mut buf[6..len])?;
         Ok(Preamble::decode(&buf[..len])?)
     }
 
-    /// A server registers: challenge, proof, then the control connection is held until it
-    /// ends or the same GUID registers again.
+    /// A server registers: challenge (signed over the server's nonce: the relay proves its
+    /// key), proof, then the control connection is held until it ends or the same GUID
+    /// registers again.
     fn register(
         &self,
         stream: TcpStream,
         guid: Guid,
         key: &[u8; 32],
+        server_nonce: &[u8; NONCE_LEN],
         handshake: Handshake,
     ) -> Result<(), Turned> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         send(
             &stream,
-            Down::Challenge {
-                nonce,
-                relay: self.key.guid(),
-            },
+            wire::challenge(&self.key, server_nonce, nonce, &guid),
         )?;
         let mut proof = [0u8; PROOF_LEN];
         (&stream).read_exact(&mut proof)?;

@@ -300,6 +300,7 @@ impl Engine {
             } => self.serve(port, deliver_to, reply),
             Command::Unserve { port } => self.unserve(port),
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
+            Command::RelayResolved { link, result } => self.on_relay_resolved(link, result, now),
             Command::Published { result } => self.on_published(result, now),
             Command::Drain { reply } => self.drain_waiters.push(reply),
             Command::Withdraw { reply } => self.withdraw(reply),

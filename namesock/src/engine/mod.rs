@@ -251,6 +251,11 @@ pub(crate) enum Command {
         conn: u64,
         result: Result<namesock_resolver::Record, GnsError>,
     },
+    /// A named relay's record (`relay_link`).
+    RelayResolved {
+        link: usize,
+        result: Result<namesock_resolver::Record, relay_link::RelayResolveError>,
+    },
     Published {
         result: Result<server::Published, server::PublishError>,
     },

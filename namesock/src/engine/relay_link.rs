@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use namesock_identity::Guid;
+use namesock_resolver::{Gns, GnsError, Record};
 
+use crate::config::RelayEntry;
 use crate::relay::wire::{Preamble, Token as DialToken};
-use crate::relay::{Registration, RegistrationEvent};
+use crate::relay::{Registration, RegistrationError, RegistrationEvent};
 
 use super::event_loop::{Engine, Io};
 use super::path::{FlowPath, PathState};
-use super::sys;
+use super::{Command, sys};
 
 /// Backoff between attempts to reach a relay: 100 ms doubling to 30 s. Short at first: after
 /// a move the new address often comes before its route, and every moment without a
@@ -44,9 +47,41 @@ pub(super) enum RelayRole {
     Held { _lock: std::fs::File },
 }
 
+/// Why a named relay (`NAMESOCK_RELAY=NAME`) could not be found.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayResolveError {
+    #[error("{name:?} is not a name or <guid>.{zone}")]
+    NotAName { name: String, zone: String },
+    #[error("the relay's record lists no address")]
+    NoLocator,
+    #[error(transparent)]
+    Gns(#[from] GnsError),
+}
+
+/// The record of the relay `name` (`relay`, `relay.<zone>` or `<guid>.<zone>`), read and
+/// checked like any peer's (signature, pins, trusted names).
+pub(super) fn resolve_relay(gns: &Gns, name: &str) -> Result<Record, RelayResolveError> {
+    let target = gns
+        .parse_target(name)
+        .or_else(|| gns.full_name(name).ok().and_then(|f| gns.parse_target(&f)))
+        .ok_or_else(|| RelayResolveError::NotAName {
+            name: name.to_owned(),
+            zone: gns.zone().to_owned(),
+        })?;
+    let record = gns.resolve(&target)?;
+    if record.locators.is_empty() {
+        return Err(RelayResolveError::NoLocator);
+    }
+    Ok(record)
+}
+
 /// One relay this server registers with.
 pub(super) struct RelayLink {
-    addr: SocketAddr,
+    entry: RelayEntry,
+    /// The address dialled last (for a named relay, one of its record's locators).
+    addr: Option<SocketAddr>,
+    /// A named relay's locators when it last resolved (a change republishes our record).
+    locators: Vec<SocketAddr>,
     conn: Option<LinkConn>,
     /// When to (re)connect; `None` while connected.
     retry_at: Option<Instant>,
@@ -64,9 +99,11 @@ struct LinkConn {
 }
 
 impl RelayLink {
-    pub(super) fn new(addr: SocketAddr, now: Instant) -> RelayLink {
+    pub(super) fn new(entry: RelayEntry, now: Instant) -> RelayLink {
         RelayLink {
-            addr,
+            entry,
+            addr: None,
+            locators: Vec::new(),
             conn: None,
             retry_at: Some(now),
             failures: 0,
@@ -96,7 +133,66 @@ impl Engine {
             return;
         }
         for i in due {
-            self.connect_link(i, now);
+            let entry = self.server.as_ref().map(|s| s.links[i].entry.clone());
+            match entry {
+                Some(RelayEntry::Addr(addr)) => self.connect_link(i, addr, None, now),
+                Some(RelayEntry::Named(name)) => self.resolve_link(i, name),
+                None => {}
+            }
+        }
+    }
+
+    /// Resolves a named relay on a short-lived thread (every attempt: a relay that moved is
+    /// found at its new address); [`Engine::on_relay_resolved`] dials it.
+    fn resolve_link(&mut self, i: usize, name: String) {
+        if let Some(s) = &mut self.server {
+            s.links[i].retry_at = None;
+        }
+        let (shared, tx, waker) = (self.shared.clone(), self.tx.clone(), self.waker.clone());
+        let spawned = std::thread::Builder::new()
+            .name("namesock-relay-resolve".into())
+            .spawn(move || {
+                let result = shared
+                    .gns()
+                    .map_err(RelayResolveError::from)
+                    .and_then(|g| resolve_relay(&g, &name));
+                if tx.send(Command::RelayResolved { link: i, result }).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn a resolver thread");
+            self.link_down(i, Instant::now());
+        }
+    }
+
+    /// A named relay's record: dial one of its locators, expecting the GUID it names.
+    pub(super) fn on_relay_resolved(
+        &mut self,
+        i: usize,
+        result: Result<Record, RelayResolveError>,
+        now: Instant,
+    ) {
+        let Some(link) = self.server.as_mut().and_then(|s| s.links.get_mut(i)) else {
+            return;
+        };
+        match result {
+            Ok(rec) => {
+                tracing::debug!(relay = %link.entry, relay_guid = %rec.guid, locators = ?rec.locators, "relay resolved");
+                // The relay moved: our record lists its addresses, so it is published again.
+                let moved = !link.locators.is_empty() && link.locators != rec.locators;
+                link.locators.clone_from(&rec.locators);
+                // Each failed attempt tries the next locator (one family may not route here).
+                let addr = rec.locators[link.failures as usize % rec.locators.len()];
+                self.connect_link(i, addr, Some(rec.guid), now);
+                if moved {
+                    self.publish();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(relay = %link.entry, error = %e, "cannot resolve the relay");
+                self.link_down(i, now);
+            }
         }
     }
 
@@ -131,7 +227,7 @@ impl Engine {
         }
     }
 
-    fn connect_link(&mut self, i: usize, now: Instant) {
+    fn connect_link(&mut self, i: usize, addr: SocketAddr, expected: Option<Guid>, now: Instant) {
         let token = self.token();
         let Some(s) = &mut self.server else {
             return;
@@ -139,7 +235,8 @@ impl Engine {
         let key = s.key.clone();
         let link = &mut s.links[i];
         link.retry_at = None;
-        let started = sys::dial(link.addr, None).and_then(|mut stream| {
+        link.addr = Some(addr);
+        let started = sys::dial(addr, None).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 token,
@@ -149,7 +246,7 @@ impl Engine {
         });
         match started {
             Ok(stream) => {
-                let (reg, out) = Registration::new(key);
+                let (reg, out) = Registration::new(key, expected);
                 link.conn = Some(LinkConn {
                     stream,
                     token,
@@ -161,7 +258,7 @@ impl Engine {
                 self.io.insert(token, Io::RelayLink(i));
             }
             Err(e) => {
-                tracing::warn!(relay = %link.addr, error = %e, "cannot reach the relay");
+                tracing::warn!(relay = %link.entry, %addr, error = %e, "cannot reach the relay");
                 self.link_down(i, now);
             }
         }
@@ -184,7 +281,7 @@ impl Engine {
     pub(super) fn on_link(&mut self, i: usize, ev: &mio::event::Event, now: Instant) {
         match self.link_io(i, ev) {
             Ok(dials) => {
-                let relay = self.server.as_ref().map(|s| s.links[i].addr);
+                let relay = self.server.as_ref().and_then(|s| s.links[i].addr);
                 for token in dials {
                     if let Some(relay) = relay {
                         self.dial_back(relay, &token, now);
@@ -193,7 +290,12 @@ impl Engine {
             }
             Err(e) => {
                 if let Some(s) = &self.server {
-                    tracing::warn!(relay = %s.links[i].addr, error = %e, "relay control connection ended");
+                    let l = &s.links[i];
+                    if let LinkError::Registration(RegistrationError::WrongRelay { .. }) = e {
+                        tracing::warn!(relay = %l.entry, addr = ?l.addr, error = %e, "refusing the relay: not the one its name resolved to; registering nothing there");
+                    } else {
+                        tracing::warn!(relay = %l.entry, addr = ?l.addr, error = %e, "relay control connection ended");
+                    }
                 }
                 self.link_down(i, now);
             }
@@ -234,7 +336,7 @@ impl Engine {
                         for e in events {
                             match e {
                                 RegistrationEvent::Registered { relay } => {
-                                    tracing::info!(relay = %link.addr, relay_guid = %relay, "registered with the relay");
+                                    tracing::info!(relay = %link.entry, addr = ?link.addr, relay_guid = %relay, "registered with the relay");
                                     link.failures = 0;
                                 }
                                 RegistrationEvent::Dial(token) => dials.push(token),
@@ -339,7 +441,47 @@ enum LinkError {
 
 #[cfg(test)]
 mod tests {
+    use namesock_identity::Keypair;
+    use namesock_resolver::{Backend, GnsConfig};
+
     use super::*;
+
+    #[test]
+    fn a_relay_is_found_by_name_full_name_or_guid_and_only_with_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GnsConfig {
+            backend: Backend::File(dir.path().join("gns")),
+            zone: "ns.alt".into(),
+        };
+        let gns = Gns::with_known_names(&config, dir.path().join("known_names")).unwrap();
+        let relay = Keypair::from_seed(&[5; 32]);
+        let at: SocketAddr = "192.0.2.7:7000".parse().unwrap();
+        gns.publish(&relay, &[at], &["hub.ns.alt".into()]).unwrap();
+        gns.register(&relay, "hub").unwrap();
+        for entry in ["hub", "hub.ns.alt", &format!("{}.ns.alt", relay.guid())] {
+            let rec = resolve_relay(&gns, entry).unwrap();
+            assert_eq!(
+                (rec.guid, rec.locators),
+                (relay.guid(), vec![at]),
+                "{entry}"
+            );
+        }
+        assert!(matches!(
+            resolve_relay(&gns, "hub.example.org"),
+            Err(RelayResolveError::Gns(_))
+        ));
+        assert!(matches!(
+            resolve_relay(&gns, "nobody"),
+            Err(RelayResolveError::Gns(e)) if e.is_not_found()
+        ));
+        // A record without locators names no relay to dial.
+        let empty = Keypair::from_seed(&[6; 32]);
+        gns.publish(&empty, &[], &[]).unwrap();
+        assert!(matches!(
+            resolve_relay(&gns, &format!("{}.ns.alt", empty.guid())),
+            Err(RelayResolveError::NoLocator)
+        ));
+    }
 
     #[test]
     fn a_relay_that_cannot_be_reached_is_retried_within_30_seconds() {

@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use namesock_identity::Keypair;
 use namesock_resolver::{GnsError, Record};
 
+use crate::config::RelayEntry;
 use crate::endpoint::{ConnKey, Incoming, Refusal, Refused};
 use crate::session::{Event, Session};
 use crate::wire::{self, DecodeError, Frame, PathId, VERSION, VERSION_1_REFUSAL};
@@ -24,7 +25,7 @@ use super::delivery::DeliveryEntry;
 use super::event_loop::{Engine, Io, LISTENER};
 use super::path::{FlowPath, PathState, ReadOutcome};
 use super::relay::AppSide;
-use super::relay_link::{RelayLink, RelayRole};
+use super::relay_link::{RelayLink, RelayRole, resolve_relay};
 use super::service_table::{Entry, Merged, PortConflict, ServiceTable, TableError};
 use super::{Command, ServeError, SessionInfo, Shared, sys};
 
@@ -96,8 +97,9 @@ pub(crate) struct Published {
 pub(crate) struct Publisher {
     key: Arc<Keypair>,
     engine_port: u16,
-    /// The relays this process registers with, listed in the record (merged with the others').
-    relays: Vec<SocketAddr>,
+    /// The relays this process registers with, listed in the record (merged with the others')
+    /// by their addresses: a named one's as its record gives them at each publish.
+    relays: Vec<RelayEntry>,
     table: ServiceTable,
     shared: Arc<Shared>,
 }
@@ -163,7 +165,7 @@ impl Publisher {
             pid: sys::getpid(),
             engine_port: self.engine_port,
             name: name.clone(),
-            relays: self.relays.clone(),
+            relays: self.relay_addrs(&gns),
             ports,
         };
         let locators = self.locators();
@@ -181,6 +183,26 @@ impl Publisher {
             locators,
             refused,
         })
+    }
+
+    /// The relays' current addresses: a named relay's are its record's locators (a relay's
+    /// record has no service map: they are its listen addresses). One that does not resolve
+    /// is left out of this publish (logged); its link keeps trying.
+    fn relay_addrs(&self, gns: &namesock_resolver::Gns) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for entry in &self.relays {
+            match entry {
+                RelayEntry::Addr(a) => out.push(*a),
+                RelayEntry::Named(name) => match resolve_relay(gns, name) {
+                    Ok(rec) => out.extend(rec.locators),
+                    Err(e) => {
+                        tracing::warn!(relay = %name, error = %e, "relay left out of the record: its name does not resolve")
+                    }
+                },
+            }
+        }
+        out.truncate(namesock_resolver::record::MAX_RELAYS);
+        out
     }
 
     /// At exit: this process's ports leave the record at once (the others stay).
@@ -300,7 +322,7 @@ impl Engine {
                 .cfg
                 .relays
                 .iter()
-                .map(|&a| RelayLink::new(a, now))
+                .map(|e| RelayLink::new(e.clone(), now))
                 .collect(),
             relay_role: RelayRole::Unknown,
             publishing: false,

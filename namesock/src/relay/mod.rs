@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use namesock_identity::{Guid, Keypair};
 
-use wire::{Down, NONCE_LEN, Preamble, RefuseReason, RelayWireError, Token};
+use wire::{
+    ChallengeError, Down, MAX_DOWN_LEN, NONCE_LEN, Preamble, RefuseReason, RelayWireError, Token,
+};
 
 /// Why a control connection to a relay ended, as the server sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,13 @@ pub enum RegistrationError {
     Refused(RefuseReason),
     #[error("unexpected relay message: {0}")]
     Unexpected(&'static str),
+    /// The relay did not prove the key its challenge names.
+    #[error("the relay's challenge: {0}")]
+    Challenge(#[from] ChallengeError),
+    /// The relay named in `NAMESOCK_RELAY` resolved to `expected`, but whoever answers at its
+    /// address says it is `got`: not the relay we meant (a stale record, or an impostor).
+    #[error("the relay at this address is {got}, not {expected} (the GUID its name resolved to)")]
+    WrongRelay { expected: Guid, got: Guid },
 }
 
 /// What a relay asked of a registered server.
@@ -47,30 +56,39 @@ enum RegState {
     Registered,
 }
 
-/// The server's side of one control connection: its preamble, the proof for the relay's
-/// challenge, then dial-back requests. Holds at most one message (53 bytes) between reads.
+/// The server's side of one control connection: its preamble (with a fresh nonce the relay
+/// signs), the check of the relay's key, the proof for the relay's challenge, then dial-back
+/// requests. Holds at most one message (129 bytes) between reads.
 pub struct Registration {
     key: Arc<Keypair>,
+    nonce: [u8; NONCE_LEN],
+    /// The relay's GUID when it was found by name or GUID; `None` for a bare address.
+    expected: Option<Guid>,
     state: RegState,
     relay: Option<Guid>,
-    buf: [u8; 1 + NONCE_LEN + namesock_identity::GUID_LEN],
+    buf: [u8; MAX_DOWN_LEN],
     len: usize,
 }
 
 impl Registration {
-    /// A new registration and the preamble to send first.
-    pub fn new(key: Arc<Keypair>) -> (Registration, Vec<u8>) {
+    /// A new registration and the preamble to send first. With `expected`, a challenge from
+    /// any other relay GUID ends the registration before anything is signed for it.
+    pub fn new(key: Arc<Keypair>, expected: Option<Guid>) -> (Registration, Vec<u8>) {
+        let nonce: [u8; NONCE_LEN] = rand::random();
         let mut out = Vec::new();
         Preamble::Register {
             guid: key.guid(),
             key: *key.public().as_bytes(),
+            nonce,
         }
         .encode(&mut out);
         let reg = Registration {
             key,
+            nonce,
+            expected,
             state: RegState::AwaitChallenge,
             relay: None,
-            buf: [0; 1 + NONCE_LEN + namesock_identity::GUID_LEN],
+            buf: [0; MAX_DOWN_LEN],
             len: 0,
         };
         (reg, out)
@@ -107,7 +125,27 @@ impl Registration {
         events: &mut Vec<RegistrationEvent>,
     ) -> Result<(), RegistrationError> {
         match (self.state, msg) {
-            (RegState::AwaitChallenge, Down::Challenge { nonce, relay }) => {
+            (
+                RegState::AwaitChallenge,
+                Down::Challenge {
+                    nonce,
+                    relay_key,
+                    signature,
+                },
+            ) => {
+                let relay = wire::verify_challenge(
+                    &self.nonce,
+                    &self.key.guid(),
+                    &nonce,
+                    &relay_key,
+                    &signature,
+                )?;
+                if let Some(expected) = self.expected.filter(|&e| e != relay) {
+                    return Err(RegistrationError::WrongRelay {
+                        expected,
+                        got: relay,
+                    });
+                }
                 out.extend_from_slice(&wire::prove(&self.key, &nonce, &relay));
                 self.relay = Some(relay);
                 self.state = RegState::AwaitResult;

@@ -15,17 +15,20 @@ fn down(m: Down) -> Vec<u8> {
 #[test]
 fn a_registration_proves_the_challenge_then_takes_dial_requests_cut_anywhere() {
     let key = Arc::new(Keypair::from_seed(&[1; 32]));
-    let relay = Keypair::from_seed(&[2; 32]).guid();
-    let (mut reg, preamble) = Registration::new(key.clone());
-    assert_eq!(
-        Preamble::decode(&preamble).unwrap(),
-        Preamble::Register {
-            guid: key.guid(),
-            key: *key.public().as_bytes()
-        }
-    );
+    let relay_key = Keypair::from_seed(&[2; 32]);
+    let relay = relay_key.guid();
+    let (mut reg, preamble) = Registration::new(key.clone(), Some(relay));
+    let Preamble::Register {
+        guid,
+        key: raw,
+        nonce: ours,
+    } = Preamble::decode(&preamble).unwrap()
+    else {
+        panic!("not a REGISTER preamble");
+    };
+    assert_eq!((guid, raw), (key.guid(), *key.public().as_bytes()));
     let nonce = [7; wire::NONCE_LEN];
-    let mut stream = down(Down::Challenge { nonce, relay });
+    let mut stream = down(wire::challenge(&relay_key, &ours, nonce, &key.guid()));
     let (mut out, mut events) = (Vec::new(), Vec::new());
     // The challenge in two reads.
     reg.received(&stream[..10], &mut out, &mut events).unwrap();
@@ -59,12 +62,12 @@ fn a_registration_proves_the_challenge_then_takes_dial_requests_cut_anywhere() {
 fn a_refusal_or_a_message_out_of_order_ends_the_registration() {
     let key = Arc::new(Keypair::from_seed(&[1; 32]));
     let (mut out, mut events) = (Vec::new(), Vec::new());
-    let (mut reg, _) = Registration::new(key.clone());
+    let (mut reg, _) = Registration::new(key.clone(), None);
     assert_eq!(
         reg.received(&down(Down::Dial { token: [1; 16] }), &mut out, &mut events),
         Err(RegistrationError::Unexpected("before the challenge"))
     );
-    let (mut reg, _) = Registration::new(key.clone());
+    let (mut reg, _) = Registration::new(key.clone(), None);
     assert_eq!(
         reg.received(
             &down(Down::Refused(RefuseReason::Full)),
@@ -73,7 +76,7 @@ fn a_refusal_or_a_message_out_of_order_ends_the_registration() {
         ),
         Err(RegistrationError::Refused(RefuseReason::Full))
     );
-    let (mut reg, _) = Registration::new(key);
+    let (mut reg, _) = Registration::new(key, None);
     assert!(matches!(
         reg.received(b"HTTP/1.1 200 OK", &mut out, &mut events),
         Err(RegistrationError::Wire(_))
@@ -168,4 +171,67 @@ fn a_new_registration_of_the_same_guid_displaces_the_old_and_its_splices() {
     r.splice_ended(id);
     r.unregister(&g, gen2);
     assert_eq!(r.counts(), (0, 1, 0));
+}
+
+/// The server's nonce in `preamble`.
+fn server_nonce(preamble: &[u8]) -> [u8; wire::NONCE_LEN] {
+    match Preamble::decode(preamble).unwrap() {
+        Preamble::Register { nonce, .. } => nonce,
+        p => panic!("not a REGISTER preamble: {p:?}"),
+    }
+}
+
+#[test]
+fn a_relay_found_by_name_that_answers_with_another_guid_gets_no_proof() {
+    let key = Arc::new(Keypair::from_seed(&[1; 32]));
+    let meant = Keypair::from_seed(&[2; 32]);
+    let impostor = Keypair::from_seed(&[3; 32]);
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    // Another relay, proving its own key.
+    let (mut reg, preamble) = Registration::new(key.clone(), Some(meant.guid()));
+    let ours = server_nonce(&preamble);
+    let challenge = down(wire::challenge(
+        &impostor,
+        &ours,
+        [7; wire::NONCE_LEN],
+        &key.guid(),
+    ));
+    assert_eq!(
+        reg.received(&challenge, &mut out, &mut events),
+        Err(RegistrationError::WrongRelay {
+            expected: meant.guid(),
+            got: impostor.guid()
+        })
+    );
+    // The meant relay's key, with a signature it did not make, or replayed from a challenge
+    // made for another connection (another server nonce).
+    let forged = match wire::challenge(&impostor, &ours, [7; wire::NONCE_LEN], &key.guid()) {
+        Down::Challenge {
+            nonce, signature, ..
+        } => Down::Challenge {
+            nonce,
+            relay_key: *meant.public().as_bytes(),
+            signature,
+        },
+        _ => unreachable!(),
+    };
+    let recorded = wire::challenge(
+        &meant,
+        &[9; wire::NONCE_LEN],
+        [7; wire::NONCE_LEN],
+        &key.guid(),
+    );
+    for challenge in [forged, recorded] {
+        let (mut reg, _) = Registration::new(key.clone(), Some(meant.guid()));
+        assert_eq!(
+            reg.received(&down(challenge), &mut out, &mut events),
+            Err(RegistrationError::Challenge(
+                wire::ChallengeError::BadSignature
+            ))
+        );
+        assert_eq!(reg.state, RegState::AwaitChallenge);
+    }
+    // Nothing signed for any of them, nothing registered.
+    assert!(out.is_empty());
+    assert!(events.is_empty());
 }

@@ -1,4 +1,4 @@
-//! The relay protocol's messages, version 1 (docs/protocol.md, "Relay protocol"): every
+//! The relay protocol's messages, version 2 (docs/protocol.md, "Relay protocol"): every
 //! connection to a relay opens with a preamble saying what it is; a registration then
 //! exchanges a few fixed-size messages. Nothing here is secret: a relay never sees a key of an
 //! end-to-end session, it splices sealed records it cannot read.
@@ -9,25 +9,33 @@ use namesock_identity::{
 
 /// First bytes of every connection to a relay.
 pub const MAGIC: &[u8; 4] = b"NSRL";
-/// Relay protocol version.
-pub const VERSION: u8 = 1;
+/// Relay protocol version (2: the relay proves its key to a registering server).
+pub const VERSION: u8 = 2;
 /// Length of the one-time token that pairs a server's dial-back with a waiting client.
 pub const TOKEN_LEN: usize = 16;
-/// Length of the relay's challenge nonce.
+/// Length of the relay's challenge nonce, and of the server's nonce in REGISTER.
 pub const NONCE_LEN: usize = 32;
+/// The longest preamble (REGISTER).
+pub const MAX_PREAMBLE_LEN: usize = 6 + GUID_LEN + PUBLIC_KEY_LEN + NONCE_LEN;
+/// The longest relay -> server message (CHALLENGE).
+pub const MAX_DOWN_LEN: usize = 1 + NONCE_LEN + PUBLIC_KEY_LEN + SIGNATURE_LEN;
 /// What a registration signs before the nonce (a signature made for anything else, a
 /// handshake or a record, can never be one).
 const REGISTER_CONTEXT: &[u8] = b"namesock relay register v1\0";
+/// What a relay signs in its challenge, likewise.
+const CHALLENGE_CONTEXT: &[u8] = b"namesock relay challenge v2\0";
 
 pub type Token = [u8; TOKEN_LEN];
 
 /// What a connection to a relay is for (the preamble's kind byte and body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preamble {
-    /// A server registers its GUID (kind 1): `guid:20 key:32`.
+    /// A server registers its GUID (kind 1): `guid:20 key:32 nonce:32`; the relay signs the
+    /// nonce in its challenge.
     Register {
         guid: Guid,
         key: [u8; PUBLIC_KEY_LEN],
+        nonce: [u8; NONCE_LEN],
     },
     /// A client wants the server with this GUID (kind 2): `guid:20`.
     Connect { guid: Guid },
@@ -38,8 +46,13 @@ pub enum Preamble {
 /// Relay -> server messages on a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Down {
-    /// `0x81 nonce:32 relay_guid:20`: sign this.
-    Challenge { nonce: [u8; NONCE_LEN], relay: Guid },
+    /// `0x81 nonce:32 relay_key:32 signature:64`: sign this; the relay's signature over the
+    /// server's nonce proves it holds `relay_key` (its GUID is the key's hash).
+    Challenge {
+        nonce: [u8; NONCE_LEN],
+        relay_key: [u8; PUBLIC_KEY_LEN],
+        signature: [u8; SIGNATURE_LEN],
+    },
     /// `0x82`: the registration holds.
     Registered,
     /// `0x83 reason:u8`: the registration was refused; the relay closes.
@@ -70,7 +83,7 @@ pub enum RefuseReason {
 pub enum RelayWireError {
     #[error("not the relay protocol (bad magic)")]
     BadMagic,
-    #[error("relay protocol version {0} is not supported (this build speaks version 1)")]
+    #[error("relay protocol version {0} is not supported (this build speaks version 2)")]
     Version(u8),
     #[error("unknown preamble kind {0}")]
     UnknownKind(u8),
@@ -90,7 +103,7 @@ impl Preamble {
             return Err(RelayWireError::Version(head[4]));
         }
         Ok(6 + match head[5] {
-            1 => GUID_LEN + PUBLIC_KEY_LEN,
+            1 => GUID_LEN + PUBLIC_KEY_LEN + NONCE_LEN,
             2 => GUID_LEN,
             3 => TOKEN_LEN,
             k => return Err(RelayWireError::UnknownKind(k)),
@@ -101,10 +114,11 @@ impl Preamble {
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         match self {
-            Preamble::Register { guid, key } => {
+            Preamble::Register { guid, key, nonce } => {
                 out.push(1);
                 out.extend_from_slice(guid.as_bytes());
                 out.extend_from_slice(key);
+                out.extend_from_slice(nonce);
             }
             Preamble::Connect { guid } => {
                 out.push(2);
@@ -125,7 +139,12 @@ impl Preamble {
         Ok(match head[5] {
             1 => Preamble::Register {
                 guid: Guid::from_bytes(body[..GUID_LEN].try_into().expect("20 bytes")),
-                key: body[GUID_LEN..].try_into().expect("32 bytes"),
+                key: body[GUID_LEN..GUID_LEN + PUBLIC_KEY_LEN]
+                    .try_into()
+                    .expect("32 bytes"),
+                nonce: body[GUID_LEN + PUBLIC_KEY_LEN..]
+                    .try_into()
+                    .expect("32 bytes"),
             },
             2 => Preamble::Connect {
                 guid: Guid::from_bytes(body.try_into().expect("20 bytes")),
@@ -141,7 +160,7 @@ impl Down {
     /// Length of the message whose type byte is `ty`.
     pub fn len_from_type(ty: u8) -> Result<usize, RelayWireError> {
         Ok(match ty {
-            0x81 => 1 + NONCE_LEN + GUID_LEN,
+            0x81 => MAX_DOWN_LEN,
             0x82 => 1,
             0x83 => 2,
             0x84 => 1 + TOKEN_LEN,
@@ -151,10 +170,15 @@ impl Down {
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Down::Challenge { nonce, relay } => {
+            Down::Challenge {
+                nonce,
+                relay_key,
+                signature,
+            } => {
                 out.push(0x81);
                 out.extend_from_slice(nonce);
-                out.extend_from_slice(relay.as_bytes());
+                out.extend_from_slice(relay_key);
+                out.extend_from_slice(signature);
             }
             Down::Registered => out.push(0x82),
             Down::Refused(r) => out.extend_from_slice(&[0x83, *r as u8]),
@@ -173,7 +197,12 @@ impl Down {
         Ok(match ty {
             0x81 => Down::Challenge {
                 nonce: body[..NONCE_LEN].try_into().expect("32 bytes"),
-                relay: Guid::from_bytes(body[NONCE_LEN..].try_into().expect("20 bytes")),
+                relay_key: body[NONCE_LEN..NONCE_LEN + PUBLIC_KEY_LEN]
+                    .try_into()
+                    .expect("32 bytes"),
+                signature: body[NONCE_LEN + PUBLIC_KEY_LEN..]
+                    .try_into()
+                    .expect("64 bytes"),
             },
             0x82 => Down::Registered,
             0x83 => Down::Refused(match body[0] {
@@ -188,6 +217,63 @@ impl Down {
             },
         })
     }
+}
+
+/// Why a server does not believe a relay's challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("the relay's key is not a valid ed25519 key")]
+    BadKey,
+    #[error("the relay's signature over our nonce does not verify")]
+    BadSignature,
+}
+
+/// The bytes a relay's challenge signs: the server's nonce (fresh per connection, so a
+/// recorded challenge convinces nobody), the relay's nonce and the server's GUID.
+fn challenge_message(
+    server_nonce: &[u8; NONCE_LEN],
+    nonce: &[u8; NONCE_LEN],
+    server: &Guid,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHALLENGE_CONTEXT.len() + 2 * NONCE_LEN + GUID_LEN);
+    m.extend_from_slice(CHALLENGE_CONTEXT);
+    m.extend_from_slice(server_nonce);
+    m.extend_from_slice(nonce);
+    m.extend_from_slice(server.as_bytes());
+    m
+}
+
+/// The relay's challenge to `server`, whose REGISTER carried `server_nonce`.
+pub fn challenge(
+    relay: &Keypair,
+    server_nonce: &[u8; NONCE_LEN],
+    nonce: [u8; NONCE_LEN],
+    server: &Guid,
+) -> Down {
+    Down::Challenge {
+        nonce,
+        relay_key: *relay.public().as_bytes(),
+        signature: relay
+            .sign(&challenge_message(server_nonce, &nonce, server))
+            .0,
+    }
+}
+
+/// The server's check of a challenge: the relay holds `relay_key`; returns its GUID.
+pub fn verify_challenge(
+    server_nonce: &[u8; NONCE_LEN],
+    server: &Guid,
+    nonce: &[u8; NONCE_LEN],
+    relay_key: &[u8; PUBLIC_KEY_LEN],
+    signature: &[u8; SIGNATURE_LEN],
+) -> Result<Guid, ChallengeError> {
+    let key = PublicKey::from_bytes(relay_key).map_err(|_| ChallengeError::BadKey)?;
+    key.verify(
+        &challenge_message(server_nonce, nonce, server),
+        &Signature(*signature),
+    )
+    .map_err(|_| ChallengeError::BadSignature)?;
+    Ok(key.guid())
 }
 
 /// The bytes a registration signs: bound to this relay's challenge (fresh per connection, so
@@ -242,6 +328,7 @@ mod tests {
             Preamble::Register {
                 guid: kp.guid(),
                 key: *kp.public().as_bytes(),
+                nonce: [8; NONCE_LEN],
             },
             Preamble::Connect { guid: kp.guid() },
             Preamble::Accept { token: [9; 16] },
@@ -253,10 +340,7 @@ mod tests {
             assert_eq!(Preamble::decode(&out).unwrap(), p);
         }
         for d in [
-            Down::Challenge {
-                nonce: [1; 32],
-                relay: kp.guid(),
-            },
+            challenge(&kp, &[2; NONCE_LEN], [1; NONCE_LEN], &kp.guid()),
             Down::Registered,
             Down::Refused(RefuseReason::Full),
             Down::Dial { token: [7; 16] },
@@ -275,11 +359,11 @@ mod tests {
             Err(RelayWireError::BadMagic)
         );
         assert_eq!(
-            Preamble::len_from_head(b"NSRL\x02\x01"),
-            Err(RelayWireError::Version(2))
+            Preamble::len_from_head(b"NSRL\x01\x01"),
+            Err(RelayWireError::Version(1))
         );
         assert_eq!(
-            Preamble::len_from_head(b"NSRL\x01\x09"),
+            Preamble::len_from_head(b"NSRL\x02\x09"),
             Err(RelayWireError::UnknownKind(9))
         );
         assert_eq!(
@@ -325,6 +409,42 @@ mod tests {
         assert_eq!(
             verify_proof(&guid, &key, &nonce, &attacker.guid(), &good),
             Err(RefuseReason::BadSignature)
+        );
+    }
+
+    #[test]
+    fn only_the_relays_key_makes_its_challenge_and_a_recorded_one_convinces_nobody() {
+        let relay = Keypair::from_seed(&[4; 32]);
+        let impostor = Keypair::from_seed(&[5; 32]);
+        let server = Keypair::from_seed(&[1; 32]).guid();
+        let ours = [6; NONCE_LEN];
+        let parts = |d: Down| match d {
+            Down::Challenge {
+                nonce,
+                relay_key,
+                signature,
+            } => (nonce, relay_key, signature),
+            _ => unreachable!("a challenge"),
+        };
+        let (nonce, key, sig) = parts(challenge(&relay, &ours, [7; NONCE_LEN], &server));
+        assert_eq!(
+            verify_challenge(&ours, &server, &nonce, &key, &sig),
+            Ok(relay.guid())
+        );
+        // The relay's key, signed by someone else.
+        let (_, _, forged) = parts(challenge(&impostor, &ours, nonce, &server));
+        assert_eq!(
+            verify_challenge(&ours, &server, &nonce, &key, &forged),
+            Err(ChallengeError::BadSignature)
+        );
+        // A challenge recorded for another connection (another server nonce) or server.
+        assert_eq!(
+            verify_challenge(&[9; NONCE_LEN], &server, &nonce, &key, &sig),
+            Err(ChallengeError::BadSignature)
+        );
+        assert_eq!(
+            verify_challenge(&ours, &relay.guid(), &nonce, &key, &sig),
+            Err(ChallengeError::BadSignature)
         );
     }
 }
