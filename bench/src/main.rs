@@ -1122,7 +1122,12 @@ impl Suite {
             )?;
             // namesock's default timers (keepalive 5 s), not the quick ones of the moves: 10,000
             // sessions pinging every 300 ms would measure the keepalives.
+            // The server's session bounds (4,096 in all, 64 per peer by default) would refuse
+            // the one client's sessions long before the largest step.
+            let bound = (top + 100).to_string();
             sc.env("NAMESOCK_NAME", "sink")
+                .env("NAMESOCK_MAX_SESSIONS", &bound)
+                .env("NAMESOCK_MAX_SESSIONS_PER_PEER", &bound)
                 .env_remove("NAMESOCK_KEEPALIVE_MS")
                 .env_remove("NAMESOCK_PATH_DEAD_MS");
             let mut server = Running::spawn(sc)?;
