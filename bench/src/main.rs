@@ -211,6 +211,18 @@ fn rss_kib(pid: u32) -> u64 {
     parse::vm_rss_kib(&read_proc(pid, "status")).unwrap_or(0)
 }
 
+/// Wake-ups so far of every thread of `pid` (an idle engine's should come from keepalives only).
+fn wakeups(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| parse::context_switches(&s))
+        .sum()
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     parse::proc_stat(&read_proc(pid, "stat")).map_or(0, |t| t.total())
 }
@@ -1110,7 +1122,15 @@ impl Suite {
             )?;
             // namesock's default timers (keepalive 5 s), not the quick ones of the moves: 10,000
             // sessions pinging every 300 ms would measure the keepalives.
+            // The server's session bounds (4,096 in all, 64 per peer, and a 2 GiB buffer
+            // budget that counts every session at its full buffer capacity, about 128) would
+            // refuse the one client's sessions long before the largest step; the suite guards
+            // the machine's memory itself (`room_for`).
+            let bound = (top + 100).to_string();
             sc.env("NAMESOCK_NAME", "sink")
+                .env("NAMESOCK_MAX_SESSIONS", &bound)
+                .env("NAMESOCK_MAX_SESSIONS_PER_PEER", &bound)
+                .env("NAMESOCK_BUFFER_BUDGET", (1u64 << 50).to_string())
                 .env_remove("NAMESOCK_KEEPALIVE_MS")
                 .env_remove("NAMESOCK_PATH_DEAD_MS");
             let mut server = Running::spawn(sc)?;
@@ -1191,6 +1211,25 @@ impl Suite {
                     "KiB",
                 );
                 (last_idle_rss, last_idle_n) = (now, n);
+                if i + 1 == idle_steps.len() {
+                    // The largest idle step at rest: every wake-up of either process over
+                    // the window (namesock: the engines' keepalives, one per path and
+                    // interval at most; plain TCP: none).
+                    let window = Duration::from_secs(if self.opts.quick { 3 } else { 10 });
+                    let w0 = wakeups(client.pid()) + wakeups(server.pid());
+                    std::thread::sleep(window);
+                    let w1 = wakeups(client.pid()) + wakeups(server.pid());
+                    let rate = w1.saturating_sub(w0) as f64 / window.as_secs_f64();
+                    eprintln!("  scale {m}: {n} idle sessions, {rate:.1} wake-ups/s");
+                    self.record(
+                        "scale",
+                        &format!("idle {n}: wake-ups per second at rest"),
+                        m,
+                        0,
+                        rate,
+                        "/s",
+                    );
+                }
                 let need = match idle_steps.get(i + 1) {
                     Some(next) => per / 1024.0 * next.saturating_sub(n) as f64,
                     None => busy_kib_each * busy_steps.first().copied().unwrap_or(0) as f64,
@@ -1264,6 +1303,7 @@ impl Suite {
                 // The table keeps memory and throughput at each step and the opening time of
                 // the largest step; raw.csv has everything.
                 let shown = s.metric.contains("RSS per")
+                    || s.metric.contains("wake-ups")
                     || s.metric.ends_with("throughput")
                     || (s.metric.contains("seconds to open")
                         && s.metric.starts_with(&format!("idle {top}:")));
@@ -1286,6 +1326,10 @@ impl Suite {
                     (|v: Option<f64>| with_unit(v.map(|b| b / 1024.0), "KiB"))
                         as fn(Option<f64>) -> String,
                     added(ns.map(|b| b / 1024.0), plain.map(|b| b / 1024.0), "KiB"),
+                ),
+                "/s" => (
+                    (|v: Option<f64>| with_unit(v, "/s")) as fn(Option<f64>) -> String,
+                    added(ns, plain, "/s"),
                 ),
                 "s" => (
                     (|v: Option<f64>| with_unit(v, "s")) as fn(Option<f64>) -> String,

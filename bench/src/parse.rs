@@ -85,6 +85,16 @@ pub fn vm_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Context switches of one thread (voluntary + involuntary) from `/proc/<pid>/task/<tid>/status`:
+/// each is a wake-up of a thread that slept (or was preempted).
+pub fn context_switches(status: &str) -> Option<u64> {
+    let count = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(count("voluntary_ctxt_switches:")? + count("nonvoluntary_ctxt_switches:")?)
+}
+
 /// MemAvailable in KiB from `/proc/meminfo`.
 pub fn mem_available_kib(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -303,6 +313,9 @@ mod tests {
     fn rss_and_sockstat() {
         assert_eq!(vm_rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), Some(12345));
         assert_eq!(vm_rss_kib("Name:\tx\n"), None);
+        let status = "Name:\tnamesock-engine\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(context_switches(status), Some(123));
+        assert_eq!(context_switches("voluntary_ctxt_switches:\t120\n"), None);
         let m = "MemTotal:       24000000 kB\nMemAvailable:   19000000 kB\n";
         assert_eq!(mem_available_kib(m), Some(19_000_000));
         assert_eq!(mem_available_kib("MemTotal: 1 kB"), None);

@@ -330,9 +330,23 @@ impl PathManager {
         .min()
     }
 
+    /// Heap capacity of the action and dial queues and of the session's buffers.
+    #[cfg(test)]
+    fn queue_capacity(&self) -> usize {
+        self.actions.capacity() + self.dial_queue.capacity() + self.session.buffer_capacity()
+    }
+
     pub fn handle_timeout(&mut self, now: Instant, local: &[IpAddr]) {
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
+            // The session's timers fire rarely once it is idle (its keepalive): queues left
+            // empty give their capacity back then, as the session's buffers do.
+            if self.actions.is_empty() {
+                self.actions = VecDeque::new();
+            }
+            if self.dial_queue.is_empty() {
+                self.dial_queue = VecDeque::new();
+            }
         }
         if self.connect_deadline.is_some_and(|d| d <= now) {
             let failure = match self.last_error {

@@ -37,6 +37,31 @@ fn setsockopt_int(
     .map(drop)
 }
 
+/// Raises this process's soft open-file limit to its hard limit (each session holds three
+/// descriptors in a process with an engine: the program's socket, the engine's end of it and
+/// the flow path, so the usual soft limit of 1,024 caps a process at about 340 sessions).
+/// Returns the (soft, hard) limits before and the soft limit now in force.
+pub fn raise_nofile() -> io::Result<(u64, u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct that we own.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let before = (lim.rlim_cur, lim.rlim_max);
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct that we own; raising the soft limit up to
+        // the hard one needs no privilege.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) })?;
+        lim.rlim_cur = lim.rlim_max;
+    }
+    Ok((before.0, before.1, lim.rlim_cur))
+}
+
 /// Options for a flow path: no Nagle delay, and the kernel gives up on a path whose data
 /// stays unacknowledged for `user_timeout` (netlink cannot see a broken route upstream).
 pub fn tune_flow_path(fd: RawFd, user_timeout: Duration, keepalive: Duration) -> io::Result<()> {
@@ -523,5 +548,32 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
     match fd {
         Some(fd) if n == 1 && msg.msg_flags & libc::MSG_CTRUNC == 0 => Ok(fd),
         _ => Err(io::ErrorKind::InvalidData.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_nofile_lifts_the_soft_limit_to_the_hard_one() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in raise_nofile.
+        cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).unwrap();
+        let lowered = libc::rlimit {
+            rlim_cur: (lim.rlim_max / 2).max(64).min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as in raise_nofile; lowering the soft limit needs no privilege.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }).unwrap();
+        let (soft, hard, now) = raise_nofile().unwrap();
+        assert_eq!((soft, hard), (lowered.rlim_cur, lim.rlim_max));
+        assert_eq!(now, lim.rlim_max);
+        // SAFETY: as above.
+        cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).unwrap();
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
     }
 }

@@ -436,3 +436,26 @@ fn relays_are_dialled_after_the_direct_locators_and_a_direct_path_replaces_the_r
     pm.frames_received(t2, direct[0].0);
     assert!(actions(&mut pm, t2, &bed.local).contains(&Action::Close { path: relayed }));
 }
+
+#[test]
+fn an_idle_session_keeps_no_queue_capacity() {
+    let bed = Bed::new();
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let first = dials(&actions(&mut pm, bed.t0, &bed.local));
+    pm.path_connected(bed.t0, first[0].0, addr("10.0.0.2:5000"), &bed.local);
+    let mut server = bed.establish(&mut pm, bed.t0, first[0].0);
+    // The server answers what the client's proof asked for: nothing is outstanding.
+    let answer = wire(bed.t0, &mut server, 1000);
+    assert!(!answer.is_empty());
+    feed(bed.t0, pm.session_mut(), first[0].0, &answer);
+    pm.frames_received(bed.t0, first[0].0);
+    assert!(
+        actions(&mut pm, bed.t0, &bed.local)
+            .iter()
+            .any(|a| matches!(a, Action::Established { .. }))
+    );
+    assert!(pm.queue_capacity() > 0);
+    let t = bed.t0 + SessionConfig::default().keepalive_interval;
+    pm.handle_timeout(t, &bed.local);
+    assert_eq!(pm.queue_capacity(), 0);
+}

@@ -105,7 +105,7 @@ impl Session {
     pub(super) fn on_hello_ack(&mut self, i: usize, a: &HelloAck) -> Result<(), SessionError> {
         let Some((hello, _)) = self.paths[i]
             .hello
-            .as_ref()
+            .as_deref()
             .filter(|_| self.connecting.is_some())
         else {
             return Err(SessionError::UnexpectedFrame {
@@ -126,7 +126,7 @@ impl Session {
             .verify(&auth::hello_ack(hello, a), &a.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
         let transcript = auth::keys(hello, a);
-        let Some((hello, ephemeral)) = self.paths[i].hello.take() else {
+        let Some((hello, ephemeral)) = self.paths[i].hello.take().map(|b| *b) else {
             unreachable!("checked above");
         };
         let keys = ephemeral
@@ -192,7 +192,7 @@ impl Session {
             Some(peer) => peer == r.server_key,
             None => self.server_guid.is_certified_by(&r.server_key),
         };
-        let conn_id = p.hello.as_ref().map_or(self.conn_id, |(h, _)| h.conn_id);
+        let conn_id = p.hello.as_deref().map_or(self.conn_id, |(h, _)| h.conn_id);
         if r.conn_id != conn_id || p.echo != Some(r.echo) || !key_ok {
             return Err(HandshakeError::WrongConnection.into());
         }

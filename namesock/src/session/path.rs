@@ -33,9 +33,9 @@ pub(super) struct Path {
     pub(super) last_recv: Instant,
     pub(super) last_ping: Option<Instant>,
     /// HELLO, HELLO_ACK, RESUME or RESUME_ACK, to be sent first.
-    pub(super) handshake: Option<Outgoing>,
+    pub(super) handshake: Option<Box<Outgoing>>,
     /// Client: the HELLO sent on this path and its ephemeral key, until answered.
-    pub(super) hello: Option<(Hello, Ephemeral)>,
+    pub(super) hello: Option<Box<(Hello, Ephemeral)>>,
     /// Client: the RESUME sent on this path, to check its RESUME_ACK against.
     pub(super) resume: Option<ResumeBody>,
     /// This path's AEAD state: from the start on a server, from HELLO_ACK or the RESUME on a
@@ -78,7 +78,7 @@ impl Path {
             live_seq: 0,
             last_recv: now,
             last_ping: None,
-            handshake: Some(handshake),
+            handshake: Some(Box::new(handshake)),
             hello: None,
             resume: None,
             keys: None,

@@ -93,6 +93,18 @@ impl RecvStream {
         self.consumed += n as u64;
     }
 
+    /// An idle session keeps no receive buffer: freed once the application read it all.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = VecDeque::new();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn capacity_held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Everything up to the peer's FIN has been read.
     pub(super) fn eof(&self) -> bool {
         self.fin == Some(self.consumed)

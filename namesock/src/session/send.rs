@@ -117,6 +117,18 @@ impl SendStream {
         Ok(())
     }
 
+    /// An idle session keeps no replay buffer: freed once every byte is confirmed.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.replay.is_empty() {
+            self.replay = VecDeque::new();
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn capacity_held(&self) -> usize {
+        self.replay.capacity()
+    }
+
     /// Highest position ever sent: the peer cannot claim more.
     pub(super) fn high(&self) -> u64 {
         self.high

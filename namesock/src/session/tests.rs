@@ -1064,3 +1064,32 @@ fn a_clients_path_shows_its_handshake_round_trip_until_a_ping_measures_one() {
         .unwrap();
     assert_eq!(rtt(&pair.server), Some(Duration::from_millis(24)));
 }
+
+#[test]
+fn a_session_idle_for_a_keepalive_interval_holds_no_buffer_capacity() {
+    let mut pair = Pair::new(1, cfg());
+    let data = vec![7u8; 20_000];
+    assert_eq!(pair.client.app_write(&data), data.len());
+    assert_eq!(pair.server.app_write(&data), data.len());
+    pair.pump();
+    assert_eq!(read_all(&mut pair.server).len(), data.len());
+    assert_eq!(read_all(&mut pair.client).len(), data.len());
+    pair.pump();
+    // Drained, but a busy session keeps its buffers between frames.
+    assert!(pair.client.buffer_capacity() >= data.len());
+    assert!(pair.server.buffer_capacity() >= data.len());
+    let t = pair.now + cfg().keepalive_interval;
+    pair.client.handle_timeout(t);
+    pair.server.handle_timeout(t);
+    assert_eq!(pair.client.buffer_capacity(), 0);
+    assert_eq!(pair.server.buffer_capacity(), 0);
+    // A buffer still holding bytes is kept whole: unread data survives the keepalive.
+    assert_eq!(pair.client.app_write(b"late"), 4);
+    pair.pump();
+    let t = t + cfg().keepalive_interval;
+    pair.server.handle_timeout(t);
+    assert_eq!(pair.server.app_readable().concat(), b"late");
+    pair.server.app_consume(4);
+    pair.pump();
+    assert_eq!(pair.client_to_server(b"again"), b"again");
+}
