@@ -609,8 +609,19 @@ impl Engine {
     /// half-closed waits for the session to close; bytes still unread from a program's socket
     /// are waited for too. What sits unconfirmed in a replay buffer of a session that the
     /// program left open cannot be told apart from an idle one, and is not waited for.)
+    ///
+    /// A server session that closed waits, too, until its client closes the path: the client
+    /// still asks it to confirm the close (PING after its last ACK), and an engine that exits
+    /// first answers that PING with a TCP reset, leaving the client to re-dial a peer that is
+    /// gone for the whole linger period.
     fn draining(&self) -> bool {
         self.conns.values().any(|c| {
+            if let Side::Server(s) = &c.side
+                && s.closed
+                && !s.paths.is_empty()
+            {
+                return true;
+            }
             let Some(a) = c.app.as_ref().filter(|a| !a.failed && !a.connecting) else {
                 return false;
             };
