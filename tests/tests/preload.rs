@@ -957,3 +957,118 @@ fn getaddrinfo_a_answers_names_in_the_zone() {
     assert_eq!(lines(&format!("{nosuch}: error")), 2, "{text}");
     assert_eq!(lines("localhost: 127.0.0.1"), 2, "{text}");
 }
+
+/// A session holds three descriptors in each process (the program's socket, the engine's end
+/// of it, the flow path): a program with a low soft open-file limit would run out at a third
+/// of the connections it could open without namesock. Both engines raise the soft limit to
+/// the hard one once their sessions need it, and not before.
+#[test]
+fn many_sessions_past_the_soft_descriptor_limit() {
+    if !namesock_tests::require_tools("many_sessions_past_the_soft_descriptor_limit", &["python3"])
+    {
+        return;
+    }
+    const SOFT: u64 = 200;
+    const SESSIONS: usize = 150;
+    let hard = hard_nofile_limit();
+    assert!(
+        hard >= 4 * SESSIONS as u64,
+        "hard open-file limit {hard} leaves no room for the test"
+    );
+    let world = world("preload-nofile");
+    let port = free_port();
+    let server_script = r#"
+import selectors, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is s:
+            c, _ = s.accept()
+            sel.register(c, selectors.EVENT_READ)
+        else:
+            data = key.fileobj.recv(4096)
+            if data:
+                key.fileobj.sendall(data)
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+"#;
+    let limited = format!("ulimit -Sn {SOFT}; exec python3 -c \"$0\" \"$@\"");
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "srv",
+            &["sh", "-c", &limited, server_script, &port.to_string()],
+        )
+        .unwrap();
+    command.env("NAMESOCK_NAME", "many");
+    // One client key opens them all: past the default per-peer bound (64).
+    command.env("NAMESOCK_MAX_SESSIONS_PER_PEER", (2 * SESSIONS).to_string());
+    let mut server = Process::spawn(command).unwrap();
+    world
+        .wait_for_record("many", Duration::from_secs(30), |_| true)
+        .unwrap();
+    let client_script = r#"
+import resource, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+print("before", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+conns = []
+for i in range(n):
+    c = socket.create_connection((host, port), timeout=30)
+    c.sendall(b"%d\n" % i)
+    assert c.recv(64) == b"%d\n" % i
+    conns.append(c)
+    if i == 0:
+        print("first", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+for i, c in enumerate(conns):
+    c.sendall(b"again %d\n" % i)
+    assert c.recv(64) == b"again %d\n" % i
+print("after", resource.getrlimit(resource.RLIMIT_NOFILE)[0], len(conns))
+"#;
+    let host = format!("many.{ZONE}");
+    let client = world
+        .namesock_run(
+            &Local,
+            "cli",
+            &[
+                "sh",
+                "-c",
+                &limited,
+                client_script,
+                &host,
+                &port.to_string(),
+                &SESSIONS.to_string(),
+            ],
+        )
+        .unwrap();
+    let output = run(client, None);
+    server.kill();
+    check("python client", &output, &world, "cli");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(stdout.contains(&format!("before {SOFT}\n")), "{stdout}");
+    // One session: the program keeps the limit it was given.
+    assert!(stdout.contains(&format!("first {SOFT}\n")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("after {hard} {SESSIONS}\n")),
+        "{stdout}"
+    );
+}
+
+/// This process's hard open-file limit (children inherit it).
+fn hard_nofile_limit() -> u64 {
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .expect("sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim() {
+        "unlimited" => u64::MAX,
+        n => n.parse().expect("ulimit -Hn prints a number"),
+    }
+}

@@ -183,6 +183,7 @@ impl Engine {
             req.deadline,
             self.cfg.loopback_locators(),
         );
+        self.make_room_for_a_session();
         let client = ClientConn {
             pm,
             target: req.target,

@@ -34,6 +34,12 @@ pub(super) const WAKER: Token = Token(0);
 pub(super) const RELAY_V4: Token = Token(1);
 pub(super) const RELAY_V6: Token = Token(2);
 pub(super) const LISTENER: Token = Token(3);
+/// Descriptors one session holds in this process: the program's socket, the engine's end of
+/// it and a flow path.
+const FDS_PER_SESSION: u64 = 3;
+/// Descriptors left for everything else the program and the engine open.
+const FD_HEADROOM: u64 = 64;
+
 const MONITOR: Token = Token(4);
 const FIRST_DYNAMIC: usize = 16;
 
@@ -67,6 +73,8 @@ pub(crate) struct Engine {
     pub(super) client_key: Arc<Keypair>,
     pub(super) connecting: HashMap<ConnKey, Connecting>,
     pub(super) conns: HashMap<ConnKey, Conn>,
+    /// The soft open-file limit until the engine raised it (then `u64::MAX`).
+    fd_soft_limit: u64,
     pub(super) secrets: HashMap<[u8; super::relay::SECRET_LEN], ConnKey>,
     pub(super) paths: HashMap<PathId, FlowPath>,
     pub(super) pending: HashMap<u64, (Token, PendingApp)>,
@@ -188,6 +196,7 @@ impl Engine {
             client_key,
             connecting: HashMap::new(),
             conns: HashMap::new(),
+            fd_soft_limit: sys::nofile_limits().map_or(u64::MAX, |(soft, _)| soft),
             secrets: HashMap::new(),
             paths: HashMap::new(),
             pending: HashMap::new(),
@@ -602,6 +611,28 @@ impl Engine {
         if self.server.is_some() {
             self.relay_links_addresses_changed(added, now);
             self.publish();
+        }
+    }
+
+    /// A new session is about to take descriptors: when the sessions would pass the soft
+    /// open-file limit, raise it to the hard one. Only then: a program that never needs more
+    /// keeps the limit it had (a program using select(2) relies on descriptors staying below
+    /// FD_SETSIZE, and a larger limit slows every loop that closes descriptors up to it).
+    pub(super) fn make_room_for_a_session(&mut self) {
+        let need = (self.conns.len() as u64 + 1) * FDS_PER_SESSION + FD_HEADROOM;
+        if need <= self.fd_soft_limit {
+            return;
+        }
+        self.fd_soft_limit = u64::MAX;
+        match sys::raise_nofile() {
+            Ok((soft, hard, now)) => tracing::info!(
+                soft,
+                hard,
+                now,
+                sessions = self.conns.len(),
+                "open-file soft limit raised to the hard limit"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
         }
     }
 

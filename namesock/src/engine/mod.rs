@@ -374,15 +374,6 @@ impl Handle {
 fn start() -> Result<Handle, StartError> {
     let cfg = Config::load()?;
     crate::logging::init(&cfg);
-    match sys::raise_nofile() {
-        Ok((soft, hard, now)) => tracing::info!(
-            soft,
-            hard,
-            now,
-            "open-file soft limit set to the hard limit"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
-    }
     let (tx, rx): (SyncSender<Command>, Receiver<Command>) = mpsc::sync_channel(COMMAND_QUEUE);
     let (engine, waker, shared) = event_loop::Engine::new(cfg.clone(), rx, tx.clone())?;
     std::thread::Builder::new()

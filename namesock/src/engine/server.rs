@@ -606,6 +606,7 @@ impl Engine {
         };
         fp.conn = Some(key);
         tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        self.make_room_for_a_session();
         let server = ServerConn {
             session,
             paths: vec![pid],

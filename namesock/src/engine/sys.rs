@@ -37,29 +37,31 @@ fn setsockopt_int(
     .map(drop)
 }
 
-/// Raises this process's soft open-file limit to its hard limit (each session holds three
-/// descriptors in a process with an engine: the program's socket, the engine's end of it and
-/// the flow path, so the usual soft limit of 1,024 caps a process at about 340 sessions).
-/// Returns the (soft, hard) limits before and the soft limit now in force.
-pub fn raise_nofile() -> io::Result<(u64, u64, u64)> {
+/// This process's (soft, hard) open-file limits.
+pub fn nofile_limits() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit struct that we own.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    let before = (lim.rlim_cur, lim.rlim_max);
-    if lim.rlim_cur < lim.rlim_max {
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises this process's soft open-file limit to its hard limit. Returns the (soft, hard)
+/// limits before and the soft limit now in force.
+pub fn raise_nofile() -> io::Result<(u64, u64, u64)> {
+    let (soft, hard) = nofile_limits()?;
+    if soft < hard {
         let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+            rlim_cur: hard,
+            rlim_max: hard,
         };
         // SAFETY: setrlimit reads one rlimit struct that we own; raising the soft limit up to
         // the hard one needs no privilege.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) })?;
-        lim.rlim_cur = lim.rlim_max;
     }
-    Ok((before.0, before.1, lim.rlim_cur))
+    Ok((soft, hard, hard.max(soft)))
 }
 
 /// Options for a flow path: no Nagle delay, and the kernel gives up on a path whose data
