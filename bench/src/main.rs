@@ -1110,7 +1110,15 @@ impl Suite {
             )?;
             // namesock's default timers (keepalive 5 s), not the quick ones of the moves: 10,000
             // sessions pinging every 300 ms would measure the keepalives.
+            // The server's session bounds (4,096 in all, 64 per peer, and a 2 GiB buffer
+            // budget that counts every session at its full buffer capacity, about 128) would
+            // refuse the one client's sessions long before the largest step; the suite guards
+            // the machine's memory itself (`room_for`).
+            let bound = (top + 100).to_string();
             sc.env("NAMESOCK_NAME", "sink")
+                .env("NAMESOCK_MAX_SESSIONS", &bound)
+                .env("NAMESOCK_MAX_SESSIONS_PER_PEER", &bound)
+                .env("NAMESOCK_BUFFER_BUDGET", (1u64 << 50).to_string())
                 .env_remove("NAMESOCK_KEEPALIVE_MS")
                 .env_remove("NAMESOCK_PATH_DEAD_MS");
             let mut server = Running::spawn(sc)?;
