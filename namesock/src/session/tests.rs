@@ -8,6 +8,8 @@ use namesock_identity::{Keypair, Signature};
 use super::*;
 use crate::wire::{FrameReader, Hello, HelloAck, RESUME_SEALED_LEN, Resume, ResumeAck};
 
+mod window;
+
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
 /// Frames built by hand own their payload (`Frame` alone leaves it to inference).
