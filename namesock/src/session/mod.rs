@@ -545,10 +545,10 @@ impl Session {
                 ack,
                 payload,
             } => {
-                self.send.on_ack(ack, now)?;
+                self.send.on_ack(ack, now, self.paths[i].quiet_rtt())?;
                 self.recv.on_data(offset, payload.as_ref())
             }
-            Frame::Ack { ack } => self.send.on_ack(ack, now),
+            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].quiet_rtt()),
             Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);

@@ -121,8 +121,15 @@ impl SendStream {
 
     /// A cumulative ACK, arrived at `now`: the peer's application consumed everything before
     /// `ack`. It times the round trip and, when a full buffer was confirmed fast enough, grows
-    /// the limit.
-    pub(super) fn on_ack(&mut self, ack: u64, now: Instant) -> Result<(), SessionError> {
+    /// the limit. `path_rtt` is the path's own round trip, when known (its handshake's or its
+    /// latest PING's): measured with nothing queued, it keeps a busy engine, whose every
+    /// round trip is as slow as a whole buffer's, from passing for a long path.
+    pub(super) fn on_ack(
+        &mut self,
+        ack: u64,
+        now: Instant,
+        path_rtt: Option<Duration>,
+    ) -> Result<(), SessionError> {
         self.on_received(ack)?;
         self.peer_ack = self.peer_ack.max(ack);
         let g = &mut self.growth;
@@ -138,9 +145,8 @@ impl SendStream {
         {
             g.round = None;
             let took = now.saturating_duration_since(filled);
-            if g.min_rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS)
-                && self.limit < self.capacity
-            {
+            let rtt = g.min_rtt.into_iter().chain(path_rtt).min();
+            if rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS) && self.limit < self.capacity {
                 self.limit = self.limit.saturating_mul(2).min(self.capacity);
                 debug!(
                     limit = self.limit,

@@ -39,7 +39,7 @@ fn run(link: &Link, cap: usize, secs: u64) -> Outcome {
         recv_capacity: cap,
         ..SessionConfig::default()
     };
-    let mut pair = Pair::new(7, cfg);
+    let mut pair = Pair::with_rtt(7, cfg, link.delay * 2);
     let start = pair.now;
     let end = start + Duration::from_secs(secs);
     // In flight: (arrival, record bytes).
