@@ -106,6 +106,7 @@ impl SendStream {
     }
 
     /// The most the replay buffer may hold now.
+    #[cfg(test)]
     pub(super) fn limit(&self) -> usize {
         self.limit
     }
