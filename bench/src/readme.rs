@@ -465,12 +465,13 @@ pub fn section(results: &Results) -> Result<String, Error> {
         "- **Many sessions through one engine** (nothing in the issue sets a goal here; these are \
          the figures). Idle: {idle_rss} of process memory per session at {idle_n} sessions; \
          plain TCP programs hold almost nothing, since its buffers are kernel memory. Busy: \
-         with {rss_n} busy sessions each holds {rss} more (the replay and receive buffers fill \
-         when the program writes faster than the path drains), and aggregate throughput falls \
+         with {rss_n} busy sessions each holds {rss} more (its replay buffer starts at 128 KiB \
+         and grows with the path's bandwidth-delay product, the peer's receive buffer holds no \
+         more than that, and the flow path's write buffer), and aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
-         {busy_hi}. Opening {open_n} sessions one by one took {open_vs} as long as plain TCP. \
-         Smaller default buffers that grow with the bandwidth-delay product would bring the \
-         busy memory down.",
+         {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
+         single-threaded engines instead of one connection. Opening {open_n} sessions one by \
+         one took {open_vs} as long as plain TCP.",
     );
     let moves = "move";
     let outage = |who: &str| t.cell(moves, &format!("outage, {who} (median of 3)"), NAMESOCK);

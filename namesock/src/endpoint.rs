@@ -151,7 +151,7 @@ pub struct Endpoint {
     /// Who may connect; `None`: every verified client.
     allow: Option<AllowList>,
     limits: Limits,
-    /// Replay and receive buffers one server session may hold at most.
+    /// What the buffer budget counts one server session at (`budgeted_buffers`).
     buffers_per_session: usize,
     /// Server sessions by connection ID (where a RESUME finds its session), with their peer.
     by_conn_id: HashMap<ConnId, (ConnKey, Guid)>,
@@ -200,7 +200,7 @@ impl Endpoint {
 
     /// Accept sessions for `key`'s GUID from now on.
     pub fn start_serving(&mut self, cfg: SessionConfig, key: Arc<Keypair>) {
-        self.buffers_per_session = cfg.replay_capacity + cfg.recv_capacity;
+        self.buffers_per_session = cfg.budgeted_buffers();
         self.acceptor = Some(Acceptor::new(cfg, key));
     }
 
@@ -215,7 +215,7 @@ impl Endpoint {
     }
 
     /// The most server sessions held at once: the session limit, or as many as the buffer
-    /// budget pays for at their largest, whichever is lower.
+    /// budget pays for (`SessionConfig::budgeted_buffers` each), whichever is lower.
     pub fn max_sessions(&self) -> usize {
         self.limits.max_sessions(self.buffers_per_session)
     }

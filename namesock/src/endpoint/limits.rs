@@ -10,9 +10,11 @@ pub struct Limits {
     pub sessions: usize,
     /// Server sessions one peer GUID holds at once.
     pub sessions_per_peer: usize,
-    /// Bytes of replay and receive buffers all server sessions may hold together, counted
-    /// at their largest (a session's buffers grow up to their capacity and a lingering one
-    /// keeps them), so the budget is a bound, not an estimate.
+    /// Bytes of replay and receive buffers all server sessions may hold together. A
+    /// session counts at its receive window's cap (what the peer was promised, so what a
+    /// hostile peer can make it hold) plus its replay buffer's start size: the replay buffer
+    /// grows past that only for a path that confirms a full buffer within two round trips,
+    /// up to its own cap (`SessionConfig::budgeted_buffers`).
     pub buffer_budget: usize,
     /// Paths not yet attached, and sessions not yet proven, per source address (an IPv4
     /// address or an IPv6 /64).
@@ -47,9 +49,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_caps_sessions_at_their_largest_buffers() {
+    fn the_budget_caps_sessions_at_what_each_is_counted() {
         let l = Limits::default();
-        // 4 MiB replay + 4 MiB receive per session: 2 GiB pays for 256.
+        // 128 KiB replay to start + 4 MiB receive per session: 2 GiB pays for 496.
+        let per = crate::session::SessionConfig::default().budgeted_buffers();
+        assert_eq!(per, (128 << 10) + (4 << 20));
+        assert_eq!(l.max_sessions(per), 496);
+        // At their largest (4 MiB each way): 256.
         assert_eq!(l.max_sessions(8 << 20), 256);
         // Small buffers: the session limit rules.
         assert_eq!(l.max_sessions(64 << 10), 4096);

@@ -542,8 +542,7 @@ fn at_its_limit_a_peers_unproven_sessions_make_room_for_it() {
 #[test]
 fn the_buffer_budget_bounds_all_sessions_and_newcomers_hear_overloaded() {
     let mut bed = Bed::new();
-    let per_session =
-        SessionConfig::default().replay_capacity + SessionConfig::default().recv_capacity;
+    let per_session = SessionConfig::default().budgeted_buffers();
     bed.endpoint.set_limits(Limits {
         buffer_budget: 3 * per_session,
         ..Limits::default()

@@ -70,7 +70,8 @@ pub const MAX_MOVES: usize = 8;
 /// Tunables of one session. The defaults suit interactive and bulk traffic alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// Bytes written but not yet confirmed by the peer, at most.
+    /// Bytes written but not yet confirmed by the peer, at most. The buffer starts smaller
+    /// and grows toward this with the path's bandwidth-delay product.
     pub replay_capacity: usize,
     /// Bytes received but not yet read by the application, at most (the advertised window).
     pub recv_capacity: usize,
@@ -94,6 +95,15 @@ impl Default for SessionConfig {
             suspect_after: Duration::from_millis(200),
             linger: Duration::from_secs(60),
         }
+    }
+}
+
+impl SessionConfig {
+    /// What the server's buffer budget counts a session at: the receive window at its cap
+    /// (the peer was promised it and may fill it) and the replay buffer at its start (it grows
+    /// only while the path confirms a full buffer within two round trips; see `send`).
+    pub fn budgeted_buffers(&self) -> usize {
+        send::START_LIMIT.min(self.replay_capacity) + self.recv_capacity
     }
 }
 
@@ -498,7 +508,7 @@ impl Session {
             return Err(SessionError::UnknownPath(path));
         };
         self.paths[i].heard(now, &frame, self.cfg.suspect_after);
-        let result = self.on_frame(i, frame);
+        let result = self.on_frame(now, i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
             self.lose_path(now, path, true);
@@ -507,7 +517,12 @@ impl Session {
         result
     }
 
-    fn on_frame<P: AsRef<[u8]>>(&mut self, i: usize, frame: Frame<P>) -> Result<(), SessionError> {
+    fn on_frame<P: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        i: usize,
+        frame: Frame<P>,
+    ) -> Result<(), SessionError> {
         let name = frame.name();
         let unexpected = |why| SessionError::UnexpectedFrame { frame: name, why };
         if self.paths[i].state == PathState::Handshaking
@@ -530,10 +545,10 @@ impl Session {
                 ack,
                 payload,
             } => {
-                self.send.on_ack(ack)?;
+                self.send.on_ack(ack, now, self.paths[i].quiet_rtt())?;
                 self.recv.on_data(offset, payload.as_ref())
             }
-            Frame::Ack { ack } => self.send.on_ack(ack),
+            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].quiet_rtt()),
             Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);
@@ -633,7 +648,7 @@ impl Session {
             });
         }
         if self.active() == Some(i)
-            && let Some(frame) = self.poll_stream(i)
+            && let Some(frame) = self.poll_stream(now, i)
         {
             return Some(frame);
         }
@@ -657,9 +672,9 @@ impl Session {
     }
 
     /// DATA, FIN or a bare ACK for the active path.
-    fn poll_stream(&mut self, i: usize) -> Option<Outgoing> {
+    fn poll_stream(&mut self, now: Instant, i: usize) -> Option<Outgoing> {
         let ack = self.recv.ack();
-        match self.send.poll() {
+        match self.send.poll(now) {
             Some(Chunk::Data(range)) => {
                 self.paths[i].ack_sent = ack;
                 Some(Frame::Data {

@@ -71,6 +71,12 @@ pub(super) struct Path {
 }
 
 impl Path {
+    /// The shortest round trip measured on this path without data queued ahead: its
+    /// handshake's and its latest PING's (a busy path never PINGs).
+    pub(super) fn quiet_rtt(&self) -> Option<Duration> {
+        self.rtt.into_iter().chain(self.handshake_rtt).min()
+    }
+
     pub(super) fn new(id: PathId, state: PathState, now: Instant, handshake: Outgoing) -> Self {
         Path {
             id,

@@ -2,13 +2,28 @@
 //!
 //! Positions count stream bytes; the FIN occupies one extra position after the last byte, so
 //! "the peer has everything, FIN included" is simply `known == end + 1`.
+//!
+//! The replay buffer's limit starts at [`START_LIMIT`] and doubles, up to the configured
+//! capacity, only when the buffer (not the path) held the sender back: it was full, and the
+//! peer confirmed the whole of it within two round trips of filling (the path drained it as
+//! fast as it arrived, so the path could take more). On a slow path the bytes wait in the
+//! path's queues, the confirmation takes longer, and the limit stays where it is: a sender
+//! keeps about twice the bandwidth-delay product at most, not the cap.
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use super::{KEEP_WHEN_EMPTY, SessionError};
 use crate::copy;
 use crate::wire::MAX_DATA;
+
+/// Where the replay buffer's limit starts (or the capacity, if smaller).
+pub const START_LIMIT: usize = 128 * 1024;
+/// The limit doubles when a full buffer is confirmed within this many round trips.
+const GROW_WITHIN_RTTS: u32 = 2;
 
 /// What to send next on the active path.
 pub(super) enum Chunk {
@@ -22,7 +37,10 @@ pub(super) enum Chunk {
 pub(super) struct SendStream {
     /// Bytes `[base, end)`: written by the application, not yet known to be at the peer.
     replay: VecDeque<u8>,
+    /// The most `replay` may hold now: from [`START_LIMIT`] up to `capacity`.
+    limit: usize,
     capacity: usize,
+    growth: Growth,
     base: u64,
     end: u64,
     /// The application half-closed: FIN at `end`.
@@ -43,7 +61,9 @@ impl SendStream {
     pub(super) fn new(capacity: usize) -> Self {
         SendStream {
             replay: VecDeque::new(),
+            limit: START_LIMIT.min(capacity),
             capacity,
+            growth: Growth::default(),
             base: 0,
             end: 0,
             fin: false,
@@ -64,7 +84,7 @@ impl SendStream {
         if self.fin {
             0
         } else {
-            self.capacity.saturating_sub(self.replay.len())
+            self.limit.saturating_sub(self.replay.len())
         }
     }
 
@@ -73,11 +93,22 @@ impl SendStream {
         if self.fin {
             return 0;
         }
-        let room = self.capacity.saturating_sub(self.replay.len());
+        let room = self.limit.saturating_sub(self.replay.len());
         let n = room.min(data.len());
         copy::extend_deque(&mut self.replay, &data[..n]);
         self.end += n as u64;
+        if self.replay.len() >= self.limit && self.growth.round.is_none() {
+            // The program writes faster than the peer confirms: time how long the path takes
+            // to confirm this full buffer (the clock starts at the next `poll`).
+            self.growth.filled = true;
+        }
         n
+    }
+
+    /// The most the replay buffer may hold now.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> usize {
+        self.limit
     }
 
     pub(super) fn shutdown(&mut self) {
@@ -85,14 +116,46 @@ impl SendStream {
     }
 
     /// One past the last position that exists (the FIN's, once there is one).
-    fn limit(&self) -> u64 {
+    fn last(&self) -> u64 {
         self.end + u64::from(self.fin)
     }
 
-    /// A cumulative ACK: the peer's application consumed everything before `ack`.
-    pub(super) fn on_ack(&mut self, ack: u64) -> Result<(), SessionError> {
+    /// A cumulative ACK, arrived at `now`: the peer's application consumed everything before
+    /// `ack`. It times the round trip and, when a full buffer was confirmed fast enough, grows
+    /// the limit. `path_rtt` is the path's own round trip, when known (its handshake's or its
+    /// latest PING's): measured with nothing queued, it keeps a busy engine, whose every
+    /// round trip is as slow as a whole buffer's, from passing for a long path.
+    pub(super) fn on_ack(
+        &mut self,
+        ack: u64,
+        now: Instant,
+        path_rtt: Option<Duration>,
+    ) -> Result<(), SessionError> {
         self.on_received(ack)?;
         self.peer_ack = self.peer_ack.max(ack);
+        let g = &mut self.growth;
+        if let Some((at, sent)) = g.sample
+            && self.known >= at
+        {
+            let rtt = now.saturating_duration_since(sent);
+            g.min_rtt = Some(g.min_rtt.map_or(rtt, |m| m.min(rtt)));
+            g.sample = None;
+        }
+        if let Some((at, filled)) = g.round
+            && self.known >= at
+        {
+            g.round = None;
+            let took = now.saturating_duration_since(filled);
+            let rtt = g.min_rtt.into_iter().chain(path_rtt).min();
+            if rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS) && self.limit < self.capacity {
+                self.limit = self.limit.saturating_mul(2).min(self.capacity);
+                debug!(
+                    limit = self.limit,
+                    took_us = took.as_micros() as u64,
+                    "replay buffer was the limit: grown"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -134,13 +197,19 @@ impl SendStream {
         self.high
     }
 
-    /// Send again everything the peer has not confirmed (a new or failed-over path).
+    /// Send again everything the peer has not confirmed (a new or failed-over path). The
+    /// timing starts over: the new path has a round trip of its own, and the confirmation of
+    /// a byte sent twice says nothing about either.
     pub(super) fn rewind(&mut self) {
         self.next = self.known;
+        self.growth = Growth::default();
     }
 
-    /// The next frame's worth, if any is due and the peer's window allows it.
-    pub(super) fn poll(&mut self) -> Option<Chunk> {
+    /// The next frame's worth at `now`, if any is due and the peer's window allows it.
+    pub(super) fn poll(&mut self, now: Instant) -> Option<Chunk> {
+        if std::mem::take(&mut self.growth.filled) {
+            self.growth.round = Some((self.end, now));
+        }
         if self.next < self.end {
             let window_end = self.peer_ack.saturating_add(self.peer_window);
             let stop = self.end.min(window_end).min(self.next + MAX_DATA as u64);
@@ -148,6 +217,9 @@ impl SendStream {
                 return None;
             }
             let range = self.next..stop;
+            if stop > self.high && self.growth.sample.is_none() {
+                self.growth.sample = Some((stop, now));
+            }
             self.advance(stop);
             return Some(Chunk::Data(range));
         }
@@ -187,8 +259,23 @@ impl SendStream {
 
     /// Everything, FIN included, is at the peer.
     pub(super) fn is_done(&self) -> bool {
-        self.fin && self.known >= self.limit()
+        self.fin && self.known >= self.last()
     }
+}
+
+/// What the limit's growth is measured by.
+#[derive(Default)]
+struct Growth {
+    /// The shortest round trip seen on the current path: from a byte's first sending to the
+    /// ACK covering it (queueing only ever adds to it, so the minimum is the path's own).
+    min_rtt: Option<Duration>,
+    /// The position being timed for the round trip and when it was sent (one at a time).
+    sample: Option<(u64, Instant)>,
+    /// The buffer filled since the last `poll`.
+    filled: bool,
+    /// The buffer was full up to this position at this instant: how long until the peer
+    /// confirms it says whether the path or the buffer held the sender back.
+    round: Option<(u64, Instant)>,
 }
 
 #[cfg(test)]
@@ -200,7 +287,7 @@ mod tests {
         let mut send = SendStream::new(8);
         send.peer_window = 1 << 20;
         assert_eq!(send.write(&[0, 1, 2, 3, 4, 5]), 6);
-        while send.poll().is_some() {}
+        while send.poll(Instant::now()).is_some() {}
         send.on_received(4).unwrap();
         assert_eq!(send.write(&[6, 7, 8, 9, 10, 11]), 6);
         assert!(

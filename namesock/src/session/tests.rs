@@ -8,6 +8,8 @@ use namesock_identity::{Keypair, Signature};
 use super::*;
 use crate::wire::{FrameReader, Hello, HelloAck, RESUME_SEALED_LEN, Resume, ResumeAck};
 
+mod window;
+
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
 /// Frames built by hand own their payload (`Frame` alone leaves it to inference).
@@ -69,6 +71,13 @@ struct Pair {
 
 impl Pair {
     fn new(conn: u8, cfg: SessionConfig) -> Pair {
+        Pair::with_rtt(conn, cfg, Duration::ZERO)
+    }
+
+    /// Each record takes half of `rtt` to arrive, until the handshake is done (the client's
+    /// handshake and its proof's PING measure `rtt`).
+    fn with_rtt(conn: u8, cfg: SessionConfig, rtt: Duration) -> Pair {
+        let half = rtt / 2;
         let now = Instant::now();
         let skey = server_key();
         let ckey = Arc::new(Keypair::from_seed(&[conn; 32]));
@@ -79,16 +88,25 @@ impl Pair {
             panic!("no HELLO");
         };
         let server = Acceptor::new(cfg, skey)
-            .accept_hello(now, &hello, SPATH)
+            .accept_hello(now + half, &hello, SPATH)
             .unwrap();
         let mut pair = Pair {
-            now,
+            now: now + half,
             client,
             server,
             links: vec![(CPATH, SPATH)],
             hello_bytes,
         };
-        pair.pump();
+        loop {
+            let down = transmit(&mut pair.server, pair.now, SPATH);
+            let up = transmit(&mut pair.client, pair.now, CPATH);
+            if down.is_empty() && up.is_empty() {
+                break;
+            }
+            pair.now += half;
+            deliver(&mut pair.client, pair.now, CPATH, &down);
+            deliver(&mut pair.server, pair.now, SPATH, &up);
+        }
         assert!(matches!(
             pair.client.poll_event(),
             Some(Event::Established { .. })
