@@ -66,19 +66,24 @@ impl Engine {
         reply: SyncSender<Result<Ready, ConnectError>>,
         now: Instant,
     ) {
+        let key = self.endpoint.new_key();
+        let req = Connecting {
+            target,
+            port,
+            reply,
+            deadline: now + self.cfg.connect_timeout(),
+        };
+        // A peer this engine has a live session with: its verified record is at hand.
+        let unix_now = namesock_resolver::record::unix_now();
+        if let Some(rec) = self.records.lookup(&req.target, now, unix_now) {
+            tracing::debug!(target = %req.target, seq = rec.seq, "record of a live session's peer: no lookup");
+            self.first_record(key, req, Ok(rec), now);
+            return;
+        }
         // The session is created once the record (and so the peer's GUID) is known; until
         // then the request waits in `connecting`.
-        let key = self.endpoint.new_key();
-        self.resolve(key, &target);
-        self.connecting.insert(
-            key,
-            Connecting {
-                target,
-                port,
-                reply,
-                deadline: now + self.cfg.connect_timeout(),
-            },
-        );
+        self.resolve(key, &req.target);
+        self.connecting.insert(key, req);
     }
 
     /// Asks the GNS for `target`'s record on a short-lived thread.
@@ -115,13 +120,18 @@ impl Engine {
         };
         let record = match result {
             // A port no longer in the record has no locators: the session lingers.
-            Ok(rec) => Some((
-                rec.seq,
-                rec.locators_for(client.port).unwrap_or_default(),
-                rec.relays,
-            )),
+            Ok(rec) => {
+                let found = (
+                    rec.seq,
+                    rec.locators_for(client.port).unwrap_or_default(),
+                    rec.relays.clone(),
+                );
+                self.records.refreshed(&client.target, rec, now);
+                Some(found)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
+                self.records.forget(&client.target);
                 None
             }
         };
@@ -179,7 +189,7 @@ impl Engine {
             now,
             session,
             rec.seq,
-            (locators, rec.relays),
+            (locators, rec.relays.clone()),
             req.deadline,
             self.cfg.loopback_locators(),
         );
@@ -191,6 +201,8 @@ impl Engine {
             reply: Some(req.reply),
             secret: None,
             pair_deadline: None,
+            record: Some(rec),
+            cached: false,
         };
         self.conns.insert(
             key,
@@ -267,6 +279,8 @@ impl Engine {
                     if let Some(r) = client.reply.take() {
                         let _ = r.send(Err(err));
                     }
+                    // Whatever the record said did not work: the next connect looks again.
+                    self.records.forget(&client.target);
                     self.remove_conn(key);
                     return true;
                 }
@@ -364,6 +378,9 @@ impl Engine {
         let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
             return;
         };
+        if let Some(rec) = client.record.take() {
+            client.cached = self.records.session_started(&client.target, rec, now);
+        }
         let Some(reply) = client.reply.take() else {
             return;
         };

@@ -19,6 +19,7 @@ use namesock_identity::Keypair;
 
 use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
+use crate::record_cache::RecordCache;
 use crate::session::SessionConfig;
 use crate::wire::PathId;
 
@@ -93,6 +94,8 @@ pub(crate) struct Engine {
     pub(super) counters: EngineCounters,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
+    /// Verified records of the peers of live client sessions.
+    pub(super) records: RecordCache,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -202,6 +205,7 @@ impl Engine {
             scratch: vec![0; SCRATCH_LEN],
             control,
             counters: EngineCounters::default(),
+            records: RecordCache::default(),
             recent_paths: RecentPaths::default(),
         };
         Ok((engine, waker, shared))
@@ -800,6 +804,9 @@ impl Engine {
             Side::Client(client) => {
                 if let Some(s) = client.secret.take() {
                     self.secrets.remove(&s);
+                }
+                if client.cached {
+                    self.records.session_ended(&client.target);
                 }
             }
             Side::Server(s) => {
