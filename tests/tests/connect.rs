@@ -1,9 +1,11 @@
 //! New connections to a peer this engine already has a live session with: they start from the
 //! record the engine verified for that session (`namesock::record_cache`), with no GNS lookup,
-//! and every one of them carries its bytes exactly.
+//! and every one of them carries its bytes exactly, more of them within one linger period
+//! than the server allows one peer at once (its closed sessions make room).
 
 use std::time::Duration;
 
+use namesock::endpoint::Limits;
 use namesock::record_cache::MAX_AGE;
 use namesock_cli::testbed::scenario::{Local, Timers, World, ZONE, sha256_file};
 use namesock_cli::testbed::{free_port, run_with_input};
@@ -38,16 +40,16 @@ held.close()
 const CACHED: &str = "record of a live session's peer: no lookup";
 
 #[test]
-fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact() {
+fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_the_peer_limit() {
     if !namesock_tests::require_tools(
-        "later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact",
+        "later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_the_peer_limit",
         &["python3"],
     ) {
         return;
     }
     let world = World::new("connect-cache", namesock_tests::tools(), Timers::default())
         .expect("scenario world");
-    let served = world.serve_random_file("file", 256 << 10).expect("file");
+    let served = world.serve_random_file("file", 64 << 10).expect("file");
     let port = free_port();
     let mut server = world
         .start_http_server(&Local, "web", "web", port)
@@ -55,7 +57,10 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact() {
     world
         .wait_for_record("web", Duration::from_secs(30), |_| true)
         .expect("web registered");
-    let n = 12;
+    // More than the default per-peer limit (64 sessions at once, closed ones lingering
+    // included): refused with TooManySessions before closed sessions made room.
+    let n = 80;
+    assert!(n > Limits::default().sessions_per_peer);
     let file = world.path("www").join("file");
     assert_eq!(sha256_file(&file).unwrap(), served.sha256);
     let (host, port_s, n_s) = (format!("web.{ZONE}"), port.to_string(), n.to_string());
