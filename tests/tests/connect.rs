@@ -38,6 +38,8 @@ held.close()
 
 /// What the client engine logs when a connect starts from the cached record.
 const CACHED: &str = "record of a live session's peer: no lookup";
+/// What the preload's `getaddrinfo` logs when the engine's cache answers for the name.
+const NAME_CACHED: &str = "name of a live session's peer: no lookup";
 
 #[test]
 fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_the_peer_limit() {
@@ -67,7 +69,10 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
     let file_s = file.to_string_lossy().into_owned();
     let argv = ["python3", "-c", CLIENT, &host, &port_s, &n_s, &file_s];
     let mut command = world.namesock_run(&Local, "cli", &argv).expect("client");
-    command.env("NAMESOCK_LOG", "info,namesock::engine::client=debug");
+    command.env(
+        "NAMESOCK_LOG",
+        "info,namesock::engine::client=debug,namesock::synthetic=debug",
+    );
     let output = run_with_input(command, None, Duration::from_secs(120)).expect("client ran");
     server.kill();
     let log = std::fs::read_to_string(world.log("cli.namesock")).unwrap_or_default();
@@ -94,11 +99,17 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
     let cached = log.matches(CACHED).count();
     let lookups = connects - cached;
     let allowed = 1 + (seconds / MAX_AGE.as_secs_f64()).ceil() as usize;
+    // The program's own name lookups (getaddrinfo, one per connection) too.
+    let names_cached = log.matches(NAME_CACHED).count();
     eprintln!(
-        "{n} later connects in {seconds:.3} s: {cached} from the cached record, {lookups} lookups in all"
+        "{n} later connects in {seconds:.3} s: {cached} from the cached record, {lookups} lookups in all; {names_cached} getaddrinfo answered from it"
     );
     assert!(
         cached >= n + 1 - allowed && cached > 0,
         "{cached} of {n} later connects used the cached record in {seconds:.3} s\n{log}"
+    );
+    assert!(
+        names_cached >= n + 1 - allowed && names_cached <= n,
+        "{names_cached} of {n} later getaddrinfo used the cached record in {seconds:.3} s\n{log}"
     );
 }

@@ -75,7 +75,12 @@ impl Engine {
         };
         // A peer this engine has a live session with: its verified record is at hand.
         let unix_now = namesock_resolver::record::unix_now();
-        if let Some(rec) = self.records.lookup(&req.target, now, unix_now) {
+        let cached = self
+            .shared
+            .records
+            .lock()
+            .lookup(&req.target, now, unix_now);
+        if let Some(rec) = cached {
             tracing::debug!(target = %req.target, seq = rec.seq, "record of a live session's peer: no lookup");
             self.first_record(key, req, Ok(rec), now);
             return;
@@ -126,12 +131,15 @@ impl Engine {
                     rec.locators_for(client.port).unwrap_or_default(),
                     rec.relays.clone(),
                 );
-                self.records.refreshed(&client.target, rec, now);
+                self.shared
+                    .records
+                    .lock()
+                    .refreshed(&client.target, rec, now);
                 Some(found)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
-                self.records.forget(&client.target);
+                self.shared.records.lock().forget(&client.target);
                 None
             }
         };
@@ -280,7 +288,7 @@ impl Engine {
                         let _ = r.send(Err(err));
                     }
                     // Whatever the record said did not work: the next connect looks again.
-                    self.records.forget(&client.target);
+                    self.shared.records.lock().forget(&client.target);
                     self.remove_conn(key);
                     return true;
                 }
@@ -379,7 +387,11 @@ impl Engine {
             return;
         };
         if let Some(rec) = client.record.take() {
-            client.cached = self.records.session_started(&client.target, rec, now);
+            client.cached = self
+                .shared
+                .records
+                .lock()
+                .session_started(&client.target, rec, now);
         }
         let Some(reply) = client.reply.take() else {
             return;

@@ -19,7 +19,6 @@ use namesock_identity::Keypair;
 
 use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
-use crate::record_cache::RecordCache;
 use crate::session::SessionConfig;
 use crate::wire::PathId;
 
@@ -94,8 +93,6 @@ pub(crate) struct Engine {
     pub(super) counters: EngineCounters,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
-    /// Verified records of the peers of live client sessions.
-    pub(super) records: RecordCache,
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -169,6 +166,7 @@ impl Engine {
             local_guid: Default::default(),
             control_path: control.as_ref().map(|c| c.path.clone()),
             children_path: Default::default(),
+            records: Default::default(),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).
@@ -205,7 +203,6 @@ impl Engine {
             scratch: vec![0; SCRATCH_LEN],
             control,
             counters: EngineCounters::default(),
-            records: RecordCache::default(),
             recent_paths: RecentPaths::default(),
         };
         Ok((engine, waker, shared))
@@ -806,7 +803,7 @@ impl Engine {
                     self.secrets.remove(&s);
                 }
                 if client.cached {
-                    self.records.session_ended(&client.target);
+                    self.shared.records.lock().session_ended(&client.target);
                 }
             }
             Side::Server(s) => {
