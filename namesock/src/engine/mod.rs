@@ -9,7 +9,8 @@
 //! - **One engine per process**, started by the first call that needs it. Other threads talk
 //!   to it through a bounded command channel plus a mio `Waker`; they block, the loop never
 //!   does. GNS resolves and publishes run on short-lived threads and report back through the
-//!   same channel. The handle is a leaked pointer tagged with the pid (no lock to be caught
+//!   same channel; a connect to a peer with a live client session needs no resolve (its
+//!   verified record is in `Shared`'s `record_cache`). The handle is a leaked pointer tagged with the pid (no lock to be caught
 //!   held by `fork`): a forked child starts its own engine on first use, sessions inherited
 //!   from the parent stay with the parent's engine.
 //! - **A loop turn costs what it touches.** Each session is filed in a timer heap under its
