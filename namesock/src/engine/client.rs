@@ -259,7 +259,14 @@ impl Engine {
                     path,
                     remote,
                     local,
-                } => self.dial(key, path, remote, local, now),
+                } => {
+                    // An established session dialling again lost its path or follows the
+                    // server elsewhere (MOVED, a newer record): new connects look it up.
+                    if client.cached {
+                        self.shared.records.lock().forget(&client.target);
+                    }
+                    self.dial(key, path, remote, local, now);
+                }
                 Action::Close { path } => {
                     self.drop_path(path);
                 }
