@@ -434,9 +434,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
         w,
         "- **New connection by name: {}** ({} against {}, and {} after a \
          `getaddrinfo` from `/etc/hosts`); a process's first connection (engine start): {}. \
-         The handshake's cryptography alone takes {} (criterion); the rest is the GNS lookup with \
-         record verification (file store: {} verified resolves per second) and the extra \
-         round trips.",
+         The handshake's cryptography alone takes {} (criterion); a later connect to the same \
+         peer starts from the record verified for its live session (no GNS lookup; the first \
+         one looks it up and verifies it, file store: {} verified resolves per second), so the \
+         rest is the extra round trips, the path's own TCP handshake and the program's pairing \
+         with its engine (docs/architecture.md, \"The cost of a new connection\").",
         t.cell("connect", later, VS),
         t.cell("connect", later, NAMESOCK),
         t.cell("connect", later, PLAIN),

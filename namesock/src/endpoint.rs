@@ -138,6 +138,9 @@ pub enum Incoming {
         /// Sessions whose client had not proved its keys, evicted to make room (they never
         /// reached their program): the driver drops them.
         evicted: Vec<ConnKey>,
+        /// Closed sessions (both directions finished and confirmed, lingering only for a
+        /// late resume) ended early to make room: the driver drops them.
+        retired: Vec<ConnKey>,
     },
     /// A verified RESUME attached to the live session `key` (RESUME_ACK queued).
     Resumed { key: ConnKey },
@@ -163,6 +166,10 @@ pub struct Endpoint {
     unattached_set: HashMap<PathId, IpAddr>,
     /// Server sessions whose client has not yet proved it holds the keys, oldest first.
     unproven: VecDeque<Unproven>,
+    /// Server sessions both of whose directions finished and were confirmed
+    /// (`Event::Closed`), oldest first: they linger only so that a client that lost the last
+    /// ACK can still learn it (TCP's TIME_WAIT), so they are the first to go at a limit.
+    closed: VecDeque<(ConnKey, ConnId, Guid)>,
     next_key: ConnKey,
 }
 
@@ -346,7 +353,7 @@ impl Endpoint {
                     });
                 }
                 let session = acceptor.accept_verified(now, hello, path)?;
-                let evicted = self.make_room(guid, source)?;
+                let (evicted, retired) = self.make_room(guid, source)?;
                 let key = self.new_key();
                 self.by_conn_id.insert(hello.conn_id, (key, guid));
                 *self.per_peer.entry(guid).or_default() += 1;
@@ -362,6 +369,7 @@ impl Endpoint {
                     port: hello.port,
                     deliver_to,
                     evicted,
+                    retired,
                 })
             }
             Frame::Resume(resume) => {
@@ -391,25 +399,41 @@ impl Endpoint {
     /// limits only a session from *another* source makes room: a client opening sessions
     /// back to back has its latest one in flight (proof not yet in) from its own address,
     /// and its newcomer is refused rather than that one cut; a replayer (somewhere else) of
-    /// a client's HELLOs cannot hold that client out.
-    fn make_room(&mut self, peer: Guid, source: IpAddr) -> Result<Vec<ConnKey>, Refusal> {
-        let mut evicted = Vec::new();
+    /// a client's HELLOs cannot hold that client out. Where no unproven session can go, the
+    /// oldest closed one does (of that peer, at the per-peer limit): a client opening one
+    /// short session after another (HTTP/1.0, a script's requests) would otherwise be
+    /// refused once its finished sessions of the last linger period fill its quota.
+    /// Returns the unproven sessions evicted and the closed ones retired.
+    fn make_room(
+        &mut self,
+        peer: Guid,
+        source: IpAddr,
+    ) -> Result<(Vec<ConnKey>, Vec<ConnKey>), Refusal> {
+        let (mut evicted, mut retired) = (Vec::new(), Vec::new());
         let per_peer = self.limits.sessions_per_peer;
         if self.per_peer.get(&peer).copied().unwrap_or(0) >= per_peer {
-            let key = self
-                .evict_unproven(|u| u.peer == peer && u.source != source)
-                .ok_or(Refusal::TooManySessions {
-                    guid: peer,
-                    limit: per_peer,
-                })?;
-            evicted.push(key);
+            if let Some(key) = self.evict_unproven(|u| u.peer == peer && u.source != source) {
+                evicted.push(key);
+            } else {
+                let key = self
+                    .retire_closed(|p| p == peer)
+                    .ok_or(Refusal::TooManySessions {
+                        guid: peer,
+                        limit: per_peer,
+                    })?;
+                retired.push(key);
+            }
         }
         let max = self.max_sessions();
         if self.by_conn_id.len() >= max {
-            let key = self
-                .evict_unproven(|u| u.source != source)
-                .ok_or(Refusal::Overloaded { limit: max })?;
-            evicted.push(key);
+            if let Some(key) = self.evict_unproven(|u| u.source != source) {
+                evicted.push(key);
+            } else {
+                let key = self
+                    .retire_closed(|_| true)
+                    .ok_or(Refusal::Overloaded { limit: max })?;
+                retired.push(key);
+            }
         }
         let per_source = self.limits.preauth_per_source;
         if self.unproven.iter().filter(|u| u.source == source).count() >= per_source {
@@ -418,7 +442,24 @@ impl Endpoint {
         if self.unproven.len() >= MAX_UNPROVEN {
             evicted.extend(self.evict_unproven(|_| true));
         }
-        Ok(evicted)
+        Ok((evicted, retired))
+    }
+
+    /// Ends the oldest closed session whose peer `which` picks.
+    fn retire_closed(&mut self, which: impl Fn(Guid) -> bool) -> Option<ConnKey> {
+        let i = self.closed.iter().position(|c| which(c.2))?;
+        let (_, conn_id, _) = self.closed.remove(i)?;
+        self.forget(&conn_id)
+    }
+
+    /// A server session's directions both finished and were confirmed (`Event::Closed`): it
+    /// lingers for a late resume, but may now be retired to make room.
+    pub fn session_closed(&mut self, conn_id: &ConnId) {
+        if let Some(&(key, peer)) = self.by_conn_id.get(conn_id)
+            && !self.closed.iter().any(|c| c.0 == key)
+        {
+            self.closed.push_back((key, *conn_id, peer));
+        }
     }
 
     /// Drops the oldest unproven session that `which` picks.
@@ -444,6 +485,7 @@ impl Endpoint {
     /// Removes a session from the routing table and its peer's count.
     fn forget(&mut self, conn_id: &ConnId) -> Option<ConnKey> {
         let (key, peer) = self.by_conn_id.remove(conn_id)?;
+        self.closed.retain(|c| c.0 != key);
         if let Some(n) = self.per_peer.get_mut(&peer) {
             *n -= 1;
             if *n == 0 {

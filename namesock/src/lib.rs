@@ -10,6 +10,7 @@ pub mod engine;
 pub mod interpose;
 pub mod logging;
 pub mod path_manager;
+pub mod record_cache;
 pub mod relay;
 pub mod session;
 pub mod synthetic;

@@ -389,7 +389,11 @@ pub fn lookup(host: &str) -> Result<Option<(Ipv4Addr, Ipv6Addr)>, LookupError> {
     let Some(target) = gns.parse_target(host) else {
         return Ok(None);
     };
-    gns.resolve(&target)?;
+    if crate::engine::knows_live_peer(&target) {
+        tracing::debug!(%target, "name of a live session's peer: no lookup");
+    } else {
+        gns.resolve(&target)?;
+    }
     Ok(Some(assign(&namesock_resolver::name::normalize(host))?))
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! nb-peer echo-serve (ns|plain) PORT                 # echo every byte back, one thread a session
 //! nb-peer rr (ns|plain) TARGET COUNT SIZE            # ping-pong SIZE bytes COUNT times
-//! nb-peer ttfb (ns|plain|lookup) TARGET COUNT        # connect, send 1 byte, read the echo
+//! nb-peer ttfb (ns|plain|lookup) TARGET COUNT        # connect, send 1 byte, read the echo, close
 //! nb-peer sink-serve (ns|plain) PORT                 # read and discard; `stat` lines on stdout
 //! nb-peer many (ns|plain) TARGET IDLE,.. BUSY,.. SECS  # open sessions in steps; busy writers
 //! nb-peer bulk-serve (ns|plain) PORT BYTES           # one session: send BYTES, read to EOF
@@ -164,10 +164,17 @@ fn rr(mode: Mode, target: &str, count: usize, size: usize) -> Result<(), PeerErr
     Ok(())
 }
 
+/// Connects `count` times one after another, each time sending 1 byte and reading the echo,
+/// then closing: the time to the first byte of each, and the rate of these requests after
+/// the first (which starts the engine).
 fn ttfb(mode: Mode, target: &str, count: usize) -> Result<(), PeerError> {
     let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
+    let mut later = None;
+    for i in 0..count {
         let start = Instant::now();
+        if i == 1 {
+            later = Some(start);
+        }
         let mut s = connect(mode, target)?;
         s.write_all(b"x").map_err(io_err("write"))?;
         let mut b = [0u8; 1];
@@ -175,8 +182,9 @@ fn ttfb(mode: Mode, target: &str, count: usize) -> Result<(), PeerError> {
         times.push(start.elapsed().as_secs_f64() * 1e6);
     }
     let rest = times.get(1..).unwrap_or(&[]);
+    let rate = later.map_or(f64::NAN, |t| rest.len() as f64 / t.elapsed().as_secs_f64());
     println!(
-        "ttfb n={count} first_us={:.1} median_us={:.1}",
+        "ttfb n={count} first_us={:.1} median_us={:.1} rate_per_s={rate:.1}",
         times.first().copied().unwrap_or(f64::NAN),
         median(rest).unwrap_or(f64::NAN)
     );

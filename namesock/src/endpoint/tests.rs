@@ -506,6 +506,79 @@ fn one_peer_is_held_at_its_session_limit_and_its_live_sessions_stay() {
     new_session(hello_from(&mut bed, &mut c, 13, ip(1)));
 }
 
+/// A client opening one short session after another: its closed sessions (lingering only
+/// for a late resume) make room at its limit and at the total limit, oldest first; its open
+/// sessions never do, and nobody else's closed sessions make room at its per-peer limit.
+#[test]
+fn at_a_limit_the_oldest_closed_session_makes_room_and_open_ones_stay() {
+    let mut bed = Bed::new();
+    bed.endpoint.set_limits(Limits {
+        sessions_per_peer: 3,
+        sessions: 5,
+        ..Limits::default()
+    });
+    let client = Arc::new(Keypair::generate());
+    let mut held = Vec::new();
+    for p in 0..3 {
+        let mut c = bed.client_of(client.clone(), PORT);
+        let (key, mut s, evicted) = new_session(hello_from(&mut bed, &mut c, p, ip(1)));
+        assert!(evicted.is_empty());
+        prove(&mut bed, key, &mut c, &mut s, p);
+        held.push((key, s.conn_id()));
+    }
+    // All three open: the fourth is refused.
+    let mut c = bed.client_of(client.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 3, ip(1)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
+    // The second, then the first close: the newcomer retires the oldest closed (the second).
+    bed.endpoint.session_closed(&held[1].1);
+    bed.endpoint.session_closed(&held[0].1);
+    bed.endpoint.session_closed(&held[0].1);
+    // (each newcomer counts as proven at once: only closed sessions are at stake here)
+    let retired_of = |bed: &mut Bed, c: &mut Session, p: PathId, source: IpAddr| match hello_from(
+        bed, c, p, source,
+    ) {
+        Ok(Incoming::New { key, retired, .. }) => {
+            bed.endpoint.session_proven(key);
+            retired
+        }
+        other => panic!("HELLO not accepted: {other:?}"),
+    };
+    let mut c = bed.client_of(client.clone(), PORT);
+    assert_eq!(retired_of(&mut bed, &mut c, 4, ip(1)), vec![held[1].0]);
+    assert_eq!(bed.endpoint.sessions_of(&client.guid()), 3);
+    let mut c = bed.client_of(client.clone(), PORT);
+    assert_eq!(retired_of(&mut bed, &mut c, 5, ip(1)), vec![held[0].0]);
+    // A retired session no longer routes: its RESUME is unknown.
+    assert_eq!(bed.endpoint.sessions(), 3);
+    // Only open sessions left for this client: refused again, its third session untouched.
+    let mut c = bed.client_of(client.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 6, ip(1)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
+    // Another peer's closed session does not make room at this peer's limit...
+    let other = Arc::new(Keypair::generate());
+    let mut o = bed.client_of(other.clone(), PORT);
+    let (ko, mut so, _) = new_session(hello_from(&mut bed, &mut o, 7, ip(2)));
+    prove(&mut bed, ko, &mut o, &mut so, 7);
+    bed.endpoint.session_closed(&so.conn_id());
+    let mut c = bed.client_of(client.clone(), PORT);
+    let refused = hello_from(&mut bed, &mut c, 8, ip(1)).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
+    // ... but it does at the total limit (5 sessions: 3 of the client, 1 of the other, and
+    // a fifth peer's; a sixth retires the other's closed one).
+    // (proven: an unproven one would be evicted first).
+    let mut t = bed.client(PORT);
+    let (kt, mut st, _) = new_session(hello_from(&mut bed, &mut t, 9, ip(3)));
+    prove(&mut bed, kt, &mut t, &mut st, 9);
+    assert_eq!(bed.endpoint.sessions(), 5);
+    let mut n = bed.client(PORT);
+    assert_eq!(retired_of(&mut bed, &mut n, 10, ip(4)), vec![ko]);
+    assert_eq!(bed.endpoint.sessions(), 5);
+    // The driver's end of a retired session changes nothing more.
+    bed.endpoint.session_ended(&so.conn_id());
+    assert_eq!(bed.endpoint.sessions(), 5);
+}
+
 /// Replays of a peer's HELLOs (a replayer has no keys, so never proves) cannot lock that
 /// peer out: at its limit, its unproven sessions from elsewhere make room; those in flight
 /// from its own address are not cut for its newcomer.

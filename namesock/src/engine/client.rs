@@ -66,19 +66,29 @@ impl Engine {
         reply: SyncSender<Result<Ready, ConnectError>>,
         now: Instant,
     ) {
+        let key = self.endpoint.new_key();
+        let req = Connecting {
+            target,
+            port,
+            reply,
+            deadline: now + self.cfg.connect_timeout(),
+        };
+        // A peer this engine has a live session with: its verified record is at hand.
+        let unix_now = namesock_resolver::record::unix_now();
+        let cached = self
+            .shared
+            .records
+            .lock()
+            .lookup(&req.target, now, unix_now);
+        if let Some(rec) = cached {
+            tracing::debug!(target = %req.target, seq = rec.seq, "record of a live session's peer: no lookup");
+            self.first_record(key, req, Ok(rec), now);
+            return;
+        }
         // The session is created once the record (and so the peer's GUID) is known; until
         // then the request waits in `connecting`.
-        let key = self.endpoint.new_key();
-        self.resolve(key, &target);
-        self.connecting.insert(
-            key,
-            Connecting {
-                target,
-                port,
-                reply,
-                deadline: now + self.cfg.connect_timeout(),
-            },
-        );
+        self.resolve(key, &req.target);
+        self.connecting.insert(key, req);
     }
 
     /// Asks the GNS for `target`'s record on a short-lived thread.
@@ -115,13 +125,21 @@ impl Engine {
         };
         let record = match result {
             // A port no longer in the record has no locators: the session lingers.
-            Ok(rec) => Some((
-                rec.seq,
-                rec.locators_for(client.port).unwrap_or_default(),
-                rec.relays,
-            )),
+            Ok(rec) => {
+                let found = (
+                    rec.seq,
+                    rec.locators_for(client.port).unwrap_or_default(),
+                    rec.relays.clone(),
+                );
+                self.shared
+                    .records
+                    .lock()
+                    .refreshed(&client.target, rec, now);
+                Some(found)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
+                self.shared.records.lock().forget(&client.target);
                 None
             }
         };
@@ -179,7 +197,7 @@ impl Engine {
             now,
             session,
             rec.seq,
-            (locators, rec.relays),
+            (locators, rec.relays.clone()),
             req.deadline,
             self.cfg.loopback_locators(),
         );
@@ -192,6 +210,8 @@ impl Engine {
             reply: Some(req.reply),
             secret: None,
             pair_deadline: None,
+            record: Some(rec),
+            cached: false,
         };
         self.conns.insert(
             key,
@@ -240,7 +260,14 @@ impl Engine {
                     path,
                     remote,
                     local,
-                } => self.dial(key, path, remote, local, now),
+                } => {
+                    // An established session dialling again lost its path or follows the
+                    // server elsewhere (MOVED, a newer record): new connects look it up.
+                    if client.cached {
+                        self.shared.records.lock().forget(&client.target);
+                    }
+                    self.dial(key, path, remote, local, now);
+                }
                 Action::Close { path } => {
                     self.drop_path(path);
                 }
@@ -268,6 +295,8 @@ impl Engine {
                     if let Some(r) = client.reply.take() {
                         let _ = r.send(Err(err));
                     }
+                    // Whatever the record said did not work: the next connect looks again.
+                    self.shared.records.lock().forget(&client.target);
                     self.remove_conn(key);
                     return true;
                 }
@@ -365,6 +394,13 @@ impl Engine {
         let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
             return;
         };
+        if let Some(rec) = client.record.take() {
+            client.cached = self
+                .shared
+                .records
+                .lock()
+                .session_started(&client.target, rec, now);
+        }
         let Some(reply) = client.reply.take() else {
             return;
         };

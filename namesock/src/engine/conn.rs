@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
-use namesock_resolver::Target;
+use namesock_resolver::{Record, Target};
 
 use crate::path_manager::PathManager;
 use crate::session::Session;
@@ -26,6 +26,11 @@ pub struct ClientConn {
     /// The secret the program's relay connection presents, and until when it may.
     pub secret: Option<[u8; SECRET_LEN]>,
     pub pair_deadline: Option<Instant>,
+    /// The verified record the session started from, until the handshake ends (then it
+    /// goes to the engine's record cache).
+    pub record: Option<Record>,
+    /// The session is counted in the engine's record cache.
+    pub cached: bool,
 }
 
 /// A session a peer opened to one of our served ports.

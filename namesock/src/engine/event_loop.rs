@@ -174,6 +174,7 @@ impl Engine {
             local_guid: Default::default(),
             control_path: control.as_ref().map(|c| c.path.clone()),
             children_path: Default::default(),
+            records: Default::default(),
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).
@@ -842,6 +843,9 @@ impl Engine {
             Side::Client(client) => {
                 if let Some(s) = client.secret.take() {
                     self.secrets.remove(&s);
+                }
+                if client.cached {
+                    self.shared.records.lock().session_ended(&client.target);
                 }
             }
             Side::Server(s) => {

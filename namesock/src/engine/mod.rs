@@ -9,7 +9,8 @@
 //! - **One engine per process**, started by the first call that needs it. Other threads talk
 //!   to it through a bounded command channel plus a mio `Waker`; they block, the loop never
 //!   does. GNS resolves and publishes run on short-lived threads and report back through the
-//!   same channel. The handle is a leaked pointer tagged with the pid (no lock to be caught
+//!   same channel; a connect to a peer with a live client session needs no resolve (its
+//!   verified record is in `Shared`'s `record_cache`). The handle is a leaked pointer tagged with the pid (no lock to be caught
 //!   held by `fork`): a forked child starts its own engine on first use, sessions inherited
 //!   from the parent stay with the parent's engine.
 //! - **A loop turn costs what it touches.** Each session is filed in a timer heap under its
@@ -113,6 +114,7 @@ use namesock_resolver::{Gns, GnsError};
 use parking_lot::Mutex;
 
 use crate::config::{Config, ConfigError};
+use crate::record_cache::RecordCache;
 use crate::wire::ResetReason;
 pub use server::PublishError;
 
@@ -282,6 +284,9 @@ pub(crate) struct Shared {
     control_path: Option<PathBuf>,
     /// The socket forked children ask about deliveries, once serving (removed at exit).
     children_path: Mutex<Option<PathBuf>>,
+    /// Verified records of the peers of live client sessions: the loop's connects and the
+    /// program's name lookups (`synthetic::lookup`) take them instead of asking the GNS.
+    records: Mutex<RecordCache>,
 }
 
 impl Shared {
@@ -294,6 +299,20 @@ impl Shared {
         *g = Some(gns.clone());
         Ok(gns)
     }
+}
+
+/// Whether this process's engine, if it runs, has a live session with `target` whose record
+/// the GNS verified recently (see `record_cache`): a lookup of `target` would say what the
+/// engine already knows. Never starts the engine.
+pub(crate) fn knows_live_peer(target: &Target) -> bool {
+    current().is_some_and(|h| {
+        let unix_now = namesock_resolver::record::unix_now();
+        h.shared
+            .records
+            .lock()
+            .lookup(target, std::time::Instant::now(), unix_now)
+            .is_some()
+    })
 }
 
 /// A running engine, as seen from the program's threads.

@@ -529,10 +529,15 @@ impl Engine {
                 port,
                 deliver_to,
                 evicted,
+                retired,
             }) => {
                 for old in evicted {
                     tracing::debug!(session = old, "unproven session evicted by a newer HELLO");
                     self.counters.path_refused("UnprovenEvicted");
+                    self.remove_conn(old);
+                }
+                for old in retired {
+                    tracing::debug!(session = old, "closed session retired to make room");
                     self.remove_conn(old);
                 }
                 self.accepted(pid, key, *session, port, deliver_to)
@@ -745,6 +750,7 @@ impl Engine {
                 Event::Closed => {
                     tracing::debug!("session closed");
                     s.closed = true;
+                    self.endpoint.session_closed(&s.session.conn_id());
                 }
                 Event::Reset { reason } => {
                     tracing::debug!(?reason, "session reset");
