@@ -20,6 +20,7 @@ use crate::wire::{ConnId, PathId};
 use super::conn::{ClientConn, Conn, Side};
 use super::event_loop::{Engine, Io, RELAY_V4};
 use super::path::{FlowPath, PathState};
+use super::record_watch::record_locators;
 use super::relay::{AppSide, SECRET_LEN};
 use super::{Command, ConnectError, Ready, SessionInfo, sys};
 
@@ -114,12 +115,7 @@ impl Engine {
             return;
         };
         let record = match result {
-            // A port no longer in the record has no locators: the session lingers.
-            Ok(rec) => Some((
-                rec.seq,
-                rec.locators_for(client.port).unwrap_or_default(),
-                rec.relays,
-            )),
+            Ok(rec) => Some(record_locators(&rec, client.port)),
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
                 None
@@ -201,6 +197,8 @@ impl Engine {
             },
         );
         self.dirty.insert(key);
+        // From now on a move the server publishes is followed at once.
+        self.ensure_record_watch();
     }
 
     /// Connects whose first lookup did not answer in time.

@@ -89,6 +89,7 @@ mod delivery;
 mod event_loop;
 mod netlink;
 mod path;
+mod record_watch;
 mod relay;
 mod relay_link;
 mod server;
@@ -249,6 +250,11 @@ pub(crate) enum Command {
     },
     Resolved {
         conn: u64,
+        result: Result<namesock_resolver::Record, GnsError>,
+    },
+    /// A watched peer's record, read again because the store changed (`record_watch`).
+    RecordChanged {
+        guid: Guid,
         result: Result<namesock_resolver::Record, GnsError>,
     },
     /// A named relay's record (`relay_link`).
