@@ -31,6 +31,9 @@ use crate::path_manager::RecordLocators;
 
 /// Room for a few dozen events per read(2); the loop reads until the queue is empty.
 const EVENT_BUF: usize = 4096;
+/// Distinct GUIDs kept from one drain of the queue; past it (someone wrote many files at once)
+/// the changes count as an overflow: every peer's record is read again, once.
+const MAX_CHANGED: usize = 256;
 
 /// The inotify instance and the reads it asked for.
 pub(super) struct RecordWatch {
@@ -95,6 +98,9 @@ impl RecordWatch {
                     _ => return Err(e),
                 }
             }
+            if n == 0 {
+                return Ok(changes);
+            }
             // SAFETY: the kernel wrote `n` bytes into `buf`, which is `EVENT_BUF` long.
             let bytes =
                 unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
@@ -137,7 +143,11 @@ fn parse_events(bytes: &[u8], changes: &mut Changes) {
         if let Some(guid) = guid
             && !changes.guids.contains(&guid)
         {
-            changes.guids.push(guid);
+            if changes.guids.len() == MAX_CHANGED {
+                changes.overflow = true;
+            } else {
+                changes.guids.push(guid);
+            }
         }
     }
 }
@@ -204,12 +214,14 @@ impl Engine {
                 return;
             }
         };
-        let peers: Vec<Guid> = self
+        let mut peers: Vec<Guid> = self
             .conns
             .values_mut()
             .filter_map(Conn::client)
             .map(|c| c.pm.session().server_guid())
             .collect();
+        peers.sort_unstable();
+        peers.dedup();
         for guid in peers {
             if changes.overflow || changes.guids.contains(&guid) {
                 tracing::debug!(%guid, "a watched record changed: reading it");
@@ -318,6 +330,19 @@ mod tests {
             }
         );
         parse_events(&event(libc::IN_Q_OVERFLOW, b""), &mut changes);
+        assert!(changes.overflow);
+    }
+
+    #[test]
+    fn too_many_changed_records_at_once_count_as_an_overflow() {
+        let mut bytes = Vec::new();
+        for _ in 0..=MAX_CHANGED {
+            let guid = namesock_identity::Keypair::generate().guid();
+            bytes.extend(event(libc::IN_MOVED_TO, guid.to_string().as_bytes()));
+        }
+        let mut changes = Changes::default();
+        parse_events(&bytes, &mut changes);
+        assert_eq!(changes.guids.len(), MAX_CHANGED);
         assert!(changes.overflow);
     }
 
