@@ -5,8 +5,9 @@
 //! path is left, make-before-break when the server announces a move, standby paths from the
 //! other local addresses of a multihomed client, a GNS lookup when the peer's stream stops
 //! (at most once a second) or a path that owes an answer stays silent, a record the GNS store
-//! published (newer, with new locators: dialled at once), and the connect timeout. It holds the peer's locators and record sequence
-//! (nowhere else does), and the state of every path it asked for.
+//! published (newer, with new locators: dialled at once), and the connect timeout. It holds
+//! the peer's locators and record sequence (nowhere else does), and the state of every path
+//! it asked for.
 //!
 //! Inputs: path events from the driver (a dial started, connected, failed; a path lost; a
 //! frame received), GNS answers, local address changes and the time. Outputs: [`Action`]s
@@ -483,12 +484,7 @@ impl PathManager {
     /// The GNS store says the peer's record changed (the engine watched it and read it
     /// verified, unasked): taken like a lookup's answer, so a newer record with new
     /// locators is dialled at once, while the old paths live.
-    pub fn record_published(
-        &mut self,
-        now: Instant,
-        record: (u64, Vec<SocketAddr>, Vec<SocketAddr>),
-        local: &[IpAddr],
-    ) {
+    pub fn record_published(&mut self, now: Instant, record: RecordLocators, local: &[IpAddr]) {
         if self.closed {
             return;
         }
@@ -621,10 +617,8 @@ impl PathManager {
                 let spaced = self
                     .quiet_lookup
                     .is_none_or(|t| now >= t + QUIET_LOOKUP_SPACING);
-                if self.closed || self.need_path || self.resolving || !spaced {
-                    return;
-                }
-                if self.session.is_handshaking(p) {
+                let busy = self.closed || self.need_path || self.resolving;
+                if busy || !spaced || self.session.is_handshaking(p) {
                     return;
                 }
                 debug!(path = p, "path quiet: asking the GNS");
