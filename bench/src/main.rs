@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use namesock_bench::parse::{self, Split};
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
-    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most_added, fig, link_label,
+    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most, at_most_added, fig, link_label,
     link_metric, times, with_unit,
 };
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
@@ -262,6 +262,49 @@ impl Build {
             world: World::new(tag, tools, Timers::fast())?,
             nb_peer,
         })
+    }
+}
+
+/// The timers of a move's programs: the suite's quick ones, or namesock's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoveTimers {
+    /// Keepalive 300 ms, path-dead 1.5 s (`Timers::fast`, the world's).
+    Quick,
+    /// No timer set: keepalive 5 s, path-dead 15 s, suspicion 200 ms.
+    Default,
+}
+
+impl MoveTimers {
+    fn apply(self, cmd: &mut Command) {
+        if self == MoveTimers::Default {
+            cmd.env_remove("NAMESOCK_KEEPALIVE_MS")
+                .env_remove("NAMESOCK_PATH_DEAD_MS")
+                .env_remove("NAMESOCK_LINGER_MS")
+                .env_remove("NAMESOCK_SUSPECT_MS");
+        }
+    }
+
+    /// What the row's metric adds to the kind of move.
+    fn label(self) -> &'static str {
+        match self {
+            MoveTimers::Quick => "",
+            MoveTimers::Default => ", default timers",
+        }
+    }
+
+    /// Issue 19: a server found again within 50 ms on the default timers.
+    fn goal(self, outage: Option<f64>) -> String {
+        match self {
+            MoveTimers::Quick => String::new(),
+            MoveTimers::Default => at_most(outage, 50.0, "ms"),
+        }
+    }
+
+    fn section(self) -> &'static str {
+        match self {
+            MoveTimers::Quick => "move (keepalive 300 ms, dead 1.5 s)",
+            MoveTimers::Default => "move (default timers: keepalive 5 s, dead 15 s)",
+        }
     }
 }
 
@@ -864,10 +907,12 @@ impl Suite {
 
     /// One paced transfer server -> client by name while `act` moves hosts; the outage (from
     /// the receiver's progress), its split (from the debug logs) and whether all bytes came.
+    /// `timers`: the quick ones of the suite, or namesock's defaults.
     fn paced_move(
         &mut self,
         tag: &str,
         act: &dyn Fn(&Suite) -> Result<()>,
+        timers: MoveTimers,
     ) -> Result<(Duration, Split, bool)> {
         let rate = 8 * MIB;
         let bytes = 6 * rate;
@@ -885,6 +930,7 @@ impl Suite {
         )?;
         sc.env("NAMESOCK_NAME", "mover")
             .env("NAMESOCK_LOG", "debug");
+        timers.apply(&mut sc);
         let mut server = Running::spawn(sc)?;
         server.expect("ready", Duration::from_secs(20))?;
         let target = format!("mover.ns.alt:{port}");
@@ -898,6 +944,7 @@ impl Suite {
             ],
         )?;
         cc.env("NAMESOCK_LOG", "debug");
+        timers.apply(&mut cc);
         let mut client = Running::spawn(cc)?;
         let progress = Progress::watch(out.clone(), Duration::from_millis(5));
         if !progress.wait_for_bytes(2 * rate, Duration::from_secs(30)) {
@@ -936,25 +983,33 @@ impl Suite {
     fn moves(&mut self) -> Result<()> {
         let runs = self.opts.runs.min(3);
         type Act = fn(&Suite) -> Result<()>;
-        let kinds: [(&str, Act); 3] = [
-            ("client moves", |s| {
-                s.client.move_to_new_subnet().map(drop).map_err(Into::into)
-            }),
-            ("server moves", |s| {
-                s.server.move_to_new_subnet().map(drop).map_err(Into::into)
-            }),
-            ("both move", |s| {
-                s.server.move_to_new_subnet()?;
-                s.client.move_to_new_subnet()?;
-                Ok(())
-            }),
+        let server_moves: Act = |s| s.server.move_to_new_subnet().map(drop).map_err(Into::into);
+        let kinds: [(&str, Act, MoveTimers); 4] = [
+            (
+                "client moves",
+                |s| s.client.move_to_new_subnet().map(drop).map_err(Into::into),
+                MoveTimers::Quick,
+            ),
+            ("server moves", server_moves, MoveTimers::Quick),
+            (
+                "both move",
+                |s| {
+                    s.server.move_to_new_subnet()?;
+                    s.client.move_to_new_subnet()?;
+                    Ok(())
+                },
+                MoveTimers::Quick,
+            ),
+            // No path survives and no keepalive is near: found through the GNS alone.
+            ("server moves", server_moves, MoveTimers::Default),
         ];
-        for (kind, act) in kinds {
+        for (kind, act, timers) in kinds {
+            let kind = &format!("{kind}{}", timers.label());
             let mut splits = Vec::new();
             let mut incomplete = 0;
             for run in 0..runs {
-                let tag = format!("move-{}-{run}", kind.replace(' ', "-"));
-                let (outage, split, complete) = self.paced_move(&tag, &act)?;
+                let tag = format!("move-{}-{run}", kind.replace([' ', ','], "-"));
+                let (outage, split, complete) = self.paced_move(&tag, &act, timers)?;
                 let ms = outage.as_secs_f64() * 1e3;
                 eprintln!(
                     "  {kind} run {run}: outage {ms:.0} ms, split {split:?}, complete {complete}"
@@ -992,7 +1047,8 @@ impl Suite {
                 String::new()
             };
             self.rows.push(Row {
-                section: "move (keepalive 300 ms, dead 1.5 s)".into(),
+                section: timers.section().into(),
+                goal: timers.goal(total),
                 metric: format!("outage, {kind} (median of {runs})"),
                 namesock: with_unit(total, "ms"),
                 plain: "connection dies".into(),

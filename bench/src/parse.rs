@@ -153,11 +153,13 @@ pub enum Step {
 /// Classify an engine debug line (the messages of namesock/src/engine and of the client's
 /// path manager, namesock/src/path_manager.rs).
 pub fn classify(line: &str) -> Option<Step> {
-    const DETECT: [&str; 6] = [
+    const DETECT: [&str; 8] = [
         "local addresses changed",
         "local address gone",
         "path dead",
         "path suspect",
+        "path quiet",
+        "a watched record changed",
         "handshake unanswered",
         "no path left",
     ];

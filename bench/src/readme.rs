@@ -481,13 +481,16 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let _ = writeln!(
         w,
         "- **Where namesock is ahead**: a move costs {} (client moves), {} (server moves) and {} \
-         (both) of outage, and plain TCP dies. With one of two client interfaces going down, \
-         namesock stalls {} against MPTCP's {}, because it hears the link go down by netlink and \
+         (both) of outage, and plain TCP dies; on the default timers (keepalive 5 s, dead 15 s) \
+         a server move costs {}, since the client learns the new record from the GNS (the file \
+         store's watch) without waiting for a timer. With one of two client interfaces going \
+         down, namesock stalls {} against MPTCP's {}, because it hears the link go down by netlink and \
          switches at once to the path it keeps ready; MPTCP waits for a retransmission timeout \
          before reinjecting on the other subflow.",
         outage("client moves"),
         outage("server moves"),
         outage("both move"),
+        outage("server moves, default timers"),
         t.cell("multihomed failover", failover, NAMESOCK),
         value(&t.cell("multihomed failover", failover, PEER)),
     );

@@ -218,6 +218,17 @@ pub fn at_most_added(
     }
 }
 
+/// A goal of "at most `limit`" against `value`: `≤50 ms: met`, `≤50 ms: missed by 12.0 ms`,
+/// or just the goal when the figure is missing.
+pub fn at_most(value: Option<f64>, limit: f64, unit: &str) -> String {
+    let want = format!("≤{} {unit}", fig_plain(limit));
+    match value {
+        Some(v) if v <= limit => format!("{want}: met"),
+        Some(v) => format!("{want}: missed by {} {unit}", fig(v - limit)),
+        None => want,
+    }
+}
+
 /// A goal's number as written (`0.9`, `150`), without [`fig`]'s fixed digits.
 fn fig_plain(value: f64) -> String {
     format!("{value}")
@@ -301,6 +312,9 @@ mod tests {
             "≥0.9 × plain: missed by 50 %"
         );
         assert_eq!(at_least(None, 0.85, "previous"), "≥0.85 × previous");
+        assert_eq!(at_most(Some(25.6), 50.0, "ms"), "≤50 ms: met");
+        assert_eq!(at_most(Some(62.0), 50.0, "ms"), "≤50 ms: missed by 12.0 ms");
+        assert_eq!(at_most(None, 50.0, "ms"), "≤50 ms");
         assert_eq!(
             at_most_added(Some(1100.0), Some(1000.0), 150.0, "µs", "previous"),
             "≤+150 µs vs previous: met"

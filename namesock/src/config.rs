@@ -50,8 +50,9 @@ pub struct Config {
     pub keepalive_ms: u64,
     /// Silence after which a flow path is declared dead (`NAMESOCK_PATH_DEAD_MS`).
     pub path_dead_ms: u64,
-    /// Silence after which a flow path that owes an answer is suspect, so that a client
-    /// asks the GNS whether the server moved (`NAMESOCK_SUSPECT_MS`; at least 3 RTTs).
+    /// Silence after which a flow path that owes an answer is suspect, and after which a
+    /// stopped stream is probed with a PING; either way a client asks the GNS whether the
+    /// server moved (`NAMESOCK_SUSPECT_MS`; at least 3 RTTs).
     pub suspect_ms: u64,
     /// How long a session without any flow path is kept (`NAMESOCK_LINGER_MS`).
     pub linger_ms: u64,

@@ -3,9 +3,11 @@
 //! A [`PathManager`] owns one client [`Session`] and decides which flow paths it should have:
 //! the first dials (happy eyeballs), re-dial rounds with backoff and a fresh GNS lookup when no
 //! path is left, make-before-break when the server announces a move, standby paths from the
-//! other local addresses of a multihomed client, a GNS lookup when a path that owes an answer
-//! stays silent, and the connect timeout. It holds the peer's locators and record sequence
-//! (nowhere else does), and the state of every path it asked for.
+//! other local addresses of a multihomed client, a GNS lookup when the peer's stream stops
+//! (at most once a second) or a path that owes an answer stays silent, a record the GNS store
+//! published (newer, with new locators: dialled at once), and the connect timeout. It holds
+//! the peer's locators and record sequence (nowhere else does), and the state of every path
+//! it asked for.
 //!
 //! Inputs: path events from the driver (a dial started, connected, failed; a path lost; a
 //! frame received), GNS answers, local address changes and the time. Outputs: [`Action`]s
@@ -35,6 +37,9 @@ pub const DIAL_STALE: Duration = Duration::from_millis(900);
 pub const MAX_STANDBY: usize = 3;
 /// At most this many dials in flight per session.
 pub const MAX_DIALS: usize = 16;
+/// A quiet path (the peer's stream stopped) asks the GNS at most this often per session: a
+/// DNS store is asked over the network, and an interactive session goes quiet at every pause.
+pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
 /// A fresh path number, unique in this process (server paths draw from the same counter, so
 /// a driver can file every path under its number).
@@ -141,6 +146,9 @@ pub struct ClientPath {
     replaces: Vec<PathId>,
 }
 
+/// A record as the path manager needs it: sequence, locators (of the session's port), relays.
+pub type RecordLocators = (u64, Vec<SocketAddr>, Vec<SocketAddr>);
+
 /// Where the peer can be reached: its record and its latest announcement, in one place.
 #[derive(Debug, Clone, Default)]
 struct PeerLocators {
@@ -208,6 +216,8 @@ pub struct PathManager {
     backoff: Duration,
     need_path: bool,
     resolving: bool,
+    /// When a quiet path last asked the GNS (see [`QUIET_LOOKUP_SPACING`]).
+    quiet_lookup: Option<Instant>,
     /// The latest failed dial's error, whether every dial of this round was refused, and
     /// whether this round dials a record looked up after a round was refused. Refusals fail a
     /// connect only then: a server that moved has not always republished when its record is
@@ -261,6 +271,7 @@ impl PathManager {
             backoff: BACKOFF_MIN,
             need_path: true,
             resolving: false,
+            quiet_lookup: None,
             last_error: None,
             round_refused: true,
             round_resolved: false,
@@ -464,12 +475,7 @@ impl PathManager {
 
     /// The GNS answered our `Resolve` with the peer's record: its sequence, locators and
     /// relays (`None`: it could not).
-    pub fn resolved(
-        &mut self,
-        now: Instant,
-        record: Option<(u64, Vec<SocketAddr>, Vec<SocketAddr>)>,
-        local: &[IpAddr],
-    ) {
+    pub fn resolved(&mut self, now: Instant, record: Option<RecordLocators>, local: &[IpAddr]) {
         self.resolving = false;
         match self.refusal_lookup {
             RefusalLookup::Asked => {
@@ -483,9 +489,27 @@ impl PathManager {
             }
             RefusalLookup::None => {}
         }
-        let Some((seq, locators, relays)) = record else {
+        if let Some(record) = record {
+            self.apply_record(now, record);
+        }
+        self.process(now, local);
+    }
+
+    /// The GNS store says the peer's record changed (the engine watched it and read it
+    /// verified, unasked): taken like a lookup's answer, so a newer record with new
+    /// locators is dialled at once, while the old paths live.
+    pub fn record_published(&mut self, now: Instant, record: RecordLocators, local: &[IpAddr]) {
+        if self.closed {
             return;
-        };
+        }
+        self.apply_record(now, record);
+        self.process(now, local);
+    }
+
+    /// Takes the peer's record (sequence, locators, relays) unless it is older than the one
+    /// known: new locators are dialled now when no path is left; a newer record while a path
+    /// lives counts as a move (make-before-break).
+    fn apply_record(&mut self, now: Instant, (seq, locators, relays): RecordLocators) {
         if seq < self.peer.record_seq {
             return;
         }
@@ -507,7 +531,6 @@ impl PathManager {
         } else if newer && !self.need_path && !self.closed {
             self.peer_moved(now, seq, locators);
         }
-        self.process(now, local);
     }
 
     /// This host's addresses changed (`local`: the ones it has now). Paths on vanished
@@ -600,6 +623,21 @@ impl PathManager {
                     debug!(path = p, "path suspect: asking the GNS");
                     self.resolve();
                 }
+            }
+            Event::PathQuiet(p) => {
+                // The peer's stream stopped: if the server moved and its old address went
+                // first, the GNS already knows where; asking now, rather than one suspicion
+                // delay later, halves a silent move's outage.
+                let spaced = self
+                    .quiet_lookup
+                    .is_none_or(|t| now >= t + QUIET_LOOKUP_SPACING);
+                let busy = self.closed || self.need_path || self.resolving;
+                if busy || !spaced || self.session.is_handshaking(p) {
+                    return;
+                }
+                debug!(path = p, "path quiet: asking the GNS");
+                self.quiet_lookup = Some(now);
+                self.resolve();
             }
             Event::Moved { seq, locators } => self.peer_moved(now, seq, locators),
             Event::Closed => {

@@ -125,6 +125,13 @@ impl FileStore {
         &self.dir
     }
 
+    /// The directory of the records, one file per GUID named after it, each replaced by a
+    /// rename: a reader may watch it to learn that a record changed (and then read it
+    /// verified, as always).
+    pub fn records_dir(&self) -> &Path {
+        &self.records
+    }
+
     /// Takes the exclusive lock for `key` (a GUID or a name), between threads and processes
     /// alike, waiting at most [`LOCK_WAIT`].
     pub fn lock(&self, key: &[u8]) -> Result<StoreLock, GnsError> {

@@ -118,6 +118,15 @@ impl Gns {
         describe(&self.store)
     }
 
+    /// Where a file store keeps its records (`records/<guid>`), to watch for changes;
+    /// `None` for a DNS zone, which cannot be watched.
+    pub fn records_dir(&self) -> Option<&Path> {
+        match &self.store {
+            Store::File(f) => Some(f.records_dir()),
+            Store::Dns(_) => None,
+        }
+    }
+
     /// `web.ns.alt` or `<guid>.ns.alt` -> `Some(Target)`; any name outside the zone (or not a
     /// valid DNS name) -> `None`. Case and a trailing dot do not matter.
     pub fn parse_target(&self, host: &str) -> Option<Target> {

@@ -288,6 +288,14 @@ scenarios! {
         program: CURL_16, timers: fast(), prepare: nothing,
         when: When::During(1), change: server_moves, expect: under(2000),
     };
+    // Default timers (keepalive 5 s, path-dead 15 s, suspicion 200 ms): the old address is
+    // gone before a MOVED can leave it, so the client must learn the new record from the GNS;
+    // under 2 s proves it did not wait out the path-dead time.
+    curl_server_moves_once_on_default_timers: Row {
+        what: "the server moves once; default timers",
+        program: CURL_16, timers: Timers::default(), prepare: nothing,
+        when: When::During(1), change: server_moves, expect: under(2000),
+    };
     curl_server_moves_ten_times: Row {
         what: "the server moves ten times",
         program: CURL_24, timers: fast(), prepare: nothing,

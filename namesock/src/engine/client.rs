@@ -20,6 +20,7 @@ use crate::wire::{ConnId, PathId};
 use super::conn::{ClientConn, Conn, Side};
 use super::event_loop::{Engine, Io, RELAY_V4};
 use super::path::{FlowPath, PathState};
+use super::record_watch::record_locators;
 use super::relay::{AppSide, SECRET_LEN};
 use super::{Command, ConnectError, Ready, SessionInfo, sys};
 
@@ -126,11 +127,7 @@ impl Engine {
         let record = match result {
             // A port no longer in the record has no locators: the session lingers.
             Ok(rec) => {
-                let found = (
-                    rec.seq,
-                    rec.locators_for(client.port).unwrap_or_default(),
-                    rec.relays.clone(),
-                );
+                let found = record_locators(&rec, client.port);
                 self.shared
                     .records
                     .lock()
@@ -222,6 +219,8 @@ impl Engine {
             },
         );
         self.dirty.insert(key);
+        // From now on a move the server publishes is followed at once.
+        self.ensure_record_watch();
     }
 
     /// Connects whose first lookup did not answer in time.

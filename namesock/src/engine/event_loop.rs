@@ -26,6 +26,7 @@ use super::client::{Connecting, PendingApp};
 use super::conn::{Conn, Side};
 use super::netlink::{AddrChange, AddrMonitor};
 use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN};
+use super::record_watch::RecordWatch;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
 use super::{Command, Shared, sys};
@@ -41,6 +42,7 @@ const FDS_PER_SESSION: u64 = 3;
 const FD_HEADROOM: u64 = 64;
 
 const MONITOR: Token = Token(4);
+pub(super) const RECORD_WATCH: Token = Token(6);
 const FIRST_DYNAMIC: usize = 16;
 
 /// What a mio token stands for.
@@ -67,6 +69,9 @@ pub(crate) struct Engine {
     monitor: Option<AddrMonitor>,
     /// This host's addresses (refreshed on every change the monitor reports).
     pub(super) local_addrs: Vec<IpAddr>,
+    /// The file store's records, watched once a client session exists (`record_watch.rs`).
+    pub(super) record_watch: Option<RecordWatch>,
+    pub(super) record_watch_tried: bool,
     /// Routing of arriving paths, the connection-ID table, session numbers.
     pub(super) endpoint: Endpoint,
     pub(super) server: Option<Server>,
@@ -192,6 +197,8 @@ impl Engine {
             relay_v6,
             monitor,
             local_addrs: sys::local_addrs().unwrap_or_default(),
+            record_watch: None,
+            record_watch_tried: false,
             endpoint: Endpoint::new(),
             server: None,
             client_key,
@@ -251,6 +258,7 @@ impl Engine {
                         self.touched_all = true;
                         self.on_addr_change(now)
                     }
+                    RECORD_WATCH => self.on_record_watch(),
                     CONTROL => self.accept_control(now),
                     t => {
                         self.touch_io(t);
@@ -310,6 +318,7 @@ impl Engine {
             } => self.serve(port, deliver_to, reply),
             Command::Unserve { port } => self.unserve(port),
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
+            Command::RecordChanged { guid, result } => self.on_record_changed(guid, result, now),
             Command::RelayResolved { link, result } => self.on_relay_resolved(link, result, now),
             Command::Published { result } => self.on_published(result, now),
             Command::Drain { reply } => self.drain_waiters.push(reply),

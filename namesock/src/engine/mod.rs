@@ -54,10 +54,13 @@
 //!   (coalesced) and sends MOVED on its sessions; a client that gets MOVED while its path is
 //!   still alive dials the new address first (make-before-break) and drops the old path once
 //!   the new one carried a frame; if the old address is still announced too, it opens a
-//!   standby path to the new one instead. A client path that owes an answer and stays silent
-//!   (`Event::PathSuspect`, after `NAMESOCK_SUSPECT_MS` or 3 RTTs) triggers a fresh GNS
-//!   lookup, and a newer record counts as MOVED: that is how a client finds a server whose old
-//!   address vanished before a MOVED could be sent on it. A multihomed client keeps a standby path from each other
+//!   standby path to the new one instead. A server whose old address vanished before a MOVED
+//!   could be sent on it is found through the GNS: a client engine watches the file store's
+//!   records (`record_watch`: one inotify watch; a peer's changed record is read verified and
+//!   handed to `PathManager::record_published`), a client path whose peer's stream stops
+//!   (`Event::PathQuiet`) or that owes an answer and stays silent (`Event::PathSuspect`, after
+//!   `NAMESOCK_SUSPECT_MS` or 3 RTTs) triggers a fresh lookup, and a newer record counts as
+//!   MOVED. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
 //! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key
@@ -90,6 +93,7 @@ mod delivery;
 mod event_loop;
 mod netlink;
 mod path;
+mod record_watch;
 mod relay;
 mod relay_link;
 mod server;
@@ -251,6 +255,11 @@ pub(crate) enum Command {
     },
     Resolved {
         conn: u64,
+        result: Result<namesock_resolver::Record, GnsError>,
+    },
+    /// A watched peer's record, read again because the store changed (`record_watch`).
+    RecordChanged {
+        guid: Guid,
         result: Result<namesock_resolver::Record, GnsError>,
     },
     /// A named relay's record (`relay_link`).

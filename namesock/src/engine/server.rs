@@ -759,7 +759,10 @@ impl Engine {
                 }
                 Event::Established { .. } => self.deliver_session(key),
                 // The rest concern a client, or nothing the engine must do.
-                Event::NeedPath | Event::PathSuspect(_) | Event::Moved { .. } => {}
+                Event::NeedPath
+                | Event::PathSuspect(_)
+                | Event::PathQuiet(_)
+                | Event::Moved { .. } => {}
             }
         }
     }

@@ -459,3 +459,114 @@ fn an_idle_session_keeps_no_queue_capacity() {
     pm.handle_timeout(t, &bed.local);
     assert_eq!(pm.queue_capacity(), 0);
 }
+
+/// An established manager on `10.1.1.2:4000` (record sequence 1), its path and the server.
+fn established(bed: &Bed) -> (PathManager, PathId, Session) {
+    let mut pm = bed.manager(&["10.1.1.2:4000"]);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    let server = bed.establish(&mut pm, bed.t0, path);
+    assert!(matches!(
+        actions(&mut pm, bed.t0, &bed.local).as_slice(),
+        [Action::Established { .. }]
+    ));
+    (pm, path, server)
+}
+
+#[test]
+fn a_published_record_is_dialled_only_when_newer_with_new_locators_and_the_old_path_stays() {
+    let bed = Bed::new();
+    let (mut pm, old, _server) = established(&bed);
+    let moved = addr("10.1.9.2:4000");
+    // Stale (older) and replayed (same sequence) records move nothing, whatever they say.
+    for seq in [0, 1] {
+        pm.record_published(bed.t0, (seq, vec![moved], vec![]), &bed.local);
+        assert!(actions(&mut pm, bed.t0, &bed.local).is_empty(), "seq {seq}");
+    }
+    // Newer, same locators (a port added, a refresh): the live path is where it should be.
+    pm.record_published(bed.t0, (2, vec![addr("10.1.1.2:4000")], vec![]), &bed.local);
+    assert!(actions(&mut pm, bed.t0, &bed.local).is_empty());
+    // Newer with new locators: dialled at once, no lookup asked, the old path kept.
+    pm.record_published(bed.t0, (3, vec![moved], vec![]), &bed.local);
+    let acts = actions(&mut pm, bed.t0, &bed.local);
+    assert_eq!(acts.len(), 1, "{acts:?}");
+    let new = dials(&acts);
+    assert_eq!(new[0].1, moved);
+    assert!(pm.path(old).is_some());
+    // Make-before-break: the old path goes once the new one carried a frame.
+    pm.path_connected(bed.t0, new[0].0, addr("10.0.0.2:5001"), &bed.local);
+    assert!(actions(&mut pm, bed.t0, &bed.local).is_empty());
+    pm.frames_received(bed.t0, new[0].0);
+    assert_eq!(
+        actions(&mut pm, bed.t0, &bed.local),
+        vec![Action::Close { path: old }]
+    );
+    // The same record again (the store rewrote it): nothing more.
+    pm.record_published(bed.t0, (3, vec![moved], vec![]), &bed.local);
+    assert!(actions(&mut pm, bed.t0, &bed.local).is_empty());
+}
+
+#[test]
+fn a_published_record_while_no_path_is_left_dials_its_new_locators_at_once() {
+    let bed = Bed::new();
+    let (mut pm, old, _server) = established(&bed);
+    let later = bed.t0 + Duration::from_secs(1);
+    pm.path_closed(later, old);
+    actions(&mut pm, later, &bed.local);
+    assert!(pm.needs_path());
+    pm.record_published(later, (2, vec![addr("10.1.9.2:4000")], vec![]), &bed.local);
+    let acts = actions(&mut pm, later, &bed.local);
+    assert_eq!(
+        dials(&acts).iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![addr("10.1.9.2:4000")]
+    );
+}
+
+#[test]
+fn a_quiet_path_asks_the_gns_at_once_and_at_most_once_a_second() {
+    let bed = Bed::new();
+    let (mut pm, path, mut server) = established(&bed);
+    let mut now = bed.t0;
+    // The server's stream flows, then stops: the client's path is quiet one suspicion delay
+    // later, and asks the GNS then (not a second delay later, when it is suspect).
+    let stop = |pm: &mut PathManager, server: &mut Session, now: Instant| {
+        assert_eq!(server.app_write(b"flowing"), 7);
+        let bytes = wire(now, server, 1000);
+        feed(now, pm.session_mut(), path, &bytes);
+        pm.frames_received(now, path);
+        let quiet = now + SessionConfig::default().suspect_after;
+        assert_eq!(pm.poll_timeout(), Some(quiet));
+        pm.handle_timeout(quiet, &bed.local);
+        let acts = actions(pm, quiet, &bed.local);
+        // The PING goes out in any case; drain it so that the path owes nothing stale.
+        let _ = wire(quiet, pm.session_mut(), path);
+        (quiet, acts)
+    };
+    let (quiet, acts) = stop(&mut pm, &mut server, now);
+    assert_eq!(acts, vec![Action::Resolve]);
+    // Nothing new in the GNS: the session carries on.
+    pm.resolved(
+        quiet,
+        Some((1, vec![addr("10.1.1.2:4000")], vec![])),
+        &bed.local,
+    );
+    assert!(actions(&mut pm, quiet, &bed.local).is_empty());
+    // Quiet again within the second: no lookup.
+    now = quiet + Duration::from_millis(100);
+    let (quiet2, acts) = stop(&mut pm, &mut server, now);
+    assert!(acts.is_empty(), "{acts:?}");
+    // A second after the first lookup, a quiet path asks again; the answer moves it.
+    now = quiet + QUIET_LOOKUP_SPACING;
+    assert!(quiet2 < now);
+    let (quiet3, acts) = stop(&mut pm, &mut server, now);
+    assert_eq!(acts, vec![Action::Resolve]);
+    pm.resolved(
+        quiet3,
+        Some((2, vec![addr("10.1.9.2:4000")], vec![])),
+        &bed.local,
+    );
+    assert_eq!(
+        dials(&actions(&mut pm, quiet3, &bed.local))[0].1,
+        addr("10.1.9.2:4000")
+    );
+}

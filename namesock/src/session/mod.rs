@@ -128,6 +128,10 @@ pub enum Event {
     /// intervals, until something arrives or the path is dead). Not fatal: a client asks the
     /// GNS whether the server moved.
     PathSuspect(PathId),
+    /// The peer's stream stopped on this path: a PING goes out to learn whether it paused or
+    /// the path broke. The first sign of a silent move, one suspicion delay before
+    /// `PathSuspect`: a client asks the GNS at once (bounded by its path manager).
+    PathQuiet(PathId),
     /// Client: no path left at all; dial and call `path_opened` again.
     NeedPath,
     /// Client: the server announced new addresses (every MOVED frame; the path manager
@@ -790,6 +794,9 @@ impl Session {
             let probe = p.probe_at.is_some_and(|t| now >= t);
             if probe {
                 p.probe_at = None;
+                if !self.events.contains(&Event::PathQuiet(p.id)) {
+                    self.events.push_back(Event::PathQuiet(p.id));
+                }
             }
             if p.suspect_at.is_some_and(|t| now >= t) {
                 p.suspicions += 1;

@@ -29,6 +29,8 @@ pub const SERVICE_PORT: u16 = 8000;
 /// Virtual time after which a run counts as hung.
 const VIRTUAL_LIMIT: Duration = Duration::from_secs(3600);
 const STEP_LIMIT: u64 = 3_000_000;
+/// From a publish to the watching client's verified read of it (inotify, a thread, a file read).
+const WATCH_READ: Duration = Duration::from_millis(2);
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -276,6 +278,10 @@ pub struct World {
     // The GNS.
     gns: (u64, Vec<SocketAddr>),
     resolves: Vec<Instant>,
+    /// Odd seeds: the client engine watches the store (the file store's inotify watch), so
+    /// every publish reaches the path manager as `record_published` a moment later.
+    watched: bool,
+    watched_reads: Vec<Instant>,
     publish_delay: Duration,
     // The server.
     endpoint: Endpoint,
@@ -341,6 +347,8 @@ impl World {
             cut_new_links: 0,
             gns: (1, Vec::new()),
             resolves: Vec::new(),
+            watched: seed % 2 == 1,
+            watched_reads: Vec::new(),
             publish_delay,
             endpoint,
             sessions: BTreeMap::new(),
@@ -1068,6 +1076,10 @@ impl World {
             Op::ServerRemoveIp(ip) => self.server_remove(ip),
             Op::Publish { announce } => {
                 self.gns = (self.gns.0 + 1, self.locators());
+                if self.watched {
+                    // The watch fires, and the record is read verified on another thread.
+                    self.watched_reads.push(self.now + WATCH_READ);
+                }
                 let (seq, locators) = self.gns.clone();
                 if announce {
                     for c in self.sessions.values_mut() {
@@ -1197,6 +1209,7 @@ impl World {
         t.extend(self.ops.iter().map(|(at, _)| *at));
         t.extend(self.dials.iter().map(|d| d.at));
         t.extend(self.resolves.iter().copied());
+        t.extend(self.watched_reads.iter().copied());
         if let Some(pm) = &self.pm {
             t.extend(pm.poll_timeout());
             if self.established_at.is_some() && self.apps[0].active() {
@@ -1232,6 +1245,14 @@ impl World {
             if let Some(pm) = self.pm.as_mut() {
                 let answer = answer.map(|(seq, locators)| (seq, locators, Vec::new()));
                 pm.resolved(now, answer, &self.client_addrs);
+            }
+        }
+        while let Some(i) = self.watched_reads.iter().position(|at| *at <= now) {
+            self.watched_reads.remove(i);
+            let (seq, locators) = self.gns.clone();
+            self.log(|| format!("the store's watch reads {seq} {locators:?}"));
+            if let Some(pm) = self.pm.as_mut() {
+                pm.record_published(now, (seq, locators, Vec::new()), &self.client_addrs);
             }
         }
         // The links, in random order: deliveries interleave across paths.
