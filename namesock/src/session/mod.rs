@@ -723,9 +723,6 @@ impl Session {
     fn release_idle_buffers(&mut self) {
         self.send.release_if_empty();
         self.recv.release_if_empty();
-        if self.events.is_empty() {
-            self.events = VecDeque::new();
-        }
     }
 
     /// Heap capacity of the stream buffers and the event queue (an idle session's is 0).
@@ -735,7 +732,13 @@ impl Session {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        // Events are rare (a path's fate, the session's): the queue holds memory only while
+        // one waits, so an idle session keeps none.
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// The next instant `handle_timeout` has work to do.
