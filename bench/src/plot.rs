@@ -100,22 +100,26 @@ pub fn move_script(csv: &Path, png: &Path, moved: f64) -> String {
 /// plain TCP's programs may hold no memory per session of their own) are left out.
 pub fn scale_script(csv: &Path, png: &Path) -> String {
     let csv = csv.display();
-    let only = |kind: &str, column: usize| format!("(strcol(1) eq '{kind}' ? ${column} : NaN)");
+    // Both legends sit below their panels in one bottom margin (`bmargin`), which keeps the
+    // two panels' axes level.
+    // A row of the other kind gets no x either, so it neither draws nor widens the x range.
+    let only = |kind: &str, column: usize| {
+        format!("(strcol(1) eq '{kind}' ? $2 : NaN):(strcol(1) eq '{kind}' ? ${column} : NaN)")
+    };
     format!(
         "{preamble}\
          set multiplot layout 1,2 title 'Many sessions through one engine at each end (client + server process)'\n\
-         set grid\nset logscale x\nset key left bottom\n\
+         set grid\nset logscale x\nset key below\nset bmargin 8\n\
          set title '(a) aggregate throughput'\n\
          set xlabel 'busy sessions'\nset ylabel 'MB/s'\nset yrange [0:*]\n\
-         plot '{csv}' using 2:{ns_mbps} skip 1 with linespoints lw 2 pt 7 title 'namesock', \
-         '' using 2:{plain_mbps} skip 1 with linespoints lw 2 pt 5 title 'plain TCP'\n\
+         plot '{csv}' using {ns_mbps} skip 1 with linespoints lw 2 pt 7 title 'namesock', \
+         '' using {plain_mbps} skip 1 with linespoints lw 2 pt 5 title 'plain TCP'\n\
          set title '(b) process memory per session'\n\
          set xlabel 'sessions'\nset ylabel 'KiB per session'\nset logscale y\nset yrange [*:*]\n\
-         set key left top\n\
-         plot '{csv}' using 2:{ns_idle} skip 1 with linespoints lw 2 pt 7 title 'namesock, idle', \
-         '' using 2:{plain_idle} skip 1 with linespoints lw 2 pt 5 title 'plain TCP, idle', \
-         '' using 2:{ns_busy} skip 1 with linespoints lw 2 pt 9 dashtype 2 title 'namesock, extra when busy', \
-         '' using 2:{plain_busy} skip 1 with linespoints lw 2 pt 11 dashtype 2 title 'plain TCP, extra when busy'\n\
+         plot '{csv}' using {ns_idle} skip 1 with linespoints lw 2 pt 7 title 'namesock idle', \
+         '' using {plain_idle} skip 1 with linespoints lw 2 pt 5 title 'plain TCP idle', \
+         '' using {ns_busy} skip 1 with linespoints lw 2 pt 9 dashtype 2 title 'namesock busy (extra)', \
+         '' using {plain_busy} skip 1 with linespoints lw 2 pt 11 dashtype 2 title 'plain TCP busy (extra)'\n\
          unset multiplot\n",
         preamble = preamble(png),
         ns_mbps = only("busy", 5),
@@ -205,10 +209,21 @@ mod tests {
         assert!(s.contains("set multiplot layout 1,2"));
         assert!(s.trim_end().ends_with("unset multiplot"));
         // Throughput (columns 5, 6) only from busy rows; memory from both kinds.
-        assert!(s.contains("(strcol(1) eq 'busy' ? $5 : NaN)"));
-        assert!(s.contains("(strcol(1) eq 'busy' ? $6 : NaN)"));
-        assert!(s.contains("(strcol(1) eq 'idle' ? $3 : NaN)"));
-        assert!(s.contains("(strcol(1) eq 'idle' ? $4 : NaN)"));
+        let only = |kind: &str, column: usize| {
+            format!(
+                "using (strcol(1) eq '{kind}' ? $2 : NaN):(strcol(1) eq '{kind}' ? ${column} : NaN)"
+            )
+        };
+        for (kind, column) in [
+            ("busy", 5),
+            ("busy", 6),
+            ("idle", 3),
+            ("idle", 4),
+            ("busy", 3),
+            ("busy", 4),
+        ] {
+            assert!(s.contains(&only(kind, column)), "{kind} {column}");
+        }
         assert!(s.contains("set logscale y"));
         for label in [
             "'busy sessions'",
