@@ -510,11 +510,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
-            "The scaling plot: on the left the aggregate throughput of 10 to 1000 busy sessions \
-             between one client and one server process, on the right the process memory \
-             (client + server RSS) per idle session and the extra per busy one, both axes \
-             logarithmic; plain TCP's programs keep their buffers in the kernel, so its points \
-             below one KiB mostly measure noise."
+            "The scaling plot: on the left the aggregate throughput of {busy_lo} to {busy_hi} busy \
+             sessions between one client and one server process, on the right the process \
+             memory (client + server RSS) per idle session and the extra per busy one, session \
+             counts and memory on log scales; plain TCP's programs keep their buffers in kernel \
+             memory, which RSS does not count."
         );
     }
     // The prose wraps at the README's width; the table and the notes of bench.md stay as they are.
@@ -709,11 +709,20 @@ wire/control/encode/ping
     fn the_scale_plot_is_embedded_only_when_it_was_drawn() {
         let dir = std::env::temp_dir().join(format!("bench-readme-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let busy = |n: u64| Row {
+            section: "scale (one engine each end)".into(),
+            metric: format!("busy {n}: throughput (client + server process)"),
+            namesock: "500 MB/s".into(),
+            plain: "2000 MB/s".into(),
+            versus: "×0.250".into(),
+            ..Row::default()
+        };
+        let bench_md = format!(
+            "namesock benchmarks: 1 run(s) per figure unless noted, median; kernel 6.1, load average 1 1 1 before and 2 2 2 after (1.0 min).\n\n{}",
+            table::markdown(&[busy(10), busy(100)])
+        );
         for (name, text) in [
-            (
-                "bench.md",
-                "namesock benchmarks: 1 run(s) per figure unless noted, median; kernel 6.1, load average 1 1 1 before and 2 2 2 after (1.0 min).\n",
-            ),
+            ("bench.md", bench_md.as_str()),
             ("machine.txt", "6.1\n2\n23 GiB\nup\n2026-12-02 09:00 UTC\n"),
             ("criterion.txt", ""),
         ] {
@@ -729,6 +738,8 @@ wire/control/encode/ping
         assert!(with.contains("\n\n![aggregate throughput and memory per session"));
         assert!(with.contains(embed), "{with}");
         assert!(with.contains("\nThe scaling plot: on the left"));
+        // The step counts come from the table's rows.
+        assert!(with.contains("throughput of 10 to 100 busy"), "{with}");
         assert!(
             with.lines()
                 .all(|l| l.starts_with("![") || l.chars().count() <= WIDTH || l.starts_with('|'))
