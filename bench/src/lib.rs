@@ -1,9 +1,11 @@
 //! The pure parts of the end-to-end benchmark suite (`nsbench-suite`, run by `bench/run.sh`):
 //! statistics, parsing what the programs and the kernel print, the outage split from engine
-//! logs, the markdown table, and the README's benchmark section made from the results.
+//! logs, the markdown table, the plots' CSV and gnuplot scripts, and the README's benchmark
+//! section made from the results.
 //! Everything here is deterministic and unit-tested; the drivers (`main.rs`, `bin/`) do the I/O.
 
 pub mod parse;
+pub mod plot;
 pub mod readme;
 pub mod stats;
 pub mod table;

@@ -1,7 +1,7 @@
 //! `nsbench-suite`: namesock against plain TCP (and socat, and MPTCP, and the previous
 //! release) between network namespaces, in one run. Prints the table and writes `bench.md`,
-//! `raw.csv`, `move.csv` and (with gnuplot) `move.png` to the output directory. Needs root; run
-//! it with `bench/run.sh`.
+//! `raw.csv`, `move.csv`, `scale.csv` and (with gnuplot) `move.png` and `scale.png` to the output
+//! directory. Needs root; run it with `bench/run.sh`.
 //!
 //! ```text
 //! nsbench-suite [--runs N] [--out DIR] [--bin DIR] [--baseline-bin DIR] [--gns FILE]
@@ -24,6 +24,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use namesock_bench::parse::{self, Split};
+use namesock_bench::plot;
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
     self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most, at_most_added, fig, link_label,
@@ -322,7 +323,7 @@ struct Suite {
     rows: Vec<Row>,
     samples: Vec<table::Sample>,
     notes: Vec<String>,
-    plot: Option<PathBuf>,
+    plots: Vec<PathBuf>,
     _etc: Option<NetnsEtc>,
     /// The open-file limit this process (and so every program it starts) has.
     nofile: u64,
@@ -1138,20 +1139,10 @@ impl Suite {
         let csv = self.opts.out.join("move.csv");
         std::fs::write(&csv, move_csv(&ns_s, &plain_s, end)).map_err(io("move.csv"))?;
         let png = self.opts.out.join("move.png");
-        let script = gnuplot_script(&csv, &png, moved.as_secs_f64());
-        let ran = Command::new("gnuplot")
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut g| {
-                if let Some(mut i) = g.stdin.take() {
-                    i.write_all(script.as_bytes())?;
-                }
-                g.wait()
-            });
-        match ran {
-            Ok(s) if s.success() => self.plot = Some(png),
-            other => self.notes.push(format!(
-                "gnuplot did not make the plot ({other:?}); move.csv has the data"
+        match gnuplot(&plot::move_script(&csv, &png, moved.as_secs_f64())) {
+            Ok(()) => self.plots.push(png),
+            Err(e) => self.notes.push(format!(
+                "gnuplot did not make the plot ({e}); move.csv has the data"
             )),
         }
         let mib = |s: &[Sample]| s.last().map_or(0.0, |x| x.bytes as f64 / MIB as f64);
@@ -1380,6 +1371,15 @@ impl Suite {
                 )),
                 None => drop(client.expect("done", Duration::from_secs(30))),
             }
+        }
+        let csv = self.opts.out.join("scale.csv");
+        std::fs::write(&csv, plot::scale_csv(&self.samples)).map_err(io("scale.csv"))?;
+        let png = self.opts.out.join("scale.png");
+        match gnuplot(&plot::scale_script(&csv, &png)) {
+            Ok(()) => self.plots.push(png),
+            Err(e) => self.notes.push(format!(
+                "gnuplot did not make the scale plot ({e}); scale.csv has the data"
+            )),
         }
         let metrics: Vec<String> = {
             let mut seen = Vec::new();
@@ -1720,20 +1720,23 @@ fn move_csv(ns: &[Sample], plain: &[Sample], end: Duration) -> String {
     out
 }
 
-fn gnuplot_script(csv: &Path, png: &Path, moved: f64) -> String {
-    format!(
-        "set terminal pngcairo size 900,480 font 'sans,11'\n\
-         set output '{png}'\n\
-         set datafile separator ','\n\
-         set title 'Bytes received while the client changes its address (paced at 4 MiB/s)'\n\
-         set xlabel 'seconds'\nset ylabel 'MiB received'\nset key left top\nset grid\n\
-         set arrow from {moved},graph 0 to {moved},graph 1 nohead dashtype 2 lc rgb 'gray40'\n\
-         set label 'client moves' at {moved},graph 0.95 offset 0.5,0\n\
-         plot '{csv}' using 1:2 skip 1 with lines lw 2 title 'namesock', \
-         '' using 1:3 skip 1 with lines lw 2 title 'plain TCP'\n",
-        png = png.display(),
-        csv = csv.display(),
-    )
+/// Runs gnuplot on `script`; the error says why it made no plot.
+fn gnuplot(script: &str) -> std::result::Result<(), String> {
+    let status = Command::new("gnuplot")
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut g| {
+            if let Some(mut i) = g.stdin.take() {
+                i.write_all(script.as_bytes())?;
+            }
+            g.wait()
+        })
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
 }
 
 /// The kernel's TCP buffer memory in `namespace` (the `mem` pages of /proc/net/sockstat).
@@ -1853,7 +1856,7 @@ fn run() -> Result<()> {
         rows: Vec::new(),
         samples: Vec::new(),
         notes,
-        plot: None,
+        plots: Vec::new(),
         _etc: None,
         nofile,
     };
@@ -1909,7 +1912,7 @@ fn run() -> Result<()> {
     };
     write("bench.md", &md)?;
     write("raw.csv", &table::csv(&suite.samples))?;
-    if let Some(png) = &suite.plot {
+    for png in &suite.plots {
         eprintln!("plot: {}", png.display());
     }
     Ok(())
@@ -1938,13 +1941,5 @@ mod tests {
         assert_eq!(lines[3], "0.04,1.000,1.000");
         assert_eq!(lines[4], "0.06,2.000,1.000");
         assert_eq!(lines.len(), 5);
-    }
-
-    #[test]
-    fn gnuplot_script_names_its_files_and_the_move() {
-        let s = gnuplot_script(Path::new("/r/move.csv"), Path::new("/r/move.png"), 4.0);
-        assert!(s.contains("set output '/r/move.png'"));
-        assert!(s.contains("plot '/r/move.csv'"));
-        assert!(s.contains("set arrow from 4,graph 0"));
     }
 }

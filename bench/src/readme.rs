@@ -16,6 +16,9 @@ pub const BEGIN: &str = "<!-- bench:begin: generated from bench/results by bench
 /// The line after it.
 pub const END: &str = "<!-- bench:end -->";
 
+/// The scale section's plot in the results directory.
+pub const SCALE_PNG: &str = "scale.png";
+
 /// What went wrong: a file missing, or a figure it should hold.
 pub type Error = String;
 
@@ -28,6 +31,8 @@ pub struct Results {
     pub machine: String,
     /// `criterion.txt`: the output of the criterion benches.
     pub criterion: String,
+    /// Whether `scale.png` (the scale section's plot, drawn when gnuplot ran) is there.
+    pub scale_plot: bool,
 }
 
 impl Results {
@@ -41,6 +46,7 @@ impl Results {
             bench_md: read("bench.md")?,
             machine: read("machine.txt")?,
             criterion: read("criterion.txt")?,
+            scale_plot: dir.join(SCALE_PNG).is_file(),
         })
     }
 }
@@ -494,9 +500,29 @@ pub fn section(results: &Results) -> Result<String, Error> {
         t.cell("multihomed failover", failover, NAMESOCK),
         value(&t.cell("multihomed failover", failover, PEER)),
     );
+    if results.scale_plot {
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "![aggregate throughput and memory per session against the number of sessions, \
+             namesock and plain TCP](bench/results/{SCALE_PNG})"
+        );
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "The scaling plot: on the left the aggregate throughput of {busy_lo} to {busy_hi} busy \
+             sessions between one client and one server process, on the right the process \
+             memory (client + server RSS) per idle session and the extra per busy one, session \
+             counts and memory on log scales; plain TCP's programs keep their buffers in kernel \
+             memory, which RSS does not count."
+        );
+    }
     // The prose wraps at the README's width; the table and the notes of bench.md stay as they are.
     let prose = |l: &str| {
-        l.starts_with("- **") || l.starts_with("Taken on") || l.starts_with("The criterion")
+        l.starts_with("- **")
+            || l.starts_with("Taken on")
+            || l.starts_with("The criterion")
+            || l.starts_with("The scaling plot")
     };
     Ok(s.lines()
         .map(|l| {
@@ -671,10 +697,54 @@ wire/control/encode/ping
             ),
             machine: "6.1\n2\n23 GiB\nup\n2026-12-02 03:15 UTC\n".into(),
             criterion: String::new(),
+            scale_plot: false,
         };
         let text = section(&results).unwrap().replace("\n  ", " ");
         assert!(text.contains("bulk ×0.920 and (not measured) of the previous release (800 MB/s and (not measured) against 870 MB/s"), "{text}");
         assert!(text.contains("Over links limited to 1 Gbit/s, 2.5 Gbit/s, 5 Gbit/s, 10 Gbit/s namesock moves ×0.990, ×0.990, ×0.990, ×0.990 of plain TCP (120, 120, 120, 120 MB/s), the previous release ×1.00, ×1.00, ×1.00, ×1.00; unthrottled ×0.990 of plain and ×0.992 of the previous release (≥0.85 × previous: met)."), "{text}");
+    }
+
+    /// `scale.png` is embedded, with its sentence, only when the results directory holds it.
+    #[test]
+    fn the_scale_plot_is_embedded_only_when_it_was_drawn() {
+        let dir = std::env::temp_dir().join(format!("bench-readme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let busy = |n: u64| Row {
+            section: "scale (one engine each end)".into(),
+            metric: format!("busy {n}: throughput (client + server process)"),
+            namesock: "500 MB/s".into(),
+            plain: "2000 MB/s".into(),
+            versus: "×0.250".into(),
+            ..Row::default()
+        };
+        let bench_md = format!(
+            "namesock benchmarks: 1 run(s) per figure unless noted, median; kernel 6.1, load average 1 1 1 before and 2 2 2 after (1.0 min).\n\n{}",
+            table::markdown(&[busy(10), busy(100)])
+        );
+        for (name, text) in [
+            ("bench.md", bench_md.as_str()),
+            ("machine.txt", "6.1\n2\n23 GiB\nup\n2026-12-02 09:00 UTC\n"),
+            ("criterion.txt", ""),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let embed = "](bench/results/scale.png)\n";
+        let without = section(&Results::load(&dir).unwrap()).unwrap();
+        assert!(!without.contains(embed), "{without}");
+        assert!(!without.contains("The scaling plot"));
+        std::fs::write(dir.join(SCALE_PNG), b"\x89PNG").unwrap();
+        let with = section(&Results::load(&dir).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(with.contains("\n\n![aggregate throughput and memory per session"));
+        assert!(with.contains(embed), "{with}");
+        assert!(with.contains("\nThe scaling plot: on the left"));
+        // The step counts come from the table's rows.
+        assert!(with.contains("throughput of 10 to 100 busy"), "{with}");
+        assert!(
+            with.lines()
+                .all(|l| l.starts_with("![") || l.chars().count() <= WIDTH || l.starts_with('|'))
+        );
+        assert!(with.starts_with(&without));
     }
 
     #[test]
