@@ -27,8 +27,8 @@ use namesock_bench::parse::{self, Split};
 use namesock_bench::plot;
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
-    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most, at_most_added, fig, link_label,
-    link_metric, times, with_unit,
+    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most, at_most_added, at_most_times,
+    fig, link_label, link_metric, times, with_unit,
 };
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
@@ -546,7 +546,8 @@ impl Suite {
                 peer: format!("socat×2: {}", with_unit(socat, "MB/s")),
                 versus: times(ratio(ns, plain)),
                 vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
-                goal: at_least(ratio(ns, plain), 0.9, "plain"),
+                // Issue 19: unthrottled, with encryption on.
+                goal: at_least(ratio(ns, plain), 0.7, "plain"),
             });
         }
         for dir in [Dir::ClientToServer, Dir::ServerToClient] {
@@ -561,7 +562,7 @@ impl Suite {
                 peer: format!("socat×2: {}", with_unit(socat, "s")),
                 versus: times(ratio(ns, plain)),
                 vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
-                goal: String::new(),
+                goal: at_most_times(ratio(ns, plain), 1.5, "plain"),
             });
         }
         Ok(())
@@ -1397,6 +1398,7 @@ impl Suite {
             }
             seen
         };
+        let largest_idle = metrics.iter().filter_map(|m| scale_step(m, "idle ")).max();
         for metric in metrics {
             let unit = self
                 .samples
@@ -1424,6 +1426,21 @@ impl Suite {
                     times(ratio(ns, plain)),
                 ),
             };
+            let kib = ns.map(|b| b / 1024.0);
+            // Issue 19's goals: an idle session at most 8 KiB of each process's memory (the
+            // row adds both processes), a busy one at most 512 KiB, 1,000 busy sessions at
+            // least 0.8 of plain TCP's aggregate.
+            let goal = if metric.contains("RSS per session")
+                && scale_step(&metric, "idle ") == largest_idle
+            {
+                at_most(kib, 16.0, "KiB")
+            } else if metric.contains("extra RSS per busy session") {
+                at_most(kib, 512.0, "KiB")
+            } else if metric.contains("throughput") && scale_step(&metric, "busy ") == Some(1000) {
+                at_least(ratio(ns, plain), 0.8, "plain")
+            } else {
+                String::new()
+            };
             self.rows.push(Row {
                 section: "scale (one engine each end)".into(),
                 metric: format!("{metric} (client + server process)"),
@@ -1431,6 +1448,7 @@ impl Suite {
                 plain: show(plain),
                 peer: String::new(),
                 versus,
+                goal,
                 ..Row::default()
             });
         }
@@ -1918,8 +1936,24 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// The session count of a scale metric that starts with `prefix` (`"idle 6000: ..."` -> 6000).
+fn scale_step(metric: &str, prefix: &str) -> Option<u64> {
+    metric.strip_prefix(prefix)?.split(':').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn scale_steps_are_read_from_their_metric() {
+        assert_eq!(
+            scale_step("idle 6000: RSS per session", "idle "),
+            Some(6000)
+        );
+        assert_eq!(scale_step("busy 1000: throughput", "busy "), Some(1000));
+        assert_eq!(scale_step("busy 10: throughput", "idle "), None);
+    }
+
     use super::*;
 
     fn sample(ms: u64, bytes: u64) -> Sample {

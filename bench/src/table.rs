@@ -229,6 +229,18 @@ pub fn at_most(value: Option<f64>, limit: f64, unit: &str) -> String {
     }
 }
 
+/// A goal of "at most `limit` times the base" for a ratio: `≤1.5 × plain: met`, `... missed
+/// by 120 %` (how far above the limit, relative to it), or just the goal when a figure is
+/// missing.
+pub fn at_most_times(ratio: Option<f64>, limit: f64, base: &str) -> String {
+    let want = format!("≤{} × {base}", fig_plain(limit));
+    match ratio {
+        Some(r) if r <= limit => format!("{want}: met"),
+        Some(r) => format!("{want}: missed by {:.0} %", (r / limit - 1.0) * 100.0),
+        None => want,
+    }
+}
+
 /// A goal's number as written (`0.9`, `150`), without [`fig`]'s fixed digits.
 fn fig_plain(value: f64) -> String {
     format!("{value}")
@@ -315,6 +327,12 @@ mod tests {
         assert_eq!(at_most(Some(25.6), 50.0, "ms"), "≤50 ms: met");
         assert_eq!(at_most(Some(62.0), 50.0, "ms"), "≤50 ms: missed by 12.0 ms");
         assert_eq!(at_most(None, 50.0, "ms"), "≤50 ms");
+        assert_eq!(at_most_times(Some(1.2), 1.5, "plain"), "≤1.5 × plain: met");
+        assert_eq!(
+            at_most_times(Some(3.42), 1.5, "plain"),
+            "≤1.5 × plain: missed by 128 %"
+        );
+        assert_eq!(at_most_times(None, 1.5, "plain"), "≤1.5 × plain");
         assert_eq!(
             at_most_added(Some(1100.0), Some(1000.0), 150.0, "µs", "previous"),
             "≤+150 µs vs previous: met"
