@@ -77,6 +77,16 @@ impl Nat {
     /// The router masquerades the server's link and admits no connection into it (nftables:
     /// only packets of connections the server opened go in). Keyed by the router's interface,
     /// so the rules hold when the server moves to a new subnet on the same link.
+    /// The usual bed: the server behind its masquerading router, the relays started with
+    /// `relay_args`, the web server serving through them.
+    fn behind_relays(name: &str, file_size: u64, relays: usize, relay_args: &[&str]) -> Nat {
+        let mut nat = Nat::new(name, file_size, relays);
+        nat.masquerade_server();
+        nat.start_relays(relay_args);
+        nat.start_server();
+        nat
+    }
+
     fn masquerade_server(&self) {
         let state = self.bed.state();
         let link = &state.host("server").expect("server").links[0];
@@ -243,10 +253,7 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
         return;
     }
     let size = 32 << 20;
-    let mut nat = Nat::new("relay-nat", size, 1);
-    nat.masquerade_server();
-    nat.start_relays(&[]);
-    nat.start_server();
+    let nat = Nat::behind_relays("relay-nat", size, 1, &[]);
 
     // The control: the server's own address admits no connection from outside.
     let plain = nat
@@ -530,10 +537,7 @@ fn a_registration_for_someone_elses_guid_is_refused() {
     if !ready(name) {
         return;
     }
-    let mut nat = Nat::new("relay-auth", 256 * 1024, 1);
-    nat.masquerade_server();
-    nat.start_relays(&[]);
-    nat.start_server();
+    let nat = Nat::behind_relays("relay-auth", 256 * 1024, 1, &[]);
     // What a user sees: the record lists the relay.
     let namesock = nat.world.tools.namesock.to_string_lossy().into_owned();
     let resolve = nat
@@ -648,10 +652,7 @@ fn client_moves_and_both_moving_at_once_keep_a_relayed_download() {
     if !ready(name) {
         return;
     }
-    let mut nat = Nat::new("relay-moves", 32 << 20, 1);
-    nat.masquerade_server();
-    nat.start_relays(&[]);
-    nat.start_server();
+    let nat = Nat::behind_relays("relay-moves", 32 << 20, 1, &[]);
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let outages = download_across(
         &nat,
@@ -678,10 +679,7 @@ fn a_relay_that_dies_leaves_the_server_reachable_through_the_other() {
     if !ready(name) {
         return;
     }
-    let mut nat = Nat::new("relay-dies", 16 << 20, 2);
-    nat.masquerade_server();
-    nat.start_relays(&[]);
-    nat.start_server();
+    let mut nat = Nat::behind_relays("relay-dies", 16 << 20, 2, &[]);
     nat.server.limit_rate(Some(64_000)).expect("rate limit");
     let first = std::cell::RefCell::new(nat.relay_processes[0].take());
     let outages = download_across(
@@ -716,10 +714,12 @@ fn a_relays_bandwidth_limit_holds_a_relayed_download_to_its_rate() {
         return;
     }
     let rate = 1_000_000u64;
-    let mut nat = Nat::new("relay-rate", 4 << 20, 1);
-    nat.masquerade_server();
-    nat.start_relays(&["--max-session-rate", &rate.to_string()]);
-    nat.start_server();
+    let nat = Nat::behind_relays(
+        "relay-rate",
+        4 << 20,
+        1,
+        &["--max-session-rate", &rate.to_string()],
+    );
     let outcome = Download::start(&nat.world, &nat.client, "client", &nat.fetch(), &nat.served)
         .expect("start curl")
         .finish(Duration::from_secs(60))
@@ -748,10 +748,7 @@ fn two_programs_of_one_identity_share_its_relays_without_displacing_each_other()
     if !ready(name) {
         return;
     }
-    let mut nat = Nat::new("relay-two", 4 << 20, 1);
-    nat.masquerade_server();
-    nat.start_relays(&[]);
-    nat.start_server();
+    let nat = Nat::behind_relays("relay-two", 4 << 20, 1, &[]);
     // A second program of the same identity (the web server's key), with the same relays.
     let relay_addr = format!("{}:{RELAY_PORT}", nat.relays[0].v4());
     let mut echo = nat
