@@ -162,12 +162,8 @@ impl Scenario {
     pub fn check(&self, label: &str, outcome: &Outcome) {
         if !outcome.complete() {
             panic!(
-                "{}: download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
+                "{}: download incomplete: {outcome}\n{}",
                 self.name,
-                outcome.status,
-                outcome.bytes,
-                outcome.expected_bytes,
-                outcome.sha256_matches,
                 self.logs(label)
             );
         }

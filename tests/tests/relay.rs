@@ -302,11 +302,8 @@ fn a_server_behind_nat_serves_32_mib_through_the_relay_across_its_move() {
     let outcome = download.finish(Duration::from_secs(120)).expect("curl ran");
     assert!(
         outcome.complete(),
-        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
-        outcome.status,
-        outcome.bytes,
-        outcome.expected_bytes,
-        outcome.sha256_matches,
+        "download incomplete: {outcome}
+{}",
         nat.logs()
     );
     let captured = capture.finish(&pcap);
@@ -412,11 +409,8 @@ fn a_relay_found_by_name_carries_the_download_and_an_impostor_at_its_address_is_
         .expect("curl ran");
     assert!(
         outcome.complete(),
-        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
-        outcome.status,
-        outcome.bytes,
-        outcome.expected_bytes,
-        outcome.sha256_matches,
+        "download incomplete: {outcome}
+{}",
         nat.logs()
     );
     assert!(
@@ -636,11 +630,8 @@ fn download_across(nat: &Nat, moves: &[Change]) -> Vec<u128> {
     let outcome = download.finish(Duration::from_secs(120)).expect("curl ran");
     assert!(
         outcome.complete(),
-        "download incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
-        outcome.status,
-        outcome.bytes,
-        outcome.expected_bytes,
-        outcome.sha256_matches,
+        "download incomplete: {outcome}
+{}",
         nat.logs()
     );
     outcome.outages().iter().map(|d| d.as_millis()).collect()
@@ -1073,11 +1064,7 @@ fn a_plain_server_sees_one_connection_across_two_client_moves_through_the_proxy(
     let connections = watcher.join().expect("watcher");
     assert!(
         outcome.complete(),
-        "download through the proxy incomplete: curl {:?}, {} of {} bytes, sha256 match {}\n{}",
-        outcome.status,
-        outcome.bytes,
-        outcome.expected_bytes,
-        outcome.sha256_matches,
+        "download through the proxy incomplete: {outcome}\n{}",
         nat.logs()
     );
     let requests = nat.log("server").matches("GET /").count();

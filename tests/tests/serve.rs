@@ -135,6 +135,23 @@ fn sinks(world: &World, client_host: &Host, label: &str, host: &str, received: &
 }
 
 /// Every program reachable by its own name and by the GUID.
+/// `socat` to `host:port` from `client_host` fails with "Connection refused" (ECONNREFUSED).
+fn refused(world: &World, client_host: &Host, label: &str, host: &str, port: u16) {
+    let out = client(
+        world,
+        client_host,
+        label,
+        &["socat", "-", &format!("TCP:{host}:{port}")],
+        Some("x\n"),
+    );
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
+        "{label}: {host}:{port} should be refused: {}",
+        text(&out)
+    );
+}
+
 fn all_reachable(s: &Scenario, round: &str, guid: &str, sink: &Path) {
     let (world, c) = (&s.world, &s.client);
     let by_guid = format!("{guid}.{ZONE}");
@@ -413,19 +430,7 @@ except OSError as e:
         withdrawn.elapsed().as_millis()
     );
     for host in [format!("echo.{ZONE}"), format!("{guid}.{ZONE}")] {
-        let out = client(
-            world,
-            &s.client,
-            "refused",
-            &["socat", "-", &format!("TCP:{host}:{ECHO}")],
-            Some("x\n"),
-        );
-        assert!(
-            !out.status.success()
-                && String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
-            "{host}:{ECHO} after its program exited: {}",
-            text(&out)
-        );
+        refused(world, &s.client, "refused", &host, ECHO);
     }
     echoes(
         world,
@@ -453,19 +458,7 @@ except OSError as e:
     // closed, so its port is refused at once; the next publisher of the identity (here a
     // program that starts) finds its entry's lock free and drops the port from the record.
     sink_process.kill();
-    let out = client(
-        world,
-        &s.client,
-        "killed",
-        &["socat", "-", &format!("TCP:sink.{ZONE}:{SINK}")],
-        Some("x\n"),
-    );
-    assert!(
-        !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
-        "the killed sink: {}",
-        text(&out)
-    );
+    refused(world, &s.client, "killed", &format!("sink.{ZONE}"), SINK);
     let _late = serve(
         world,
         &s.server,

@@ -461,6 +461,17 @@ impl Outcome {
     }
 }
 
+/// What a failed download's message says: curl's status, the bytes and the checksum.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "curl {:?}, {} of {} bytes, sha256 match {}",
+            self.status, self.bytes, self.expected_bytes, self.sha256_matches
+        )
+    }
+}
+
 impl Download {
     /// Start `curl` at `place` as program `label`, downloading `expected` per `fetch`.
     pub fn start(
