@@ -610,7 +610,11 @@ impl Engine {
             return;
         };
         fp.conn = Some(key);
-        tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        if session.by_open() {
+            tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "session opened by OPEN (ticket, no signature)");
+        } else {
+            tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        }
         self.make_room_for_a_session();
         let server = ServerConn {
             session,
@@ -641,6 +645,9 @@ impl Engine {
         let Some(s) = c.server() else {
             return;
         };
+        // The client's next connections may OPEN with this session's ticket.
+        self.endpoint
+            .store_ticket(Instant::now(), &s.session, s.port);
         let (Some(peer), Some(&pid)) = (s.session.peer(), s.paths.last()) else {
             return;
         };
