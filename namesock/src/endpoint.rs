@@ -369,6 +369,7 @@ impl Endpoint {
                 }
                 let session = acceptor.accept_verified(now, hello, path)?;
                 let (evicted, retired) = self.make_room(guid, source)?;
+                self.store_ticket(now, &session, hello.port);
                 let key = self.new_key();
                 self.by_conn_id.insert(hello.conn_id, (key, guid));
                 *self.per_peer.entry(guid).or_default() += 1;
@@ -410,6 +411,7 @@ impl Endpoint {
                 }
                 let session = acceptor.accept_open(now, open, &verified, path);
                 let (evicted, retired) = self.make_room(guid, source)?;
+                self.store_ticket(now, &session, open.port);
                 let key = self.new_key();
                 self.by_conn_id.insert(open.conn_id, (key, guid));
                 *self.per_peer.entry(guid).or_default() += 1;
@@ -525,11 +527,13 @@ impl Endpoint {
         self.unproven.retain(|u| u.key != key);
     }
 
-    /// Keeps the ticket of a proven server session for `port` (its client's next
-    /// connections may OPEN with it). Call once the session is proven; earlier, or for a
-    /// client session, there is no ticket and nothing changes.
-    pub fn store_ticket(&mut self, now: Instant, session: &Session, port: u16) {
-        if let Some(ticket) = session.ticket().filter(|_| session.is_proven()) {
+    /// Keeps the ticket of a new server session for `port`: its client's next connections
+    /// may OPEN with it. Stored as the session starts (HELLO_ACK or OPEN_ACK queued), not
+    /// once the client proved its keys: a client connecting again at once must not find its
+    /// OPEN there first (only that client can derive the ticket, so storing it early gives
+    /// nobody else anything).
+    fn store_ticket(&mut self, now: Instant, session: &Session, port: u16) {
+        if let Some(ticket) = session.ticket() {
             self.tickets.store(now, &ticket, port);
         }
     }

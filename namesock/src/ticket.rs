@@ -4,7 +4,9 @@
 //! Every established session (HELLO-made or OPEN-made) derives a ticket secret from its keys
 //! (see `session::keys`). Both engines keep it here, outside the session, so that it outlives
 //! the session's close and linger:
-//! - a server in [`ServerTickets`], by the session's connection ID: the client's key, the
+//! - a server in [`ServerTickets`], by the session's connection ID, as the session starts
+//!   (a HELLO answered, an OPEN accepted; only the client can derive the ticket, so one of a
+//!   replayed HELLO is of use to nobody): the client's key, the
 //!   secret, the service port, when the chain's full handshake was, and a replay window of
 //!   the child numbers accepted;
 //! - a client in [`ClientTickets`], by (server GUID, service port): the server's key, the

@@ -709,7 +709,6 @@ fn handshake_with_ticket(
     let mut client = bed.client_of(key, PORT);
     let (k, mut server, _) = new_session(hello_from(bed, &mut client, p, ip(1)));
     prove(bed, k, &mut client, &mut server, p);
-    bed.endpoint.store_ticket(bed.now, &server, PORT);
     let mut tickets = crate::ticket::ClientTickets::default();
     tickets.store(
         bed.now,
@@ -793,7 +792,6 @@ fn an_open_with_a_ticket_makes_a_proven_session_at_once_and_data_flows_both_ways
     let n = client.app_read(&mut buf);
     assert_eq!(&buf[..n], b"answer");
     // The child's own ticket chains: the next connection OPENs with it.
-    bed.endpoint.store_ticket(bed.now, &server, PORT);
     let child = client.ticket().unwrap();
     assert_eq!(child.conn_id, server.conn_id());
     tickets.store(bed.now, &child, PORT, "192.0.2.1:4000".parse().unwrap());

@@ -645,9 +645,6 @@ impl Engine {
         let Some(s) = c.server() else {
             return;
         };
-        // The client's next connections may OPEN with this session's ticket.
-        self.endpoint
-            .store_ticket(Instant::now(), &s.session, s.port);
         let (Some(peer), Some(&pid)) = (s.session.peer(), s.paths.last()) else {
             return;
         };

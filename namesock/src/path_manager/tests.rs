@@ -601,7 +601,6 @@ fn ticket_bed(bed: &Bed) -> (Endpoint, Arc<Keypair>, crate::ticket::ClientTicket
     feed(bed.t0, &mut client, 1, &wire(bed.t0, &mut session, 1000));
     feed(bed.t0, &mut session, 1000, &wire(bed.t0, &mut client, 1));
     endpoint.session_proven(k);
-    endpoint.store_ticket(bed.t0, &session, PORT);
     let mut tickets = crate::ticket::ClientTickets::default();
     tickets.store(
         bed.t0,

@@ -352,10 +352,12 @@ impl Session {
     }
 
     /// The session's ticket, once it has keys and a verified peer: what a later OPEN to the
-    /// same peer uses (see `crate::ticket`).
+    /// same peer uses (see `crate::ticket`). A server session has it from the HELLO on, proven
+    /// or not: only the client that made the HELLO's ephemeral key can derive it, so the
+    /// ticket of a replayed HELLO is of use to nobody.
     pub fn ticket(&self) -> Option<Ticket> {
         let (keys, peer) = (self.keys.as_ref()?, self.peer?);
-        if self.connecting.is_some() || (self.role == Role::Server && !self.proven) {
+        if self.connecting.is_some() {
             return None;
         }
         Some(Ticket {
