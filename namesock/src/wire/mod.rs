@@ -1,7 +1,7 @@
 //! The namesock wire protocol: the frames that travel on a flow path, and their codec.
 //!
 //! Every frame is `type: u8 | length: u32 BE | body`, where `length` counts the body only.
-//! The frames that open a path (HELLO, HELLO_ACK, RESUME, REFUSE) travel as such; every
+//! The frames that open a path (HELLO, HELLO_ACK, RESUME, REFUSE, OPEN) travel as such; every
 //! other frame travels sealed: inside a SEALED record whose body is the AEAD ciphertext of
 //! `inner type: u8 | inner body` and its tag (see [`Record`]; the keys are the session's).
 //! The decoder is strict and bounded: the length is checked against [`MAX_FRAME`] as soon as
