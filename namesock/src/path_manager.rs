@@ -42,8 +42,9 @@ pub const MAX_DIALS: usize = 16;
 pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
 /// An OPEN (a new session from a ticket) that has no OPEN_ACK this long falls back to HELLO.
-/// Its path is also given up as soon as it is suspect (no answer within the suspicion delay,
-/// 200 ms or three round trips): a server that knows the ticket answers in one round trip.
+/// Sooner: when its one dial has not connected within [`STAGGER`], or its path is suspect (no
+/// answer within the suspicion delay, 200 ms or three round trips): a server that knows the
+/// ticket answers in one round trip.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A fresh path number, unique in this process (server paths draw from the same counter, so
@@ -431,6 +432,11 @@ impl PathManager {
                 _ => ConnectFailure::TimedOut,
             };
             self.fail(failure);
+            return;
+        }
+        // An OPEN's one dial that has not connected within a stagger: the ticket's address
+        // may be gone (the server moved); HELLO looks the peer up again.
+        if self.next_dial.is_some_and(|t| t <= now) && self.open_failed(now) {
             return;
         }
         if self.next_dial.is_some_and(|t| t <= now) {

@@ -186,9 +186,13 @@ impl Engine {
             let _ = req.reply.send(Err(ConnectError::TimedOut));
             return;
         }
+        // A ticket whose address the record no longer lists (the server moved) is not used.
         if req.may_open
-            && rec.locators_for(req.port).is_some()
-            && let Some(ticket) = self.tickets.take(now, &rec.guid, req.port)
+            && let Some(locators) = rec.locators_for(req.port)
+            && let Some(ticket) = self
+                .tickets
+                .take(now, &rec.guid, req.port)
+                .filter(|t| locators.contains(&t.addr))
         {
             self.start_open(key, req, ticket, Some(rec), now);
             return;

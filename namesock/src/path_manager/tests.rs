@@ -732,6 +732,16 @@ fn an_open_that_is_refused_closed_unanswered_or_undialable_falls_back_at_once() 
     );
     assert!(a.contains(&Action::Close { path }));
 
+    // The dial hangs (the address is gone): given up after one stagger.
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    let at = pm.poll_timeout().unwrap();
+    assert_eq!(at, bed.t0 + STAGGER);
+    pm.handle_timeout(at, &bed.local);
+    let a = actions(&mut pm, at, &bed.local);
+    assert!(a.contains(&Action::OpenFailed), "{a:?}");
+    assert!(a.contains(&Action::Close { path }));
+
     // The dial failed.
     let mut pm = open_manager(&bed, key, &mut tickets);
     let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
