@@ -1,6 +1,6 @@
 //! The sans-IO session: bytes written by one application move to the other through two
 //! in-memory sessions, through the frame codec and the AEAD (as the engine moves them), and
-//! the handshake.
+//! the handshake, and a session opened from a ticket (OPEN) instead.
 //! `cargo bench -p namesock --bench session` (run by `bench/run.sh`).
 
 use std::hint::black_box;
@@ -10,9 +10,11 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use namesock::identity::Keypair;
 use namesock::session::{Acceptor, Event, Session, SessionConfig};
+use namesock::ticket::{ClientTickets, ServerTickets};
 use namesock::wire::{Frame, FrameReader, PathId};
 
 const HANDSHAKE: &str = "session/handshake (X25519, sign and verify both ways)";
+const OPEN: &str = "session/open (a ticket: OPEN and OPEN_ACK, no X25519, no signature)";
 const CPATH: PathId = 1;
 const SPATH: PathId = 100;
 
@@ -137,6 +139,51 @@ fn session(c: &mut Criterion) {
 
     c.bench_function(HANDSHAKE, |b| {
         b.iter(|| black_box(Pair::new().client.conn_id()))
+    });
+
+    // One parent session's ticket on both sides, then new sessions from it, one after
+    // another, each with the next child number (as the engine does for sequential connects).
+    let pair = Pair::new();
+    let (cfg, now) = (SessionConfig::default(), pair.now);
+    let ticket = pair.server.ticket().expect("the server's ticket");
+    let mut server_tickets = ServerTickets::default();
+    server_tickets.store(now, &ticket, 80);
+    let mut client_tickets = ClientTickets::default();
+    let client_ticket = pair.client.ticket().expect("the client's ticket");
+    client_tickets.store(now, &client_ticket, 80, "192.0.2.1:80".parse().unwrap());
+    let acceptor = Acceptor::new(cfg, Arc::new(Keypair::from_seed(&[2; 32])));
+    let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let server_guid = client_ticket.peer.guid();
+    let mut out = Vec::new();
+    let mut scratch = vec![0; FrameReader::MIN_SCRATCH];
+    c.bench_function(OPEN, |b| {
+        b.iter(|| {
+            let t = client_tickets
+                .take(now, &server_guid, 80)
+                .expect("a live ticket");
+            let mut client = Session::client_open(cfg, ckey.clone(), t, 80, [3; 16], now);
+            client.path_opened(now, CPATH);
+            out.clear();
+            while client.transmit_into(now, CPATH, &mut out) {}
+            let Ok(Some((Frame::Open(open), _))) = Frame::decode(&out) else {
+                panic!("no OPEN");
+            };
+            let verified = server_tickets.verify(now, &open).expect("OPEN verified");
+            let mut server = acceptor.accept_open(now, &open, &verified, SPATH);
+            out.clear();
+            while server.transmit_into(now, SPATH, &mut out) {}
+            FrameReader::new()
+                .feed(&mut scratch, &out, |record| {
+                    client.handle_record(now, CPATH, record).expect("OPEN_ACK");
+                    true
+                })
+                .expect("codec round trip");
+            assert!(matches!(
+                client.poll_event(),
+                Some(Event::Established { .. })
+            ));
+            black_box(client.conn_id())
+        })
     });
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Like quinn-proto's `Endpoint`: it keeps the connection-ID table, the served ports and the
 //! paths that have not yet said what they are for, and turns a path's first frame into a
-//! decision: a new session (a verified HELLO for a served port), a path attached to a live
-//! session (a RESUME that opened with the session's keys), or a refusal with a typed reason
+//! decision: a new session (a verified HELLO for a served port, or an OPEN that its parent
+//! session's ticket verified), a path attached to a live session (a RESUME that opened with
+//! the session's keys), or a refusal with a typed reason
 //! (and, for some, the signed REFUSE the path gets before it is closed). It decides who may
 //! connect (the allow list, [`allow`]) and holds the server to its limits ([`Limits`]):
 //! sessions per peer and in all, a memory budget for their buffers, and what one source
@@ -24,6 +25,7 @@ pub use allow::AllowList;
 pub use limits::Limits;
 
 use crate::session::{Acceptor, HandshakeError, ResumeError, Session, SessionConfig};
+use crate::ticket::{OpenError, ServerTickets};
 use crate::wire::{ConnId, Frame, FrameRef, PathId, Refuse, ResetReason};
 
 /// A session's number in one engine (clients and servers alike).
@@ -54,6 +56,8 @@ pub enum Refusal {
     UnknownSession,
     #[error("RESUME refused: {0}")]
     Resume(#[from] ResumeError),
+    #[error("OPEN refused: {0}")]
+    Open(#[from] OpenError),
     #[error("a path must start with HELLO or RESUME, not {frame}")]
     NotAFirstFrame { frame: &'static str },
     #[error("too many paths have not presented HELLO or RESUME yet")]
@@ -80,6 +84,10 @@ impl Refusal {
             Refusal::Handshake(_) => "Handshake",
             Refusal::UnknownSession => "UnknownSession",
             Refusal::Resume(_) => "Resume",
+            Refusal::Open(OpenError::UnknownTicket) => "OpenUnknownTicket",
+            Refusal::Open(OpenError::Unauthentic) => "OpenUnauthentic",
+            Refusal::Open(OpenError::Replayed { .. }) => "OpenReplayed",
+            Refusal::Open(OpenError::WrongPort { .. }) => "OpenWrongPort",
             Refusal::NotAFirstFrame { .. } => "NotAFirstFrame",
             Refusal::TooManyUnattached => "TooManyUnattached",
             Refusal::FirstFrameTimeout => "FirstFrameTimeout",
@@ -92,12 +100,15 @@ impl Refusal {
 
     /// The reason a signed REFUSE gives, if the path gets one: the port, allow-list and
     /// limit refusals tell a client why its connect failed (the last three only ever answer
-    /// a verified HELLO), an unknown RESUME that its session is gone. Anything else (a bad
-    /// HELLO or RESUME may come from anyone) just loses its path.
+    /// a verified HELLO or OPEN), an unknown RESUME that its session is gone, an OPEN whose
+    /// ticket is gone that it must fall back to HELLO. Anything else (a bad HELLO, RESUME or
+    /// OPEN may come from anyone) just loses its path.
     pub fn refuse_reason(&self) -> Option<ResetReason> {
         match self {
             Refusal::PortNotServed { .. } => Some(ResetReason::PortRefused),
-            Refusal::UnknownSession => Some(ResetReason::LingerExpired),
+            Refusal::UnknownSession | Refusal::Open(OpenError::UnknownTicket) => {
+                Some(ResetReason::LingerExpired)
+            }
             Refusal::NotAllowed { .. } => Some(ResetReason::NotAllowed),
             Refusal::TooManySessions { .. } => Some(ResetReason::TooManySessions),
             Refusal::Overloaded { .. } => Some(ResetReason::Overloaded),
@@ -142,7 +153,8 @@ pub enum Incoming {
         /// late resume) ended early to make room: the driver drops them.
         retired: Vec<ConnKey>,
     },
-    /// A verified RESUME attached to the live session `key` (RESUME_ACK queued).
+    /// A verified RESUME attached to the live session `key` (RESUME_ACK queued), or a
+    /// verified OPEN: a new server session, proven already (`Event::Established` queued).
     Resumed { key: ConnKey },
 }
 
@@ -170,6 +182,8 @@ pub struct Endpoint {
     /// (`Event::Closed`), oldest first: they linger only so that a client that lost the last
     /// ACK can still learn it (TCP's TIME_WAIT), so they are the first to go at a limit.
     closed: VecDeque<(ConnKey, ConnId, Guid)>,
+    /// The tickets of this server's proven sessions: what an OPEN is checked against.
+    tickets: ServerTickets,
     next_key: ConnKey,
 }
 
@@ -307,6 +321,7 @@ impl Endpoint {
         let conn_id = match &frame {
             Frame::Hello(h) => Some(h.conn_id),
             Frame::Resume(r) => Some(r.conn_id),
+            Frame::Open(o) => Some(o.conn_id),
             _ => None,
         };
         self.route(now, path, source, &frame, session)
@@ -354,6 +369,7 @@ impl Endpoint {
                 }
                 let session = acceptor.accept_verified(now, hello, path)?;
                 let (evicted, retired) = self.make_room(guid, source)?;
+                self.store_ticket(now, &session, hello.port);
                 let key = self.new_key();
                 self.by_conn_id.insert(hello.conn_id, (key, guid));
                 *self.per_peer.entry(guid).or_default() += 1;
@@ -367,6 +383,42 @@ impl Endpoint {
                     key,
                     session: Box::new(session),
                     port: hello.port,
+                    deliver_to,
+                    evicted,
+                    retired,
+                })
+            }
+            Frame::Open(open) => {
+                let acceptor = self.acceptor.as_ref().ok_or(Refusal::NotServing)?;
+                // The ticket first (no answer but for a ticket that is gone), then the same
+                // policy as for a verified HELLO, on the client key the ticket names.
+                let verified = self.tickets.verify(now, open)?;
+                let deliver_to = *self
+                    .services
+                    .get(&open.port)
+                    .ok_or(Refusal::PortNotServed { port: open.port })?;
+                if self.by_conn_id.contains_key(&open.conn_id) {
+                    return Err(Refusal::ConnIdInUse);
+                }
+                let guid = verified.client.guid();
+                if let Some(allow) = &self.allow
+                    && !allow.permits(&guid, open.port)
+                {
+                    return Err(Refusal::NotAllowed {
+                        guid,
+                        port: open.port,
+                    });
+                }
+                let session = acceptor.accept_open(now, open, &verified, path);
+                let (evicted, retired) = self.make_room(guid, source)?;
+                self.store_ticket(now, &session, open.port);
+                let key = self.new_key();
+                self.by_conn_id.insert(open.conn_id, (key, guid));
+                *self.per_peer.entry(guid).or_default() += 1;
+                Ok(Incoming::New {
+                    key,
+                    session: Box::new(session),
+                    port: open.port,
                     deliver_to,
                     evicted,
                     retired,
@@ -473,6 +525,22 @@ impl Endpoint {
     /// A server session's client proved it holds the keys (`Event::Established`).
     pub fn session_proven(&mut self, key: ConnKey) {
         self.unproven.retain(|u| u.key != key);
+    }
+
+    /// Keeps the ticket of a new server session for `port`: its client's next connections
+    /// may OPEN with it. Stored as the session starts (HELLO_ACK or OPEN_ACK queued), not
+    /// once the client proved its keys: a client connecting again at once must not find its
+    /// OPEN there first (only that client can derive the ticket, so storing it early gives
+    /// nobody else anything).
+    fn store_ticket(&mut self, now: Instant, session: &Session, port: u16) {
+        if let Some(ticket) = session.ticket() {
+            self.tickets.store(now, &ticket, port);
+        }
+    }
+
+    /// Tickets held (see [`crate::ticket`]).
+    pub fn tickets(&self) -> usize {
+        self.tickets.len()
     }
 
     /// A server session is gone: its connection ID no longer routes.

@@ -41,6 +41,12 @@ pub const MAX_DIALS: usize = 16;
 /// DNS store is asked over the network, and an interactive session goes quiet at every pause.
 pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
+/// An OPEN (a new session from a ticket) that has no OPEN_ACK this long falls back to HELLO.
+/// Sooner: when its one dial has not connected within [`STAGGER`], or its path is suspect (no
+/// answer within the suspicion delay, 200 ms or three round trips): a server that knows the
+/// ticket answers in one round trip.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A fresh path number, unique in this process (server paths draw from the same counter, so
 /// a driver can file every path under its number).
 pub fn next_path_id() -> PathId {
@@ -117,6 +123,10 @@ pub enum Action {
     Established { peer: PublicKey, remote: SocketAddr },
     /// The connect failed: tell the program and drop the session.
     Failed(ConnectFailure),
+    /// The session's OPEN failed (its dial failed, its path closed, the server refused it or
+    /// did not answer in time): the ticket is spent; drop the session and connect again with
+    /// a HELLO. The program has seen nothing yet.
+    OpenFailed,
     /// The established session was reset (by the peer, or its linger ran out): the program
     /// sees ECONNRESET.
     Reset(ResetReason),
@@ -241,6 +251,9 @@ pub struct PathManager {
     /// Both directions finished, the session was reset, or the connect failed: nothing
     /// more to dial for.
     closed: bool,
+    /// The session opens with an OPEN (until it is established): whatever goes wrong before
+    /// OPEN_ACK ends it with `Action::OpenFailed` rather than a retry.
+    opening: bool,
     actions: VecDeque<Action>,
 }
 
@@ -282,10 +295,59 @@ impl PathManager {
             last_round: None,
             connect_deadline: Some(connect_deadline),
             closed: false,
+            opening: false,
             actions: VecDeque::new(),
         };
         pm.start_round(now, true);
         pm
+    }
+
+    /// Starts the client `session` made with `Session::client_open`: one dial to `addr`
+    /// (where its ticket's session went), OPEN on it. Anything but OPEN_ACK within
+    /// [`OPEN_TIMEOUT`] (and before `connect_deadline`) ends in `Action::OpenFailed`; once
+    /// established, the session follows its peer as any other (`record_seq` and `addr` are
+    /// what it knows of the peer until a lookup).
+    pub fn new_open(
+        now: Instant,
+        session: Session,
+        record_seq: u64,
+        addr: SocketAddr,
+        connect_deadline: Instant,
+        loopback: LoopbackLocators,
+    ) -> PathManager {
+        let deadline = connect_deadline.min(now + OPEN_TIMEOUT);
+        let mut pm = PathManager::new(
+            now,
+            session,
+            record_seq,
+            (vec![addr], Vec::new()),
+            deadline,
+            loopback,
+        );
+        pm.opening = true;
+        if pm.paths.is_empty() {
+            // The address was filtered out: nothing to OPEN on.
+            pm.open_failed(now);
+        }
+        pm
+    }
+
+    /// The OPEN failed: everything stops and the driver connects again with a HELLO.
+    /// Returns whether this session was still opening (else nothing changes).
+    fn open_failed(&mut self, now: Instant) -> bool {
+        if !self.opening || !self.is_connecting() {
+            return false;
+        }
+        debug!("OPEN failed: falling back to HELLO");
+        self.opening = false;
+        self.connect_deadline = None;
+        self.stop();
+        let paths: Vec<PathId> = self.paths.iter().map(|p| p.id).collect();
+        for p in paths {
+            self.close_path(now, p);
+        }
+        self.actions.push_back(Action::OpenFailed);
+        true
     }
 
     pub fn session(&self) -> &Session {
@@ -359,6 +421,9 @@ impl PathManager {
                 self.dial_queue = VecDeque::new();
             }
         }
+        if self.connect_deadline.is_some_and(|d| d <= now) && self.open_failed(now) {
+            return;
+        }
         if self.connect_deadline.is_some_and(|d| d <= now) {
             let failure = match self.last_error {
                 Some(DialError::HostUnreachable) => ConnectFailure::HostUnreachable,
@@ -367,6 +432,11 @@ impl PathManager {
                 _ => ConnectFailure::TimedOut,
             };
             self.fail(failure);
+            return;
+        }
+        // An OPEN's one dial that has not connected within a stagger: the ticket's address
+        // may be gone (the server moved); HELLO looks the peer up again.
+        if self.next_dial.is_some_and(|t| t <= now) && self.open_failed(now) {
             return;
         }
         if self.next_dial.is_some_and(|t| t <= now) {
@@ -439,6 +509,9 @@ impl PathManager {
         let Some(p) = self.forget(now, path) else {
             return;
         };
+        if self.open_failed(now) {
+            return;
+        }
         debug!(path, remote = %p.remote, ?error, "dial failed");
         if p.standby {
             // Not part of a round: just forget it.
@@ -458,7 +531,9 @@ impl PathManager {
     /// A connected path broke (the peer closed it, a write failed, its local address went
     /// away, it broke the protocol). The driver closed it.
     pub fn path_closed(&mut self, now: Instant, path: PathId) {
-        self.forget(now, path);
+        if self.forget(now, path).is_some() {
+            self.open_failed(now);
+        }
     }
 
     /// Frames arrived on `path` (and were handed to the session): the paths it replaces
@@ -573,8 +648,18 @@ impl PathManager {
     }
 
     fn on_event(&mut self, now: Instant, ev: Event, local: &[IpAddr]) {
+        // An OPEN gets one try: a path lost or suspect, or a REFUSE, before OPEN_ACK.
+        let open_over = match &ev {
+            Event::PathDead(_) | Event::NeedPath | Event::Reset { .. } => true,
+            Event::PathSuspect(p) => self.session.is_handshaking(*p),
+            _ => false,
+        };
+        if open_over && self.open_failed(now) {
+            return;
+        }
         match ev {
             Event::Established { peer } => {
+                self.opening = false;
                 if self.connect_deadline.take().is_none() {
                     return;
                 }

@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use namesock::wire::{
     DecodeError, Frame, FrameReader, FrameRef, HEADER_LEN, Hello, HelloAck, MAX_DATA, MAX_FRAME,
-    MAX_LOCATORS, RESUME_SEALED_LEN, Record, Refuse, ResetReason, Resume, ResumeAck, Step, TAG_LEN,
+    MAX_LOCATORS, OPEN_BODY_LEN, Open, OpenAck, RESUME_SEALED_LEN, Record, Refuse, ResetReason,
+    Resume, ResumeAck, Step, TAG_LEN,
 };
 use proptest::prelude::*;
 
@@ -134,9 +135,33 @@ fn refuse() -> impl Strategy<Value = Frame> {
         })
 }
 
+fn open() -> impl Strategy<Value = Frame> {
+    (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        any::<u64>(),
+        any::<u16>(),
+        any::<u32>(),
+        any::<[u8; TAG_LEN]>(),
+    )
+        .prop_map(|(conn_id, parent, child, port, window, tag)| {
+            Frame::Open(Open {
+                conn_id,
+                parent,
+                child,
+                port,
+                window,
+                tag,
+            })
+        })
+}
+
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         hello(),
+        open(),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(window, linger_ms)| Frame::OpenAck(OpenAck { window, linger_ms })),
         hello_ack(),
         resume(),
         resume_ack(),
@@ -423,7 +448,7 @@ fn oversized_length_is_refused_from_the_header_alone() {
 #[test]
 fn unknown_types_are_errors_even_before_the_header_is_complete() {
     assert_eq!(Frame::decode(&[0]), Err(DecodeError::UnknownType(0)));
-    assert_eq!(Frame::decode(&[14]), Err(DecodeError::UnknownType(14)));
+    assert_eq!(Frame::decode(&[16]), Err(DecodeError::UnknownType(16)));
     assert_eq!(
         Frame::decode(&header(0xff, 0)),
         Err(DecodeError::UnknownType(0xff))
@@ -449,6 +474,57 @@ fn oversized_data_payload_is_refused() {
         Frame::decode(&bytes),
         Err(DecodeError::PayloadTooLarge(payload))
     );
+}
+
+#[test]
+fn an_open_needs_magic_version_and_exactly_its_fields() {
+    let open = Frame::Open(Open {
+        conn_id: [1; 16],
+        parent: [2; 16],
+        child: 3,
+        port: 8000,
+        window: 1 << 20,
+        tag: [4; TAG_LEN],
+    });
+    let good = encode(&open);
+    assert_eq!(good.len(), HEADER_LEN + OPEN_BODY_LEN);
+    assert_eq!(Frame::decode(&good), Ok(Some((open.clone(), good.len()))));
+    let mut bad_magic = good.clone();
+    bad_magic[HEADER_LEN + 1] ^= 1;
+    assert_eq!(Frame::decode(&bad_magic), Err(DecodeError::BadMagic));
+    let mut bad_version = good.clone();
+    bad_version[HEADER_LEN + 4] = 3;
+    assert_eq!(
+        Frame::decode(&bad_version),
+        Err(DecodeError::UnsupportedVersion(3))
+    );
+    // One byte short (the length says so) and one byte too many.
+    let mut short = header(14, OPEN_BODY_LEN as u32 - 1);
+    short.extend_from_slice(&good[HEADER_LEN..good.len() - 1]);
+    assert_eq!(Frame::decode(&short), Err(DecodeError::Truncated("OPEN")));
+    let mut long = header(14, OPEN_BODY_LEN as u32 + 1);
+    long.extend_from_slice(&good[HEADER_LEN..]);
+    long.push(0);
+    assert_eq!(
+        Frame::decode(&long),
+        Err(DecodeError::TrailingBytes("OPEN"))
+    );
+    // OPEN_ACK travels sealed only: in clear a path refuses it.
+    let ack = encode(&Frame::OpenAck(OpenAck {
+        window: 1,
+        linger_ms: 2,
+    }));
+    assert_eq!(ack.len(), HEADER_LEN + 8);
+    let mut buf = ack.clone();
+    assert_eq!(
+        Record::decode_ref(&mut buf).err(),
+        Some(DecodeError::Unsealed("OPEN_ACK"))
+    );
+    let mut buf = good.clone();
+    assert!(matches!(
+        Record::decode_ref(&mut buf),
+        Ok(Some((Record::Clear(Frame::Open(_)), _)))
+    ));
 }
 
 #[test]

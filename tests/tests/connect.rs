@@ -1,14 +1,17 @@
 //! New connections to a peer this engine already has a live session with: they start from the
 //! record the engine verified for that session (`namesock::record_cache`), with no GNS lookup,
-//! and every one of them carries its bytes exactly, more of them within one linger period
-//! than the server allows one peer at once (its closed sessions make room).
+//! open with the ticket of the previous session (`namesock::ticket`: one OPEN frame, no
+//! handshake, no signature), and every one of them carries its bytes exactly, more of them
+//! within one linger period than the server allows one peer at once (its closed sessions make
+//! room). A server that restarted on the same engine port (its tickets gone) still gets the
+//! next connection: the client's OPEN is refused and it falls back to HELLO.
 
 use std::time::Duration;
 
 use namesock::endpoint::Limits;
 use namesock::record_cache::MAX_AGE;
 use namesock_cli::testbed::scenario::{Local, Timers, World, ZONE, sha256_file};
-use namesock_cli::testbed::{free_port, run_with_input};
+use namesock_cli::testbed::{Process, free_port, run_with_input};
 
 /// Holds one connection to `host:port` open (the live session), then makes `n` more, one
 /// after another, each an HTTP/1.0 request for `/file` whose body must equal the file at
@@ -36,6 +39,30 @@ print("seconds", time.monotonic() - start)
 held.close()
 "#;
 
+/// What the server engine logs for a session an OPEN made, and for one a HELLO made.
+const OPENED: &str = "session opened by OPEN (ticket, no signature)";
+const HELLO_ANSWERED: &str = "HELLO answered";
+/// What the client engine logs when a connect opens with a ticket, and when that fails.
+const OPENING: &str = ": connecting with OPEN (ticket)";
+const FELL_BACK: &str = "OPEN failed: connecting with HELLO";
+/// The server engine's log level for these tests: its sessions' openings.
+const SERVER_LOG: &str = "info,namesock::engine::server=debug";
+
+/// `python3 -m http.server` serving the world's `www` as `name`, its engine logging how each
+/// session opened.
+fn http_server(world: &World, name: &str, port: u16, engine_port: Option<u16>) -> Process {
+    let www = world.path("www");
+    let (port, www) = (port.to_string(), www.to_string_lossy().into_owned());
+    let argv = ["python3", "-m", "http.server", &port, "--directory", &www];
+    let mut command = world.namesock_run(&Local, name, &argv).expect("server");
+    command.env("NAMESOCK_NAME", name);
+    command.env("NAMESOCK_LOG", SERVER_LOG);
+    if let Some(p) = engine_port {
+        command.env("NAMESOCK_ENGINE_PORT", p.to_string());
+    }
+    Process::spawn(command).expect("server started")
+}
+
 /// What the client engine logs when a connect starts from the cached record.
 const CACHED: &str = "record of a live session's peer: no lookup";
 /// What the preload's `getaddrinfo` logs when the engine's cache answers for the name.
@@ -53,9 +80,7 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
         .expect("scenario world");
     let served = world.serve_random_file("file", 64 << 10).expect("file");
     let port = free_port();
-    let mut server = world
-        .start_http_server(&Local, "web", "web", port)
-        .expect("server");
+    let mut server = http_server(&world, "web", port, None);
     world
         .wait_for_record("web", Duration::from_secs(30), |_| true)
         .expect("web registered");
@@ -92,8 +117,30 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
         .find_map(|l| l.strip_prefix("seconds "))
         .and_then(|s| s.trim().parse().ok())
         .expect("the client's time");
-    let connects = log.matches(": connecting target=").count();
+    // Each connect either opens with a ticket or (the first, and any OPEN that fell back)
+    // starts a handshake.
+    let (opening, fell_back) = (log.matches(OPENING).count(), log.matches(FELL_BACK).count());
+    let hellos = log.matches(": connecting target=").count();
+    let connects = opening + hellos - fell_back;
     assert_eq!(connects, n + 1, "{log}");
+    // After the held connection's handshake, every connection opened with the previous
+    // session's ticket: no X25519, no signature. An OPEN unanswered within the suspicion
+    // delay (a loaded machine) falls back to HELLO; those stay rare.
+    let server_log = std::fs::read_to_string(world.log("web.namesock")).unwrap_or_default();
+    let (opened, answered) = (
+        server_log.matches(OPENED).count(),
+        server_log.matches(HELLO_ANSWERED).count(),
+    );
+    eprintln!(
+        "{n} later connects: {opening} OPENs sent, {fell_back} fell back; the server: {opened} sessions by OPEN, {answered} HELLOs"
+    );
+    assert_eq!(opening, n, "{log}");
+    assert_eq!(opened + fell_back, n, "{server_log}");
+    assert_eq!(answered, 1 + fell_back, "{server_log}");
+    assert!(
+        fell_back <= n / 10,
+        "{fell_back} of {n} OPENs fell back\n{log}"
+    );
     // The held connection looked the name up; later ones start from its verified record,
     // except the first one after each MAX_AGE (which verifies it again).
     let cached = log.matches(CACHED).count();
@@ -112,4 +159,105 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
         names_cached >= n + 1 - allowed && names_cached <= n,
         "{names_cached} of {n} later getaddrinfo used the cached record in {seconds:.3} s\n{log}"
     );
+}
+
+/// Connects once to `host:port` (an HTTP/1.0 request, body checked), waits until the file
+/// `go` exists, then connects again.
+const TWICE: &str = r#"
+import os, socket, sys, time
+host, port, want, go = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read(), sys.argv[4]
+def get():
+    s = socket.create_connection((host, port))
+    s.sendall(b"GET /file HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.partition(b"\r\n\r\n")[2] == want
+get()
+print("first", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.05)
+get()
+print("second", flush=True)
+"#;
+
+#[test]
+fn a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succeeds() {
+    let name = "a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succeeds";
+    if !namesock_tests::require_tools(name, &["python3"]) {
+        return;
+    }
+    let world = World::new(
+        "connect-restart",
+        namesock_tests::tools(),
+        Timers::default(),
+    )
+    .expect("scenario world");
+    world.serve_random_file("file", 16 << 10).expect("file");
+    let port = free_port();
+    // The same engine port after the restart: the OPEN reaches the new engine, which has no
+    // tickets (with another port, the record no longer lists the ticket's address, and the
+    // client does not try it at all).
+    let engine_port = free_port();
+    let mut server = http_server(&world, "web", port, Some(engine_port));
+    let first = world
+        .wait_for_record("web", Duration::from_secs(30), |_| true)
+        .expect("web registered");
+    let file = world.path("www").join("file");
+    let go = world.path("go");
+    let (host, port_s) = (format!("web.{ZONE}"), port.to_string());
+    let (file_s, go_s) = (
+        file.to_string_lossy().into_owned(),
+        go.to_string_lossy().into_owned(),
+    );
+    let argv = ["python3", "-c", TWICE, &host, &port_s, &file_s, &go_s];
+    let mut command = world.namesock_run(&Local, "cli", &argv).expect("client");
+    command.env("NAMESOCK_LOG", "info,namesock::engine::client=debug");
+    let cli_out = world.log("cli");
+    let mut client = Process::spawn(command).expect("client started");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&cli_out).is_ok_and(|s| s.contains("first")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            world.log_tail("cli", 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The server restarts (same key, new engine: no tickets), then the client connects again.
+    server.kill();
+    let mut server = http_server(&world, "web", port, Some(engine_port));
+    world
+        .wait_for_record("web", Duration::from_secs(30), |r| r.seq > first.seq)
+        .expect("web registered again");
+    std::fs::write(&go, b"").unwrap();
+    let status = client
+        .wait_timeout(Duration::from_secs(30))
+        .expect("client waited")
+        .expect("client done");
+    server.kill();
+    let out = std::fs::read_to_string(&cli_out).unwrap_or_default();
+    let log = std::fs::read_to_string(world.log("cli.namesock")).unwrap_or_default();
+    assert!(status.success(), "client: {status}\n{out}\n{log}");
+    assert!(out.contains("second"), "{out}");
+    // The second connect tried the ticket, was refused, fell back, and made a handshake.
+    assert_eq!(log.matches(OPENING).count(), 1, "{log}");
+    assert_eq!(log.matches(FELL_BACK).count(), 1, "{log}");
+    assert_eq!(log.matches(": connecting target=").count(), 2, "{log}");
+    let server_log = std::fs::read_to_string(world.log("web.namesock")).unwrap_or_default();
+    assert!(
+        server_log.contains("OPEN refused: no live ticket"),
+        "{server_log}"
+    );
+    // The log holds both server engines': the first connect's HELLO, and the fallback's.
+    assert_eq!(
+        server_log.matches(HELLO_ANSWERED).count(),
+        2,
+        "{server_log}"
+    );
+    assert_eq!(server_log.matches(OPENED).count(), 0, "{server_log}");
 }

@@ -147,3 +147,122 @@ fn a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_resta
     );
     drop(server);
 }
+
+/// The start of every OPEN: type 14, body length 67, magic, version 2.
+const OPEN_START: [u8; 10] = [14, 0, 0, 0, 67, b'n', b's', b'o', b'k', 2];
+const OPEN_LEN: usize = 72;
+/// A REFUSE: type 12, body length 146.
+const REFUSE_START: [u8; 5] = [12, 0, 0, 0, 146];
+
+/// Two connections, one after the other, from one process (one engine): the second opens
+/// with the first one's ticket.
+const TWO_ECHOES: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for word in (b"one\n", b"two\n"):
+    s = socket.create_connection((host, port))
+    s.sendall(word)
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    print(got.decode(), end="", flush=True)
+"#;
+
+#[test]
+fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
+    let name = "a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["tcpdump", "socat", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("replay-open", 1024, Timers::fast());
+    let world = &scenario.world;
+    let accepts = world.path("accepts");
+    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
+    let note = format!("SYSTEM:echo accepted >> {}; cat", accepts.display());
+    let server_ip = std::net::IpAddr::from(scenario.server.v4());
+    let start_server = |after: u64| {
+        let mut command = world
+            .namesock_run(&scenario.server, "echo", &["socat", &listen, &note])
+            .expect("server command");
+        command.env("NAMESOCK_NAME", "echo");
+        command.env("NAMESOCK_LOG", "info,namesock::engine::server=debug");
+        let process = Process::spawn(command).expect("start the server");
+        let record = world
+            .wait_for_record("echo", Duration::from_secs(30), |r| {
+                r.seq > after && r.locators.iter().any(|l| l.ip() == server_ip)
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+        let engine = *record
+            .locators
+            .iter()
+            .find(|l| l.ip() == server_ip)
+            .expect("checked");
+        (process, record.seq, engine)
+    };
+    let (server, seq, engine) = start_server(0);
+
+    // The genuine client: two connections, the second by OPEN, watched from the router.
+    let pcap = world.path("replay-open.pcap");
+    let capture = Capture::start(&scenario.bed.router_namespace(), &pcap);
+    let host = format!("echo.{ZONE}");
+    let port = ECHO_PORT.to_string();
+    let output = world
+        .namesock_run(
+            &scenario.client,
+            "client",
+            &["timeout", "30", "python3", "-c", TWO_ECHOES, &host, &port],
+        )
+        .expect("client command")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the client ran");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "one\ntwo\n",
+        "{}",
+        world.log_tail("client", 20)
+    );
+    let captured = capture.finish(&pcap);
+    let at = find(&captured, &OPEN_START).expect("an OPEN crossed the router");
+    let open = captured[at..at + OPEN_LEN].to_vec();
+    assert_eq!(accepted(&accepts), 2);
+    let log = std::fs::read_to_string(world.log("echo.namesock")).unwrap_or_default();
+    assert_eq!(log.matches("session opened by OPEN").count(), 1, "{log}");
+
+    // 1. To the same server, its ticket still live: the child number is spent, no answer.
+    let answer = replay(&scenario, engine, &open);
+    eprintln!(
+        "OPEN replayed to the same server: {} bytes back",
+        answer.len()
+    );
+    assert!(answer.is_empty(), "answered {answer:?}");
+    let log = std::fs::read_to_string(world.log("echo.namesock")).unwrap_or_default();
+    assert!(
+        log.contains("OPEN refused: child number 1 was used before"),
+        "{log}"
+    );
+
+    // 2. To the same identity, restarted (no tickets): a signed REFUSE, nothing else.
+    drop(server);
+    let (server, _, engine) = start_server(seq);
+    let answer = replay(&scenario, engine, &open);
+    eprintln!(
+        "OPEN replayed after a server restart: {} bytes back, a REFUSE: {}",
+        answer.len(),
+        answer.starts_with(&REFUSE_START)
+    );
+    assert!(answer.starts_with(&REFUSE_START), "answered {answer:?}");
+    assert_eq!(answer.len(), 5 + 146, "more than a REFUSE came back");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(accepted(&accepts), 2, "a replayed OPEN reached the program");
+    let log = std::fs::read_to_string(world.log("echo.namesock")).unwrap_or_default();
+    assert!(log.contains("OPEN refused: no live ticket"), "{log}");
+    drop(server);
+}

@@ -696,3 +696,225 @@ fn a_pre_auth_flood_from_one_source_does_not_keep_another_out() {
     }
     assert_eq!(bed.endpoint.sessions(), cap + 1);
 }
+
+// ---------------------------------------------------------------- OPEN (tickets)
+
+/// A full handshake on client path 1 / server path `p`, proven, the server's ticket stored
+/// (as the engine does at delivery); the client's ticket in a client table.
+fn handshake_with_ticket(
+    bed: &mut Bed,
+    key: Arc<Keypair>,
+    p: PathId,
+) -> (Session, Session, crate::ticket::ClientTickets) {
+    let mut client = bed.client_of(key, PORT);
+    let (k, mut server, _) = new_session(hello_from(bed, &mut client, p, ip(1)));
+    prove(bed, k, &mut client, &mut server, p);
+    let mut tickets = crate::ticket::ClientTickets::default();
+    tickets.store(
+        bed.now,
+        &client.ticket().expect("an established client has a ticket"),
+        PORT,
+        "192.0.2.1:4000".parse().unwrap(),
+    );
+    (client, server, tickets)
+}
+
+/// A client session that OPENs with the next ticket of `tickets` on its path `cp`; its OPEN.
+fn open_client(
+    bed: &Bed,
+    key: Arc<Keypair>,
+    tickets: &mut crate::ticket::ClientTickets,
+    cp: PathId,
+) -> (Session, Vec<u8>) {
+    let ticket = tickets
+        .take(bed.now, &bed.server_key.guid(), PORT)
+        .expect("a live ticket");
+    let mut client = Session::client_open(
+        SessionConfig::default(),
+        key,
+        ticket,
+        PORT,
+        rand::random(),
+        bed.now,
+    );
+    client.path_opened(bed.now, cp);
+    let open = wire(bed.now, &mut client, cp);
+    assert!(matches!(first(&open), Frame::Open(_)));
+    (client, open)
+}
+
+fn open_at(bed: &mut Bed, p: PathId, open: &[u8]) -> Result<Incoming, Refused> {
+    bed.endpoint.path_accepted(bed.now, p, ip(1)).unwrap();
+    bed.endpoint
+        .first_frame(bed.now, p, first(open), no_session)
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+#[test]
+fn an_open_with_a_ticket_makes_a_proven_session_at_once_and_data_flows_both_ways() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    assert_eq!(bed.endpoint.tickets(), 1);
+    let (mut client, open) = open_client(&bed, key.clone(), &mut tickets, 2);
+    let (_, mut server, _) = new_session(open_at(&mut bed, 10, &open));
+    // Proven without a word from the client past its OPEN: the program may see it now.
+    assert!(server.is_proven());
+    assert!(server.by_open());
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Established { peer: key.public() }]
+    );
+    assert!(bed.endpoint.unproven.is_empty());
+    // OPEN_ACK (sealed) makes the client's session.
+    let ack = wire(bed.now, &mut server, 10);
+    assert!(feed(bed.now, &mut client, 2, &ack));
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Established {
+            peer: bed.server_key.public()
+        }]
+    );
+    assert_eq!(client.conn_id(), server.conn_id());
+    // Data both ways.
+    assert_eq!(client.app_write(b"request"), 7);
+    let bytes = wire(bed.now, &mut client, 2);
+    assert!(feed(bed.now, &mut server, 10, &bytes));
+    let mut buf = [0; 16];
+    let n = server.app_read(&mut buf);
+    assert_eq!(&buf[..n], b"request");
+    assert_eq!(server.app_write(b"answer"), 6);
+    let bytes = wire(bed.now, &mut server, 10);
+    assert!(feed(bed.now, &mut client, 2, &bytes));
+    let n = client.app_read(&mut buf);
+    assert_eq!(&buf[..n], b"answer");
+    // The child's own ticket chains: the next connection OPENs with it.
+    let child = client.ticket().unwrap();
+    assert_eq!(child.conn_id, server.conn_id());
+    tickets.store(bed.now, &child, PORT, "192.0.2.1:4000".parse().unwrap());
+    let (_, open) = open_client(&bed, key, &mut tickets, 3);
+    let Frame::Open(o) = first(&open) else {
+        unreachable!()
+    };
+    assert_eq!((o.parent, o.child), (child.conn_id, 1));
+    let (_, grandchild, _) = new_session(open_at(&mut bed, 11, &open));
+    assert!(grandchild.is_proven());
+    assert_eq!(bed.endpoint.sessions(), 3);
+}
+
+#[test]
+fn a_replayed_open_gets_nothing_and_a_forged_one_no_answer() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    let (_, open) = open_client(&bed, key.clone(), &mut tickets, 2);
+    new_session(open_at(&mut bed, 10, &open));
+    // The same OPEN again, on another path (a replay): its child number is spent.
+    let replayed = open_at(&mut bed, 11, &open).unwrap_err();
+    assert_eq!(
+        replayed.why,
+        Refusal::Open(crate::ticket::OpenError::Replayed { child: 1 })
+    );
+    assert!(replayed.answer.is_none());
+    // Its connection ID made new, tag unchanged (a forger without the ticket): no answer.
+    let mut forged = open.clone();
+    forged[HEADER_LEN_FOR_TESTS + 5] ^= 1;
+    let refused = open_at(&mut bed, 12, &forged).unwrap_err();
+    assert_eq!(
+        refused.why,
+        Refusal::Open(crate::ticket::OpenError::Unauthentic)
+    );
+    assert!(refused.answer.is_none());
+    // A bit of the tag flipped, and a child number changed: no answer either.
+    let (_, mut open2) = open_client(&bed, key.clone(), &mut tickets, 3);
+    let last = open2.len() - 1;
+    open2[last] ^= 1;
+    assert!(open_at(&mut bed, 13, &open2).unwrap_err().answer.is_none());
+    open2[last] ^= 1;
+    let child_at = HEADER_LEN_FOR_TESTS + 5 + 32 + 7;
+    open2[child_at] ^= 4;
+    assert!(open_at(&mut bed, 14, &open2).unwrap_err().answer.is_none());
+    // The untouched one still works (the failed ones used nothing up).
+    open2[child_at] ^= 4;
+    new_session(open_at(&mut bed, 15, &open2));
+    assert_eq!(bed.endpoint.sessions(), 3);
+}
+
+const HEADER_LEN_FOR_TESTS: usize = crate::wire::HEADER_LEN;
+
+#[test]
+fn an_open_whose_ticket_is_gone_hears_a_signed_refuse_and_its_client_falls_back() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    // A restarted server: no tickets at all.
+    let mut restarted = Endpoint::new();
+    restarted.start_serving(SessionConfig::default(), bed.server_key.clone());
+    restarted.serve(PORT, deliver());
+    let (mut client, open) = open_client(&bed, key.clone(), &mut tickets, 2);
+    restarted.path_accepted(bed.now, 10, ip(1)).unwrap();
+    let refused = restarted
+        .first_frame(bed.now, 10, first(&open), no_session)
+        .unwrap_err();
+    assert_eq!(
+        refused.why,
+        Refusal::Open(crate::ticket::OpenError::UnknownTicket)
+    );
+    assert_eq!(restarted.sessions(), 0);
+    // The client's session ends with the REFUSE's reason (its engine falls back to HELLO).
+    assert!(
+        client_hears(bed.now, &mut client, 2, refused).contains(&Event::Reset {
+            reason: ResetReason::LingerExpired
+        })
+    );
+    // Sixty seconds on, the ticket is gone here too; ten minutes of chain, likewise.
+    let (_, open) = open_client(&bed, key.clone(), &mut tickets, 3);
+    bed.now += crate::ticket::TICKET_LIFETIME;
+    let refused = open_at(&mut bed, 11, &open).unwrap_err();
+    assert!(refused.answer.is_some());
+    assert_eq!(bed.endpoint.tickets(), 0);
+}
+
+#[test]
+fn an_open_meets_the_same_policy_as_a_hello() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    // Off the allow list now: refused by policy, signed, on the ticket's client key.
+    bed.endpoint.set_allow(Some(AllowList::new([])));
+    let (mut client, open) = open_client(&bed, key.clone(), &mut tickets, 2);
+    let refused = open_at(&mut bed, 10, &open).unwrap_err();
+    assert_eq!(
+        refused.why,
+        Refusal::NotAllowed {
+            guid: key.guid(),
+            port: PORT
+        }
+    );
+    assert!(
+        client_hears(bed.now, &mut client, 2, refused).contains(&Event::Reset {
+            reason: ResetReason::NotAllowed
+        })
+    );
+    bed.endpoint.set_allow(None);
+    // The port no longer served.
+    bed.endpoint.unserve(PORT);
+    let (_, open) = open_client(&bed, key.clone(), &mut tickets, 3);
+    let refused = open_at(&mut bed, 11, &open).unwrap_err();
+    assert_eq!(refused.why, Refusal::PortNotServed { port: PORT });
+    assert!(refused.answer.is_some());
+    // The per-peer limit counts OPEN sessions too.
+    bed.endpoint.serve(PORT, deliver());
+    bed.endpoint.set_limits(Limits {
+        sessions_per_peer: 2,
+        ..Limits::default()
+    });
+    let (_, open) = open_client(&bed, key.clone(), &mut tickets, 4);
+    new_session(open_at(&mut bed, 12, &open));
+    let (_, open) = open_client(&bed, key, &mut tickets, 5);
+    let refused = open_at(&mut bed, 13, &open).unwrap_err();
+    assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
+}

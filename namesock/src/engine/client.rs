@@ -15,6 +15,7 @@ use namesock_resolver::{GnsError, Record, Target};
 use crate::endpoint::ConnKey;
 use crate::path_manager::{Action, ConnectFailure, DialError, PathManager};
 use crate::session::Session;
+use crate::ticket::OpenTicket;
 use crate::wire::{ConnId, PathId};
 
 use super::conn::{ClientConn, Conn, Side};
@@ -35,6 +36,8 @@ pub(super) struct Connecting {
     port: u16,
     reply: SyncSender<Result<Ready, ConnectError>>,
     pub(super) deadline: Instant,
+    /// A ticket may be used (false: this connect falls back from a failed OPEN).
+    may_open: bool,
 }
 
 /// A relay connection from the program that has not yet said which session it is for.
@@ -67,13 +70,28 @@ impl Engine {
         reply: SyncSender<Result<Ready, ConnectError>>,
         now: Instant,
     ) {
-        let key = self.endpoint.new_key();
         let req = Connecting {
             target,
             port,
             reply,
             deadline: now + self.cfg.connect_timeout(),
+            may_open: true,
         };
+        self.connect(req, now);
+    }
+
+    fn connect(&mut self, req: Connecting, now: Instant) {
+        let key = self.endpoint.new_key();
+        // A GUID this engine holds a ticket of: no record needed, the OPEN goes where the
+        // ticket's session went (a name is looked up, or taken from the record cache, first:
+        // the name may have moved to another GUID).
+        if let Target::Guid(guid) = &req.target
+            && req.may_open
+            && let Some(ticket) = self.tickets.take(now, guid, req.port)
+        {
+            self.start_open(key, req, ticket, None, now);
+            return;
+        }
         // A peer this engine has a live session with: its verified record is at hand.
         let unix_now = namesock_resolver::record::unix_now();
         let cached = self
@@ -168,6 +186,17 @@ impl Engine {
             let _ = req.reply.send(Err(ConnectError::TimedOut));
             return;
         }
+        // A ticket whose address the record no longer lists (the server moved) is not used.
+        if req.may_open
+            && let Some(locators) = rec.locators_for(req.port)
+            && let Some(ticket) = self
+                .tickets
+                .take(now, &rec.guid, req.port)
+                .filter(|t| locators.contains(&t.addr))
+        {
+            self.start_open(key, req, ticket, Some(rec), now);
+            return;
+        }
         let conn_id: ConnId = rand::random();
         let session = Session::client(
             self.session_cfg,
@@ -209,6 +238,7 @@ impl Engine {
             pair_deadline: None,
             record: Some(rec),
             cached: false,
+            open: None,
         };
         self.conns.insert(
             key,
@@ -220,6 +250,66 @@ impl Engine {
         );
         self.dirty.insert(key);
         // From now on a move the server publishes is followed at once.
+        self.ensure_record_watch();
+    }
+
+    /// A connect to a server and port this engine holds a ticket of: the session opens with
+    /// OPEN on one path to where the ticket's session went (`record`: the verified record,
+    /// when the connect had one at hand).
+    fn start_open(
+        &mut self,
+        key: ConnKey,
+        req: Connecting,
+        ticket: OpenTicket,
+        record: Option<Record>,
+        now: Instant,
+    ) {
+        let conn_id: ConnId = rand::random();
+        tracing::debug!(target = %req.target, port = req.port, addr = %ticket.addr, child = ticket.child, "connecting with OPEN (ticket)");
+        let parent = ticket.parent;
+        let addr = ticket.addr;
+        let session = Session::client_open(
+            self.session_cfg,
+            self.client_key.clone(),
+            ticket,
+            req.port,
+            conn_id,
+            now,
+        );
+        let peer_name = match (&req.target, &record) {
+            (Target::Name(n), _) => Some(n.clone()),
+            (Target::Guid(_), rec) => rec.as_ref().and_then(|r| r.names.first().cloned()),
+        };
+        let pm = PathManager::new_open(
+            now,
+            session,
+            record.as_ref().map_or(0, |r| r.seq),
+            addr,
+            req.deadline,
+            self.cfg.loopback_locators(),
+        );
+        self.make_room_for_a_session();
+        let client = ClientConn {
+            pm,
+            target: req.target,
+            port: req.port,
+            peer_name,
+            reply: Some(req.reply),
+            secret: None,
+            pair_deadline: None,
+            record,
+            cached: false,
+            open: Some((parent, req.deadline)),
+        };
+        self.conns.insert(
+            key,
+            Conn {
+                side: Side::Client(Box::new(client)),
+                app: None,
+                timer: None,
+            },
+        );
+        self.dirty.insert(key);
         self.ensure_record_watch();
     }
 
@@ -302,6 +392,29 @@ impl Engine {
                 Action::Reset(reason) => {
                     tracing::debug!(?reason, "session reset: the program sees ECONNRESET");
                     self.reset_app(key);
+                }
+                Action::OpenFailed => {
+                    // The ticket is spent; the program's connect goes on with a HELLO.
+                    let guid = client.pm.session().server_guid();
+                    if let Some((parent, _)) = client.open {
+                        self.tickets.forget(&guid, client.port, &parent);
+                    }
+                    let retry = match (client.reply.take(), client.open.take()) {
+                        (Some(reply), Some((_, deadline))) => Some(Connecting {
+                            target: client.target.clone(),
+                            port: client.port,
+                            reply,
+                            deadline,
+                            may_open: false,
+                        }),
+                        _ => None,
+                    };
+                    tracing::debug!(peer = %guid, "OPEN failed: connecting with HELLO");
+                    self.remove_conn(key);
+                    if let Some(req) = retry {
+                        self.connect(req, now);
+                    }
+                    return true;
                 }
             }
         }
@@ -400,6 +513,24 @@ impl Engine {
                 .lock()
                 .session_started(&client.target, rec, now);
         }
+        client.open = None;
+        // The session's ticket: the next connect to this server and port opens with it. Not
+        // for a session through a relay (an OPEN goes straight to the server).
+        let relayed = client
+            .pm
+            .paths()
+            .iter()
+            .any(|p| p.relay && p.remote == info.peer_addr);
+        if let Some(ticket) = client.pm.session().ticket()
+            && info.peer_addr.port() != 0
+            && !relayed
+        {
+            self.tickets
+                .store(now, &ticket, client.port, info.peer_addr);
+        }
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return;
+        };
         let Some(reply) = client.reply.take() else {
             return;
         };

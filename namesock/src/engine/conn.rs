@@ -31,6 +31,10 @@ pub struct ClientConn {
     pub record: Option<Record>,
     /// The session is counted in the engine's record cache.
     pub cached: bool,
+    /// An OPEN session, until OPEN_ACK: the ticket's parent session (dropped from the
+    /// engine's tickets if the OPEN fails) and the connect's own deadline (the HELLO it
+    /// falls back to has what is left of it).
+    pub open: Option<(crate::wire::ConnId, Instant)>,
 }
 
 /// A session a peer opened to one of our served ports.

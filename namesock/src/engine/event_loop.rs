@@ -20,6 +20,7 @@ use namesock_identity::Keypair;
 use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
 use crate::session::SessionConfig;
+use crate::ticket::ClientTickets;
 use crate::wire::PathId;
 
 use super::client::{Connecting, PendingApp};
@@ -104,6 +105,9 @@ pub(crate) struct Engine {
     pub(super) control: Option<ControlServer>,
     /// Refusals, by reason.
     pub(super) counters: EngineCounters,
+    /// Tickets of this engine's client sessions: later connects to the same server and port
+    /// open with one OPEN frame (see `crate::ticket`).
+    pub(super) tickets: ClientTickets,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
 }
@@ -219,6 +223,7 @@ impl Engine {
             scratch: vec![0; SCRATCH_LEN],
             control,
             counters: EngineCounters::default(),
+            tickets: ClientTickets::default(),
             recent_paths: RecentPaths::default(),
         };
         Ok((engine, waker, shared))

@@ -610,7 +610,11 @@ impl Engine {
             return;
         };
         fp.conn = Some(key);
-        tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        if session.by_open() {
+            tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "session opened by OPEN (ticket, no signature)");
+        } else {
+            tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
+        }
         self.make_room_for_a_session();
         let server = ServerConn {
             session,

@@ -570,3 +570,184 @@ fn a_quiet_path_asks_the_gns_at_once_and_at_most_once_a_second() {
         addr("10.1.9.2:4000")
     );
 }
+
+// ---------------------------------------------------------------- OPEN
+
+/// A client with a ticket from a full handshake to the bed's server; the server's endpoint
+/// holds the ticket. Returns the endpoint, the client's key and its ticket table.
+fn ticket_bed(bed: &Bed) -> (Endpoint, Arc<Keypair>, crate::ticket::ClientTickets) {
+    let key = Arc::new(Keypair::generate());
+    let mut endpoint = Endpoint::new();
+    endpoint.start_serving(SessionConfig::default(), bed.server_key.clone());
+    endpoint.serve(PORT, addr("127.0.0.1:1"));
+    let mut client = Session::client(
+        SessionConfig::default(),
+        key.clone(),
+        bed.server_key.guid(),
+        PORT,
+        rand::random(),
+        bed.t0,
+    );
+    client.path_opened(bed.t0, 1);
+    let hello = wire(bed.t0, &mut client, 1);
+    let Ok(Incoming::New {
+        key: k,
+        mut session,
+        ..
+    }) = endpoint.first_frame(bed.t0, 1000, decode(&hello), |_| None)
+    else {
+        panic!("HELLO refused");
+    };
+    feed(bed.t0, &mut client, 1, &wire(bed.t0, &mut session, 1000));
+    feed(bed.t0, &mut session, 1000, &wire(bed.t0, &mut client, 1));
+    endpoint.session_proven(k);
+    let mut tickets = crate::ticket::ClientTickets::default();
+    tickets.store(
+        bed.t0,
+        &client.ticket().unwrap(),
+        PORT,
+        addr("192.0.2.1:4000"),
+    );
+    (endpoint, key, tickets)
+}
+
+fn open_manager(
+    bed: &Bed,
+    key: Arc<Keypair>,
+    tickets: &mut crate::ticket::ClientTickets,
+) -> PathManager {
+    let ticket = tickets.take(bed.t0, &bed.server_key.guid(), PORT).unwrap();
+    let session = Session::client_open(
+        SessionConfig::default(),
+        key,
+        ticket,
+        PORT,
+        rand::random(),
+        bed.t0,
+    );
+    PathManager::new_open(
+        bed.t0,
+        session,
+        1,
+        ticket.addr,
+        bed.t0 + Duration::from_secs(10),
+        LoopbackLocators::Refuse,
+    )
+}
+
+#[test]
+fn an_open_dials_the_tickets_address_once_and_is_established_by_open_ack() {
+    let bed = Bed::new();
+    let (mut endpoint, key, mut tickets) = ticket_bed(&bed);
+    let mut pm = open_manager(&bed, key, &mut tickets);
+    let a = actions(&mut pm, bed.t0, &bed.local);
+    assert_eq!(
+        dials(&a),
+        vec![(dials(&a)[0].0, addr("192.0.2.1:4000"), None)]
+    );
+    let path = dials(&a)[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    let open = wire(bed.t0, pm.session_mut(), path);
+    endpoint
+        .path_accepted(bed.t0, 2000, ip("10.0.0.2"))
+        .unwrap();
+    let Ok(Incoming::New { mut session, .. }) =
+        endpoint.first_frame(bed.t0, 2000, decode(&open), |_| None)
+    else {
+        panic!("OPEN refused");
+    };
+    feed(
+        bed.t0,
+        pm.session_mut(),
+        path,
+        &wire(bed.t0, &mut session, 2000),
+    );
+    let a = actions(&mut pm, bed.t0, &bed.local);
+    assert!(
+        a.iter().any(
+            |a| matches!(a, Action::Established { peer, .. } if *peer == bed.server_key.public())
+        ),
+        "{a:?}"
+    );
+    assert!(!a.contains(&Action::OpenFailed));
+    assert!(pm.session().by_open());
+}
+
+#[test]
+fn an_open_that_is_refused_closed_unanswered_or_undialable_falls_back_at_once() {
+    let bed = Bed::new();
+    // Refused: the server no longer has the ticket (signed REFUSE).
+    let (_, key, mut tickets) = ticket_bed(&bed);
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    let open = wire(bed.t0, pm.session_mut(), path);
+    let mut restarted = Endpoint::new();
+    restarted.start_serving(SessionConfig::default(), bed.server_key.clone());
+    restarted.serve(PORT, addr("127.0.0.1:1"));
+    restarted.path_accepted(bed.t0, 1, ip("10.0.0.2")).unwrap();
+    let refused = restarted
+        .first_frame(bed.t0, 1, decode(&open), |_| None)
+        .unwrap_err();
+    let mut bytes = Vec::new();
+    Frame::<Vec<u8>>::Refuse(*refused.answer.unwrap()).encode(&mut bytes);
+    feed(bed.t0, pm.session_mut(), path, &bytes);
+    let a = actions(&mut pm, bed.t0, &bed.local);
+    assert!(a.contains(&Action::OpenFailed), "{a:?}");
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::Failed(_) | Action::Dial { .. }))
+    );
+    assert!(pm.is_closed());
+
+    // The path closed (an older server closes on type 14).
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    wire(bed.t0, pm.session_mut(), path);
+    pm.path_closed(bed.t0, path);
+    let a = actions(&mut pm, bed.t0, &bed.local);
+    assert_eq!(a, vec![Action::OpenFailed]);
+
+    // Unanswered: suspect after the suspicion delay, well before the connect timeout.
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    wire(bed.t0, pm.session_mut(), path);
+    let mut now = bed.t0;
+    let mut a = Vec::new();
+    while !a.contains(&Action::OpenFailed) {
+        now = pm.poll_timeout().unwrap();
+        assert!(
+            now <= bed.t0 + OPEN_TIMEOUT,
+            "no fallback within the OPEN timeout"
+        );
+        pm.handle_timeout(now, &bed.local);
+        a = actions(&mut pm, now, &bed.local);
+    }
+    assert!(
+        now - bed.t0 <= Duration::from_millis(250),
+        "{:?}",
+        now - bed.t0
+    );
+    assert!(a.contains(&Action::Close { path }));
+
+    // The dial hangs (the address is gone): given up after one stagger.
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    let at = pm.poll_timeout().unwrap();
+    assert_eq!(at, bed.t0 + STAGGER);
+    pm.handle_timeout(at, &bed.local);
+    let a = actions(&mut pm, at, &bed.local);
+    assert!(a.contains(&Action::OpenFailed), "{a:?}");
+    assert!(a.contains(&Action::Close { path }));
+
+    // The dial failed.
+    let mut pm = open_manager(&bed, key, &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.dial_failed(bed.t0, path, DialError::Refused);
+    assert_eq!(
+        actions(&mut pm, bed.t0, &bed.local),
+        vec![Action::OpenFailed]
+    );
+}

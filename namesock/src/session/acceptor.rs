@@ -6,7 +6,8 @@ use std::time::Instant;
 use namesock_identity::{Guid, Keypair, Signature};
 
 use super::{HandshakeError, Session, SessionConfig, auth};
-use crate::wire::{ConnId, Frame, Hello, PathId, Payload, Refuse, ResetReason};
+use crate::ticket::Verified;
+use crate::wire::{ConnId, Frame, Hello, Open, PathId, Payload, Refuse, ResetReason};
 
 /// Turns verified HELLOs into server sessions (like quinn-proto's `Endpoint`).
 #[derive(Debug)]
@@ -57,7 +58,19 @@ impl Acceptor {
         Session::server(self.cfg, self.key.clone(), hello, path, now)
     }
 
-    /// A REFUSE of the HELLO or RESUME `first`, signed by our key.
+    /// The server session for an OPEN its parent's ticket verified (`crate::ticket`), with
+    /// OPEN_ACK queued on `path`; proven at once (no signature either way).
+    pub fn accept_open(
+        &self,
+        now: Instant,
+        open: &Open,
+        verified: &Verified,
+        path: PathId,
+    ) -> Session {
+        Session::server_open(self.cfg, self.key.clone(), open, verified, path, now)
+    }
+
+    /// A REFUSE of the HELLO, RESUME or OPEN `first`, signed by our key.
     pub fn refuse<P: Payload>(
         &self,
         first: &Frame<P>,

@@ -9,14 +9,16 @@ use namesock_identity::{Guid, Keypair, Signature};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
+use super::keys::open_tag;
 use super::keys::{Ephemeral, SessionKeys};
 use super::path::{Path, PathState};
 use super::{
     Event, HandshakeError, ResumeError, Role, Session, SessionConfig, SessionError, auth, window_of,
 };
+use crate::ticket::{OpenTicket, Verified};
 use crate::wire::{
-    ConnId, Frame, Hello, HelloAck, PathId, Payload, RESUME_SEALED_LEN, Refuse, Resume, ResumeAck,
-    ResumeBody, TAG_LEN,
+    ConnId, Frame, Hello, HelloAck, OPEN_BODY_LEN, Open, OpenAck, PathId, Payload,
+    RESUME_SEALED_LEN, Refuse, Resume, ResumeAck, ResumeBody, TAG_LEN,
 };
 
 impl Session {
@@ -35,6 +37,105 @@ impl Session {
         s.next_conn_id = Some(conn_id);
         s.no_live_since = Some(now);
         s
+    }
+
+    /// A client session to `port` of the server `ticket` names, opened with one OPEN frame
+    /// (no handshake) on the first path the engine opens. `conn_id` must be a fresh random
+    /// value.
+    pub fn client_open(
+        cfg: SessionConfig,
+        key: Arc<Keypair>,
+        ticket: OpenTicket,
+        port: u16,
+        conn_id: ConnId,
+        now: Instant,
+    ) -> Session {
+        let mut s = Session::new(Role::Client, cfg, key, conn_id, ticket.server.guid(), now);
+        s.connecting = Some(port);
+        s.by_open = true;
+        s.origin = ticket.origin;
+        s.opening = Some(Box::new(ticket));
+        s.no_live_since = Some(now);
+        s
+    }
+
+    /// Client: the path that carries the OPEN, with the child session's keys.
+    pub(super) fn new_open(&mut self, now: Instant, path: PathId, ticket: &OpenTicket) -> Path {
+        let port = self.connecting.unwrap_or_default();
+        let mut open = Open {
+            conn_id: self.conn_id,
+            parent: ticket.parent,
+            child: ticket.child,
+            port,
+            window: window_of(&self.cfg),
+            tag: [0; TAG_LEN],
+        };
+        let mut aad = Vec::with_capacity(OPEN_BODY_LEN);
+        open.encode_clear_part(&mut aad);
+        open.tag = open_tag(&ticket.secret, ticket.child, &aad);
+        let keys = SessionKeys::from_open(&ticket.secret, &open.body());
+        self.peer_expected = Some(ticket.server);
+        let echo = echo_of(&Frame::<Vec<u8>>::Open(open.clone()));
+        let mut p = Path::new(path, PathState::Handshaking, now, Frame::Open(open));
+        p.echo = Some(echo);
+        p.open = true;
+        p.keys = Some(keys.path(true, 0));
+        self.keys = Some(keys);
+        p
+    }
+
+    /// Server: the session an OPEN verified with its parent's ticket (`verified`) makes,
+    /// OPEN_ACK queued (sealed) on `path`. The OPEN proved the client holds the ticket, so the
+    /// session is proven at once (`Event::Established` is queued).
+    pub(super) fn server_open(
+        cfg: SessionConfig,
+        key: Arc<Keypair>,
+        open: &Open,
+        verified: &Verified,
+        path: PathId,
+        now: Instant,
+    ) -> Session {
+        let guid = key.guid();
+        let mut s = Session::new(Role::Server, cfg, key, open.conn_id, guid, now);
+        let keys = SessionKeys::from_open(&verified.secret, &open.body());
+        let ack = OpenAck {
+            window: window_of(&s.cfg),
+            linger_ms: u32::try_from(s.cfg.linger.as_millis()).unwrap_or(u32::MAX),
+        };
+        s.by_open = true;
+        s.origin = verified.origin;
+        s.peer = Some(verified.client);
+        s.send.set_peer_window(open.window);
+        let mut p = Path::new(path, PathState::Live, now, Frame::OpenAck(ack));
+        p.keys = Some(keys.path(false, 0));
+        s.keys = Some(keys);
+        s.add_live_path(p);
+        s.prove();
+        s
+    }
+
+    /// Client: OPEN_ACK (it opened with the child keys, so the server holds the ticket).
+    pub(super) fn on_open_ack(&mut self, i: usize, a: &OpenAck) -> Result<(), SessionError> {
+        let Some(server) = self
+            .peer_expected
+            .filter(|_| self.paths[i].open && self.connecting.is_some())
+        else {
+            return Err(SessionError::UnexpectedFrame {
+                frame: "OPEN_ACK",
+                why: "no OPEN outstanding on this path",
+            });
+        };
+        self.paths[i].open = false;
+        self.connecting = None;
+        self.peer = Some(server);
+        self.send.set_peer_window(a.window);
+        self.linger = self
+            .cfg
+            .linger
+            .min(Duration::from_millis(u64::from(a.linger_ms)));
+        self.make_live(i);
+        self.events.push_back(Event::Established { peer: server });
+        Ok(())
     }
 
     /// Client: a new HELLO for `port`, with a fresh connection ID and ephemeral key, signed.

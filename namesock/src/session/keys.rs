@@ -7,7 +7,12 @@
 //! c2s, s2c = HKDF-Expand(prk, "namesock/2 c2s" | "namesock/2 s2c")     (direction secrets)
 //! resume   = HKDF-Expand(prk, "namesock/2 resume")                     (AEAD key, client -> server)
 //! key(dir, path, epoch) = HKDF-Expand(dir, "namesock/2 path" | path u64 | epoch u64)
+//! ticket   = HKDF-Expand(prk, "namesock/2 ticket", 32)                (secret of later OPENs)
 //! nonce    = 0u32 | record counter u64                                  (12 bytes, big-endian)
+//!
+//! OPEN (a new session from a ticket, no handshake):
+//! open key = HKDF-Expand(ticket, "namesock/2 open", 32)   (AEAD key; nonce 0u32 | child u64)
+//! prk      = HKDF-Extract(salt = SHA-256("namesock/2 open keys\0" | OPEN body), ikm = ticket)
 //! ```
 //!
 //! A path's number is 0 for the path that carried HELLO and the RESUME's freshness for a
@@ -28,6 +33,21 @@ const C2S: &[u8] = b"namesock/2 c2s";
 const S2C: &[u8] = b"namesock/2 s2c";
 const RESUME: &[u8] = b"namesock/2 resume";
 const PATH: &[u8] = b"namesock/2 path";
+const TICKET: &[u8] = b"namesock/2 ticket";
+const OPEN: &[u8] = b"namesock/2 open";
+const OPEN_KEYS: &[u8] = b"namesock/2 open keys\0";
+
+/// A session's ticket secret: what a later OPEN to the same peer proves it holds.
+pub type TicketSecret = [u8; 32];
+
+/// HKDF output length for raw secrets.
+struct Len32;
+
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
 
 /// A record or RESUME that does not authenticate under the keys it should: never acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -97,20 +117,42 @@ fn nonce(counter: u64) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(n)
 }
 
-/// What a handshake agreed: the direction secrets and the resume key.
+/// What a handshake (or an OPEN) agreed: the direction secrets, the resume key and the
+/// ticket.
 pub struct SessionKeys {
     c2s: hkdf::Prk,
     s2c: hkdf::Prk,
     resume: aead::LessSafeKey,
+    ticket: TicketSecret,
 }
 
 impl SessionKeys {
     fn from_prk(prk: &hkdf::Prk) -> SessionKeys {
+        let mut ticket = [0; 32];
+        prk.expand(&[TICKET], Len32)
+            .and_then(|okm| okm.fill(&mut ticket))
+            .expect("32 bytes of output");
         SessionKeys {
             c2s: expand_prk(prk, &[C2S]),
             s2c: expand_prk(prk, &[S2C]),
             resume: expand_key(prk, &[RESUME]),
+            ticket,
         }
+    }
+
+    /// The keys of a session an OPEN makes: from the parent's ticket and the OPEN's body (as
+    /// on the wire, tag included), so each child has keys of its own.
+    pub fn from_open(ticket: &TicketSecret, open_body: &[u8]) -> SessionKeys {
+        let mut salt = Sha256::new();
+        salt.update(OPEN_KEYS);
+        salt.update(open_body);
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt.finalize());
+        SessionKeys::from_prk(&salt.extract(ticket))
+    }
+
+    /// The secret a later OPEN to this peer uses.
+    pub fn ticket(&self) -> &TicketSecret {
+        &self.ticket
     }
 
     /// The keys of path number `number` for one end (`client`: it seals client -> server).
@@ -146,6 +188,35 @@ impl SessionKeys {
             .open_in_place(nonce(freshness), aead::Aad::from(aad), sealed)
             .map_err(|_| CryptoError::Unauthentic)
     }
+}
+
+/// The AEAD key an OPEN's tag is made with: the ticket's.
+fn open_key(ticket: &TicketSecret) -> aead::LessSafeKey {
+    expand_key(
+        &hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, ticket),
+        &[OPEN],
+    )
+}
+
+/// Client: the tag of an OPEN with child number `child` and clear fields `aad`.
+pub fn open_tag(ticket: &TicketSecret, child: u64, aad: &[u8]) -> [u8; TAG_LEN] {
+    let tag = open_key(ticket)
+        .seal_in_place_separate_tag(nonce(child), aead::Aad::from(aad), &mut [])
+        .expect("an empty plaintext is within AES-GCM's limits");
+    tag_bytes(tag)
+}
+
+/// Server: whether an OPEN's tag is the one the ticket makes.
+pub fn open_tag_verifies(
+    ticket: &TicketSecret,
+    child: u64,
+    aad: &[u8],
+    tag: &[u8; TAG_LEN],
+) -> bool {
+    let mut sealed = *tag;
+    open_key(ticket)
+        .open_in_place(nonce(child), aead::Aad::from(aad), &mut sealed)
+        .is_ok()
 }
 
 fn tag_bytes(tag: aead::Tag) -> [u8; TAG_LEN] {
@@ -326,6 +397,41 @@ mod tests {
                 .open_resume(7, b"clear", &mut sealed.clone())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn both_ends_get_the_same_ticket_and_an_open_makes_fresh_keys_from_it() {
+        let (c, s) = pair();
+        assert_eq!(c.ticket(), s.ticket());
+        let (c2, _) = pair();
+        assert_ne!(c.ticket(), c2.ticket());
+        // The OPEN tag: only its ticket, child number and clear fields verify it.
+        let tag = open_tag(c.ticket(), 1, b"clear");
+        assert!(open_tag_verifies(s.ticket(), 1, b"clear", &tag));
+        assert!(!open_tag_verifies(s.ticket(), 2, b"clear", &tag));
+        assert!(!open_tag_verifies(s.ticket(), 1, b"other", &tag));
+        assert!(!open_tag_verifies(c2.ticket(), 1, b"clear", &tag));
+        // Child keys: both ends agree, the body decides, and they differ from the parent's.
+        let (cc, sc) = (
+            SessionKeys::from_open(c.ticket(), b"body 1"),
+            SessionKeys::from_open(s.ticket(), b"body 1"),
+        );
+        let (mut cp, mut sp) = (cc.path(true, 0), sc.path(false, 0));
+        let mut rec = seal(&mut cp, b"child");
+        assert_eq!(sp.open(&[13, 0, 0, 0, 0], &mut rec).unwrap(), b"child");
+        assert_eq!(cc.ticket(), sc.ticket());
+        assert_ne!(cc.ticket(), c.ticket());
+        let other = SessionKeys::from_open(c.ticket(), b"body 2");
+        assert_ne!(other.ticket(), cc.ticket());
+        let mut rec = seal(&mut cc.path(true, 0), b"child");
+        assert!(
+            other
+                .path(false, 0)
+                .open(&[13, 0, 0, 0, 0], &mut rec)
+                .is_err()
+        );
+        let mut rec = seal(&mut cc.path(true, 0), b"child");
+        assert!(s.path(false, 0).open(&[13, 0, 0, 0, 0], &mut rec).is_err());
     }
 
     #[test]

@@ -40,9 +40,10 @@ use tracing::{debug, warn};
 
 pub use acceptor::Acceptor;
 pub use error::{HandshakeError, ResumeError, SessionError};
-pub use keys::{CryptoError, RECORDS_PER_KEY};
+pub use keys::{CryptoError, RECORDS_PER_KEY, TicketSecret, open_tag, open_tag_verifies};
 
 use crate::copy;
+use crate::ticket::{OpenTicket, Ticket};
 use crate::wire::{
     ConnId, Frame, FrameRef, MAX_LOCATORS, PathId, Record, ResetReason, ResumeBody, SealedRef,
     TAG_LEN,
@@ -169,6 +170,18 @@ pub struct Session {
     connecting: Option<u16>,
     /// Client: the connection ID for the next HELLO (the caller's first, then random ones).
     next_conn_id: Option<ConnId>,
+    /// Client of an OPEN, until its path opens: the ticket the OPEN uses. The session then
+    /// waits for OPEN_ACK on that one path; any other path before it is refused (a child
+    /// number is used once, so there is no second OPEN: the engine falls back to HELLO).
+    opening: Option<Box<OpenTicket>>,
+    /// The session was made by an OPEN (no handshake).
+    by_open: bool,
+    /// Client of an OPEN: the server's key its ticket names (the session's peer once
+    /// OPEN_ACK opened with the child keys).
+    peer_expected: Option<PublicKey>,
+    /// When the full handshake that began this session's chain of OPENs was (its own
+    /// HELLO's, or its parent's `origin`): tickets die 10 minutes after it.
+    origin: Instant,
     /// From the handshake on (a client's after HELLO_ACK).
     keys: Option<SessionKeys>,
     /// Server: the client proved it holds the keys. A client has nothing to prove.
@@ -299,6 +312,10 @@ impl Session {
             peer: None,
             connecting: None,
             next_conn_id: None,
+            opening: None,
+            by_open: false,
+            peer_expected: None,
+            origin: now,
             keys: None,
             proven: role == Role::Client,
             freshness: 0,
@@ -332,6 +349,28 @@ impl Session {
 
     pub fn conn_id(&self) -> ConnId {
         self.conn_id
+    }
+
+    /// The session's ticket, once it has keys and a verified peer: what a later OPEN to the
+    /// same peer uses (see `crate::ticket`). A server session has it from the HELLO on, proven
+    /// or not: only the client that made the HELLO's ephemeral key can derive it, so the
+    /// ticket of a replayed HELLO is of use to nobody.
+    pub fn ticket(&self) -> Option<Ticket> {
+        let (keys, peer) = (self.keys.as_ref()?, self.peer?);
+        if self.connecting.is_some() {
+            return None;
+        }
+        Some(Ticket {
+            conn_id: self.conn_id,
+            secret: *keys.ticket(),
+            peer,
+            origin: self.origin,
+        })
+    }
+
+    /// The session was made by an OPEN (no handshake).
+    pub fn by_open(&self) -> bool {
+        self.by_open
     }
 
     /// The GUID the client dialled (a server session: its own).
@@ -387,6 +426,19 @@ impl Session {
             return;
         }
         self.detach(path);
+        if self.by_open && self.connecting.is_some() {
+            let Some(ticket) = self.opening.take() else {
+                debug!(
+                    path,
+                    "a second path before OPEN_ACK: refused (the OPEN is not repeated)"
+                );
+                self.events.push_back(Event::PathDead(path));
+                return;
+            };
+            let p = self.new_open(now, path, &ticket);
+            self.paths.push(p);
+            return;
+        }
         let mut p = match (self.connecting, &self.keys) {
             (Some(port), _) => {
                 let (hello, ephemeral) = self.new_hello(port);
@@ -532,7 +584,7 @@ impl Session {
         if self.paths[i].state == PathState::Handshaking
             && !matches!(
                 frame,
-                Frame::HelloAck(_) | Frame::ResumeAck(_) | Frame::Refuse(_)
+                Frame::HelloAck(_) | Frame::ResumeAck(_) | Frame::Refuse(_) | Frame::OpenAck(_)
             )
         {
             return Err(unexpected("before the handshake answer"));
@@ -541,7 +593,8 @@ impl Session {
             Frame::HelloAck(a) => self.on_hello_ack(i, &a),
             Frame::ResumeAck(a) => self.on_resume_ack(i, &a),
             Frame::Refuse(r) => self.on_refuse(i, &r),
-            Frame::Hello(_) | Frame::Resume(_) => {
+            Frame::OpenAck(a) => self.on_open_ack(i, &a),
+            Frame::Hello(_) | Frame::Resume(_) | Frame::Open(_) => {
                 Err(unexpected("the first frame of a path goes to the acceptor"))
             }
             Frame::Data {

@@ -32,12 +32,14 @@ pub(super) struct Path {
     pub(super) live_seq: u64,
     pub(super) last_recv: Instant,
     pub(super) last_ping: Option<Instant>,
-    /// HELLO, HELLO_ACK, RESUME or RESUME_ACK, to be sent first.
+    /// HELLO, HELLO_ACK, RESUME, RESUME_ACK, OPEN or OPEN_ACK, to be sent first.
     pub(super) handshake: Option<Box<Outgoing>>,
     /// Client: the HELLO sent on this path and its ephemeral key, until answered.
     pub(super) hello: Option<Box<(Hello, Ephemeral)>>,
     /// Client: the RESUME sent on this path, to check its RESUME_ACK against.
     pub(super) resume: Option<ResumeBody>,
+    /// Client: this path carried the session's OPEN (its OPEN_ACK is expected here).
+    pub(super) open: bool,
     /// This path's AEAD state: from the start on a server, from HELLO_ACK or the RESUME on a
     /// client. Frames other than the handshake's are sent and accepted only sealed with it.
     pub(super) keys: Option<PathKeys>,
@@ -87,6 +89,7 @@ impl Path {
             handshake: Some(Box::new(handshake)),
             hello: None,
             resume: None,
+            open: false,
             keys: None,
             echo: None,
             reset: None,
@@ -152,7 +155,11 @@ impl Path {
             Frame::Data { payload, .. } if !payload.is_empty()
         ) || matches!(
             frame,
-            Frame::Fin { .. } | Frame::Ping { .. } | Frame::Hello(_) | Frame::Resume(_)
+            Frame::Fin { .. }
+                | Frame::Ping { .. }
+                | Frame::Hello(_)
+                | Frame::Resume(_)
+                | Frame::Open(_)
         );
         if answered && self.suspect_at.is_none() {
             self.suspect_at = Some(now + self.suspect_delay(floor));

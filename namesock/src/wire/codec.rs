@@ -8,8 +8,8 @@ use crate::copy;
 
 use super::{
     DecodeError, Frame, FrameRef, HEADER_LEN, Hello, HelloAck, MAGIC, MAX_DATA, MAX_FRAME,
-    MAX_LOCATORS, Payload, Record, Refuse, ResetReason, Resume, ResumeAck, SealedRef, TAG_LEN,
-    VERSION,
+    MAX_LOCATORS, Open, OpenAck, Payload, Record, Refuse, ResetReason, Resume, ResumeAck,
+    SealedRef, TAG_LEN, VERSION,
 };
 
 const HELLO: u8 = 1;
@@ -25,6 +25,8 @@ const RESET: u8 = 10;
 const MOVED: u8 = 11;
 const REFUSE: u8 = 12;
 pub(super) const SEALED: u8 = 13;
+const OPEN: u8 = 14;
+const OPEN_ACK: u8 = 15;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -63,6 +65,14 @@ impl<P: Payload> Frame<P> {
             Frame::Refuse(r) => {
                 r.encode_signed_part(out);
                 out.extend_from_slice(&r.signature.0);
+            }
+            Frame::Open(o) => {
+                o.encode_clear_part(out);
+                out.extend_from_slice(&o.tag);
+            }
+            Frame::OpenAck(a) => {
+                out.extend_from_slice(&a.window.to_be_bytes());
+                out.extend_from_slice(&a.linger_ms.to_be_bytes());
             }
             Frame::Data {
                 offset,
@@ -220,7 +230,7 @@ fn outer_name(kind: u8) -> Result<&'static str, DecodeError> {
 
 /// The frames that open a path, sent before there are keys.
 fn is_clear(kind: u8) -> bool {
-    matches!(kind, HELLO | HELLO_ACK | RESUME | REFUSE)
+    matches!(kind, HELLO | HELLO_ACK | RESUME | REFUSE | OPEN)
 }
 
 impl<P> Frame<P> {
@@ -229,7 +239,7 @@ impl<P> Frame<P> {
         name_of(self.type_code()).unwrap_or("?")
     }
 
-    /// HELLO, HELLO_ACK, RESUME and REFUSE travel in clear; every other frame sealed.
+    /// HELLO, HELLO_ACK, RESUME, REFUSE and OPEN travel in clear; every other frame sealed.
     pub fn travels_in_clear(&self) -> bool {
         is_clear(self.type_code())
     }
@@ -248,6 +258,8 @@ impl<P> Frame<P> {
             Frame::Reset { .. } => RESET,
             Frame::Moved { .. } => MOVED,
             Frame::Refuse(_) => REFUSE,
+            Frame::Open(_) => OPEN,
+            Frame::OpenAck(_) => OPEN_ACK,
         }
     }
 
@@ -274,6 +286,8 @@ impl<P> Frame<P> {
             Frame::Reset { reason } => Frame::Reset { reason },
             Frame::Moved { seq, locators } => Frame::Moved { seq, locators },
             Frame::Refuse(r) => Frame::Refuse(r),
+            Frame::Open(o) => Frame::Open(o),
+            Frame::OpenAck(a) => Frame::OpenAck(a),
         }
     }
 }
@@ -323,6 +337,27 @@ impl Resume {
     }
 }
 
+impl Open {
+    /// The fields before the tag: the tag's associated data.
+    pub(crate) fn encode_clear_part(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.conn_id);
+        out.extend_from_slice(&self.parent);
+        out.extend_from_slice(&self.child.to_be_bytes());
+        out.extend_from_slice(&self.port.to_be_bytes());
+        out.extend_from_slice(&self.window.to_be_bytes());
+    }
+
+    /// The frame's body as on the wire (the child keys' salt hashes it).
+    pub(crate) fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(super::OPEN_BODY_LEN);
+        self.encode_clear_part(&mut out);
+        out.extend_from_slice(&self.tag);
+        out
+    }
+}
+
 impl Refuse {
     pub(crate) fn encode_signed_part(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.conn_id);
@@ -346,6 +381,8 @@ fn name_of(kind: u8) -> Option<&'static str> {
         RESET => "RESET",
         MOVED => "MOVED",
         REFUSE => "REFUSE",
+        OPEN => "OPEN",
+        OPEN_ACK => "OPEN_ACK",
         _ => return None,
     })
 }
@@ -397,6 +434,21 @@ fn decode_body<'a>(kind: u8, r: &mut Reader<'a>) -> Result<FrameRef<'a>, DecodeE
                 signature: Signature(r.array()?),
             })
         }
+        OPEN => {
+            r.magic_and_version()?;
+            Frame::Open(Open {
+                conn_id: r.array()?,
+                parent: r.array()?,
+                child: r.u64()?,
+                port: r.u16()?,
+                window: r.u32()?,
+                tag: r.array()?,
+            })
+        }
+        OPEN_ACK => Frame::OpenAck(OpenAck {
+            window: r.u32()?,
+            linger_ms: r.u32()?,
+        }),
         DATA => {
             let offset = r.u64()?;
             let ack = r.u64()?;

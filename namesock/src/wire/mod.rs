@@ -1,7 +1,7 @@
 //! The namesock wire protocol: the frames that travel on a flow path, and their codec.
 //!
 //! Every frame is `type: u8 | length: u32 BE | body`, where `length` counts the body only.
-//! The frames that open a path (HELLO, HELLO_ACK, RESUME, REFUSE) travel as such; every
+//! The frames that open a path (HELLO, HELLO_ACK, RESUME, REFUSE, OPEN) travel as such; every
 //! other frame travels sealed: inside a SEALED record whose body is the AEAD ciphertext of
 //! `inner type: u8 | inner body` and its tag (see [`Record`]; the keys are the session's).
 //! The decoder is strict and bounded: the length is checked against [`MAX_FRAME`] as soon as
@@ -10,7 +10,8 @@
 //! `docs/protocol.md` documents every frame byte by byte. A [`FrameReader`] cuts a byte stream
 //! that arrives in reads of any size into frames, decoded in place.
 //!
-//! Room for later frame types: type codes 14..=255 are reserved. A decoder that meets one
+//! Room for later frame types: type codes 16..=255 are reserved (14 OPEN and 15 OPEN_ACK were
+//! added to version 2 on 2026-12-02: an older version-2 engine closes a path that sends them). A decoder that meets one
 //! returns [`DecodeError::UnknownType`] (the path is closed), so a peer may send a new type only
 //! after the protocol version in HELLO/RESUME told it the other side knows it.
 
@@ -86,6 +87,8 @@ pub enum Frame<P = Vec<u8>> {
         reason: ResetReason,
     },
     Refuse(Refuse),
+    Open(Open),
+    OpenAck(OpenAck),
 }
 
 /// A frame decoded in place: its DATA payload borrows the decoder's input.
@@ -199,6 +202,44 @@ pub struct ResumeAck {
     /// Stream bytes the server has received (plus one once it has the client's FIN).
     pub received: u64,
 }
+
+/// Client -> server (in clear), first frame of a new session's path to a server this engine
+/// holds a ticket of (resumption without a handshake): the new session's ID, the parent
+/// session whose ticket it uses, a child number never used before with that ticket, and a tag
+/// that proves the client holds the ticket (see `docs/protocol.md`, "Resumption (OPEN)").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// The new session's connection ID (random).
+    pub conn_id: ConnId,
+    /// The session whose ticket this OPEN uses.
+    pub parent: ConnId,
+    /// From 1 per parent, each used once: the tag's nonce, and the server's replay check.
+    pub child: u64,
+    /// The service port the application asked for (the parent's).
+    pub port: u16,
+    /// How many unread bytes the client buffers.
+    pub window: u32,
+    /// AES-256-GCM tag over an empty plaintext, the fields above as associated data.
+    pub tag: [u8; TAG_LEN],
+}
+
+impl Open {
+    pub fn conn_id(&self) -> ConnId {
+        self.conn_id
+    }
+}
+
+/// Server -> client, sealed: the first record of a session an OPEN made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenAck {
+    /// How many unread bytes the server buffers.
+    pub window: u32,
+    /// How long the server keeps a session without paths, in milliseconds.
+    pub linger_ms: u32,
+}
+
+/// Length of an OPEN's body.
+pub const OPEN_BODY_LEN: usize = 4 + 1 + 16 + 16 + 8 + 2 + 4 + TAG_LEN;
 
 /// Server -> client (in clear), instead of HELLO_ACK or RESUME_ACK: the server refuses the
 /// path's first frame, and signs that it does, so nobody else can end a session this way.

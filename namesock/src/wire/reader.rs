@@ -398,6 +398,18 @@ mod tests {
             Frame::Reset {
                 reason: ResetReason::Protocol,
             },
+            Frame::Open(super::super::Open {
+                conn_id: [7; 16],
+                parent: [8; 16],
+                child: 1 << 33,
+                port: 8000,
+                window: 1 << 20,
+                tag: [9; TAG_LEN],
+            }),
+            Frame::OpenAck(super::super::OpenAck {
+                window: 1 << 20,
+                linger_ms: 60_000,
+            }),
         ]
     }
 

@@ -895,6 +895,10 @@ impl World {
                 }
                 Action::Failed(f) => return self.end_client(ClientEnd::Failed(format!("{f:?}"))),
                 Action::Reset(r) => return self.end_client(ClientEnd::Reset(r)),
+                // The simulation's sessions start with HELLO: no OPEN to fail.
+                Action::OpenFailed => {
+                    return self.end_client(ClientEnd::Failed("OpenFailed".into()));
+                }
             }
         }
         if self
