@@ -14,5 +14,6 @@ pub mod record_cache;
 pub mod relay;
 pub mod session;
 pub mod synthetic;
+pub mod timers;
 pub mod wire;
 pub use api::{TcpListener, TcpStream};

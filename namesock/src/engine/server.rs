@@ -625,7 +625,6 @@ impl Engine {
             Conn {
                 side: Side::Server(Box::new(server)),
                 app: None,
-                timer: None,
             },
         );
         self.dirty.insert(key);
