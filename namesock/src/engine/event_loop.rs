@@ -344,18 +344,25 @@ impl Engine {
 
     /// Files the sessions touched this turn under their current deadlines.
     fn reschedule(&mut self, now: Instant) {
-        let keys: Vec<ConnKey> = if std::mem::take(&mut self.touched_all) {
-            self.touched.clear();
-            self.conns.keys().copied().collect()
+        // The list keeps its capacity from turn to turn (no allocation per turn).
+        let mut keys = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.touched_all) {
+            keys.clear();
+            keys.extend(self.conns.keys().copied());
         } else {
-            std::mem::take(&mut self.touched)
-        };
-        for key in keys {
+            // A busy session is touched by each of its sockets' events and by its drive:
+            // compute its deadline once.
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        for &key in &keys {
             match self.conns.get(&key) {
                 Some(c) => self.timers.set(key, c.deadline(), now),
                 None => self.timers.remove(key),
             }
         }
+        keys.clear();
+        self.touched = keys;
     }
 
     fn on_io(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
