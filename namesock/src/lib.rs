@@ -15,5 +15,6 @@ pub mod relay;
 pub mod session;
 pub mod synthetic;
 pub mod ticket;
+pub mod timers;
 pub mod wire;
 pub use api::{TcpListener, TcpStream};

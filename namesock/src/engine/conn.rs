@@ -63,8 +63,6 @@ pub struct Conn {
     pub side: Side,
     /// The program's socket: a relay connection (client) or the delivery (server).
     pub app: Option<AppSide>,
-    /// The deadline this session is filed under in the engine's timer heap.
-    pub timer: Option<Instant>,
 }
 
 impl Conn {

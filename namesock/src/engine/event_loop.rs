@@ -3,8 +3,7 @@
 //! core's decisions back onto IO. Client and server specifics live in `client.rs` and
 //! `server.rs`; this file has the loop, the flow paths' IO and the timers.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -21,6 +20,7 @@ use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
 use crate::session::SessionConfig;
 use crate::ticket::ClientTickets;
+use crate::timers::Timers;
 use crate::wire::PathId;
 
 use super::client::{Connecting, PendingApp};
@@ -90,9 +90,9 @@ pub(crate) struct Engine {
     pub(super) dirty: HashSet<ConnKey>,
     /// Threads waiting (at process exit) for half-closed sessions to finish.
     pub(super) drain_waiters: Vec<SyncSender<()>>,
-    /// Sessions by deadline, so that a loop turn costs what it touches, not every session.
-    /// Entries whose deadline no longer matches `Conn::timer` are stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
+    /// Sessions by deadline, so that a loop turn costs what it touches, not every session;
+    /// deadlines are coalesced across sessions (`crate::timers`).
+    timers: Timers<ConnKey>,
     /// Sessions whose deadline may have changed this turn (besides `dirty`).
     touched: Vec<ConnKey>,
     /// Something happened whose sessions are not known (a command, an accept, an address
@@ -217,7 +217,7 @@ impl Engine {
             next_pending: 1,
             dirty: HashSet::new(),
             drain_waiters: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(Instant::now()),
             touched: Vec::new(),
             touched_all: false,
             scratch: vec![0; SCRATCH_LEN],
@@ -285,7 +285,7 @@ impl Engine {
                 }
                 self.touched.extend(dirty);
             }
-            self.reschedule();
+            self.reschedule(Instant::now());
             if !self.drain_waiters.is_empty() && !self.draining() {
                 for w in self.drain_waiters.drain(..) {
                     let _ = w.send(());
@@ -348,33 +348,26 @@ impl Engine {
     }
 
     /// Files the sessions touched this turn under their current deadlines.
-    fn reschedule(&mut self) {
-        let keys: Vec<ConnKey> = if std::mem::take(&mut self.touched_all) {
-            self.touched.clear();
-            self.conns.keys().copied().collect()
+    fn reschedule(&mut self, now: Instant) {
+        // The list keeps its capacity from turn to turn (no allocation per turn).
+        let mut keys = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.touched_all) {
+            keys.clear();
+            keys.extend(self.conns.keys().copied());
         } else {
-            std::mem::take(&mut self.touched)
-        };
-        for key in keys {
-            let Some(c) = self.conns.get_mut(&key) else {
-                continue;
-            };
-            let deadline = c.deadline();
-            if deadline != c.timer {
-                c.timer = deadline;
-                if let Some(t) = deadline {
-                    self.timers.push(Reverse((t, key)));
-                }
+            // A busy session is touched by each of its sockets' events and by its drive:
+            // compute its deadline once.
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        for &key in &keys {
+            match self.conns.get(&key) {
+                Some(c) => self.timers.set(key, c.deadline(), now),
+                None => self.timers.remove(key),
             }
         }
-        // Stale entries are bounded: rebuild the heap when they outnumber the live ones.
-        if self.timers.len() > 4 * self.conns.len() + 1024 {
-            self.timers = self
-                .conns
-                .iter()
-                .filter_map(|(key, c)| c.timer.map(|t| Reverse((t, *key))))
-                .collect();
-        }
+        keys.clear();
+        self.touched = keys;
     }
 
     fn on_io(&mut self, token: Token, ev: &mio::event::Event, now: Instant) {
@@ -680,9 +673,8 @@ impl Engine {
 
     // ---------------------------------------------------------------- timers
 
-    fn next_timeout(&self) -> Option<Instant> {
-        // A stale heap top costs one early wake-up, after which `on_timers` drops it.
-        let sessions = self.timers.peek().map(|Reverse((t, _))| *t);
+    fn next_timeout(&mut self) -> Option<Instant> {
+        let sessions = self.timers.next();
         let connects = self.connecting.values().map(|r| r.deadline).min();
         let pairing = self.pending_deadline();
         let server = self.server.as_ref().and_then(|s| {
@@ -705,16 +697,8 @@ impl Engine {
         self.expire_connects(now);
         self.relay_timers(now);
         let mut due = Vec::new();
-        while let Some(&Reverse((t, key))) = self.timers.peek()
-            && t <= now
-        {
-            self.timers.pop();
-            if let Some(c) = self.conns.get_mut(&key)
-                && c.timer == Some(t)
-            {
-                c.timer = None;
-                due.push(key);
-            }
+        while let Some(key) = self.timers.pop_due(now) {
+            due.push(key);
         }
         for key in due {
             // Rescheduled at the end of the turn, whatever happens here.
@@ -852,6 +836,7 @@ impl Engine {
         let Some(mut c) = self.conns.remove(&key) else {
             return;
         };
+        self.timers.remove(key);
         let paths = c.path_ids();
         match &mut c.side {
             Side::Client(client) => {

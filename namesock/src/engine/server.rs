@@ -629,7 +629,6 @@ impl Engine {
             Conn {
                 side: Side::Server(Box::new(server)),
                 app: None,
-                timer: None,
             },
         );
         self.dirty.insert(key);

@@ -609,6 +609,10 @@ impl Session {
             Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);
+                // The peer heard nothing from us for a while (a keepalive, a probe, a close
+                // confirmation): the server's idle moment, since the client's PING keeps its
+                // own keepalive from falling due (see `keepalive_after`).
+                self.release_idle_buffers();
                 Ok(())
             }
             Frame::Pong { token } => {
@@ -770,7 +774,25 @@ impl Session {
             && self.active() == Some(i)
     }
 
-    /// A keepalive fell due: nothing moved for a keepalive interval. Buffers left empty keep
+    /// How long a live path stays quiet (nothing received, no PING sent) before this end
+    /// PINGs it. One end keeps a quiet path alive: the client, every `keepalive_interval`. The
+    /// server waits half an interval longer, so the client's PING, which pushes the server's
+    /// deadline back as any frame heard does, always comes first; were both ends on the same
+    /// interval, their deadlines would fall within a one-way delay of each other and both
+    /// would PING (two PINGs, two PONGs and both engines woken for each). A server whose
+    /// client stopped PINGing still PINGs, after 1.5 intervals, and its path still dies after
+    /// `path_dead_after` of silence.
+    fn keepalive_after(&self) -> Duration {
+        match self.role {
+            Role::Client => self.cfg.keepalive_interval,
+            Role::Server => self
+                .cfg
+                .keepalive_interval
+                .saturating_add(self.cfg.keepalive_interval / 2),
+        }
+    }
+
+    /// A keepalive fell due, or the peer's PING arrived: nothing moved for a while. Buffers left empty keep
     /// their capacity while busy (no reallocation per frame) and free it here, so an idle
     /// session holds none (10,000 idle sessions per engine, issue 19).
     fn release_idle_buffers(&mut self) {
@@ -797,6 +819,7 @@ impl Session {
     /// The next instant `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dead_after = self.cfg.path_dead_after;
+        let keepalive = self.keepalive_after();
         match self.state {
             State::Done => None,
             State::Closed if self.role == Role::Client => None,
@@ -809,7 +832,7 @@ impl Session {
             State::Open | State::Closed => {
                 let paths = self.paths.iter().flat_map(|p| {
                     let live = p.is_live().then_some(p);
-                    let ping = live.and_then(|p| p.ping_at(self.cfg.keepalive_interval));
+                    let ping = live.and_then(|p| p.ping_at(keepalive));
                     // A handshaking path owes its answer too: it may be suspected.
                     let probe = live.and_then(|p| p.probe_at);
                     let watch = [p.suspect_at, probe].into_iter();
@@ -845,6 +868,7 @@ impl Session {
             return;
         }
         let floor = self.cfg.suspect_after;
+        let keepalive_after = self.keepalive_after();
         let mut idle = false;
         for p in &mut self.paths {
             let probe = p.probe_at.is_some_and(|t| now >= t);
@@ -864,9 +888,7 @@ impl Session {
             if !p.is_live() {
                 continue;
             }
-            let keepalive = p
-                .ping_at(self.cfg.keepalive_interval)
-                .is_some_and(|t| now >= t);
+            let keepalive = p.ping_at(keepalive_after).is_some_and(|t| now >= t);
             if keepalive || (probe && p.ping_in_flight.is_none()) {
                 p.ping_due = true;
                 p.last_ping = Some(now);

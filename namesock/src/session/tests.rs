@@ -715,6 +715,66 @@ fn keepalive_then_dead_path_then_need_path_then_linger() {
     }
 }
 
+/// Every frame `s` has for `path` at `now`, in clear.
+fn frames(s: &mut Session, now: Instant, path: PathId) -> Vec<Frame> {
+    std::iter::from_fn(|| s.poll_transmit(now, path)).collect()
+}
+
+#[test]
+fn a_quiet_path_is_pinged_by_the_client_alone_and_the_server_still_notices_silence() {
+    let mut pair = Pair::new(1, cfg());
+    let c = cfg();
+    let mut t = pair.now;
+    for _ in 0..10 {
+        // The server's keepalive falls due half an interval after the client's, which the
+        // client's PING then pushes back: the client PINGs every interval, the server answers.
+        let ping_at = pair.client.poll_timeout().unwrap();
+        assert_eq!(ping_at, t + c.keepalive_interval);
+        assert_eq!(
+            pair.server.poll_timeout(),
+            Some(t + c.keepalive_interval + c.keepalive_interval / 2)
+        );
+        t = ping_at;
+        pair.server.handle_timeout(t);
+        assert!(frames(&mut pair.server, t, SPATH).is_empty());
+        pair.client.handle_timeout(t);
+        let up = frames(&mut pair.client, t, CPATH);
+        let [Frame::Ping { token }] = up[..] else {
+            panic!("expected one PING, got {up:?}");
+        };
+        pair.server.inject(t, SPATH, Owned::Ping { token }).unwrap();
+        let down = frames(&mut pair.server, t, SPATH);
+        assert_eq!(down, vec![Frame::Pong { token }]);
+        pair.client.inject(t, CPATH, Owned::Pong { token }).unwrap();
+        assert!(events(&mut pair.client).is_empty());
+        assert!(events(&mut pair.server).is_empty());
+    }
+    // The client falls silent: the server PINGs after 1.5 intervals, is suspicious when that
+    // goes unanswered, and its path dies after `path_dead_after` as before.
+    let ping = t + c.keepalive_interval + c.keepalive_interval / 2;
+    assert_eq!(pair.server.poll_timeout(), Some(ping));
+    pair.server.handle_timeout(ping);
+    assert!(matches!(
+        frames(&mut pair.server, ping, SPATH)[..],
+        [Frame::Ping { .. }]
+    ));
+    pair.server.handle_timeout(ping + c.suspect_after);
+    assert_eq!(events(&mut pair.server), vec![Event::PathSuspect(SPATH)]);
+    let dead = t + c.path_dead_after;
+    while let Some(next) = pair.server.poll_timeout().filter(|&n| n < dead) {
+        pair.server.handle_timeout(next);
+        let _ = frames(&mut pair.server, next, SPATH);
+        assert!(
+            events(&mut pair.server)
+                .iter()
+                .all(|e| *e == Event::PathSuspect(SPATH))
+        );
+    }
+    assert_eq!(pair.server.poll_timeout(), Some(dead));
+    pair.server.handle_timeout(dead);
+    assert_eq!(events(&mut pair.server), vec![Event::PathDead(SPATH)]);
+}
+
 #[test]
 fn a_server_announces_each_move_once() {
     let mut pair = Pair::new(1, cfg());
@@ -1070,7 +1130,8 @@ fn a_clients_path_shows_its_handshake_round_trip_until_a_ping_measures_one() {
     assert_eq!(rtt(&pair.client), Some(Duration::from_millis(30)));
     // The server learns a round trip from a PING only.
     assert_eq!(rtt(&pair.server), None);
-    let t = pair.now + cfg().keepalive_interval;
+    // The client fell silent (a server PINGs only then: half an interval after the client would).
+    let t = pair.now + cfg().keepalive_interval + cfg().keepalive_interval / 2;
     pair.server.handle_timeout(t);
     let Some(ping @ Frame::Ping { .. }) = pair.server.poll_transmit(t, 200) else {
         panic!("no PING");
@@ -1104,6 +1165,12 @@ fn a_session_idle_for_a_keepalive_interval_holds_no_buffer_capacity() {
     while pair.client.poll_event().is_some() {}
     while pair.server.poll_event().is_some() {}
     assert_eq!(pair.client.buffer_capacity(), 0);
+    // The server's own keepalive is later than the client's: the client's PING, arriving,
+    // is the server's idle moment.
+    assert!(pair.server.buffer_capacity() > 0);
+    pair.now = t;
+    pair.pump();
+    while pair.server.poll_event().is_some() {}
     assert_eq!(pair.server.buffer_capacity(), 0);
     // A buffer still holding bytes is kept whole: unread data survives the keepalive.
     assert_eq!(pair.client.app_write(b"late"), 4);
