@@ -305,7 +305,6 @@ impl Engine {
             Conn {
                 side: Side::Client(Box::new(client)),
                 app: None,
-                timer: None,
             },
         );
         self.dirty.insert(key);
