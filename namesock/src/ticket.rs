@@ -72,7 +72,8 @@ pub struct Verified {
     pub origin: Instant,
 }
 
-/// Child numbers accepted with one ticket: the highest, and a bitmap of the 64 below it.
+/// Child numbers accepted with one ticket: the highest, and a bitmap of the 63 below it (bit
+/// `n` set: `highest - n` was accepted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct ReplayWindow {
     highest: u64,
