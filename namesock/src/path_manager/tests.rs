@@ -836,14 +836,13 @@ fn an_open_to_a_far_server_waits_as_long_as_its_parents_round_trips_need() {
     let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
     pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
     wire(bed.t0, pm.session_mut(), path);
-    let mut now = bed.t0;
-    loop {
-        now = pm.poll_timeout().unwrap();
+    let now = loop {
+        let now = pm.poll_timeout().unwrap();
         pm.handle_timeout(now, &bed.local);
         if actions(&mut pm, now, &bed.local).contains(&Action::OpenFailed) {
-            break;
+            break now;
         }
-    }
+    };
     assert!(
         now - bed.t0 >= rtt * 3 && now - bed.t0 <= rtt * 4,
         "gave up after {:?}",
