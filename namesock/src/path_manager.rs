@@ -41,10 +41,11 @@ pub const MAX_DIALS: usize = 16;
 /// DNS store is asked over the network, and an interactive session goes quiet at every pause.
 pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
-/// An OPEN (a new session from a ticket) that has no OPEN_ACK this long falls back to HELLO.
-/// Sooner: when its one dial has not connected within [`STAGGER`], or its path is suspect (no
-/// answer within the suspicion delay, 200 ms or three round trips): a server that knows the
-/// ticket answers in one round trip.
+/// An OPEN (a new session from a ticket) that has no OPEN_ACK this long (or four of its
+/// parent's round trips, if longer) falls back to HELLO. Sooner: when its one dial has not
+/// connected within [`STAGGER`] (or two of the parent's round trips), or its path is suspect
+/// (no answer within the suspicion delay, 200 ms or three round trips, the parent's until the
+/// path measures its own): a server that knows the ticket answers in one round trip.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A fresh path number, unique in this process (server paths draw from the same counter, so
@@ -304,18 +305,19 @@ impl PathManager {
 
     /// Starts the client `session` made with `Session::client_open`: one dial to `addr`
     /// (where its ticket's session went), OPEN on it. Anything but OPEN_ACK within
-    /// [`OPEN_TIMEOUT`] (and before `connect_deadline`) ends in `Action::OpenFailed`; once
-    /// established, the session follows its peer as any other (`record_seq` and `addr` are
-    /// what it knows of the peer until a lookup).
+    /// [`OPEN_TIMEOUT`] (four of `parent_rtt`, if longer; and before `connect_deadline`) ends
+    /// in `Action::OpenFailed`; once established, the session follows its peer as any other
+    /// (`record_seq` and `addr` are what it knows of the peer until a lookup).
     pub fn new_open(
         now: Instant,
         session: Session,
         record_seq: u64,
-        addr: SocketAddr,
+        (addr, parent_rtt): (SocketAddr, Option<Duration>),
         connect_deadline: Instant,
         loopback: LoopbackLocators,
     ) -> PathManager {
-        let deadline = connect_deadline.min(now + OPEN_TIMEOUT);
+        let parent_rtt = parent_rtt.unwrap_or_default();
+        let deadline = connect_deadline.min(now + OPEN_TIMEOUT.max(parent_rtt * 4));
         let mut pm = PathManager::new(
             now,
             session,
@@ -325,6 +327,8 @@ impl PathManager {
             loopback,
         );
         pm.opening = true;
+        // The dial's cut-off (see `handle_timeout`): a far server's SYN takes its round trip.
+        pm.next_dial = pm.next_dial.map(|_| now + STAGGER.max(parent_rtt * 2));
         if pm.paths.is_empty() {
             // The address was filtered out: nothing to OPEN on.
             pm.open_failed(now);
@@ -434,10 +438,15 @@ impl PathManager {
             self.fail(failure);
             return;
         }
-        // An OPEN's one dial that has not connected within a stagger: the ticket's address
-        // may be gone (the server moved); HELLO looks the peer up again.
-        if self.next_dial.is_some_and(|t| t <= now) && self.open_failed(now) {
-            return;
+        // An OPEN's one dial that has not connected within its cut-off: the ticket's address
+        // may be gone (the server moved); HELLO looks the peer up again. A connected one waits
+        // for OPEN_ACK (the path's suspicion delay) and dials nothing else.
+        if self.opening && self.next_dial.is_some_and(|t| t <= now) {
+            self.next_dial = None;
+            let connected = self.paths.iter().any(|p| p.state == ClientPathState::Open);
+            if !connected && self.open_failed(now) {
+                return;
+            }
         }
         if self.next_dial.is_some_and(|t| t <= now) {
             self.next_dial = None;

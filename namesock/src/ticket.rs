@@ -62,6 +62,9 @@ pub struct Ticket {
     pub peer: PublicKey,
     /// When the full handshake that began this chain was.
     pub origin: Instant,
+    /// The session's round trip when the ticket was taken (a client's OPEN is given time
+    /// in proportion: its server is as far away as the parent's was).
+    pub rtt: Option<Duration>,
 }
 
 /// What a verified OPEN's ticket says about its client.
@@ -72,7 +75,8 @@ pub struct Verified {
     pub origin: Instant,
 }
 
-/// Child numbers accepted with one ticket: the highest, and a bitmap of the 64 below it.
+/// Child numbers accepted with one ticket: the highest, and a bitmap of the 63 below it (bit
+/// `n` set: `highest - n` was accepted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct ReplayWindow {
     highest: u64,
@@ -228,6 +232,7 @@ struct ClientEntry {
     next_child: u64,
     addr: SocketAddr,
     origin: Instant,
+    rtt: Option<Duration>,
     stored: Instant,
 }
 
@@ -244,6 +249,8 @@ pub struct OpenTicket {
     pub addr: SocketAddr,
     /// The chain's full handshake (the new session's ticket carries it on).
     pub origin: Instant,
+    /// The parent session's round trip, if it measured one.
+    pub rtt: Option<Duration>,
 }
 
 /// A client's tickets, by (server GUID, service port): the newest session's ticket for each.
@@ -275,6 +282,7 @@ impl ClientTickets {
                 next_child: 1,
                 addr,
                 origin: ticket.origin,
+                rtt: ticket.rtt,
                 stored: now,
             },
         );
@@ -304,6 +312,7 @@ impl ClientTickets {
             child,
             addr: e.addr,
             origin: e.origin,
+            rtt: e.rtt,
         })
     }
 
@@ -350,6 +359,7 @@ mod tests {
             secret: [id; 32],
             peer: key(1),
             origin,
+            rtt: None,
         }
     }
 

@@ -266,7 +266,7 @@ impl Engine {
         let conn_id: ConnId = rand::random();
         tracing::debug!(target = %req.target, port = req.port, addr = %ticket.addr, child = ticket.child, "connecting with OPEN (ticket)");
         let parent = ticket.parent;
-        let addr = ticket.addr;
+        let (addr, parent_rtt) = (ticket.addr, ticket.rtt);
         let session = Session::client_open(
             self.session_cfg,
             self.client_key.clone(),
@@ -283,7 +283,7 @@ impl Engine {
             now,
             session,
             record.as_ref().map_or(0, |r| r.seq),
-            addr,
+            (addr, parent_rtt),
             req.deadline,
             self.cfg.loopback_locators(),
         );

@@ -750,9 +750,12 @@ impl Engine {
                 };
                 app.pump(session, &mut self.scratch);
             }
-            let progressed = match c.side {
-                Side::Client(_) => self.client_actions(key, now),
-                Side::Server(_) => self.server_events(key),
+            // A client's decisions first (they may open or close paths); a server's events
+            // after its frames went out: a session an OPEN made is delivered to the program
+            // (a loopback connect) after its OPEN_ACK left, not before.
+            let client_progress = match c.side {
+                Side::Client(_) => Some(self.client_actions(key, now)),
+                Side::Server(_) => None,
             };
             let Some(c) = self.conns.get_mut(&key) else {
                 return;
@@ -785,6 +788,10 @@ impl Engine {
             for p in &failed {
                 self.close_path(*p, now);
             }
+            let progressed = match client_progress {
+                Some(progressed) => progressed,
+                None => self.server_events(key),
+            };
             if !progressed && failed.is_empty() {
                 break;
             }

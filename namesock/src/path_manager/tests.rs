@@ -616,7 +616,20 @@ fn open_manager(
     key: Arc<Keypair>,
     tickets: &mut crate::ticket::ClientTickets,
 ) -> PathManager {
-    let ticket = tickets.take(bed.t0, &bed.server_key.guid(), PORT).unwrap();
+    open_manager_at(bed, key, tickets, None)
+}
+
+/// `open_manager`, its ticket's round trip set to `parent_rtt` if given.
+fn open_manager_at(
+    bed: &Bed,
+    key: Arc<Keypair>,
+    tickets: &mut crate::ticket::ClientTickets,
+    parent_rtt: Option<Duration>,
+) -> PathManager {
+    let mut ticket = tickets.take(bed.t0, &bed.server_key.guid(), PORT).unwrap();
+    if parent_rtt.is_some() {
+        ticket.rtt = parent_rtt;
+    }
     let session = Session::client_open(
         SessionConfig::default(),
         key,
@@ -629,7 +642,7 @@ fn open_manager(
         bed.t0,
         session,
         1,
-        ticket.addr,
+        (ticket.addr, ticket.rtt),
         bed.t0 + Duration::from_secs(10),
         LoopbackLocators::Refuse,
     )
@@ -749,5 +762,90 @@ fn an_open_that_is_refused_closed_unanswered_or_undialable_falls_back_at_once() 
     assert_eq!(
         actions(&mut pm, bed.t0, &bed.local),
         vec![Action::OpenFailed]
+    );
+}
+
+#[test]
+fn an_open_to_a_far_server_waits_as_long_as_its_parents_round_trips_need() {
+    let bed = Bed::new();
+    let rtt = Duration::from_millis(400);
+    let (mut endpoint, key, mut tickets) = ticket_bed(&bed);
+
+    // The SYN takes a round trip, the OPEN another: answered at 2 RTT, past the stagger and
+    // the 200 ms suspicion floor, and the session is made by the OPEN, with no fallback.
+    let mut pm = open_manager_at(&bed, key.clone(), &mut tickets, Some(rtt));
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    let mut now = bed.t0;
+    let connected = bed.t0 + rtt;
+    while let Some(at) = pm.poll_timeout().filter(|at| *at < connected) {
+        now = at;
+        pm.handle_timeout(now, &bed.local);
+        let a = actions(&mut pm, now, &bed.local);
+        assert!(
+            !a.contains(&Action::OpenFailed),
+            "at {:?}: {a:?}",
+            now - bed.t0
+        );
+    }
+    pm.path_connected(connected, path, addr("10.0.0.2:5000"), &bed.local);
+    let open = wire(connected, pm.session_mut(), path);
+    let answered = connected + rtt;
+    while let Some(at) = pm.poll_timeout().filter(|at| *at < answered) {
+        now = at.max(now);
+        pm.handle_timeout(now, &bed.local);
+        let a = actions(&mut pm, now, &bed.local);
+        assert!(
+            !a.contains(&Action::OpenFailed),
+            "at {:?}: {a:?}",
+            now - bed.t0
+        );
+        assert!(dials(&a).is_empty(), "a second dial: {a:?}");
+    }
+    endpoint
+        .path_accepted(connected, 2000, ip("10.0.0.2"))
+        .unwrap();
+    let Ok(Incoming::New { mut session, .. }) =
+        endpoint.first_frame(connected, 2000, decode(&open), |_| None)
+    else {
+        panic!("OPEN refused");
+    };
+    feed(
+        answered,
+        pm.session_mut(),
+        path,
+        &wire(answered, &mut session, 2000),
+    );
+    let a = actions(&mut pm, answered, &bed.local);
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Established { .. })),
+        "{a:?}"
+    );
+    assert!(pm.session().by_open());
+
+    // Its dial still hangs after two round trips: given up then, not at the stagger.
+    let mut pm = open_manager_at(&bed, key.clone(), &mut tickets, Some(rtt));
+    dials(&actions(&mut pm, bed.t0, &bed.local));
+    let at = pm.poll_timeout().unwrap();
+    assert_eq!(at, bed.t0 + rtt * 2);
+    pm.handle_timeout(at, &bed.local);
+    assert!(actions(&mut pm, at, &bed.local).contains(&Action::OpenFailed));
+
+    // Connected but never answered: given up after the suspicion delay of three of the
+    // parent's round trips, within four in all.
+    let mut pm = open_manager_at(&bed, key, &mut tickets, Some(rtt));
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    wire(bed.t0, pm.session_mut(), path);
+    let now = loop {
+        let now = pm.poll_timeout().unwrap();
+        pm.handle_timeout(now, &bed.local);
+        if actions(&mut pm, now, &bed.local).contains(&Action::OpenFailed) {
+            break now;
+        }
+    };
+    assert!(
+        now - bed.t0 >= rtt * 3 && now - bed.t0 <= rtt * 4,
+        "gave up after {:?}",
+        now - bed.t0
     );
 }

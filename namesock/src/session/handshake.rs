@@ -79,6 +79,9 @@ impl Session {
         let mut p = Path::new(path, PathState::Handshaking, now, Frame::Open(open));
         p.echo = Some(echo);
         p.open = true;
+        // The parent's round trip until this path measures its own: the OPEN_ACK is awaited
+        // (the suspicion delay, three round trips at least) as long as that server needs.
+        p.rtt = ticket.rtt;
         p.keys = Some(keys.path(true, 0));
         self.keys = Some(keys);
         p

@@ -365,6 +365,7 @@ impl Session {
             secret: *keys.ticket(),
             peer,
             origin: self.origin,
+            rtt: self.active().and_then(|i| self.paths[i].quiet_rtt()),
         })
     }
 
