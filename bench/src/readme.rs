@@ -481,7 +481,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
          of each process, a busy one at most 512 KiB, 1,000 busy sessions at least 0.8 of plain \
          TCP's aggregate; the goal column says which are met). Idle: {idle_rss} of process memory per session at {idle_n} sessions; \
          plain TCP programs hold almost nothing, since its buffers are kernel memory. Busy: \
-         with {rss_n} busy sessions each holds {rss} more (its replay buffer starts at 128 KiB \
+         with {rss_n} busy sessions each holds {rss} more (its replay buffer starts at 64 KiB \
          and grows with the path's bandwidth-delay product, the peer's receive buffer holds no \
          more than that, and the flow path's write buffer), and aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \

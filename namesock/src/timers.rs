@@ -1,5 +1,5 @@
 //! When an engine wakes up: one deadline per session, filed in a heap, coalesced across
-//! sessions. Sans-IO (no clock, no socket): the engine asks [`Timers::next`] how long to sleep
+//! sessions. Sans-IO (no clock, no socket): the engine asks [`Timers::next_wakeup`] how long to sleep
 //! and [`Timers::pop_due`] which sessions to hand the current time.
 //!
 //! **Coalescing.** A deadline `d` ahead of now is filed late by up to `d / 16`, rounded up to a
@@ -12,7 +12,7 @@
 //! 256 ms, nothing more than [`MAX_SLACK`].
 //!
 //! **Stale entries.** A session whose deadline changed is filed again; its old heap entry
-//! stays until it reaches the top, where [`Timers::next`] drops it without waking anybody.
+//! stays until it reaches the top, where [`Timers::next_wakeup`] drops it without waking anybody.
 //! They are bounded: past four per live deadline (plus a constant) the heap is rebuilt.
 
 use std::cmp::Reverse;
@@ -105,7 +105,7 @@ impl<K: Copy + Ord + Hash> Timers<K> {
 
     /// When the engine must wake next for these sessions. Drops stale entries on the way, so
     /// a deadline that moved never wakes the engine.
-    pub fn next(&mut self) -> Option<Instant> {
+    pub fn next_wakeup(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, key))) = self.heap.peek() {
             if self.filed.get(&key) == Some(&at) {
                 return Some(at);

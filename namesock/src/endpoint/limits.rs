@@ -51,10 +51,10 @@ mod tests {
     #[test]
     fn the_budget_caps_sessions_at_what_each_is_counted() {
         let l = Limits::default();
-        // 128 KiB replay to start + 4 MiB receive per session: 2 GiB pays for 496.
+        // 64 KiB replay to start + 4 MiB receive per session: 2 GiB pays for 504.
         let per = crate::session::SessionConfig::default().budgeted_buffers();
-        assert_eq!(per, (128 << 10) + (4 << 20));
-        assert_eq!(l.max_sessions(per), 496);
+        assert_eq!(per, (64 << 10) + (4 << 20));
+        assert_eq!(l.max_sessions(per), 504);
         // At their largest (4 MiB each way): 256.
         assert_eq!(l.max_sessions(8 << 20), 256);
         // Small buffers: the session limit rules.

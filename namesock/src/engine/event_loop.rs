@@ -674,7 +674,7 @@ impl Engine {
     // ---------------------------------------------------------------- timers
 
     fn next_timeout(&mut self) -> Option<Instant> {
-        let sessions = self.timers.next();
+        let sessions = self.timers.next_wakeup();
         let connects = self.connecting.values().map(|r| r.deadline).min();
         let pairing = self.pending_deadline();
         let server = self.server.as_ref().and_then(|s| {

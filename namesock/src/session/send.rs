@@ -20,8 +20,10 @@ use super::{KEEP_WHEN_EMPTY, SessionError};
 use crate::copy;
 use crate::wire::MAX_DATA;
 
-/// Where the replay buffer's limit starts (or the capacity, if smaller).
-pub const START_LIMIT: usize = 128 * 1024;
+/// Where the replay buffer's limit starts (or the capacity, if smaller): twice the
+/// bandwidth-delay product of 1 MB/s over 20 ms, and little enough that a thousand busy
+/// sessions keep 64 MiB in flight per engine, not 128 (`docs/architecture.md`, buffer sizing).
+pub const START_LIMIT: usize = 64 * 1024;
 /// The limit doubles when a full buffer is confirmed within this many round trips.
 const GROW_WITHIN_RTTS: u32 = 2;
 

@@ -74,7 +74,7 @@ fn a_moved_deadline_never_wakes_the_engine_and_stale_entries_stay_bounded() {
     // A PING owes its PONG (200 ms), the PONG comes: the deadline moves to the keepalive.
     t.set(1, Some(epoch + 200 * MS), epoch);
     t.set(1, Some(epoch + 5000 * MS), epoch + MS);
-    let next = t.next().expect("filed");
+    let next = t.next_wakeup().expect("filed");
     assert!(
         next >= epoch + 5000 * MS,
         "the withdrawn 200 ms deadline surfaced"
@@ -86,7 +86,7 @@ fn a_moved_deadline_never_wakes_the_engine_and_stale_entries_stay_bounded() {
     // A removed session is never due.
     t.set(2, Some(epoch + 10 * MS), epoch);
     t.remove(2);
-    assert_eq!(t.next(), None);
+    assert_eq!(t.next_wakeup(), None);
     assert_eq!(t.pop_due(epoch + Duration::from_secs(1)), None);
     // A busy session's deadline creeps on every turn: few heap entries, never unbounded.
     let mut now = epoch;
@@ -195,7 +195,10 @@ impl SimEngine {
 
     fn next(&mut self) -> Option<Instant> {
         let arrival = self.inbox.keys().next().copied();
-        [self.timers.next(), arrival].into_iter().flatten().min()
+        [self.timers.next_wakeup(), arrival]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Wakes at `now`: reads what arrived, runs the timers due, sends what the sessions have
@@ -222,7 +225,7 @@ impl SimEngine {
         }
         for i in touched {
             let s = &mut self.sessions[i];
-            while let Some(e) = s.poll_event() {
+            if let Some(e) = s.poll_event() {
                 panic!("an idle session raised {e:?}");
             }
             let out = transmit(s, now, self.path);
