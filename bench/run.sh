@@ -3,7 +3,7 @@
 # codec and the session, the GNS figures, and the end-to-end suite between network namespaces
 # (namesock against plain TCP, socat and MPTCP), writing bench/results/, then rewrites the
 # README's benchmark section from those results (bench-readme). Needs iproute2, nftables, socat,
-# mptcpd (mptcpize), gnuplot-nox (for the PNG) and BIND9 (for the GNS figures). The suite needs
+# mptcpize (Debian package `mptcpize`), gnuplot-nox (for the PNG) and BIND9 (for the GNS figures). The suite needs
 # root: run this as root, or as a user with sudo (then only the suite runs under sudo).
 #
 #   bench/run.sh                      # everything, 5 runs per figure
