@@ -253,6 +253,7 @@ mod tests {
             server: None,
             sessions: Vec::new(),
             counters: Default::default(),
+            tickets: Default::default(),
         };
         let json = serde_json::to_vec(&answer).unwrap();
         let engine = std::thread::spawn(move || {

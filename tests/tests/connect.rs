@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use namesock::endpoint::Limits;
+use namesock::engine::snapshot::EngineSnapshot;
 use namesock::record_cache::MAX_AGE;
 use namesock_cli::testbed::scenario::{Local, Timers, World, ZONE, sha256_file};
 use namesock_cli::testbed::{Process, free_port, run_with_input};
@@ -63,6 +64,22 @@ fn http_server(world: &World, name: &str, port: u16, engine_port: Option<u16>) -
     Process::spawn(command).expect("server started")
 }
 
+/// `namesock sessions --json` for the engines of the world's program `label`.
+fn engines_of(world: &World, label: &str) -> Vec<EngineSnapshot> {
+    let out = std::process::Command::new(&namesock_tests::tools().namesock)
+        .args(["sessions", "--json"])
+        .env("XDG_RUNTIME_DIR", world.path("run").join(label))
+        .env_remove("NAMESOCK_LOG")
+        .output()
+        .expect("run namesock sessions");
+    assert!(
+        out.status.success(),
+        "namesock sessions --json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("namesock sessions --json gives JSON")
+}
+
 /// What the client engine logs when a connect starts from the cached record.
 const CACHED: &str = "record of a live session's peer: no lookup";
 /// What the preload's `getaddrinfo` logs when the engine's cache answers for the name.
@@ -99,6 +116,8 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
         "info,namesock::engine::client=debug,namesock::synthetic=debug",
     );
     let output = run_with_input(command, None, Duration::from_secs(120)).expect("client ran");
+    // What `namesock sessions` tells the server's user about these sessions.
+    let server_engines = engines_of(&world, "web");
     server.kill();
     let log = std::fs::read_to_string(world.log("cli.namesock")).unwrap_or_default();
     assert!(
@@ -136,6 +155,20 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
     );
     assert_eq!(opening, n, "{log}");
     assert_eq!(opened + fell_back, n, "{server_log}");
+    let [engine] = &server_engines[..] else {
+        panic!("one server engine: {server_engines:?}");
+    };
+    assert_eq!(
+        engine.tickets.opens_accepted, opened as u64,
+        "namesock sessions: {:?}",
+        engine.tickets
+    );
+    let by_ticket = engine.sessions.iter().filter(|s| s.by_ticket).count();
+    assert!(
+        by_ticket > 0 && by_ticket <= opened,
+        "{by_ticket} sessions listed as opened with a ticket: {:?}",
+        engine.sessions
+    );
     assert_eq!(answered, 1 + fell_back, "{server_log}");
     assert!(
         fell_back <= n / 10,

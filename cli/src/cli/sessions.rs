@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use namesock::config::Config;
 use namesock::control::{self, ControlError, EngineSnapshot, Survey};
-use namesock::engine::snapshot::{Counters, PathSnapshot, SessionSnapshot};
+use namesock::engine::snapshot::{Counters, PathSnapshot, SessionSnapshot, TicketCounters};
 use namesock_identity::{KeyFileError, Keypair};
 use namesock_resolver::Gns;
 
@@ -173,9 +173,14 @@ fn session_block(out: &mut String, s: &SessionSnapshot) {
         (Some(n), None) => format!("{n} (not yet verified)"),
         (None, None) => "(handshaking)".to_owned(),
     };
+    let opened = if s.by_ticket {
+        ", opened with a ticket"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "  session {} [{role}] peer {peer} port {}",
+        "  session {} [{role}] peer {peer} port {}{opened}",
         s.id, s.service_port
     );
     let _ = writeln!(
@@ -203,6 +208,18 @@ fn session_block(out: &mut String, s: &SessionSnapshot) {
             human_ms(m.outage_ms)
         );
     }
+}
+
+/// How this engine's sessions opened, when any used a ticket (`namesock::ticket`).
+fn tickets_line(out: &mut String, t: &TicketCounters) {
+    if *t == TicketCounters::default() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  tickets: {} held; OPENs sent {}, fell back to HELLO {}; sessions opened by OPEN {}",
+        t.held, t.opens_sent, t.opens_fell_back, t.opens_accepted
+    );
 }
 
 fn counters_line(out: &mut String, c: &Counters) {
@@ -252,6 +269,7 @@ fn render(engines: &[EngineSnapshot]) -> String {
         for s in &e.sessions {
             session_block(&mut out, s);
         }
+        tickets_line(&mut out, &e.tickets);
         counters_line(&mut out, &e.counters);
     }
     out
@@ -371,16 +389,24 @@ mod tests {
                     ago_ms: 2500,
                     outage_ms: 120,
                 }],
+                by_ticket: true,
             }],
             counters,
+            tickets: TicketCounters {
+                held: 1,
+                opens_sent: 0,
+                opens_fell_back: 0,
+                opens_accepted: 7,
+            },
         };
         let expected = format!(
             "engine 42: python3 -m http.server 8000\n\
              \x20 serving as {g} (web), engine port 9000, ports 8000\n\
-             \x20 session 1 [server] peer {p} port 8000\n\
+             \x20 session 1 [server] peer {p} port 8000, opened with a ticket\n\
              \x20   state live, age 1m05s, sent 3.00 MiB, received 80 B, unacknowledged 0 B\n\
              \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago\n\
              \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
+             \x20 tickets: 1 held; OPENs sent 0, fell back to HELLO 0; sessions opened by OPEN 7\n\
              \x20 refused: paths refused: PortNotServed 2\n",
             g = "g".repeat(32),
             p = "p".repeat(32)

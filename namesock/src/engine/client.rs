@@ -265,6 +265,7 @@ impl Engine {
     ) {
         let conn_id: ConnId = rand::random();
         tracing::debug!(target = %req.target, port = req.port, addr = %ticket.addr, child = ticket.child, "connecting with OPEN (ticket)");
+        self.counters.tickets.opens_sent += 1;
         let parent = ticket.parent;
         let (addr, parent_rtt) = (ticket.addr, ticket.rtt);
         let session = Session::client_open(
@@ -408,6 +409,7 @@ impl Engine {
                         _ => None,
                     };
                     tracing::debug!(peer = %guid, "OPEN failed: connecting with HELLO");
+                    self.counters.tickets.opens_fell_back += 1;
                     self.remove_conn(key);
                     if let Some(req) = retry {
                         self.connect(req, now);

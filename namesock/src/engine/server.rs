@@ -612,6 +612,7 @@ impl Engine {
         fp.conn = Some(key);
         if session.by_open() {
             tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "session opened by OPEN (ticket, no signature)");
+            self.counters.tickets.opens_accepted += 1;
         } else {
             tracing::debug!(path = pid, peer = ?session.peer().map(|p| p.guid()), port, "HELLO answered");
         }

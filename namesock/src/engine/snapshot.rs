@@ -41,6 +41,9 @@ pub struct EngineSnapshot {
     pub server: Option<ServerSnapshot>,
     pub sessions: Vec<SessionSnapshot>,
     pub counters: Counters,
+    /// How new sessions opened (absent from engines before tickets: all zero).
+    #[serde(default)]
+    pub tickets: TicketCounters,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,10 @@ pub struct SessionSnapshot {
     pub paths: Vec<PathSnapshot>,
     /// The last moves, oldest first.
     pub moves: Vec<MoveSnapshot>,
+    /// Opened with one OPEN frame from a ticket, not with a handshake (`false` from engines
+    /// before tickets).
+    #[serde(default)]
+    pub by_ticket: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,12 +146,28 @@ pub struct Counters {
     pub malformed: BTreeMap<String, u64>,
 }
 
+/// New sessions by how they opened (`crate::ticket`): whether connects to peers seen a moment
+/// ago skip the handshake, and how often a ticket let a connect down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCounters {
+    /// Client tickets held now (servers and ports a connect could OPEN to).
+    pub held: u64,
+    /// Client connects that sent OPEN instead of HELLO.
+    pub opens_sent: u64,
+    /// Of those, the ones that fell back to HELLO (refused, closed or unanswered).
+    pub opens_fell_back: u64,
+    /// Server sessions an OPEN made.
+    pub opens_accepted: u64,
+}
+
 /// The engine's counters: plain integers, bumped where the engine learns of a refusal.
 #[derive(Debug, Default)]
 pub(super) struct EngineCounters {
     paths_refused: BTreeMap<&'static str, u64>,
     frames_refused: BTreeMap<&'static str, u64>,
     malformed: BTreeMap<&'static str, u64>,
+    /// How sessions opened (`held` is filled in from the ticket table at snapshot time).
+    pub(super) tickets: TicketCounters,
 }
 
 impl EngineCounters {
@@ -282,6 +305,7 @@ pub fn session_snapshot(
         unacked: stats.unacked,
         paths,
         moves,
+        by_ticket: stats.by_ticket,
     }
 }
 
@@ -348,6 +372,10 @@ impl Engine {
             server,
             sessions,
             counters: self.counters.snapshot(),
+            tickets: TicketCounters {
+                held: self.tickets.len() as u64,
+                ..self.counters.tickets
+            },
         }
     }
 
@@ -540,6 +568,7 @@ mod tests {
                 at: now - Duration::from_secs(2),
                 outage: Duration::from_millis(180),
             }],
+            by_ticket: true,
         };
         let a: SocketAddr = "10.0.1.2:40000".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:9000".parse().unwrap();
@@ -582,7 +611,8 @@ mod tests {
                 {"from_path": 3, "to_path": 7, "from_local": "10.0.1.2:40000",
                  "from_remote": "10.0.0.2:9000", "to_local": "10.0.2.2:40001",
                  "to_remote": "10.0.0.2:9000", "ago_ms": 2000, "outage_ms": 180}
-            ]
+            ],
+            "by_ticket": true
         });
         assert_eq!(json, expected);
         // And it reads back (what `namesock sessions` does).

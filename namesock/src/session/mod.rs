@@ -270,6 +270,8 @@ pub struct SessionStats {
     pub paths: Vec<PathStats>,
     /// The last moves, oldest first.
     pub moves: Vec<Move>,
+    /// Made by an OPEN from a ticket (no handshake), not by HELLO.
+    pub by_ticket: bool,
 }
 
 impl fmt::Debug for Session {
@@ -417,6 +419,7 @@ impl Session {
                 })
                 .collect(),
             moves: self.moves.iter().copied().collect(),
+            by_ticket: self.by_open,
         }
     }
 
