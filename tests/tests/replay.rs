@@ -49,6 +49,41 @@ fn replay(scenario: &Scenario, to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     child.wait_with_output().expect("socat ran").stdout
 }
 
+/// Starts socat as the echo server `echo` on the scenario's server host (each connection it
+/// accepts appends a line to `accepts`; its engine logs at `log` if given), and waits for its record
+/// newer than `after` with a locator on the server's IPv4 address: the process, the record's
+/// sequence number and that locator.
+fn start_echo_server(
+    scenario: &Scenario,
+    accepts: &std::path::Path,
+    log: Option<&str>,
+    after: u64,
+) -> (Process, u64, SocketAddr) {
+    let world = &scenario.world;
+    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
+    let note = format!("SYSTEM:echo accepted >> {}; cat", accepts.display());
+    let server_ip = std::net::IpAddr::from(scenario.server.v4());
+    let mut command = world
+        .namesock_run(&scenario.server, "echo", &["socat", &listen, &note])
+        .expect("server command");
+    command.env("NAMESOCK_NAME", "echo");
+    if let Some(log) = log {
+        command.env("NAMESOCK_LOG", log);
+    }
+    let process = Process::spawn(command).expect("start the server");
+    let record = world
+        .wait_for_record("echo", Duration::from_secs(30), |r| {
+            r.seq > after && r.locators.iter().any(|l| l.ip() == server_ip)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+    let engine = *record
+        .locators
+        .iter()
+        .find(|l| l.ip() == server_ip)
+        .expect("checked");
+    (process, record.seq, engine)
+}
+
 #[test]
 fn a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_restart() {
     let name = "a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_restart";
@@ -61,29 +96,7 @@ fn a_replayed_hello_reaches_no_program_during_the_linger_or_after_a_server_resta
     let scenario = Scenario::without_server("replay", 1024, Timers::fast());
     let world = &scenario.world;
     let accepts = world.path("accepts");
-    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
-    let note = format!("SYSTEM:echo accepted >> {}; cat", accepts.display());
-    let server_ip = std::net::IpAddr::from(scenario.server.v4());
-    // The server, and its engine's locator on its IPv4 address once it published a record
-    // newer than `after`.
-    let start_server = |after: u64| {
-        let mut command = world
-            .namesock_run(&scenario.server, "echo", &["socat", &listen, &note])
-            .expect("server command");
-        command.env("NAMESOCK_NAME", "echo");
-        let process = Process::spawn(command).expect("start the server");
-        let record = world
-            .wait_for_record("echo", Duration::from_secs(30), |r| {
-                r.seq > after && r.locators.iter().any(|l| l.ip() == server_ip)
-            })
-            .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
-        let engine = *record
-            .locators
-            .iter()
-            .find(|l| l.ip() == server_ip)
-            .expect("checked");
-        (process, record.seq, engine)
-    };
+    let start_server = |after: u64| start_echo_server(&scenario, &accepts, None, after);
     let (server, seq, engine) = start_server(0);
 
     // The genuine client, watched from the router.
@@ -184,27 +197,13 @@ fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
     let scenario = Scenario::without_server("replay-open", 1024, Timers::fast());
     let world = &scenario.world;
     let accepts = world.path("accepts");
-    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
-    let note = format!("SYSTEM:echo accepted >> {}; cat", accepts.display());
-    let server_ip = std::net::IpAddr::from(scenario.server.v4());
     let start_server = |after: u64| {
-        let mut command = world
-            .namesock_run(&scenario.server, "echo", &["socat", &listen, &note])
-            .expect("server command");
-        command.env("NAMESOCK_NAME", "echo");
-        command.env("NAMESOCK_LOG", "info,namesock::engine::server=debug");
-        let process = Process::spawn(command).expect("start the server");
-        let record = world
-            .wait_for_record("echo", Duration::from_secs(30), |r| {
-                r.seq > after && r.locators.iter().any(|l| l.ip() == server_ip)
-            })
-            .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
-        let engine = *record
-            .locators
-            .iter()
-            .find(|l| l.ip() == server_ip)
-            .expect("checked");
-        (process, record.seq, engine)
+        start_echo_server(
+            &scenario,
+            &accepts,
+            Some("info,namesock::engine::server=debug"),
+            after,
+        )
     };
     let (server, seq, engine) = start_server(0);
 

@@ -206,10 +206,6 @@ impl Engine {
             conn_id,
             now,
         );
-        let peer_name = match &req.target {
-            Target::Name(n) => Some(n.clone()),
-            Target::Guid(_) => rec.names.first().cloned(),
-        };
         let Some(locators) = rec.locators_for(req.port) else {
             tracing::debug!(target = %req.target, port = req.port, "the record does not list the port");
             let _ = req.reply.send(Err(ConnectError::Refused {
@@ -227,29 +223,7 @@ impl Engine {
             req.deadline,
             self.cfg.loopback_locators(),
         );
-        self.make_room_for_a_session();
-        let client = ClientConn {
-            pm,
-            target: req.target,
-            port: req.port,
-            peer_name,
-            reply: Some(req.reply),
-            secret: None,
-            pair_deadline: None,
-            record: Some(rec),
-            cached: false,
-            open: None,
-        };
-        self.conns.insert(
-            key,
-            Conn {
-                side: Side::Client(Box::new(client)),
-                app: None,
-            },
-        );
-        self.dirty.insert(key);
-        // From now on a move the server publishes is followed at once.
-        self.ensure_record_watch();
+        self.insert_client(key, req, pm, Some(rec), None);
     }
 
     /// A connect to a server and port this engine holds a ticket of: the session opens with
@@ -276,10 +250,6 @@ impl Engine {
             conn_id,
             now,
         );
-        let peer_name = match (&req.target, &record) {
-            (Target::Name(n), _) => Some(n.clone()),
-            (Target::Guid(_), rec) => rec.as_ref().and_then(|r| r.names.first().cloned()),
-        };
         let pm = PathManager::new_open(
             now,
             session,
@@ -288,6 +258,24 @@ impl Engine {
             req.deadline,
             self.cfg.loopback_locators(),
         );
+        let open = Some((parent, req.deadline));
+        self.insert_client(key, req, pm, record, open);
+    }
+
+    /// Files the client session `pm` made for `req` (from `record`, when the connect had
+    /// one; `open`: the ticket's parent and the connect's deadline, for an OPEN).
+    fn insert_client(
+        &mut self,
+        key: ConnKey,
+        req: Connecting,
+        pm: PathManager,
+        record: Option<Record>,
+        open: Option<(ConnId, Instant)>,
+    ) {
+        let peer_name = match (&req.target, &record) {
+            (Target::Name(n), _) => Some(n.clone()),
+            (Target::Guid(_), rec) => rec.as_ref().and_then(|r| r.names.first().cloned()),
+        };
         self.make_room_for_a_session();
         let client = ClientConn {
             pm,
@@ -299,7 +287,7 @@ impl Engine {
             pair_deadline: None,
             record,
             cached: false,
-            open: Some((parent, req.deadline)),
+            open,
         };
         self.conns.insert(
             key,
@@ -309,6 +297,7 @@ impl Engine {
             },
         );
         self.dirty.insert(key);
+        // From now on a move the server publishes is followed at once.
         self.ensure_record_watch();
     }
 
