@@ -341,6 +341,15 @@ impl ClientTickets {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Tickets a connect at `now` could still use (expired ones wait in the table until a
+    /// connect or an eviction drops them).
+    pub fn live(&self, now: Instant) -> usize {
+        self.entries
+            .values()
+            .filter(|e| live(e.stored, e.origin, now))
+            .count()
+    }
 }
 
 #[cfg(test)]
@@ -518,6 +527,10 @@ mod tests {
         assert!(c.take(t0, &guid, 80).is_none());
         // Expiry: 60 s after storing, or 10 min after the chain's handshake.
         c.store(t0, &ticket(3, t0), 80, addr);
+        assert_eq!(
+            (c.live(t0), c.live(t0 + TICKET_LIFETIME), c.len()),
+            (1, 0, 1)
+        );
         assert!(c.take(t0 + TICKET_LIFETIME, &guid, 80).is_none());
         let late = t0 + CHAIN_LIFETIME - Duration::from_secs(1);
         c.store(late, &ticket(4, t0), 80, addr);

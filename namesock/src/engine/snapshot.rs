@@ -373,7 +373,7 @@ impl Engine {
             sessions,
             counters: self.counters.snapshot(),
             tickets: TicketCounters {
-                held: self.tickets.len() as u64,
+                held: self.tickets.live(now) as u64,
                 ..self.counters.tickets
             },
         }
