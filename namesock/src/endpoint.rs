@@ -20,9 +20,11 @@ use namesock_identity::{Guid, Keypair};
 
 pub mod allow;
 mod limits;
+pub mod refusals;
 
 pub use allow::AllowList;
 pub use limits::Limits;
+use refusals::RefusalBudget;
 
 use crate::session::{Acceptor, HandshakeError, ResumeError, Session, SessionConfig};
 use crate::ticket::{OpenError, ServerTickets};
@@ -133,6 +135,9 @@ impl Refusal {
 pub struct Refused {
     pub why: Refusal,
     pub answer: Option<Box<Refuse>>,
+    /// A signed answer was due, but its source (or all sources) had used up the answers
+    /// the server signs ([`refusals`]): the path is closed without one.
+    pub unanswered: bool,
 }
 
 /// A path's first frame, accepted.
@@ -184,6 +189,8 @@ pub struct Endpoint {
     closed: VecDeque<(ConnKey, ConnId, Guid)>,
     /// The tickets of this server's proven sessions: what an OPEN is checked against.
     tickets: ServerTickets,
+    /// How many signed REFUSEs each source, and all of them, may still get.
+    refusals: RefusalBudget,
     next_key: ConnKey,
 }
 
@@ -326,13 +333,19 @@ impl Endpoint {
         };
         self.route(now, path, source, &frame, session)
             .map_err(|why| {
-                let answer = match (why.refuse_reason(), &self.acceptor, conn_id) {
-                    (Some(reason), Some(acceptor), Some(id)) => {
-                        Some(Box::new(acceptor.refuse(&frame, id, reason)))
-                    }
+                let due = match (why.refuse_reason(), &self.acceptor, conn_id) {
+                    (Some(reason), Some(acceptor), Some(id)) => Some((reason, acceptor, id)),
                     _ => None,
                 };
-                Refused { why, answer }
+                let metered = due.filter(|_| self.refusals.allow(now, source));
+                let unanswered = due.is_some() && metered.is_none();
+                let answer = metered
+                    .map(|(reason, acceptor, id)| Box::new(acceptor.refuse(&frame, id, reason)));
+                Refused {
+                    why,
+                    answer,
+                    unanswered,
+                }
             })
     }
 
@@ -359,20 +372,10 @@ impl Endpoint {
                 // Only a verified key is refused by policy: an unverified HELLO gets nothing.
                 acceptor.verify_hello(hello)?;
                 let guid = hello.client_key.guid();
-                if let Some(allow) = &self.allow
-                    && !allow.permits(&guid, hello.port)
-                {
-                    return Err(Refusal::NotAllowed {
-                        guid,
-                        port: hello.port,
-                    });
-                }
+                self.check_allowed(guid, hello.port)?;
                 let session = acceptor.accept_verified(now, hello, path)?;
                 let (evicted, retired) = self.make_room(guid, source)?;
-                self.store_ticket(now, &session, hello.port);
-                let key = self.new_key();
-                self.by_conn_id.insert(hello.conn_id, (key, guid));
-                *self.per_peer.entry(guid).or_default() += 1;
+                let key = self.admit(now, &session, guid, hello.port);
                 self.unproven.push_back(Unproven {
                     key,
                     conn_id: hello.conn_id,
@@ -401,20 +404,10 @@ impl Endpoint {
                     return Err(Refusal::ConnIdInUse);
                 }
                 let guid = verified.client.guid();
-                if let Some(allow) = &self.allow
-                    && !allow.permits(&guid, open.port)
-                {
-                    return Err(Refusal::NotAllowed {
-                        guid,
-                        port: open.port,
-                    });
-                }
+                self.check_allowed(guid, open.port)?;
                 let session = acceptor.accept_open(now, open, &verified, path);
                 let (evicted, retired) = self.make_room(guid, source)?;
-                self.store_ticket(now, &session, open.port);
-                let key = self.new_key();
-                self.by_conn_id.insert(open.conn_id, (key, guid));
-                *self.per_peer.entry(guid).or_default() += 1;
+                let key = self.admit(now, &session, guid, open.port);
                 Ok(Incoming::New {
                     key,
                     session: Box::new(session),
@@ -441,6 +434,24 @@ impl Endpoint {
                 frame: other.name(),
             }),
         }
+    }
+
+    /// Whether the allow list lets `guid` reach `port`.
+    fn check_allowed(&self, guid: Guid, port: u16) -> Result<(), Refusal> {
+        match &self.allow {
+            Some(allow) if !allow.permits(&guid, port) => Err(Refusal::NotAllowed { guid, port }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new server session of `guid` for `port`, made room for: numbered, routed by its
+    /// connection ID, counted for its peer, its ticket stored.
+    fn admit(&mut self, now: Instant, session: &Session, guid: Guid, port: u16) -> ConnKey {
+        self.store_ticket(now, session, port);
+        let key = self.new_key();
+        self.by_conn_id.insert(session.conn_id(), (key, guid));
+        *self.per_peer.entry(guid).or_default() += 1;
+        key
     }
 
     /// Room for one more session of `peer` from `source`, within every limit: evicts

@@ -9,6 +9,7 @@ pub use skip::{require_release, require_root, require_tools, skip};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use namesock::engine::snapshot::EngineSnapshot;
 use namesock_cli::testbed::scenario::{
     Download, Fetch, Outcome, Served, Timers, Tools, World, hex,
 };
@@ -191,4 +192,20 @@ pub fn print_outages(scenario: &str, outcome: &Outcome) {
 /// Lower-case hex of a digest (for messages).
 pub fn digest_hex(digest: &[u8; 32]) -> String {
     hex(digest)
+}
+
+/// `namesock sessions --json` for the engines of the world's program `label`.
+pub fn engines_of(world: &World, label: &str) -> Vec<EngineSnapshot> {
+    let out = std::process::Command::new(&tools().namesock)
+        .args(["sessions", "--json"])
+        .env("XDG_RUNTIME_DIR", world.path("run").join(label))
+        .env_remove("NAMESOCK_LOG")
+        .output()
+        .expect("run namesock sessions");
+    assert!(
+        out.status.success(),
+        "namesock sessions --json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("namesock sessions --json gives JSON")
 }

@@ -608,6 +608,112 @@ fn floods_are_held_at_the_limits_and_a_legitimate_client_is_still_served() {
     );
 }
 
+/// Sends `n` OPENs under tickets nobody issued, each on its own TCP connection to the engine
+/// port, waits for each connection's answer (or its close), and prints how many were a
+/// REFUSE (type 12) and how long it all took.
+const STRAY_OPENS: &str = r#"
+import os, socket, sys, time
+host, port, service, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+started, refused = time.monotonic(), 0
+for _ in range(n):
+    body = (b"nsok\x02" + os.urandom(32) + (1).to_bytes(8, "big") + service.to_bytes(2, "big")
+            + (1 << 20).to_bytes(4, "big") + os.urandom(16))
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(bytes([14]) + len(body).to_bytes(4, "big") + body)
+    answer = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    s.close()
+    refused += answer[:1] == b"\x0c"
+print("refused", refused, "of", n, "in", round(time.monotonic() - started, 3), flush=True)
+"#;
+
+/// Stray OPENs from one host: a ticket the server does not know earns a signed REFUSE (the
+/// client must learn to fall back to HELLO), and nothing about such an OPEN can be checked
+/// first, so unmetered each would cost the server an ed25519 signature. The host gets its
+/// source's burst of answers and then about its rate; the server's `namesock sessions`
+/// counts the rest as unanswered; a client on another host still hears a REFUSE at once
+/// (curl to a port not served fails with ECONNREFUSED) and is served.
+#[test]
+fn stray_opens_from_one_host_earn_a_bounded_number_of_signed_answers() {
+    use namesock::endpoint::refusals::{PER_SOURCE_BURST, PER_SOURCE_RATE};
+    const T: &str = "stray_opens_from_one_host_earn_a_bounded_number_of_signed_answers";
+    if !runnable(T) {
+        return;
+    }
+    const STRAY: u32 = 600;
+    let (scenario, _) = bed("access-stray-open", &[]);
+    let attacker = scenario.bed.add_host("attacker").expect("attacker host");
+    let mut server = start_server(&scenario, &[]);
+    let engine_port = scenario
+        .world
+        .wait_for_record("web", secs(5), |_| true)
+        .unwrap()
+        .locators[0]
+        .port();
+    let mut flood = attacker.command("/usr/bin/python3");
+    flood.args([
+        "-c",
+        STRAY_OPENS,
+        &scenario.server.v4().to_string(),
+        &engine_port.to_string(),
+        &PORT.to_string(),
+        &STRAY.to_string(),
+    ]);
+    let output = run_with_input(flood, None, secs(120)).expect("the flood ran");
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{output:?}");
+    let words: Vec<&str> = said.split_whitespace().collect();
+    let (answered, took): (u32, f64) = (words[1].parse().unwrap(), words[5].parse().unwrap());
+    eprintln!("ACCESS stray OPENs: {said}");
+    // Every one of the burst is answered (a client whose tickets a restart took learns it
+    // at once); after it, about the rate: far fewer than one per OPEN.
+    let most = PER_SOURCE_BURST + (f64::from(PER_SOURCE_RATE) * took).ceil() as u32 + 1;
+    assert!(
+        (PER_SOURCE_BURST..=most).contains(&answered),
+        "{answered} of {STRAY} stray OPENs signed in {took} s (burst {PER_SOURCE_BURST}, at most {most})"
+    );
+    let engines = namesock_tests::engines_of(&scenario.world, "server");
+    let counters = &engines.first().expect("the server's engine").counters;
+    let withheld = counters.unanswered.get("OpenUnknownTicket").copied();
+    assert_eq!(withheld, Some(u64::from(STRAY - answered)), "{counters:?}");
+
+    // Another host still hears why at once, and is served.
+    let started = Instant::now();
+    let refused = scenario
+        .world
+        .namesock_run(
+            &scenario.client,
+            "unserved",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                &format!("http://web.{ZONE}:9999/"),
+            ],
+        )
+        .unwrap();
+    let refused = run_with_input(refused, None, secs(60)).expect("curl ran");
+    let refused_ms = started.elapsed().as_millis();
+    assert_eq!(
+        refused.status.code(),
+        Some(7),
+        "a port not served should be ECONNREFUSED: {refused:?}\n{}",
+        scenario.logs("unserved")
+    );
+    let (output, whole) = curl(&scenario, &scenario.client, "legit");
+    server.kill();
+    assert!(whole, "{output:?}\n{}", scenario.logs("legit"));
+    eprintln!(
+        "ACCESS a port not served, from another host during the flood: refused in {refused_ms} ms"
+    );
+    assert!(refused_ms < 5000, "the refusal took {refused_ms} ms");
+}
+
 /// A pre-forking server (the parent listens, its children accept): the parent's engine
 /// delivers, and each child still shows the real client, never a loopback address (the child
 /// sends the accepted socket to its parent's engine, which checks it).

@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use namesock::endpoint::Limits;
-use namesock::engine::snapshot::EngineSnapshot;
 use namesock::record_cache::MAX_AGE;
 use namesock_cli::testbed::scenario::{Local, Timers, World, ZONE, sha256_file};
 use namesock_cli::testbed::{Process, free_port, run_with_input};
+use namesock_tests::engines_of;
 
 /// Holds one connection to `host:port` open (the live session), then makes `n` more, one
 /// after another, each an HTTP/1.0 request for `/file` whose body must equal the file at
@@ -62,22 +62,6 @@ fn http_server(world: &World, name: &str, port: u16, engine_port: Option<u16>) -
         command.env("NAMESOCK_ENGINE_PORT", p.to_string());
     }
     Process::spawn(command).expect("server started")
-}
-
-/// `namesock sessions --json` for the engines of the world's program `label`.
-fn engines_of(world: &World, label: &str) -> Vec<EngineSnapshot> {
-    let out = std::process::Command::new(&namesock_tests::tools().namesock)
-        .args(["sessions", "--json"])
-        .env("XDG_RUNTIME_DIR", world.path("run").join(label))
-        .env_remove("NAMESOCK_LOG")
-        .output()
-        .expect("run namesock sessions");
-    assert!(
-        out.status.success(),
-        "namesock sessions --json: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("namesock sessions --json gives JSON")
 }
 
 /// What the client engine logs when a connect starts from the cached record.

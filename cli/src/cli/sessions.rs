@@ -228,6 +228,7 @@ fn counters_line(out: &mut String, c: &Counters) {
         ("paths refused", &c.paths_refused),
         ("frames refused", &c.frames_refused),
         ("malformed", &c.malformed),
+        ("no signed answer (rate limit)", &c.unanswered),
     ] {
         if !map.is_empty() {
             let list: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -347,6 +348,7 @@ mod tests {
     fn one_block_per_session_with_indented_paths_and_moves() {
         let counters = Counters {
             paths_refused: [("PortNotServed".to_owned(), 2)].into(),
+            unanswered: [("PortNotServed".to_owned(), 1)].into(),
             ..Counters::default()
         };
         let engine = EngineSnapshot {
@@ -407,7 +409,8 @@ mod tests {
              \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago\n\
              \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
              \x20 tickets: 1 held; OPENs sent 0, fell back to HELLO 0; sessions opened by OPEN 7\n\
-             \x20 refused: paths refused: PortNotServed 2\n",
+             \x20 refused: paths refused: PortNotServed 2; no signed answer (rate limit): \
+             PortNotServed 1\n",
             g = "g".repeat(32),
             p = "p".repeat(32)
         );

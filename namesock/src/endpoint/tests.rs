@@ -918,3 +918,81 @@ fn an_open_meets_the_same_policy_as_a_hello() {
     let refused = open_at(&mut bed, 13, &open).unwrap_err();
     assert!(matches!(refused.why, Refusal::TooManySessions { .. }));
 }
+
+/// A well-formed OPEN under a ticket nobody issued: what a flooder sends to make the server
+/// sign (an unknown ticket earns a signed REFUSE, and there is nothing to check it with).
+fn stray_open(port: u16) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    Frame::<Vec<u8>>::Open(crate::wire::Open {
+        conn_id: rand::random(),
+        parent: rand::random(),
+        child: 1,
+        port,
+        window: 1 << 20,
+        tag: rand::random(),
+    })
+    .encode(&mut bytes);
+    bytes
+}
+
+#[test]
+fn a_flood_of_stray_opens_earns_a_bounded_number_of_signatures_and_others_still_hear_why() {
+    use super::refusals::{PER_SOURCE_BURST, PER_SOURCE_RATE};
+    let mut bed = Bed::new();
+    let (flood, other) = (ip(1), ip(2));
+    let mut path: PathId = 0;
+    let mut arrive = |bed: &mut Bed, from: IpAddr| {
+        path += 1;
+        bed.endpoint.path_accepted(bed.now, path, from).unwrap();
+        bed.endpoint
+            .first_frame(bed.now, path, first(&stray_open(PORT)), no_session)
+            .unwrap_err()
+    };
+    let mut signed = 0;
+    for _ in 0..1000 {
+        let refused = arrive(&mut bed, flood);
+        assert_eq!(
+            refused.why,
+            Refusal::Open(crate::ticket::OpenError::UnknownTicket)
+        );
+        assert_eq!(refused.answer.is_some(), !refused.unanswered);
+        signed += u32::from(refused.answer.is_some());
+    }
+    assert_eq!(signed, PER_SOURCE_BURST);
+    // Another source is still told why: an unknown ticket, a port not served.
+    assert!(arrive(&mut bed, other).answer.is_some());
+    let mut stranger = bed.client(PORT + 1);
+    stranger.path_opened(bed.now, 1);
+    let hello = wire(bed.now, &mut stranger, 1);
+    bed.endpoint.path_accepted(bed.now, 5000, other).unwrap();
+    let unserved = bed
+        .endpoint
+        .first_frame(bed.now, 5000, first(&hello), no_session)
+        .unwrap_err();
+    assert_eq!(unserved.why, Refusal::PortNotServed { port: PORT + 1 });
+    assert!(unserved.answer.is_some());
+    // A second on, the flooder earned the rate, no more.
+    bed.now += Duration::from_secs(1);
+    let signed = (0..1000)
+        .filter(|_| arrive(&mut bed, flood).answer.is_some())
+        .count();
+    assert_eq!(signed, PER_SOURCE_RATE as usize);
+    // A refusal that is never signed (a HELLO for another server) never counts as withheld.
+    let mut astray = Session::client(
+        SessionConfig::default(),
+        Arc::new(Keypair::generate()),
+        Keypair::generate().guid(),
+        PORT,
+        rand::random(),
+        bed.now,
+    );
+    astray.path_opened(bed.now, 1);
+    let hello = wire(bed.now, &mut astray, 1);
+    bed.endpoint.path_accepted(bed.now, 6000, flood).unwrap();
+    let unsigned = bed
+        .endpoint
+        .first_frame(bed.now, 6000, first(&hello), no_session)
+        .unwrap_err();
+    assert!(matches!(unsigned.why, Refusal::Handshake(_)));
+    assert!(unsigned.answer.is_none() && !unsigned.unanswered);
+}

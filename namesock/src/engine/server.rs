@@ -511,6 +511,7 @@ impl Engine {
                 wire::Record::Sealed(_) => Err(Refused {
                     why: Refusal::NotAFirstFrame { frame: "SEALED" },
                     answer: None,
+                    unanswered: false,
                 }),
             });
             false
@@ -558,6 +559,13 @@ impl Engine {
             tracing::debug!(path = pid, refusal = %refused.why, "path refused");
         }
         self.counters.path_refused(refused.why.kind());
+        if refused.unanswered {
+            tracing::debug!(
+                path = pid,
+                "no signed REFUSE: its source used up its answers"
+            );
+            self.counters.refusal_unanswered(refused.why.kind());
+        }
         let Some(answer) = refused.answer else {
             self.drop_path(pid);
             return;

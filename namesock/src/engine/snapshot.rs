@@ -144,6 +144,11 @@ pub struct Counters {
     pub frames_refused: BTreeMap<String, u64>,
     /// Malformed bytes on a path (`DecodeError`).
     pub malformed: BTreeMap<String, u64>,
+    /// Refused paths that were due a signed REFUSE and got none, their source (or all
+    /// sources) having used up the answers the server signs (`endpoint::refusals`); absent
+    /// from an older engine's JSON.
+    #[serde(default)]
+    pub unanswered: BTreeMap<String, u64>,
 }
 
 /// New sessions by how they opened (`crate::ticket`): whether connects to peers seen a moment
@@ -166,6 +171,7 @@ pub(super) struct EngineCounters {
     paths_refused: BTreeMap<&'static str, u64>,
     frames_refused: BTreeMap<&'static str, u64>,
     malformed: BTreeMap<&'static str, u64>,
+    unanswered: BTreeMap<&'static str, u64>,
     /// How sessions opened (`held` is filled in from the ticket table at snapshot time).
     pub(super) tickets: TicketCounters,
 }
@@ -183,6 +189,10 @@ impl EngineCounters {
         *self.malformed.entry(kind).or_default() += 1;
     }
 
+    pub(super) fn refusal_unanswered(&mut self, kind: &'static str) {
+        *self.unanswered.entry(kind).or_default() += 1;
+    }
+
     fn snapshot(&self) -> Counters {
         let owned = |m: &BTreeMap<&'static str, u64>| {
             m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
@@ -191,6 +201,7 @@ impl EngineCounters {
             paths_refused: owned(&self.paths_refused),
             frames_refused: owned(&self.frames_refused),
             malformed: owned(&self.malformed),
+            unanswered: owned(&self.unanswered),
         }
     }
 }
@@ -626,14 +637,22 @@ mod tests {
         c.path_refused("PortNotServed");
         c.path_refused("PortNotServed");
         c.frame_refused("Gap");
+        c.refusal_unanswered("UnknownSession");
         let json = serde_json::to_value(c.snapshot()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "paths_refused": {"PortNotServed": 2},
                 "frames_refused": {"Gap": 1},
-                "malformed": {}
+                "malformed": {},
+                "unanswered": {"UnknownSession": 1}
             })
         );
+        // An older engine's counters (no `unanswered`) still read.
+        let old: Counters = serde_json::from_value(serde_json::json!({
+            "paths_refused": {}, "frames_refused": {}, "malformed": {}
+        }))
+        .unwrap();
+        assert!(old.unanswered.is_empty());
     }
 }
