@@ -263,6 +263,16 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// The engine port in the server's published record.
+fn engine_port(scenario: &Scenario) -> u16 {
+    scenario
+        .world
+        .wait_for_record("web", secs(5), |_| true)
+        .unwrap()
+        .locators[0]
+        .port()
+}
+
 fn write_allow(path: &Path, text: &str) {
     std::fs::write(path, text).expect("allow file");
 }
@@ -530,12 +540,7 @@ fn floods_are_held_at_the_limits_and_a_legitimate_client_is_still_served() {
     let rss_flooded = vm_rss_kib(pid);
 
     // Raw connections to the engine port from another source, saying nothing.
-    let engine_port = scenario
-        .world
-        .wait_for_record("web", secs(5), |_| true)
-        .unwrap()
-        .locators[0]
-        .port();
+    let engine_port = engine_port(&scenario);
     let raw = format!(
         "import socket, time\nheld = [socket.create_connection(('{}', {engine_port})) for _ in range({RAW})]\nprint('raw', len(held), flush=True)\ntime.sleep(3600)\n",
         scenario.server.v4()
@@ -648,12 +653,7 @@ fn stray_opens_from_one_host_earn_a_bounded_number_of_signed_answers() {
     let (scenario, _) = bed("access-stray-open", &[]);
     let attacker = scenario.bed.add_host("attacker").expect("attacker host");
     let mut server = start_server(&scenario, &[]);
-    let engine_port = scenario
-        .world
-        .wait_for_record("web", secs(5), |_| true)
-        .unwrap()
-        .locators[0]
-        .port();
+    let engine_port = engine_port(&scenario);
     let mut flood = attacker.command("/usr/bin/python3");
     flood.args([
         "-c",

@@ -114,6 +114,20 @@ fn a_hello_for_a_served_port_makes_a_session_and_its_connection_id_routes() {
     assert!(again.answer.is_none());
 }
 
+/// A HELLO from a fresh key for a GUID that is not the server's.
+fn hello_for_another_server(bed: &Bed) -> Vec<u8> {
+    let mut stranger = Session::client(
+        SessionConfig::default(),
+        Arc::new(Keypair::generate()),
+        Keypair::generate().guid(),
+        PORT,
+        rand::random(),
+        bed.now,
+    );
+    stranger.path_opened(bed.now, 1);
+    wire(bed.now, &mut stranger, 1)
+}
+
 #[test]
 fn refusals_are_typed_and_say_which_reset_the_path_gets() {
     let mut bed = Bed::new();
@@ -132,16 +146,7 @@ fn refusals_are_typed_and_say_which_reset_the_path_gets() {
     );
 
     // A HELLO for another GUID.
-    let mut stranger = Session::client(
-        SessionConfig::default(),
-        Arc::new(Keypair::generate()),
-        Keypair::generate().guid(),
-        PORT,
-        rand::random(),
-        bed.now,
-    );
-    stranger.path_opened(bed.now, 1);
-    let hello = wire(bed.now, &mut stranger, 1);
+    let hello = hello_for_another_server(&bed);
     let refusal = bed
         .endpoint
         .first_frame(bed.now, 101, first(&hello), no_session)
@@ -978,16 +983,7 @@ fn a_flood_of_stray_opens_earns_a_bounded_number_of_signatures_and_others_still_
         .count();
     assert_eq!(signed, PER_SOURCE_RATE as usize);
     // A refusal that is never signed (a HELLO for another server) never counts as withheld.
-    let mut astray = Session::client(
-        SessionConfig::default(),
-        Arc::new(Keypair::generate()),
-        Keypair::generate().guid(),
-        PORT,
-        rand::random(),
-        bed.now,
-    );
-    astray.path_opened(bed.now, 1);
-    let hello = wire(bed.now, &mut astray, 1);
+    let hello = hello_for_another_server(&bed);
     bed.endpoint.path_accepted(bed.now, 6000, flood).unwrap();
     let unsigned = bed
         .endpoint
