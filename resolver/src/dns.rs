@@ -184,6 +184,19 @@ impl DnsStore {
         &self.config
     }
 
+    /// This host's addresses changed: the lookup client's connections (its TCP connection to
+    /// the server stays open between lookups) may be bound to an address that is gone, and a
+    /// query sent on one waits out the whole timeout. The next lookup starts a fresh client.
+    pub fn reconnect(&self) {
+        if let Ok(fresh) = build_resolver(&self.config) {
+            let mut guard = self
+                .resolver
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *guard = (std::process::id(), Arc::new(fresh));
+        }
+    }
+
     fn guid_name(&self, guid: &Guid) -> String {
         format!("{guid}.{}", self.config.zone)
     }

@@ -337,6 +337,14 @@ impl Gns {
         Ok(rec)
     }
 
+    /// This host's addresses changed: connections to a DNS server are opened afresh (one
+    /// bound to an address that went away would hold the next lookup for its timeout).
+    pub fn local_addresses_changed(&self) {
+        if let Store::Dns(s) = &self.store {
+            s.reconnect();
+        }
+    }
+
     /// Binds `name` (`web` or `web.<zone>`) to `key`'s GUID. Names are first-come: a name held
     /// (validly, unexpired) by another key is refused with [`GnsError::NameTaken`]. The file
     /// store makes the check and the write atomic with a lock; DNS with an RFC 2136

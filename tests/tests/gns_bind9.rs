@@ -1,22 +1,25 @@
 //! Real programs under the preload whose names and records live in a real BIND9 `named`
 //! (RFC 2136 updates signed with TSIG, records read back over DNS, hickory's cache off): the
 //! server's engine registers its name and publishes its record when the program listens, a
-//! client finds it by name, and the client's later connections open with the previous
-//! session's ticket (one OPEN frame: no handshake, no signature). named listens on this
-//! host's loopback and the programs run here too, publishing the host's own addresses.
+//! client finds it by name, and
+//! - on this host (named on its loopback), the client's later connections open with the
+//!   previous session's ticket (one OPEN frame: no handshake, no signature);
+//! - in the test bed (named on a host of its own behind the router), a download follows the
+//!   server to a new subnet: the server's engine publishes its new address to named, and the
+//!   client, which has no store to watch, asks named as soon as its path goes quiet.
 //!
-//! Needs BIND9 (`named`, `tsig-keygen`), curl, python3 and a release build (`tests/run.sh`);
-//! otherwise each test reports a skip.
+//! Needs BIND9 (`named`, `tsig-keygen`), curl, python3, root with `ip` and `nft` for the bed,
+//! and a release build (`tests/run.sh`); otherwise each test reports a skip.
 
 #[path = "../../resolver/tests/support/bind9.rs"]
 mod bind9;
 
 use std::time::{Duration, Instant};
 
-use namesock_cli::testbed::scenario::{Local, Timers, World, sha256_file};
+use namesock_cli::testbed::scenario::{Download, Local, Timers, World, sha256_file};
 use namesock_cli::testbed::{Process, free_port, run_with_input};
 use namesock_resolver::{Gns, GnsConfig};
-use namesock_tests::{require_release, require_tools, skip};
+use namesock_tests::{PORT, Scenario, require_namespaces, require_release, require_tools, skip};
 
 /// Connections curl makes to the server, one after another, from one process.
 const FETCHES: usize = 8;
@@ -129,4 +132,129 @@ fn programs_find_each_other_through_bind9_and_later_connections_open_with_a_tick
     assert_eq!(opening, FETCHES - 1, "{client_log}");
     assert_eq!(opened + fell_back, FETCHES - 1, "{server_log}");
     assert!(fell_back <= 1, "{fell_back} OPENs fell back\n{client_log}");
+}
+
+#[test]
+fn a_download_follows_a_server_move_published_in_bind9_on_default_timers() {
+    const T: &str = "a_download_follows_a_server_move_published_in_bind9_on_default_timers";
+    if !require_namespaces(T)
+        || !require_release(T, "the preload")
+        || !require_tools(T, &["curl", "python3"])
+    {
+        return;
+    }
+    const SIZE: u64 = 24 << 20;
+    let scenario = Scenario::without_server("bind9-move", SIZE, Timers::default());
+    let world = &scenario.world;
+    let dns = scenario.bed.add_host("dns").expect("the DNS host");
+    let Some(named) =
+        bind9::Named::start_in_or_skip(T, skip, dns.v4().into(), &|program| dns.command(program))
+    else {
+        return;
+    };
+    let www = world.path("www").to_string_lossy().into_owned();
+    let port = PORT.to_string();
+    let mut server = world
+        .namesock_run(
+            &scenario.server,
+            "server",
+            &["python3", "-m", "http.server", &port, "--directory", &www],
+        )
+        .expect("server");
+    in_bind9(&mut server, &named);
+    server
+        .env("NAMESOCK_NAME", "web")
+        .env("NAMESOCK_LOG", "info,namesock::engine=debug");
+    let _server = Process::spawn(server).expect("server started");
+
+    // Until the client's host reads the server's address from named.
+    let resolve = || {
+        let mut command = scenario.client.command(&world.tools.namesock);
+        command
+            .args(["resolve", "web"])
+            .env("NAMESOCK_KNOWN_NAMES", world.path("probe_known_names"))
+            .env_remove("NAMESOCK_LOG");
+        in_bind9(&mut command, &named);
+        let out = command.output().expect("namesock resolve");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let published = |ip: std::net::Ipv4Addr| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let said = resolve();
+            if said.contains(&format!("{ip}:")) {
+                return said;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "named never listed {ip}: {said}\n{}\n{}",
+                world.log_tail("server", 20),
+                named.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    eprintln!("BIND9 before the move: {}", published(scenario.server.v4()));
+
+    // A download long enough to move during it.
+    scenario.limit_server(4 << 20);
+    let url = format!(
+        "http://web.{}:{PORT}{}",
+        bind9::ZONE,
+        scenario.served.url_path
+    );
+    let out = world.path("download.out");
+    let out_s = out.to_string_lossy().into_owned();
+    let argv = [
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "90",
+        "-o",
+        &out_s,
+        &url,
+    ];
+    let mut curl = world
+        .namesock_run(&scenario.client, "curl", &argv)
+        .expect("curl");
+    in_bind9(&mut curl, &named);
+    curl.env("NAMESOCK_LOG", "info,namesock::path_manager=debug");
+    let mut download = Download::spawn(curl, "curl", out, &scenario.served).expect("curl");
+    download
+        .wait_for_bytes(world, SIZE / 4, Duration::from_secs(30))
+        .expect("a quarter of the file");
+    download.mark_move();
+    let (moved_to, _) = scenario
+        .server
+        .move_to_new_subnet()
+        .expect("move the server");
+    let outcome = download
+        .finish(Duration::from_secs(90))
+        .expect("curl ended");
+    let client_log = std::fs::read_to_string(world.log("curl.namesock")).unwrap_or_default();
+    let outage = outcome.outages()[0];
+    eprintln!(
+        "BIND9 server moved to {moved_to} during a {SIZE}-byte download: {outcome}, outage {} ms; after the move: {}",
+        outage.as_millis(),
+        published(moved_to)
+    );
+    assert!(
+        outcome.complete(),
+        "{outcome}\n{}\n{}",
+        world.log_tail("curl.namesock", 40),
+        world.log_tail("server", 20)
+    );
+    // The client learned where from named: a lookup on a quiet or suspect path, not a
+    // MOVED (the old address went first) and not the path's death (15 s on these timers).
+    assert!(
+        client_log.contains("path quiet: asking the GNS")
+            || client_log.contains("path suspect: asking the GNS"),
+        "{client_log}"
+    );
+    assert!(
+        outage < Duration::from_secs(5),
+        "the download stalled {} ms",
+        outage.as_millis()
+    );
 }

@@ -565,13 +565,18 @@ impl Engine {
         }
         tracing::debug!(?changes, "local addresses changed");
         self.local_addrs = sys::local_addrs().unwrap_or_default();
+        if let Some(gns) = self.shared.gns_if_open() {
+            gns.local_addresses_changed();
+        }
         let mut gone: Vec<IpAddr> = Vec::new();
         let mut link_down: Vec<IpAddr> = Vec::new();
         let mut added = false;
         for ch in &changes {
             match ch {
                 AddrChange::Removed(ip) => gone.push(*ip),
-                AddrChange::Added(_) | AddrChange::LinkUp(_) => added = true,
+                AddrChange::Added(_) | AddrChange::LinkUp(_) | AddrChange::DefaultRoute => {
+                    added = true
+                }
                 AddrChange::LinkDown(index) => {
                     // Its addresses may stay configured, but nothing gets through them.
                     let addrs = sys::addrs_of_interface(*index).unwrap_or_default();
@@ -618,7 +623,7 @@ impl Engine {
         }
         if self.server.is_some() {
             self.relay_links_addresses_changed(added, now);
-            self.publish();
+            self.publish_addresses(added, now);
         }
     }
 
@@ -679,7 +684,11 @@ impl Engine {
         let pairing = self.pending_deadline();
         let server = self.server.as_ref().and_then(|s| {
             let links = s.links.iter().filter_map(|l| l.retry_at()).min();
-            s.refresh_at.into_iter().chain(links).min()
+            [s.refresh_at, s.publish_at]
+                .into_iter()
+                .flatten()
+                .chain(links)
+                .min()
         });
         [
             sessions,
@@ -733,6 +742,7 @@ impl Engine {
             self.drop_path(pid);
         }
         self.refresh_record(now);
+        self.publish_settled(now);
     }
 
     // ---------------------------------------------------------------- the driver

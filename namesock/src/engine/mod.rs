@@ -308,6 +308,11 @@ impl Shared {
         *g = Some(gns.clone());
         Ok(gns)
     }
+
+    /// The GNS client if one was opened already (never opens one).
+    pub(crate) fn gns_if_open(&self) -> Option<Arc<Gns>> {
+        self.gns.lock().clone()
+    }
 }
 
 /// Whether this process's engine, if it runs, has a live session with `target` whose record

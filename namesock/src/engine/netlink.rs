@@ -1,5 +1,7 @@
 //! The local address monitor: an rtnetlink socket subscribed to IPv4 and IPv6 address
-//! changes, so that losing an address is noticed the moment it happens.
+//! changes, so that losing an address is noticed the moment it happens, and to new default
+//! routes, which often come a few milliseconds after a new address (until then nothing
+//! beyond the address's own subnet is reachable from it).
 
 use std::io;
 use std::mem;
@@ -15,6 +17,8 @@ pub enum AddrChange {
     LinkDown(u32),
     /// An interface came (back) up.
     LinkUp(u32),
+    /// A default route appeared (or was replaced).
+    DefaultRoute,
     /// The kernel dropped notifications (ENOBUFS): rescan everything.
     Overflow,
 }
@@ -26,6 +30,8 @@ pub struct AddrMonitor {
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 impl AddrMonitor {
     pub fn open() -> io::Result<AddrMonitor> {
@@ -45,7 +51,11 @@ impl AddrMonitor {
         // SAFETY: sockaddr_nl is plain old data; all-zero is valid.
         let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+        sa.nl_groups = RTMGRP_LINK
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_ROUTE;
         // SAFETY: `sa` is a valid sockaddr_nl of the given length.
         let r = unsafe {
             libc::bind(
@@ -101,7 +111,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Parses a datagram of netlink messages (RTM_NEWADDR / RTM_DELADDR / RTM_NEWLINK /
-/// RTM_DELLINK).
+/// RTM_DELLINK / RTM_NEWROUTE).
 fn parse(mut buf: &[u8], out: &mut Vec<AddrChange>) {
     const NLMSG_HDR: usize = mem::size_of::<libc::nlmsghdr>();
     const IFA_HDR: usize = mem::size_of::<libc::ifaddrmsg>();
@@ -123,6 +133,12 @@ fn parse(mut buf: &[u8], out: &mut Vec<AddrChange>) {
             } else {
                 AddrChange::LinkDown(index)
             });
+        }
+        // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type (u8 each), flags.
+        // Only a unicast route to everywhere matters; the others come and go with addresses.
+        if ty == libc::RTM_NEWROUTE && msg.len() >= 12 && msg[1] == 0 && msg[7] == libc::RTN_UNICAST
+        {
+            out.push(AddrChange::DefaultRoute);
         }
         if (ty == libc::RTM_NEWADDR || ty == libc::RTM_DELADDR) && msg.len() >= IFA_HDR {
             let family = msg[0] as libc::c_int;
@@ -185,6 +201,31 @@ mod tests {
         let mut out = Vec::new();
         parse(&m, &mut out);
         assert_eq!(out, vec![AddrChange::Removed("10.0.0.2".parse().unwrap())]);
+    }
+
+    #[test]
+    fn parses_a_new_default_route_and_ignores_other_routes() {
+        // nlmsghdr(16) + rtmsg(12)
+        let route = |ty: u16, dst_len: u8, kind: u8| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&28u32.to_ne_bytes());
+            m.extend_from_slice(&ty.to_ne_bytes());
+            m.extend_from_slice(&[0u8; 10]);
+            m.extend_from_slice(&[libc::AF_INET6 as u8, dst_len, 0, 0, 254, 3, 0, kind]);
+            m.extend_from_slice(&[0u8; 4]);
+            m
+        };
+        let mut out = Vec::new();
+        parse(&route(libc::RTM_NEWROUTE, 0, libc::RTN_UNICAST), &mut out);
+        assert_eq!(out, vec![AddrChange::DefaultRoute]);
+        out.clear();
+        parse(&route(libc::RTM_NEWROUTE, 64, libc::RTN_UNICAST), &mut out);
+        parse(&route(libc::RTM_DELROUTE, 0, libc::RTN_UNICAST), &mut out);
+        parse(
+            &route(libc::RTM_NEWROUTE, 0, libc::RTN_UNREACHABLE),
+            &mut out,
+        );
+        assert_eq!(out, vec![]);
     }
 
     #[test]

@@ -49,9 +49,20 @@ pub(super) struct Server {
     waiters: Vec<(u16, SyncSender<Result<(), ServeError>>)>,
     /// When to publish again although nothing changed: records and name bindings expire.
     pub(super) refresh_at: Option<Instant>,
+    /// When to publish the addresses left after some went away, unless an address arrives
+    /// first ([`ADDRESS_SETTLE`]).
+    pub(super) publish_at: Option<Instant>,
     /// Publish attempts that failed in a row (retried sooner).
     failures: u32,
 }
+
+/// How long a server whose addresses went away waits for new ones before publishing what is
+/// left. A move takes the old address first and brings the new one a few milliseconds later
+/// (`ip addr del`, then `add`; DHCP, a roaming Wi-Fi): publishing the remains at once sends a
+/// record nobody can use, and over DNS the update itself waits for routes that are being
+/// replaced (1 s of a 1.6 s outage in `gns_bind9`), holding back the record with the new
+/// address behind it. An address that arrives publishes at once.
+pub(super) const ADDRESS_SETTLE: Duration = Duration::from_millis(100);
 
 /// Time until the next publish: well before a record expires, or soon after a failure (the
 /// GNS may be back), backing off to a minute.
@@ -59,7 +70,9 @@ fn refresh_delay(failures: u32) -> Duration {
     if failures == 0 {
         namesock_resolver::RECORD_LIFETIME / 4
     } else {
-        Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60))
+        // 250 ms, 500 ms, 1 s, ...: a publish that failed because the host's routes were
+        // still changing (the new address came first) goes out again soon.
+        (Duration::from_millis(125) * (1 << failures.min(9))).min(Duration::from_secs(60))
     }
 }
 
@@ -331,6 +344,7 @@ impl Engine {
             published: None,
             waiters: Vec::new(),
             refresh_at: None,
+            publish_at: None,
             failures: 0,
         })
     }
@@ -340,6 +354,8 @@ impl Engine {
         let Some(s) = &mut self.server else {
             return;
         };
+        // Whatever waited to settle goes out with this publish (addresses are read in it).
+        s.publish_at = None;
         if s.publishing {
             s.republish = true;
             return;
@@ -427,6 +443,31 @@ impl Engine {
             }
         }
         if s.republish {
+            self.publish();
+        }
+    }
+
+    /// Local addresses changed: publish at once when one arrived, else (only departures)
+    /// once no address arrived within [`ADDRESS_SETTLE`].
+    pub(super) fn publish_addresses(&mut self, added: bool, now: Instant) {
+        let Some(s) = &mut self.server else {
+            return;
+        };
+        if added {
+            self.publish();
+        } else if s.publish_at.is_none() {
+            s.publish_at = Some(now + ADDRESS_SETTLE);
+        }
+    }
+
+    /// Publishes the addresses left once they settled.
+    pub(super) fn publish_settled(&mut self, now: Instant) {
+        if self
+            .server
+            .as_ref()
+            .and_then(|s| s.publish_at)
+            .is_some_and(|t| t <= now)
+        {
             self.publish();
         }
     }
@@ -804,8 +845,9 @@ mod tests {
     #[test]
     fn records_are_refreshed_well_before_they_expire_and_failures_retried_soon() {
         assert!(refresh_delay(0) * 2 < namesock_resolver::RECORD_LIFETIME);
-        assert_eq!(refresh_delay(1), Duration::from_secs(2));
-        assert_eq!(refresh_delay(2), Duration::from_secs(4));
+        assert_eq!(refresh_delay(1), Duration::from_millis(250));
+        assert_eq!(refresh_delay(2), Duration::from_millis(500));
+        assert_eq!(refresh_delay(10), Duration::from_secs(60));
         assert_eq!(refresh_delay(40), Duration::from_secs(60));
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ pub struct Policy {
 pub struct Named {
     child: Child,
     dir: tempfile::TempDir,
+    /// Whether `addr` is reachable from here (not inside another network namespace).
+    reachable: bool,
     pub addr: SocketAddr,
     /// The key file (BIND format) of the key that may update the zone.
     pub key_file: PathBuf,
@@ -77,10 +79,34 @@ impl Named {
     }
 
     pub fn start_with(policy: &Policy) -> Named {
+        Named::start_at(policy, IpAddr::V4(Ipv4Addr::LOCALHOST), &|p| {
+            Command::new(p)
+        })
+    }
+
+    /// named listening on `listen` (port 53), started through `command` (for example
+    /// `ip netns exec <namespace> named`, with `listen` that namespace's address). Where
+    /// BIND9 is not installed, `None` after reporting `test` skipped.
+    pub fn start_in_or_skip(
+        test: &str,
+        skip: fn(&str, &str),
+        listen: IpAddr,
+        command: &dyn Fn(&str) -> Command,
+    ) -> Option<Named> {
+        match Named::missing() {
+            Some(why) => {
+                skip(test, &why);
+                None
+            }
+            None => Some(Named::start_at(&Policy::default(), listen, command)),
+        }
+    }
+
+    fn start_at(policy: &Policy, listen: IpAddr, command: &dyn Fn(&str) -> Command) -> Named {
         let mut last = String::new();
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
-            match Named::try_start(policy) {
+            match Named::try_start(policy, listen, command) {
                 Ok(named) => return named,
                 Err(why) => last = why,
             }
@@ -88,7 +114,11 @@ impl Named {
         panic!("BIND9 named did not start (apt-get install -y bind9 bind9-utils): {last}");
     }
 
-    fn try_start(policy: &Policy) -> Result<Named, String> {
+    fn try_start(
+        policy: &Policy,
+        listen: IpAddr,
+        command: &dyn Fn(&str) -> Command,
+    ) -> Result<Named, String> {
         if !Path::new(NAMED).exists() {
             return Err(format!("{NAMED} is not installed"));
         }
@@ -96,8 +126,10 @@ impl Named {
             .prefix("namesock-bind9-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // On this host's loopback a free port; an address of its own (a namespace), 53.
+        let reachable = listen.is_loopback();
+        let port = if reachable { free_port()? } else { 53 };
+        let addr = SocketAddr::new(listen, port);
         let key_file = dir.path().join(format!("{KEY_NAME}.key"));
         let secret = tsig_keygen(&key_file)?;
         let d = dir.path().display();
@@ -126,7 +158,7 @@ impl Named {
     pid-file "{d}/named.pid";
     session-keyfile "{d}/session.key";
     managed-keys-directory "{d}";
-    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on port {port} {{ {listen}; }};
     listen-on-v6 {{ none; }};
     recursion no;
     dnssec-validation no;
@@ -156,7 +188,7 @@ zone "{ZONE}" {{
         )
         .map_err(|e| e.to_string())?;
         let log = fs::File::create(dir.path().join("named.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(NAMED)
+        let child = command(NAMED)
             .arg("-g")
             .args(["-u", "root"])
             .arg("-c")
@@ -169,6 +201,7 @@ zone "{ZONE}" {{
         let mut named = Named {
             child,
             dir,
+            reachable,
             addr,
             key_file,
             secret,
@@ -189,8 +222,10 @@ zone "{ZONE}" {{
             if log.contains("address in use") || log.contains("could not listen") {
                 return Err(format!("port {} taken:\n{log}", self.addr.port()));
             }
+            // named logs "running" once it listens; from here its port is probed too.
             if log.contains("running")
-                && TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && (!self.reachable
+                    || TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok())
             {
                 return Ok(());
             }
