@@ -432,7 +432,15 @@ impl Engine {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "publishing failed");
+                // A republish right after an address change often fails once or twice (the
+                // route comes after the address): worth a warning only when it goes on, or
+                // when a program's listen waits for it.
+                let retry_in = refresh_delay(s.failures);
+                if s.failures >= 3 || !s.waiters.is_empty() {
+                    tracing::warn!(error = %e, ?retry_in, "publishing failed");
+                } else {
+                    tracing::debug!(error = %e, ?retry_in, "publishing failed");
+                }
                 let mut waiters = std::mem::take(&mut s.waiters);
                 if let Some((_, first)) = waiters.pop() {
                     let _ = first.send(Err(ServeError::Publish(e)));
