@@ -400,8 +400,7 @@ impl Engine {
                             }
                         }
                     } else {
-                        app.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        app.writable |= ev.is_writable() || ev.is_error();
+                        app.on_event(ev);
                     }
                 }
                 self.dirty.insert(key);
@@ -440,6 +439,7 @@ impl Engine {
         if ev.is_writable() || ev.is_error() {
             fp.writable = true;
         }
+        fp.read_closed |= ev.is_read_closed() || ev.is_error();
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.read_path(pid, now);
         }

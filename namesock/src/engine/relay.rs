@@ -25,9 +25,18 @@ pub struct AppSide {
     delivery: Option<DeliveryEntry>,
     pub stream: TcpStream,
     pub token: Token,
-    /// Edge-triggered readiness, remembered until WouldBlock.
+    /// Edge-triggered readiness, remembered until WouldBlock or a short count (see
+    /// [`AppSide::pump_in`]).
     pub readable: bool,
     pub writable: bool,
+    /// A read reached WouldBlock since the socket joined the loop: from then on every arrival
+    /// raises an edge of its own, so a short read may end the reads. Until then the socket
+    /// may hold an end of stream whose edge went to an earlier owner (the relay connection's
+    /// pairing read its secret from the same registration) or came before a connect ended.
+    drained_once: bool,
+    /// An event reported the program's end of stream (or an error): it raises no further
+    /// edge, so reads go on past a short count until they see it.
+    read_closed: bool,
     /// The delivery connect (server side) has not completed yet.
     pub connecting: bool,
     /// The program half-closed (EOF seen and passed on with `app_shutdown_write`).
@@ -47,6 +56,8 @@ impl AppSide {
             token,
             readable: !connecting,
             writable: !connecting,
+            drained_once: false,
+            read_closed: false,
             connecting,
             read_eof: false,
             wrote_eof: false,
@@ -58,6 +69,21 @@ impl AppSide {
     pub fn delivering(mut self, entry: DeliveryEntry) -> AppSide {
         self.delivery = Some(entry);
         self
+    }
+
+    /// Notes an edge-triggered event's readiness.
+    pub fn on_event(&mut self, ev: &mio::event::Event) {
+        self.note_readiness(
+            ev.is_readable(),
+            ev.is_read_closed() || ev.is_error(),
+            ev.is_writable() || ev.is_error(),
+        );
+    }
+
+    fn note_readiness(&mut self, readable: bool, read_closed: bool, writable: bool) {
+        self.read_closed |= read_closed;
+        self.readable |= readable || read_closed;
+        self.writable |= writable;
     }
 
     /// The program half-closed its socket (and the session took every byte before it).
@@ -91,6 +117,12 @@ impl AppSide {
     /// Program -> session. Reads from the program only what the session has room for:
     /// otherwise the socket's own buffers fill and the program blocks (until ACKs free
     /// replay room and the engine pumps again).
+    ///
+    /// A read that returns less than it asked for emptied the socket, and mio's readiness is
+    /// edge-triggered: the next arrival raises a new edge, so the reads end there without a
+    /// call that only learns WouldBlock (tokio's rule). Not while an end of stream may wait
+    /// unseen behind the bytes (`read_closed`, or no WouldBlock seen yet): it raises no edge
+    /// of its own once reported, and the session must pass it on.
     fn pump_in(&mut self, session: &mut Session, scratch: &mut [u8]) {
         while self.readable && !self.read_eof {
             let room = session.app_room().min(READ_CHUNK).min(scratch.len());
@@ -105,9 +137,15 @@ impl AppSide {
                 Ok(n) => {
                     let taken = session.app_write(&scratch[..n]);
                     debug_assert_eq!(taken, n, "the session took less than its room");
+                    if n < room && self.drained_once && !self.read_closed {
+                        self.readable = false;
+                    }
                 }
                 Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => self.readable = false,
+                    io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        self.drained_once = true;
+                    }
                     io::ErrorKind::Interrupted => {}
                     _ => return self.fail(session, &e),
                 },
@@ -117,6 +155,8 @@ impl AppSide {
 
     /// Session -> program. Writes the session's receive buffer in place; what the program's
     /// socket does not take stays there (and unacknowledged, so the peer's window holds).
+    /// A short write filled the socket's send buffer: the kernel raises an edge when it
+    /// drains, so the writes end there, as at WouldBlock.
     fn pump_out(&mut self, session: &mut Session) {
         loop {
             let [front, back] = session.app_readable();
@@ -126,12 +166,19 @@ impl AppSide {
             if !self.writable {
                 return;
             }
+            let asked = front.len() + back.len();
             match self
                 .stream
                 .write_vectored(&[IoSlice::new(front), IoSlice::new(back)])
             {
                 Ok(0) => return self.fail(session, &io::ErrorKind::WriteZero.into()),
-                Ok(n) => session.app_consume(n),
+                Ok(n) => {
+                    session.app_consume(n);
+                    if n < asked {
+                        self.writable = false;
+                        return;
+                    }
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.writable = false;
@@ -163,5 +210,115 @@ impl AppSide {
         drop(self.delivery.take());
         let _ = sys::set_linger_zero(self.stream.as_raw_fd());
         drop(self.stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::{Shutdown, TcpListener as StdListener, TcpStream as StdStream};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use namesock_identity::Keypair;
+
+    use super::*;
+    use crate::session::{Acceptor, SessionConfig};
+    use crate::wire::{Frame, FrameReader, PathId};
+
+    fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
+        let mut out = Vec::new();
+        while s.transmit_into(now, path, &mut out) {}
+        out
+    }
+
+    fn deliver(s: &mut Session, now: Instant, path: PathId, bytes: &[u8]) {
+        let mut scratch = vec![0; FrameReader::MIN_SCRATCH + 4096];
+        FrameReader::new()
+            .feed(&mut scratch, bytes, |record| {
+                s.handle_record(now, path, record).unwrap();
+                true
+            })
+            .unwrap();
+    }
+
+    /// A client session whose handshake is done (so it takes the program's bytes).
+    fn open_client_session() -> Session {
+        let now = Instant::now();
+        let cfg = SessionConfig::default();
+        let skey = Arc::new(Keypair::from_seed(&[2; 32]));
+        let ckey = Arc::new(Keypair::from_seed(&[1; 32]));
+        let mut client = Session::client(cfg, ckey, skey.guid(), 80, [1; 16], now);
+        client.path_opened(now, 1);
+        let hello = transmit(&mut client, now, 1);
+        let Frame::Hello(hello) = Frame::decode(&hello).unwrap().unwrap().0 else {
+            panic!("no HELLO");
+        };
+        let mut server = Acceptor::new(cfg, skey)
+            .accept_hello(now, &hello, 100)
+            .unwrap();
+        loop {
+            let down = transmit(&mut server, now, 100);
+            let up = transmit(&mut client, now, 1);
+            if down.is_empty() && up.is_empty() {
+                break;
+            }
+            deliver(&mut client, now, 1, &down);
+            deliver(&mut server, now, 100, &up);
+        }
+        assert!(client.app_room() > 0, "the session does not take bytes");
+        client
+    }
+
+    /// The program's end of a loopback connection and the engine's (non-blocking) end.
+    fn socket_pair() -> (StdStream, AppSide) {
+        let l = StdListener::bind("127.0.0.1:0").unwrap();
+        let program = StdStream::connect(l.local_addr().unwrap()).unwrap();
+        let (engine, _) = l.accept().unwrap();
+        engine.set_nonblocking(true).unwrap();
+        let app = AppSide::new(TcpStream::from_std(engine), Token(99), false);
+        (program, app)
+    }
+
+    /// What the echo test of the C API (`tests/capi.rs`) hung on when a short read ended the
+    /// reads: the program wrote its message and half-closed before the engine's first read,
+    /// and the edge that reported it went to the pairing read of the secret. A short read
+    /// must not end the reads until one reached WouldBlock: the end of stream behind the
+    /// bytes raises no edge of its own.
+    #[test]
+    fn bytes_and_end_of_stream_queued_before_the_first_read_are_both_taken() {
+        let mut session = open_client_session();
+        let (mut program, mut app) = socket_pair();
+        program.write_all(b"hello").unwrap();
+        program.shutdown(Shutdown::Write).unwrap();
+        let mut scratch = vec![0; 64 * 1024];
+        app.pump(&mut session, &mut scratch);
+        assert_eq!(session.stats().unacked, 5);
+        assert!(app.read_eof(), "the end of stream was not seen");
+    }
+
+    /// Once a read reached WouldBlock a short read ends the reads (the next arrival raises an
+    /// edge), but not after an event reported the end of stream: it raises no further edge,
+    /// so the reads go on past the bytes before it until they see it.
+    #[test]
+    fn an_end_of_stream_reported_by_an_event_is_read_past_a_short_read() {
+        let mut session = open_client_session();
+        let (mut program, mut app) = socket_pair();
+        let mut scratch = vec![0; 64 * 1024];
+        app.pump(&mut session, &mut scratch);
+        assert!(!app.readable, "an empty socket reached WouldBlock");
+
+        program.write_all(b"abc").unwrap();
+        app.note_readiness(true, false, false);
+        app.pump(&mut session, &mut scratch);
+        assert!(!app.readable);
+        assert_eq!(session.stats().unacked, 3);
+
+        program.write_all(b"def").unwrap();
+        program.shutdown(Shutdown::Write).unwrap();
+        app.note_readiness(true, true, false);
+        app.pump(&mut session, &mut scratch);
+        assert_eq!(session.stats().unacked, 6);
+        assert!(app.read_eof(), "the reported end of stream was not read");
     }
 }
