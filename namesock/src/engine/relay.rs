@@ -1,7 +1,7 @@
 //! The application side of a session: the program's real kernel socket (loopback TCP), and
 //! the bounded relay between it and the session.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 
@@ -102,13 +102,12 @@ impl AppSide {
         self.wrote_eof
     }
 
-    /// Moves bytes both ways as far as readiness, buffers and the session's room allow;
-    /// reads go through `scratch` (the engine's, shared by every relay).
-    pub fn pump(&mut self, session: &mut Session, scratch: &mut [u8]) {
+    /// Moves bytes both ways as far as readiness, buffers and the session's room allow.
+    pub fn pump(&mut self, session: &mut Session) {
         if self.connecting || self.failed {
             return;
         }
-        self.pump_in(session, scratch);
+        self.pump_in(session);
         if !self.failed {
             self.pump_out(session);
         }
@@ -123,21 +122,25 @@ impl AppSide {
     /// call that only learns WouldBlock (tokio's rule). Not while an end of stream may wait
     /// unseen behind the bytes (`read_closed`, or no WouldBlock seen yet): it raises no edge
     /// of its own once reported, and the session must pass it on.
-    fn pump_in(&mut self, session: &mut Session, scratch: &mut [u8]) {
+    fn pump_in(&mut self, session: &mut Session) {
         while self.readable && !self.read_eof {
-            let room = session.app_room().min(READ_CHUNK).min(scratch.len());
-            if room == 0 {
+            // Straight into the replay buffer's room: no copy of the engine's.
+            let [a, b] = session.app_spare(READ_CHUNK);
+            let asked = a.len() + b.len();
+            if asked == 0 {
                 return;
             }
-            match self.stream.read(&mut scratch[..room]) {
+            let read = self
+                .stream
+                .read_vectored(&mut [IoSliceMut::new(a), IoSliceMut::new(b)]);
+            match read {
                 Ok(0) => {
                     self.read_eof = true;
                     session.app_shutdown_write();
                 }
                 Ok(n) => {
-                    let taken = session.app_write(&scratch[..n]);
-                    debug_assert_eq!(taken, n, "the session took less than its room");
-                    if n < room && self.drained_once && !self.read_closed {
+                    session.app_commit(n);
+                    if n < asked && self.drained_once && !self.read_closed {
                         self.readable = false;
                     }
                 }
@@ -291,8 +294,7 @@ mod tests {
         let (mut program, mut app) = socket_pair();
         program.write_all(b"hello").unwrap();
         program.shutdown(Shutdown::Write).unwrap();
-        let mut scratch = vec![0; 64 * 1024];
-        app.pump(&mut session, &mut scratch);
+        app.pump(&mut session);
         assert_eq!(session.stats().unacked, 5);
         assert!(app.read_eof(), "the end of stream was not seen");
     }
@@ -304,20 +306,19 @@ mod tests {
     fn an_end_of_stream_reported_by_an_event_is_read_past_a_short_read() {
         let mut session = open_client_session();
         let (mut program, mut app) = socket_pair();
-        let mut scratch = vec![0; 64 * 1024];
-        app.pump(&mut session, &mut scratch);
+        app.pump(&mut session);
         assert!(!app.readable, "an empty socket reached WouldBlock");
 
         program.write_all(b"abc").unwrap();
         app.note_readiness(true, false, false);
-        app.pump(&mut session, &mut scratch);
+        app.pump(&mut session);
         assert!(!app.readable);
         assert_eq!(session.stats().unacked, 3);
 
         program.write_all(b"def").unwrap();
         program.shutdown(Shutdown::Write).unwrap();
         app.note_readiness(true, true, false);
-        app.pump(&mut session, &mut scratch);
+        app.pump(&mut session);
         assert_eq!(session.stats().unacked, 6);
         assert!(app.read_eof(), "the reported end of stream was not read");
     }
