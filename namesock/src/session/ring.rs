@@ -13,6 +13,9 @@ pub(super) struct Ring {
     /// Where the oldest byte is.
     head: usize,
     len: usize,
+    /// The size of storage freed while the session was busy (the next bytes get as much at
+    /// once, not 4 KiB doubling again); 0 after an idle release.
+    busy_size: usize,
 }
 
 impl Ring {
@@ -21,6 +24,7 @@ impl Ring {
             buf: Vec::new(),
             head: 0,
             len: 0,
+            busy_size: 0,
         }
     }
 
@@ -51,7 +55,8 @@ impl Ring {
     /// little holds little, and one that fills its room reaches `cap` in a few rounds.
     pub(super) fn spare_mut(&mut self, cap: usize, max: usize) -> [&mut [u8]; 2] {
         if self.buf.len() - self.len < max && self.buf.len() < cap {
-            self.regrow((self.buf.len() * 2).max(MIN_STORAGE).min(cap));
+            let size = (self.buf.len() * 2).max(MIN_STORAGE).max(self.busy_size);
+            self.regrow(size.min(cap));
         }
         let size = self.buf.len();
         let want = max.min(size - self.len);
@@ -116,10 +121,13 @@ impl Ring {
         };
     }
 
-    /// Frees the storage (only when empty: an idle session holds no buffer).
-    pub(super) fn release(&mut self) {
+    /// Frees the storage (only when empty). `busy`: the session is still sending, and its
+    /// next bytes get storage of this size at once; otherwise (idle) it starts small again.
+    pub(super) fn release(&mut self, busy: bool) {
         if self.len == 0 {
+            let size = if busy { self.buf.len() } else { 0 };
             *self = Ring::new();
+            self.busy_size = size;
         }
     }
 }
@@ -178,8 +186,15 @@ mod tests {
             if step % 97 == 0 {
                 ring.consume(ring.len());
                 deque.clear();
-                ring.release();
+                let held = ring.capacity();
+                ring.release(step % 2 == 0);
                 assert_eq!(ring.capacity(), 0);
+                if step % 2 == 0 && held > 0 {
+                    // A busy release: the next bytes get the size freed at once.
+                    let [a, b] = ring.spare_mut(cap, 1);
+                    assert_eq!(a.len() + b.len(), 1);
+                    assert_eq!(ring.capacity(), held);
+                }
             }
         }
     }

@@ -95,7 +95,9 @@ impl SendStream {
         if self.fin {
             return 0;
         }
-        let n = self.replay.extend(self.limit, &data[..self.room().min(data.len())]);
+        let n = self
+            .replay
+            .extend(self.limit, &data[..self.room().min(data.len())]);
         self.added(n);
         n
     }
@@ -190,7 +192,7 @@ impl SendStream {
         if trim_to > self.base {
             self.replay.consume((trim_to - self.base) as usize);
             if self.replay.capacity() > KEEP_WHEN_EMPTY {
-                self.replay.release();
+                self.replay.release(true);
             }
             self.base = trim_to;
         }
@@ -200,7 +202,7 @@ impl SendStream {
 
     /// An idle session keeps no replay buffer: freed once every byte is confirmed.
     pub(super) fn release_if_empty(&mut self) {
-        self.replay.release();
+        self.replay.release(false);
     }
 
     #[cfg(test)]
