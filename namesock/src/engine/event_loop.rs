@@ -440,7 +440,6 @@ impl Engine {
         if ev.is_writable() || ev.is_error() {
             fp.writable = true;
         }
-        fp.read_closed |= ev.is_read_closed() || ev.is_error();
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.read_path(pid, now);
         }

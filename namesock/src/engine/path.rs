@@ -40,14 +40,11 @@ pub struct FlowPath {
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
-    /// An event reported the peer's end of stream (or an error): it raises no further edge,
-    /// so reads go on past a short count until they see it.
-    pub read_closed: bool,
 }
 
 /// What reading a path produced.
 pub enum ReadOutcome {
-    /// Still open (the socket is empty for now, or the caller stopped taking frames).
+    /// Still open (WouldBlock reached).
     Open,
     /// The peer closed or the connection failed.
     Closed(Option<io::Error>),
@@ -69,23 +66,16 @@ impl FlowPath {
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
-            read_closed: false,
         }
     }
 
-    /// Reads until the socket is empty into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
+    /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
     /// complete record (decoded in place; a SEALED one still encrypted, for the session to
     /// open in place) to `on_frame` until it returns `false`.
     ///
     /// The framing is the path's [`FrameReader`]: a byte is copied again only when it belongs
     /// to a frame cut by a read, and what is left when the socket runs dry (at most one partial
     /// frame) or when `on_frame` stops waits in the reader.
-    ///
-    /// A read that returns less than it asked for emptied the socket; readiness is
-    /// edge-triggered (the next arrival raises a new edge), so the reads end there without a
-    /// call that only learns WouldBlock, unless an event reported the end of stream
-    /// (`read_closed`), which must still be read. A path is registered before its first read,
-    /// so no edge of it went elsewhere.
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
@@ -93,24 +83,15 @@ impl FlowPath {
     ) -> ReadOutcome {
         debug_assert!(scratch.len() >= SCRATCH_LEN);
         let mut round = self.rbuf.round(scratch);
-        let mut emptied = false;
         loop {
             match round.frames(&mut on_frame) {
                 Ok(Step::NeedBytes) => {}
                 Ok(Step::Stopped) => return ReadOutcome::Open,
                 Err(e) => return ReadOutcome::Malformed(e),
             }
-            if emptied {
-                return ReadOutcome::Open;
-            }
-            let buf = round.buf();
-            let asked = buf.len();
-            match self.stream.read(buf) {
+            match self.stream.read(round.buf()) {
                 Ok(0) => return ReadOutcome::Closed(None),
-                Ok(n) => {
-                    round.filled(n);
-                    emptied = n < asked && !self.read_closed;
-                }
+                Ok(n) => round.filled(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Closed(Some(e)),
@@ -136,20 +117,12 @@ impl FlowPath {
         self.wbuf.len() - self.wpos
     }
 
-    /// Writes queued bytes until done, WouldBlock or a short write (the socket's send buffer
-    /// is full; the kernel raises an edge when it drains). `Err` = the path failed.
+    /// Writes queued bytes until done or WouldBlock. `Err` = the path failed.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.wpos < self.wbuf.len() {
-            let asked = self.wbuf.len() - self.wpos;
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wpos += n;
-                    if n < asked {
-                        self.writable = false;
-                        break;
-                    }
-                }
+                Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
                     break;

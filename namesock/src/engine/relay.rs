@@ -25,18 +25,9 @@ pub struct AppSide {
     delivery: Option<DeliveryEntry>,
     pub stream: TcpStream,
     pub token: Token,
-    /// Edge-triggered readiness, remembered until WouldBlock or a short count (see
-    /// [`AppSide::pump_in`]).
+    /// Edge-triggered readiness, remembered until WouldBlock (see [`AppSide::pump_in`]).
     pub readable: bool,
     pub writable: bool,
-    /// A read reached WouldBlock since the socket joined the loop: from then on every arrival
-    /// raises an edge of its own, so a short read may end the reads. Until then the socket
-    /// may hold an end of stream whose edge went to an earlier owner (the relay connection's
-    /// pairing read its secret from the same registration) or came before a connect ended.
-    drained_once: bool,
-    /// An event reported the program's end of stream (or an error): it raises no further
-    /// edge, so reads go on past a short count until they see it.
-    read_closed: bool,
     /// The delivery connect (server side) has not completed yet.
     pub connecting: bool,
     /// The program half-closed (EOF seen and passed on with `app_shutdown_write`).
@@ -56,8 +47,6 @@ impl AppSide {
             token,
             readable: !connecting,
             writable: !connecting,
-            drained_once: false,
-            read_closed: false,
             connecting,
             read_eof: false,
             wrote_eof: false,
@@ -81,7 +70,6 @@ impl AppSide {
     }
 
     fn note_readiness(&mut self, readable: bool, read_closed: bool, writable: bool) {
-        self.read_closed |= read_closed;
         self.readable |= readable || read_closed;
         self.writable |= writable;
     }
@@ -117,11 +105,11 @@ impl AppSide {
     /// otherwise the socket's own buffers fill and the program blocks (until ACKs free
     /// replay room and the engine pumps again).
     ///
-    /// A read that returns less than it asked for emptied the socket, and mio's readiness is
-    /// edge-triggered: the next arrival raises a new edge, so the reads end there without a
-    /// call that only learns WouldBlock (tokio's rule). Not while an end of stream may wait
-    /// unseen behind the bytes (`read_closed`, or no WouldBlock seen yet): it raises no edge
-    /// of its own once reported, and the session must pass it on.
+    /// Reads go on until WouldBlock, not only until a short count (tokio's rule, which mio's
+    /// edge-triggered readiness would allow): measured, ending at a short count made busy
+    /// sessions slower here (docs/architecture.md, "Buffer sizing"), and an end of stream
+    /// behind the bytes may have had its edge already (a relay connection's pairing read
+    /// takes the edges before the session does; the tests below keep that case).
     fn pump_in(&mut self, session: &mut Session) {
         while self.readable && !self.read_eof {
             // Straight into the replay buffer's room: no copy of the engine's.
@@ -138,17 +126,9 @@ impl AppSide {
                     self.read_eof = true;
                     session.app_shutdown_write();
                 }
-                Ok(n) => {
-                    session.app_commit(n);
-                    if n < asked && self.drained_once && !self.read_closed {
-                        self.readable = false;
-                    }
-                }
+                Ok(n) => session.app_commit(n),
                 Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        self.readable = false;
-                        self.drained_once = true;
-                    }
+                    io::ErrorKind::WouldBlock => self.readable = false,
                     io::ErrorKind::Interrupted => {}
                     _ => return self.fail(session, &e),
                 },
@@ -158,8 +138,6 @@ impl AppSide {
 
     /// Session -> program. Writes the session's receive buffer in place; what the program's
     /// socket does not take stays there (and unacknowledged, so the peer's window holds).
-    /// A short write filled the socket's send buffer: the kernel raises an edge when it
-    /// drains, so the writes end there, as at WouldBlock.
     fn pump_out(&mut self, session: &mut Session) {
         loop {
             let [front, back] = session.app_readable();
@@ -169,19 +147,12 @@ impl AppSide {
             if !self.writable {
                 return;
             }
-            let asked = front.len() + back.len();
             match self
                 .stream
                 .write_vectored(&[IoSlice::new(front), IoSlice::new(back)])
             {
                 Ok(0) => return self.fail(session, &io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    session.app_consume(n);
-                    if n < asked {
-                        self.writable = false;
-                        return;
-                    }
-                }
+                Ok(n) => session.app_consume(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.writable = false;
@@ -285,9 +256,9 @@ mod tests {
 
     /// What the echo test of the C API (`tests/capi.rs`) hung on when a short read ended the
     /// reads: the program wrote its message and half-closed before the engine's first read,
-    /// and the edge that reported it went to the pairing read of the secret. A short read
-    /// must not end the reads until one reached WouldBlock: the end of stream behind the
-    /// bytes raises no edge of its own.
+    /// and the edge that reported it went to the pairing read of the secret. Whatever rule
+    /// ends the reads must still see the end of stream behind the bytes: it raises no edge
+    /// of its own.
     #[test]
     fn bytes_and_end_of_stream_queued_before_the_first_read_are_both_taken() {
         let mut session = open_client_session();
@@ -299,9 +270,8 @@ mod tests {
         assert!(app.read_eof(), "the end of stream was not seen");
     }
 
-    /// Once a read reached WouldBlock a short read ends the reads (the next arrival raises an
-    /// edge), but not after an event reported the end of stream: it raises no further edge,
-    /// so the reads go on past the bytes before it until they see it.
+    /// An end of stream an event reported, behind bytes, is read in the same turn as they are:
+    /// it raises no further edge.
     #[test]
     fn an_end_of_stream_reported_by_an_event_is_read_past_a_short_read() {
         let mut session = open_client_session();
