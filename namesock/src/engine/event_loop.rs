@@ -98,8 +98,9 @@ pub(crate) struct Engine {
     /// Something happened whose sessions are not known (a command, an accept, an address
     /// change): recompute every session's deadline at the end of the turn.
     touched_all: bool,
-    /// Every read and relay goes through this one buffer (the loop is single-threaded), so
-    /// an idle session holds no IO buffers.
+    /// Every flow path's reads go through this one buffer (the loop is single-threaded), so
+    /// an idle session holds no IO buffers (a program's bytes are read straight into its
+    /// session's replay buffer).
     pub(super) scratch: Vec<u8>,
     /// The control socket `namesock sessions` reads (none if it could not be made).
     pub(super) control: Option<ControlServer>,
@@ -400,8 +401,7 @@ impl Engine {
                             }
                         }
                     } else {
-                        app.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        app.writable |= ev.is_writable() || ev.is_error();
+                        app.on_event(ev);
                     }
                 }
                 self.dirty.insert(key);
@@ -758,7 +758,7 @@ impl Engine {
                     Side::Client(client) => client.pm.session_mut(),
                     Side::Server(s) => &mut s.session,
                 };
-                app.pump(session, &mut self.scratch);
+                app.pump(session);
             }
             // A client's decisions first (they may open or close paths); a server's events
             // after its frames went out: a session an OPEN made is delivered to the program

@@ -24,6 +24,7 @@ mod handshake;
 mod keys;
 mod path;
 mod recv;
+mod ring;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -927,6 +928,24 @@ impl Session {
             return 0;
         }
         self.send.room()
+    }
+
+    /// The replay buffer's room, at most `max` bytes of it, in order (the second slice is
+    /// empty unless it wraps): a relay reads the program's bytes straight into it, then
+    /// calls [`Session::app_commit`] with the count. Empty when `app_room` is 0.
+    pub fn app_spare(&mut self, max: usize) -> [&mut [u8]; 2] {
+        if self.state != State::Open {
+            return [&mut [], &mut []];
+        }
+        self.send.spare(max)
+    }
+
+    /// The program's first `n` bytes of [`Session::app_spare`] were filled: they join the
+    /// stream as `app_write` would have taken them.
+    pub fn app_commit(&mut self, n: usize) {
+        if n > 0 {
+            self.send.commit(n);
+        }
     }
 
     /// Reads received bytes. 0 with `app_read_eof()` = the peer finished its stream.

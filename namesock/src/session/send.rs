@@ -10,14 +10,13 @@
 //! path's queues, the confirmation takes longer, and the limit stays where it is: a sender
 //! keeps about twice the bandwidth-delay product at most, not the cap.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::ring::Ring;
 use super::{KEEP_WHEN_EMPTY, SessionError};
-use crate::copy;
 use crate::wire::MAX_DATA;
 
 /// Where the replay buffer's limit starts (or the capacity, if smaller): twice the
@@ -37,8 +36,9 @@ pub(super) enum Chunk {
 }
 
 pub(super) struct SendStream {
-    /// Bytes `[base, end)`: written by the application, not yet known to be at the peer.
-    replay: VecDeque<u8>,
+    /// Bytes `[base, end)`: written by the application, not yet known to be at the peer. Its
+    /// storage is `limit` bytes once written to (the engine reads into its free room).
+    replay: Ring,
     /// The most `replay` may hold now: from [`START_LIMIT`] up to `capacity`.
     limit: usize,
     capacity: usize,
@@ -62,7 +62,7 @@ pub(super) struct SendStream {
 impl SendStream {
     pub(super) fn new(capacity: usize) -> Self {
         SendStream {
-            replay: VecDeque::new(),
+            replay: Ring::new(),
             limit: START_LIMIT.min(capacity),
             capacity,
             growth: Growth::default(),
@@ -95,16 +95,34 @@ impl SendStream {
         if self.fin {
             return 0;
         }
-        let room = self.limit.saturating_sub(self.replay.len());
-        let n = room.min(data.len());
-        copy::extend_deque(&mut self.replay, &data[..n]);
+        let n = self
+            .replay
+            .extend(self.limit, &data[..self.room().min(data.len())]);
+        self.added(n);
+        n
+    }
+
+    /// The replay buffer's room, at most `max` bytes, to be filled in place and then
+    /// [`SendStream::commit`]ted.
+    pub(super) fn spare(&mut self, max: usize) -> [&mut [u8]; 2] {
+        let max = max.min(self.room());
+        self.replay.spare_mut(self.limit, max)
+    }
+
+    /// `n` bytes of [`SendStream::spare`] were filled.
+    pub(super) fn commit(&mut self, n: usize) {
+        assert!(!self.fin, "bytes committed after the FIN");
+        self.replay.commit(n);
+        self.added(n);
+    }
+
+    fn added(&mut self, n: usize) {
         self.end += n as u64;
         if self.replay.len() >= self.limit && self.growth.round.is_none() {
             // The program writes faster than the peer confirms: time how long the path takes
             // to confirm this full buffer (the clock starts at the next `poll`).
             self.growth.filled = true;
         }
-        n
     }
 
     /// The most the replay buffer may hold now.
@@ -172,9 +190,9 @@ impl SendStream {
         self.known = self.known.max(received);
         let trim_to = self.known.min(self.end);
         if trim_to > self.base {
-            self.replay.drain(..(trim_to - self.base) as usize);
-            if self.replay.is_empty() && self.replay.capacity() > KEEP_WHEN_EMPTY {
-                self.replay = VecDeque::new();
+            self.replay.consume((trim_to - self.base) as usize);
+            if self.replay.capacity() > KEEP_WHEN_EMPTY {
+                self.replay.release(true);
             }
             self.base = trim_to;
         }
@@ -184,9 +202,7 @@ impl SendStream {
 
     /// An idle session keeps no replay buffer: freed once every byte is confirmed.
     pub(super) fn release_if_empty(&mut self) {
-        if self.replay.is_empty() {
-            self.replay = VecDeque::new();
-        }
+        self.replay.release(false);
     }
 
     #[cfg(test)]
@@ -296,6 +312,7 @@ mod tests {
             !send.replay.as_slices().1.is_empty(),
             "the test needs a wrapped buffer"
         );
+        assert_eq!(send.replay.len(), 8);
         for from in 4..=12 {
             for to in from..=12 {
                 let want: Vec<u8> = (from as u8..to as u8).collect();
