@@ -340,10 +340,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
          socat×2 moves {} with {} per GiB. On 2 cores the two programs and the two engine \
          threads compete for the CPU, so CPU per byte is throughput. Each byte crosses a \
          loopback socket between program and engine at both ends, and in user space it is \
-         copied three times on the way out and twice on the way in (see \"The data path\" in \
-         [docs/architecture.md](docs/architecture.md)). What would close the rest: keeping \
-         payload bytes in the kernel (splice through a pipe between the program's socket and \
-         the path).",
+         copied twice each way (see \"The data path\" in \
+         [docs/architecture.md](docs/architecture.md)). What would close the rest: fewer \
+         kernel crossings per byte, a program-side socket that costs less than loopback TCP \
+         (a socketpair) and records sealed in the kernel (kTLS) so that payload can be \
+         spliced.",
         t.cell(bulk, cs, VS),
         t.cell(bulk, sc, VS),
         t.cell(bulk, cs, GOAL),

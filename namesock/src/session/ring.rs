@@ -5,7 +5,7 @@
 use crate::copy;
 
 /// The smallest storage: a session that sends a few bytes now and then holds this much.
-const MIN_STORAGE: usize = 4096;
+const MIN_STORAGE: usize = 1024;
 
 pub(super) struct Ring {
     /// The storage, all of it initialised (so free room is handed out as plain slices).
@@ -14,8 +14,13 @@ pub(super) struct Ring {
     head: usize,
     len: usize,
     /// The size of storage freed while the session was busy (the next bytes get as much at
-    /// once, not 4 KiB doubling again); 0 after an idle release.
+    /// once, not 1 KiB doubling again); 0 after an idle release.
     busy_size: usize,
+    /// The room last handed out, and whether its fill took all of it: only then may the
+    /// program have more, and only then does the storage grow. A session that writes a few
+    /// bytes per readiness keeps its small storage however often it is read.
+    offered: usize,
+    filled: bool,
 }
 
 impl Ring {
@@ -25,6 +30,8 @@ impl Ring {
             head: 0,
             len: 0,
             busy_size: 0,
+            offered: 0,
+            filled: true,
         }
     }
 
@@ -50,17 +57,20 @@ impl Ring {
     /// The free room after the bytes held, at most `max` bytes of it, in order (the second
     /// slice is empty unless the room wraps). Fill a prefix, then [`Ring::commit`] its length.
     ///
-    /// When the room is less than `max`, the storage doubles first (from [`MIN_STORAGE`], up
-    /// to `cap`, what the ring may hold in all), as a `VecDeque` grows: a session that sends
-    /// little holds little, and one that fills its room reaches `cap` in a few rounds.
+    /// When the room is less than `max` and the last fill took all the room it was given,
+    /// the storage doubles first (from [`MIN_STORAGE`], up to `cap`, what the ring may hold in
+    /// all): a session that sends little holds little, and one that fills its room reaches
+    /// `cap` in a few rounds.
     pub(super) fn spare_mut(&mut self, cap: usize, max: usize) -> [&mut [u8]; 2] {
-        if self.buf.len() - self.len < max && self.buf.len() < cap {
+        if self.buf.len() - self.len < max && self.buf.len() < cap && self.filled {
             let size = (self.buf.len() * 2).max(MIN_STORAGE).max(self.busy_size);
             self.regrow(size.min(cap));
         }
         let size = self.buf.len();
         let want = max.min(size - self.len);
+        self.offered = want;
         if want == 0 {
+            self.filled = true;
             return [&mut [], &mut []];
         }
         let tail = (self.head + self.len) % size;
@@ -77,6 +87,7 @@ impl Ring {
             n <= self.buf.len() - self.len,
             "committed more than the ring's room"
         );
+        self.filled = n >= self.offered;
         self.len += n;
     }
 
@@ -141,6 +152,31 @@ mod tests {
     fn contents(r: &Ring) -> Vec<u8> {
         let (a, b) = r.as_slices();
         [a, b].concat()
+    }
+
+    #[test]
+    fn the_storage_grows_only_when_a_fill_took_all_the_room_it_was_given() {
+        let (cap, max) = (64 << 10, 64 << 10);
+        let mut ring = Ring::new();
+        // A few bytes per readiness, confirmed in between: the smallest storage, however
+        // often it is read.
+        for _ in 0..100 {
+            let [a, _] = ring.spare_mut(cap, max);
+            a[..10].fill(1);
+            ring.commit(10);
+            ring.consume(10);
+        }
+        assert_eq!(ring.capacity(), MIN_STORAGE);
+        // A program with more to send fills each room: the storage doubles up to the cap.
+        let mut sizes = Vec::new();
+        while ring.capacity() < cap {
+            let [a, b] = ring.spare_mut(cap, max);
+            let n = a.len() + b.len();
+            ring.commit(n);
+            ring.consume(n);
+            sizes.push(ring.capacity());
+        }
+        assert_eq!(sizes.len(), 7, "{sizes:?}");
     }
 
     /// Against a `VecDeque`, through wraps, growth, filling part of the room and freeing.
