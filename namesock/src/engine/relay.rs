@@ -197,24 +197,9 @@ mod tests {
     use namesock_identity::Keypair;
 
     use super::*;
+    use crate::session::tests::{deliver_all, transmit};
     use crate::session::{Acceptor, SessionConfig};
-    use crate::wire::{Frame, FrameReader, PathId};
-
-    fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
-        let mut out = Vec::new();
-        while s.transmit_into(now, path, &mut out) {}
-        out
-    }
-
-    fn deliver(s: &mut Session, now: Instant, path: PathId, bytes: &[u8]) {
-        let mut scratch = vec![0; FrameReader::MIN_SCRATCH + 4096];
-        FrameReader::new()
-            .feed(&mut scratch, bytes, |record| {
-                s.handle_record(now, path, record).unwrap();
-                true
-            })
-            .unwrap();
-    }
+    use crate::wire::Frame;
 
     /// A client session whose handshake is done (so it takes the program's bytes).
     fn open_client_session() -> Session {
@@ -237,8 +222,8 @@ mod tests {
             if down.is_empty() && up.is_empty() {
                 break;
             }
-            deliver(&mut client, now, 1, &down);
-            deliver(&mut server, now, 100, &up);
+            deliver_all(&mut client, now, 1, &down);
+            deliver_all(&mut server, now, 100, &up);
         }
         assert!(client.app_room() > 0, "the session does not take bytes");
         client

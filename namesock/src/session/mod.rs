@@ -27,7 +27,7 @@ mod recv;
 mod ring;
 mod send;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;

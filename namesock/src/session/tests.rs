@@ -28,7 +28,7 @@ fn server_key() -> Arc<Keypair> {
 }
 
 /// Every byte `s` has for `path` now, sealed as on the wire.
-fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
+pub(crate) fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
     let mut out = Vec::new();
     while s.transmit_into(now, path, &mut out) {}
     out
@@ -52,6 +52,13 @@ fn deliver(
         results.push(Err(SessionError::Malformed(e)));
     }
     results
+}
+
+/// `bytes` arrive on `path` of `s`, every record of them accepted.
+pub(crate) fn deliver_all(s: &mut Session, now: Instant, path: PathId, bytes: &[u8]) {
+    for result in deliver(s, now, path, bytes) {
+        result.expect("a valid record");
+    }
 }
 
 /// The frame in clear at the start of `bytes` (HELLO, HELLO_ACK, RESUME, REFUSE).

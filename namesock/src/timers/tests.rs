@@ -7,8 +7,9 @@ use std::sync::Arc;
 use namesock_identity::Keypair;
 
 use super::*;
+use crate::session::tests::{deliver_all, transmit};
 use crate::session::{Acceptor, Event, Session, SessionConfig};
-use crate::wire::{Frame, FrameReader, PathId};
+use crate::wire::{Frame, PathId};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -118,22 +119,6 @@ const SPATH: PathId = 2;
 /// One way, engine to engine.
 const LATENCY: Duration = Duration::from_micros(100);
 
-fn transmit(s: &mut Session, now: Instant, path: PathId) -> Vec<u8> {
-    let mut out = Vec::new();
-    while s.transmit_into(now, path, &mut out) {}
-    out
-}
-
-fn deliver(s: &mut Session, now: Instant, path: PathId, bytes: &[u8]) {
-    let mut scratch = vec![0; FrameReader::MIN_SCRATCH + 4096];
-    FrameReader::new()
-        .feed(&mut scratch, bytes, |record| {
-            s.handle_record(now, path, record).expect("a valid record");
-            true
-        })
-        .expect("whole frames");
-}
-
 /// A client and its server session, established at `now` (no delay).
 fn establish(
     cfg: SessionConfig,
@@ -158,8 +143,8 @@ fn establish(
         if down.is_empty() && up.is_empty() {
             break;
         }
-        deliver(&mut client, now, CPATH, &down);
-        deliver(&mut server, now, SPATH, &up);
+        deliver_all(&mut client, now, CPATH, &down);
+        deliver_all(&mut server, now, SPATH, &up);
     }
     for s in [&mut client, &mut server] {
         assert!(matches!(s.poll_event(), Some(Event::Established { .. })));
@@ -213,7 +198,7 @@ impl SimEngine {
                 .collect()
         };
         for (i, bytes) in arrived {
-            deliver(&mut self.sessions[i], now, self.path, &bytes);
+            deliver_all(&mut self.sessions[i], now, self.path, &bytes);
             touched.push(i);
         }
         while let Some(i) = self.timers.pop_due(now) {
