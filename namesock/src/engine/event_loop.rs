@@ -111,7 +111,15 @@ pub(crate) struct Engine {
     pub(super) tickets: ClientTickets,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
+    /// When the engine last gave free memory back to the kernel ([`TRIM_EVERY`]).
+    trimmed: Instant,
 }
+
+/// How often the engine gives the allocator's free memory back to the kernel, at most (and
+/// only on a turn it woke for anyway): what a session frees at its idle moment leaves the
+/// process within a second, not only when the heap's top happens to be free. A trim walks
+/// the allocator's free chunks; once a second it costs nothing measurable.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn session_config(cfg: &Config) -> SessionConfig {
     SessionConfig {
@@ -226,6 +234,7 @@ impl Engine {
             counters: EngineCounters::default(),
             tickets: ClientTickets::default(),
             recent_paths: RecentPaths::default(),
+            trimmed: Instant::now(),
         };
         Ok((engine, waker, shared))
     }
@@ -743,6 +752,10 @@ impl Engine {
         }
         self.refresh_record(now);
         self.publish_settled(now);
+        if now.saturating_duration_since(self.trimmed) >= TRIM_EVERY {
+            self.trimmed = now;
+            sys::return_free_memory();
+        }
     }
 
     // ---------------------------------------------------------------- the driver

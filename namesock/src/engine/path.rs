@@ -14,6 +14,11 @@ pub const WRITE_HIGH: usize = 128 * 1024;
 pub const READ_CHUNK: usize = 256 * 1024;
 /// The engine's scratch buffer: a read chunk behind the largest partial frame.
 pub const SCRATCH_LEN: usize = MAX_FRAME + READ_CHUNK;
+/// A drained write buffer holding more than this is given back when a flush wrote less than
+/// this (keepalives, ACKs: no bulk behind them), so a path that carried a bulk transfer and
+/// went quiet holds nothing, as its session's buffers do. A busy path keeps its buffer from
+/// one flush to the next.
+const KEEP_WHEN_QUIET: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathState {
@@ -119,6 +124,7 @@ impl FlowPath {
 
     /// Writes queued bytes until done or WouldBlock. `Err` = the path failed.
     pub fn flush(&mut self) -> io::Result<()> {
+        let queued = self.pending();
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -132,6 +138,9 @@ impl FlowPath {
             }
         }
         if self.wpos == self.wbuf.len() {
+            if queued < KEEP_WHEN_QUIET && self.wbuf.capacity() > KEEP_WHEN_QUIET {
+                self.wbuf = Vec::new();
+            }
             self.wbuf.clear();
             self.wpos = 0;
         } else if self.wpos > WRITE_HIGH {
@@ -139,5 +148,63 @@ impl FlowPath {
             self.wpos = 0;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream as StdStream};
+
+    use super::*;
+
+    /// A path's engine end (non-blocking) and the peer's end, connected over loopback.
+    fn connected_path() -> (FlowPath, StdStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        let ours = StdStream::connect(remote).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
+        (fp, peer)
+    }
+
+    #[test]
+    fn a_path_keeps_its_write_buffer_while_busy_and_gives_it_back_when_quiet() {
+        let (mut fp, mut peer) = connected_path();
+        let mut received = Vec::new();
+        let mut drain = |peer: &mut StdStream, want: usize| {
+            let mut buf = vec![0; want];
+            peer.read_exact(&mut buf).unwrap();
+            received.extend_from_slice(&buf);
+        };
+
+        // A bulk turn: frames up to the high mark, flushed.
+        while fp.has_room() {
+            fp.write_buf().extend_from_slice(&[7; 32 * 1024]);
+        }
+        let bulk = fp.pending();
+        fp.flush().unwrap();
+        assert_eq!(fp.pending(), 0, "loopback takes {bulk} bytes at once");
+        let held = fp.wbuf.capacity();
+        assert!(held >= WRITE_HIGH, "{held}");
+        drain(&mut peer, bulk);
+
+        // The next bulk turn finds the buffer it had.
+        fp.write_buf().extend_from_slice(&[8; 32 * 1024]);
+        fp.flush().unwrap();
+        assert_eq!(
+            fp.wbuf.capacity(),
+            held,
+            "a busy path reallocated its buffer"
+        );
+        drain(&mut peer, 32 * 1024);
+
+        // Quiet: a keepalive's worth goes out, and the buffer is given back.
+        fp.write_buf().extend_from_slice(b"ping");
+        fp.flush().unwrap();
+        assert_eq!(fp.wbuf.capacity(), 0, "a quiet path kept {held} bytes");
+        drain(&mut peer, 4);
+        assert_eq!(received.len(), bulk + 32 * 1024 + 4);
+        assert!(received.ends_with(b"ping"), "bytes lost or reordered");
     }
 }
