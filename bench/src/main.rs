@@ -1379,7 +1379,7 @@ impl Suite {
                     );
                     self.record(
                         "scale",
-                        &format!("{last_idle_n} at rest after the busy steps: RSS per session"),
+                        &format!("rest {last_idle_n}: RSS per session, at rest again after the busy steps"),
                         m,
                         0,
                         per,
@@ -1453,7 +1453,7 @@ impl Suite {
             // row adds both processes), a busy one at most 512 KiB, 1,000 busy sessions at
             // least 0.8 of plain TCP's aggregate.
             let at_rest = scale_step(&metric, "idle ") == largest_idle
-                || metric.contains("at rest after the busy steps");
+                || scale_step(&metric, "rest ").is_some();
             let goal = if metric.contains("RSS per session") && at_rest {
                 at_most(kib, 16.0, "KiB")
             } else if metric.contains("extra RSS per busy session") {

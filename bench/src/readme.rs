@@ -466,6 +466,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let open = t.steps(scale, "idle ", "seconds to open them");
     let busy = t.steps(scale, "busy ", "throughput");
     let busy_rss = t.steps(scale, "busy ", "extra RSS");
+    let rest = t.steps(scale, "rest ", "RSS per session");
     let at = |v: &[(u64, &Vec<String>)], last: bool, col: usize| {
         let step = if last { v.last() } else { v.first() };
         step.and_then(|(n, r)| Some((*n, r.get(col)?.clone())))
@@ -476,6 +477,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let (busy_lo, busy_lo_vs) = at(&busy, false, VS);
     let (busy_hi, busy_hi_vs) = at(&busy, true, VS);
     let (rss_n, rss) = at(&busy_rss, false, NAMESOCK);
+    let (_, rest_rss) = at(&rest, true, NAMESOCK);
     let _ = writeln!(
         w,
         "- **Many sessions through one engine** (issue 19's goals: an idle session at most 8 KiB \
@@ -487,8 +489,10 @@ pub fn section(results: &Results) -> Result<String, Error> {
          more than that, and the flow path's write buffer), and aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
-         single-threaded engines instead of one connection. Opening {open_n} sessions one by \
-         one took {open_vs} as long as plain TCP.",
+         single-threaded engines instead of one connection. Back at rest after the busy steps, \
+         past a keepalive interval, the sessions hold {rest_rss} each (their buffers go at their \
+         idle moment, and the engine hands freed memory back to the kernel once a second). \
+         Opening {open_n} sessions one by one took {open_vs} as long as plain TCP.",
     );
     let moves = "move";
     let outage = |who: &str| t.cell(moves, &format!("outage, {who} (median of 3)"), NAMESOCK);

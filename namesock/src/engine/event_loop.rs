@@ -113,13 +113,17 @@ pub(crate) struct Engine {
     pub(super) recent_paths: RecentPaths,
     /// When the engine last gave free memory back to the kernel ([`TRIM_EVERY`]).
     trimmed: Instant,
+    /// When a program's bytes last moved through the engine (either way).
+    moved_at: Option<Instant>,
 }
 
 /// How often the engine gives the allocator's free memory back to the kernel, at most (and
-/// only on a turn it woke for anyway): what a session frees at its idle moment leaves the
-/// process within a second, not only when the heap's top happens to be free. A trim walks
-/// the allocator's free chunks; once a second it costs nothing measurable.
+/// only on a turn it woke for anyway), while bytes move and for [`TRIM_AFTER_KEEPALIVES`]
+/// keepalive intervals after, when the sessions that moved them give their buffers back:
+/// that memory leaves the process within a second, not only when the heap's top happens to
+/// be free. An engine at rest does not trim (each trim walks the allocator's free chunks).
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const TRIM_AFTER_KEEPALIVES: u32 = 3;
 
 fn session_config(cfg: &Config) -> SessionConfig {
     SessionConfig {
@@ -235,6 +239,7 @@ impl Engine {
             tickets: ClientTickets::default(),
             recent_paths: RecentPaths::default(),
             trimmed: Instant::now(),
+            moved_at: None,
         };
         Ok((engine, waker, shared))
     }
@@ -752,7 +757,12 @@ impl Engine {
         }
         self.refresh_record(now);
         self.publish_settled(now);
-        if now.saturating_duration_since(self.trimmed) >= TRIM_EVERY {
+        let settling = self.session_cfg.keepalive_interval * TRIM_AFTER_KEEPALIVES;
+        if now.saturating_duration_since(self.trimmed) >= TRIM_EVERY
+            && self
+                .moved_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= settling)
+        {
             self.trimmed = now;
             sys::return_free_memory();
         }
@@ -771,7 +781,9 @@ impl Engine {
                     Side::Client(client) => client.pm.session_mut(),
                     Side::Server(s) => &mut s.session,
                 };
-                app.pump(session);
+                if app.pump(session) {
+                    self.moved_at = Some(now);
+                }
             }
             // A client's decisions first (they may open or close paths); a server's events
             // after its frames went out: a session an OPEN made is delivered to the program

@@ -91,14 +91,14 @@ impl AppSide {
     }
 
     /// Moves bytes both ways as far as readiness, buffers and the session's room allow.
-    pub fn pump(&mut self, session: &mut Session) {
+    /// `true`: some moved.
+    pub fn pump(&mut self, session: &mut Session) -> bool {
         if self.connecting || self.failed {
-            return;
+            return false;
         }
-        self.pump_in(session);
-        if !self.failed {
-            self.pump_out(session);
-        }
+        let taken = self.pump_in(session);
+        let given = !self.failed && self.pump_out(session);
+        taken || given
     }
 
     /// Program -> session. Reads from the program only what the session has room for:
@@ -110,13 +110,14 @@ impl AppSide {
     /// sessions slower here (docs/architecture.md, "Buffer sizing"), and an end of stream
     /// behind the bytes may have had its edge already (a relay connection's pairing read
     /// takes the edges before the session does; the tests below keep that case).
-    fn pump_in(&mut self, session: &mut Session) {
+    fn pump_in(&mut self, session: &mut Session) -> bool {
+        let mut moved = false;
         while self.readable && !self.read_eof {
             // Straight into the replay buffer's room: no copy of the engine's.
             let [a, b] = session.app_spare(READ_CHUNK);
             let asked = a.len() + b.len();
             if asked == 0 {
-                return;
+                break;
             }
             let read = self
                 .stream
@@ -126,43 +127,62 @@ impl AppSide {
                     self.read_eof = true;
                     session.app_shutdown_write();
                 }
-                Ok(n) => session.app_commit(n),
+                Ok(n) => {
+                    moved = true;
+                    session.app_commit(n);
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => self.readable = false,
                     io::ErrorKind::Interrupted => {}
-                    _ => return self.fail(session, &e),
+                    _ => {
+                        self.fail(session, &e);
+                        break;
+                    }
                 },
             }
         }
+        moved
     }
 
     /// Session -> program. Writes the session's receive buffer in place; what the program's
     /// socket does not take stays there (and unacknowledged, so the peer's window holds).
-    fn pump_out(&mut self, session: &mut Session) {
+    fn pump_out(&mut self, session: &mut Session) -> bool {
+        let mut moved = false;
         loop {
             let [front, back] = session.app_readable();
             if front.is_empty() {
-                return self.pass_eof(session);
+                self.pass_eof(session);
+                break;
             }
             if !self.writable {
-                return;
+                break;
             }
             match self
                 .stream
                 .write_vectored(&[IoSlice::new(front), IoSlice::new(back)])
             {
-                Ok(0) => return self.fail(session, &io::ErrorKind::WriteZero.into()),
-                Ok(n) => session.app_consume(n),
+                Ok(0) => {
+                    self.fail(session, &io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => {
+                    moved = true;
+                    session.app_consume(n);
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.writable = false;
-                        return;
+                        break;
                     }
                     io::ErrorKind::Interrupted => {}
-                    _ => return self.fail(session, &e),
+                    _ => {
+                        self.fail(session, &e);
+                        break;
+                    }
                 },
             }
         }
+        moved
     }
 
     /// The peer's FIN reaches the program once every byte before it did.
@@ -250,9 +270,10 @@ mod tests {
         let (mut program, mut app) = socket_pair();
         program.write_all(b"hello").unwrap();
         program.shutdown(Shutdown::Write).unwrap();
-        app.pump(&mut session);
+        assert!(app.pump(&mut session), "the bytes moved");
         assert_eq!(session.stats().unacked, 5);
         assert!(app.read_eof(), "the end of stream was not seen");
+        assert!(!app.pump(&mut session), "nothing more to move");
     }
 
     /// An end of stream an event reported, behind bytes, is read in the same turn as they are:
