@@ -1365,10 +1365,11 @@ impl Suite {
                     break;
                 }
                 if j + 1 == busy_steps.len() {
-                    // Back at rest, past a keepalive interval: every session had its idle
-                    // moment and should hold what it held before it was busy.
+                    // Back at rest: past a keepalive interval (5 s, on a grid of 256 ms),
+                    // every session had its idle moment, and past the engine's next trim (at
+                    // most a second later) what it freed left the process.
                     std::thread::sleep(Duration::from_secs(if variant == Variant::Namesock {
-                        6
+                        9
                     } else {
                         1
                     }));
