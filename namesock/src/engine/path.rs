@@ -14,10 +14,10 @@ pub const WRITE_HIGH: usize = 128 * 1024;
 pub const READ_CHUNK: usize = 256 * 1024;
 /// The engine's scratch buffer: a read chunk behind the largest partial frame.
 pub const SCRATCH_LEN: usize = MAX_FRAME + READ_CHUNK;
-/// A drained write buffer holding more than this is given back when a flush wrote less than
-/// this (keepalives, ACKs: no bulk behind them), so a path that carried a bulk transfer and
-/// went quiet holds nothing, as its session's buffers do. A busy path keeps its buffer from
-/// one flush to the next.
+/// A drained write buffer holding more than this is given back when it never held this much
+/// since it was last empty (keepalives, ACKs: no bulk behind them), so a path that carried a
+/// bulk transfer and went quiet holds nothing, as its session's buffers do. A busy path keeps
+/// its buffer from one turn to the next, also when the socket took it in pieces.
 const KEEP_WHEN_QUIET: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct FlowPath {
     rbuf: FrameReader,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// The most `wbuf` held unwritten since it was last empty (see [`KEEP_WHEN_QUIET`]).
+    queued_peak: usize,
     pub writable: bool,
 }
 
@@ -70,6 +72,7 @@ impl FlowPath {
             rbuf: FrameReader::new(),
             wbuf: Vec::new(),
             wpos: 0,
+            queued_peak: 0,
             writable: false,
         }
     }
@@ -124,7 +127,7 @@ impl FlowPath {
 
     /// Writes queued bytes until done or WouldBlock. `Err` = the path failed.
     pub fn flush(&mut self) -> io::Result<()> {
-        let queued = self.pending();
+        self.queued_peak = self.queued_peak.max(self.pending());
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -138,11 +141,12 @@ impl FlowPath {
             }
         }
         if self.wpos == self.wbuf.len() {
-            if queued < KEEP_WHEN_QUIET && self.wbuf.capacity() > KEEP_WHEN_QUIET {
+            if self.queued_peak < KEEP_WHEN_QUIET && self.wbuf.capacity() > KEEP_WHEN_QUIET {
                 self.wbuf = Vec::new();
             }
             self.wbuf.clear();
             self.wpos = 0;
+            self.queued_peak = 0;
         } else if self.wpos > WRITE_HIGH {
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
@@ -154,57 +158,72 @@ impl FlowPath {
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream as StdStream};
+    use std::thread::{self, JoinHandle};
+    use std::time::Duration;
 
     use super::*;
 
-    /// A path's engine end (non-blocking) and the peer's end, connected over loopback.
-    fn connected_path() -> (FlowPath, StdStream) {
+    /// A path's engine end (non-blocking), connected over loopback to a peer that reads
+    /// everything until the path closes.
+    fn connected_path() -> (FlowPath, JoinHandle<Vec<u8>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let remote = l.local_addr().unwrap();
         let ours = StdStream::connect(remote).unwrap();
-        let (peer, _) = l.accept().unwrap();
+        let (mut peer, _) = l.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
         let fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
-        (fp, peer)
+        let reader = thread::spawn(move || {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            all
+        });
+        (fp, reader)
+    }
+
+    /// Flushes until the socket took everything (in as many pieces as it likes).
+    fn flush_all(fp: &mut FlowPath) {
+        fp.flush().unwrap();
+        while fp.pending() > 0 {
+            thread::sleep(Duration::from_millis(1));
+            fp.flush().unwrap();
+        }
+    }
+
+    /// A turn's worth of 32 KiB frames, up to the high mark.
+    fn bulk_turn(fp: &mut FlowPath, byte: u8) -> usize {
+        let mut n = 0;
+        while fp.has_room() {
+            fp.write_buf().extend_from_slice(&[byte; 32 * 1024]);
+            n += 32 * 1024;
+        }
+        n
     }
 
     #[test]
     fn a_path_keeps_its_write_buffer_while_busy_and_gives_it_back_when_quiet() {
-        let (mut fp, mut peer) = connected_path();
-        let mut received = Vec::new();
-        let mut drain = |peer: &mut StdStream, want: usize| {
-            let mut buf = vec![0; want];
-            peer.read_exact(&mut buf).unwrap();
-            received.extend_from_slice(&buf);
-        };
-
-        // A bulk turn: frames up to the high mark, flushed.
-        while fp.has_room() {
-            fp.write_buf().extend_from_slice(&[7; 32 * 1024]);
-        }
-        let bulk = fp.pending();
-        fp.flush().unwrap();
-        assert_eq!(fp.pending(), 0, "loopback takes {bulk} bytes at once");
+        let (mut fp, reader) = connected_path();
+        let mut sent = bulk_turn(&mut fp, 7);
+        flush_all(&mut fp);
         let held = fp.wbuf.capacity();
         assert!(held >= WRITE_HIGH, "{held}");
-        drain(&mut peer, bulk);
 
-        // The next bulk turn finds the buffer it had.
-        fp.write_buf().extend_from_slice(&[8; 32 * 1024]);
-        fp.flush().unwrap();
+        // The next bulk turn finds the buffer it had, however the socket took the last one.
+        sent += bulk_turn(&mut fp, 8);
+        flush_all(&mut fp);
         assert_eq!(
             fp.wbuf.capacity(),
             held,
             "a busy path reallocated its buffer"
         );
-        drain(&mut peer, 32 * 1024);
 
         // Quiet: a keepalive's worth goes out, and the buffer is given back.
         fp.write_buf().extend_from_slice(b"ping");
-        fp.flush().unwrap();
+        flush_all(&mut fp);
         assert_eq!(fp.wbuf.capacity(), 0, "a quiet path kept {held} bytes");
-        drain(&mut peer, 4);
-        assert_eq!(received.len(), bulk + 32 * 1024 + 4);
+
+        drop(fp);
+        let received = reader.join().unwrap();
+        assert_eq!(received.len(), sent + 4);
         assert!(received.ends_with(b"ping"), "bytes lost or reordered");
     }
 }
