@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -122,7 +122,7 @@ pub(crate) struct Engine {
 /// keepalive intervals after, when the sessions that moved them give their buffers back:
 /// that memory leaves the process within a second, not only when the heap's top happens to
 /// be free. An engine at rest does not trim (each trim walks the allocator's free chunks).
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 const TRIM_AFTER_KEEPALIVES: u32 = 3;
 
 fn session_config(cfg: &Config) -> SessionConfig {
