@@ -25,6 +25,8 @@ use tracing::debug;
 
 use crate::session::{Event, Session};
 use crate::wire::{PathId, ResetReason};
+use quiet::QuietLookups;
+pub use quiet::{QUIET_LOOKUP_BURST, QUIET_LOOKUP_EVERY, QUIET_LOOKUP_SPACING};
 
 /// Happy eyeballs: start the next locator's dial this long after the previous one.
 pub const STAGGER: Duration = Duration::from_millis(250);
@@ -37,9 +39,6 @@ pub const DIAL_STALE: Duration = Duration::from_millis(900);
 pub const MAX_STANDBY: usize = 3;
 /// At most this many dials in flight per session.
 pub const MAX_DIALS: usize = 16;
-/// A quiet path (the peer's stream stopped) asks the GNS at most this often per session: a
-/// DNS store is asked over the network, and an interactive session goes quiet at every pause.
-pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
 /// An OPEN (a new session from a ticket) that has no OPEN_ACK this long (or four of its
 /// parent's round trips, if longer) falls back to HELLO. Sooner: when its one dial has not
@@ -227,8 +226,8 @@ pub struct PathManager {
     backoff: Duration,
     need_path: bool,
     resolving: bool,
-    /// When a quiet path last asked the GNS (see [`QUIET_LOOKUP_SPACING`]).
-    quiet_lookup: Option<Instant>,
+    /// Lookups while the peer's stream is stopped, and their budget.
+    quiet: QuietLookups,
     /// The latest failed dial's error, whether every dial of this round was refused, and
     /// whether this round dials a record looked up after a round was refused. Refusals fail a
     /// connect only then: a server that moved has not always republished when its record is
@@ -285,7 +284,7 @@ impl PathManager {
             backoff: BACKOFF_MIN,
             need_path: true,
             resolving: false,
-            quiet_lookup: None,
+            quiet: QuietLookups::new(now),
             last_error: None,
             round_refused: true,
             round_resolved: false,
@@ -401,6 +400,7 @@ impl PathManager {
             self.session.poll_timeout(),
             self.next_dial,
             self.connect_deadline,
+            self.quiet.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -414,6 +414,7 @@ impl PathManager {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, local: &[IpAddr]) {
+        self.quiet_lookup(now);
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
             // The session's timers fire rarely once it is idle (its keepalive): queues left
@@ -720,18 +721,10 @@ impl PathManager {
             }
             Event::PathQuiet(p) => {
                 // The peer's stream stopped: if the server moved and its old address went
-                // first, the GNS already knows where; asking now, rather than one suspicion
-                // delay later, halves a silent move's outage.
-                let spaced = self
-                    .quiet_lookup
-                    .is_none_or(|t| now >= t + QUIET_LOOKUP_SPACING);
-                let busy = self.closed || self.need_path || self.resolving;
-                if busy || !spaced || self.session.is_handshaking(p) {
-                    return;
-                }
-                debug!(path = p, "path quiet: asking the GNS");
-                self.quiet_lookup = Some(now);
-                self.resolve();
+                // first, the GNS knows where as soon as the server republished, well before
+                // the PING that probes the pause goes unanswered.
+                self.quiet.stopped(p, now);
+                self.quiet_lookup(now);
             }
             Event::Moved { seq, locators } => self.peer_moved(now, seq, locators),
             Event::Closed => {
@@ -978,6 +971,22 @@ impl PathManager {
         }
     }
 
+    /// The stopped stream's lookup, if one is due (see `quiet`): the series ends once the
+    /// stream flows again or the session has no live path to keep.
+    fn quiet_lookup(&mut self, now: Instant) {
+        let Some(p) = self.quiet.due(now) else {
+            return;
+        };
+        if self.closed || self.need_path || !self.session.stream_stopped(p) {
+            self.quiet.end();
+            return;
+        }
+        if self.quiet.ask(now, self.resolving) {
+            debug!(path = p, "path quiet: asking the GNS");
+            self.resolve();
+        }
+    }
+
     fn resolve(&mut self) {
         if !self.resolving {
             self.resolving = true;
@@ -1022,5 +1031,6 @@ impl PathManager {
     }
 }
 
+mod quiet;
 #[cfg(test)]
 mod tests;

@@ -110,8 +110,38 @@ impl Engine {
         self.connecting.insert(key, req);
     }
 
-    /// Asks the GNS for `target`'s record on a short-lived thread.
+    /// A connect's first lookup, on a short-lived thread.
     fn resolve(&self, key: ConnKey, target: &Target) {
+        self.lookup_thread(target, move |result| Command::Resolved {
+            conn: key,
+            result,
+        });
+    }
+
+    /// An established session asks where its peer is now. A lookup of the same target in
+    /// flight answers this session too.
+    fn reresolve(&mut self, key: ConnKey, target: &Target) {
+        if let Some(waiting) = self.lookups.get_mut(target) {
+            if !waiting.contains(&key) {
+                waiting.push(key);
+            }
+            return;
+        }
+        self.lookups.insert(target.clone(), vec![key]);
+        let asked = target.clone();
+        self.lookup_thread(target, move |result| Command::Reresolved {
+            target: asked,
+            result,
+        });
+    }
+
+    /// Asks the GNS for `target`'s record on a short-lived thread; `answer` makes the command
+    /// that brings the result back to the loop.
+    fn lookup_thread(
+        &self,
+        target: &Target,
+        answer: impl FnOnce(Result<Record, GnsError>) -> Command + Send + 'static,
+    ) {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         let waker = self.waker.clone();
@@ -120,7 +150,7 @@ impl Engine {
             .name("namesock-resolve".into())
             .spawn(move || {
                 let result = shared.gns().and_then(|g| g.resolve(&target));
-                if tx.send(Command::Resolved { conn: key, result }).is_ok() {
+                if tx.send(answer(result)).is_ok() {
                     let _ = waker.wake();
                 }
             });
@@ -137,29 +167,40 @@ impl Engine {
     ) {
         if let Some(req) = self.connecting.remove(&key) {
             self.first_record(key, req, result, now);
-            return;
         }
-        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
-            return;
-        };
+    }
+
+    /// The answer to sessions' lookup of `target`: each takes the locators for its port.
+    pub(super) fn on_reresolved(
+        &mut self,
+        target: Target,
+        result: Result<Record, GnsError>,
+        now: Instant,
+    ) {
+        let waiting = self.lookups.remove(&target).unwrap_or_default();
         let record = match result {
-            // A port no longer in the record has no locators: the session lingers.
             Ok(rec) => {
-                let found = record_locators(&rec, client.port);
                 self.shared
                     .records
                     .lock()
-                    .refreshed(&client.target, rec, now);
-                Some(found)
+                    .refreshed(&target, rec.clone(), now);
+                Some(rec)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "re-resolve failed");
-                self.shared.records.lock().forget(&client.target);
+                self.shared.records.lock().forget(&target);
                 None
             }
         };
-        client.pm.resolved(now, record, &self.local_addrs);
-        self.dirty.insert(key);
+        for key in waiting {
+            let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+                continue;
+            };
+            // A port no longer in the record has no locators: the session lingers.
+            let found = record.as_ref().map(|rec| record_locators(rec, client.port));
+            client.pm.resolved(now, found, &self.local_addrs);
+            self.dirty.insert(key);
+        }
     }
 
     /// The first answer for a connect: the session and its path manager start.
@@ -350,7 +391,7 @@ impl Engine {
                 }
                 Action::Resolve => {
                     let target = client.target.clone();
-                    self.resolve(key, &target);
+                    self.reresolve(key, &target);
                 }
                 Action::Established { peer, remote } => {
                     let info = SessionInfo {

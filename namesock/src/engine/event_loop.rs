@@ -15,6 +15,7 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use namesock_identity::Keypair;
+use namesock_resolver::Target;
 
 use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
@@ -78,6 +79,10 @@ pub(crate) struct Engine {
     pub(super) server: Option<Server>,
     pub(super) client_key: Arc<Keypair>,
     pub(super) connecting: HashMap<ConnKey, Connecting>,
+    /// Lookups in flight for established sessions, by target, and the sessions waiting for
+    /// each: when a server moves, its clients' streams stop together and one lookup answers
+    /// them all (bounded by the sessions).
+    pub(super) lookups: HashMap<Target, Vec<ConnKey>>,
     pub(super) conns: HashMap<ConnKey, Conn>,
     /// The soft open-file limit until the engine raised it (then `u64::MAX`).
     fd_soft_limit: u64,
@@ -220,6 +225,7 @@ impl Engine {
             server: None,
             client_key,
             connecting: HashMap::new(),
+            lookups: HashMap::new(),
             conns: HashMap::new(),
             fd_soft_limit: sys::nofile_limits().map_or(u64::MAX, |(soft, _)| soft),
             secrets: HashMap::new(),
@@ -338,6 +344,7 @@ impl Engine {
             } => self.serve(port, deliver_to, reply),
             Command::Unserve { port } => self.unserve(port),
             Command::Resolved { conn, result } => self.on_resolved(conn, result, now),
+            Command::Reresolved { target, result } => self.on_reresolved(target, result, now),
             Command::RecordChanged { guid, result } => self.on_record_changed(guid, result, now),
             Command::RelayResolved { link, result } => self.on_relay_resolved(link, result, now),
             Command::Published { result } => self.on_published(result, now),

@@ -253,8 +253,14 @@ pub(crate) enum Command {
     Unserve {
         port: u16,
     },
+    /// A connect's first lookup.
     Resolved {
         conn: u64,
+        result: Result<namesock_resolver::Record, GnsError>,
+    },
+    /// A lookup established sessions asked for (`Engine::lookups`).
+    Reresolved {
+        target: namesock_resolver::Target,
         result: Result<namesock_resolver::Record, GnsError>,
     },
     /// A watched peer's record, read again because the store changed (`record_watch`).

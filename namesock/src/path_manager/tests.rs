@@ -8,7 +8,7 @@ use namesock_identity::Keypair;
 
 use super::*;
 use crate::endpoint::{Endpoint, Incoming};
-use crate::session::SessionConfig;
+use crate::session::{STREAM_STOP_FLOOR, SessionConfig};
 use crate::wire::{Frame, FrameRef};
 
 const PORT: u16 = 8000;
@@ -523,52 +523,100 @@ fn a_published_record_while_no_path_is_left_dials_its_new_locators_at_once() {
 }
 
 #[test]
-fn a_quiet_path_asks_the_gns_at_once_and_at_most_once_a_second() {
+fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within_a_budget() {
     let bed = Bed::new();
     let (mut pm, path, mut server) = established(&bed);
-    let mut now = bed.t0;
-    // The server's stream flows, then stops: the client's path is quiet one suspicion delay
-    // later, and asks the GNS then (not a second delay later, when it is suspect).
-    let stop = |pm: &mut PathManager, server: &mut Session, now: Instant| {
+    let unmoved = || Some((1, vec![addr("10.1.1.2:4000")], vec![]));
+    // The server's stream flows, then stops: the path manager asks the GNS at the stop.
+    let flow = |pm: &mut PathManager, server: &mut Session, now: Instant| {
         assert_eq!(server.app_write(b"flowing"), 7);
         let bytes = wire(now, server, 1000);
         feed(now, pm.session_mut(), path, &bytes);
         pm.frames_received(now, path);
-        let quiet = now + SessionConfig::default().suspect_after;
-        assert_eq!(pm.poll_timeout(), Some(quiet));
-        pm.handle_timeout(quiet, &bed.local);
-        let acts = actions(pm, quiet, &bed.local);
-        // The PING goes out in any case; drain it so that the path owes nothing stale.
-        let _ = wire(quiet, pm.session_mut(), path);
-        (quiet, acts)
+        let stop = now + STREAM_STOP_FLOOR;
+        assert_eq!(pm.poll_timeout(), Some(stop));
+        stop
     };
-    let (quiet, acts) = stop(&mut pm, &mut server, now);
-    assert_eq!(acts, vec![Action::Resolve]);
-    // Nothing new in the GNS: the session carries on.
+    let stop = flow(&mut pm, &mut server, bed.t0);
+    pm.handle_timeout(stop, &bed.local);
+    assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
+    // While that lookup is out, the series waits for it: one lookup in flight at a time.
+    let next = stop + QUIET_LOOKUP_EVERY;
+    assert_eq!(pm.poll_timeout(), Some(next));
+    pm.handle_timeout(next, &bed.local);
+    assert!(actions(&mut pm, next, &bed.local).is_empty());
+    // Nothing new in the GNS yet; the stream stays stopped, so it asks again, every
+    // QUIET_LOOKUP_EVERY, until the budget is spent.
+    let mut now = next;
+    let mut asked = 1;
+    loop {
+        pm.resolved(now, unmoved(), &bed.local);
+        assert!(actions(&mut pm, now, &bed.local).is_empty());
+        let Some(at) = pm
+            .poll_timeout()
+            .filter(|&t| t < bed.t0 + Duration::from_millis(150))
+        else {
+            break;
+        };
+        assert_eq!(at, now + QUIET_LOOKUP_EVERY);
+        now = at;
+        pm.handle_timeout(now, &bed.local);
+        let acts = actions(&mut pm, now, &bed.local);
+        assert_eq!(acts, vec![Action::Resolve], "at {:?}", now - stop);
+        asked += 1;
+    }
+    assert_eq!(asked, QUIET_LOOKUP_BURST);
+    // The probe's PING goes out meanwhile; drain it so that the path owes nothing stale.
+    let probe = bed.t0 + SessionConfig::default().suspect_after;
+    pm.handle_timeout(probe, &bed.local);
+    let _ = wire(probe, pm.session_mut(), path);
+    // The stream flows and stops again within the second: the budget is spent.
+    let stop = flow(&mut pm, &mut server, probe);
+    pm.handle_timeout(stop, &bed.local);
+    assert!(actions(&mut pm, stop, &bed.local).is_empty());
+    // A second after the first lookup, a stop asks again; the answer moves the session.
+    let stop = flow(&mut pm, &mut server, bed.t0 + QUIET_LOOKUP_SPACING);
+    pm.handle_timeout(stop, &bed.local);
+    assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
     pm.resolved(
-        quiet,
-        Some((1, vec![addr("10.1.1.2:4000")], vec![])),
-        &bed.local,
-    );
-    assert!(actions(&mut pm, quiet, &bed.local).is_empty());
-    // Quiet again within the second: no lookup.
-    now = quiet + Duration::from_millis(100);
-    let (quiet2, acts) = stop(&mut pm, &mut server, now);
-    assert!(acts.is_empty(), "{acts:?}");
-    // A second after the first lookup, a quiet path asks again; the answer moves it.
-    now = quiet + QUIET_LOOKUP_SPACING;
-    assert!(quiet2 < now);
-    let (quiet3, acts) = stop(&mut pm, &mut server, now);
-    assert_eq!(acts, vec![Action::Resolve]);
-    pm.resolved(
-        quiet3,
+        stop,
         Some((2, vec![addr("10.1.9.2:4000")], vec![])),
         &bed.local,
     );
     assert_eq!(
-        dials(&actions(&mut pm, quiet3, &bed.local))[0].1,
+        dials(&actions(&mut pm, stop, &bed.local))[0].1,
         addr("10.1.9.2:4000")
     );
+}
+
+#[test]
+fn a_series_of_lookups_ends_when_the_stream_flows_again() {
+    let bed = Bed::new();
+    let (mut pm, path, mut server) = established(&bed);
+    assert_eq!(server.app_write(b"flowing"), 7);
+    feed(
+        bed.t0,
+        pm.session_mut(),
+        path,
+        &wire(bed.t0, &mut server, 1000),
+    );
+    let stop = bed.t0 + STREAM_STOP_FLOOR;
+    pm.handle_timeout(stop, &bed.local);
+    assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
+    pm.resolved(
+        stop,
+        Some((1, vec![addr("10.1.1.2:4000")], vec![])),
+        &bed.local,
+    );
+    // The stream flows again before the next lookup falls due: the series is over.
+    let back = stop + QUIET_LOOKUP_EVERY / 2;
+    assert_eq!(server.app_write(b"again"), 5);
+    feed(back, pm.session_mut(), path, &wire(back, &mut server, 1000));
+    let next = stop + QUIET_LOOKUP_EVERY;
+    pm.handle_timeout(next, &bed.local);
+    assert!(actions(&mut pm, next, &bed.local).is_empty());
+    // A gap shorter than the probe is the stream's rhythm: the next stop waits twice as long.
+    assert_eq!(pm.poll_timeout(), Some(back + 2 * (back - bed.t0)));
 }
 
 // ---------------------------------------------------------------- OPEN

@@ -51,6 +51,7 @@ use crate::wire::{
 };
 use handshake::{echo_of, seal_resume};
 use keys::SessionKeys;
+pub use path::STREAM_STOP_FLOOR;
 use path::{Path, PathState, PingInFlight};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
@@ -130,9 +131,11 @@ pub enum Event {
     /// intervals, until something arrives or the path is dead). Not fatal: a client asks the
     /// GNS whether the server moved.
     PathSuspect(PathId),
-    /// The peer's stream stopped on this path: a PING goes out to learn whether it paused or
-    /// the path broke. The first sign of a silent move, one suspicion delay before
-    /// `PathSuspect`: a client asks the GNS at once (bounded by its path manager).
+    /// Client: the peer's stream stopped on this path (nothing for 10 ms, or longer on a
+    /// bursty stream or a slow path; see `STREAM_STOP_FLOOR`). The first sign of a silent
+    /// move, well before the PING that probes the pause and the `PathSuspect` after it: the
+    /// path manager asks the GNS at once and again while the stream stays stopped (bounded
+    /// by its budget), so a server republished in a DNS zone is found within a lookup.
     PathQuiet(PathId),
     /// Client: no path left at all; dial and call `path_opened` again.
     NeedPath,
@@ -338,6 +341,15 @@ impl Session {
             lost_active: None,
             cfg,
         }
+    }
+
+    /// Client: whether the peer's stream on `path` stopped (`Event::PathQuiet`) and nothing
+    /// came since.
+    pub fn stream_stopped(&self, path: PathId) -> bool {
+        self.index(path).is_some_and(|i| {
+            let p = &self.paths[i];
+            p.is_live() && p.cadence.as_ref().is_some_and(|c| c.stopped)
+        })
     }
 
     /// Whether `path` still waits for the answer to its HELLO or RESUME.
@@ -568,7 +580,8 @@ impl Session {
         let Some(i) = self.index(path) else {
             return Err(SessionError::UnknownPath(path));
         };
-        self.paths[i].heard(now, &frame, self.cfg.suspect_after);
+        let watch_stops = self.role == Role::Client;
+        self.paths[i].heard(now, &frame, self.cfg.suspect_after, watch_stops);
         let result = self.on_frame(now, i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
@@ -840,7 +853,8 @@ impl Session {
                     let ping = live.and_then(|p| p.ping_at(keepalive));
                     // A handshaking path owes its answer too: it may be suspected.
                     let probe = live.and_then(|p| p.probe_at);
-                    let watch = [p.suspect_at, probe].into_iter();
+                    let stop = live.and_then(Path::stop_at);
+                    let watch = [p.suspect_at, probe, stop].into_iter();
                     p.dead_at(dead_after)
                         .into_iter()
                         .chain(ping)
@@ -876,12 +890,18 @@ impl Session {
         let keepalive_after = self.keepalive_after();
         let mut idle = false;
         for p in &mut self.paths {
-            let probe = p.probe_at.is_some_and(|t| now >= t);
-            if probe {
-                p.probe_at = None;
+            if let Some(cadence) = p.cadence.as_mut()
+                && cadence.stop_at.is_some_and(|t| now >= t)
+            {
+                cadence.stop_at = None;
+                cadence.stopped = true;
                 if !self.events.contains(&Event::PathQuiet(p.id)) {
                     self.events.push_back(Event::PathQuiet(p.id));
                 }
+            }
+            let probe = p.probe_at.is_some_and(|t| now >= t);
+            if probe {
+                p.probe_at = None;
             }
             if p.suspect_at.is_some_and(|t| now >= t) {
                 p.suspicions += 1;

@@ -980,27 +980,87 @@ fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
 }
 
 #[test]
-fn a_receiver_whose_stream_stops_probes_with_a_ping_before_suspecting() {
+fn a_receiver_whose_stream_stops_says_so_at_once_then_probes_with_a_ping_before_suspecting() {
     let mut pair = Pair::new(1, cfg());
     let floor = cfg().suspect_after;
     assert_eq!(pair.server_to_client(b"flowing"), b"flowing");
     pair.pump();
     events(&mut pair.client);
-    let probe = pair.now + floor;
+    let heard = pair.now;
+    // The client's path manager hears of the stop first: it may ask the GNS at once.
+    let stop = heard + STREAM_STOP_FLOOR;
+    assert_eq!(pair.client.poll_timeout(), Some(stop));
+    pair.client.handle_timeout(stop);
+    assert_eq!(events(&mut pair.client), vec![Event::PathQuiet(CPATH)]);
+    assert!(pair.client.stream_stopped(CPATH));
+    assert!(
+        frames(&mut pair.client, stop, CPATH).is_empty(),
+        "no PING yet"
+    );
+    // One suspicion delay after the last DATA, a PING asks whether it paused or broke.
+    let probe = heard + floor;
     assert_eq!(pair.client.poll_timeout(), Some(probe));
     pair.client.handle_timeout(probe);
-    assert_eq!(
-        events(&mut pair.client),
-        vec![Event::PathQuiet(CPATH)],
-        "a pause is quiet, not yet suspect"
+    assert!(
+        events(&mut pair.client).is_empty(),
+        "a pause is not yet suspect"
     );
-    let sent: Vec<Frame> = std::iter::from_fn(|| pair.client.poll_transmit(probe, CPATH)).collect();
+    let sent = frames(&mut pair.client, probe, CPATH);
     assert!(sent.iter().any(|f| matches!(f, Frame::Ping { .. })));
     // The PING's answer is owed: unanswered, the path becomes suspect.
     let suspect = probe + floor;
     assert_eq!(pair.client.poll_timeout(), Some(suspect));
     pair.client.handle_timeout(suspect);
     assert_eq!(events(&mut pair.client), vec![Event::PathSuspect(CPATH)]);
+    // The server, which never looks its client up, was told of no stop.
+    let mut back = Pair::new(2, cfg());
+    assert_eq!(back.client_to_server(b"flowing"), b"flowing");
+    back.pump();
+    events(&mut back.server);
+    let later = back.now + floor;
+    back.server.handle_timeout(later);
+    assert!(events(&mut back.server).is_empty());
+    assert!(!back.server.stream_stopped(SPATH));
+}
+
+#[test]
+fn a_stream_that_comes_in_bursts_is_stopped_only_past_twice_its_longest_gap() {
+    let mut pair = Pair::new(1, cfg());
+    let gap = Duration::from_millis(30);
+    // A shaped stream: a frame every 30 ms. The first gap is longer than the floor, so it is
+    // one stop; from then on the stream's rhythm is known.
+    for _ in 0..5 {
+        assert_eq!(pair.server_to_client(b"tick"), b"tick");
+        pair.pump();
+        pair.now += gap;
+        pair.client.handle_timeout(pair.now);
+    }
+    let stops = events(&mut pair.client)
+        .iter()
+        .filter(|e| **e == Event::PathQuiet(CPATH))
+        .count();
+    assert_eq!(stops, 1, "only the first gap, before the rhythm was known");
+    assert_eq!(pair.server_to_client(b"tick"), b"tick");
+    pair.pump();
+    events(&mut pair.client);
+    assert_eq!(pair.client.poll_timeout(), Some(pair.now + 2 * gap));
+    pair.client.handle_timeout(pair.now + 2 * gap);
+    assert_eq!(events(&mut pair.client), vec![Event::PathQuiet(CPATH)]);
+    // A pause as long as the probe is not rhythm: after it, 10 ms is a stop again once the
+    // windows that saw the 30 ms gaps have passed.
+    pair.now += Duration::from_secs(3);
+    pair.client.handle_timeout(pair.now);
+    events(&mut pair.client);
+    for _ in 0..2 {
+        assert_eq!(pair.server_to_client(b"tick"), b"tick");
+        pair.pump();
+        events(&mut pair.client);
+        pair.now += Duration::from_millis(1);
+    }
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(pair.now - Duration::from_millis(1) + STREAM_STOP_FLOOR)
+    );
 }
 
 #[test]
