@@ -33,6 +33,9 @@ use namesock_bench::table::{
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
 
+#[path = "../../resolver/tests/support/bind9.rs"]
+mod bind9;
+
 #[derive(Debug, thiserror::Error)]
 enum SuiteError {
     #[error(transparent)]
@@ -273,11 +276,14 @@ enum MoveTimers {
     Quick,
     /// No timer set: keepalive 5 s, path-dead 15 s, suspicion 200 ms.
     Default,
+    /// The default timers, both ends' GNS a BIND9 zone (which cannot be watched) instead of
+    /// the file store.
+    DefaultOverDns,
 }
 
 impl MoveTimers {
     fn apply(self, cmd: &mut Command) {
-        if self == MoveTimers::Default {
+        if self != MoveTimers::Quick {
             cmd.env_remove("NAMESOCK_KEEPALIVE_MS")
                 .env_remove("NAMESOCK_PATH_DEAD_MS")
                 .env_remove("NAMESOCK_LINGER_MS")
@@ -290,6 +296,7 @@ impl MoveTimers {
         match self {
             MoveTimers::Quick => "",
             MoveTimers::Default => ", default timers",
+            MoveTimers::DefaultOverDns => ", default timers, BIND9 zone",
         }
     }
 
@@ -297,14 +304,16 @@ impl MoveTimers {
     fn goal(self, outage: Option<f64>) -> String {
         match self {
             MoveTimers::Quick => String::new(),
-            MoveTimers::Default => at_most(outage, 50.0, "ms"),
+            MoveTimers::Default | MoveTimers::DefaultOverDns => at_most(outage, 50.0, "ms"),
         }
     }
 
     fn section(self) -> &'static str {
         match self {
             MoveTimers::Quick => "move (keepalive 300 ms, dead 1.5 s)",
-            MoveTimers::Default => "move (default timers: keepalive 5 s, dead 15 s)",
+            MoveTimers::Default | MoveTimers::DefaultOverDns => {
+                "move (default timers: keepalive 5 s, dead 15 s)"
+            }
         }
     }
 }
@@ -327,6 +336,8 @@ struct Suite {
     _etc: Option<NetnsEtc>,
     /// The open-file limit this process (and so every program it starts) has.
     nofile: u64,
+    /// BIND9 on a host of the bed, once a move over DNS asked for it.
+    named: Option<(Host, bind9::Named)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -910,6 +921,24 @@ impl Suite {
     /// One paced transfer server -> client by name while `act` moves hosts; the outage (from
     /// the receiver's progress), its split (from the debug logs) and whether all bytes came.
     /// `timers`: the quick ones of the suite, or namesock's defaults.
+    /// `NAMESOCK_GNS` and the zone of BIND9 on a host of the bed of its own (started the
+    /// first time), so that a moving server's route to it changes as a real one's would.
+    fn bind9(&mut self) -> Result<(String, &'static str)> {
+        if self.named.is_none() {
+            let dns = self.bed.add_host("dns")?;
+            let named = bind9::Named::start_in_or_skip(
+                "bench",
+                |_, why| eprintln!("  SKIP: {why}"),
+                dns.v4().into(),
+                &|program| dns.command(program),
+            )
+            .ok_or_else(|| SuiteError::Usage("BIND9 is not installed".into()))?;
+            self.named = Some((dns, named));
+        }
+        let url = self.named.as_ref().map(|(_, named)| named.gns_url());
+        Ok((url.unwrap_or_default(), bind9::ZONE))
+    }
+
     fn paced_move(
         &mut self,
         tag: &str,
@@ -933,9 +962,18 @@ impl Suite {
         sc.env("NAMESOCK_NAME", "mover")
             .env("NAMESOCK_LOG", "debug");
         timers.apply(&mut sc);
+        let gns = match timers {
+            MoveTimers::DefaultOverDns => Some(self.bind9()?),
+            _ => None,
+        };
+        if let Some((url, _)) = &gns {
+            sc.env("NAMESOCK_GNS", url)
+                .env("NAMESOCK_ZONE", bind9::ZONE);
+        }
         let mut server = Running::spawn(sc)?;
         server.expect("ready", Duration::from_secs(20))?;
-        let target = format!("mover.ns.alt:{port}");
+        let zone = gns.as_ref().map_or("ns.alt", |(_, zone)| zone);
+        let target = format!("mover.{zone}:{port}");
         let out_s = out.to_string_lossy().into_owned();
         let mut cc = self.ns_command(
             &self.client,
@@ -947,6 +985,10 @@ impl Suite {
         )?;
         cc.env("NAMESOCK_LOG", "debug");
         timers.apply(&mut cc);
+        if let Some((url, _)) = &gns {
+            cc.env("NAMESOCK_GNS", url)
+                .env("NAMESOCK_ZONE", bind9::ZONE);
+        }
         let mut client = Running::spawn(cc)?;
         let progress = Progress::watch(out.clone(), Duration::from_millis(5));
         if !progress.wait_for_bytes(2 * rate, Duration::from_secs(30)) {
@@ -986,7 +1028,7 @@ impl Suite {
         let runs = self.opts.runs.min(3);
         type Act = fn(&Suite) -> Result<()>;
         let server_moves: Act = |s| s.server.move_to_new_subnet().map(drop).map_err(Into::into);
-        let kinds: [(&str, Act, MoveTimers); 4] = [
+        let kinds: [(&str, Act, MoveTimers); 5] = [
             (
                 "client moves",
                 |s| s.client.move_to_new_subnet().map(drop).map_err(Into::into),
@@ -1004,8 +1046,17 @@ impl Suite {
             ),
             // No path survives and no keepalive is near: found through the GNS alone.
             ("server moves", server_moves, MoveTimers::Default),
+            ("server moves", server_moves, MoveTimers::DefaultOverDns),
         ];
         for (kind, act, timers) in kinds {
+            if timers == MoveTimers::DefaultOverDns
+                && let Some(why) = bind9::Named::missing()
+            {
+                eprintln!("  SKIP server moves over DNS: {why}");
+                self.notes
+                    .push(format!("The server move over DNS was not measured: {why}."));
+                continue;
+            }
             let kind = &format!("{kind}{}", timers.label());
             let mut splits = Vec::new();
             let mut incomplete = 0;
@@ -1900,6 +1951,7 @@ fn run() -> Result<()> {
         plots: Vec::new(),
         _etc: None,
         nofile,
+        named: None,
     };
     let wanted = |s: &Suite, name: &str| {
         s.opts

@@ -25,8 +25,8 @@ use tracing::debug;
 
 use crate::session::{Event, Session};
 use crate::wire::{PathId, ResetReason};
-use quiet::QuietLookups;
 pub use quiet::{QUIET_LOOKUP_BURST, QUIET_LOOKUP_EVERY, QUIET_LOOKUP_SPACING};
+use quiet::{QuietLookups, Silence};
 
 /// Happy eyeballs: start the next locator's dial this long after the previous one.
 pub const STAGGER: Duration = Duration::from_millis(250);
@@ -701,6 +701,12 @@ impl PathManager {
                     self.resolve();
                     self.start_round(now, self.is_connecting());
                 }
+                // An established session's last path died: the server may be moving, and
+                // its new record is worth asking for sooner than the rounds' backoff.
+                if !self.is_connecting() {
+                    self.quiet.stopped(Silence::NoPath, now);
+                    self.quiet_lookup(now);
+                }
             }
             Event::PathSuspect(p) => {
                 if self.closed || self.need_path {
@@ -723,7 +729,7 @@ impl PathManager {
                 // The peer's stream stopped: if the server moved and its old address went
                 // first, the GNS knows where as soon as the server republished, well before
                 // the PING that probes the pause goes unanswered.
-                self.quiet.stopped(p, now);
+                self.quiet.stopped(Silence::Stream(p), now);
                 self.quiet_lookup(now);
             }
             Event::Moved { seq, locators } => self.peer_moved(now, seq, locators),
@@ -971,18 +977,26 @@ impl PathManager {
         }
     }
 
-    /// The stopped stream's lookup, if one is due (see `quiet`): the series ends once the
-    /// stream flows again or the session has no live path to keep.
+    /// The lookup of a silence, if one is due (see `quiet`): the series ends once the stream
+    /// flows again (a stopped stream that lost its path goes on as a session without one),
+    /// or a path is back.
     fn quiet_lookup(&mut self, now: Instant) {
-        let Some(p) = self.quiet.due(now) else {
+        let Some(silence) = self.quiet.due(now) else {
             return;
         };
-        if self.closed || self.need_path || !self.session.stream_stopped(p) {
+        let lasts = match silence {
+            Silence::Stream(p) => !self.need_path && self.session.stream_stopped(p),
+            Silence::NoPath => self.need_path,
+        };
+        if self.closed || !lasts {
             self.quiet.end();
             return;
         }
         if self.quiet.ask(now, self.resolving) {
-            debug!(path = p, "path quiet: asking the GNS");
+            match silence {
+                Silence::Stream(p) => debug!(path = p, "path quiet: asking the GNS"),
+                Silence::NoPath => debug!("no path left: asking the GNS"),
+            }
             self.resolve();
         }
     }

@@ -1,5 +1,5 @@
-//! Lookups for a stopped stream, sans-IO: when a client's peer stream stops, the server may
-//! have moved with its old address gone first, so no MOVED could leave it. Where the GNS can
+//! Lookups for a stopped stream, sans-IO: when a client's peer stream stops, or its last path
+//! dies, the server may have moved with its old address gone first, so no MOVED could leave it. Where the GNS can
 //! be watched (the file store) the new record comes unasked; a DNS zone must be asked, and the
 //! server's update lands there some milliseconds after its address changed. So a stopped
 //! stream asks at once and again every [`QUIET_LOOKUP_EVERY`] while it stays stopped, from a
@@ -18,14 +18,23 @@ pub const QUIET_LOOKUP_BURST: u32 = 8;
 /// ...and one more each this long.
 pub const QUIET_LOOKUP_SPACING: Duration = Duration::from_secs(1);
 
-/// The series of lookups of the stream that stopped last, and the budget they draw on.
+/// What went silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Silence {
+    /// The peer's stream on this path stopped.
+    Stream(PathId),
+    /// An established session has no path left.
+    NoPath,
+}
+
+/// The series of lookups of the latest silence, and the budget they draw on.
 #[derive(Debug)]
 pub(super) struct QuietLookups {
     tokens: u32,
     /// When the budget last earned a lookup (or was full).
     earned: Instant,
-    /// The stopped path and when it asks next.
-    next: Option<(PathId, Instant)>,
+    /// The silence and when it asks next.
+    next: Option<(Silence, Instant)>,
 }
 
 impl QuietLookups {
@@ -37,10 +46,10 @@ impl QuietLookups {
         }
     }
 
-    /// `path`'s stream stopped: its series starts now (a stream stopping on another path
-    /// takes over: the latest stop is the one that matters).
-    pub(super) fn stopped(&mut self, path: PathId, now: Instant) {
-        self.next = Some((path, now));
+    /// A silence began: its series starts now (it takes over from an earlier one: the
+    /// latest is the one that matters).
+    pub(super) fn stopped(&mut self, silence: Silence, now: Instant) {
+        self.next = Some((silence, now));
     }
 
     /// When the series asks next.
@@ -48,8 +57,8 @@ impl QuietLookups {
         self.next.map(|(_, at)| at)
     }
 
-    /// The path whose series is due at `now`, if any.
-    pub(super) fn due(&self, now: Instant) -> Option<PathId> {
+    /// The silence whose lookup is due at `now`, if any.
+    pub(super) fn due(&self, now: Instant) -> Option<Silence> {
         self.next.filter(|&(_, at)| at <= now).map(|(p, _)| p)
     }
 
@@ -62,12 +71,12 @@ impl QuietLookups {
     /// lookup is already in flight, so this turn waits for it and costs nothing. The series
     /// ends with the budget's last lookup.
     pub(super) fn ask(&mut self, now: Instant, asking: bool) -> bool {
-        let Some((path, _)) = self.next else {
+        let Some((silence, _)) = self.next else {
             return false;
         };
         let ask = !asking && self.take(now);
         let more = asking || (ask && self.tokens > 0);
-        self.next = more.then_some((path, now + QUIET_LOOKUP_EVERY));
+        self.next = more.then_some((silence, now + QUIET_LOOKUP_EVERY));
         ask
     }
 
@@ -98,12 +107,13 @@ mod tests {
     fn a_series_asks_every_few_milliseconds_until_the_budget_is_spent_then_once_a_second() {
         let t0 = Instant::now();
         let mut q = QuietLookups::new(t0);
-        q.stopped(7, t0);
+        let stop = Silence::Stream(7);
+        q.stopped(stop, t0);
         let mut now = t0;
         let mut asked = Vec::new();
         while let Some(at) = q.deadline() {
             now = at;
-            assert_eq!(q.due(now), Some(7));
+            assert_eq!(q.due(now), Some(stop));
             if q.ask(now, false) {
                 asked.push(now - t0);
             }
@@ -114,17 +124,17 @@ mod tests {
         assert_eq!(asked, every, "a burst, then the series ends");
         assert_eq!(now - t0, QUIET_LOOKUP_EVERY * (QUIET_LOOKUP_BURST - 1));
         // The next stop within the second finds the budget spent.
-        q.stopped(7, now + Duration::from_millis(100));
+        q.stopped(stop, now + Duration::from_millis(100));
         assert!(!q.ask(now + Duration::from_millis(100), false));
         assert_eq!(q.deadline(), None);
         // A second after the budget was last full, it earned one lookup.
         let later = t0 + QUIET_LOOKUP_SPACING;
-        q.stopped(7, later);
+        q.stopped(stop, later);
         assert!(q.ask(later, false));
         assert!(!q.ask(later + QUIET_LOOKUP_EVERY, false));
         // A lookup still in flight costs nothing, and the series waits for it.
         let much_later = later + QUIET_LOOKUP_SPACING * 100;
-        q.stopped(7, much_later);
+        q.stopped(stop, much_later);
         assert!(!q.ask(much_later, true));
         assert_eq!(q.deadline(), Some(much_later + QUIET_LOOKUP_EVERY));
         let mut in_a_row = 0;

@@ -619,6 +619,35 @@ fn a_series_of_lookups_ends_when_the_stream_flows_again() {
     assert_eq!(pm.poll_timeout(), Some(back + 2 * (back - bed.t0)));
 }
 
+#[test]
+fn a_session_that_lost_its_last_path_asks_the_gns_every_few_milliseconds_not_only_each_round() {
+    let bed = Bed::new();
+    let (mut pm, old, _server) = established(&bed);
+    let lost = bed.t0 + Duration::from_secs(1);
+    pm.path_closed(lost, old);
+    let acts = actions(&mut pm, lost, &bed.local);
+    assert!(acts.contains(&Action::Resolve), "{acts:?}");
+    let unmoved = || Some((1, vec![addr("10.1.1.2:4000")], vec![]));
+    pm.resolved(lost, unmoved(), &bed.local);
+    actions(&mut pm, lost, &bed.local);
+    // The next round is a backoff away; the GNS is asked sooner.
+    let next = lost + QUIET_LOOKUP_EVERY;
+    assert!(next < lost + BACKOFF_MIN);
+    assert_eq!(pm.poll_timeout(), Some(next));
+    pm.handle_timeout(next, &bed.local);
+    assert_eq!(actions(&mut pm, next, &bed.local), vec![Action::Resolve]);
+    // The server republished: its new address is dialled at once.
+    pm.resolved(
+        next,
+        Some((2, vec![addr("10.1.9.2:4000")], vec![])),
+        &bed.local,
+    );
+    assert_eq!(
+        dials(&actions(&mut pm, next, &bed.local))[0].1,
+        addr("10.1.9.2:4000")
+    );
+}
+
 // ---------------------------------------------------------------- OPEN
 
 /// A client with a ticket from a full handshake to the bed's server; the server's endpoint
