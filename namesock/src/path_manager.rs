@@ -610,6 +610,7 @@ impl PathManager {
         self.peer.record = locators.clone();
         if self.need_path && !fresh.is_empty() {
             debug!(?fresh, "new locators from the GNS: dialing them now");
+            self.quiet.end();
             for addr in fresh {
                 self.dial(now, addr, None);
             }
@@ -762,6 +763,8 @@ impl PathManager {
             return;
         }
         debug!(seq, ?locators, "peer moved");
+        // Where the server went is known: the silence's lookups have done their work.
+        self.quiet.end();
         self.peer.moved_seq = seq;
         self.peer.moved = self.loopback.filter(locators, "MOVED");
         let current_ok = self

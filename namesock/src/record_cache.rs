@@ -34,10 +34,10 @@ pub struct RecordCache {
 }
 
 impl RecordCache {
-    /// A session to `target`, made with `record`, is established. Returns whether it is
-    /// counted (false: the table is full of other targets); only a counted session may be
-    /// passed to [`RecordCache::session_ended`].
-    pub fn session_started(&mut self, target: &Target, record: Record, now: Instant) -> bool {
+    /// A session to `target`, made with `record` (which the GNS verified at `verified`), is
+    /// established. Returns whether it is counted (false: the table is full of other
+    /// targets); only a counted session may be passed to [`RecordCache::session_ended`].
+    pub fn session_started(&mut self, target: &Target, record: Record, verified: Instant) -> bool {
         if !self.entries.contains_key(target) && self.entries.len() >= MAX_ENTRIES {
             return false;
         }
@@ -46,7 +46,7 @@ impl RecordCache {
             sessions: 0,
         });
         e.sessions += 1;
-        e.keep_newer(record, now);
+        e.keep_newer(record, verified);
         true
     }
 
@@ -77,22 +77,40 @@ impl RecordCache {
     }
 
     /// A record for a new connect to `target`: verified at most [`MAX_AGE`] before `now`,
-    /// and not expired at unix time `unix_now`.
-    pub fn lookup(&self, target: &Target, now: Instant, unix_now: u64) -> Option<Record> {
+    /// and not expired at unix time `unix_now`; with the instant the GNS verified it.
+    pub fn lookup(
+        &self,
+        target: &Target,
+        now: Instant,
+        unix_now: u64,
+    ) -> Option<(Record, Instant)> {
+        self.verified_within(target, now, unix_now, MAX_AGE)
+    }
+
+    /// `target`'s record if the GNS verified it at most `max_age` before `now` and it has not
+    /// expired, with the instant it was verified.
+    pub fn verified_within(
+        &self,
+        target: &Target,
+        now: Instant,
+        unix_now: u64,
+        max_age: Duration,
+    ) -> Option<(Record, Instant)> {
         let (record, verified) = self.entries.get(target)?.record.as_ref()?;
-        let fresh = now.saturating_duration_since(*verified) < MAX_AGE;
-        (fresh && record.check_expiry(unix_now).is_ok()).then(|| record.clone())
+        let fresh = now.saturating_duration_since(*verified) < max_age;
+        (fresh && record.check_expiry(unix_now).is_ok()).then(|| (record.clone(), *verified))
     }
 }
 
 impl Entry {
-    fn keep_newer(&mut self, record: Record, now: Instant) {
-        let older = self
-            .record
-            .as_ref()
-            .is_some_and(|(cached, _)| cached.guid == record.guid && cached.seq > record.seq);
-        if !older {
-            self.record = Some((record, now));
+    /// `record`, verified by the GNS at `verified`: an older sequence changes nothing, the
+    /// same record is only as fresh as its latest verification (a session started from the
+    /// cache does not make it fresher), anything else replaces it.
+    fn keep_newer(&mut self, record: Record, verified: Instant) {
+        match &mut self.record {
+            Some((cached, _)) if cached.guid == record.guid && cached.seq > record.seq => {}
+            Some((cached, at)) if *cached == record => *at = (*at).max(verified),
+            slot => *slot = Some((record, verified)),
         }
     }
 }
@@ -119,14 +137,38 @@ mod tests {
         let (mut c, t0) = (RecordCache::default(), Instant::now());
         assert_eq!(c.lookup(&web(), t0, UNIX), None, "nothing before a session");
         assert!(c.session_started(&web(), record(&key, 5, UNIX + 60), t0));
-        let hit = c.lookup(&web(), t0 + MAX_AGE / 2, UNIX).expect("cached");
-        assert_eq!((hit.guid, hit.seq), (key.guid(), 5));
+        let (hit, verified) = c.lookup(&web(), t0 + MAX_AGE / 2, UNIX).expect("cached");
+        assert_eq!((hit.guid, hit.seq, verified), (key.guid(), 5, t0));
         assert_eq!(c.lookup(&web(), t0 + MAX_AGE, UNIX), None, "too old");
         assert_eq!(
             c.lookup(&Target::Guid(key.guid()), t0, UNIX),
             None,
             "another target"
         );
+    }
+
+    #[test]
+    fn sessions_started_from_the_cache_do_not_make_its_record_fresher() {
+        let key = Keypair::generate();
+        let (mut c, t0) = (RecordCache::default(), Instant::now());
+        c.session_started(&web(), record(&key, 5, UNIX + 60), t0);
+        // Connects every second take the cached record; each session counts with the
+        // instant the GNS verified it, not the instant it started.
+        for s in 1..3 {
+            let now = t0 + Duration::from_secs(s) - Duration::from_millis(1);
+            if let Some((rec, verified)) = c.lookup(&web(), now, UNIX) {
+                c.session_started(&web(), rec, verified);
+            }
+        }
+        assert_eq!(
+            c.lookup(&web(), t0 + MAX_AGE, UNIX),
+            None,
+            "a moved server or a handed-over name reaches new connects within MAX_AGE"
+        );
+        // A lookup that verified it again does.
+        c.refreshed(&web(), record(&key, 5, UNIX + 60), t0 + MAX_AGE);
+        let fresh = c.verified_within(&web(), t0 + MAX_AGE, UNIX, Duration::from_millis(5));
+        assert_eq!(fresh.map(|(_, at)| at), Some(t0 + MAX_AGE));
     }
 
     #[test]
@@ -159,9 +201,9 @@ mod tests {
         let (mut c, t0) = (RecordCache::default(), Instant::now());
         c.session_started(&web(), record(&key, 5, UNIX + 60), t0);
         c.refreshed(&web(), record(&key, 9, UNIX + 60), t0);
-        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().seq, 9);
+        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().0.seq, 9);
         c.refreshed(&web(), record(&key, 7, UNIX + 60), t0 + MAX_AGE);
-        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().seq, 9, "no rollback");
+        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().0.seq, 9, "no rollback");
         assert_eq!(
             c.lookup(&web(), t0 + MAX_AGE, UNIX),
             None,
@@ -173,7 +215,7 @@ mod tests {
             "verified again"
         );
         c.session_started(&web(), record(&key, 3, UNIX + 60), t0 + MAX_AGE);
-        assert_eq!(c.lookup(&web(), t0 + MAX_AGE, UNIX).unwrap().seq, 9);
+        assert_eq!(c.lookup(&web(), t0 + MAX_AGE, UNIX).unwrap().0.seq, 9);
     }
 
     #[test]
@@ -183,7 +225,7 @@ mod tests {
         c.session_started(&web(), record(&old, 9, UNIX + 60), t0);
         // The GNS verified the handover; its record's sequence is not comparable.
         c.refreshed(&web(), record(&new, 2, UNIX + 60), t0);
-        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().guid, new.guid());
+        assert_eq!(c.lookup(&web(), t0, UNIX).unwrap().0.guid, new.guid());
     }
 
     #[test]

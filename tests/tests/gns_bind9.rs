@@ -4,9 +4,10 @@
 //! client finds it by name, and
 //! - on this host (named on its loopback), the client's later connections open with the
 //!   previous session's ticket (one OPEN frame: no handshake, no signature);
-//! - in the test bed (named on a host of its own behind the router), a download follows the
+//! - in the test bed (named on a host of its own behind the router), downloads follow the
 //!   server to a new subnet: the server's engine publishes its new address to named, and the
-//!   client, which has no store to watch, asks named as soon as its path goes quiet.
+//!   client, which has no store to watch, asks named as soon as its streams stop, and again
+//!   every 10 ms while they stay stopped; its sessions share lookups of the server.
 //!
 //! Needs BIND9 (`named`, `tsig-keygen`), curl, python3, root with `ip` and `nft` for the bed,
 //! and a release build (`tests/run.sh`); otherwise each test reports a skip.
@@ -143,7 +144,9 @@ fn a_download_follows_a_server_move_published_in_bind9_on_default_timers() {
     {
         return;
     }
-    const SIZE: u64 = 24 << 20;
+    const SIZE: u64 = 16 << 20;
+    // Sessions to the one server: a curl downloading the file this many times at once.
+    const PARALLEL: usize = 4;
     let scenario = Scenario::without_server("bind9-move", SIZE, Timers::default());
     let world = &scenario.world;
     let dns = scenario.bed.add_host("dns").expect("the DNS host");
@@ -196,31 +199,38 @@ fn a_download_follows_a_server_move_published_in_bind9_on_default_timers() {
     };
     eprintln!("BIND9 before the move: {}", published(scenario.server.v4()));
 
-    // A download long enough to move during it.
-    scenario.limit_server(4 << 20);
+    // Downloads long enough to move during them, all at once; the first is watched.
+    scenario.limit_server(8 << 20);
     let url = format!(
         "http://web.{}:{PORT}{}",
         bind9::ZONE,
         scenario.served.url_path
     );
-    let out = world.path("download.out");
-    let out_s = out.to_string_lossy().into_owned();
-    let argv = [
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "90",
-        "-o",
-        &out_s,
-        &url,
-    ];
+    let outs: Vec<_> = (0..PARALLEL)
+        .map(|i| world.path(&format!("download{i}.out")))
+        .collect();
+    let mut argv: Vec<String> = ["curl", "-sS", "--fail", "--max-time", "90"]
+        .map(str::to_owned)
+        .to_vec();
+    argv.extend(["--parallel", "--parallel-immediate"].map(str::to_owned));
+    for out in &outs {
+        argv.extend([
+            "-o".to_owned(),
+            out.to_string_lossy().into_owned(),
+            url.clone(),
+        ]);
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut curl = world
         .namesock_run(&scenario.client, "curl", &argv)
         .expect("curl");
     in_bind9(&mut curl, &named);
-    curl.env("NAMESOCK_LOG", "info,namesock::path_manager=debug");
-    let mut download = Download::spawn(curl, "curl", out, &scenario.served).expect("curl");
+    curl.env(
+        "NAMESOCK_LOG",
+        "info,namesock::path_manager=debug,namesock::engine::client=debug",
+    );
+    let mut download =
+        Download::spawn(curl, "curl", outs[0].clone(), &scenario.served).expect("curl");
     download
         .wait_for_bytes(world, SIZE / 4, Duration::from_secs(30))
         .expect("a quarter of the file");
@@ -245,12 +255,27 @@ fn a_download_follows_a_server_move_published_in_bind9_on_default_timers() {
         world.log_tail("curl.namesock", 40),
         world.log_tail("server", 20)
     );
-    // The client learned where from named: a lookup on a quiet or suspect path, not a
-    // MOVED (the old address went first) and not the path's death (15 s on these timers).
+    for out in &outs[1..] {
+        assert_eq!(
+            sha256_file(out).expect("a download"),
+            scenario.served.sha256,
+            "{}",
+            out.display()
+        );
+    }
+    // The client learned where from named: lookups when the streams stopped, or when their
+    // paths died, not a MOVED (the old address went first) and not the path's death (15 s on
+    // these timers).
+    let asked = client_log.matches(": asking the GNS").count();
+    let looked_up = client_log
+        .matches("sessions ask where their peer is: looking it up")
+        .count();
+    eprintln!("{PARALLEL} sessions asked the GNS {asked} times; the engine looked up {looked_up}");
+    assert!(asked >= PARALLEL, "{client_log}");
+    // The sessions, stopped together, share lookups: named is not asked once per ask.
     assert!(
-        client_log.contains("path quiet: asking the GNS")
-            || client_log.contains("path suspect: asking the GNS"),
-        "{client_log}"
+        (1..asked).contains(&looked_up),
+        "{asked} asks, {looked_up} lookups\n{client_log}"
     );
     assert!(
         outage < Duration::from_secs(5),

@@ -27,6 +27,10 @@ use super::{Command, ConnectError, Ready, SessionInfo, sys};
 
 /// A program has this long to attach its fd to the relay after `connect_fd` got its answer.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
+/// A re-resolve takes the GNS's answer to another session's lookup of the same target when
+/// it is this fresh: a stopped stream asks this often (`QUIET_LOOKUP_EVERY`), so the GNS is
+/// asked about a target at most this often however many of its sessions stopped.
+const LOOKUP_SHARED_FOR: Duration = crate::path_manager::QUIET_LOOKUP_EVERY;
 /// Bound on relay connections that have not yet sent their secret.
 const MAX_PENDING_APPS: usize = 256;
 
@@ -99,9 +103,9 @@ impl Engine {
             .records
             .lock()
             .lookup(&req.target, now, unix_now);
-        if let Some(rec) = cached {
+        if let Some((rec, verified)) = cached {
             tracing::debug!(target = %req.target, seq = rec.seq, "record of a live session's peer: no lookup");
-            self.first_record(key, req, Ok(rec), now);
+            self.first_record(key, req, Ok((rec, verified)), now);
             return;
         }
         // The session is created once the record (and so the peer's GUID) is known; until
@@ -119,14 +123,31 @@ impl Engine {
     }
 
     /// An established session asks where its peer is now. A lookup of the same target in
-    /// flight answers this session too.
-    fn reresolve(&mut self, key: ConnKey, target: &Target) {
+    /// flight, or one the GNS answered within [`LOOKUP_SHARED_FOR`], answers this session too:
+    /// a server that moves stops all its clients' streams at once, and each asks every
+    /// 10 ms while stopped (`path_manager::quiet`).
+    fn reresolve(&mut self, key: ConnKey, target: &Target, now: Instant) {
+        let unix_now = namesock_resolver::record::unix_now();
+        let shared =
+            self.shared
+                .records
+                .lock()
+                .verified_within(target, now, unix_now, LOOKUP_SHARED_FOR);
+        if let Some((rec, _)) = shared {
+            if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+                let found = record_locators(&rec, client.port);
+                client.pm.resolved(now, Some(found), &self.local_addrs);
+            }
+            self.dirty.insert(key);
+            return;
+        }
         if let Some(waiting) = self.lookups.get_mut(target) {
             if !waiting.contains(&key) {
                 waiting.push(key);
             }
             return;
         }
+        tracing::debug!(%target, "sessions ask where their peer is: looking it up");
         self.lookups.insert(target.clone(), vec![key]);
         let asked = target.clone();
         self.lookup_thread(target, move |result| Command::Reresolved {
@@ -166,7 +187,7 @@ impl Engine {
         now: Instant,
     ) {
         if let Some(req) = self.connecting.remove(&key) {
-            self.first_record(key, req, result, now);
+            self.first_record(key, req, result.map(|rec| (rec, now)), now);
         }
     }
 
@@ -203,16 +224,17 @@ impl Engine {
         }
     }
 
-    /// The first answer for a connect: the session and its path manager start.
+    /// The first answer for a connect (the record and when the GNS verified it): the session
+    /// and its path manager start.
     fn first_record(
         &mut self,
         key: ConnKey,
         req: Connecting,
-        result: Result<Record, GnsError>,
+        result: Result<(Record, Instant), GnsError>,
         now: Instant,
     ) {
-        let rec = match result {
-            Ok(rec) => rec,
+        let (rec, verified) = match result {
+            Ok(found) => found,
             Err(e) => {
                 let err = if e.is_not_found() {
                     ConnectError::UnknownName(req.target)
@@ -235,7 +257,7 @@ impl Engine {
                 .take(now, &rec.guid, req.port)
                 .filter(|t| locators.contains(&t.addr))
         {
-            self.start_open(key, req, ticket, Some(rec), now);
+            self.start_open(key, req, ticket, Some((rec, verified)), now);
             return;
         }
         let conn_id: ConnId = rand::random();
@@ -264,18 +286,18 @@ impl Engine {
             req.deadline,
             self.cfg.loopback_locators(),
         );
-        self.insert_client(key, req, pm, Some(rec), None);
+        self.insert_client(key, req, pm, Some((rec, verified)), None);
     }
 
     /// A connect to a server and port this engine holds a ticket of: the session opens with
-    /// OPEN on one path to where the ticket's session went (`record`: the verified record,
-    /// when the connect had one at hand).
+    /// OPEN on one path to where the ticket's session went (`record`: the verified record and
+    /// when it was verified, when the connect had one at hand).
     fn start_open(
         &mut self,
         key: ConnKey,
         req: Connecting,
         ticket: OpenTicket,
-        record: Option<Record>,
+        record: Option<(Record, Instant)>,
         now: Instant,
     ) {
         let conn_id: ConnId = rand::random();
@@ -294,7 +316,7 @@ impl Engine {
         let pm = PathManager::new_open(
             now,
             session,
-            record.as_ref().map_or(0, |r| r.seq),
+            record.as_ref().map_or(0, |(r, _)| r.seq),
             (addr, parent_rtt),
             req.deadline,
             self.cfg.loopback_locators(),
@@ -310,12 +332,12 @@ impl Engine {
         key: ConnKey,
         req: Connecting,
         pm: PathManager,
-        record: Option<Record>,
+        record: Option<(Record, Instant)>,
         open: Option<(ConnId, Instant)>,
     ) {
         let peer_name = match (&req.target, &record) {
             (Target::Name(n), _) => Some(n.clone()),
-            (Target::Guid(_), rec) => rec.as_ref().and_then(|r| r.names.first().cloned()),
+            (Target::Guid(_), rec) => rec.as_ref().and_then(|(r, _)| r.names.first().cloned()),
         };
         self.make_room_for_a_session();
         let client = ClientConn {
@@ -391,7 +413,7 @@ impl Engine {
                 }
                 Action::Resolve => {
                     let target = client.target.clone();
-                    self.reresolve(key, &target);
+                    self.reresolve(key, &target, now);
                 }
                 Action::Established { peer, remote } => {
                     let info = SessionInfo {
@@ -536,12 +558,12 @@ impl Engine {
         let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
             return;
         };
-        if let Some(rec) = client.record.take() {
-            client.cached = self
-                .shared
-                .records
-                .lock()
-                .session_started(&client.target, rec, now);
+        if let Some((rec, verified)) = client.record.take() {
+            client.cached =
+                self.shared
+                    .records
+                    .lock()
+                    .session_started(&client.target, rec, verified);
         }
         client.open = None;
         // The session's ticket: the next connect to this server and port opens with it. Not

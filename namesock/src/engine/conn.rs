@@ -26,9 +26,9 @@ pub struct ClientConn {
     /// The secret the program's relay connection presents, and until when it may.
     pub secret: Option<[u8; SECRET_LEN]>,
     pub pair_deadline: Option<Instant>,
-    /// The verified record the session started from, until the handshake ends (then it
-    /// goes to the engine's record cache).
-    pub record: Option<Record>,
+    /// The verified record the session started from and when the GNS verified it, until
+    /// the handshake ends (then it goes to the engine's record cache).
+    pub record: Option<(Record, Instant)>,
     /// The session is counted in the engine's record cache.
     pub cached: bool,
     /// An OPEN session, until OPEN_ACK: the ticket's parent session (dropped from the

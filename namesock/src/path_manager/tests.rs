@@ -8,7 +8,7 @@ use namesock_identity::Keypair;
 
 use super::*;
 use crate::endpoint::{Endpoint, Incoming};
-use crate::session::{STREAM_STOP_FLOOR, SessionConfig};
+use crate::session::{FLOWING_AFTER, STREAM_STOP_FLOOR, SessionConfig};
 use crate::wire::{Frame, FrameRef};
 
 const PORT: u16 = 8000;
@@ -529,9 +529,11 @@ fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within
     let unmoved = || Some((1, vec![addr("10.1.1.2:4000")], vec![]));
     // The server's stream flows, then stops: the path manager asks the GNS at the stop.
     let flow = |pm: &mut PathManager, server: &mut Session, now: Instant| {
-        assert_eq!(server.app_write(b"flowing"), 7);
-        let bytes = wire(now, server, 1000);
-        feed(now, pm.session_mut(), path, &bytes);
+        for _ in 0..FLOWING_AFTER {
+            assert_eq!(server.app_write(b"flowing"), 7);
+            let bytes = wire(now, server, 1000);
+            feed(now, pm.session_mut(), path, &bytes);
+        }
         pm.frames_received(now, path);
         let stop = now + STREAM_STOP_FLOOR;
         assert_eq!(pm.poll_timeout(), Some(stop));
@@ -574,8 +576,9 @@ fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within
     let stop = flow(&mut pm, &mut server, probe);
     pm.handle_timeout(stop, &bed.local);
     assert!(actions(&mut pm, stop, &bed.local).is_empty());
-    // A second after the first lookup, a stop asks again; the answer moves the session.
-    let stop = flow(&mut pm, &mut server, bed.t0 + QUIET_LOOKUP_SPACING);
+    // Seconds later the budget is full again: a stop asks at once, and the answer moves the
+    // session.
+    let stop = flow(&mut pm, &mut server, bed.t0 + 4 * QUIET_LOOKUP_SPACING);
     pm.handle_timeout(stop, &bed.local);
     assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
     pm.resolved(
@@ -587,19 +590,21 @@ fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within
         dials(&actions(&mut pm, stop, &bed.local))[0].1,
         addr("10.1.9.2:4000")
     );
+    // Where the server went is known: the stopped stream asks no more.
+    let next = stop + QUIET_LOOKUP_EVERY;
+    pm.handle_timeout(next, &bed.local);
+    assert!(!actions(&mut pm, next, &bed.local).contains(&Action::Resolve));
 }
 
 #[test]
 fn a_series_of_lookups_ends_when_the_stream_flows_again() {
     let bed = Bed::new();
     let (mut pm, path, mut server) = established(&bed);
-    assert_eq!(server.app_write(b"flowing"), 7);
-    feed(
-        bed.t0,
-        pm.session_mut(),
-        path,
-        &wire(bed.t0, &mut server, 1000),
-    );
+    for _ in 0..FLOWING_AFTER {
+        assert_eq!(server.app_write(b"flowing"), 7);
+        let bytes = wire(bed.t0, &mut server, 1000);
+        feed(bed.t0, pm.session_mut(), path, &bytes);
+    }
     let stop = bed.t0 + STREAM_STOP_FLOOR;
     pm.handle_timeout(stop, &bed.local);
     assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
@@ -646,6 +651,9 @@ fn a_session_that_lost_its_last_path_asks_the_gns_every_few_milliseconds_not_onl
         dials(&actions(&mut pm, next, &bed.local))[0].1,
         addr("10.1.9.2:4000")
     );
+    let later = next + QUIET_LOOKUP_EVERY;
+    pm.handle_timeout(later, &bed.local);
+    assert!(!actions(&mut pm, later, &bed.local).contains(&Action::Resolve));
 }
 
 // ---------------------------------------------------------------- OPEN

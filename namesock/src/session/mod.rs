@@ -19,6 +19,7 @@
 
 mod acceptor;
 mod auth;
+mod cadence;
 mod error;
 mod handshake;
 mod keys;
@@ -49,9 +50,10 @@ use crate::wire::{
     ConnId, Frame, FrameRef, MAX_LOCATORS, PathId, Record, ResetReason, ResumeBody, SealedRef,
     TAG_LEN,
 };
+use cadence::Cadence;
+pub use cadence::{FLOWING_AFTER, STREAM_STOP_FLOOR};
 use handshake::{echo_of, seal_resume};
 use keys::SessionKeys;
-pub use path::STREAM_STOP_FLOOR;
 use path::{Path, PathState, PingInFlight};
 use recv::RecvStream;
 use send::{Chunk, SendStream};
@@ -213,6 +215,9 @@ pub struct Session {
     /// The active path that was lost with no live path left, and the last time it was heard:
     /// the next path to become live is a move from it.
     lost_active: Option<(PathId, Instant)>,
+    /// Client: the rhythm of the peer's stream, to notice at once when it stops (boxed: a
+    /// server and an idle client never need it).
+    cadence: Option<Box<Cadence>>,
 }
 
 /// The active path changed to a new one.
@@ -339,17 +344,35 @@ impl Session {
             created: now,
             moves: VecDeque::new(),
             lost_active: None,
+            cadence: None,
             cfg,
         }
     }
 
-    /// Client: whether the peer's stream on `path` stopped (`Event::PathQuiet`) and nothing
-    /// came since.
+    /// Client: whether the peer's stream stopped on `path` (`Event::PathQuiet`), nothing came
+    /// since, and the path lives.
     pub fn stream_stopped(&self, path: PathId) -> bool {
-        self.index(path).is_some_and(|i| {
-            let p = &self.paths[i];
-            p.is_live() && p.cadence.as_ref().is_some_and(|c| c.stopped)
-        })
+        let stopped = self
+            .cadence
+            .as_ref()
+            .is_some_and(|c| c.stopped && c.path == path);
+        stopped && self.index(path).is_some_and(|i| self.paths[i].is_live())
+    }
+
+    /// Client: a frame from the peer on path `i`; DATA with payload is the stream's rhythm,
+    /// FIN its end (nothing more to wait for).
+    fn watch_stream<P: AsRef<[u8]>>(&mut self, now: Instant, i: usize, frame: &Frame<P>) {
+        match frame {
+            Frame::Data { payload, .. } if !payload.as_ref().is_empty() => {
+                let p = &self.paths[i];
+                let (rtt, probe) = (p.quiet_rtt(), p.suspect_delay(self.cfg.suspect_after));
+                self.cadence
+                    .get_or_insert_with(|| Box::new(Cadence::new(now, p.id)))
+                    .data(now, p.id, rtt, probe);
+            }
+            Frame::Fin { .. } => self.cadence = None,
+            _ => {}
+        }
     }
 
     /// Whether `path` still waits for the answer to its HELLO or RESUME.
@@ -580,8 +603,10 @@ impl Session {
         let Some(i) = self.index(path) else {
             return Err(SessionError::UnknownPath(path));
         };
-        let watch_stops = self.role == Role::Client;
-        self.paths[i].heard(now, &frame, self.cfg.suspect_after, watch_stops);
+        self.paths[i].heard(now, &frame, self.cfg.suspect_after);
+        if self.role == Role::Client {
+            self.watch_stream(now, i, &frame);
+        }
         let result = self.on_frame(now, i, frame);
         if let Err(e) = &result {
             warn!(path, error = %e, "protocol error on path");
@@ -853,15 +878,19 @@ impl Session {
                     let ping = live.and_then(|p| p.ping_at(keepalive));
                     // A handshaking path owes its answer too: it may be suspected.
                     let probe = live.and_then(|p| p.probe_at);
-                    let stop = live.and_then(Path::stop_at);
-                    let watch = [p.suspect_at, probe, stop].into_iter();
+                    let watch = [p.suspect_at, probe].into_iter();
                     p.dead_at(dead_after)
                         .into_iter()
                         .chain(ping)
                         .chain(watch.flatten())
                 });
                 let linger = self.linger_deadline();
-                paths.chain(linger).chain(self.proof_deadline()).min()
+                let stop = self.cadence.as_ref().and_then(|c| c.stop_at);
+                paths
+                    .chain(linger)
+                    .chain(self.proof_deadline())
+                    .chain(stop)
+                    .min()
             }
         }
     }
@@ -886,19 +915,20 @@ impl Session {
         if !matches!(self.state, State::Open | State::Closed) {
             return;
         }
+        if let Some(cadence) = self.cadence.as_mut()
+            && cadence.stop_at.is_some_and(|t| now >= t)
+        {
+            cadence.stop_at = None;
+            cadence.stopped = true;
+            let path = cadence.path;
+            if !self.events.contains(&Event::PathQuiet(path)) {
+                self.events.push_back(Event::PathQuiet(path));
+            }
+        }
         let floor = self.cfg.suspect_after;
         let keepalive_after = self.keepalive_after();
         let mut idle = false;
         for p in &mut self.paths {
-            if let Some(cadence) = p.cadence.as_mut()
-                && cadence.stop_at.is_some_and(|t| now >= t)
-            {
-                cadence.stop_at = None;
-                cadence.stopped = true;
-                if !self.events.contains(&Event::PathQuiet(p.id)) {
-                    self.events.push_back(Event::PathQuiet(p.id));
-                }
-            }
             let probe = p.probe_at.is_some_and(|t| now >= t);
             if probe {
                 p.probe_at = None;

@@ -8,69 +8,6 @@ use super::Outgoing;
 use super::keys::{Ephemeral, PathKeys};
 use crate::wire::{Frame, Hello, PathId, ResetReason, ResumeBody};
 
-/// A client's peer stream counts as stopped (its path manager asks the GNS whether the server
-/// moved) after this much silence at least; longer on a stream whose DATA comes in bursts
-/// (twice the longest gap between its frames lately) or on a slow path (three round trips),
-/// and never later than the PING that probes a stopped stream.
-pub const STREAM_STOP_FLOOR: Duration = Duration::from_millis(10);
-/// The longest gap between a stream's DATA frames is remembered over two windows this long.
-const CADENCE_WINDOW: Duration = Duration::from_secs(1);
-
-/// Client: when the peer's DATA frames arrived lately, so that a pause in the stream is told
-/// from its ordinary rhythm (a link shaped to 4 MB/s delivers a 32 KiB frame every 8 ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Cadence {
-    last: Instant,
-    /// The current window's start and the longest gap in it; the previous window's.
-    window: Instant,
-    gap: Duration,
-    previous_gap: Duration,
-    /// When the stream counts as stopped, unless more DATA comes first.
-    pub(super) stop_at: Option<Instant>,
-    /// The stream stopped and nothing came since.
-    pub(super) stopped: bool,
-}
-
-impl Cadence {
-    fn new(now: Instant) -> Self {
-        Cadence {
-            last: now,
-            window: now,
-            gap: Duration::ZERO,
-            previous_gap: Duration::ZERO,
-            stop_at: None,
-            stopped: false,
-        }
-    }
-
-    /// A DATA frame with payload arrived: the stream flows again, and stops (if nothing
-    /// more comes) after `STREAM_STOP_FLOOR`, twice the longest recent gap or three of
-    /// `rtt`, whichever is longest, at most `probe`. A gap as long as `probe` was a pause
-    /// (probed, looked up), not the stream's rhythm, and is not remembered.
-    fn data(&mut self, now: Instant, rtt: Option<Duration>, probe: Duration) {
-        let gap = now.saturating_duration_since(self.last);
-        if now >= self.window + CADENCE_WINDOW {
-            let previous_ended = now < self.window + 2 * CADENCE_WINDOW;
-            self.previous_gap = if previous_ended {
-                self.gap
-            } else {
-                Duration::ZERO
-            };
-            self.gap = Duration::ZERO;
-            self.window = now;
-        }
-        if gap < probe {
-            self.gap = self.gap.max(gap);
-        }
-        let rhythm = 2 * self.gap.max(self.previous_gap);
-        let slow = rtt.map_or(Duration::ZERO, |rtt| 3 * rtt);
-        let delay = STREAM_STOP_FLOOR.max(rhythm).max(slow).min(probe);
-        self.last = now;
-        self.stopped = false;
-        self.stop_at = Some(now + delay);
-    }
-}
-
 /// A PING waiting for its PONG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PingInFlight {
@@ -126,9 +63,6 @@ pub(super) struct Path {
     /// The peer's stream was flowing: if it stops this long, PING to learn whether the peer
     /// paused or the path broke (a receiver owes nothing, so it would otherwise never know).
     pub(super) probe_at: Option<Instant>,
-    /// Client: the peer's stream, to notice at once when it stops (boxed: a server's path
-    /// and an idle client's never need it).
-    pub(super) cadence: Option<Box<Cadence>>,
     /// Round-trip time of the latest answered PING.
     pub(super) rtt: Option<Duration>,
     /// When the path was created (a client's HELLO or RESUME goes out then).
@@ -167,7 +101,6 @@ impl Path {
             suspect_at: None,
             suspicions: 0,
             probe_at: None,
-            cadence: None,
             rtt: None,
             opened: now,
             handshake_rtt: None,
@@ -189,34 +122,21 @@ impl Path {
         self.rtt.map_or(floor, |rtt| floor.max(rtt * 3))
     }
 
-    /// A frame arrived: the peer is alive, nothing is owed any more. `watch_stops`: a client
-    /// notices at once when the peer's stream stops (a server never looks its client up).
+    /// A frame arrived: the peer is alive, nothing is owed any more.
     pub(super) fn heard<P: AsRef<[u8]>>(
         &mut self,
         now: Instant,
         frame: &Frame<P>,
         floor: Duration,
-        watch_stops: bool,
     ) {
         self.last_recv = now;
         self.suspect_at = None;
         self.suspicions = 0;
         match frame {
             Frame::Data { payload, .. } if !payload.as_ref().is_empty() => {
-                let probe = self.suspect_delay(floor);
-                self.probe_at = Some(now + probe);
-                if watch_stops {
-                    let rtt = self.quiet_rtt();
-                    let cadence = self
-                        .cadence
-                        .get_or_insert_with(|| Box::new(Cadence::new(now)));
-                    cadence.data(now, rtt, probe);
-                }
+                self.probe_at = Some(now + self.suspect_delay(floor));
             }
-            Frame::Fin { .. } => {
-                self.probe_at = None;
-                self.cadence = None;
-            }
+            Frame::Fin { .. } => self.probe_at = None,
             Frame::Pong { token } => {
                 if let Some(ping) = self.ping_in_flight
                     && ping.token == *token
@@ -244,11 +164,6 @@ impl Path {
         if answered && self.suspect_at.is_none() {
             self.suspect_at = Some(now + self.suspect_delay(floor));
         }
-    }
-
-    /// When the peer's stream counts as stopped, unless more DATA comes first.
-    pub(super) fn stop_at(&self) -> Option<Instant> {
-        self.cadence.as_ref().and_then(|c| c.stop_at)
     }
 
     /// Keepalive: PING once the path has been quiet (received nothing, sent no PING) this long.
