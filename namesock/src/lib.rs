@@ -13,6 +13,7 @@ pub mod path_manager;
 pub mod record_cache;
 pub mod relay;
 pub mod session;
+pub mod shared_lookup;
 pub mod synthetic;
 pub mod ticket;
 pub mod timers;

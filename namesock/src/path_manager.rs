@@ -3,8 +3,9 @@
 //! A [`PathManager`] owns one client [`Session`] and decides which flow paths it should have:
 //! the first dials (happy eyeballs), re-dial rounds with backoff and a fresh GNS lookup when no
 //! path is left, make-before-break when the server announces a move, standby paths from the
-//! other local addresses of a multihomed client, a GNS lookup when the peer's stream stops
-//! (at most once a second) or a path that owes an answer stays silent, a record the GNS store
+//! other local addresses of a multihomed client, GNS lookups while the peer's stream is stopped
+//! or no path is left (every 10 ms, within a budget: `quiet`) and when a path that owes an
+//! answer stays silent, a record the GNS store
 //! published (newer, with new locators: dialled at once), and the connect timeout. It holds
 //! the peer's locators and record sequence (nowhere else does), and the state of every path
 //! it asked for.

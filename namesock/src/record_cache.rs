@@ -84,20 +84,8 @@ impl RecordCache {
         now: Instant,
         unix_now: u64,
     ) -> Option<(Record, Instant)> {
-        self.verified_within(target, now, unix_now, MAX_AGE)
-    }
-
-    /// `target`'s record if the GNS verified it at most `max_age` before `now` and it has not
-    /// expired, with the instant it was verified.
-    pub fn verified_within(
-        &self,
-        target: &Target,
-        now: Instant,
-        unix_now: u64,
-        max_age: Duration,
-    ) -> Option<(Record, Instant)> {
         let (record, verified) = self.entries.get(target)?.record.as_ref()?;
-        let fresh = now.saturating_duration_since(*verified) < max_age;
+        let fresh = now.saturating_duration_since(*verified) < MAX_AGE;
         (fresh && record.check_expiry(unix_now).is_ok()).then(|| (record.clone(), *verified))
     }
 }
@@ -167,7 +155,7 @@ mod tests {
         );
         // A lookup that verified it again does.
         c.refreshed(&web(), record(&key, 5, UNIX + 60), t0 + MAX_AGE);
-        let fresh = c.verified_within(&web(), t0 + MAX_AGE, UNIX, Duration::from_millis(5));
+        let fresh = c.lookup(&web(), t0 + MAX_AGE, UNIX);
         assert_eq!(fresh.map(|(_, at)| at), Some(t0 + MAX_AGE));
     }
 

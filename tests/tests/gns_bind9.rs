@@ -263,18 +263,22 @@ fn a_download_follows_a_server_move_published_in_bind9_on_default_timers() {
             out.display()
         );
     }
-    // The client learned where from named: lookups when the streams stopped, or when their
-    // paths died, not a MOVED (the old address went first) and not the path's death (15 s on
-    // these timers).
-    let asked = client_log.matches(": asking the GNS").count();
-    let looked_up = client_log
-        .matches("sessions ask where their peer is: looking it up")
+    // The client learned where from named: every session asked (its stream stopped, or its
+    // path died), not a MOVED (the old address went first) and not the path's death (15 s
+    // on these timers); its engine asked named at most once per ask, fewer when sessions
+    // asked together (the bound per 10 ms is `shared_lookup`'s unit test).
+    let asked = client_log
+        .matches("a session asks where its peer is")
         .count();
-    eprintln!("{PARALLEL} sessions asked the GNS {asked} times; the engine looked up {looked_up}");
+    let looked_up = client_log
+        .matches("looking the peer up for its sessions")
+        .count();
+    eprintln!(
+        "{PARALLEL} sessions asked {asked} times; the engine looked the server up {looked_up} times"
+    );
     assert!(asked >= PARALLEL, "{client_log}");
-    // The sessions, stopped together, share lookups: named is not asked once per ask.
     assert!(
-        (1..asked).contains(&looked_up),
+        (1..=asked).contains(&looked_up),
         "{asked} asks, {looked_up} lookups\n{client_log}"
     );
     assert!(

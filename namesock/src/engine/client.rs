@@ -15,6 +15,7 @@ use namesock_resolver::{GnsError, Record, Target};
 use crate::endpoint::ConnKey;
 use crate::path_manager::{Action, ConnectFailure, DialError, PathManager};
 use crate::session::Session;
+use crate::shared_lookup::Ask;
 use crate::ticket::OpenTicket;
 use crate::wire::{ConnId, PathId};
 
@@ -27,10 +28,6 @@ use super::{Command, ConnectError, Ready, SessionInfo, sys};
 
 /// A program has this long to attach its fd to the relay after `connect_fd` got its answer.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
-/// A re-resolve takes the GNS's answer to another session's lookup of the same target when
-/// it is this fresh: a stopped stream asks this often (`QUIET_LOOKUP_EVERY`), so the GNS is
-/// asked about a target at most this often however many of its sessions stopped.
-const LOOKUP_SHARED_FOR: Duration = crate::path_manager::QUIET_LOOKUP_EVERY;
 /// Bound on relay connections that have not yet sent their secret.
 const MAX_PENDING_APPS: usize = 256;
 
@@ -122,38 +119,33 @@ impl Engine {
         });
     }
 
-    /// An established session asks where its peer is now. A lookup of the same target in
-    /// flight, or one the GNS answered within [`LOOKUP_SHARED_FOR`], answers this session too:
-    /// a server that moves stops all its clients' streams at once, and each asks every
-    /// 10 ms while stopped (`path_manager::quiet`).
+    /// An established session asks where its peer is now: a lookup of the same target in
+    /// flight, or one answered within `shared_lookup::SHARED_FOR`, answers it too.
     fn reresolve(&mut self, key: ConnKey, target: &Target, now: Instant) {
-        let unix_now = namesock_resolver::record::unix_now();
-        let shared =
-            self.shared
-                .records
-                .lock()
-                .verified_within(target, now, unix_now, LOOKUP_SHARED_FOR);
-        if let Some((rec, _)) = shared {
-            if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
-                let found = record_locators(&rec, client.port);
-                client.pm.resolved(now, Some(found), &self.local_addrs);
+        let ask = self.lookups.ask(target, key, now);
+        tracing::debug!(%target, "a session asks where its peer is");
+        match ask {
+            Ask::Wait => {}
+            Ask::Answer(record) => self.take_lookup(key, record.as_ref(), now),
+            Ask::Start => {
+                tracing::debug!(%target, "looking the peer up for its sessions");
+                let asked = target.clone();
+                self.lookup_thread(target, move |result| Command::Reresolved {
+                    target: asked,
+                    result,
+                });
             }
+        }
+    }
+
+    /// Session `key` takes a lookup's answer (`None`: the GNS could not say).
+    fn take_lookup(&mut self, key: ConnKey, record: Option<&Record>, now: Instant) {
+        if let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            // A port no longer in the record has no locators: the session lingers.
+            let found = record.map(|rec| record_locators(rec, client.port));
+            client.pm.resolved(now, found, &self.local_addrs);
             self.dirty.insert(key);
-            return;
         }
-        if let Some(waiting) = self.lookups.get_mut(target) {
-            if !waiting.contains(&key) {
-                waiting.push(key);
-            }
-            return;
-        }
-        tracing::debug!(%target, "sessions ask where their peer is: looking it up");
-        self.lookups.insert(target.clone(), vec![key]);
-        let asked = target.clone();
-        self.lookup_thread(target, move |result| Command::Reresolved {
-            target: asked,
-            result,
-        });
     }
 
     /// Asks the GNS for `target`'s record on a short-lived thread; `answer` makes the command
@@ -198,7 +190,6 @@ impl Engine {
         result: Result<Record, GnsError>,
         now: Instant,
     ) {
-        let waiting = self.lookups.remove(&target).unwrap_or_default();
         let record = match result {
             Ok(rec) => {
                 self.shared
@@ -213,14 +204,8 @@ impl Engine {
                 None
             }
         };
-        for key in waiting {
-            let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
-                continue;
-            };
-            // A port no longer in the record has no locators: the session lingers.
-            let found = record.as_ref().map(|rec| record_locators(rec, client.port));
-            client.pm.resolved(now, found, &self.local_addrs);
-            self.dirty.insert(key);
+        for key in self.lookups.answered(&target, record.clone(), now) {
+            self.take_lookup(key, record.as_ref(), now);
         }
     }
 

@@ -15,11 +15,12 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use namesock_identity::Keypair;
-use namesock_resolver::Target;
+use namesock_resolver::Record;
 
 use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
 use crate::session::SessionConfig;
+use crate::shared_lookup::SharedLookups;
 use crate::ticket::ClientTickets;
 use crate::timers::Timers;
 use crate::wire::PathId;
@@ -79,10 +80,8 @@ pub(crate) struct Engine {
     pub(super) server: Option<Server>,
     pub(super) client_key: Arc<Keypair>,
     pub(super) connecting: HashMap<ConnKey, Connecting>,
-    /// Lookups in flight for established sessions, by target, and the sessions waiting for
-    /// each: when a server moves, its clients' streams stop together and one lookup answers
-    /// them all (bounded by the sessions).
-    pub(super) lookups: HashMap<Target, Vec<ConnKey>>,
+    /// Established sessions' lookups, shared by target (`crate::shared_lookup`).
+    pub(super) lookups: SharedLookups<Record>,
     pub(super) conns: HashMap<ConnKey, Conn>,
     /// The soft open-file limit until the engine raised it (then `u64::MAX`).
     fd_soft_limit: u64,
@@ -225,7 +224,7 @@ impl Engine {
             server: None,
             client_key,
             connecting: HashMap::new(),
-            lookups: HashMap::new(),
+            lookups: SharedLookups::default(),
             conns: HashMap::new(),
             fd_soft_limit: sys::nofile_limits().map_or(u64::MAX, |(soft, _)| soft),
             secrets: HashMap::new(),

@@ -57,10 +57,11 @@
 //!   standby path to the new one instead. A server whose old address vanished before a MOVED
 //!   could be sent on it is found through the GNS: a client engine watches the file store's
 //!   records (`record_watch`: one inotify watch; a peer's changed record is read verified and
-//!   handed to `PathManager::record_published`), a client path whose peer's stream stops
-//!   (`Event::PathQuiet`) or that owes an answer and stays silent (`Event::PathSuspect`, after
-//!   `NAMESOCK_SUSPECT_MS` or 3 RTTs) triggers a fresh lookup, and a newer record counts as
-//!   MOVED. A multihomed client keeps a standby path from each other
+//!   handed to `PathManager::record_published`), a client whose peer's stream stops
+//!   (`Event::PathQuiet`) or whose last path died asks the GNS at once and every 10 ms while
+//!   it lasts (within a budget; sessions to one target share one lookup per 10 ms), a path
+//!   that owes an answer and stays silent (`Event::PathSuspect`, after `NAMESOCK_SUSPECT_MS`
+//!   or 3 RTTs) triggers a lookup too, and a newer record counts as MOVED. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface
 //!   costs no reconnect.
 //! - **Server side** *(core: `Endpoint` routes HELLO and RESUME)*: the identity from the key

@@ -133,8 +133,8 @@ pub enum Event {
     /// intervals, until something arrives or the path is dead). Not fatal: a client asks the
     /// GNS whether the server moved.
     PathSuspect(PathId),
-    /// Client: the peer's stream stopped on this path (nothing for 10 ms, or longer on a
-    /// bursty stream or a slow path; see `STREAM_STOP_FLOOR`). The first sign of a silent
+    /// Client: the peer's stream, once flowing, stopped on this path (nothing for 10 ms, or
+    /// longer on a bursty stream or a slow path; see `STREAM_STOP_FLOOR`, `FLOWING_AFTER`). The first sign of a silent
     /// move, well before the PING that probes the pause and the `PathSuspect` after it: the
     /// path manager asks the GNS at once and again while the stream stays stopped (bounded
     /// by its budget), so a server republished in a DNS zone is found within a lookup.
