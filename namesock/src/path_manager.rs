@@ -227,7 +227,7 @@ pub struct PathManager {
     backoff: Duration,
     need_path: bool,
     resolving: bool,
-    /// Lookups while the peer's stream is stopped, and their budget.
+    /// Lookups of a silence (the peer's stream stopped, or no path left) and their budget.
     quiet: QuietLookups,
     /// The latest failed dial's error, whether every dial of this round was refused, and
     /// whether this round dials a record looked up after a round was refused. Refusals fail a

@@ -841,12 +841,16 @@ impl Session {
     fn release_idle_buffers(&mut self) {
         self.send.release_if_empty();
         self.recv.release_if_empty();
+        // Its rhythm is older than its memory (two windows of a second): nothing to keep.
+        self.cadence = None;
     }
 
-    /// Heap capacity of the stream buffers and the event queue (an idle session's is 0).
+    /// Heap memory of the stream buffers, the event queue and the stream's rhythm (an idle
+    /// session's is 0).
     #[cfg(test)]
     pub(crate) fn buffer_capacity(&self) -> usize {
-        self.send.capacity_held() + self.recv.capacity_held() + self.events.capacity()
+        let cadence = self.cadence.as_ref().map_or(0, |_| size_of::<Cadence>());
+        self.send.capacity_held() + self.recv.capacity_held() + self.events.capacity() + cadence
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
