@@ -34,7 +34,9 @@ as_root() {
     fi
 }
 
-cargo build --release --workspace --bins --examples
+# Two builds: with --bins --examples, cargo leaves the preload library (a cdylib) as it was.
+cargo build --release --workspace
+cargo build --release --workspace --examples
 if [ -z "${NB_SKIP_CRITERION:-}" ]; then
     cargo bench -p namesock --bench wire --bench session -- --noplot 2>&1 | tee "$out/criterion.txt"
 fi

@@ -120,7 +120,7 @@ impl Engine {
     }
 
     /// An established session asks where its peer is now: a lookup of the same target in
-    /// flight, or one answered within `shared_lookup::SHARED_FOR`, answers it too.
+    /// flight, or the answer to one put within `shared_lookup::SHARED_FOR`, answers it too.
     fn reresolve(&mut self, key: ConnKey, target: &Target, now: Instant) {
         let ask = self.lookups.ask(target, key, now);
         tracing::debug!(%target, "a session asks where its peer is");
@@ -204,7 +204,7 @@ impl Engine {
                 None
             }
         };
-        for key in self.lookups.answered(&target, record.clone(), now) {
+        for key in self.lookups.answered(&target, record.clone()) {
             self.take_lookup(key, record.as_ref(), now);
         }
     }

@@ -59,7 +59,7 @@
 //!   records (`record_watch`: one inotify watch; a peer's changed record is read verified and
 //!   handed to `PathManager::record_published`), a client whose peer's stream stops
 //!   (`Event::PathQuiet`) or whose last path died asks the GNS at once and every 10 ms while
-//!   it lasts (within a budget; sessions to one target share one lookup per 10 ms), a path
+//!   it lasts (within a budget; sessions to one target share one lookup per 5 ms), a path
 //!   that owes an answer and stays silent (`Event::PathSuspect`, after `NAMESOCK_SUSPECT_MS`
 //!   or 3 RTTs) triggers a lookup too, and a newer record counts as MOVED. A multihomed client keeps a standby path from each other
 //!   local address of the active path's family (at most 3 paths), so losing an interface

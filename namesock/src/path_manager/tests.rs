@@ -656,6 +656,43 @@ fn a_session_that_lost_its_last_path_asks_the_gns_every_few_milliseconds_not_onl
     assert!(!actions(&mut pm, later, &bed.local).contains(&Action::Resolve));
 }
 
+#[test]
+fn a_stream_that_stops_as_its_path_dies_leaves_the_pathless_session_asking_every_few_milliseconds()
+{
+    // The server moved while its stream flowed: its engine closed the path as its address
+    // went, before the stream's stop fell due. The stop that falls due later is on a path
+    // that is gone, and must not end the series of the session without a path.
+    let bed = Bed::new();
+    let (mut pm, old, mut server) = established(&bed);
+    for _ in 0..FLOWING_AFTER {
+        assert_eq!(server.app_write(b"flowing"), 7);
+        let bytes = wire(bed.t0, &mut server, 1000);
+        feed(bed.t0, pm.session_mut(), old, &bytes);
+    }
+    pm.frames_received(bed.t0, old);
+    let lost = bed.t0 + STREAM_STOP_FLOOR / 2;
+    pm.path_closed(lost, old);
+    assert!(actions(&mut pm, lost, &bed.local).contains(&Action::Resolve));
+    let unmoved = || Some((1, vec![addr("10.1.1.2:4000")], vec![]));
+    let answered = lost + Duration::from_micros(700);
+    pm.resolved(answered, unmoved(), &bed.local);
+    assert!(actions(&mut pm, answered, &bed.local).is_empty());
+    let mut asked = Vec::new();
+    while let Some(now) = pm.poll_timeout().filter(|&t| t < lost + BACKOFF_MIN) {
+        pm.handle_timeout(now, &bed.local);
+        if actions(&mut pm, now, &bed.local).contains(&Action::Resolve) {
+            asked.push(now - lost);
+            pm.resolved(now, unmoved(), &bed.local);
+            assert!(actions(&mut pm, now, &bed.local).is_empty());
+        }
+    }
+    assert_eq!(
+        asked,
+        vec![QUIET_LOOKUP_EVERY, QUIET_LOOKUP_EVERY * 2],
+        "asked at {asked:?} (the stream's stop fell due at {STREAM_STOP_FLOOR:?})"
+    );
+}
+
 // ---------------------------------------------------------------- OPEN
 
 /// A client with a ticket from a full handshake to the bed's server; the server's endpoint

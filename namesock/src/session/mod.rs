@@ -925,7 +925,9 @@ impl Session {
             cadence.stop_at = None;
             cadence.stopped = true;
             let path = cadence.path;
-            if !self.events.contains(&Event::PathQuiet(path)) {
+            // A stop on a path that is gone says nothing new: the loss of the path did
+            // (`Event::NeedPath`, or the stream goes on over another path).
+            if self.stream_stopped(path) && !self.events.contains(&Event::PathQuiet(path)) {
                 self.events.push_back(Event::PathQuiet(path));
             }
         }
