@@ -115,7 +115,7 @@ impl Engine {
     fn resolve(&self, key: ConnKey, target: &Target) {
         self.lookup_thread(target, move |result| Command::Resolved {
             conn: key,
-            result,
+            result: Box::new(result),
         });
     }
 
@@ -132,7 +132,7 @@ impl Engine {
                 let asked = target.clone();
                 self.lookup_thread(target, move |result| Command::Reresolved {
                     target: asked,
-                    result,
+                    result: Box::new(result),
                 });
             }
         }

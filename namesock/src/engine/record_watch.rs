@@ -245,7 +245,13 @@ impl Engine {
             .name("namesock-record".into())
             .spawn(move || {
                 let result = shared.gns().and_then(|g| g.resolve(&Target::Guid(guid)));
-                if tx.send(Command::RecordChanged { guid, result }).is_ok() {
+                if tx
+                    .send(Command::RecordChanged {
+                        guid,
+                        result: Box::new(result),
+                    })
+                    .is_ok()
+                {
                     let _ = waker.wake();
                 }
             });

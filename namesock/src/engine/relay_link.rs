@@ -156,7 +156,13 @@ impl Engine {
                     .gns()
                     .map_err(RelayResolveError::from)
                     .and_then(|g| resolve_relay(&g, &name));
-                if tx.send(Command::RelayResolved { link: i, result }).is_ok() {
+                if tx
+                    .send(Command::RelayResolved {
+                        link: i,
+                        result: Box::new(result),
+                    })
+                    .is_ok()
+                {
                     let _ = waker.wake();
                 }
             });

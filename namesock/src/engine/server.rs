@@ -372,7 +372,12 @@ impl Engine {
             .name("namesock-publish".into())
             .spawn(move || {
                 let result = publisher.publish(ports, name, register);
-                if tx.send(Command::Published { result }).is_ok() {
+                if tx
+                    .send(Command::Published {
+                        result: Box::new(result),
+                    })
+                    .is_ok()
+                {
                     let _ = waker.wake();
                 }
             });
