@@ -149,6 +149,22 @@ fn forged_records_are_rejected() {
         RecordError::Misplaced { .. }
     ));
 
+    // What a crash can leave of a record written without fsync: an empty file, or one cut
+    // short.
+    let whole = new.encode();
+    for cut in [&whole[..0], &whole[..whole.len() / 2], &whole[..whole.len() - 1]] {
+        fs::write(&path, cut).unwrap();
+        assert!(
+            matches!(
+                rejected(reader.resolve(&target).unwrap_err()),
+                RecordError::Malformed(_)
+            ),
+            "{} of {} bytes",
+            cut.len(),
+            whole.len()
+        );
+    }
+
     // Garbage and oversized files.
     fs::write(&path, b"hello").unwrap();
     assert!(matches!(
