@@ -152,7 +152,11 @@ fn forged_records_are_rejected() {
     // What a crash can leave of a record written without fsync: an empty file, or one cut
     // short.
     let whole = new.encode();
-    for cut in [&whole[..0], &whole[..whole.len() / 2], &whole[..whole.len() - 1]] {
+    for cut in [
+        &whole[..0],
+        &whole[..whole.len() / 2],
+        &whole[..whole.len() - 1],
+    ] {
         fs::write(&path, cut).unwrap();
         assert!(
             matches!(

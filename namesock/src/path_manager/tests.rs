@@ -522,6 +522,15 @@ fn a_published_record_while_no_path_is_left_dials_its_new_locators_at_once() {
     );
 }
 
+/// The server's stream carries enough DATA on `path` for the client to watch it for stops.
+fn stream_flows(pm: &mut PathManager, server: &mut Session, path: PathId, now: Instant) {
+    for _ in 0..FLOWING_AFTER {
+        assert_eq!(server.app_write(b"flowing"), 7);
+        let bytes = wire(now, server, 1000);
+        feed(now, pm.session_mut(), path, &bytes);
+    }
+}
+
 #[test]
 fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within_a_budget() {
     let bed = Bed::new();
@@ -529,11 +538,7 @@ fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within
     let unmoved = || Some((1, vec![addr("10.1.1.2:4000")], vec![]));
     // The server's stream flows, then stops: the path manager asks the GNS at the stop.
     let flow = |pm: &mut PathManager, server: &mut Session, now: Instant| {
-        for _ in 0..FLOWING_AFTER {
-            assert_eq!(server.app_write(b"flowing"), 7);
-            let bytes = wire(now, server, 1000);
-            feed(now, pm.session_mut(), path, &bytes);
-        }
+        stream_flows(pm, server, path, now);
         pm.frames_received(now, path);
         let stop = now + STREAM_STOP_FLOOR;
         assert_eq!(pm.poll_timeout(), Some(stop));
@@ -600,11 +605,7 @@ fn a_stopped_stream_asks_the_gns_at_once_and_again_while_it_stays_stopped_within
 fn a_series_of_lookups_ends_when_the_stream_flows_again() {
     let bed = Bed::new();
     let (mut pm, path, mut server) = established(&bed);
-    for _ in 0..FLOWING_AFTER {
-        assert_eq!(server.app_write(b"flowing"), 7);
-        let bytes = wire(bed.t0, &mut server, 1000);
-        feed(bed.t0, pm.session_mut(), path, &bytes);
-    }
+    stream_flows(&mut pm, &mut server, path, bed.t0);
     let stop = bed.t0 + STREAM_STOP_FLOOR;
     pm.handle_timeout(stop, &bed.local);
     assert_eq!(actions(&mut pm, stop, &bed.local), vec![Action::Resolve]);
@@ -664,11 +665,7 @@ fn a_stream_that_stops_as_its_path_dies_leaves_the_pathless_session_asking_every
     // that is gone, and must not end the series of the session without a path.
     let bed = Bed::new();
     let (mut pm, old, mut server) = established(&bed);
-    for _ in 0..FLOWING_AFTER {
-        assert_eq!(server.app_write(b"flowing"), 7);
-        let bytes = wire(bed.t0, &mut server, 1000);
-        feed(bed.t0, pm.session_mut(), old, &bytes);
-    }
+    stream_flows(&mut pm, &mut server, old, bed.t0);
     pm.frames_received(bed.t0, old);
     let lost = bed.t0 + STREAM_STOP_FLOOR / 2;
     pm.path_closed(lost, old);
