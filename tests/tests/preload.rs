@@ -461,6 +461,71 @@ fn socat_bulk_from_the_server_and_nc_as_server() {
     assert_eq!(sha256_file(&received).unwrap(), sha);
 }
 
+/// A program that exits with its socket still open: the kernel would close it after exit,
+/// delivering the last bytes and a FIN. The engine dies with the program, so it must do both
+/// before: the receiver gets every byte and its end of stream at once, not a reset after the
+/// linger period.
+#[test]
+fn a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof() {
+    if !namesock_tests::require_tools(
+        "a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof",
+        &["nc", "python3"],
+    ) {
+        return;
+    }
+    let world = world("preload-exit-open");
+    let (path, sha) = file_with(&world, "upload", 4 << 20);
+    let port = free_port();
+    let received = world.path("nc.out");
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "ncsrv",
+            &[
+                "sh",
+                "-c",
+                &format!("nc -l 127.0.0.1 {port} > {}", received.display()),
+            ],
+        )
+        .unwrap();
+    command.env("NAMESOCK_NAME", "sink");
+    command.env("NAMESOCK_SERVE", port.to_string());
+    let mut nc = Process::spawn(command).unwrap();
+    world
+        .wait_for_record("sink", Duration::from_secs(30), |_| true)
+        .unwrap();
+    // detach(): Python's socket object lets go of the descriptor without closing it.
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('sink.{ZONE}', {port}))\n\
+         s.sendall(open('{}', 'rb').read())\n\
+         s.detach()\n",
+        path.display()
+    );
+    let send = world
+        .namesock_run(&Local, "send", &["python3", "-c", &script])
+        .unwrap();
+    let output = run(send, None);
+    check("python upload", &output, &world, "send");
+    let started = std::time::Instant::now();
+    let status = nc.wait_timeout(TIMEOUT).unwrap();
+    let waited = started.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "nc: {status:?}\n{}",
+        world.log_tail("ncsrv", 30)
+    );
+    assert_eq!(sha256_file(&received).unwrap(), sha);
+    eprintln!("FIGURE nc saw its end of stream {waited:?} after the program exited");
+    // A reset would come after the linger period (30 s here).
+    assert!(
+        waited < Duration::from_secs(20),
+        "nc saw its end of stream only after {waited:?}\n{}\n{}",
+        world.log_tail("ncsrv", 30),
+        world.log_tail("send", 30)
+    );
+}
+
 #[test]
 fn nc_interactive_exchange_through_an_echo_server() {
     if !namesock_tests::require_tools(

@@ -73,6 +73,15 @@ impl Conn {
         }
     }
 
+    /// The program's socket, if paired, beside the session it relays.
+    pub fn app_and_session(&mut self) -> Option<(&mut AppSide, &mut Session)> {
+        let session = match &mut self.side {
+            Side::Client(c) => c.pm.session_mut(),
+            Side::Server(s) => &mut s.session,
+        };
+        Some((self.app.as_mut()?, session))
+    }
+
     pub fn session_mut(&mut self) -> &mut Session {
         match &mut self.side {
             Side::Client(c) => c.pm.session_mut(),

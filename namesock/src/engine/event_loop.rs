@@ -32,6 +32,7 @@ use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN};
 use super::record_watch::RecordWatch;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
+use super::sock_diag::SockDiag;
 use super::{Command, Shared, sys};
 
 pub(super) const WAKER: Token = Token(0);
@@ -94,6 +95,8 @@ pub(crate) struct Engine {
     pub(super) dirty: HashSet<ConnKey>,
     /// Threads waiting (at process exit) for half-closed sessions to finish.
     pub(super) drain_waiters: Vec<SyncSender<()>>,
+    /// While they wait: when to look again for bytes on their way from a program.
+    drain_recheck_at: Option<Instant>,
     /// Sessions by deadline, so that a loop turn costs what it touches, not every session;
     /// deadlines are coalesced across sessions (`crate::timers`).
     timers: Timers<ConnKey>,
@@ -128,6 +131,20 @@ pub(crate) struct Engine {
 /// be free. An engine at rest does not trim (each trim walks the allocator's free chunks).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 const TRIM_AFTER_KEEPALIVES: u32 = 3;
+
+/// How soon the exit drain looks again for bytes on their way from a program.
+const DRAIN_RECHECK: Duration = Duration::from_millis(1);
+
+/// Where the exit drain stands.
+enum Drain {
+    /// Nothing the programs wrote is left to deliver.
+    Done,
+    /// A session is still delivering; its events wake the loop.
+    Delivering,
+    /// Bytes of a program are on their way to the engine's socket. Their arrival wakes the
+    /// loop; the acknowledgement that shows them arrived and read does not: look again soon.
+    BytesOnTheWay,
+}
 
 fn session_config(cfg: &Config) -> SessionConfig {
     SessionConfig {
@@ -235,6 +252,7 @@ impl Engine {
             next_pending: 1,
             dirty: HashSet::new(),
             drain_waiters: Vec::new(),
+            drain_recheck_at: None,
             timers: Timers::new(Instant::now()),
             touched: Vec::new(),
             touched_all: false,
@@ -306,9 +324,23 @@ impl Engine {
                 self.touched.extend(dirty);
             }
             self.reschedule(Instant::now());
-            if !self.drain_waiters.is_empty() && !self.draining() {
-                for w in self.drain_waiters.drain(..) {
-                    let _ = w.send(());
+            if !self.drain_waiters.is_empty() {
+                self.drain_recheck_at = None;
+                match self.drain_progress() {
+                    Drain::Done => {
+                        for w in self.drain_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                    // Sessions closed on their programs' behalf send their ends next turn.
+                    Drain::Delivering if !self.dirty.is_empty() => {
+                        self.drain_recheck_at = Some(Instant::now());
+                    }
+                    Drain::Delivering => {}
+                    Drain::BytesOnTheWay => {
+                        tracing::debug!("exit drain: a program's bytes are on their way");
+                        self.drain_recheck_at = Some(Instant::now() + DRAIN_RECHECK);
+                    }
                 }
             }
         }
@@ -669,31 +701,74 @@ impl Engine {
         }
     }
 
-    /// Is a session still delivering what its program sent? (At exit: a program that
-    /// half-closed waits for the session to close; bytes still unread from a program's socket
-    /// are waited for too. What sits unconfirmed in a replay buffer of a session that the
-    /// program left open cannot be told apart from an idle one, and is not waited for.)
+    /// Is a session still delivering what its program sent? At exit, the kernel would
+    /// deliver a plain socket's last bytes after the process is gone; the engine goes with
+    /// the process, so it waits:
+    /// - for a session whose program half-closed, until it closes;
+    /// - for bytes still unread from a program's socket, or still on their way to it;
+    /// - for a socket the program leaves open, until the session has everything it wrote,
+    ///   then it closes it as the kernel would (`AppSide::close_at_exit`) and waits for the
+    ///   peer's end while a path to it is live. (A peer that is away is not waited for: the
+    ///   kernel's retransmissions would outlive the process unseen; the engine's cannot.)
     ///
     /// A server session that closed waits, too, until its client closes the path: the client
     /// still asks it to confirm the close (PING after its last ACK), and an engine that exits
     /// first answers that PING with a TCP reset, leaving the client to re-dial a peer that is
     /// gone for the whole linger period.
-    fn draining(&self) -> bool {
-        self.conns.values().any(|c| {
+    fn drain_progress(&mut self) -> Drain {
+        let diag = SockDiag::open()
+            .inspect_err(|e| tracing::debug!(error = %e, "sock_diag unavailable"))
+            .ok();
+        let mut progress = Drain::Done;
+        for (&key, c) in &mut self.conns {
             if let Side::Server(s) = &c.side
                 && s.closed
                 && !s.paths.is_empty()
             {
-                return true;
+                progress = Drain::Delivering;
+                continue;
             }
-            let Some(a) = c.app.as_ref().filter(|a| !a.failed && !a.connecting) else {
-                return false;
-            };
             if c.is_closed() || c.session().is_finished() {
-                return false;
+                continue;
             }
-            a.read_eof() || a.has_backlog()
-        })
+            let Some((a, session)) = c
+                .app_and_session()
+                .filter(|(a, _)| !a.failed && !a.connecting)
+            else {
+                continue;
+            };
+            if a.read_eof() {
+                progress = Drain::Delivering;
+                continue;
+            }
+            if a.closed_at_exit() {
+                let was_reset = session.is_reset();
+                if let Some(d) = &diag
+                    && a.still_closing_at_exit(session, d)
+                {
+                    if session.is_reset() && !was_reset {
+                        self.dirty.insert(key);
+                    }
+                    progress = Drain::Delivering;
+                }
+                continue;
+            }
+            // Only once all the program wrote has arrived does the engine's socket tell
+            // what is left in it (measured: a CI run lost a program's last bytes and FIN
+            // when the engine looked at its own socket alone).
+            if diag.as_ref().is_some_and(|d| a.has_bytes_on_the_way(d)) {
+                if matches!(progress, Drain::Done) {
+                    progress = Drain::BytesOnTheWay;
+                }
+            } else if a.has_backlog() {
+                progress = Drain::Delivering;
+            } else if let Some(d) = &diag {
+                a.close_at_exit(session, d);
+                self.dirty.insert(key);
+                progress = Drain::Delivering;
+            }
+        }
+        progress
     }
 
     // ---------------------------------------------------------------- timers
@@ -716,6 +791,7 @@ impl Engine {
             pairing,
             self.endpoint.poll_timeout(),
             server,
+            self.drain_recheck_at,
         ]
         .into_iter()
         .flatten()
@@ -782,14 +858,10 @@ impl Engine {
             let Some(c) = self.conns.get_mut(&key) else {
                 return;
             };
-            if let Some(app) = &mut c.app {
-                let session = match &mut c.side {
-                    Side::Client(client) => client.pm.session_mut(),
-                    Side::Server(s) => &mut s.session,
-                };
-                if app.pump(session) {
-                    self.moved_at = Some(now);
-                }
+            if let Some((app, session)) = c.app_and_session()
+                && app.pump(session)
+            {
+                self.moved_at = Some(now);
             }
             // A client's decisions first (they may open or close paths); a server's events
             // after its frames went out: a session an OPEN made is delivered to the program

@@ -85,7 +85,10 @@
 //!   for it otherwise. Refused paths and frames are counted by reason where the driver
 //!   receives the refusal. The socket is removed at exit.
 //! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
-//!   to deliver their last bytes, as the kernel would for a plain socket.
+//!   to deliver their last bytes, as the kernel would for a plain socket. Bytes a program
+//!   wrote that have not reached the engine's socket yet are waited for too: the kernel tells
+//!   how many its socket has unacknowledged (`sock_diag`). A socket the program leaves open
+//!   is closed for it as its kernel would after the exit: FIN, or RESET over unread bytes.
 
 mod allow;
 mod client;
@@ -100,6 +103,7 @@ mod relay_link;
 mod server;
 pub mod service_table;
 pub mod snapshot;
+mod sock_diag;
 
 pub use allow::AllowFileError;
 pub use delivery::claim_delivery;

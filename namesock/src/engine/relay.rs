@@ -12,6 +12,7 @@ use crate::session::Session;
 
 use super::delivery::DeliveryEntry;
 use super::path::READ_CHUNK;
+use super::sock_diag::{Queues, SockDiag};
 use super::sys;
 
 /// Length of the secret a connecting program writes first on its relay connection, so the
@@ -36,6 +37,8 @@ pub struct AppSide {
     wrote_eof: bool,
     /// The program's socket failed: the session was aborted.
     pub failed: bool,
+    /// The program exited with its socket open, and the session closed it.
+    closed_at_exit: bool,
 }
 
 impl AppSide {
@@ -51,6 +54,7 @@ impl AppSide {
             read_eof: false,
             wrote_eof: false,
             failed: false,
+            closed_at_exit: false,
         }
     }
 
@@ -85,6 +89,77 @@ impl AppSide {
         sys::has_input(self.stream.as_raw_fd())
     }
 
+    /// The kernel's queues of the program's end of this connection.
+    fn program_queues(&self, diag: &SockDiag) -> Option<Queues> {
+        let ours = self.stream.local_addr().ok()?;
+        let program = self.stream.peer_addr().ok()?;
+        diag.queues(program, ours)
+            .inspect_err(
+                |e| tracing::debug!(error = %e, "sock_diag: no word of the program's socket"),
+            )
+            .ok()
+            .flatten()
+    }
+
+    /// Bytes (or the end of stream) the program wrote that have not reached this socket yet:
+    /// still in the loopback queue, held back by this socket's window, or by the program's
+    /// Nagle until this socket acknowledges what came before. `has_backlog` cannot see them;
+    /// once this is `false`, it can. An acknowledgement this socket is holding back goes out
+    /// now, so that bytes held for it follow.
+    pub fn has_bytes_on_the_way(&self, diag: &SockDiag) -> bool {
+        let on_the_way = self
+            .program_queues(diag)
+            .is_some_and(|q| q.unacknowledged > 0);
+        if on_the_way {
+            let _ = sys::ack_now(self.stream.as_raw_fd());
+        }
+        on_the_way
+    }
+
+    /// The program exits with this socket open, and the session has every byte it wrote.
+    /// The kernel would close the socket after the exit: a FIN behind those bytes, or a reset
+    /// if the program left bytes unread. The engine dies with the program, so the session
+    /// does it now; [`AppSide::still_closing_at_exit`] follows it to the end.
+    pub fn close_at_exit(&mut self, session: &mut Session, diag: &SockDiag) {
+        if self.left_bytes_unread(session, diag) {
+            tracing::debug!("program exits with bytes unread: reset, as its kernel would");
+            session.app_abort();
+        } else {
+            tracing::debug!("program exits with its socket open: end of stream");
+            session.app_shutdown_write();
+        }
+        self.closed_at_exit = true;
+    }
+
+    /// After [`AppSide::close_at_exit`]: `true` while the exit must wait. As the kernel's
+    /// closed socket would, the session waits for the peer's end of stream (while a path to
+    /// the peer is live: one that is away is not waited for), and resets if the peer sends
+    /// bytes that the program will never read.
+    pub fn still_closing_at_exit(&mut self, session: &mut Session, diag: &SockDiag) -> bool {
+        if !session.has_live_path() {
+            return false;
+        }
+        if !session.is_reset() && self.left_bytes_unread(session, diag) {
+            tracing::debug!("bytes came after the program's exit: reset, as its kernel would");
+            session.app_abort();
+        }
+        true
+    }
+
+    /// The program has bytes it did not read: in its socket, or still in the session.
+    fn left_bytes_unread(&self, session: &Session, diag: &SockDiag) -> bool {
+        // The peer's FIN, once passed on, is one more in the queue, and no data.
+        let unread = self
+            .program_queues(diag)
+            .is_some_and(|q| q.unread > u32::from(self.wrote_eof));
+        unread || !session.app_readable()[0].is_empty()
+    }
+
+    /// [`AppSide::close_at_exit`] was done.
+    pub fn closed_at_exit(&self) -> bool {
+        self.closed_at_exit
+    }
+
     /// The peer's FIN reached the program's socket, and with it every byte before it.
     pub fn passed_eof(&self) -> bool {
         self.wrote_eof
@@ -112,7 +187,7 @@ impl AppSide {
     /// takes the edges before the session does; the tests below keep that case).
     fn pump_in(&mut self, session: &mut Session) -> bool {
         let mut moved = false;
-        while self.readable && !self.read_eof {
+        while self.readable && !self.read_eof && !self.closed_at_exit {
             // Straight into the replay buffer's room: no copy of the engine's.
             let [a, b] = session.app_spare(READ_CHUNK);
             let asked = a.len() + b.len();
@@ -212,13 +287,13 @@ mod tests {
     use std::io::Write as _;
     use std::net::{Shutdown, TcpListener as StdListener, TcpStream as StdStream};
     use std::sync::Arc;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use namesock_identity::Keypair;
 
     use super::*;
     use crate::session::tests::{deliver_all, transmit};
-    use crate::session::{Acceptor, SessionConfig};
+    use crate::session::{Acceptor, SessionConfig, SessionState};
     use crate::wire::Frame;
 
     /// A client session whose handshake is done (so it takes the program's bytes).
@@ -274,6 +349,107 @@ mod tests {
         assert_eq!(session.stats().unacked, 5);
         assert!(app.read_eof(), "the end of stream was not seen");
         assert!(!app.pump(&mut session), "nothing more to move");
+    }
+
+    /// What a program wrote just before it exits may not have reached the engine's socket:
+    /// here the program's Nagle holds its second write until the first is acknowledged,
+    /// which the engine's socket delays. The exit drain must see it all the same.
+    #[test]
+    fn bytes_the_program_has_written_are_seen_before_they_arrive() {
+        let mut session = open_client_session();
+        let (mut program, mut app) = socket_pair();
+        let diag = SockDiag::open().unwrap();
+        assert!(!app.has_bytes_on_the_way(&diag));
+        // Delayed ACKs on the engine's side (TCP_QUICKACK 0 enters the interactive mode).
+        sys::setsockopt_int(
+            app.stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            0,
+        )
+        .unwrap();
+        program.write_all(b"a").unwrap();
+        program.write_all(b"b").unwrap();
+        app.pump(&mut session);
+        // Until the engine's socket has "b", the drain sees one or the other (which one
+        // depends on whether the delayed ACK fired meanwhile).
+        let start = Instant::now();
+        while session.stats().unacked < 2 {
+            let on_the_way = app.has_bytes_on_the_way(&diag);
+            assert!(
+                on_the_way || app.has_backlog(),
+                "the drain would let \"b\" die"
+            );
+            app.note_readiness(true, false, false);
+            app.pump(&mut session);
+            assert!(start.elapsed() < Duration::from_secs(5), "\"b\" never came");
+        }
+        assert_eq!(session.stats().unacked, 2);
+        assert!(!app.has_bytes_on_the_way(&diag), "everything arrived");
+    }
+
+    /// A program that exits with its socket open and nothing unread: its session ends its
+    /// stream behind the bytes it took, and takes nothing the program writes after.
+    #[test]
+    fn a_socket_left_open_at_exit_ends_the_stream_behind_its_bytes() {
+        let mut session = open_client_session();
+        let (mut program, mut app) = socket_pair();
+        let diag = SockDiag::open().unwrap();
+        program.write_all(b"abc").unwrap();
+        while session.stats().unacked < 3 {
+            app.note_readiness(true, false, false);
+            app.pump(&mut session);
+        }
+        app.close_at_exit(&mut session, &diag);
+        assert!(app.closed_at_exit());
+        assert!(!session.is_reset(), "an end of stream, not a reset");
+        assert!(
+            app.still_closing_at_exit(&mut session, &diag),
+            "the peer has not ended its stream"
+        );
+        program.write_all(b"late").unwrap();
+        app.note_readiness(true, false, false);
+        app.pump(&mut session);
+        assert_eq!(
+            session.stats().unacked,
+            3,
+            "nothing taken after the end of stream"
+        );
+        // The peer's bytes that came after: the program is gone and will never read them.
+        app.stream.write_all(b"too late").unwrap();
+        let start = Instant::now();
+        while app.program_queues(&diag).unwrap().unread < 8 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the bytes never arrived"
+            );
+        }
+        assert!(app.still_closing_at_exit(&mut session, &diag));
+        assert!(
+            session.is_reset(),
+            "reset, as the kernel's closed socket would"
+        );
+    }
+
+    /// A program that exits leaving bytes unread: its kernel would reset the connection, so
+    /// the session is reset.
+    #[test]
+    fn a_socket_left_open_at_exit_with_bytes_unread_resets_the_session() {
+        let mut session = open_client_session();
+        let (_program, mut app) = socket_pair();
+        let diag = SockDiag::open().unwrap();
+        // What the engine gave the program, which the program never read.
+        app.stream.write_all(b"unread").unwrap();
+        let start = Instant::now();
+        while app.program_queues(&diag).unwrap().unread < 6 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the bytes never arrived"
+            );
+        }
+        assert_eq!(session.stats().state, SessionState::Live);
+        app.close_at_exit(&mut session, &diag);
+        assert_eq!(session.stats().state, SessionState::Closed, "reset");
     }
 
     /// An end of stream an event reported, behind bytes, is read in the same turn as they are:

@@ -17,7 +17,7 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(
+pub(super) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -79,6 +79,11 @@ pub fn tune_flow_path(fd: RawFd, user_timeout: Duration, keepalive: Duration) ->
 
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Sends an acknowledgement this socket is holding back (delayed ACK) now.
+pub fn ack_now(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
 }
 
 /// Gives the allocator's free memory back to the kernel (glibc's `malloc_trim`): the buffers

@@ -1042,6 +1042,16 @@ impl Session {
         }
     }
 
+    /// Reset, by either end or by the linger period.
+    pub fn is_reset(&self) -> bool {
+        self.state == State::Reset
+    }
+
+    /// A path to the peer is live (not handshaking, not lost).
+    pub fn has_live_path(&self) -> bool {
+        self.active().is_some()
+    }
+
     /// The application vanished: RESET(AppAbort) on every live path, then finished. After
     /// `Closed` there is nothing left to abort (a server finishes its linger on its own).
     pub fn app_abort(&mut self) {
