@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -333,6 +333,32 @@ fn serve(world: &World, label: &str, name: &str, argv: &[&str]) -> Process {
     process
 }
 
+/// `nc -l` on loopback, named `sink`, writing what it receives to `nc.out` (label `ncsrv`):
+/// its port, the process, and that file.
+fn nc_sink(world: &World) -> (u16, Process, PathBuf) {
+    let port = free_port();
+    let received = world.path("nc.out");
+    let mut command = world
+        .namesock_run(
+            &Local,
+            "ncsrv",
+            &[
+                "sh",
+                "-c",
+                &format!("nc -l 127.0.0.1 {port} > {}", received.display()),
+            ],
+        )
+        .unwrap();
+    command.env("NAMESOCK_NAME", "sink");
+    // nc binds loopback: served by name only because the setting says so.
+    command.env("NAMESOCK_SERVE", port.to_string());
+    let nc = Process::spawn(command).unwrap();
+    world
+        .wait_for_record("sink", Duration::from_secs(30), |_| true)
+        .unwrap();
+    (port, nc, received)
+}
+
 #[test]
 fn socat_half_close_then_the_server_answers() {
     if !namesock_tests::require_tools("socat_half_close_then_the_server_answers", &["socat"]) {
@@ -418,26 +444,7 @@ fn socat_bulk_from_the_server_and_nc_as_server() {
 
     // nc listens and receives a file from socat; the listener's side sees the client's EOF
     // (nc -N on the client side is socat's shutdown here) and exits.
-    let port = free_port();
-    let received = world.path("nc.out");
-    let mut command = world
-        .namesock_run(
-            &Local,
-            "ncsrv",
-            &[
-                "sh",
-                "-c",
-                &format!("nc -l 127.0.0.1 {port} > {}", received.display()),
-            ],
-        )
-        .unwrap();
-    command.env("NAMESOCK_NAME", "sink");
-    // nc binds loopback: served by name only because the setting says so.
-    command.env("NAMESOCK_SERVE", port.to_string());
-    let mut nc = Process::spawn(command).unwrap();
-    world
-        .wait_for_record("sink", Duration::from_secs(30), |_| true)
-        .unwrap();
+    let (port, mut nc, received) = nc_sink(&world);
     let send = world
         .namesock_run(
             &Local,
@@ -475,38 +482,8 @@ fn a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof() 
     }
     let world = world("preload-exit-open");
     let (path, sha) = file_with(&world, "upload", 4 << 20);
-    let port = free_port();
-    let received = world.path("nc.out");
-    let mut command = world
-        .namesock_run(
-            &Local,
-            "ncsrv",
-            &[
-                "sh",
-                "-c",
-                &format!("nc -l 127.0.0.1 {port} > {}", received.display()),
-            ],
-        )
-        .unwrap();
-    command.env("NAMESOCK_NAME", "sink");
-    command.env("NAMESOCK_SERVE", port.to_string());
-    let mut nc = Process::spawn(command).unwrap();
-    world
-        .wait_for_record("sink", Duration::from_secs(30), |_| true)
-        .unwrap();
-    // detach(): Python's socket object lets go of the descriptor without closing it.
-    let script = format!(
-        "import socket\n\
-         s = socket.create_connection(('sink.{ZONE}', {port}))\n\
-         s.sendall(open('{}', 'rb').read())\n\
-         s.detach()\n",
-        path.display()
-    );
-    let send = world
-        .namesock_run(&Local, "send", &["python3", "-c", &script])
-        .unwrap();
-    let output = run(send, None);
-    check("python upload", &output, &world, "send");
+    let (port, mut nc, received) = nc_sink(&world);
+    upload_and_exit_without_closing(&world, &format!("sink.{ZONE}:{port}"), &path);
     let started = std::time::Instant::now();
     let status = nc.wait_timeout(TIMEOUT).unwrap();
     let waited = started.elapsed();
@@ -522,6 +499,87 @@ fn a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof() 
         waited < Duration::from_secs(20),
         "nc saw its end of stream only after {waited:?}\n{}\n{}",
         world.log_tail("ncsrv", 30),
+        world.log_tail("send", 30)
+    );
+}
+
+/// Python under the preload sends the file at `path` to `target` (NAME:PORT), then lets go
+/// of its socket without closing it (`detach()`) and exits (label `send`). Returns how long
+/// it ran.
+fn upload_and_exit_without_closing(world: &World, target: &str, path: &Path) -> Duration {
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{host}', {port}))\n\
+         s.sendall(open('{}', 'rb').read())\n\
+         s.detach()\n",
+        path.display()
+    );
+    let send = world
+        .namesock_run(&Local, "send", &["python3", "-c", &script])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let output = run(send, None);
+    let ran = started.elapsed();
+    check("python upload", &output, world, "send");
+    ran
+}
+
+/// The other side of the above: a peer that reads to the end of stream and then keeps its
+/// own end open. The kernel's closed socket would not hold the program's exit for it; the
+/// engine waits for it only a moment (`PEER_END_WAIT`, 2 s) past the confirmation of the
+/// program's end.
+#[test]
+fn a_program_that_exits_without_closing_is_not_held_by_a_peer_that_stays_open() {
+    if !namesock_tests::require_tools(
+        "a_program_that_exits_without_closing_is_not_held_by_a_peer_that_stays_open",
+        &["python3"],
+    ) {
+        return;
+    }
+    let world = world("preload-exit-open-peer");
+    let size = 1 << 20;
+    let (path, _) = file_with(&world, "upload", size);
+    let port = free_port();
+    let count = world.path("count");
+    let server_script = format!(
+        "import socket, time\n\
+         l = socket.socket()\n\
+         l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('', {port}))\n\
+         l.listen()\n\
+         c, _ = l.accept()\n\
+         n = 0\n\
+         while True:\n\
+         \x20   b = c.recv(65536)\n\
+         \x20   if not b:\n\
+         \x20       break\n\
+         \x20   n += len(b)\n\
+         open('{}.tmp', 'w').write(str(n))\n\
+         import os\n\
+         os.rename('{0}.tmp', '{0}')\n\
+         time.sleep(120)\n",
+        count.display()
+    );
+    let mut server = serve(&world, "srv", "open", &["python3", "-c", &server_script]);
+    let ran = upload_and_exit_without_closing(&world, &format!("open.{ZONE}:{port}"), &path);
+    let counted = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(&count).ok()
+    });
+    server.kill();
+    assert_eq!(
+        counted.as_deref(),
+        Some(size.to_string().as_str()),
+        "the server did not see every byte and the end\n{}",
+        world.log_tail("srv", 30)
+    );
+    eprintln!("FIGURE a program whose peer stays open exited in {ran:?}");
+    // Without the bound, the exit was held until the peer closed (120 s here) or for the
+    // drain's own limit, 30 s.
+    assert!(
+        ran < Duration::from_secs(10),
+        "the program's exit took {ran:?}\n{}",
         world.log_tail("send", 30)
     );
 }

@@ -136,14 +136,24 @@ const TRIM_AFTER_KEEPALIVES: u32 = 3;
 const DRAIN_RECHECK: Duration = Duration::from_millis(1);
 
 /// Where the exit drain stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Drain {
     /// Nothing the programs wrote is left to deliver.
     Done,
-    /// A session is still delivering; its events wake the loop.
-    Delivering,
-    /// Bytes of a program are on their way to the engine's socket. Their arrival wakes the
-    /// loop; the acknowledgement that shows them arrived and read does not: look again soon.
-    BytesOnTheWay,
+    /// A session is still delivering: look again at the next event, or by the time given
+    /// (when the change to wait for raises no event of its own).
+    Delivering(Option<Instant>),
+}
+
+impl Drain {
+    /// One more session to wait for, until the next event or `by`.
+    fn wait(&mut self, by: Option<Instant>) {
+        *self = match (*self, by) {
+            (Drain::Delivering(Some(a)), Some(b)) => Drain::Delivering(Some(a.min(b))),
+            (Drain::Delivering(Some(a)), None) => Drain::Delivering(Some(a)),
+            _ => Drain::Delivering(by),
+        };
+    }
 }
 
 fn session_config(cfg: &Config) -> SessionConfig {
@@ -326,21 +336,13 @@ impl Engine {
             self.reschedule(Instant::now());
             if !self.drain_waiters.is_empty() {
                 self.drain_recheck_at = None;
-                match self.drain_progress() {
+                match self.drain_progress(Instant::now()) {
                     Drain::Done => {
                         for w in self.drain_waiters.drain(..) {
                             let _ = w.send(());
                         }
                     }
-                    // Sessions closed on their programs' behalf send their ends next turn.
-                    Drain::Delivering if !self.dirty.is_empty() => {
-                        self.drain_recheck_at = Some(Instant::now());
-                    }
-                    Drain::Delivering => {}
-                    Drain::BytesOnTheWay => {
-                        tracing::debug!("exit drain: a program's bytes are on their way");
-                        self.drain_recheck_at = Some(Instant::now() + DRAIN_RECHECK);
-                    }
+                    Drain::Delivering(by) => self.drain_recheck_at = by,
                 }
             }
         }
@@ -707,15 +709,14 @@ impl Engine {
     /// - for a session whose program half-closed, until it closes;
     /// - for bytes still unread from a program's socket, or still on their way to it;
     /// - for a socket the program leaves open, until the session has everything it wrote,
-    ///   then it closes it as the kernel would (`AppSide::close_at_exit`) and waits for the
-    ///   peer's end while a path to it is live. (A peer that is away is not waited for: the
-    ///   kernel's retransmissions would outlive the process unseen; the engine's cannot.)
+    ///   then it closes it as the kernel would (`AppSide::close_at_exit`) and waits, briefly,
+    ///   for the peer's end (`AppSide::still_closing_at_exit`).
     ///
     /// A server session that closed waits, too, until its client closes the path: the client
     /// still asks it to confirm the close (PING after its last ACK), and an engine that exits
     /// first answers that PING with a TCP reset, leaving the client to re-dial a peer that is
     /// gone for the whole linger period.
-    fn drain_progress(&mut self) -> Drain {
+    fn drain_progress(&mut self, now: Instant) -> Drain {
         let diag = SockDiag::open()
             .inspect_err(|e| tracing::debug!(error = %e, "sock_diag unavailable"))
             .ok();
@@ -725,7 +726,7 @@ impl Engine {
                 && s.closed
                 && !s.paths.is_empty()
             {
-                progress = Drain::Delivering;
+                progress.wait(None);
                 continue;
             }
             if c.is_closed() || c.session().is_finished() {
@@ -738,34 +739,37 @@ impl Engine {
                 continue;
             };
             if a.read_eof() {
-                progress = Drain::Delivering;
+                progress.wait(None);
                 continue;
             }
             if a.closed_at_exit() {
                 let was_reset = session.is_reset();
                 if let Some(d) = &diag
-                    && a.still_closing_at_exit(session, d)
+                    && let Some(by) = a.still_closing_at_exit(session, d, now)
                 {
-                    if session.is_reset() && !was_reset {
+                    // A reset decided here goes out next turn.
+                    let reset_now = session.is_reset() && !was_reset;
+                    if reset_now {
                         self.dirty.insert(key);
                     }
-                    progress = Drain::Delivering;
+                    progress.wait(Some(if reset_now { now } else { by }));
                 }
                 continue;
             }
             // Only once all the program wrote has arrived does the engine's socket tell
             // what is left in it (measured: a CI run lost a program's last bytes and FIN
-            // when the engine looked at its own socket alone).
+            // when the engine looked at its own socket alone). Their arrival wakes the loop;
+            // the acknowledgement that shows them arrived and read does not.
             if diag.as_ref().is_some_and(|d| a.has_bytes_on_the_way(d)) {
-                if matches!(progress, Drain::Done) {
-                    progress = Drain::BytesOnTheWay;
-                }
+                tracing::debug!("exit drain: a program's bytes are on their way");
+                progress.wait(Some(now + DRAIN_RECHECK));
             } else if a.has_backlog() {
-                progress = Drain::Delivering;
+                progress.wait(None);
             } else if let Some(d) = &diag {
-                a.close_at_exit(session, d);
+                // Its end goes out next turn.
+                a.close_at_exit(session, d, now);
                 self.dirty.insert(key);
-                progress = Drain::Delivering;
+                progress.wait(Some(now));
             }
         }
         progress

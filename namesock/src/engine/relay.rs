@@ -4,6 +4,7 @@
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::TcpStream;
@@ -14,6 +15,10 @@ use super::delivery::DeliveryEntry;
 use super::path::READ_CHUNK;
 use super::sock_diag::{Queues, SockDiag};
 use super::sys;
+
+/// How long a program's exit waits for the peer's end of stream once the peer confirmed the
+/// end the engine sent for it ([`AppSide::still_closing_at_exit`]).
+pub const PEER_END_WAIT: Duration = Duration::from_secs(2);
 
 /// Length of the secret a connecting program writes first on its relay connection, so the
 /// engine knows which session the connection belongs to.
@@ -37,8 +42,9 @@ pub struct AppSide {
     wrote_eof: bool,
     /// The program's socket failed: the session was aborted.
     pub failed: bool,
-    /// The program exited with its socket open, and the session closed it.
-    closed_at_exit: bool,
+    /// The program exited with its socket open, and the session closed it: when, and when
+    /// the peer confirmed that end.
+    closed_at_exit: Option<(Instant, Option<Instant>)>,
 }
 
 impl AppSide {
@@ -54,7 +60,7 @@ impl AppSide {
             read_eof: false,
             wrote_eof: false,
             failed: false,
-            closed_at_exit: false,
+            closed_at_exit: None,
         }
     }
 
@@ -120,7 +126,7 @@ impl AppSide {
     /// The kernel would close the socket after the exit: a FIN behind those bytes, or a reset
     /// if the program left bytes unread. The engine dies with the program, so the session
     /// does it now; [`AppSide::still_closing_at_exit`] follows it to the end.
-    pub fn close_at_exit(&mut self, session: &mut Session, diag: &SockDiag) {
+    pub fn close_at_exit(&mut self, session: &mut Session, diag: &SockDiag, now: Instant) {
         if self.left_bytes_unread(session, diag) {
             tracing::debug!("program exits with bytes unread: reset, as its kernel would");
             session.app_abort();
@@ -128,22 +134,40 @@ impl AppSide {
             tracing::debug!("program exits with its socket open: end of stream");
             session.app_shutdown_write();
         }
-        self.closed_at_exit = true;
+        self.closed_at_exit = Some((now, None));
     }
 
-    /// After [`AppSide::close_at_exit`]: `true` while the exit must wait. As the kernel's
-    /// closed socket would, the session waits for the peer's end of stream (while a path to
-    /// the peer is live: one that is away is not waited for), and resets if the peer sends
-    /// bytes that the program will never read.
-    pub fn still_closing_at_exit(&mut self, session: &mut Session, diag: &SockDiag) -> bool {
+    /// After [`AppSide::close_at_exit`]: while the exit must wait, `Some(time to look again
+    /// by)`. As the kernel's closed socket would, the session waits for the peer's end of
+    /// stream, and resets if the peer sends bytes that the program will never read. A peer
+    /// that is away (no live path) is not waited for, and one that keeps its end open is
+    /// waited for [`PEER_END_WAIT`] past the confirmation of ours: its engine needs a
+    /// confirmation of its own end only if it comes soon (at its own exit).
+    pub fn still_closing_at_exit(
+        &mut self,
+        session: &mut Session,
+        diag: &SockDiag,
+        now: Instant,
+    ) -> Option<Instant> {
+        let (closed, confirmed) = self.closed_at_exit?;
         if !session.has_live_path() {
-            return false;
+            return None;
         }
         if !session.is_reset() && self.left_bytes_unread(session, diag) {
             tracing::debug!("bytes came after the program's exit: reset, as its kernel would");
             session.app_abort();
         }
-        true
+        let confirmed = match confirmed {
+            Some(at) => at,
+            None if session.app_write_done() => {
+                self.closed_at_exit = Some((closed, Some(now)));
+                now
+            }
+            // Until the peer has all the program wrote: its confirmation wakes the loop.
+            None => return Some(now + PEER_END_WAIT),
+        };
+        let by = confirmed + PEER_END_WAIT;
+        (now < by).then_some(by)
     }
 
     /// The program has bytes it did not read: in its socket, or still in the session.
@@ -157,7 +181,7 @@ impl AppSide {
 
     /// [`AppSide::close_at_exit`] was done.
     pub fn closed_at_exit(&self) -> bool {
-        self.closed_at_exit
+        self.closed_at_exit.is_some()
     }
 
     /// The peer's FIN reached the program's socket, and with it every byte before it.
@@ -187,7 +211,7 @@ impl AppSide {
     /// takes the edges before the session does; the tests below keep that case).
     fn pump_in(&mut self, session: &mut Session) -> bool {
         let mut moved = false;
-        while self.readable && !self.read_eof && !self.closed_at_exit {
+        while self.readable && !self.read_eof && self.closed_at_exit.is_none() {
             // Straight into the replay buffer's room: no copy of the engine's.
             let [a, b] = session.app_spare(READ_CHUNK);
             let asked = a.len() + b.len();
@@ -400,12 +424,19 @@ mod tests {
             app.note_readiness(true, false, false);
             app.pump(&mut session);
         }
-        app.close_at_exit(&mut session, &diag);
+        let now = Instant::now();
+        app.close_at_exit(&mut session, &diag, now);
         assert!(app.closed_at_exit());
         assert!(!session.is_reset(), "an end of stream, not a reset");
         assert!(
-            app.still_closing_at_exit(&mut session, &diag),
+            app.still_closing_at_exit(&mut session, &diag, now)
+                .is_some(),
             "the peer has not ended its stream"
+        );
+        // Delivery is not cut short: until the peer confirms the end, it is waited for.
+        assert!(
+            app.still_closing_at_exit(&mut session, &diag, now + 5 * PEER_END_WAIT)
+                .is_some()
         );
         program.write_all(b"late").unwrap();
         app.note_readiness(true, false, false);
@@ -424,7 +455,10 @@ mod tests {
                 "the bytes never arrived"
             );
         }
-        assert!(app.still_closing_at_exit(&mut session, &diag));
+        assert!(
+            app.still_closing_at_exit(&mut session, &diag, Instant::now())
+                .is_some()
+        );
         assert!(
             session.is_reset(),
             "reset, as the kernel's closed socket would"
@@ -448,7 +482,7 @@ mod tests {
             );
         }
         assert_eq!(session.stats().state, SessionState::Live);
-        app.close_at_exit(&mut session, &diag);
+        app.close_at_exit(&mut session, &diag, Instant::now());
         assert_eq!(session.stats().state, SessionState::Closed, "reset");
     }
 

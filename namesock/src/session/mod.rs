@@ -1042,6 +1042,11 @@ impl Session {
         }
     }
 
+    /// Everything the application wrote, and its FIN, reached the peer.
+    pub fn app_write_done(&self) -> bool {
+        self.send.is_done()
+    }
+
     /// Reset, by either end or by the linger period.
     pub fn is_reset(&self) -> bool {
         self.state == State::Reset
