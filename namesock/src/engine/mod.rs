@@ -95,6 +95,7 @@ mod client;
 mod conn;
 mod delivery;
 mod event_loop;
+mod exit_drain;
 mod netlink;
 mod path;
 mod record_watch;
