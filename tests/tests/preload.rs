@@ -483,7 +483,8 @@ fn a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof() 
     let world = world("preload-exit-open");
     let (path, sha) = file_with(&world, "upload", 4 << 20);
     let (port, mut nc, received) = nc_sink(&world);
-    upload_and_exit_without_closing(&world, &format!("sink.{ZONE}:{port}"), &path);
+    // detach(): Python's socket object lets go of the descriptor without closing it.
+    upload_then_exit(&world, &format!("sink.{ZONE}:{port}"), &path, "s.detach()");
     let started = std::time::Instant::now();
     let status = nc.wait_timeout(TIMEOUT).unwrap();
     let waited = started.elapsed();
@@ -503,16 +504,15 @@ fn a_program_that_exits_without_closing_still_delivers_its_last_bytes_and_eof() 
     );
 }
 
-/// Python under the preload sends the file at `path` to `target` (NAME:PORT), then lets go
-/// of its socket without closing it (`detach()`) and exits (label `send`). Returns how long
-/// it ran.
-fn upload_and_exit_without_closing(world: &World, target: &str, path: &Path) -> Duration {
+/// Python under the preload sends the file at `path` to `target` (NAME:PORT), then does
+/// `last` to its socket `s` and exits (label `send`). Returns how long it ran.
+fn upload_then_exit(world: &World, target: &str, path: &Path, last: &str) -> Duration {
     let (host, port) = target.rsplit_once(':').unwrap();
     let script = format!(
         "import socket\n\
          s = socket.create_connection(('{host}', {port}))\n\
          s.sendall(open('{}', 'rb').read())\n\
-         s.detach()\n",
+         {last}\n",
         path.display()
     );
     let send = world
@@ -528,11 +528,11 @@ fn upload_and_exit_without_closing(world: &World, target: &str, path: &Path) -> 
 /// The other side of the above: a peer that reads to the end of stream and then keeps its
 /// own end open. The kernel's closed socket would not hold the program's exit for it; the
 /// engine waits for it only a moment (`PEER_END_WAIT`, 2 s) past the confirmation of the
-/// program's end.
+/// program's end, whether the program left its socket open or closed it itself.
 #[test]
-fn a_program_that_exits_without_closing_is_not_held_by_a_peer_that_stays_open() {
+fn a_program_that_exits_is_not_held_by_a_peer_that_stays_open() {
     if !namesock_tests::require_tools(
-        "a_program_that_exits_without_closing_is_not_held_by_a_peer_that_stays_open",
+        "a_program_that_exits_is_not_held_by_a_peer_that_stays_open",
         &["python3"],
     ) {
         return;
@@ -540,48 +540,51 @@ fn a_program_that_exits_without_closing_is_not_held_by_a_peer_that_stays_open() 
     let world = world("preload-exit-open-peer");
     let size = 1 << 20;
     let (path, _) = file_with(&world, "upload", size);
-    let port = free_port();
-    let count = world.path("count");
-    let server_script = format!(
-        "import socket, time\n\
-         l = socket.socket()\n\
-         l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         l.bind(('', {port}))\n\
-         l.listen()\n\
-         c, _ = l.accept()\n\
-         n = 0\n\
-         while True:\n\
-         \x20   b = c.recv(65536)\n\
-         \x20   if not b:\n\
-         \x20       break\n\
-         \x20   n += len(b)\n\
-         open('{}.tmp', 'w').write(str(n))\n\
-         import os\n\
-         os.rename('{0}.tmp', '{0}')\n\
-         time.sleep(120)\n",
-        count.display()
-    );
-    let mut server = serve(&world, "srv", "open", &["python3", "-c", &server_script]);
-    let ran = upload_and_exit_without_closing(&world, &format!("open.{ZONE}:{port}"), &path);
-    let counted = (0..100).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::fs::read_to_string(&count).ok()
-    });
-    server.kill();
-    assert_eq!(
-        counted.as_deref(),
-        Some(size.to_string().as_str()),
-        "the server did not see every byte and the end\n{}",
-        world.log_tail("srv", 30)
-    );
-    eprintln!("FIGURE a program whose peer stays open exited in {ran:?}");
-    // Without the bound, the exit was held until the peer closed (120 s here) or for the
-    // drain's own limit, 30 s.
-    assert!(
-        ran < Duration::from_secs(10),
-        "the program's exit took {ran:?}\n{}",
-        world.log_tail("send", 30)
-    );
+    for (label, last) in [("detach", "s.detach()"), ("close", "s.close()")] {
+        let port = free_port();
+        let count = world.path(&format!("count-{label}"));
+        let server_script = format!(
+            "import socket, time, os\n\
+             l = socket.socket()\n\
+             l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             l.bind(('', {port}))\n\
+             l.listen()\n\
+             c, _ = l.accept()\n\
+             n = 0\n\
+             while True:\n\
+             \x20   b = c.recv(65536)\n\
+             \x20   if not b:\n\
+             \x20       break\n\
+             \x20   n += len(b)\n\
+             open('{0}.tmp', 'w').write(str(n))\n\
+             os.rename('{0}.tmp', '{0}')\n\
+             time.sleep(120)\n",
+            count.display()
+        );
+        let name = format!("open-{label}");
+        let srv = format!("srv-{label}");
+        let mut server = serve(&world, &srv, &name, &["python3", "-c", &server_script]);
+        let ran = upload_then_exit(&world, &format!("{name}.{ZONE}:{port}"), &path, last);
+        let counted = (0..100).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(&count).ok()
+        });
+        server.kill();
+        assert_eq!(
+            counted.as_deref(),
+            Some(size.to_string().as_str()),
+            "{last}: the server did not see every byte and the end\n{}",
+            world.log_tail(&srv, 30)
+        );
+        eprintln!("FIGURE {last}: a program whose peer stays open exited in {ran:?}");
+        // Without the bound, the exit was held until the peer closed (120 s here) or for
+        // the drain's own limit, 30 s.
+        assert!(
+            ran < Duration::from_secs(10),
+            "{last}: the program's exit took {ran:?}\n{}",
+            world.log_tail("send", 30)
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The process's exit: what the engine, which dies with the program, still owes the program's
 //! peers, and how long the exit waits for it (docs/architecture.md, "End").
 
+use std::cell::OnceCell;
 use std::time::{Duration, Instant};
 
 use super::conn::Side;
@@ -51,20 +52,26 @@ impl Engine {
     /// Is a session still delivering what its program sent? At exit, the kernel would
     /// deliver a plain socket's last bytes after the process is gone; the engine goes with
     /// the process, so it waits:
-    /// - for a session whose program half-closed, until it closes;
     /// - for bytes still unread from a program's socket, or still on their way to it;
-    /// - for a socket the program leaves open, until the session has everything it wrote,
-    ///   then it closes it as the kernel would (`AppSide::close_at_exit`) and waits, briefly,
-    ///   for the peer's end (`AppSide::still_closing_at_exit`).
+    /// - then, for every socket the program still holds, half-closed or not, it closes it as
+    ///   the kernel would (`AppSide::close_at_exit`), waits until the peer has everything
+    ///   the program wrote, and briefly for the peer's end (`AppSide::still_closing_at_exit`).
     ///
     /// A server session that closed waits, too, until its client closes the path: the client
     /// still asks it to confirm the close (PING after its last ACK), and an engine that exits
     /// first answers that PING with a TCP reset, leaving the client to re-dial a peer that is
     /// gone for the whole linger period.
     fn drain_progress(&mut self, now: Instant) -> Drain {
-        let diag = SockDiag::open()
-            .inspect_err(|e| tracing::debug!(error = %e, "sock_diag unavailable"))
-            .ok();
+        // Opened only if a socket the program still holds is to be asked about.
+        let diag = OnceCell::new();
+        let diag = || {
+            diag.get_or_init(|| {
+                SockDiag::open()
+                    .inspect_err(|e| tracing::debug!(error = %e, "sock_diag unavailable"))
+                    .ok()
+            })
+            .as_ref()
+        };
         let mut progress = Drain::Done;
         for (&key, c) in &mut self.conns {
             if let Side::Server(s) = &c.side
@@ -83,15 +90,16 @@ impl Engine {
             else {
                 continue;
             };
-            if a.read_eof() {
-                progress.wait(None);
+            if a.read_eof() && !a.closed_at_exit() {
+                // Half-closed: the rest of the close is the kernel's at exit, so the engine's.
+                a.close_at_exit(session, diag(), now);
+                self.dirty.insert(key);
+                progress.wait(Some(now));
                 continue;
             }
             if a.closed_at_exit() {
                 let was_reset = session.is_reset();
-                if let Some(d) = &diag
-                    && let Some(by) = a.still_closing_at_exit(session, d, now)
-                {
+                if let Some(by) = a.still_closing_at_exit(session, now) {
                     // A reset decided here goes out next turn.
                     let reset_now = session.is_reset() && !was_reset;
                     if reset_now {
@@ -105,14 +113,14 @@ impl Engine {
             // what is left in it (measured: a CI run lost a program's last bytes and FIN
             // when the engine looked at its own socket alone). Their arrival wakes the loop;
             // the acknowledgement that shows them arrived and read does not.
-            if diag.as_ref().is_some_and(|d| a.has_bytes_on_the_way(d)) {
+            if diag().is_some_and(|d| a.has_bytes_on_the_way(d)) {
                 tracing::debug!("exit drain: a program's bytes are on their way");
                 progress.wait(Some(now + DRAIN_RECHECK));
             } else if a.has_backlog() {
                 progress.wait(None);
-            } else if let Some(d) = &diag {
+            } else if let Some(d) = diag() {
                 // Its end goes out next turn.
-                a.close_at_exit(session, d, now);
+                a.close_at_exit(session, Some(d), now);
                 self.dirty.insert(key);
                 progress.wait(Some(now));
             }

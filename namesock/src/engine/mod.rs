@@ -84,11 +84,12 @@
 //!   JSON snapshot of the engine's state at that moment (`snapshot`), and nothing is done
 //!   for it otherwise. Refused paths and frames are counted by reason where the driver
 //!   receives the refusal. The socket is removed at exit.
-//! - **At exit** (atexit), the process waits up to min(linger, 30 s) for half-closed sessions
-//!   to deliver their last bytes, as the kernel would for a plain socket. Bytes a program
-//!   wrote that have not reached the engine's socket yet are waited for too: the kernel tells
-//!   how many its socket has unacknowledged (`sock_diag`). A socket the program leaves open
-//!   is closed for it as its kernel would after the exit: FIN, or RESET over unread bytes.
+//! - **At exit** (atexit), the process waits up to min(linger, 30 s) for sessions to deliver
+//!   the program's last bytes and end, as the kernel would for a plain socket, and up to 2 s
+//!   more for the peer's end (`exit_drain`). Bytes a program wrote that have not reached
+//!   the engine's socket yet are waited for too: the kernel tells how many its socket has
+//!   unacknowledged (`sock_diag`). A socket the program leaves open is closed for it as its
+//!   kernel would after the exit: FIN, or RESET over unread bytes.
 
 mod allow;
 mod client;

@@ -122,15 +122,20 @@ impl AppSide {
         on_the_way
     }
 
-    /// The program exits with this socket open, and the session has every byte it wrote.
-    /// The kernel would close the socket after the exit: a FIN behind those bytes, or a reset
-    /// if the program left bytes unread. The engine dies with the program, so the session
-    /// does it now; [`AppSide::still_closing_at_exit`] follows it to the end.
-    pub fn close_at_exit(&mut self, session: &mut Session, diag: &SockDiag, now: Instant) {
-        if self.left_bytes_unread(session, diag) {
+    /// The program exits, and the session has every byte it wrote. The kernel would close
+    /// the program's socket after the exit: a FIN behind those bytes (if the program did not
+    /// half-close already), or a reset if it left bytes unread. The engine dies with the
+    /// program, so the session does it now; [`AppSide::still_closing_at_exit`] follows it to
+    /// the end.
+    pub fn close_at_exit(&mut self, session: &mut Session, diag: Option<&SockDiag>, now: Instant) {
+        // The peer's FIN, once passed on, is one more in the queue, and no data.
+        let unread = diag
+            .and_then(|d| self.program_queues(d))
+            .is_some_and(|q| q.unread > u32::from(self.wrote_eof));
+        if unread || !session.app_readable()[0].is_empty() {
             tracing::debug!("program exits with bytes unread: reset, as its kernel would");
             session.app_abort();
-        } else {
+        } else if !self.read_eof {
             tracing::debug!("program exits with its socket open: end of stream");
             session.app_shutdown_write();
         }
@@ -138,24 +143,28 @@ impl AppSide {
     }
 
     /// After [`AppSide::close_at_exit`]: while the exit must wait, `Some(time to look again
-    /// by)`. As the kernel's closed socket would, the session waits for the peer's end of
-    /// stream, and resets if the peer sends bytes that the program will never read. A peer
-    /// that is away (no live path) is not waited for, and one that keeps its end open is
-    /// waited for [`PEER_END_WAIT`] past the confirmation of ours: its engine needs a
-    /// confirmation of its own end only if it comes soon (at its own exit).
+    /// by)`. Until the peer has everything the program wrote, the exit waits (bounded by the
+    /// drain's own limit), path or no path: a client re-dials, a server waits for its
+    /// client's resume. Then, as the kernel's closed socket would, the session waits for the
+    /// peer's end of stream, for [`PEER_END_WAIT`] at most and only while a path is live:
+    /// the peer's engine needs a confirmation of its own end only if it comes soon (at its
+    /// own exit). Bytes the peer sends meanwhile, which the program will never read, reset
+    /// the session (they stay in it: nothing is written to the program after its exit). Asks
+    /// the kernel nothing, so that an exit with many sockets open costs each a look per loop
+    /// turn, not a query.
     pub fn still_closing_at_exit(
         &mut self,
         session: &mut Session,
-        diag: &SockDiag,
         now: Instant,
     ) -> Option<Instant> {
         let (closed, confirmed) = self.closed_at_exit?;
-        if !session.has_live_path() {
-            return None;
-        }
-        if !session.is_reset() && self.left_bytes_unread(session, diag) {
+        if !session.is_reset() && !session.app_readable()[0].is_empty() {
             tracing::debug!("bytes came after the program's exit: reset, as its kernel would");
             session.app_abort();
+        }
+        if session.is_reset() {
+            // Its RESET goes out on a live path; with none, nothing is owed.
+            return session.has_live_path().then_some(now);
         }
         let confirmed = match confirmed {
             Some(at) => at,
@@ -163,20 +172,11 @@ impl AppSide {
                 self.closed_at_exit = Some((closed, Some(now)));
                 now
             }
-            // Until the peer has all the program wrote: its confirmation wakes the loop.
+            // Its confirmation wakes the loop; the time is only a backstop.
             None => return Some(now + PEER_END_WAIT),
         };
         let by = confirmed + PEER_END_WAIT;
-        (now < by).then_some(by)
-    }
-
-    /// The program has bytes it did not read: in its socket, or still in the session.
-    fn left_bytes_unread(&self, session: &Session, diag: &SockDiag) -> bool {
-        // The peer's FIN, once passed on, is one more in the queue, and no data.
-        let unread = self
-            .program_queues(diag)
-            .is_some_and(|q| q.unread > u32::from(self.wrote_eof));
-        unread || !session.app_readable()[0].is_empty()
+        (session.has_live_path() && now < by).then_some(by)
     }
 
     /// [`AppSide::close_at_exit`] was done.
@@ -247,7 +247,9 @@ impl AppSide {
     /// socket does not take stays there (and unacknowledged, so the peer's window holds).
     fn pump_out(&mut self, session: &mut Session) -> bool {
         let mut moved = false;
-        loop {
+        // A program that exited reads nothing more: what comes stays in the session, where
+        // `still_closing_at_exit` sees it.
+        while self.closed_at_exit.is_none() {
             let [front, back] = session.app_readable();
             if front.is_empty() {
                 self.pass_eof(session);
@@ -322,6 +324,11 @@ mod tests {
 
     /// A client session whose handshake is done (so it takes the program's bytes).
     fn open_client_session() -> Session {
+        open_session_pair().0
+    }
+
+    /// The same, with its server session (client on path 1, server on path 100).
+    fn open_session_pair() -> (Session, Session) {
         let now = Instant::now();
         let cfg = SessionConfig::default();
         let skey = Arc::new(Keypair::from_seed(&[2; 32]));
@@ -345,7 +352,7 @@ mod tests {
             deliver_all(&mut server, now, 100, &up);
         }
         assert!(client.app_room() > 0, "the session does not take bytes");
-        client
+        (client, server)
     }
 
     /// The program's end of a loopback connection and the engine's (non-blocking) end.
@@ -416,7 +423,7 @@ mod tests {
     /// stream behind the bytes it took, and takes nothing the program writes after.
     #[test]
     fn a_socket_left_open_at_exit_ends_the_stream_behind_its_bytes() {
-        let mut session = open_client_session();
+        let (mut session, mut server) = open_session_pair();
         let (mut program, mut app) = socket_pair();
         let diag = SockDiag::open().unwrap();
         program.write_all(b"abc").unwrap();
@@ -425,17 +432,16 @@ mod tests {
             app.pump(&mut session);
         }
         let now = Instant::now();
-        app.close_at_exit(&mut session, &diag, now);
+        app.close_at_exit(&mut session, Some(&diag), now);
         assert!(app.closed_at_exit());
         assert!(!session.is_reset(), "an end of stream, not a reset");
         assert!(
-            app.still_closing_at_exit(&mut session, &diag, now)
-                .is_some(),
+            app.still_closing_at_exit(&mut session, now).is_some(),
             "the peer has not ended its stream"
         );
         // Delivery is not cut short: until the peer confirms the end, it is waited for.
         assert!(
-            app.still_closing_at_exit(&mut session, &diag, now + 5 * PEER_END_WAIT)
+            app.still_closing_at_exit(&mut session, now + 5 * PEER_END_WAIT)
                 .is_some()
         );
         program.write_all(b"late").unwrap();
@@ -447,18 +453,19 @@ mod tests {
             "nothing taken after the end of stream"
         );
         // The peer's bytes that came after: the program is gone and will never read them.
-        app.stream.write_all(b"too late").unwrap();
-        let start = Instant::now();
-        while app.program_queues(&diag).unwrap().unread < 8 {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "the bytes never arrived"
-            );
-        }
-        assert!(
-            app.still_closing_at_exit(&mut session, &diag, Instant::now())
-                .is_some()
+        let now = Instant::now();
+        assert_eq!(server.app_write(b"too late"), 8);
+        let down = transmit(&mut server, now, 100);
+        deliver_all(&mut session, now, 1, &down);
+        assert!(!session.is_reset());
+        app.note_readiness(false, false, true);
+        app.pump(&mut session);
+        assert_eq!(
+            app.program_queues(&diag).unwrap().unread,
+            0,
+            "nothing is written to a program that exited"
         );
+        assert!(app.still_closing_at_exit(&mut session, now).is_some());
         assert!(
             session.is_reset(),
             "reset, as the kernel's closed socket would"
@@ -482,7 +489,7 @@ mod tests {
             );
         }
         assert_eq!(session.stats().state, SessionState::Live);
-        app.close_at_exit(&mut session, &diag, Instant::now());
+        app.close_at_exit(&mut session, Some(&diag), Instant::now());
         assert_eq!(session.stats().state, SessionState::Closed, "reset");
     }
 
