@@ -92,7 +92,7 @@ impl Engine {
             };
             if a.read_eof() && !a.closed_at_exit() {
                 // Half-closed: the rest of the close is the kernel's at exit, so the engine's.
-                a.close_at_exit(session, diag(), now);
+                a.close_at_exit(session, diag());
                 self.dirty.insert(key);
                 progress.wait(Some(now));
                 continue;
@@ -120,7 +120,7 @@ impl Engine {
                 progress.wait(None);
             } else if let Some(d) = diag() {
                 // Its end goes out next turn.
-                a.close_at_exit(session, Some(d), now);
+                a.close_at_exit(session, Some(d));
                 self.dirty.insert(key);
                 progress.wait(Some(now));
             }

@@ -42,9 +42,9 @@ pub struct AppSide {
     wrote_eof: bool,
     /// The program's socket failed: the session was aborted.
     pub failed: bool,
-    /// The program exited with its socket open, and the session closed it: when, and when
-    /// the peer confirmed that end.
-    closed_at_exit: Option<(Instant, Option<Instant>)>,
+    /// The program exited, and the session closed for it: `Some(when the peer confirmed
+    /// that end)`, once it did.
+    closed_at_exit: Option<Option<Instant>>,
 }
 
 impl AppSide {
@@ -127,7 +127,7 @@ impl AppSide {
     /// half-close already), or a reset if it left bytes unread. The engine dies with the
     /// program, so the session does it now; [`AppSide::still_closing_at_exit`] follows it to
     /// the end.
-    pub fn close_at_exit(&mut self, session: &mut Session, diag: Option<&SockDiag>, now: Instant) {
+    pub fn close_at_exit(&mut self, session: &mut Session, diag: Option<&SockDiag>) {
         // The peer's FIN, once passed on, is one more in the queue, and no data.
         let unread = diag
             .and_then(|d| self.program_queues(d))
@@ -139,7 +139,7 @@ impl AppSide {
             tracing::debug!("program exits with its socket open: end of stream");
             session.app_shutdown_write();
         }
-        self.closed_at_exit = Some((now, None));
+        self.closed_at_exit = Some(None);
     }
 
     /// After [`AppSide::close_at_exit`]: while the exit must wait, `Some(time to look again
@@ -157,7 +157,7 @@ impl AppSide {
         session: &mut Session,
         now: Instant,
     ) -> Option<Instant> {
-        let (closed, confirmed) = self.closed_at_exit?;
+        let confirmed = self.closed_at_exit?;
         if !session.is_reset() && !session.app_readable()[0].is_empty() {
             tracing::debug!("bytes came after the program's exit: reset, as its kernel would");
             session.app_abort();
@@ -169,7 +169,7 @@ impl AppSide {
         let confirmed = match confirmed {
             Some(at) => at,
             None if session.app_write_done() => {
-                self.closed_at_exit = Some((closed, Some(now)));
+                self.closed_at_exit = Some(Some(now));
                 now
             }
             // Its confirmation wakes the loop; the time is only a backstop.
@@ -432,7 +432,7 @@ mod tests {
             app.pump(&mut session);
         }
         let now = Instant::now();
-        app.close_at_exit(&mut session, Some(&diag), now);
+        app.close_at_exit(&mut session, Some(&diag));
         assert!(app.closed_at_exit());
         assert!(!session.is_reset(), "an end of stream, not a reset");
         assert!(
@@ -489,7 +489,7 @@ mod tests {
             );
         }
         assert_eq!(session.stats().state, SessionState::Live);
-        app.close_at_exit(&mut session, Some(&diag), Instant::now());
+        app.close_at_exit(&mut session, Some(&diag));
         assert_eq!(session.stats().state, SessionState::Closed, "reset");
     }
 
