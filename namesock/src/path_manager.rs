@@ -252,9 +252,11 @@ pub struct PathManager {
     /// Both directions finished, the session was reset, or the connect failed: nothing
     /// more to dial for.
     closed: bool,
-    /// The session opens with an OPEN (until it is established): whatever goes wrong before
-    /// OPEN_ACK ends it with `Action::OpenFailed` rather than a retry.
-    opening: bool,
+    /// The session opens with an OPEN (until it is established), and the program's connect
+    /// gives up at this instant: whatever goes wrong before OPEN_ACK ends it with
+    /// `Action::OpenFailed` rather than a retry. An OPEN that carried early data waits for
+    /// its answer until then (a HELLO could deliver the bytes twice).
+    opening: Option<Instant>,
     actions: VecDeque<Action>,
 }
 
@@ -296,7 +298,7 @@ impl PathManager {
             last_round: None,
             connect_deadline: Some(connect_deadline),
             closed: false,
-            opening: false,
+            opening: None,
             actions: VecDeque::new(),
         };
         pm.start_round(now, true);
@@ -326,7 +328,7 @@ impl PathManager {
             deadline,
             loopback,
         );
-        pm.opening = true;
+        pm.opening = Some(connect_deadline);
         // The dial's cut-off (see `handle_timeout`): a far server's SYN takes its round trip.
         pm.next_dial = pm.next_dial.map(|_| now + STAGGER.max(parent_rtt * 2));
         if pm.paths.is_empty() {
@@ -339,11 +341,11 @@ impl PathManager {
     /// The OPEN failed: everything stops and the driver connects again with a HELLO.
     /// Returns whether this session was still opening (else nothing changes).
     fn open_failed(&mut self, now: Instant) -> bool {
-        if !self.opening || !self.is_connecting() {
+        if self.opening.is_none() || !self.is_connecting() {
             return false;
         }
         debug!("OPEN failed: falling back to HELLO");
-        self.opening = false;
+        self.opening = None;
         self.connect_deadline = None;
         self.stop();
         let paths: Vec<PathId> = self.paths.iter().map(|p| p.id).collect();
@@ -427,8 +429,19 @@ impl PathManager {
                 self.dial_queue = VecDeque::new();
             }
         }
-        if self.connect_deadline.is_some_and(|d| d <= now) && self.open_failed(now) {
-            return;
+        if self.connect_deadline.is_some_and(|d| d <= now) {
+            match self.opening {
+                // The server may have taken the early data: its OPEN_ACK is waited for as
+                // long as the connect may take.
+                Some(until) if until > now && self.session.early_data_may_have_arrived() => {
+                    self.connect_deadline = Some(until);
+                }
+                _ => {
+                    if self.open_failed(now) {
+                        return;
+                    }
+                }
+            }
         }
         if self.connect_deadline.is_some_and(|d| d <= now) {
             let failure = match self.last_error {
@@ -443,7 +456,7 @@ impl PathManager {
         // An OPEN's one dial that has not connected within its cut-off: the ticket's address
         // may be gone (the server moved); HELLO looks the peer up again. A connected one waits
         // for OPEN_ACK (the path's suspicion delay) and dials nothing else.
-        if self.opening && self.next_dial.is_some_and(|t| t <= now) {
+        if self.opening.is_some() && self.next_dial.is_some_and(|t| t <= now) {
             self.next_dial = None;
             let connected = self.paths.iter().any(|p| p.state == ClientPathState::Open);
             if !connected && self.open_failed(now) {
@@ -663,7 +676,10 @@ impl PathManager {
         // An OPEN gets one try: a path lost or suspect, or a REFUSE, before OPEN_ACK.
         let open_over = match &ev {
             Event::PathDead(_) | Event::NeedPath | Event::Reset { .. } => true,
-            Event::PathSuspect(p) => self.session.is_handshaking(*p),
+            // A slow answer to an OPEN that carried early data is waited for (above).
+            Event::PathSuspect(p) => {
+                self.session.is_handshaking(*p) && !self.session.early_data_may_have_arrived()
+            }
             _ => false,
         };
         if open_over && self.open_failed(now) {
@@ -671,7 +687,7 @@ impl PathManager {
         }
         match ev {
             Event::Established { peer } => {
-                self.opening = false;
+                self.opening = None;
                 if self.connect_deadline.take().is_none() {
                     return;
                 }
@@ -711,7 +727,8 @@ impl PathManager {
                 }
             }
             Event::PathSuspect(p) => {
-                if self.closed || self.need_path {
+                // An OPEN has its one path (see `open_over`): nothing else is dialed.
+                if self.closed || self.need_path || self.opening.is_some() {
                     return;
                 }
                 if self.session.is_handshaking(p) {

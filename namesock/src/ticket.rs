@@ -65,6 +65,9 @@ pub struct Ticket {
     /// The session's round trip when the ticket was taken (a client's OPEN is given time
     /// in proportion: its server is as far away as the parent's was).
     pub rtt: Option<Duration>,
+    /// The receive window the peer announced: a client's early data after an OPEN stays
+    /// within it until OPEN_ACK announces the child's.
+    pub peer_window: u32,
 }
 
 /// What a verified OPEN's ticket says about its client.
@@ -233,6 +236,7 @@ struct ClientEntry {
     addr: SocketAddr,
     origin: Instant,
     rtt: Option<Duration>,
+    peer_window: u32,
     stored: Instant,
 }
 
@@ -251,6 +255,8 @@ pub struct OpenTicket {
     pub origin: Instant,
     /// The parent session's round trip, if it measured one.
     pub rtt: Option<Duration>,
+    /// The server's receive window as the parent session knew it.
+    pub peer_window: u32,
 }
 
 /// A client's tickets, by (server GUID, service port): the newest session's ticket for each.
@@ -283,6 +289,7 @@ impl ClientTickets {
                 addr,
                 origin: ticket.origin,
                 rtt: ticket.rtt,
+                peer_window: ticket.peer_window,
                 stored: now,
             },
         );
@@ -313,6 +320,7 @@ impl ClientTickets {
             addr: e.addr,
             origin: e.origin,
             rtt: e.rtt,
+            peer_window: e.peer_window,
         })
     }
 
@@ -369,6 +377,7 @@ mod tests {
             peer: key(1),
             origin,
             rtt: None,
+            peer_window: 64 * 1024,
         }
     }
 

@@ -883,6 +883,124 @@ fn an_open_whose_ticket_is_gone_hears_a_signed_refuse_and_its_client_falls_back(
     assert_eq!(bed.endpoint.tickets(), 0);
 }
 
+/// A client's first flight on an OPEN's path: the OPEN, and the early data behind it.
+fn split_open(flight: &[u8]) -> (&[u8], &[u8]) {
+    let (frame, len) = FrameRef::decode_ref(flight).unwrap().unwrap();
+    assert!(matches!(frame, Frame::Open(_)), "{frame:?}");
+    flight.split_at(len)
+}
+
+/// A client session that OPENs with the next ticket of `tickets`, with `request` written
+/// before its path connected (client path 2); its first flight.
+fn open_with_early_data(
+    bed: &Bed,
+    key: Arc<Keypair>,
+    tickets: &mut crate::ticket::ClientTickets,
+    request: &[u8],
+) -> (Session, Vec<u8>) {
+    let ticket = tickets
+        .take(bed.now, &bed.server_key.guid(), PORT)
+        .expect("a live ticket");
+    let mut client = Session::client_open(
+        SessionConfig::default(),
+        key,
+        ticket,
+        PORT,
+        rand::random(),
+        bed.now,
+    );
+    assert_eq!(client.app_write(request), request.len());
+    assert!(!client.early_data_may_have_arrived());
+    client.path_opened(bed.now, 2);
+    let flight = wire(bed.now, &mut client, 2);
+    (client, flight)
+}
+
+#[test]
+fn early_data_behind_an_open_reaches_the_server_with_it_once_and_a_replay_reaches_nothing() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    let request = b"GET /file HTTP/1.0\r\n\r\n";
+    let (mut client, flight) = open_with_early_data(&bed, key, &mut tickets, request);
+    // The request went out sealed behind the OPEN, before any answer.
+    assert!(client.early_data_may_have_arrived());
+    let (open, early) = split_open(&flight);
+    assert!(!early.is_empty());
+    assert!(!early.windows(request.len()).any(|w| w == request));
+    let (_, mut server, _) = new_session(open_at(&mut bed, 10, open));
+    assert!(feed(bed.now, &mut server, 10, early));
+    let mut buf = [0; 64];
+    let n = server.app_read(&mut buf);
+    assert_eq!(&buf[..n], request);
+    // OPEN_ACK and the answer behind it: the client's session is made, and nothing it sent
+    // early is sent again.
+    assert_eq!(server.app_write(b"HTTP/1.0 200 OK"), 15);
+    let back = wire(bed.now, &mut server, 10);
+    assert!(feed(bed.now, &mut client, 2, &back));
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Established {
+            peer: bed.server_key.public()
+        }]
+    );
+    let n = client.app_read(&mut buf);
+    assert_eq!(&buf[..n], b"HTTP/1.0 200 OK");
+    let after = wire(bed.now, &mut client, 2);
+    assert!(feed(bed.now, &mut server, 10, &after));
+    assert_eq!(server.app_read(&mut buf), 0, "the early data came again");
+    // The whole flight replayed to the same server: the OPEN's child number is spent, so its
+    // path is refused before the data behind it is read.
+    let replayed = open_at(&mut bed, 11, open).unwrap_err();
+    assert_eq!(
+        replayed.why,
+        Refusal::Open(crate::ticket::OpenError::Replayed { child: 1 })
+    );
+    assert!(replayed.answer.is_none());
+    assert_eq!(bed.endpoint.sessions(), 2);
+}
+
+#[test]
+fn early_data_refused_with_its_open_goes_again_in_a_hello_session_exactly_once() {
+    let mut bed = Bed::new();
+    let key = Arc::new(Keypair::generate());
+    let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
+    // The server restarted: the same key, no tickets.
+    let mut restarted = Bed {
+        now: bed.now,
+        server_key: bed.server_key.clone(),
+        endpoint: Endpoint::new(),
+    };
+    restarted
+        .endpoint
+        .start_serving(SessionConfig::default(), restarted.server_key.clone());
+    restarted.endpoint.serve(PORT, deliver());
+    let (mut failed, flight) = open_with_early_data(&bed, key.clone(), &mut tickets, b"request");
+    failed.app_shutdown_write();
+    let (open, _) = split_open(&flight);
+    restarted
+        .endpoint
+        .path_accepted(bed.now, 10, ip(1))
+        .unwrap();
+    let refused = restarted
+        .endpoint
+        .first_frame(bed.now, 10, first(open), no_session)
+        .unwrap_err();
+    assert!(failed.early_data_may_have_arrived());
+    // The signed REFUSE says the server took nothing: the stream may go again.
+    client_hears(bed.now, &mut failed, 2, refused);
+    assert!(!failed.early_data_may_have_arrived());
+    let mut client = restarted.client_of(key, PORT);
+    client.adopt_stream(&mut failed);
+    let (k, mut server, _) = new_session(hello_from(&mut restarted, &mut client, 20, ip(1)));
+    prove(&mut restarted, k, &mut client, &mut server, 20);
+    let mut buf = [0; 64];
+    let n = server.app_read(&mut buf);
+    assert_eq!(&buf[..n], b"request");
+    assert!(server.app_read_eof());
+    assert_eq!(server.app_read(&mut buf), 0);
+}
+
 #[test]
 fn an_open_meets_the_same_policy_as_a_hello() {
     let mut bed = Bed::new();

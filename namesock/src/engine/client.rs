@@ -245,16 +245,7 @@ impl Engine {
             self.start_open(key, req, ticket, Some((rec, verified)), now);
             return;
         }
-        let conn_id: ConnId = rand::random();
-        let session = Session::client(
-            self.session_cfg,
-            self.client_key.clone(),
-            rec.guid,
-            req.port,
-            conn_id,
-            now,
-        );
-        let Some(locators) = rec.locators_for(req.port) else {
+        let Some(pm) = self.hello_manager(&rec, req.port, req.deadline, now) else {
             tracing::debug!(target = %req.target, port = req.port, "the record does not list the port");
             let _ = req.reply.send(Err(ConnectError::Refused {
                 target: req.target.to_string(),
@@ -262,15 +253,7 @@ impl Engine {
             }));
             return;
         };
-        tracing::debug!(target = %req.target, port = req.port, ?locators, relays = ?rec.relays, "connecting");
-        let pm = PathManager::new(
-            now,
-            session,
-            rec.seq,
-            (locators, rec.relays.clone()),
-            req.deadline,
-            self.cfg.loopback_locators(),
-        );
+        tracing::debug!(target = %req.target, port = req.port, relays = ?rec.relays, "connecting");
         self.insert_client(key, req, pm, Some((rec, verified)), None);
     }
 
@@ -307,7 +290,23 @@ impl Engine {
             self.cfg.loopback_locators(),
         );
         let open = Some((parent, req.deadline));
+        // With the record at hand a failed OPEN can fall back to HELLO in place, so the
+        // program's connect is answered now: it pairs while the OPEN is on its way, and its
+        // first bytes follow the OPEN (early data). Without it (a GUID, no live session), a
+        // fallback needs a lookup first, and the connect waits for OPEN_ACK.
+        let early = record.is_some();
+        let port = req.port;
         self.insert_client(key, req, pm, record, open);
+        if early && let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
+            let info = SessionInfo {
+                peer_guid: client.pm.session().server_guid(),
+                peer_name: client.peer_name.clone(),
+                peer_addr: addr,
+                service_port: port,
+            };
+            tracing::debug!(peer = %info.peer_guid, "connect answered at the OPEN: early data");
+            self.answer_connect(key, info, now);
+        }
     }
 
     /// Files the client session `pm` made for `req` (from `record`, when the connect had
@@ -417,11 +416,19 @@ impl Engine {
                     } else {
                         tracing::debug!(error = %err, "connect failed");
                     }
-                    if let Some(r) = client.reply.take() {
-                        let _ = r.send(Err(err));
-                    }
+                    let answered = match client.reply.take() {
+                        Some(r) => {
+                            let _ = r.send(Err(err));
+                            false
+                        }
+                        None => true,
+                    };
                     // Whatever the record said did not work: the next connect looks again.
                     self.shared.records.lock().forget(&client.target);
+                    if answered {
+                        // Answered at an OPEN that then failed: the program sees a reset.
+                        self.reset_app(key);
+                    }
                     self.remove_conn(key);
                     return true;
                 }
@@ -435,6 +442,11 @@ impl Engine {
                     if let Some((parent, _)) = client.open {
                         self.tickets.forget(&guid, client.port, &parent);
                     }
+                    self.counters.tickets.opens_fell_back += 1;
+                    if client.reply.is_none() {
+                        self.open_failed_after_answer(key, now);
+                        return true;
+                    }
                     let retry = match (client.reply.take(), client.open.take()) {
                         (Some(reply), Some((_, deadline))) => Some(Connecting {
                             target: client.target.clone(),
@@ -446,7 +458,6 @@ impl Engine {
                         _ => None,
                     };
                     tracing::debug!(peer = %guid, "OPEN failed: connecting with HELLO");
-                    self.counters.tickets.opens_fell_back += 1;
                     self.remove_conn(key);
                     if let Some(req) = retry {
                         self.connect(req, now);
@@ -455,6 +466,69 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// An OPEN whose connect was answered at once failed. If the server cannot have taken
+    /// any of the program's bytes (none went out, or its signed REFUSE says so), the session
+    /// goes on in place with a HELLO to the record's locators, and sends them all; otherwise
+    /// a second session could deliver them twice, so the program sees a reset, as a TCP
+    /// connection whose server died mid-request.
+    fn open_failed_after_answer(&mut self, key: ConnKey, now: Instant) {
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return;
+        };
+        let plan = match (&client.record, client.open.take()) {
+            (Some((rec, _)), Some((_, deadline)))
+                if !client.pm.session().early_data_may_have_arrived() =>
+            {
+                Some((rec.clone(), client.port, deadline))
+            }
+            _ => None,
+        };
+        let fallback =
+            plan.and_then(|(rec, port, deadline)| self.hello_manager(&rec, port, deadline, now));
+        let Some(pm) = fallback else {
+            tracing::debug!("OPEN failed after early data: the program sees a reset");
+            self.reset_app(key);
+            self.remove_conn(key);
+            return;
+        };
+        let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
+            return;
+        };
+        tracing::debug!(peer = %client.target, "OPEN failed: connecting with HELLO");
+        tracing::debug!(target = %client.target, port = client.port, "connecting");
+        let mut failed = std::mem::replace(&mut client.pm, pm);
+        client.pm.session_mut().adopt_stream(failed.session_mut());
+        self.dirty.insert(key);
+    }
+
+    /// A client session that opens with HELLO to `port` of the peer `rec` names, and the path
+    /// manager that dials its locators (`None`: the record lists no locator for the port).
+    fn hello_manager(
+        &self,
+        rec: &Record,
+        port: u16,
+        deadline: Instant,
+        now: Instant,
+    ) -> Option<PathManager> {
+        let locators = rec.locators_for(port)?;
+        let session = Session::client(
+            self.session_cfg,
+            self.client_key.clone(),
+            rec.guid,
+            port,
+            rand::random(),
+            now,
+        );
+        Some(PathManager::new(
+            now,
+            session,
+            rec.seq,
+            (locators, rec.relays.clone()),
+            deadline,
+            self.cfg.loopback_locators(),
+        ))
     }
 
     fn dial(
@@ -565,13 +639,19 @@ impl Engine {
             self.tickets
                 .store(now, &ticket, client.port, info.peer_addr);
         }
+        tracing::debug!(peer = %info.peer_guid, addr = %info.peer_addr, "session established");
+        self.answer_connect(key, info, now);
+    }
+
+    /// Answers the program's connect (once) with the secret its relay connection will
+    /// present.
+    fn answer_connect(&mut self, key: ConnKey, info: SessionInfo, now: Instant) {
         let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
             return;
         };
         let Some(reply) = client.reply.take() else {
             return;
         };
-        tracing::debug!(peer = %info.peer_guid, addr = %info.peer_addr, "session established");
         let secret: [u8; SECRET_LEN] = rand::random();
         if reply.send(Ok(Ready { secret, info })).is_err() {
             client.pm.session_mut().app_abort();

@@ -885,6 +885,66 @@ fn an_open_that_is_refused_closed_unanswered_or_undialable_falls_back_at_once() 
 }
 
 #[test]
+fn an_open_that_carried_early_data_waits_for_its_answer_until_the_connect_deadline() {
+    let bed = Bed::new();
+    let (mut endpoint, key, mut tickets) = ticket_bed(&bed);
+    // The program's bytes went out behind the OPEN: the server may have taken them, so the
+    // OPEN is not given up at the suspicion delay or OPEN_TIMEOUT (a HELLO would send them
+    // again), nor is another path dialed; an answer past both still makes the session.
+    let mut pm = open_manager(&bed, key.clone(), &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    assert_eq!(pm.session_mut().app_write(b"request"), 7);
+    let flight = wire(bed.t0, pm.session_mut(), path);
+    assert!(pm.session().early_data_may_have_arrived());
+    let answered = bed.t0 + OPEN_TIMEOUT * 3;
+    let mut now = bed.t0;
+    while let Some(at) = pm.poll_timeout().filter(|at| *at < answered) {
+        now = at.max(now);
+        pm.handle_timeout(now, &bed.local);
+        let a = actions(&mut pm, now, &bed.local);
+        assert!(a.is_empty(), "at {:?}: {a:?}", now - bed.t0);
+    }
+    endpoint
+        .path_accepted(bed.t0, 2000, ip("10.0.0.2"))
+        .unwrap();
+    let Ok(Incoming::New { mut session, .. }) =
+        endpoint.first_frame(bed.t0, 2000, decode(&flight), |_| None)
+    else {
+        panic!("OPEN refused");
+    };
+    feed(
+        answered,
+        pm.session_mut(),
+        path,
+        &wire(answered, &mut session, 2000),
+    );
+    let a = actions(&mut pm, answered, &bed.local);
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Established { .. })),
+        "{a:?}"
+    );
+
+    // Never answered: given up at the connect's own deadline, with nothing dialed meanwhile.
+    let mut pm = open_manager(&bed, key, &mut tickets);
+    let path = dials(&actions(&mut pm, bed.t0, &bed.local))[0].0;
+    pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
+    assert_eq!(pm.session_mut().app_write(b"request"), 7);
+    wire(bed.t0, pm.session_mut(), path);
+    let now = loop {
+        let now = pm.poll_timeout().unwrap();
+        pm.handle_timeout(now, &bed.local);
+        let a = actions(&mut pm, now, &bed.local);
+        assert!(dials(&a).is_empty(), "{a:?}");
+        if a.contains(&Action::OpenFailed) {
+            break now;
+        }
+    };
+    assert_eq!(now, bed.t0 + Duration::from_secs(10));
+    assert!(pm.session().early_data_may_have_arrived());
+}
+
+#[test]
 fn an_open_to_a_far_server_waits_as_long_as_its_parents_round_trips_need() {
     let bed = Bed::new();
     let rtt = Duration::from_millis(400);

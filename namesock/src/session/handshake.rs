@@ -13,7 +13,8 @@ use super::keys::open_tag;
 use super::keys::{Ephemeral, SessionKeys};
 use super::path::{Path, PathState};
 use super::{
-    Event, HandshakeError, ResumeError, Role, Session, SessionConfig, SessionError, auth, window_of,
+    EarlyData, Event, HandshakeError, ResumeError, Role, Session, SessionConfig, SessionError,
+    auth, window_of,
 };
 use crate::ticket::{OpenTicket, Verified};
 use crate::wire::{
@@ -54,6 +55,9 @@ impl Session {
         s.connecting = Some(port);
         s.by_open = true;
         s.origin = ticket.origin;
+        // Early data stays within the server's window as the parent knew it (OPEN_ACK
+        // announces the child's).
+        s.send.set_peer_window(ticket.peer_window);
         s.opening = Some(Box::new(ticket));
         s.no_live_since = Some(now);
         s
@@ -136,7 +140,10 @@ impl Session {
             .cfg
             .linger
             .min(Duration::from_millis(u64::from(a.linger_ms)));
+        let early_sent = self.send.next();
         self.make_live(i);
+        // Early data went out in order on this very path: it is not sent again.
+        self.send.keep_early(early_sent);
         self.events.push_back(Event::Established { peer: server });
         Ok(())
     }
@@ -304,6 +311,9 @@ impl Session {
             .verify(&auth::refuse(r), &r.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
         debug!(reason = ?r.reason, "the server refused the session");
+        if self.early == EarlyData::Sent && p.open {
+            self.early = EarlyData::Refused;
+        }
         self.reset(r.reason, false, true);
         Ok(())
     }

@@ -182,6 +182,8 @@ pub struct Session {
     opening: Option<Box<OpenTicket>>,
     /// The session was made by an OPEN (no handshake).
     by_open: bool,
+    /// Client of an OPEN: what became of the stream bytes sent behind it before OPEN_ACK.
+    early: EarlyData,
     /// Client of an OPEN: the server's key its ticket names (the session's peer once
     /// OPEN_ACK opened with the child keys).
     peer_expected: Option<PublicKey>,
@@ -218,6 +220,18 @@ pub struct Session {
     /// Client: the rhythm of the peer's stream, to notice at once when it stops (boxed: a
     /// server and an idle client never need it).
     cadence: Option<Box<Cadence>>,
+}
+
+/// Client of an OPEN: the program's bytes may follow the OPEN on its path before OPEN_ACK
+/// (early data), and whether they did decides how a failed OPEN may fall back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EarlyData {
+    /// None went out.
+    None,
+    /// Some went out: the server may have taken them with the OPEN.
+    Sent,
+    /// Some went out, and the server's signed REFUSE of the OPEN says it took none.
+    Refused,
 }
 
 /// The active path changed to a new one.
@@ -325,6 +339,7 @@ impl Session {
             next_conn_id: None,
             opening: None,
             by_open: false,
+            early: EarlyData::None,
             peer_expected: None,
             origin: now,
             keys: None,
@@ -404,6 +419,7 @@ impl Session {
             peer,
             origin: self.origin,
             rtt: self.active().and_then(|i| self.paths[i].quiet_rtt()),
+            peer_window: self.send.peer_window(),
         })
     }
 
@@ -735,6 +751,14 @@ impl Session {
         if let Some(frame) = p.handshake.take() {
             return Some(*frame);
         }
+        // Client of an OPEN: the program's bytes follow the OPEN on its path, sealed with the
+        // child's keys, within the window the parent knew; the server takes them only with
+        // the OPEN, whose child number it accepts once.
+        if p.open && p.keys.is_some() {
+            let frame = self.poll_stream(now, i)?;
+            self.early = EarlyData::Sent;
+            return Some(frame);
+        }
         // Nothing sealed before the keys; a server says nothing more until the client proved
         // it holds them (a replayed HELLO gets HELLO_ACK and silence).
         if !p.is_live() || p.keys.is_none() || !self.proven {
@@ -1050,6 +1074,23 @@ impl Session {
     /// Reset, by either end or by the linger period.
     pub fn is_reset(&self) -> bool {
         self.state == State::Reset
+    }
+
+    /// Client of an OPEN that failed: the server may have taken stream bytes sent behind
+    /// it (some went out, and no signed REFUSE says otherwise), so a new session must not
+    /// send them again.
+    pub fn early_data_may_have_arrived(&self) -> bool {
+        self.early == EarlyData::Sent
+    }
+
+    /// A client session whose OPEN failed before the server could take any of its stream
+    /// hands the stream over: this new session (not yet established) sends everything the
+    /// program wrote to it, and its FIN, from the start.
+    pub fn adopt_stream(&mut self, failed: &mut Session) {
+        debug_assert!(!failed.early_data_may_have_arrived());
+        debug_assert_eq!(self.send.high(), 0, "the adopting session sent nothing yet");
+        std::mem::swap(&mut self.send, &mut failed.send);
+        self.send.restart();
     }
 
     /// A path to the peer is live (not handshaking, not lost).

@@ -81,6 +81,10 @@ impl SendStream {
         self.peer_window = u64::from(window);
     }
 
+    pub(super) fn peer_window(&self) -> u32 {
+        u32::try_from(self.peer_window).unwrap_or(u32::MAX)
+    }
+
     /// Room left in the replay buffer (room appears as the peer confirms bytes).
     pub(super) fn room(&self) -> usize {
         if self.fin {
@@ -220,6 +224,29 @@ impl SendStream {
     /// a byte sent twice says nothing about either.
     pub(super) fn rewind(&mut self) {
         self.next = self.known;
+        self.growth = Growth::default();
+    }
+
+    /// The path that carried early data became live: what it sent stays sent (it went
+    /// out in order on that very path), unlike a `rewind`'s new path.
+    pub(super) fn keep_early(&mut self, next: u64) {
+        self.next = next;
+    }
+
+    /// Where sending goes on from.
+    pub(super) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The stream starts over in a new session (an OPEN refused before any of it was
+    /// confirmed): every byte written, and the FIN, will be sent again from position 0,
+    /// once the new peer announces its window.
+    pub(super) fn restart(&mut self) {
+        debug_assert_eq!(self.known, 0, "a restarted stream had nothing confirmed");
+        self.next = 0;
+        self.high = 0;
+        self.peer_ack = 0;
+        self.peer_window = 0;
         self.growth = Growth::default();
     }
 
