@@ -66,6 +66,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SuiteError {
 }
 
 const MIB: u64 = 1 << 20;
+/// What the connect section's delay line adds to the round trip between the hosts.
+const FAR_RTT: Duration = Duration::from_millis(10);
 
 struct Opts {
     runs: usize,
@@ -900,6 +902,7 @@ impl Suite {
                 goal,
             });
         }
+        self.ttfb_far(&cases)?;
         // Issue 19: one process's sequential requests reach 0.9 of plain TCP's rate.
         let [plain_rate, _, ns_rate, previous_rate] = self.meds("ttfb", "sequential");
         self.rows.push(Row {
@@ -912,6 +915,59 @@ impl Suite {
             versus: times(ratio(ns_rate, plain_rate)),
             vs_previous: self.previous_cell_with(|| times(ratio(ns_rate, previous_rate))),
             goal: at_least(ratio(ns_rate, plain_rate), 0.9, "plain"),
+        });
+        Ok(())
+    }
+
+    /// The first byte of a new connection over a long path: the router holds every packet
+    /// from the client for [`FAR_RTT`] (a delay line: there is no netem here), so each round
+    /// trip between the hosts costs that much more, and the round trips a connect makes show
+    /// (plain TCP: its handshake and the request's; namesock: the same two when the request
+    /// rides behind the OPEN).
+    fn ttfb_far(&mut self, cases: &[(&str, Variant, &str, String)]) -> Result<()> {
+        let metric = "warm, far";
+        let delay = self.bed.delay_from(&self.client, FAR_RTT)?;
+        let count = if self.opts.quick { "5" } else { "20" };
+        for run in 0..self.opts.runs {
+            for (name, variant, mode, target) in cases.iter().filter(|c| c.0 != "lookup") {
+                let mut c = Running::spawn(self.peer(
+                    &self.client,
+                    *variant,
+                    "cli-echo",
+                    &format!("ttfb-far-{name}"),
+                    &["ttfb", mode, target, count],
+                )?)?;
+                let line = c.expect("ttfb", Duration::from_secs(120))?;
+                let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
+                eprintln!(
+                    "  ttfb run {run} {name:8} over {FAR_RTT:?} more round trip: {warm:.0} µs"
+                );
+                self.record("ttfb", metric, name, run, warm, "µs");
+            }
+        }
+        drop(delay);
+        let [plain, _, ns, previous] = self.meds("ttfb", metric);
+        let rtt_us = FAR_RTT.as_secs_f64() * 1e6;
+        let trips =
+            |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.2}", v / rtt_us));
+        self.rows.push(Row {
+            section: "connect".into(),
+            metric: format!(
+                "time to first byte, new connection, {} ms more round trip (router delay line)",
+                FAR_RTT.as_millis()
+            ),
+            namesock: with_unit(ns, "µs"),
+            previous: self.previous_cell(previous, "µs"),
+            plain: format!("{} (known IP)", with_unit(plain, "µs")),
+            peer: format!(
+                "round trips: namesock {}, plain {}",
+                trips(ns),
+                trips(plain)
+            ),
+            versus: added(ns, plain, "µs"),
+            vs_previous: self.previous_cell_with(|| added(ns, previous, "µs")),
+            // Issue 19: no extra round trip to a known peer.
+            goal: at_most_added(ns, plain, rtt_us / 2.0, "µs", "plain"),
         });
         Ok(())
     }

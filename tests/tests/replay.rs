@@ -3,7 +3,9 @@
 //! from the client's host, during the session's linger and after the server restarted with
 //! the same key. The program must accept nothing: the first replay gets no answer at all (the
 //! connection ID is in use), the second a HELLO_ACK and then silence (the replayer cannot
-//! prove it holds the keys, so the session never reaches the program).
+//! prove it holds the keys, so the session never reaches the program). Likewise a captured OPEN
+//! with the request that rode behind it (early data, over a path made long by a delay line at
+//! the router): replayed to the same server or after a restart, no program sees either.
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `socat` and a release build (tests/run.sh).
 
@@ -166,6 +168,11 @@ const OPEN_START: [u8; 10] = [14, 0, 0, 0, 67, b'n', b's', b'o', b'k', 2];
 const OPEN_LEN: usize = 72;
 /// A REFUSE: type 12, body length 146.
 const REFUSE_START: [u8; 5] = [12, 0, 0, 0, 146];
+/// A SEALED record of a DATA frame with 4 bytes of payload: 1 + 16 + 4 + 16.
+const EARLY_REQUEST_START: [u8; 5] = [13, 0, 0, 0, 37];
+const EARLY_REQUEST_LEN: usize = 5 + 37;
+/// What the delay line adds to the round trip between client and server.
+const FAR: Duration = Duration::from_millis(40);
 
 /// Two connections, one after the other, from one process (one engine): the second opens
 /// with the first one's ticket.
@@ -207,9 +214,16 @@ fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
     };
     let (server, seq, engine) = start_server(0);
 
-    // The genuine client: two connections, the second by OPEN, watched from the router.
+    // The genuine client: two connections, the second by OPEN, watched from the router. The
+    // router holds the client's packets for FAR (a long path): the second connection's
+    // request is in the program's socket long before the OPEN's path connects, so it crosses
+    // the router in the OPEN's own segment, a round trip before OPEN_ACK could come back.
     let pcap = world.path("replay-open.pcap");
     let capture = Capture::start(&scenario.bed.router_namespace(), &pcap);
+    let far = scenario
+        .bed
+        .delay_from(&scenario.client, FAR)
+        .expect("a delay line at the router");
     let host = format!("echo.{ZONE}");
     let port = ECHO_PORT.to_string();
     let output = world
@@ -228,15 +242,24 @@ fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
         "{}",
         world.log_tail("client", 20)
     );
+    drop(far);
     let captured = capture.finish(&pcap);
     let at = find(&captured, &OPEN_START).expect("an OPEN crossed the router");
-    let open = captured[at..at + OPEN_LEN].to_vec();
+    // Early data: the request ("two\n", sealed) follows the OPEN in the same segment.
+    let request = at + OPEN_LEN;
+    assert_eq!(
+        captured[request..request + 5],
+        EARLY_REQUEST_START,
+        "the request did not ride behind the OPEN"
+    );
+    let flight = captured[at..request + EARLY_REQUEST_LEN].to_vec();
     assert_eq!(accepted(&accepts), 2);
     let log = std::fs::read_to_string(world.log("echo.namesock")).unwrap_or_default();
     assert_eq!(log.matches("session opened by OPEN").count(), 1, "{log}");
 
-    // 1. To the same server, its ticket still live: the child number is spent, no answer.
-    let answer = replay(&scenario, engine, &open);
+    // 1. To the same server, its ticket still live: the child number is spent, no answer,
+    //    and the request behind the OPEN is never read.
+    let answer = replay(&scenario, engine, &flight);
     eprintln!(
         "OPEN replayed to the same server: {} bytes back",
         answer.len()
@@ -251,7 +274,7 @@ fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
     // 2. To the same identity, restarted (no tickets): a signed REFUSE, nothing else.
     drop(server);
     let (server, _, engine) = start_server(seq);
-    let answer = replay(&scenario, engine, &open);
+    let answer = replay(&scenario, engine, &flight);
     eprintln!(
         "OPEN replayed after a server restart: {} bytes back, a REFUSE: {}",
         answer.len(),

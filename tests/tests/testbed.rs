@@ -141,6 +141,52 @@ fn hosts_reach_each_other_move_lose_packets_and_clean_up() {
     }
 }
 
+/// The shortest round trip of `count` pings from `from` to `to`, if all came back.
+fn min_rtt(from: &Host, to: IpAddr, count: u32) -> Option<Duration> {
+    let (count_arg, to_arg) = (count.to_string(), to.to_string());
+    let argv = [
+        "ping", "-n", "-q", "-c", &count_arg, "-i", "0.05", "-W", "2", &to_arg,
+    ];
+    let output = from.run(&argv, Duration::from_secs(30)).expect("ping runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let all_back = text.contains(&format!(" {count} received"));
+    // "rtt min/avg/max/mdev = 0.041/0.050/0.061/0.007 ms"
+    let min_ms: f64 = text
+        .lines()
+        .find_map(|l| l.split(" = ").nth(1).filter(|_| l.starts_with("rtt")))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.parse().ok())?;
+    all_back.then(|| Duration::from_secs_f64(min_ms / 1e3))
+}
+
+#[test]
+fn a_delay_line_adds_its_delay_to_every_round_trip_and_goes_when_dropped() {
+    let test = "a_delay_line_adds_its_delay_to_every_round_trip_and_goes_when_dropped";
+    if !require_namespaces(test) || !require_tools(test, &["ping"]) {
+        return;
+    }
+    let bed = Testbed::for_scenario("delay").expect("test bed");
+    let a = bed.add_host("a").expect("host a");
+    let b = bed.add_host("b").expect("host b");
+    let delay = Duration::from_millis(30);
+    let line = bed.delay_from(&a, delay).expect("delay line");
+    for to in b.addrs() {
+        let rtt = min_rtt(&a, to, 5).unwrap_or_else(|| panic!("a lost pings to {to}"));
+        eprintln!("a -> b at {to}: {rtt:?} with the delay line");
+        assert!(
+            rtt >= delay,
+            "{rtt:?} to {to}, under the delay line's {delay:?}"
+        );
+    }
+    // Dropped: the rules and the TUN go, and the round trip is short again.
+    drop(line);
+    for to in b.addrs() {
+        let rtt = min_rtt(&a, to, 5).unwrap_or_else(|| panic!("a lost pings to {to}"));
+        eprintln!("a -> b at {to}: {rtt:?} without it");
+        assert!(rtt < delay, "{rtt:?} to {to} after the delay line went");
+    }
+}
+
 #[test]
 fn a_saved_bed_can_be_taken_over_and_removed() {
     if !require_namespaces("a_saved_bed_can_be_taken_over_and_removed") {

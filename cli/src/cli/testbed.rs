@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use namesock_cli::testbed::demo::{self, DemoOptions};
@@ -133,6 +134,20 @@ fn testbed_command() -> Command {
                     .help("kbit/s (0 removes the limit)"),
             ),
         )
+        .subcommand(
+            host_command(
+                "delay",
+                "Hold every packet from a host at the router (a longer round trip), until \
+                 Enter, end of input or Ctrl-C",
+            )
+            .arg(
+                Arg::new("ms")
+                    .value_name("MS")
+                    .required(true)
+                    .value_parser(clap::value_parser!(u64))
+                    .help("milliseconds added to each round trip with HOST"),
+            ),
+        )
         .subcommand(host_command(
             "add-link",
             "Join a host to the router by one more link",
@@ -213,6 +228,16 @@ fn testbed(matches: &ArgMatches) -> Result<(), TestbedError> {
         "rate" => {
             let kbit = sub.get_one::<u64>("kbit").copied().unwrap_or(0);
             host()?.limit_rate(Some(kbit).filter(|&k| k > 0))?;
+        }
+        "delay" => {
+            let ms = sub.get_one::<u64>("ms").copied().unwrap_or(0);
+            let host = host()?;
+            let _line = bed.delay_from(&host, Duration::from_millis(ms))?;
+            println!(
+                "packets from {} wait {ms} ms at the router; Enter ends it",
+                host.name()
+            );
+            let _ = std::io::stdin().read_line(&mut String::new());
         }
         "add-link" => {
             let host = host()?;

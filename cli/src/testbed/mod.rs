@@ -12,6 +12,7 @@
 //! (processes in its namespaces are killed first). [`Testbed::sweep_stale`] removes what a killed
 //! run left behind. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the `ip` and `nft` tools.
 
+mod delay;
 pub mod demo;
 mod forward;
 mod measure;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+pub use delay::DelayLine;
 pub use measure::{Progress, Sample, Stall, median, stalls};
 pub use plan::{Plan, Subnet, SubnetAllocator};
 pub use process::{Process, run_with_input};

@@ -30,6 +30,12 @@ use super::{Command, ConnectError, Ready, SessionInfo, sys};
 const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on relay connections that have not yet sent their secret.
 const MAX_PENDING_APPS: usize = 256;
+/// A connect with a ticket is answered at its OPEN (early data) only beside at most this many
+/// open sessions to the same server (the previous one of a sequence may still be closing): a
+/// server refuses a peer past its per-peer limit (64 by default), and a refusal after the
+/// answer could only reset the program's connection. A server allowing one session per peer,
+/// or at its total limit, can still refuse an answered connect: the program sees a reset.
+const EARLY_BESIDE_OPEN_SESSIONS: usize = 1;
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
 pub(super) struct Connecting {
@@ -273,6 +279,7 @@ impl Engine {
         self.counters.tickets.opens_sent += 1;
         let parent = ticket.parent;
         let (addr, parent_rtt) = (ticket.addr, ticket.rtt);
+        let ticket_server = ticket.server.guid();
         let session = Session::client_open(
             self.session_cfg,
             self.client_key.clone(),
@@ -293,8 +300,11 @@ impl Engine {
         // With the record at hand a failed OPEN can fall back to HELLO in place, so the
         // program's connect is answered now: it pairs while the OPEN is on its way, and its
         // first bytes follow the OPEN (early data). Without it (a GUID, no live session), a
-        // fallback needs a lookup first, and the connect waits for OPEN_ACK.
-        let early = record.is_some();
+        // fallback needs a lookup first, and the connect waits for OPEN_ACK. So does a connect
+        // beside other open sessions to the server: it may be the one past the server's
+        // per-peer limit, and only an unanswered connect can report that (ECONNREFUSED).
+        let early =
+            record.is_some() && self.open_sessions_to(&ticket_server) <= EARLY_BESIDE_OPEN_SESSIONS;
         let port = req.port;
         self.insert_client(key, req, pm, record, open);
         if early && let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
@@ -307,6 +317,16 @@ impl Engine {
             tracing::debug!(peer = %info.peer_guid, "connect answered at the OPEN: early data");
             self.answer_connect(key, info, now);
         }
+    }
+
+    /// This engine's client sessions to `server` that the server still counts against its
+    /// per-peer limit (neither closed both ways, nor reset, nor failed).
+    fn open_sessions_to(&self, server: &Guid) -> usize {
+        self.conns
+            .values()
+            .filter(|c| matches!(c.side, Side::Client(_)) && !c.is_closed())
+            .filter(|c| c.session().server_guid() == *server)
+            .count()
     }
 
     /// Files the client session `pm` made for `req` (from `record`, when the connect had
