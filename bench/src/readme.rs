@@ -439,6 +439,28 @@ pub fn section(results: &Results) -> Result<String, Error> {
         .map(|c| c.trim_end_matches("/s"))
         .unwrap_or(MISSING)
         .to_owned();
+    // The connect row over the delay line (its label names the delay the suite added).
+    let far = t
+        .rows
+        .iter()
+        .find(|r| {
+            r.first().is_some_and(|s| s.starts_with("connect"))
+                && r.get(1).is_some_and(|m| m.contains("more round trip"))
+        })
+        .map_or_else(
+            || "Over a longer path: (not measured)".to_owned(),
+            |r| {
+                let col = |i: usize| r.get(i).map_or(MISSING, String::as_str);
+                format!(
+                    "Over a path whose round trip the test bed's delay line made longer ({}), the \
+                     first byte of a new connection takes {} against {} for plain TCP ({})",
+                    col(1).trim_start_matches("time to first byte, new connection, "),
+                    col(NAMESOCK),
+                    col(PLAIN),
+                    col(PEER)
+                )
+            },
+        );
     let _ = writeln!(
         w,
         "- **New connection by name: {}** ({} against {}, and {} after a \
@@ -450,7 +472,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
          the first one looks it up and verifies it, file store: {} verified resolves per \
          second). The program's connect is answered at once and its first bytes follow the \
          OPEN (early data), so its first answer comes one round trip after the path's TCP \
-         handshake, as over plain TCP: no extra round trip. On this 2-core machine, where both \
+         handshake, as over plain TCP: no extra round trip. {far}. On this 2-core machine, where both \
          programs and both engines share the cores and a loopback round trip costs almost \
          nothing, what remains is work per connection, not waiting: the path's TCP handshake, \
          the program's pairing with its engine, the delivery to the server's program and the \
