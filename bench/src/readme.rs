@@ -451,12 +451,16 @@ pub fn section(results: &Results) -> Result<String, Error> {
             || "Over a longer path: (not measured)".to_owned(),
             |r| {
                 let col = |i: usize| r.get(i).map_or(MISSING, String::as_str);
+                let longer = col(1)
+                    .trim_start_matches("time to first byte, new connection, ")
+                    .trim_end_matches(" more round trip (router delay line)");
                 format!(
-                    "Over a path whose round trip the test bed's delay line made longer ({}), the \
-                     first byte of a new connection takes {} against {} for plain TCP ({})",
-                    col(1).trim_start_matches("time to first byte, new connection, "),
+                    "Over a path {longer} longer in round trip (the test bed's delay line at the \
+                     router), a new connection's first byte takes {}, against {} for plain TCP \
+                     and {} for the previous release ({})",
                     col(NAMESOCK),
                     col(PLAIN),
+                    col(PREVIOUS),
                     col(PEER)
                 )
             },
