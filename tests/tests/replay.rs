@@ -5,7 +5,9 @@
 //! connection ID is in use), the second a HELLO_ACK and then silence (the replayer cannot
 //! prove it holds the keys, so the session never reaches the program). Likewise a captured OPEN
 //! with the request that rode behind it (early data, over a path made long by a delay line at
-//! the router): replayed to the same server or after a restart, no program sees either.
+//! the router): replayed to the same server or after a restart, no program sees either. And
+//! early data is never delivered twice: when the server took a request but its answer never
+//! came back, the client's program sees a reset, not a second session carrying it again.
 //!
 //! Needs root, `ip`, `nft`, `tcpdump`, `socat` and a release build (tests/run.sh).
 
@@ -287,4 +289,126 @@ fn a_replayed_open_reaches_no_program_on_the_same_server_or_after_a_restart() {
     let log = std::fs::read_to_string(world.log("echo.namesock")).unwrap_or_default();
     assert!(log.contains("OPEN refused: no live ticket"), "{log}");
     drop(server);
+}
+
+/// One echo by name, then (once the file `go` exists) a second connection whose request
+/// rides behind its OPEN; prints what became of it.
+const ECHO_THEN_WAIT: &str = r#"
+import os, socket, sys, time
+host, port, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((host, port))
+s.sendall(b"one\n")
+got = b""
+while not got.endswith(b"\n"):
+    got += s.recv(100)
+s.close()
+print("one", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+s = socket.create_connection((host, port))
+s.sendall(b"two\n")
+try:
+    got = s.recv(100)
+    print("echoed" if got else "eof", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+"#;
+
+/// nftables in the server's namespace: every packet it sends longer than 100 bytes (loopback
+/// spared) is dropped. Handshakes and pure ACKs are shorter and pass; OPEN_ACK and data do not.
+const ANSWERS_LOST: &str = "table inet answers_lost {
+    chain out {
+        type filter hook output priority 0;
+        oifname != \"lo\" meta length > 100 drop
+    }
+}
+";
+
+#[test]
+fn a_request_the_server_took_whose_answer_was_lost_is_reset_not_sent_twice() {
+    let name = "a_request_the_server_took_whose_answer_was_lost_is_reset_not_sent_twice";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3", "nft"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("early-lost", 1024, Timers::fast());
+    let world = &scenario.world;
+    let accepts = world.path("accepts");
+    let (server, _, _) = start_echo_server(&scenario, &accepts, None, 0);
+    let go = world.path("go");
+    let (host, port, go_s) = (
+        format!("echo.{ZONE}"),
+        ECHO_PORT.to_string(),
+        go.to_string_lossy().into_owned(),
+    );
+    let mut command = world
+        .namesock_run(
+            &scenario.client,
+            "client",
+            &[
+                "timeout",
+                "30",
+                "python3",
+                "-c",
+                ECHO_THEN_WAIT,
+                &host,
+                &port,
+                &go_s,
+            ],
+        )
+        .expect("client command");
+    command.env("NAMESOCK_LOG", "info,namesock::engine::client=debug");
+    let mut client = Process::spawn(command).expect("client started");
+    let out = || std::fs::read_to_string(world.log("client")).unwrap_or_default();
+    let wait = |what: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !what() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}\n{}",
+                out(),
+                world.log_tail("client.namesock", 40)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait(&|| out().contains("one"));
+    assert_eq!(accepted(&accepts), 1);
+    // From now on the server's answers are lost on the way: it takes the second
+    // connection's OPEN and the request behind it, and its OPEN_ACK never arrives.
+    let mut nft = scenario.server.command("nft");
+    nft.arg("-f").arg("-");
+    let added =
+        namesock_cli::testbed::run_with_input(nft, Some(ANSWERS_LOST), Duration::from_secs(10))
+            .expect("nft ran");
+    assert!(added.status.success(), "{added:?}");
+    std::fs::write(&go, b"").unwrap();
+    // The OPEN's path goes silent and dies (1.5 s on these timers): the request may have
+    // been taken, so the program sees a reset, and no HELLO carries it again.
+    wait(&|| ["reset", "echoed", "eof"].iter().any(|w| out().contains(w)));
+    let _ = client.wait_timeout(Duration::from_secs(10));
+    let printed = out();
+    let log = std::fs::read_to_string(world.log("client.namesock")).unwrap_or_default();
+    let _ = scenario.server.run(
+        &["nft", "delete", "table", "inet", "answers_lost"],
+        Duration::from_secs(10),
+    );
+    drop(server);
+    assert!(printed.contains("reset"), "{printed}\n{log}");
+    assert!(
+        log.contains("connect answered at the OPEN: early data"),
+        "{log}"
+    );
+    assert!(
+        log.contains("OPEN failed after early data: the program sees a reset"),
+        "{log}"
+    );
+    assert!(!log.contains("OPEN failed: connecting with HELLO"), "{log}");
+    assert_eq!(
+        accepted(&accepts),
+        2,
+        "the request reached the server twice"
+    );
 }

@@ -315,6 +315,7 @@ impl Engine {
                 service_port: port,
             };
             tracing::debug!(peer = %info.peer_guid, "connect answered at the OPEN: early data");
+            self.counters.tickets.opens_early += 1;
             self.answer_connect(key, info, now);
         }
     }
@@ -509,6 +510,7 @@ impl Engine {
             plan.and_then(|(rec, port, deadline)| self.hello_manager(&rec, port, deadline, now));
         let Some(pm) = fallback else {
             tracing::debug!("OPEN failed after early data: the program sees a reset");
+            self.counters.tickets.early_reset += 1;
             self.reset_app(key);
             self.remove_conn(key);
             return;

@@ -161,6 +161,13 @@ pub struct TicketCounters {
     pub opens_sent: u64,
     /// Of those, the ones that fell back to HELLO (refused, closed or unanswered).
     pub opens_fell_back: u64,
+    /// Of those, the ones answered at once, the program's first bytes behind the OPEN.
+    #[serde(default)]
+    pub opens_early: u64,
+    /// Of the early ones, those reset because the OPEN failed after the server may have taken
+    /// the program's bytes.
+    #[serde(default)]
+    pub early_reset: u64,
     /// Server sessions an OPEN made.
     pub opens_accepted: u64,
 }
