@@ -844,14 +844,7 @@ impl Suite {
         }
         for run in 0..self.opts.runs {
             for (name, variant, mode, target) in &cases {
-                let mut c = Running::spawn(self.peer(
-                    &self.client,
-                    *variant,
-                    "cli-echo",
-                    &format!("ttfb-{name}"),
-                    &["ttfb", mode, target, count],
-                )?)?;
-                let line = c.expect("ttfb", Duration::from_secs(120))?;
+                let line = self.ttfb_run(*variant, &format!("ttfb-{name}"), mode, target, count)?;
                 let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
                 let first: f64 = parse::num(&line, "first_us").unwrap_or(f64::NAN);
                 let rate: f64 = parse::num(&line, "rate_per_s").unwrap_or(f64::NAN);
@@ -919,6 +912,25 @@ impl Suite {
         Ok(())
     }
 
+    /// One `nb-peer ttfb` of `count` connects from the client (logging to `log`): its line.
+    fn ttfb_run(
+        &self,
+        variant: Variant,
+        log: &str,
+        mode: &str,
+        target: &str,
+        count: &str,
+    ) -> Result<String> {
+        let command = self.peer(
+            &self.client,
+            variant,
+            "cli-echo",
+            log,
+            &["ttfb", mode, target, count],
+        )?;
+        Running::spawn(command)?.expect("ttfb", Duration::from_secs(120))
+    }
+
     /// The first byte of a new connection over a long path: the router holds every packet
     /// from the client for [`FAR_RTT`] (a delay line: there is no netem here), so each round
     /// trip between the hosts costs that much more, and the round trips a connect makes show
@@ -930,14 +942,8 @@ impl Suite {
         let count = if self.opts.quick { "5" } else { "20" };
         for run in 0..self.opts.runs {
             for (name, variant, mode, target) in cases.iter().filter(|c| c.0 != "lookup") {
-                let mut c = Running::spawn(self.peer(
-                    &self.client,
-                    *variant,
-                    "cli-echo",
-                    &format!("ttfb-far-{name}"),
-                    &["ttfb", mode, target, count],
-                )?)?;
-                let line = c.expect("ttfb", Duration::from_secs(120))?;
+                let log = format!("ttfb-far-{name}");
+                let line = self.ttfb_run(*variant, &log, mode, target, count)?;
                 let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
                 eprintln!(
                     "  ttfb run {run} {name:8} over {FAR_RTT:?} more round trip: {warm:.0} µs"

@@ -731,6 +731,18 @@ fn open_client(
     tickets: &mut crate::ticket::ClientTickets,
     cp: PathId,
 ) -> (Session, Vec<u8>) {
+    open_client_writing(bed, key, tickets, cp, b"")
+}
+
+/// `open_client`, with `request` written before its path connected: its first flight, the
+/// OPEN and the early data behind it.
+fn open_client_writing(
+    bed: &Bed,
+    key: Arc<Keypair>,
+    tickets: &mut crate::ticket::ClientTickets,
+    cp: PathId,
+    request: &[u8],
+) -> (Session, Vec<u8>) {
     let ticket = tickets
         .take(bed.now, &bed.server_key.guid(), PORT)
         .expect("a live ticket");
@@ -742,6 +754,8 @@ fn open_client(
         rand::random(),
         bed.now,
     );
+    assert_eq!(client.app_write(request), request.len());
+    assert!(!client.early_data_may_have_arrived());
     client.path_opened(bed.now, cp);
     let open = wire(bed.now, &mut client, cp);
     assert!(matches!(first(&open), Frame::Open(_)));
@@ -890,39 +904,13 @@ fn split_open(flight: &[u8]) -> (&[u8], &[u8]) {
     flight.split_at(len)
 }
 
-/// A client session that OPENs with the next ticket of `tickets`, with `request` written
-/// before its path connected (client path 2); its first flight.
-fn open_with_early_data(
-    bed: &Bed,
-    key: Arc<Keypair>,
-    tickets: &mut crate::ticket::ClientTickets,
-    request: &[u8],
-) -> (Session, Vec<u8>) {
-    let ticket = tickets
-        .take(bed.now, &bed.server_key.guid(), PORT)
-        .expect("a live ticket");
-    let mut client = Session::client_open(
-        SessionConfig::default(),
-        key,
-        ticket,
-        PORT,
-        rand::random(),
-        bed.now,
-    );
-    assert_eq!(client.app_write(request), request.len());
-    assert!(!client.early_data_may_have_arrived());
-    client.path_opened(bed.now, 2);
-    let flight = wire(bed.now, &mut client, 2);
-    (client, flight)
-}
-
 #[test]
 fn early_data_behind_an_open_reaches_the_server_with_it_once_and_a_replay_reaches_nothing() {
     let mut bed = Bed::new();
     let key = Arc::new(Keypair::generate());
     let (_, _, mut tickets) = handshake_with_ticket(&mut bed, key.clone(), 1);
     let request = b"GET /file HTTP/1.0\r\n\r\n";
-    let (mut client, flight) = open_with_early_data(&bed, key, &mut tickets, request);
+    let (mut client, flight) = open_client_writing(&bed, key, &mut tickets, 2, request);
     // The request went out sealed behind the OPEN, before any answer.
     assert!(client.early_data_may_have_arrived());
     let (open, early) = split_open(&flight);
@@ -975,7 +963,7 @@ fn early_data_refused_with_its_open_goes_again_in_a_hello_session_exactly_once()
         .endpoint
         .start_serving(SessionConfig::default(), restarted.server_key.clone());
     restarted.endpoint.serve(PORT, deliver());
-    let (mut failed, flight) = open_with_early_data(&bed, key.clone(), &mut tickets, b"request");
+    let (mut failed, flight) = open_client_writing(&bed, key.clone(), &mut tickets, 2, b"request");
     failed.app_shutdown_write();
     let (open, _) = split_open(&flight);
     restarted

@@ -767,6 +767,31 @@ fn open_manager_at(
     )
 }
 
+/// The server `endpoint` takes the first frame of `flight` (an OPEN) on its path 2000 at
+/// `taken`; its answer reaches `pm`'s `path` at `answered`: the actions that follow.
+fn answer_open(
+    endpoint: &mut Endpoint,
+    pm: &mut PathManager,
+    path: PathId,
+    flight: &[u8],
+    (taken, answered): (Instant, Instant),
+    local: &[IpAddr],
+) -> Vec<Action> {
+    endpoint.path_accepted(taken, 2000, ip("10.0.0.2")).unwrap();
+    let Ok(Incoming::New { mut session, .. }) =
+        endpoint.first_frame(taken, 2000, decode(flight), |_| None)
+    else {
+        panic!("OPEN refused");
+    };
+    feed(
+        answered,
+        pm.session_mut(),
+        path,
+        &wire(answered, &mut session, 2000),
+    );
+    actions(pm, answered, local)
+}
+
 #[test]
 fn an_open_dials_the_tickets_address_once_and_is_established_by_open_ack() {
     let bed = Bed::new();
@@ -780,21 +805,14 @@ fn an_open_dials_the_tickets_address_once_and_is_established_by_open_ack() {
     let path = dials(&a)[0].0;
     pm.path_connected(bed.t0, path, addr("10.0.0.2:5000"), &bed.local);
     let open = wire(bed.t0, pm.session_mut(), path);
-    endpoint
-        .path_accepted(bed.t0, 2000, ip("10.0.0.2"))
-        .unwrap();
-    let Ok(Incoming::New { mut session, .. }) =
-        endpoint.first_frame(bed.t0, 2000, decode(&open), |_| None)
-    else {
-        panic!("OPEN refused");
-    };
-    feed(
-        bed.t0,
-        pm.session_mut(),
+    let a = answer_open(
+        &mut endpoint,
+        &mut pm,
         path,
-        &wire(bed.t0, &mut session, 2000),
+        &open,
+        (bed.t0, bed.t0),
+        &bed.local,
     );
-    let a = actions(&mut pm, bed.t0, &bed.local);
     assert!(
         a.iter().any(
             |a| matches!(a, Action::Established { peer, .. } if *peer == bed.server_key.public())
@@ -905,21 +923,14 @@ fn an_open_that_carried_early_data_waits_for_its_answer_until_the_connect_deadli
         let a = actions(&mut pm, now, &bed.local);
         assert!(a.is_empty(), "at {:?}: {a:?}", now - bed.t0);
     }
-    endpoint
-        .path_accepted(bed.t0, 2000, ip("10.0.0.2"))
-        .unwrap();
-    let Ok(Incoming::New { mut session, .. }) =
-        endpoint.first_frame(bed.t0, 2000, decode(&flight), |_| None)
-    else {
-        panic!("OPEN refused");
-    };
-    feed(
-        answered,
-        pm.session_mut(),
+    let a = answer_open(
+        &mut endpoint,
+        &mut pm,
         path,
-        &wire(answered, &mut session, 2000),
+        &flight,
+        (bed.t0, answered),
+        &bed.local,
     );
-    let a = actions(&mut pm, answered, &bed.local);
     assert!(
         a.iter().any(|a| matches!(a, Action::Established { .. })),
         "{a:?}"
@@ -980,21 +991,14 @@ fn an_open_to_a_far_server_waits_as_long_as_its_parents_round_trips_need() {
         );
         assert!(dials(&a).is_empty(), "a second dial: {a:?}");
     }
-    endpoint
-        .path_accepted(connected, 2000, ip("10.0.0.2"))
-        .unwrap();
-    let Ok(Incoming::New { mut session, .. }) =
-        endpoint.first_frame(connected, 2000, decode(&open), |_| None)
-    else {
-        panic!("OPEN refused");
-    };
-    feed(
-        answered,
-        pm.session_mut(),
+    let a = answer_open(
+        &mut endpoint,
+        &mut pm,
         path,
-        &wire(answered, &mut session, 2000),
+        &open,
+        (connected, answered),
+        &bed.local,
     );
-    let a = actions(&mut pm, answered, &bed.local);
     assert!(
         a.iter().any(|a| matches!(a, Action::Established { .. })),
         "{a:?}"
