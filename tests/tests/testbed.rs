@@ -242,6 +242,33 @@ fn namesock_testbed_commands_build_move_and_remove_a_bed() {
         .to_owned();
     let ping = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
     assert!(ping.contains("1 received"), "{ping}");
+    // `delay` holds the client's packets at the router until Enter: a ping takes 50 ms more.
+    let mut delay = std::process::Command::new(&namesock)
+        .args(["testbed", "delay", &bed, "client", "50"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("namesock testbed delay");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(delay.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("wait 50 ms"), "{said}");
+    let slow = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
+    let rtt_ms = |text: &str| -> f64 {
+        text.split("time=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no round trip in {text}"))
+    };
+    assert!(rtt_ms(&slow) >= 50.0, "{slow}");
+    drop(delay.stdin.take());
+    assert!(delay.wait().expect("delay ended").success());
+    let fast = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
+    assert!(rtt_ms(&fast) < 50.0, "{fast}");
     run(&["cut", &bed, "server"]);
     run(&["restore", &bed, "server"]);
     run(&["loss", &bed, "server", "2"]);
