@@ -46,6 +46,7 @@ const HELLO_ANSWERED: &str = "HELLO answered";
 /// What the client engine logs when a connect opens with a ticket, and when that fails.
 const OPENING: &str = ": connecting with OPEN (ticket)";
 const FELL_BACK: &str = "OPEN failed: connecting with HELLO";
+const ANSWERED_AT_OPEN: &str = "connect answered at the OPEN: early data";
 /// The server engine's log level for these tests: its sessions' openings.
 const SERVER_LOG: &str = "info,namesock::engine::server=debug";
 
@@ -204,12 +205,34 @@ print("second", flush=True)
 
 #[test]
 fn a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succeeds() {
-    let name = "a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succeeds";
+    restarted_server(
+        "a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succeeds",
+        false,
+    );
+}
+
+/// The same by GUID: no record, so the HELLO in place dials where the ticket's session went.
+#[test]
+fn a_ticket_to_a_restarted_server_by_guid_falls_back_to_a_handshake_and_the_connect_succeeds() {
+    restarted_server(
+        "a_ticket_to_a_restarted_server_by_guid_falls_back_to_a_handshake_and_the_connect_succeeds",
+        true,
+    );
+}
+
+/// Two connections from one process (the second after the server restarted on the same
+/// engine port): the second, answered at its OPEN with its request behind it, is refused by
+/// the new engine (no tickets) and goes on with a HELLO, its request delivered once.
+fn restarted_server(name: &str, by_guid: bool) {
     if !namesock_tests::require_tools(name, &["python3"]) {
         return;
     }
     let world = World::new(
-        "connect-restart",
+        if by_guid {
+            "connect-restart-guid"
+        } else {
+            "connect-restart"
+        },
         namesock_tests::tools(),
         Timers::default(),
     )
@@ -226,7 +249,12 @@ fn a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succ
         .expect("web registered");
     let file = world.path("www").join("file");
     let go = world.path("go");
-    let (host, port_s) = (format!("web.{ZONE}"), port.to_string());
+    let host = if by_guid {
+        format!("{}.{ZONE}", first.guid)
+    } else {
+        format!("web.{ZONE}")
+    };
+    let port_s = port.to_string();
     let (file_s, go_s) = (
         file.to_string_lossy().into_owned(),
         go.to_string_lossy().into_owned(),
@@ -261,8 +289,10 @@ fn a_ticket_to_a_restarted_server_falls_back_to_a_handshake_and_the_connect_succ
     let log = std::fs::read_to_string(world.log("cli.namesock")).unwrap_or_default();
     assert!(status.success(), "client: {status}\n{out}\n{log}");
     assert!(out.contains("second"), "{out}");
-    // The second connect tried the ticket, was refused, fell back, and made a handshake.
+    // The second connect tried the ticket, was answered at once, was refused, fell back,
+    // and made a handshake.
     assert_eq!(log.matches(OPENING).count(), 1, "{log}");
+    assert_eq!(log.matches(ANSWERED_AT_OPEN).count(), 1, "{log}");
     assert_eq!(log.matches(FELL_BACK).count(), 1, "{log}");
     assert_eq!(log.matches(": connecting target=").count(), 2, "{log}");
     let server_log = std::fs::read_to_string(world.log("web.namesock")).unwrap_or_default();

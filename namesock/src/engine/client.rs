@@ -3,6 +3,7 @@
 //! program's relay connection with its session.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::shared_lookup::Ask;
 use crate::ticket::OpenTicket;
 use crate::wire::{ConnId, PathId};
 
-use super::conn::{ClientConn, Conn, Side};
+use super::conn::{ClientConn, Conn, OpenAttempt, Side};
 use super::event_loop::{Engine, Io, RELAY_V4};
 use super::path::{FlowPath, PathState};
 use super::record_watch::record_locators;
@@ -251,7 +252,7 @@ impl Engine {
             self.start_open(key, req, ticket, Some((rec, verified)), now);
             return;
         }
-        let Some(pm) = self.hello_manager(&rec, req.port, req.deadline, now) else {
+        let Some(locators) = rec.locators_for(req.port) else {
             tracing::debug!(target = %req.target, port = req.port, "the record does not list the port");
             let _ = req.reply.send(Err(ConnectError::Refused {
                 target: req.target.to_string(),
@@ -259,7 +260,9 @@ impl Engine {
             }));
             return;
         };
-        tracing::debug!(target = %req.target, port = req.port, relays = ?rec.relays, "connecting");
+        tracing::debug!(target = %req.target, port = req.port, ?locators, relays = ?rec.relays, "connecting");
+        let peer = (rec.seq, (locators, rec.relays.clone()));
+        let pm = self.hello_manager(rec.guid, req.port, peer, req.deadline, now);
         self.insert_client(key, req, pm, Some((rec, verified)), None);
     }
 
@@ -296,15 +299,17 @@ impl Engine {
             req.deadline,
             self.cfg.loopback_locators(),
         );
-        let open = Some((parent, req.deadline));
-        // With the record at hand a failed OPEN can fall back to HELLO in place, so the
-        // program's connect is answered now: it pairs while the OPEN is on its way, and its
-        // first bytes follow the OPEN (early data). Without it (a GUID, no live session), a
-        // fallback needs a lookup first, and the connect waits for OPEN_ACK. So does a connect
-        // beside other open sessions to the server: it may be the one past the server's
+        let open = Some(OpenAttempt {
+            parent,
+            deadline: req.deadline,
+            addr,
+        });
+        // A failed OPEN can fall back to HELLO in place (to the record's locators, or to the
+        // ticket's address for a GUID), so the program's connect is answered now: it pairs
+        // while the OPEN is on its way, and its first bytes follow the OPEN (early data). Not
+        // beside other open sessions to the server: this one may be past the server's
         // per-peer limit, and only an unanswered connect can report that (ECONNREFUSED).
-        let early =
-            record.is_some() && self.open_sessions_to(&ticket_server) <= EARLY_BESIDE_OPEN_SESSIONS;
+        let early = self.open_sessions_to(&ticket_server) <= EARLY_BESIDE_OPEN_SESSIONS;
         let port = req.port;
         self.insert_client(key, req, pm, record, open);
         if early && let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
@@ -338,7 +343,7 @@ impl Engine {
         req: Connecting,
         pm: PathManager,
         record: Option<(Record, Instant)>,
-        open: Option<(ConnId, Instant)>,
+        open: Option<OpenAttempt>,
     ) {
         let peer_name = match (&req.target, &record) {
             (Target::Name(n), _) => Some(n.clone()),
@@ -460,8 +465,8 @@ impl Engine {
                 Action::OpenFailed => {
                     // The ticket is spent; the program's connect goes on with a HELLO.
                     let guid = client.pm.session().server_guid();
-                    if let Some((parent, _)) = client.open {
-                        self.tickets.forget(&guid, client.port, &parent);
+                    if let Some(open) = client.open {
+                        self.tickets.forget(&guid, client.port, &open.parent);
                     }
                     self.counters.tickets.opens_fell_back += 1;
                     if client.reply.is_none() {
@@ -469,11 +474,11 @@ impl Engine {
                         return true;
                     }
                     let retry = match (client.reply.take(), client.open.take()) {
-                        (Some(reply), Some((_, deadline))) => Some(Connecting {
+                        (Some(reply), Some(open)) => Some(Connecting {
                             target: client.target.clone(),
                             port: client.port,
                             reply,
-                            deadline,
+                            deadline: open.deadline,
                             may_open: false,
                         }),
                         _ => None,
@@ -491,23 +496,30 @@ impl Engine {
 
     /// An OPEN whose connect was answered at once failed. If the server cannot have taken
     /// any of the program's bytes (none went out, or its signed REFUSE says so), the session
-    /// goes on in place with a HELLO to the record's locators, and sends them all; otherwise
-    /// a second session could deliver them twice, so the program sees a reset, as a TCP
-    /// connection whose server died mid-request.
+    /// goes on in place with a HELLO (to the record's locators, or without a record to where
+    /// the ticket's session went) and sends them all; otherwise a second session could
+    /// deliver them twice, so the program sees a reset, as a TCP connection whose server died
+    /// mid-request.
     fn open_failed_after_answer(&mut self, key: ConnKey, now: Instant) {
         let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) else {
             return;
         };
-        let plan = match (&client.record, client.open.take()) {
-            (Some((rec, _)), Some((_, deadline)))
-                if !client.pm.session().early_data_may_have_arrived() =>
-            {
-                Some((rec.clone(), client.port, deadline))
+        let guid = client.pm.session().server_guid();
+        let plan = match client.open.take() {
+            Some(open) if !client.pm.session().early_data_may_have_arrived() => {
+                let peer = match &client.record {
+                    Some((rec, _)) => rec
+                        .locators_for(client.port)
+                        .map(|l| (rec.seq, (l, rec.relays.clone()))),
+                    None => Some((0, (vec![open.addr], Vec::new()))),
+                };
+                peer.map(|peer| (peer, client.port, open.deadline))
             }
             _ => None,
         };
-        let fallback =
-            plan.and_then(|(rec, port, deadline)| self.hello_manager(&rec, port, deadline, now));
+        let fallback = plan.map(|((seq, peer), port, deadline)| {
+            self.hello_manager(guid, port, (seq, peer), deadline, now)
+        });
         let Some(pm) = fallback else {
             tracing::debug!("OPEN failed after early data: the program sees a reset");
             self.counters.tickets.early_reset += 1;
@@ -525,39 +537,39 @@ impl Engine {
         self.dirty.insert(key);
     }
 
-    /// A client session that opens with HELLO to `port` of the peer `rec` names, and the path
-    /// manager that dials its locators (`None`: the record lists no locator for the port).
+    /// A client session that opens with HELLO to `port` of `guid`, and the path manager that
+    /// dials `peer`'s locators and relays (from the record with sequence number `seq`).
     fn hello_manager(
         &self,
-        rec: &Record,
+        guid: Guid,
         port: u16,
+        (seq, peer): (u64, (Vec<SocketAddr>, Vec<SocketAddr>)),
         deadline: Instant,
         now: Instant,
-    ) -> Option<PathManager> {
-        let locators = rec.locators_for(port)?;
+    ) -> PathManager {
         let session = Session::client(
             self.session_cfg,
             self.client_key.clone(),
-            rec.guid,
+            guid,
             port,
             rand::random(),
             now,
         );
-        Some(PathManager::new(
+        PathManager::new(
             now,
             session,
-            rec.seq,
-            (locators, rec.relays.clone()),
+            seq,
+            peer,
             deadline,
             self.cfg.loopback_locators(),
-        ))
+        )
     }
 
     fn dial(
         &mut self,
         key: ConnKey,
         path: PathId,
-        remote: std::net::SocketAddr,
+        remote: SocketAddr,
         local: Option<std::net::IpAddr>,
         now: Instant,
     ) {

@@ -31,10 +31,20 @@ pub struct ClientConn {
     pub record: Option<(Record, Instant)>,
     /// The session is counted in the engine's record cache.
     pub cached: bool,
-    /// An OPEN session, until OPEN_ACK: the ticket's parent session (dropped from the
-    /// engine's tickets if the OPEN fails) and the connect's own deadline (the HELLO it
-    /// falls back to has what is left of it).
-    pub open: Option<(crate::wire::ConnId, Instant)>,
+    /// An OPEN session, until OPEN_ACK.
+    pub open: Option<OpenAttempt>,
+}
+
+/// What a client session that opens with OPEN keeps until OPEN_ACK, for a fallback to HELLO.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAttempt {
+    /// The ticket's parent session (dropped from the engine's tickets if the OPEN fails).
+    pub parent: crate::wire::ConnId,
+    /// The connect's own deadline: the HELLO it falls back to has what is left of it.
+    pub deadline: Instant,
+    /// Where the ticket's session went: a HELLO in place dials it when the connect had no
+    /// record (a GUID).
+    pub addr: std::net::SocketAddr,
 }
 
 /// A session a peer opened to one of our served ports.
