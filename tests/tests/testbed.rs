@@ -178,7 +178,17 @@ fn a_delay_line_adds_its_delay_to_every_round_trip_and_goes_when_dropped() {
             "{rtt:?} to {to}, under the delay line's {delay:?}"
         );
     }
-    // Dropped: the rules and the TUN go, and the round trip is short again.
+    // A second line, from b: both directions wait, each at its own line.
+    let back = bed
+        .delay_from(&b, Duration::from_millis(20))
+        .expect("delay line from b");
+    for to in b.addrs() {
+        let rtt = min_rtt(&a, to, 5).unwrap_or_else(|| panic!("a lost pings to {to}"));
+        eprintln!("a -> b at {to}: {rtt:?} with both lines");
+        assert!(rtt >= delay + Duration::from_millis(20), "{rtt:?} to {to}");
+    }
+    // Dropped: the rules and the TUNs go, and the round trip is short again.
+    drop(back);
     drop(line);
     for to in b.addrs() {
         let rtt = min_rtt(&a, to, 5).unwrap_or_else(|| panic!("a lost pings to {to}"));

@@ -20,9 +20,10 @@ use super::{Host, Result, Testbed, TestbedError, in_namespace, sysctl};
 
 /// Packets waiting in one delay line at most.
 pub const MAX_QUEUED: usize = 4096;
-/// The routing table and rule preference the delay line's policy routing uses.
-const TABLE: &str = "77";
+/// The rule preference of the delay lines' policy routing; each line routes through a table
+/// of its own, `TABLE_BASE` plus the number of its host's first link (`v<N>`).
 const PREF: &str = "77";
+const TABLE_BASE: u32 = 1000;
 /// How often the thread looks at its stop flag when no packet is due.
 const IDLE_WAKE: Duration = Duration::from_millis(20);
 
@@ -30,6 +31,7 @@ const IDLE_WAKE: Duration = Duration::from_millis(20);
 pub struct DelayLine {
     router: String,
     links: Vec<String>,
+    table: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,7 +39,7 @@ pub struct DelayLine {
 impl Testbed {
     /// Every packet the router forwards from `host` (in from any of its links) waits `delay`
     /// before going on: `delay` is added to the round trip between `host` and every other
-    /// host. One delay line per host at a time.
+    /// host. One delay line per host at a time; lines from several hosts add up.
     pub fn delay_from(&self, host: &Host, delay: Duration) -> Result<DelayLine> {
         let router = self.router_namespace();
         let links: Vec<String> = host.with_state(|h| {
@@ -46,12 +48,18 @@ impl Testbed {
                 .map(|l| l.router_if.clone())
                 .collect::<Vec<_>>()
         })?;
+        let first_link: u32 = links
+            .first()
+            .and_then(|l| l.trim_start_matches('v').parse().ok())
+            .unwrap_or(0);
+        let table = (TABLE_BASE + first_link).to_string();
         let device = format!("dly-{}", host.name());
         let device: String = device.chars().take(15).collect();
         let tun = open_tun_in(&router, &device)?;
         let mut line = DelayLine {
             router: router.clone(),
             links,
+            table,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
         };
@@ -63,14 +71,31 @@ impl Testbed {
             in_namespace(
                 &router,
                 &[
-                    "ip", family, "route", "replace", "default", "dev", &device, "table", TABLE,
+                    "ip",
+                    family,
+                    "route",
+                    "replace",
+                    "default",
+                    "dev",
+                    &device,
+                    "table",
+                    &line.table,
                 ],
             )?;
             for link in &line.links {
                 in_namespace(
                     &router,
                     &[
-                        "ip", family, "rule", "add", "iif", link, "lookup", TABLE, "pref", PREF,
+                        "ip",
+                        family,
+                        "rule",
+                        "add",
+                        "iif",
+                        link,
+                        "lookup",
+                        &line.table,
+                        "pref",
+                        PREF,
                     ],
                 )?;
             }
@@ -100,7 +125,16 @@ impl Drop for DelayLine {
                 let _ = in_namespace(
                     &self.router,
                     &[
-                        "ip", family, "rule", "del", "iif", link, "lookup", TABLE, "pref", PREF,
+                        "ip",
+                        family,
+                        "rule",
+                        "del",
+                        "iif",
+                        link,
+                        "lookup",
+                        &self.table,
+                        "pref",
+                        PREF,
                     ],
                 );
             }
