@@ -150,13 +150,18 @@ fn min_rtt(from: &Host, to: IpAddr, count: u32) -> Option<Duration> {
     let output = from.run(&argv, Duration::from_secs(30)).expect("ping runs");
     let text = String::from_utf8_lossy(&output.stdout);
     let all_back = text.contains(&format!(" {count} received"));
-    // "rtt min/avg/max/mdev = 0.041/0.050/0.061/0.007 ms"
-    let min_ms: f64 = text
+    all_back.then(|| min_rtt_in(&text)).flatten()
+}
+
+/// The shortest round trip ping's summary reports
+/// ("rtt min/avg/max/mdev = 0.041/0.050/0.061/0.007 ms").
+fn min_rtt_in(ping_output: &str) -> Option<Duration> {
+    let min_ms: f64 = ping_output
         .lines()
         .find_map(|l| l.split(" = ").nth(1).filter(|_| l.starts_with("rtt")))
         .and_then(|v| v.split('/').next())
         .and_then(|v| v.parse().ok())?;
-    all_back.then(|| Duration::from_secs_f64(min_ms / 1e3))
+    Some(Duration::from_secs_f64(min_ms / 1e3))
 }
 
 #[test]
@@ -267,18 +272,13 @@ fn namesock_testbed_commands_build_move_and_remove_a_bed() {
     .unwrap();
     assert!(said.contains("wait 50 ms"), "{said}");
     let slow = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
-    let rtt_ms = |text: &str| -> f64 {
-        text.split("time=")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no round trip in {text}"))
-    };
-    assert!(rtt_ms(&slow) >= 50.0, "{slow}");
+    let rtt = |text: &str| min_rtt_in(text).unwrap_or_else(|| panic!("no round trip in {text}"));
+    let added = Duration::from_millis(50);
+    assert!(rtt(&slow) >= added, "{slow}");
     drop(delay.stdin.take());
     assert!(delay.wait().expect("delay ended").success());
     let fast = run(&["exec", &bed, "client", "--", "ping", "-c1", "-W2", &new_v4]);
-    assert!(rtt_ms(&fast) < 50.0, "{fast}");
+    assert!(rtt(&fast) < added, "{fast}");
     run(&["cut", &bed, "server"]);
     run(&["restore", &bed, "server"]);
     run(&["loss", &bed, "server", "2"]);
