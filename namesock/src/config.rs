@@ -85,6 +85,10 @@ pub struct Config {
     /// Dial loopback locators found in records and MOVED frames: for a lab on one host's
     /// loopback only (`NAMESOCK_DIAL_LOOPBACK=true`); see [`LoopbackLocators`].
     pub dial_loopback: bool,
+    /// Hand this process's client tickets on to the next process of this user at exit, and
+    /// take one left by an earlier process (`NAMESOCK_SHARE_TICKETS`, default true; see
+    /// [`crate::ticket_store`]).
+    pub share_tickets: bool,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             serve: Vec::new(),
             hide: Vec::new(),
             dial_loopback: false,
+            share_tickets: true,
         }
     }
 }
@@ -334,6 +339,7 @@ impl Config {
             &mut self.connect_timeout_ms,
         )?;
         num(env, "NAMESOCK_DIAL_LOOPBACK", &mut self.dial_loopback)?;
+        num(env, "NAMESOCK_SHARE_TICKETS", &mut self.share_tickets)?;
         ports(env, "NAMESOCK_SERVE", &mut self.serve)?;
         ports(env, "NAMESOCK_HIDE", &mut self.hide)?;
         Ok(())

@@ -129,13 +129,18 @@ fn create(dir: &Path, mode: u32) -> Result<(), ControlError> {
 /// The control directory, created 0700 (and the runtime directory 0700) if missing, and
 /// checked.
 pub fn ensure_dir() -> Result<PathBuf, ControlError> {
-    let dir = dir_path();
+    ensure_private(&dir_path())
+}
+
+/// `dir`, a directory of [`runtime_dir`], created 0700 (and the runtime directory 0700) if
+/// missing, and checked as [`check_dir`] does.
+pub fn ensure_private(dir: &Path) -> Result<PathBuf, ControlError> {
     if let Some(parent) = dir.parent() {
         create(parent, 0o700)?;
     }
-    create(&dir, 0o700)?;
-    check_dir(&dir)?;
-    Ok(dir)
+    create(dir, 0o700)?;
+    check_dir(dir)?;
+    Ok(dir.to_owned())
 }
 
 /// The socket of the engine in process `pid`.

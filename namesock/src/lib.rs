@@ -16,6 +16,7 @@ pub mod session;
 pub mod shared_lookup;
 pub mod synthetic;
 pub mod ticket;
+pub mod ticket_store;
 pub mod timers;
 pub mod wire;
 pub use api::{TcpListener, TcpStream};

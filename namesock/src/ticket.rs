@@ -259,6 +259,26 @@ pub struct OpenTicket {
     pub peer_window: u32,
 }
 
+/// A client's ticket on its way from one process of a user to the next
+/// (`crate::ticket_store`): its times are ages, since an `Instant` means nothing to another
+/// process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldTicket {
+    pub server: PublicKey,
+    pub port: u16,
+    pub parent: ConnId,
+    pub secret: TicketSecret,
+    /// The first child number the next process may use (those below were handed out).
+    pub next_child: u64,
+    pub addr: SocketAddr,
+    /// How long ago the chain's full handshake was.
+    pub origin_age: Duration,
+    /// How long ago the ticket was stored (its session was established).
+    pub stored_age: Duration,
+    pub rtt: Option<Duration>,
+    pub peer_window: u32,
+}
+
 /// A client's tickets, by (server GUID, service port): the newest session's ticket for each.
 #[derive(Debug, Default)]
 pub struct ClientTickets {
@@ -331,6 +351,63 @@ impl ClientTickets {
         if self.entries.get(&key).is_some_and(|e| e.parent == *parent) {
             self.entries.remove(&key);
         }
+    }
+
+    /// Every live ticket, leaving the table empty: what a process hands on to the next when it
+    /// exits. A ticket handed on is never used here again, so no two processes hand out the
+    /// same child number of one ticket (the server would drop the second as a replay).
+    pub fn hand_over(&mut self, now: Instant) -> Vec<HeldTicket> {
+        self.order.clear();
+        self.entries
+            .drain()
+            .filter(|(_, e)| live(e.stored, e.origin, now))
+            .map(|((_, port), e)| HeldTicket {
+                server: e.server,
+                port,
+                parent: e.parent,
+                secret: e.secret,
+                next_child: e.next_child,
+                addr: e.addr,
+                origin_age: now.saturating_duration_since(e.origin),
+                stored_age: now.saturating_duration_since(e.stored),
+                rtt: e.rtt,
+                peer_window: e.peer_window,
+            })
+            .collect()
+    }
+
+    /// Takes in a ticket another process handed on, unless this engine holds one for the same
+    /// server and port (its own is newer) or the ticket is no longer live. Whether it was
+    /// taken.
+    pub fn adopt(&mut self, now: Instant, t: &HeldTicket) -> bool {
+        let key = (t.server.guid(), t.port);
+        let (Some(origin), Some(stored)) =
+            (now.checked_sub(t.origin_age), now.checked_sub(t.stored_age))
+        else {
+            return false;
+        };
+        if self.entries.contains_key(&key) || !live(stored, origin, now) || t.next_child == 0 {
+            return false;
+        }
+        if self.entries.len() >= MAX_TICKETS {
+            self.evict_oldest();
+        }
+        self.entries.insert(
+            key,
+            ClientEntry {
+                server: t.server,
+                parent: t.parent,
+                secret: t.secret,
+                next_child: t.next_child,
+                addr: t.addr,
+                origin,
+                rtt: t.rtt,
+                peer_window: t.peer_window,
+                stored,
+            },
+        );
+        self.order.push_back((key, stored));
+        true
     }
 
     fn evict_oldest(&mut self) {
@@ -545,5 +622,53 @@ mod tests {
         c.store(late, &ticket(4, t0), 80, addr);
         assert!(c.take(late, &guid, 80).is_some());
         assert!(c.take(t0 + CHAIN_LIFETIME, &guid, 80).is_none());
+    }
+
+    #[test]
+    fn a_ticket_handed_over_goes_on_at_its_next_child_number_in_one_engine_only() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(20);
+        let addr: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let guid = key(1).guid();
+        let mut exiting = ClientTickets::default();
+        exiting.store(t0, &ticket(1, t0), 80, addr);
+        exiting.take(t0, &guid, 80).unwrap();
+        exiting.take(t0, &guid, 80).unwrap();
+        let held = exiting.hand_over(later);
+        assert_eq!(held.len(), 1);
+        assert!(exiting.is_empty(), "a handed-over ticket stays usable here");
+        let h = held[0];
+        assert_eq!((h.port, h.next_child, h.parent), (80, 3, [1; 16]));
+        assert_eq!((h.stored_age, h.origin_age), (later - t0, later - t0));
+
+        // The next process (its own clock) goes on at child 3; its expiry is the original's.
+        let t1 = Instant::now() + Duration::from_secs(1000);
+        let mut next = ClientTickets::default();
+        assert!(next.adopt(t1, &h));
+        let o = next.take(t1, &guid, 80).unwrap();
+        assert_eq!(
+            (o.child, o.parent, o.addr, o.secret),
+            (3, [1; 16], addr, [1; 32])
+        );
+        let expiry = t1 + TICKET_LIFETIME - h.stored_age;
+        assert_eq!(next.live(expiry - Duration::from_millis(1)), 1);
+        assert_eq!(next.live(expiry), 0);
+
+        // Not over a ticket of its own (newer), not expired, not with child 0.
+        let mut own = ClientTickets::default();
+        own.store(t1, &ticket(2, t1), 80, addr);
+        assert!(!own.adopt(t1, &h));
+        assert_eq!(own.take(t1, &guid, 80).unwrap().parent, [2; 16]);
+        let stale = HeldTicket {
+            stored_age: TICKET_LIFETIME,
+            ..h
+        };
+        assert!(!ClientTickets::default().adopt(t1, &stale));
+        let zero = HeldTicket { next_child: 0, ..h };
+        assert!(!ClientTickets::default().adopt(t1, &zero));
+        // Expired tickets are not handed over.
+        let mut old = ClientTickets::default();
+        old.store(t0, &ticket(3, t0), 80, addr);
+        assert!(old.hand_over(t0 + TICKET_LIFETIME).is_empty());
     }
 }

@@ -217,8 +217,14 @@ fn tickets_line(out: &mut String, t: &TicketCounters) {
     }
     let _ = writeln!(
         out,
-        "  tickets: {} held; OPENs sent {} (answered at once, early data: {}; of those reset: {}), fell back to HELLO {}; sessions opened by OPEN {}",
-        t.held, t.opens_sent, t.opens_early, t.early_reset, t.opens_fell_back, t.opens_accepted
+        "  tickets: {} held ({} taken over from an earlier process); OPENs sent {} (answered at once, early data: {}; of those reset: {}), fell back to HELLO {}; sessions opened by OPEN {}",
+        t.held,
+        t.adopted,
+        t.opens_sent,
+        t.opens_early,
+        t.early_reset,
+        t.opens_fell_back,
+        t.opens_accepted
     );
 }
 
@@ -396,6 +402,7 @@ mod tests {
             counters,
             tickets: TicketCounters {
                 held: 1,
+                adopted: 1,
                 opens_sent: 0,
                 opens_fell_back: 0,
                 opens_early: 0,
@@ -410,7 +417,7 @@ mod tests {
              \x20   state live, age 1m05s, sent 3.00 MiB, received 80 B, unacknowledged 0 B\n\
              \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago\n\
              \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
-             \x20 tickets: 1 held; OPENs sent 0 (answered at once, early data: 0; of those reset: 0), fell back to HELLO 0; sessions opened by OPEN 7\n\
+             \x20 tickets: 1 held (1 taken over from an earlier process); OPENs sent 0 (answered at once, early data: 0; of those reset: 0), fell back to HELLO 0; sessions opened by OPEN 7\n\
              \x20 refused: paths refused: PortNotServed 2; no signed answer (rate limit): \
              PortNotServed 1\n",
             g = "g".repeat(32),

@@ -95,7 +95,7 @@ impl Engine {
         // the name may have moved to another GUID).
         if let Target::Guid(guid) = &req.target
             && req.may_open
-            && let Some(ticket) = self.tickets.take(now, guid, req.port)
+            && let Some(ticket) = self.take_ticket(now, guid, req.port)
         {
             self.start_open(key, req, ticket, None, now);
             return;
@@ -216,6 +216,42 @@ impl Engine {
         }
     }
 
+    /// A ticket for a connect to `port` of `server`: this engine's own, else the one an
+    /// earlier process of this user handed on (claimed: no other process can use it now).
+    fn take_ticket(&mut self, now: Instant, server: &Guid, port: u16) -> Option<OpenTicket> {
+        if let Some(ticket) = self.tickets.take(now, server, port) {
+            return Some(ticket);
+        }
+        let store = self.ticket_store.as_ref()?;
+        match store.claim(server, port) {
+            Ok(Some(held)) if self.tickets.adopt(now, &held) => {
+                tracing::debug!(%server, port, child = held.next_child, "a ticket another process handed on");
+                self.counters.tickets.adopted += 1;
+                self.tickets.take(now, server, port)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("ticket not used: {e}");
+                None
+            }
+        }
+    }
+
+    /// At the process's exit: its live tickets go to the next process of this user.
+    pub(super) fn hand_over_tickets(&mut self, now: Instant) {
+        let Some(store) = &self.ticket_store else {
+            return;
+        };
+        for ticket in self.tickets.hand_over(now) {
+            match store.keep(&ticket) {
+                Ok(()) => {
+                    tracing::debug!(server = %ticket.server.guid(), port = ticket.port, child = ticket.next_child, "ticket handed on")
+                }
+                Err(e) => tracing::warn!("ticket not handed on: {e}"),
+            }
+        }
+    }
+
     /// The first answer for a connect (the record and when the GNS verified it): the session
     /// and its path manager start.
     fn first_record(
@@ -245,8 +281,7 @@ impl Engine {
         if req.may_open
             && let Some(locators) = rec.locators_for(req.port)
             && let Some(ticket) = self
-                .tickets
-                .take(now, &rec.guid, req.port)
+                .take_ticket(now, &rec.guid, req.port)
                 .filter(|t| locators.contains(&t.addr))
         {
             self.start_open(key, req, ticket, Some((rec, verified)), now);

@@ -22,6 +22,7 @@ use crate::endpoint::{ConnKey, Endpoint};
 use crate::session::SessionConfig;
 use crate::shared_lookup::SharedLookups;
 use crate::ticket::ClientTickets;
+use crate::ticket_store::TicketStore;
 use crate::timers::Timers;
 use crate::wire::PathId;
 
@@ -115,6 +116,8 @@ pub(crate) struct Engine {
     /// Tickets of this engine's client sessions: later connects to the same server and port
     /// open with one OPEN frame (see `crate::ticket`).
     pub(super) tickets: ClientTickets,
+    /// Where tickets pass between this user's processes (`NAMESOCK_SHARE_TICKETS`).
+    pub(super) ticket_store: Option<TicketStore>,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
     /// When the engine last gave free memory back to the kernel ([`TRIM_EVERY`]).
@@ -206,8 +209,14 @@ impl Engine {
         });
         // A client proves a stable identity when this user has one; otherwise a fresh key
         // per process (the server learns a GUID either way).
-        let client_key =
-            Arc::new(Keypair::load(&cfg.key_path()).unwrap_or_else(|_| Keypair::generate()));
+        let user_key = Keypair::load(&cfg.key_path()).ok();
+        // Tickets go from process to process only under the user's own key: a fresh key's
+        // would serve no later process.
+        let ticket_store = user_key
+            .as_ref()
+            .filter(|_| cfg.share_tickets)
+            .map(|k| TicketStore::new(k.public().guid()));
+        let client_key = Arc::new(user_key.unwrap_or_else(Keypair::generate));
         let engine = Engine {
             poll,
             session_cfg: session_config(&cfg),
@@ -245,6 +254,7 @@ impl Engine {
             control,
             counters: EngineCounters::default(),
             tickets: ClientTickets::default(),
+            ticket_store,
             recent_paths: RecentPaths::default(),
             trimmed: Instant::now(),
             moved_at: None,
@@ -346,7 +356,10 @@ impl Engine {
             Command::RecordChanged { guid, result } => self.on_record_changed(guid, *result, now),
             Command::RelayResolved { link, result } => self.on_relay_resolved(link, *result, now),
             Command::Published { result } => self.on_published(*result, now),
-            Command::Drain { reply } => self.drain_waiters.push(reply),
+            Command::Drain { reply } => {
+                self.hand_over_tickets(now);
+                self.drain_waiters.push(reply);
+            }
             Command::Withdraw { reply } => self.withdraw(reply),
         }
     }

@@ -157,6 +157,9 @@ pub struct Counters {
 pub struct TicketCounters {
     /// Client tickets held now (servers and ports a connect could OPEN to).
     pub held: u64,
+    /// Tickets taken over from an earlier process of this user (`crate::ticket_store`).
+    #[serde(default)]
+    pub adopted: u64,
     /// Client connects that sent OPEN instead of HELLO.
     pub opens_sent: u64,
     /// Of those, the ones that fell back to HELLO (refused, closed or unanswered).
