@@ -308,3 +308,112 @@ fn restarted_server(name: &str, by_guid: bool) {
     );
     assert_eq!(server_log.matches(OPENED).count(), 0, "{server_log}");
 }
+
+/// What a client engine logs when it takes the ticket an earlier process handed on, and when
+/// it hands one on at its exit.
+const ADOPTED: &str = "a ticket another process handed on";
+const HANDED_ON: &str = "ticket handed on";
+
+/// A program run again (curl, three times, one after another, as one user with one key): the
+/// first makes a handshake and hands its ticket on at exit; the second opens its only
+/// connection with that ticket, its request behind the OPEN, and hands the new session's
+/// ticket on; the third, told not to share tickets, makes a handshake and leaves the file be.
+#[test]
+fn a_later_process_opens_its_first_connection_with_the_ticket_the_one_before_handed_on() {
+    if !namesock_tests::require_tools(
+        "a_later_process_opens_its_first_connection_with_the_ticket_the_one_before_handed_on",
+        &["python3", "curl"],
+    ) {
+        return;
+    }
+    let world = World::new(
+        "connect-handover",
+        namesock_tests::tools(),
+        Timers::default(),
+    )
+    .expect("scenario world");
+    let served = world.serve_random_file("file", 64 << 10).expect("file");
+    let port = free_port();
+    let mut server = http_server(&world, "web", port, None);
+    world
+        .wait_for_record("web", Duration::from_secs(30), |_| true)
+        .expect("web registered");
+    // The user's identity: without one, each client process proves a fresh key, and no
+    // later process could use its tickets.
+    let keygen = std::process::Command::new(&namesock_tests::tools().namesock)
+        .arg("keygen")
+        .env("NAMESOCK_KEY", world.path("keys").join("cli.key"))
+        .output()
+        .expect("namesock keygen");
+    assert!(keygen.status.success(), "{keygen:?}");
+    let url = format!("http://web.{ZONE}:{port}/file");
+    let tickets = world
+        .path("run")
+        .join("cli")
+        .join("namesock")
+        .join("tickets");
+    let ticket_files = || -> Vec<(String, u32)> {
+        std::fs::read_dir(&tickets).map_or_else(
+            |_| Vec::new(),
+            |dir| {
+                dir.map(|e| {
+                    let e = e.unwrap();
+                    let mode = std::os::unix::fs::PermissionsExt::mode(
+                        &e.metadata().unwrap().permissions(),
+                    );
+                    (e.file_name().to_string_lossy().into_owned(), mode & 0o777)
+                })
+                .collect()
+            },
+        )
+    };
+    for (i, share) in [(0, true), (1, true), (2, false)] {
+        let out = world.path(&format!("fetch-{i}"));
+        let out_s = out.to_string_lossy().into_owned();
+        let argv = [
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "20",
+            "-o",
+            &out_s,
+            &url,
+        ];
+        let mut command = world.namesock_run(&Local, "cli", &argv).expect("client");
+        command.env("NAMESOCK_LOG", "info,namesock::engine::client=debug");
+        if !share {
+            command.env("NAMESOCK_SHARE_TICKETS", "false");
+        }
+        let result = run_with_input(command, None, Duration::from_secs(30)).expect("curl ran");
+        assert!(
+            result.status.success(),
+            "curl {i}: {}\n{}",
+            String::from_utf8_lossy(&result.stderr),
+            world.log_tail("cli.namesock", 30)
+        );
+        assert_eq!(sha256_file(&out).unwrap(), served.sha256, "curl {i}");
+        // One ticket file for the server and port, readable by this user alone.
+        let files = ticket_files();
+        assert_eq!(files.len(), 1, "after curl {i}: {files:?}");
+        assert!(files[0].0.ends_with(&format!(".{port}")), "{files:?}");
+        assert_eq!(files[0].1, 0o600, "{files:?}");
+    }
+    server.kill();
+    let log = std::fs::read_to_string(world.log("cli.namesock")).unwrap_or_default();
+    // Handshakes by the first and the third; the second took the first's ticket, was answered
+    // at the OPEN and never fell back.
+    assert_eq!(log.matches(": connecting target=").count(), 2, "{log}");
+    assert_eq!(log.matches(ADOPTED).count(), 1, "{log}");
+    assert_eq!(log.matches(OPENING).count(), 1, "{log}");
+    assert_eq!(log.matches(ANSWERED_AT_OPEN).count(), 1, "{log}");
+    assert_eq!(log.matches(FELL_BACK).count(), 0, "{log}");
+    assert_eq!(log.matches(HANDED_ON).count(), 2, "{log}");
+    let server_log = std::fs::read_to_string(world.log("web.namesock")).unwrap_or_default();
+    assert_eq!(server_log.matches(OPENED).count(), 1, "{server_log}");
+    assert_eq!(
+        server_log.matches(HELLO_ANSWERED).count(),
+        2,
+        "{server_log}"
+    );
+}
