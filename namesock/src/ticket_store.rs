@@ -15,7 +15,9 @@
 //! no access for others, or does not decode, is removed and not used.
 //!
 //! The runtime directory is a tmpfs on most systems: tickets do not outlive a reboot, and they
-//! serve for at most [`crate::ticket::TICKET_LIFETIME`] after their session started anyway.
+//! serve for at most [`TICKET_LIFETIME`] after their session started anyway; an exiting
+//! process that handed tickets on also removes the files older than that
+//! ([`TicketStore::sweep`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -28,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use namesock_identity::{Guid, PublicKey};
 
 use crate::control::{self, ControlError};
-use crate::ticket::HeldTicket;
+use crate::ticket::{HeldTicket, TICKET_LIFETIME};
 
 /// The first bytes of a ticket file: magic and format version.
 const MAGIC: [u8; 5] = *b"nstk\x01";
@@ -121,6 +123,26 @@ impl TicketStore {
             return Err(io_error(&path)(e));
         }
         Ok(())
+    }
+
+    /// Removes files no ticket in them can still serve: written more than
+    /// [`TICKET_LIFETIME`] before `now` (tickets of servers not contacted since, and what a
+    /// process that died mid-write or mid-claim left). So the directory holds at most the
+    /// tickets handed on within the last minute. Returns how many went.
+    pub fn sweep(&self, now: SystemTime) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
+                    now.duration_since(at)
+                        .is_ok_and(|age| age >= TICKET_LIFETIME)
+                })
+            })
+            .filter(|e| fs::remove_file(e.path()).is_ok())
+            .count()
     }
 
     /// Takes the ticket another process left for `port` of `server`, if there is one: no
@@ -417,6 +439,20 @@ mod tests {
         fs::set_permissions(&s.dir, fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(s.keep(&t), Err(StoreError::Dir(_))));
         assert!(matches!(s.claim(&server, 80), Err(StoreError::Dir(_))));
+    }
+
+    #[test]
+    fn files_older_than_a_tickets_life_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let s = store(&dir);
+        s.keep(&ticket(80, "192.0.2.7:4000")).unwrap();
+        s.keep(&ticket(81, "192.0.2.7:4000")).unwrap();
+        fs::write(s.dir.join(".claimed.1.0"), b"left by a crash").unwrap();
+        let now = SystemTime::now();
+        assert_eq!(s.sweep(now), 0, "fresh files swept");
+        assert_eq!(s.sweep(now + TICKET_LIFETIME), 3);
+        assert_eq!(fs::read_dir(&s.dir).unwrap().count(), 0);
     }
 
     #[test]

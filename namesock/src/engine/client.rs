@@ -242,13 +242,17 @@ impl Engine {
         let Some(store) = &self.ticket_store else {
             return;
         };
-        for ticket in self.tickets.hand_over(now) {
-            match store.keep(&ticket) {
+        let tickets = self.tickets.hand_over(now);
+        for ticket in &tickets {
+            match store.keep(ticket) {
                 Ok(()) => {
                     tracing::debug!(server = %ticket.server.guid(), port = ticket.port, child = ticket.next_child, "ticket handed on")
                 }
                 Err(e) => tracing::warn!("ticket not handed on: {e}"),
             }
+        }
+        if !tickets.is_empty() {
+            store.sweep(std::time::SystemTime::now());
         }
     }
 
