@@ -809,6 +809,15 @@ impl Suite {
     fn ttfb(&mut self) -> Result<()> {
         let port = 7300;
         let _servers = self.echo_servers(port)?;
+        // The client's user has an identity (`namesock keygen`), as a user of namesock would:
+        // its processes then prove one key, and each one's first connection can take the
+        // ticket the process before handed on.
+        for variant in self.with_previous(&[Variant::Namesock]) {
+            let (world, _) = self.build_of(variant)?;
+            let key = world.path("keys").join("cli-echo.key");
+            namesock::identity::Keypair::load_or_create(&key)
+                .map_err(|e| SuiteError::Usage(format!("{}: {e}", key.display())))?;
+        }
         // getaddrinfo of a name in the client namespace's own /etc/hosts (ip netns exec
         // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts): the "files" source of nsswitch.
         let etc = PathBuf::from("/etc/netns").join(self.client.namespace());
@@ -928,7 +937,12 @@ impl Suite {
             log,
             &["ttfb", mode, target, count],
         )?;
-        Running::spawn(command)?.expect("ttfb", Duration::from_secs(120))
+        let mut running = Running::spawn(command)?;
+        let line = running.expect("ttfb", Duration::from_secs(120))?;
+        // It exits as programs do, not killed after its line: its engine hands its tickets
+        // on to the next process at exit.
+        running.process.wait_timeout(Duration::from_secs(30))?;
+        Ok(line)
     }
 
     /// The first byte of a new connection over a long path: the router holds every packet

@@ -10,6 +10,12 @@ use crate::wire::{DecodeError, FrameReader, MAX_FRAME, Record, Step};
 
 /// Frames are encoded into the write buffer only while it holds less than this.
 pub const WRITE_HIGH: usize = 128 * 1024;
+/// The write buffer's capacity at most: [`WRITE_HIGH`] and the frame that crossed it (a `Vec`
+/// left to double would take 256 KiB, and 512 KiB with a partly written front).
+pub const WRITE_CAP: usize = WRITE_HIGH + MAX_FRAME;
+/// Unwritten bytes up to this much are moved to the front of a full write buffer to make room
+/// for more frames; behind more than this, the path waits for its socket to take them.
+const COMPACT_BELOW: usize = 16 * 1024;
 /// Bytes read from a socket per read call, at least.
 pub const READ_CHUNK: usize = 256 * 1024;
 /// The engine's scratch buffer: a read chunk behind the largest partial frame.
@@ -107,16 +113,23 @@ impl FlowPath {
         }
     }
 
-    /// Room for another frame?
+    /// Room for another frame? Below [`WRITE_HIGH`], written bytes counted, or when the few
+    /// unwritten ones can move to the front (`write_buf`).
     pub fn has_room(&self) -> bool {
-        self.wbuf.len() - self.wpos < WRITE_HIGH
+        self.wbuf.len() < WRITE_HIGH || self.pending() < COMPACT_BELOW
     }
 
-    /// The buffer to append encoded frames to (what `flush` writes).
+    /// The buffer to append one frame to (what `flush` writes), with room for it within
+    /// [`WRITE_CAP`] when [`FlowPath::has_room`] said so.
     pub fn write_buf(&mut self) -> &mut Vec<u8> {
-        if self.wpos > 0 && self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
+        if self.wpos > 0 && (self.wpos == self.wbuf.len() || self.wbuf.len() >= WRITE_HIGH) {
+            self.wbuf.drain(..self.wpos);
             self.wpos = 0;
+        }
+        let len = self.wbuf.len();
+        if len + MAX_FRAME > self.wbuf.capacity() && self.wbuf.capacity() >= WRITE_HIGH / 2 {
+            // Growing past half the high mark: to the cap at once, not by doubling.
+            self.wbuf.reserve_exact(WRITE_CAP.saturating_sub(len));
         }
         &mut self.wbuf
     }
@@ -147,9 +160,6 @@ impl FlowPath {
             self.wbuf.clear();
             self.wpos = 0;
             self.queued_peak = 0;
-        } else if self.wpos > WRITE_HIGH {
-            self.wbuf.drain(..self.wpos);
-            self.wpos = 0;
         }
         Ok(())
     }
@@ -197,6 +207,65 @@ mod tests {
             n += 32 * 1024;
         }
         n
+    }
+
+    #[test]
+    fn a_path_whose_socket_takes_bytes_in_pieces_never_holds_more_than_its_cap() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        let ours = StdStream::connect(remote).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        // Small kernel buffers: most flushes end with WouldBlock and bytes left unwritten.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&ours);
+        super::super::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 16 * 1024)
+            .unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
+        fp.writable = true;
+        let total: usize = 8 << 20;
+        let reader = thread::spawn(move || {
+            let mut all = Vec::with_capacity(total);
+            let mut buf = [0u8; 7000];
+            loop {
+                match peer.read(&mut buf).unwrap() {
+                    0 => return all,
+                    n => all.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        // Frames of every size up to the largest, numbered bytes, as the engine's loop turns.
+        let (mut sent, mut size, mut max_capacity, mut partial) = (0usize, 1usize, 0, 0);
+        while sent < total {
+            while sent < total && fp.has_room() {
+                let n = size.min(MAX_FRAME).min(total - sent);
+                let buf = fp.write_buf();
+                buf.extend((sent..sent + n).map(|i| (i % 251) as u8));
+                sent += n;
+                size = size * 7 % (MAX_FRAME + 13) + 1;
+            }
+            max_capacity = max_capacity.max(fp.wbuf.capacity());
+            fp.flush().unwrap();
+            if fp.pending() > 0 {
+                partial += 1;
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+        flush_all(&mut fp);
+        drop(fp);
+        let received = reader.join().unwrap();
+        assert!(
+            partial > 10,
+            "the socket never took a buffer in pieces ({partial})"
+        );
+        assert!(max_capacity <= WRITE_CAP, "{max_capacity} > {WRITE_CAP}");
+        assert_eq!(received.len(), total);
+        assert!(
+            received
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8),
+            "bytes lost or reordered"
+        );
     }
 
     #[test]
