@@ -341,10 +341,12 @@ pub fn section(results: &Results) -> Result<String, Error> {
          threads compete for the CPU, so CPU per byte is throughput. Each byte crosses a \
          loopback socket between program and engine at both ends, and in user space it is \
          copied twice each way (see \"The data path\" in \
-         [docs/architecture.md](docs/architecture.md)). What would close the rest: fewer \
-         kernel crossings per byte, a program-side socket that costs less than loopback TCP \
-         (a socketpair) and records sealed in the kernel (kTLS) so that payload can be \
-         spliced.",
+         [docs/architecture.md](docs/architecture.md)). What would close the rest is payload that \
+         never enters user space: records sealed in the kernel (kTLS) and spliced from the \
+         program's socket to the path, which this kernel cannot do (its TCP upper-layer \
+         protocols are MPTCP's only, no `tls`); a Unix socketpair for the program's socket \
+         would not, since on this kernel it costs as much per byte as loopback TCP (docs/architecture.md, \
+         \"Where the bytes' CPU goes\").",
         t.cell(bulk, cs, VS),
         t.cell(bulk, sc, VS),
         t.cell(bulk, cs, GOAL),
@@ -423,7 +425,8 @@ pub fn section(results: &Results) -> Result<String, Error> {
         w,
         "- **Request/response: {} per 64-byte round trip** ({} against {}; socat×2: {}). Each \
          message crosses two loopback TCP hops and an engine loop turn per engine, each way; a \
-         socketpair instead of loopback TCP for the program's socket is the lever.",
+         Unix socketpair for the program's socket would take a few microseconds off each hop \
+         (docs/architecture.md, \"Where the bytes' CPU goes\").",
         t.cell("latency", rr, VS),
         t.cell("latency", rr, NAMESOCK),
         t.cell("latency", rr, PLAIN),
@@ -452,7 +455,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let far_first = far_row("first connection of a process").map_or_else(String::new, |r| {
         let col = |i: usize| r.get(i).map_or(MISSING, String::as_str);
         format!(
-            " A process's first connection over that path takes {}, against {} for plain TCP \
+            ". A process's first connection over that path takes {}, against {} for plain TCP \
              and {} for the previous release ({}): it pays its engine's start, and from the \
              second process of a user on it opens with the ticket the process before handed \
              on at its exit (`NAMESOCK_SHARE_TICKETS`), its request behind the OPEN",
