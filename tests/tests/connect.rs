@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use namesock::endpoint::Limits;
 use namesock::record_cache::MAX_AGE;
-use namesock_cli::testbed::scenario::{Local, Timers, World, ZONE, sha256_file};
+use namesock_cli::testbed::scenario::{Local, Served, Timers, World, ZONE, sha256_file};
 use namesock_cli::testbed::{Process, free_port, run_with_input};
 use namesock_tests::engines_of;
 
@@ -65,6 +65,20 @@ fn http_server(world: &World, name: &str, port: u16, engine_port: Option<u16>) -
     Process::spawn(command).expect("server started")
 }
 
+/// A world `tag` whose `web` (python3 http.server, on a free port) serves a 64 KiB `/file`
+/// and is registered: the world, the file, the port and the server.
+fn web_world(tag: &str) -> (World, Served, u16, Process) {
+    let world =
+        World::new(tag, namesock_tests::tools(), Timers::default()).expect("scenario world");
+    let served = world.serve_random_file("file", 64 << 10).expect("file");
+    let port = free_port();
+    let server = http_server(&world, "web", port, None);
+    world
+        .wait_for_record("web", Duration::from_secs(30), |_| true)
+        .expect("web registered");
+    (world, served, port, server)
+}
+
 /// What the client engine logs when a connect starts from the cached record.
 const CACHED: &str = "record of a live session's peer: no lookup";
 /// What the preload's `getaddrinfo` logs when the engine's cache answers for the name.
@@ -78,14 +92,7 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
     ) {
         return;
     }
-    let world = World::new("connect-cache", namesock_tests::tools(), Timers::default())
-        .expect("scenario world");
-    let served = world.serve_random_file("file", 64 << 10).expect("file");
-    let port = free_port();
-    let mut server = http_server(&world, "web", port, None);
-    world
-        .wait_for_record("web", Duration::from_secs(30), |_| true)
-        .expect("web registered");
+    let (world, served, port, mut server) = web_world("connect-cache");
     // More than the default per-peer limit (64 sessions at once, closed ones lingering
     // included): refused with TooManySessions before closed sessions made room.
     let n = 80;
@@ -327,18 +334,7 @@ fn a_later_process_opens_its_first_connection_with_the_ticket_the_one_before_han
     ) {
         return;
     }
-    let world = World::new(
-        "connect-handover",
-        namesock_tests::tools(),
-        Timers::default(),
-    )
-    .expect("scenario world");
-    let served = world.serve_random_file("file", 64 << 10).expect("file");
-    let port = free_port();
-    let mut server = http_server(&world, "web", port, None);
-    world
-        .wait_for_record("web", Duration::from_secs(30), |_| true)
-        .expect("web registered");
+    let (world, served, port, mut server) = web_world("connect-handover");
     // The user's identity: without one, each client process proves a fresh key, and no
     // later process could use its tickets.
     let keygen = std::process::Command::new(&namesock_tests::tools().namesock)
