@@ -89,6 +89,10 @@ pub struct Config {
     /// take one left by an earlier process (`NAMESOCK_SHARE_TICKETS`, default true; see
     /// [`crate::ticket_store`]).
     pub share_tickets: bool,
+    /// Dial one more path to a peer when a session to it is established, so that the next
+    /// connect to it sends its first frame at once (`NAMESOCK_SPARE_PATHS`, default true;
+    /// see `crate::spare_paths`).
+    pub spare_paths: bool,
 }
 
 impl Default for Config {
@@ -118,6 +122,7 @@ impl Default for Config {
             hide: Vec::new(),
             dial_loopback: false,
             share_tickets: true,
+            spare_paths: true,
         }
     }
 }
@@ -340,6 +345,7 @@ impl Config {
         )?;
         num(env, "NAMESOCK_DIAL_LOOPBACK", &mut self.dial_loopback)?;
         num(env, "NAMESOCK_SHARE_TICKETS", &mut self.share_tickets)?;
+        num(env, "NAMESOCK_SPARE_PATHS", &mut self.spare_paths)?;
         ports(env, "NAMESOCK_SERVE", &mut self.serve)?;
         ports(env, "NAMESOCK_HIDE", &mut self.hide)?;
         Ok(())

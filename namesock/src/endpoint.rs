@@ -37,6 +37,12 @@ pub type ConnKey = u64;
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on server paths that have not yet presented HELLO/RESUME.
 pub const MAX_UNATTACHED: usize = 256;
+/// A path that has waited this long for its first frame gives up its room to a new path
+/// when its source (or the engine) is at its bound. An honest client sends its first frame
+/// as soon as its dial connects, unless it dialled ahead (a spare path,
+/// `crate::spare_paths`), and then it checks that the path is still open before using it;
+/// idle connections then take room from each other, not from a new client.
+pub const YIELDS_ROOM_AFTER: Duration = Duration::from_secs(1);
 /// Bound on server sessions whose client has not yet proved it holds the keys (each ends
 /// after the linger period at most). A new HELLO beyond it evicts the oldest: an honest
 /// client proves its keys one round trip after HELLO_ACK, so whoever floods the table with
@@ -268,34 +274,55 @@ impl Endpoint {
         self.services.remove(&port);
     }
 
-    /// A path from `remote` was accepted; `Err`: close it at once.
+    /// A path from `remote` was accepted; `Err`: close it at once. `Ok(Some(old))`: the
+    /// bound was reached and `old`, a path that has waited at least [`YIELDS_ROOM_AFTER`]
+    /// for its first frame, gave up its room: the driver closes it.
     pub fn path_accepted(
         &mut self,
         now: Instant,
         path: PathId,
         remote: IpAddr,
-    ) -> Result<(), Refusal> {
-        if self.unattached_set.len() >= MAX_UNATTACHED {
-            return Err(Refusal::TooManyUnattached);
-        }
+    ) -> Result<Option<PathId>, Refusal> {
         let source = source_of(remote);
         let limit = self.limits.preauth_per_source;
-        if self
+        let from_source = self
             .unattached_set
             .values()
             .filter(|s| **s == source)
-            .count()
-            >= limit
-        {
-            return Err(Refusal::TooManyFromSource {
+            .count();
+        let evicted = if from_source >= limit {
+            let room = self.take_oldest_silent(now, Some(source));
+            Some(room.ok_or(Refusal::TooManyFromSource {
                 from: source,
                 limit,
-            });
-        }
+            })?)
+        } else if self.unattached_set.len() >= MAX_UNATTACHED {
+            Some(
+                self.take_oldest_silent(now, None)
+                    .ok_or(Refusal::TooManyUnattached)?,
+            )
+        } else {
+            None
+        };
         self.unattached_set.insert(path, source);
         self.unattached.push_back((now, path));
         self.compact();
-        Ok(())
+        Ok(evicted)
+    }
+
+    /// Forgets the oldest unattached path (of `source`, if given) if it has waited at least
+    /// [`YIELDS_ROOM_AFTER`]; returns it.
+    fn take_oldest_silent(&mut self, now: Instant, source: Option<IpAddr>) -> Option<PathId> {
+        let set = &self.unattached_set;
+        let &(since, oldest) = self.unattached.iter().find(|(_, p)| {
+            set.get(p)
+                .is_some_and(|from| source.is_none_or(|s| s == *from))
+        })?;
+        if now < since + YIELDS_ROOM_AFTER {
+            return None;
+        }
+        self.take_unattached(oldest);
+        Some(oldest)
     }
 
     /// The driver closed a path that had not presented its first frame.

@@ -14,6 +14,7 @@ pub mod record_cache;
 pub mod relay;
 pub mod session;
 pub mod shared_lookup;
+pub mod spare_paths;
 pub mod synthetic;
 pub mod ticket;
 pub mod ticket_store;

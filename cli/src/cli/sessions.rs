@@ -217,14 +217,17 @@ fn tickets_line(out: &mut String, t: &TicketCounters) {
     }
     let _ = writeln!(
         out,
-        "  tickets: {} held ({} taken over from an earlier process); OPENs sent {} (answered at once, early data: {}; of those reset: {}), fell back to HELLO {}; sessions opened by OPEN {}",
+        "  tickets: {} held ({} taken over from an earlier process); OPENs sent {} (answered at once, early data: {}; of those reset: {}), fell back to HELLO {}; sessions opened by OPEN {}; spare paths dialled {}, used {}, lost {}",
         t.held,
         t.adopted,
         t.opens_sent,
         t.opens_early,
         t.early_reset,
         t.opens_fell_back,
-        t.opens_accepted
+        t.opens_accepted,
+        t.spare_paths_dialled,
+        t.spare_paths_used,
+        t.spare_paths_lost
     );
 }
 
@@ -408,6 +411,9 @@ mod tests {
                 opens_early: 0,
                 early_reset: 0,
                 opens_accepted: 7,
+                spare_paths_dialled: 3,
+                spare_paths_used: 2,
+                spare_paths_lost: 1,
             },
         };
         let expected = format!(
@@ -417,7 +423,7 @@ mod tests {
              \x20   state live, age 1m05s, sent 3.00 MiB, received 80 B, unacknowledged 0 B\n\
              \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago\n\
              \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
-             \x20 tickets: 1 held (1 taken over from an earlier process); OPENs sent 0 (answered at once, early data: 0; of those reset: 0), fell back to HELLO 0; sessions opened by OPEN 7\n\
+             \x20 tickets: 1 held (1 taken over from an earlier process); OPENs sent 0 (answered at once, early data: 0; of those reset: 0), fell back to HELLO 0; sessions opened by OPEN 7; spare paths dialled 3, used 2, lost 1\n\
              \x20 refused: paths refused: PortNotServed 2; no signed answer (rate limit): \
              PortNotServed 1\n",
             g = "g".repeat(32),

@@ -275,18 +275,29 @@ fn unattached_paths_are_bounded_and_time_out() {
         .endpoint
         .first_frame(t0, 1, first(&data), no_session)
         .unwrap_err();
-    let later = t0 + Duration::from_secs(1);
-    bed.endpoint.path_accepted(later, 5000, ip(5000)).unwrap();
-    bed.endpoint.path_accepted(later, 5001, ip(5001)).unwrap();
+    let later = t0 + YIELDS_ROOM_AFTER / 2;
+    assert_eq!(bed.endpoint.path_accepted(later, 5000, ip(5000)), Ok(None));
+    assert_eq!(bed.endpoint.path_accepted(later, 5001, ip(5001)), Ok(None));
     assert_eq!(
         bed.endpoint.path_accepted(later, 5002, ip(5002)),
         Err(Refusal::TooManyUnattached)
     );
+    // Full, and the oldest has waited long enough: it gives its room to a new path (the
+    // driver closes it), oldest first, still one out for each one in.
+    let waited = t0 + YIELDS_ROOM_AFTER;
+    assert_eq!(
+        bed.endpoint.path_accepted(waited, 5002, ip(5002)),
+        Ok(Some(2))
+    );
+    assert_eq!(
+        bed.endpoint.path_accepted(waited, 5003, ip(5003)),
+        Ok(Some(3))
+    );
     assert_eq!(bed.endpoint.poll_timeout(), Some(t0 + FIRST_FRAME_TIMEOUT));
     assert!(bed.endpoint.handle_timeout(t0).is_empty());
     let expired = bed.endpoint.handle_timeout(t0 + FIRST_FRAME_TIMEOUT);
-    assert_eq!(expired.len(), MAX_UNATTACHED - 2);
-    assert!(!expired.contains(&0) && !expired.contains(&1));
+    assert_eq!(expired.len(), MAX_UNATTACHED - 4);
+    assert!(!(0..4).any(|p| expired.contains(&p)));
     assert_eq!(
         bed.endpoint.poll_timeout(),
         Some(later + FIRST_FRAME_TIMEOUT)
@@ -295,7 +306,49 @@ fn unattached_paths_are_bounded_and_time_out() {
         bed.endpoint.handle_timeout(later + FIRST_FRAME_TIMEOUT),
         vec![5000, 5001]
     );
+    assert_eq!(
+        bed.endpoint.handle_timeout(waited + FIRST_FRAME_TIMEOUT),
+        vec![5002, 5003]
+    );
     assert_eq!(bed.endpoint.poll_timeout(), None);
+}
+
+/// Paths dialled ahead and left silent (spare paths) cannot keep their source out: at the
+/// source's bound the oldest that has waited [`YIELDS_ROOM_AFTER`] makes room, never a path
+/// of another source, never one younger than that.
+#[test]
+fn at_its_bound_a_source_s_oldest_silent_path_makes_room_for_its_new_one() {
+    let mut bed = Bed::new();
+    let cap = 3;
+    bed.endpoint.set_limits(Limits {
+        preauth_per_source: cap,
+        ..Limits::default()
+    });
+    let (busy, other) = (ip(1), ip(2));
+    let t0 = bed.now;
+    bed.endpoint.path_accepted(t0, 50, other).unwrap();
+    for p in 0..cap as PathId {
+        let at = t0 + Duration::from_millis(10 * u64::from(p));
+        assert_eq!(bed.endpoint.path_accepted(at, p, busy), Ok(None));
+    }
+    let refused = Err(Refusal::TooManyFromSource {
+        from: busy,
+        limit: cap,
+    });
+    let young = t0 + YIELDS_ROOM_AFTER - Duration::from_millis(1);
+    assert_eq!(bed.endpoint.path_accepted(young, 10, busy), refused);
+    let waited = t0 + YIELDS_ROOM_AFTER + Duration::from_millis(10);
+    assert_eq!(bed.endpoint.path_accepted(waited, 10, busy), Ok(Some(0)));
+    assert_eq!(bed.endpoint.path_accepted(waited, 11, busy), Ok(Some(1)));
+    // Path 2 came 10 ms after path 1: not yet; then it has waited long enough, and the
+    // new ones have not.
+    assert_eq!(bed.endpoint.path_accepted(waited, 12, busy), refused);
+    let later = waited + Duration::from_millis(10);
+    assert_eq!(bed.endpoint.path_accepted(later, 12, busy), Ok(Some(2)));
+    assert_eq!(bed.endpoint.path_accepted(later, 13, busy), refused);
+    // The other source's older path was never touched.
+    let expired = bed.endpoint.handle_timeout(t0 + FIRST_FRAME_TIMEOUT);
+    assert_eq!(expired, vec![50]);
 }
 
 /// Replayed HELLOs cannot pile up, nor keep new clients out: sessions whose client has not

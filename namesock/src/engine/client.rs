@@ -32,9 +32,9 @@ const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on relay connections that have not yet sent their secret.
 const MAX_PENDING_APPS: usize = 256;
 /// A connect with a ticket is answered at its OPEN (early data) only beside at most this many
-/// open sessions to the same server (the previous one of a sequence may still be closing): a
-/// server refuses a peer past its per-peer limit (64 by default), and a refusal after the
-/// answer could only reset the program's connection. A server allowing one session per peer,
+/// sessions to the same server that the program still holds (`held_sessions_to`; those it
+/// closed, still closing, do not count): a server refuses a peer past its per-peer limit (64
+/// by default), and a refusal after the answer could only reset the program's connection. A server allowing one session per peer,
 /// or at its total limit, can still refuse an answered connect: the program sees a reset.
 const EARLY_BESIDE_OPEN_SESSIONS: usize = 1;
 
@@ -346,9 +346,10 @@ impl Engine {
         // A failed OPEN can fall back to HELLO in place (to the record's locators, or to the
         // ticket's address for a GUID), so the program's connect is answered now: it pairs
         // while the OPEN is on its way, and its first bytes follow the OPEN (early data). Not
-        // beside other open sessions to the server: this one may be past the server's
-        // per-peer limit, and only an unanswered connect can report that (ECONNREFUSED).
-        let early = self.open_sessions_to(&ticket_server) <= EARLY_BESIDE_OPEN_SESSIONS;
+        // beside other sessions the program holds to the server: this one may be past the
+        // server's per-peer limit, and only an unanswered connect can report that
+        // (ECONNREFUSED).
+        let early = self.held_sessions_to(&ticket_server) <= EARLY_BESIDE_OPEN_SESSIONS;
         let port = req.port;
         self.insert_client(key, req, pm, record, open);
         if early && let Some(client) = self.conns.get_mut(&key).and_then(Conn::client) {
@@ -364,13 +365,16 @@ impl Engine {
         }
     }
 
-    /// This engine's client sessions to `server` that the server still counts against its
-    /// per-peer limit (neither closed both ways, nor reset, nor failed).
-    fn open_sessions_to(&self, server: &Guid) -> usize {
+    /// This engine's client sessions to `server` that its program still holds: neither
+    /// closed both ways, nor reset, nor failed, nor closed for writing. The server counts
+    /// the last kind against its per-peer limit too, but only until their close completes,
+    /// a round trip later; a program that connects, asks, reads and closes again and again
+    /// has one or two of them at any time, far below the limit (64 by default).
+    fn held_sessions_to(&self, server: &Guid) -> usize {
         self.conns
             .values()
             .filter(|c| matches!(c.side, Side::Client(_)) && !c.is_closed())
-            .filter(|c| c.session().server_guid() == *server)
+            .filter(|c| c.session().server_guid() == *server && !c.session().app_write_shut())
             .count()
     }
 
@@ -612,6 +616,27 @@ impl Engine {
         local: Option<std::net::IpAddr>,
         now: Instant,
     ) {
+        let relay = self
+            .conns
+            .get_mut(&key)
+            .and_then(Conn::client)
+            .is_some_and(|c| c.pm.path(path).is_some_and(|p| p.relay));
+        if local.is_none()
+            && !relay
+            && let Some((token, stream)) = self.take_spare(remote, now)
+        {
+            tracing::debug!(%remote, path, "dial answered by a spare path");
+            let connected = stream.peer_addr().is_ok();
+            let mut fp = FlowPath::new(stream, token, remote, PathState::Connecting);
+            fp.conn = Some(key);
+            self.paths.insert(path, fp);
+            self.io.insert(token, Io::Path(path));
+            // Still connecting: its completion comes as any dial's does.
+            if connected {
+                self.path_connected(path, now);
+            }
+            return;
+        }
         let started = sys::dial(remote, local).and_then(|mut stream| {
             let token = self.token();
             self.poll.registry().register(
@@ -705,15 +730,20 @@ impl Engine {
             .paths()
             .iter()
             .any(|p| p.relay && p.remote == info.peer_addr);
+        let direct = info.peer_addr.port() != 0 && !relayed;
         if let Some(ticket) = client.pm.session().ticket()
-            && info.peer_addr.port() != 0
-            && !relayed
+            && direct
         {
             self.tickets
                 .store(now, &ticket, client.port, info.peer_addr);
         }
         tracing::debug!(peer = %info.peer_guid, addr = %info.peer_addr, "session established");
+        let addr = info.peer_addr;
         self.answer_connect(key, info, now);
+        // The next connect there will not wait for a TCP handshake.
+        if direct {
+            self.leave_spare(addr, now);
+        }
     }
 
     /// Answers the program's connect (once) with the secret its relay connection will

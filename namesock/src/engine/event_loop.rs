@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::endpoint::{ConnKey, Endpoint};
 use crate::session::SessionConfig;
 use crate::shared_lookup::SharedLookups;
+use crate::spare_paths::SparePaths;
 use crate::ticket::ClientTickets;
 use crate::ticket_store::TicketStore;
 use crate::timers::Timers;
@@ -58,6 +59,9 @@ pub(super) enum Io {
     Control,
     /// A server's control connection to one of its relays (index in `Server::links`).
     RelayLink(usize),
+    /// A spare path waiting for the next dial to its address (`crate::spare_paths`; its id
+    /// is the token).
+    Spare,
 }
 
 pub(crate) struct Engine {
@@ -118,6 +122,8 @@ pub(crate) struct Engine {
     pub(super) tickets: ClientTickets,
     /// Where tickets pass between this user's processes (`NAMESOCK_SHARE_TICKETS`).
     pub(super) ticket_store: Option<TicketStore>,
+    /// Paths dialled ahead to peers just connected to (`NAMESOCK_SPARE_PATHS`).
+    pub(super) spares: SparePaths<mio::net::TcpStream>,
     /// Addresses of recently closed paths (for the moves in a snapshot).
     pub(super) recent_paths: RecentPaths,
     /// When the engine last gave free memory back to the kernel ([`TRIM_EVERY`]).
@@ -255,6 +261,7 @@ impl Engine {
             counters: EngineCounters::default(),
             tickets: ClientTickets::default(),
             ticket_store,
+            spares: SparePaths::default(),
             recent_paths: RecentPaths::default(),
             trimmed: Instant::now(),
             moved_at: None,
@@ -376,7 +383,7 @@ impl Engine {
             },
             Some(Io::App(key)) => self.touched.push(*key),
             Some(Io::Pending(_)) => self.touched_all = true,
-            Some(Io::Control) | Some(Io::RelayLink(_)) | None => {}
+            Some(Io::Control) | Some(Io::RelayLink(_)) | Some(Io::Spare) | None => {}
         }
     }
 
@@ -447,6 +454,7 @@ impl Engine {
                 let i = *i;
                 self.on_link(i, ev, now)
             }
+            Some(Io::Spare) => self.on_spare(token),
             None => {}
         }
     }
@@ -700,6 +708,7 @@ impl Engine {
             connects,
             pairing,
             self.endpoint.poll_timeout(),
+            self.spares.next_expiry(),
             server,
             self.drain_recheck_at,
         ]
@@ -710,6 +719,7 @@ impl Engine {
 
     fn on_timers(&mut self, now: Instant) {
         self.expire_connects(now);
+        self.expire_spares(now);
         self.relay_timers(now);
         let mut due = Vec::new();
         while let Some(key) = self.timers.pop_due(now) {

@@ -103,6 +103,7 @@ mod record_watch;
 mod relay;
 mod relay_link;
 mod server;
+mod spare;
 pub mod service_table;
 pub mod snapshot;
 mod sock_diag;

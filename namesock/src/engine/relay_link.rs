@@ -374,10 +374,13 @@ impl Engine {
         let pid = crate::path_manager::next_path_id();
         // Every path through the relay comes from its address: the endpoint's bound on paths
         // awaiting their first frame per source applies to the relay as a whole.
-        if let Err(refusal) = self.endpoint.path_accepted(now, pid, relay.ip()) {
-            self.counters.path_refused(refusal.kind());
-            tracing::debug!(%relay, %refusal, "relay dial-back refused");
-            return;
+        match self.endpoint.path_accepted(now, pid, relay.ip()) {
+            Ok(made_room) => self.close_silent_path(made_room),
+            Err(refusal) => {
+                self.counters.path_refused(refusal.kind());
+                tracing::debug!(%relay, %refusal, "relay dial-back refused");
+                return;
+            }
         }
         let mio_token = self.token();
         let started = sys::dial(relay, None).and_then(|mut stream| {

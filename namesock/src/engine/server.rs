@@ -505,14 +505,17 @@ impl Engine {
             match s.listener.accept() {
                 Ok((mut stream, remote)) => {
                     let pid = crate::path_manager::next_path_id();
-                    if let Err(refusal) = self.endpoint.path_accepted(now, pid, remote.ip()) {
-                        self.counters.path_refused(refusal.kind());
-                        if refusal.is_policy() {
-                            tracing::info!(%remote, "flow path refused: {refusal}");
-                        } else {
-                            tracing::debug!(%remote, %refusal, "flow path refused");
+                    match self.endpoint.path_accepted(now, pid, remote.ip()) {
+                        Ok(made_room) => self.close_silent_path(made_room),
+                        Err(refusal) => {
+                            self.counters.path_refused(refusal.kind());
+                            if refusal.is_policy() {
+                                tracing::info!(%remote, "flow path refused: {refusal}");
+                            } else {
+                                tracing::debug!(%remote, %refusal, "flow path refused");
+                            }
+                            continue;
                         }
-                        continue;
                     }
                     let _ = sys::tune_flow_path(
                         stream.as_raw_fd(),
@@ -542,6 +545,15 @@ impl Engine {
                     return;
                 }
             }
+        }
+    }
+
+    /// Closes the path that gave up its room to a newer one (`Endpoint::path_accepted`).
+    pub(super) fn close_silent_path(&mut self, made_room: Option<PathId>) {
+        if let Some(old) = made_room {
+            tracing::debug!(path = old, "a path silent too long made room for a new one");
+            self.counters.path_refused("SilentPathEvicted");
+            self.drop_path(old);
         }
     }
 

@@ -173,6 +173,15 @@ pub struct TicketCounters {
     pub early_reset: u64,
     /// Server sessions an OPEN made.
     pub opens_accepted: u64,
+    /// Spare paths dialled where a session was just established (`crate::spare_paths`).
+    #[serde(default)]
+    pub spare_paths_dialled: u64,
+    /// Of those, the ones a later connect's dial took (its first frame left at once).
+    #[serde(default)]
+    pub spare_paths_used: u64,
+    /// Of those, the ones that failed, or that their server closed, before any use.
+    #[serde(default)]
+    pub spare_paths_lost: u64,
 }
 
 /// The engine's counters: plain integers, bumped where the engine learns of a refusal.

@@ -1066,6 +1066,11 @@ impl Session {
         }
     }
 
+    /// The application closed its writing side: the session is ending.
+    pub fn app_write_shut(&self) -> bool {
+        self.send.is_shut()
+    }
+
     /// Everything the application wrote, and its FIN, reached the peer.
     pub fn app_write_done(&self) -> bool {
         self.send.is_done()

@@ -139,6 +139,11 @@ impl SendStream {
         self.fin = true;
     }
 
+    /// Whether the application's FIN is in the stream.
+    pub(super) fn is_shut(&self) -> bool {
+        self.fin
+    }
+
     /// One past the last position that exists (the FIN's, once there is one).
     fn last(&self) -> u64 {
         self.end + u64::from(self.fin)

@@ -1,0 +1,98 @@
+//! The engine's side of spare paths (`crate::spare_paths`): dialling one where a session
+//! was just established, watching it while it waits, handing it to the next dial there.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::event_loop::{Engine, Io};
+use super::sys;
+
+/// Whether a spare can still carry a first frame: connected or connecting, and nothing
+/// from the server (not its close, nor bytes nobody asked for), nor an error.
+fn usable(stream: &TcpStream) -> bool {
+    if !matches!(stream.take_error(), Ok(None)) {
+        return false;
+    }
+    if stream.peer_addr().is_err() {
+        // Connecting; a refused dial has reported its error above.
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl Engine {
+    /// A client session was established to `addr` over a direct path: leave a spare there,
+    /// unless one is there already.
+    pub(super) fn leave_spare(&mut self, addr: SocketAddr, now: Instant) {
+        if !self.cfg.spare_paths || !self.spares.wants(addr) {
+            return;
+        }
+        let token = self.token();
+        let dialled = sys::dial(addr, None).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match dialled {
+            Ok(stream) => {
+                self.spares.dialling(now, token.0 as u64, addr, stream);
+                self.io.insert(token, Io::Spare);
+                self.counters.tickets.spare_paths_dialled += 1;
+            }
+            Err(e) => tracing::debug!(%addr, error = %e, "spare path not dialled"),
+        }
+    }
+
+    /// An event on a spare: its dial completed or failed, or its server closed it.
+    pub(super) fn on_spare(&mut self, token: Token) {
+        let id = token.0 as u64;
+        if self.spares.get(id).is_none_or(usable) {
+            return;
+        }
+        tracing::debug!("spare path lost before use");
+        self.counters.tickets.spare_paths_lost += 1;
+        if let Some(stream) = self.spares.lost(id) {
+            self.close_spare(token, stream);
+        }
+    }
+
+    /// A dial to `remote`: the spare there, if it is still usable, with its token (its
+    /// registration goes with it), and another spare dialled in its place.
+    pub(super) fn take_spare(
+        &mut self,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Option<(Token, TcpStream)> {
+        let (id, stream) = self.spares.take(now, remote)?;
+        let token = Token(id as usize);
+        if !usable(&stream) {
+            self.counters.tickets.spare_paths_lost += 1;
+            self.close_spare(token, stream);
+            return None;
+        }
+        self.counters.tickets.spare_paths_used += 1;
+        self.io.remove(&token);
+        self.leave_spare(remote, now);
+        Some((token, stream))
+    }
+
+    /// Closes the spares past their use limit.
+    pub(super) fn expire_spares(&mut self, now: Instant) {
+        for (id, stream) in self.spares.expire(now) {
+            self.close_spare(Token(id as usize), stream);
+        }
+    }
+
+    fn close_spare(&mut self, token: Token, mut stream: TcpStream) {
+        self.io.remove(&token);
+        let _ = self.poll.registry().deregister(&mut stream);
+    }
+}

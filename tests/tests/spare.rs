@@ -1,0 +1,231 @@
+//! Spare paths (`namesock::spare_paths`): a program that connects again to a peer it just
+//! reached finds a TCP connection to the peer's engine already made, and its OPEN, with its
+//! request behind it, leaves at once. Over a long path (a delay line at the router) that is a
+//! round trip less than a new TCP connection; what it means in time is the benchmark's
+//! ("time to first byte, new connection, 10 ms more round trip"); here: that the spares are
+//! taken, that every byte arrives, and that idle connections from one address (a client's
+//! spares, or an attacker's) never keep that address's next connection out.
+//!
+//! Needs root, `ip`, `nft`, `socat`, `python3` and a release build (tests/run.sh).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use namesock::endpoint::YIELDS_ROOM_AFTER;
+use namesock_cli::testbed::Process;
+use namesock_cli::testbed::scenario::{Timers, ZONE};
+use namesock_tests::{Scenario, engines_of, require_namespaces, require_release, require_tools};
+
+const ECHO_PORT: u16 = 7000;
+/// What the client's engine logs when a dial takes a spare.
+const TAKEN: &str = "dial answered by a spare path";
+const OPENING: &str = ": connecting with OPEN (ticket)";
+const ANSWERED_AT_OPEN: &str = "connect answered at the OPEN: early data";
+
+/// `n` connections one after another to `host:port`, each echoing one line; prints each
+/// line and how long it took, in ms.
+const ECHOES: &str = r#"
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    start = time.monotonic()
+    s = socket.create_connection((host, port))
+    word = b"echo %d\n" % i
+    s.sendall(word)
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got == word, (got, word)
+    print(got.decode().strip(), "%.1f ms" % ((time.monotonic() - start) * 1000), flush=True)
+"#;
+
+/// socat as the echo server `echo` on the server host, its engine logging how sessions open;
+/// waits for its record: the process and its engine's address.
+fn echo_server(scenario: &Scenario) -> (Process, SocketAddr) {
+    let world = &scenario.world;
+    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
+    let server_ip = std::net::IpAddr::from(scenario.server.v4());
+    let mut command = world
+        .namesock_run(&scenario.server, "echo", &["socat", &listen, "EXEC:cat"])
+        .expect("server command");
+    command.env("NAMESOCK_NAME", "echo");
+    command.env("NAMESOCK_LOG", "info,namesock::engine::server=debug");
+    let process = Process::spawn(command).expect("start the server");
+    let record = world
+        .wait_for_record("echo", Duration::from_secs(30), |r| {
+            r.locators.iter().any(|l| l.ip() == server_ip)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+    let engine = *record
+        .locators
+        .iter()
+        .find(|l| l.ip() == server_ip)
+        .expect("checked");
+    (process, engine)
+}
+
+/// Runs `n` echo connections from the client host under namesock (`extra` added to its
+/// environment): the output lines and the client engine's log.
+fn echoes(scenario: &Scenario, label: &str, n: usize, extra: &[(&str, &str)]) -> (Vec<String>, String) {
+    let world = &scenario.world;
+    let (host, port, n_s) = (format!("echo.{ZONE}"), ECHO_PORT.to_string(), n.to_string());
+    let mut command = world
+        .namesock_run(
+            &scenario.client,
+            label,
+            &["timeout", "60", "python3", "-c", ECHOES, &host, &port, &n_s],
+        )
+        .expect("client command");
+    command.env("NAMESOCK_LOG", "info,namesock::engine=debug");
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let output = command
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the client ran");
+    let log = std::fs::read_to_string(world.log(&format!("{label}.namesock"))).unwrap_or_default();
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        output.status.success() && lines.len() == n,
+        "{}: {lines:?}\n{}",
+        output.status,
+        world.log_tail(label, 40)
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("echo {i} ")), "{line}");
+    }
+    (lines, log)
+}
+
+/// Over a path 50 ms longer each way, five connections one after another: the first makes a
+/// handshake, the next four each take the spare the one before left, open with OPEN, and
+/// send their request behind it; every line comes back. With spares off, every connection
+/// dials.
+#[test]
+fn connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once() {
+    let name = "connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("spare", 1024, Timers::fast());
+    let (mut server, _) = echo_server(&scenario);
+    let far = scenario
+        .bed
+        .delay_from(&scenario.client, Duration::from_millis(50))
+        .expect("a delay line at the router");
+    let n = 5;
+    let (lines, log) = echoes(&scenario, "with", n, &[]);
+    eprintln!("with spare paths: {lines:?}");
+    assert_eq!(log.matches(OPENING).count(), n - 1, "{log}");
+    assert_eq!(log.matches(TAKEN).count(), n - 1, "{log}");
+    assert!(log.matches(ANSWERED_AT_OPEN).count() >= n - 2, "{log}");
+    let (lines, log) = echoes(&scenario, "without", n, &[("NAMESOCK_SPARE_PATHS", "false")]);
+    eprintln!("without: {lines:?}");
+    assert_eq!(log.matches(OPENING).count(), n - 1, "{log}");
+    assert_eq!(log.matches(TAKEN).count(), 0, "{log}");
+    drop(far);
+    let engines = engines_of(&scenario.world, "echo");
+    server.kill();
+    let opened: u64 = engines.iter().map(|e| e.tickets.opens_accepted).sum();
+    assert_eq!(opened, 2 * (n as u64 - 1), "{engines:?}");
+}
+
+/// An attacker on the client's host opens more idle connections to the server's engine port
+/// than it lets one address hold before their first frame (32), and keeps them open: after
+/// [`YIELDS_ROOM_AFTER`] the oldest make room, so a real program from that host still
+/// connects, and each idle connection it displaced is closed; none reaches the program.
+#[test]
+fn idle_connections_from_one_address_do_not_keep_its_next_connection_out() {
+    let name = "idle_connections_from_one_address_do_not_keep_its_next_connection_out";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("spare-flood", 1024, Timers::fast());
+    let (mut server, engine) = echo_server(&scenario);
+    let limit = namesock::endpoint::Limits::default().preauth_per_source;
+    // Python on the client host holds `limit + 8` silent connections, reports how many were
+    // closed by the server (EOF) when told to look, then exits.
+    const HOLD: &str = r#"
+import socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = [socket.create_connection((host, port)) for _ in range(n)]
+print("held", len(socks), flush=True)
+time.sleep(hold)
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+print("closed", closed, flush=True)
+"#;
+    let n = limit + 8;
+    let hold = YIELDS_ROOM_AFTER + Duration::from_secs(4);
+    let mut flood = scenario
+        .client
+        .command("python3")
+        .args([
+            "-c",
+            HOLD,
+            &engine.ip().to_string(),
+            &engine.port().to_string(),
+            &n.to_string(),
+            &hold.as_secs_f64().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood");
+    let mut out = flood.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    out.read_exact(&mut first).expect("the flood's first line");
+    assert_eq!(&first, b"held");
+    let started = Instant::now();
+    // The flood's connections all waited long enough: a program connects as usual.
+    std::thread::sleep(YIELDS_ROOM_AFTER + Duration::from_millis(200));
+    let (lines, log) = echoes(&scenario, "client", 2, &[]);
+    eprintln!("beside {n} idle connections: {lines:?}");
+    assert!(started.elapsed() < hold, "the flood let go before the client connected");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("the flood's report");
+    flood.wait().expect("flood ended");
+    let closed: usize = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("closed "))
+        .and_then(|c| c.trim().parse().ok())
+        .expect("the flood's count");
+    eprintln!("idle connections the server closed to make room: {closed}");
+    let engines = engines_of(&scenario.world, "echo");
+    server.kill();
+    let refused = |kind: &str| -> u64 {
+        engines
+            .iter()
+            .filter_map(|e| e.counters.paths_refused.get(kind))
+            .sum()
+    };
+    // The 8 over the bound were refused at once; then each of the client's paths (its first
+    // dial, its spares) made room for itself by displacing one of the flood's.
+    assert_eq!(refused("TooManyFromSource"), 8, "{engines:?}");
+    let evicted = refused("SilentPathEvicted");
+    assert!(evicted >= 2, "{engines:?}");
+    assert_eq!(closed as u64, 8 + evicted, "{rest}");
+    assert_eq!(log.matches(OPENING).count(), 1, "{log}");
+    assert_eq!(log.matches(TAKEN).count(), 1, "{log}");
+}
