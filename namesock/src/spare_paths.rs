@@ -135,7 +135,11 @@ mod tests {
         assert!(!spares.wants(addr(1)), "one spare per address");
         assert!(spares.wants(addr(2)));
         assert_eq!(spares.take(t0, addr(2)), None, "not to another address");
-        assert_eq!(spares.take(t0 + USE_WITHIN, addr(1)), None, "too old to use");
+        assert_eq!(
+            spares.take(t0 + USE_WITHIN, addr(1)),
+            None,
+            "too old to use"
+        );
         let later = t0 + USE_WITHIN - Duration::from_millis(1);
         assert_eq!(spares.take(later, addr(1)), Some((7, "seven")));
         assert_eq!(spares.take(later, addr(1)), None, "taken once");
@@ -151,7 +155,11 @@ mod tests {
         spares.dialling(t0 + Duration::from_secs(1), 2, addr(2), 2);
         spares.dialling(t0 + Duration::from_secs(2), 3, addr(3), 3);
         assert_eq!(spares.next_expiry(), Some(t0 + USE_WITHIN));
-        assert!(spares.expire(t0 + USE_WITHIN - Duration::from_millis(1)).is_empty());
+        assert!(
+            spares
+                .expire(t0 + USE_WITHIN - Duration::from_millis(1))
+                .is_empty()
+        );
         assert_eq!(spares.expire(t0 + USE_WITHIN), vec![(1, 1)]);
         assert_eq!(
             spares.next_expiry(),

@@ -46,8 +46,8 @@ for i in range(n):
 "#;
 
 /// socat as the echo server `echo` on the server host, its engine logging how sessions open;
-/// waits for its record: the process and its engine's address.
-fn echo_server(scenario: &Scenario) -> (Process, SocketAddr) {
+/// waits for its record: the process and its engine's addresses on the server host.
+fn echo_server(scenario: &Scenario) -> (Process, Vec<SocketAddr>) {
     let world = &scenario.world;
     let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
     let server_ip = std::net::IpAddr::from(scenario.server.v4());
@@ -62,17 +62,22 @@ fn echo_server(scenario: &Scenario) -> (Process, SocketAddr) {
             r.locators.iter().any(|l| l.ip() == server_ip)
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
-    let engine = *record
+    let engine = record
         .locators
-        .iter()
-        .find(|l| l.ip() == server_ip)
-        .expect("checked");
+        .into_iter()
+        .filter(|l| !l.ip().is_loopback())
+        .collect();
     (process, engine)
 }
 
 /// Runs `n` echo connections from the client host under namesock (`extra` added to its
 /// environment): the output lines and the client engine's log.
-fn echoes(scenario: &Scenario, label: &str, n: usize, extra: &[(&str, &str)]) -> (Vec<String>, String) {
+fn echoes(
+    scenario: &Scenario,
+    label: &str,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> (Vec<String>, String) {
     let world = &scenario.world;
     let (host, port, n_s) = (format!("echo.{ZONE}"), ECHO_PORT.to_string(), n.to_string());
     let mut command = world
@@ -113,7 +118,8 @@ fn echoes(scenario: &Scenario, label: &str, n: usize, extra: &[(&str, &str)]) ->
 /// dials.
 #[test]
 fn connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once() {
-    let name = "connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once";
+    let name =
+        "connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once";
     if !require_namespaces(name)
         || !require_release(name, "the preload")
         || !require_tools(name, &["socat", "python3"])
@@ -132,7 +138,12 @@ fn connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_a
     assert_eq!(log.matches(OPENING).count(), n - 1, "{log}");
     assert_eq!(log.matches(TAKEN).count(), n - 1, "{log}");
     assert!(log.matches(ANSWERED_AT_OPEN).count() >= n - 2, "{log}");
-    let (lines, log) = echoes(&scenario, "without", n, &[("NAMESOCK_SPARE_PATHS", "false")]);
+    let (lines, log) = echoes(
+        &scenario,
+        "without",
+        n,
+        &[("NAMESOCK_SPARE_PATHS", "false")],
+    );
     eprintln!("without: {lines:?}");
     assert_eq!(log.matches(OPENING).count(), n - 1, "{log}");
     assert_eq!(log.matches(TAKEN).count(), 0, "{log}");
@@ -159,12 +170,15 @@ fn idle_connections_from_one_address_do_not_keep_its_next_connection_out() {
     let scenario = Scenario::without_server("spare-flood", 1024, Timers::fast());
     let (mut server, engine) = echo_server(&scenario);
     let limit = namesock::endpoint::Limits::default().preauth_per_source;
-    // Python on the client host holds `limit + 8` silent connections, reports how many were
-    // closed by the server (EOF) when told to look, then exits.
+    // Python on the client host holds `n` silent connections to each of the engine's
+    // addresses, reports how many the server closed (EOF) when told to look, then exits.
     const HOLD: &str = r#"
 import socket, sys, time
-host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-socks = [socket.create_connection((host, port)) for _ in range(n)]
+n, hold, addrs = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+socks = []
+for a in addrs:
+    host, port = a.rsplit(":", 1)
+    socks += [socket.create_connection((host.strip("[]"), int(port))) for _ in range(n)]
 print("held", len(socks), flush=True)
 time.sleep(hold)
 closed = 0
@@ -179,17 +193,14 @@ print("closed", closed, flush=True)
 "#;
     let n = limit + 8;
     let hold = YIELDS_ROOM_AFTER + Duration::from_secs(4);
+    let (n_s, hold_s) = (n.to_string(), hold.as_secs_f64().to_string());
+    let addrs: Vec<String> = engine.iter().map(SocketAddr::to_string).collect();
+    let mut argv = vec!["-c", HOLD, &n_s, &hold_s];
+    argv.extend(addrs.iter().map(String::as_str));
     let mut flood = scenario
         .client
         .command("python3")
-        .args([
-            "-c",
-            HOLD,
-            &engine.ip().to_string(),
-            &engine.port().to_string(),
-            &n.to_string(),
-            &hold.as_secs_f64().to_string(),
-        ])
+        .args(&argv)
         .stdout(Stdio::piped())
         .spawn()
         .expect("flood");
@@ -201,17 +212,20 @@ print("closed", closed, flush=True)
     // The flood's connections all waited long enough: a program connects as usual.
     std::thread::sleep(YIELDS_ROOM_AFTER + Duration::from_millis(200));
     let (lines, log) = echoes(&scenario, "client", 2, &[]);
-    eprintln!("beside {n} idle connections: {lines:?}");
-    assert!(started.elapsed() < hold, "the flood let go before the client connected");
+    eprintln!("beside {n} idle connections to each of {addrs:?}: {lines:?}");
+    assert!(
+        started.elapsed() < hold,
+        "the flood let go before the client connected"
+    );
     let mut rest = String::new();
     out.read_to_string(&mut rest).expect("the flood's report");
     flood.wait().expect("flood ended");
-    let closed: usize = rest
+    let closed: u64 = rest
         .lines()
         .find_map(|l| l.strip_prefix("closed "))
         .and_then(|c| c.trim().parse().ok())
         .expect("the flood's count");
-    eprintln!("idle connections the server closed to make room: {closed}");
+    eprintln!("flood connections the server closed: {closed}");
     let engines = engines_of(&scenario.world, "echo");
     server.kill();
     let refused = |kind: &str| -> u64 {
@@ -220,12 +234,13 @@ print("closed", closed, flush=True)
             .filter_map(|e| e.counters.paths_refused.get(kind))
             .sum()
     };
-    // The 8 over the bound were refused at once; then each of the client's paths (its first
-    // dial, its spares) made room for itself by displacing one of the flood's.
-    assert_eq!(refused("TooManyFromSource"), 8, "{engines:?}");
+    // Past the bound by 8 at each address: refused at once. Then each of the client's paths
+    // (its first dial, its spares) made room for itself by displacing one of the flood's.
+    let over = 8 * engine.len() as u64;
+    assert_eq!(refused("TooManyFromSource"), over, "{engines:?}");
     let evicted = refused("SilentPathEvicted");
     assert!(evicted >= 2, "{engines:?}");
-    assert_eq!(closed as u64, 8 + evicted, "{rest}");
+    assert_eq!(closed, over + evicted, "{rest}");
     assert_eq!(log.matches(OPENING).count(), 1, "{log}");
     assert_eq!(log.matches(TAKEN).count(), 1, "{log}");
 }

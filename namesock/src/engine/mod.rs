@@ -103,10 +103,10 @@ mod record_watch;
 mod relay;
 mod relay_link;
 mod server;
-mod spare;
 pub mod service_table;
 pub mod snapshot;
 mod sock_diag;
+mod spare;
 
 pub use allow::AllowFileError;
 pub use delivery::claim_delivery;
