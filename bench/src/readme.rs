@@ -494,13 +494,14 @@ pub fn section(results: &Results) -> Result<String, Error> {
          signature) and starts from the record verified for its live session (no GNS lookup; \
          the first one looks it up and verifies it, file store: {} verified resolves per \
          second). The program's connect is answered at once and its first bytes follow the \
-         OPEN (early data), so its first answer comes one round trip after the path's TCP \
-         handshake, as over plain TCP: no extra round trip. {far}. On this 2-core machine, where both \
+         OPEN (early data), on a TCP connection to the server's engine dialled ahead when the \
+         session before was established (a spare path, `NAMESOCK_SPARE_PATHS`), so its first \
+         answer comes one round trip after the connect: a round trip less than plain TCP, \
+         whose handshake comes first. {far}. On this 2-core machine, where both \
          programs and both engines share the cores and a loopback round trip costs almost \
-         nothing, what remains is work per connection, not waiting: the path's TCP handshake, \
-         the program's pairing with its engine, the delivery to the server's program and the \
-         engines' loop turns; a stream over the live session's path would remove the first \
-         (docs/architecture.md, \"The cost of a new connection\").",
+         nothing, what remains is work per connection, not waiting: the program's pairing \
+         with its engine, the delivery to the server's program, the OPEN's keys and the \
+         engines' loop turns (docs/architecture.md, \"The cost of a new connection\").",
         t.cell("connect", later, VS),
         t.cell("connect", later, NAMESOCK),
         t.cell("connect", later, PLAIN),
