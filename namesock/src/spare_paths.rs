@@ -103,6 +103,12 @@ impl<H> SparePaths<H> {
         gone
     }
 
+    /// Every spare, by id: something moved (this host's addresses, a peer's record, a
+    /// session's path), and a spare may lead where nobody answers any more.
+    pub fn clear(&mut self) -> Vec<(u64, H)> {
+        self.spares.drain(..).map(|s| (s.id, s.handle)).collect()
+    }
+
     /// When the oldest spare expires.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.spares.iter().map(|s| s.dialled + USE_WITHIN).min()

@@ -459,6 +459,9 @@ impl Engine {
                     if client.cached {
                         self.shared.records.lock().forget(&client.target);
                     }
+                    if !client.pm.is_connecting() {
+                        self.drop_spares("an established session dials again");
+                    }
                     self.dial(key, path, remote, local, now);
                 }
                 Action::Close { path } => {

@@ -604,6 +604,7 @@ impl Engine {
             return;
         }
         tracing::debug!(?changes, "local addresses changed");
+        self.drop_spares("this host's addresses changed");
         self.local_addrs = sys::local_addrs().unwrap_or_default();
         if let Some(gns) = self.shared.gns_if_open() {
             gns.local_addresses_changed();

@@ -277,6 +277,7 @@ impl Engine {
             .unwrap_or(false);
         match result {
             Ok(rec) => {
+                self.drop_spares("a peer's record changed");
                 for (key, c) in self.conns.iter_mut() {
                     let Some(client) = c.client() else {
                         continue;

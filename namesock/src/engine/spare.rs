@@ -91,6 +91,20 @@ impl Engine {
         }
     }
 
+    /// Closes every spare. A spare whose server moved, or that left from an address this
+    /// host no longer has, would look open until used; an OPEN on it, its request behind it,
+    /// would then fail after the server may have taken the request, and the program would
+    /// see a reset where a fresh dial falls back to a handshake (`open_failed_after_answer`).
+    pub(super) fn drop_spares(&mut self, why: &'static str) {
+        let spares = self.spares.clear();
+        if !spares.is_empty() {
+            tracing::debug!(spares = spares.len(), "spare paths closed: {why}");
+        }
+        for (id, stream) in spares {
+            self.close_spare(Token(id as usize), stream);
+        }
+    }
+
     fn close_spare(&mut self, token: Token, mut stream: TcpStream) {
         self.io.remove(&token);
         let _ = self.poll.registry().deregister(&mut stream);
