@@ -8,7 +8,7 @@
 //!
 //! Needs root, `ip`, `nft`, `socat`, `python3` and a release build (tests/run.sh).
 
-use std::io::Read;
+use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -243,4 +243,119 @@ print("closed", closed, flush=True)
     assert_eq!(closed, over + evicted, "{rest}");
     assert_eq!(log.matches(OPENING).count(), 1, "{log}");
     assert_eq!(log.matches(TAKEN).count(), 1, "{log}");
+}
+
+/// One echo per line read from stdin (`go`), each on a new connection; prints each line.
+const ECHO_ON_GO: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for i, _ in enumerate(sys.stdin):
+    s = socket.create_connection((host, port))
+    word = b"echo %d\n" % i
+    s.sendall(word)
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    print(got.decode().strip(), flush=True)
+"#;
+
+/// A spare leads from where this host was to where its server was. After the client moves,
+/// then after the server moves, each within the spare's 5 s, the program's next connection
+/// still carries its line: the move closed the spare (the client's log says why: its own
+/// addresses changed; the server closed it, or its record changed), so no OPEN and request
+/// go out on a connection from or to an address that is gone, where a failed OPEN after
+/// early data would reset the program's connection.
+#[test]
+fn after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before() {
+    let name = "after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("spare-move", 1024, Timers::fast());
+    let world = &scenario.world;
+    let (mut server, _) = echo_server(&scenario);
+    let (host, port) = (format!("echo.{ZONE}"), ECHO_PORT.to_string());
+    let mut command = world
+        .namesock_run(
+            &scenario.client,
+            "client",
+            &["timeout", "60", "python3", "-c", ECHO_ON_GO, &host, &port],
+        )
+        .expect("client command");
+    command.env("NAMESOCK_LOG", "info,namesock::engine=debug");
+    let mut client = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut go = client.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut echo = |i: usize| -> Duration {
+        let start = Instant::now();
+        writeln!(go).expect("go");
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(
+            line,
+            format!("echo {i}"),
+            "{}",
+            world.log_tail("client", 40)
+        );
+        start.elapsed()
+    };
+    echo(0);
+    let log = || std::fs::read_to_string(world.log("client.namesock")).unwrap_or_default();
+    // The client moves: its spare left from an address it no longer has.
+    let moved = Instant::now();
+    scenario
+        .client
+        .move_to_new_subnet()
+        .expect("move the client");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log().contains("spare paths closed: this host's addresses changed") {
+        assert!(Instant::now() < deadline, "{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("client moved: spare closed after {:?}", moved.elapsed());
+    echo(1);
+    // The server moves: the spare the second connection left leads where it was.
+    let before = world
+        .wait_for_record("echo", Duration::from_secs(5), |_| true)
+        .expect("record");
+    let moved = Instant::now();
+    scenario
+        .server
+        .move_to_new_subnet()
+        .expect("move the server");
+    world
+        .wait_for_record("echo", Duration::from_secs(30), |r| r.seq > before.seq)
+        .expect("the server's new record");
+    // The server's engine closes the paths its old address took with it, and the spare's
+    // end arrives; failing that, the new record closes it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let gone = |log: &str| {
+        log.contains("spare path lost before use")
+            || log.contains("spare paths closed: a peer's record changed")
+    };
+    while !gone(&log()) {
+        assert!(Instant::now() < deadline, "{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("server moved: spare closed after {:?}", moved.elapsed());
+    echo(2);
+    drop(go);
+    let status = client.wait().expect("client exits");
+    server.kill();
+    let log = log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.matches("spare path dialled").count() >= 2, "{log}");
+    // Neither connection after a move took a spare, and none was reset.
+    assert_eq!(log.matches(TAKEN).count(), 0, "{log}");
+    assert!(!log.contains("the program sees ECONNRESET"), "{log}");
 }

@@ -43,6 +43,7 @@ impl Engine {
         });
         match dialled {
             Ok(stream) => {
+                tracing::debug!(%addr, "spare path dialled");
                 self.spares.dialling(now, token.0 as u64, addr, stream);
                 self.io.insert(token, Io::Spare);
                 self.counters.tickets.spare_paths_dialled += 1;
