@@ -1392,9 +1392,11 @@ fn whole_records(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
     records
 }
 
-/// Forwards paths to the server's engine record by record; on path `k`, once `after` bytes
-/// went to the server, carries out `attacks[k]` and forwards on, so that the end that
-/// receives the attack is the one to close the path. Counts the attacks carried out.
+/// Forwards paths to the server's engine record by record; the next of `attacks` goes to
+/// each path that carries a record (not to a connection that stays silent, as a client's
+/// spare path does until it is used), and is carried out once `after` bytes went to the
+/// server on it, then forwarding goes on, so that the end that receives the attack is the
+/// one to close the path. Counts the attacks carried out.
 fn injecting_proxy(
     listener: TcpListener,
     server: SocketAddr,
@@ -1402,12 +1404,13 @@ fn injecting_proxy(
     attacks: Vec<Injection>,
     done: Arc<Mutex<Vec<Injection>>>,
 ) {
-    for (k, conn) in listener.incoming().enumerate() {
+    let attacks = Arc::new(Mutex::new(std::collections::VecDeque::from(attacks)));
+    for conn in listener.incoming() {
         let Ok(client) = conn else { return };
         let Ok(upstream) = TcpStream::connect(server) else {
             return;
         };
-        let attack = attacks.get(k).copied();
+        let attacks = attacks.clone();
         // Attacks toward the client go into the server -> client copy.
         let pending = Arc::new(Mutex::new(None::<Vec<u8>>));
         let (c2, u2, down) = (
@@ -1440,7 +1443,7 @@ fn injecting_proxy(
         std::thread::spawn(move || {
             let (mut from, mut to) = (client, upstream);
             let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
-            let (mut total, mut attack) = (0u64, attack);
+            let (mut total, mut attack) = (0u64, None);
             let mut held: Option<Vec<u8>> = None;
             while let Ok(n) = from.read(&mut chunk) {
                 if n == 0 {
@@ -1448,6 +1451,9 @@ fn injecting_proxy(
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 for record in whole_records(&mut buf) {
+                    if total == 0 {
+                        attack = attacks.lock().unwrap().pop_front();
+                    }
                     total += record.len() as u64;
                     let mut out = record;
                     if total >= after

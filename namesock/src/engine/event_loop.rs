@@ -106,8 +106,10 @@ pub(crate) struct Engine {
     timers: Timers<ConnKey>,
     /// Sessions whose deadline may have changed this turn (besides `dirty`).
     touched: Vec<ConnKey>,
-    /// Something happened whose sessions are not known (a command, an accept, an address
-    /// change): recompute every session's deadline at the end of the turn.
+    /// Something happened whose sessions are not known (an address change, a rare command):
+    /// recompute every session's deadline at the end of the turn. What a connect brings (its
+    /// commands, the pairing, an arriving path) marks its own session, so a busy server with
+    /// thousands of lingering sessions does not recompute them all per connection.
     touched_all: bool,
     /// Every flow path's reads go through this one buffer (the loop is single-threaded), so
     /// an idle session holds no IO buffers (a program's bytes are read straight into its
@@ -291,14 +293,9 @@ impl Engine {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    RELAY_V4 | RELAY_V6 => {
-                        self.touched_all = true;
-                        self.accept_relay(ev.token(), now)
-                    }
-                    LISTENER => {
-                        self.touched_all = true;
-                        self.accept_paths(now)
-                    }
+                    // A pairing or an arriving path marks the session it joins or makes.
+                    RELAY_V4 | RELAY_V6 => self.accept_relay(ev.token(), now),
+                    LISTENER => self.accept_paths(now),
                     MONITOR => {
                         self.touched_all = true;
                         self.on_addr_change(now)
@@ -335,7 +332,7 @@ impl Engine {
         loop {
             match self.rx.try_recv() {
                 Ok(cmd) => {
-                    self.touched_all = true;
+                    self.touched_all |= !cmd.marks_its_sessions();
                     self.on_command(cmd, now)
                 }
                 Err(TryRecvError::Empty) => return true,
@@ -376,14 +373,19 @@ impl Engine {
     /// Notes which session an IO event concerns, so that its deadline is recomputed.
     fn touch_io(&mut self, token: Token) {
         match self.io.get(&token) {
-            Some(Io::Path(p)) => match self.paths.get(p).and_then(|fp| fp.conn) {
-                Some(key) => self.touched.push(key),
-                // A path that may present HELLO or RESUME: any session, or a new one.
-                None => self.touched_all = true,
-            },
+            Some(Io::Path(p)) => {
+                // A path that may present HELLO or RESUME marks the session it makes or joins.
+                if let Some(key) = self.paths.get(p).and_then(|fp| fp.conn) {
+                    self.touched.push(key)
+                }
+            }
             Some(Io::App(key)) => self.touched.push(*key),
-            Some(Io::Pending(_)) => self.touched_all = true,
-            Some(Io::Control) | Some(Io::RelayLink(_)) | Some(Io::Spare) | None => {}
+            // A pairing marks its session.
+            Some(Io::Pending(_))
+            | Some(Io::Control)
+            | Some(Io::RelayLink(_))
+            | Some(Io::Spare)
+            | None => {}
         }
     }
 

@@ -296,6 +296,22 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command's handler marks every session it changes (`Engine::dirty`), so
+    /// the turn need not recompute every session's deadline after it. These are the ones a
+    /// program's connects send, one or two per connection; the rest are rare.
+    fn marks_its_sessions(&self) -> bool {
+        matches!(
+            self,
+            Command::Connect { .. }
+                | Command::Abandon { .. }
+                | Command::Resolved { .. }
+                | Command::Reresolved { .. }
+                | Command::RecordChanged { .. }
+        )
+    }
+}
+
 /// The part of the engine other threads read directly (short critical sections only, and
 /// never across a fork: a child uses its own engine).
 pub(crate) struct Shared {
