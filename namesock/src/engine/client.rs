@@ -640,17 +640,9 @@ impl Engine {
             }
             return;
         }
-        let started = sys::dial(remote, local).and_then(|mut stream| {
-            let token = self.token();
-            self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok((stream, token))
-        });
-        match started {
-            Ok((stream, token)) => {
+        let token = self.token();
+        match sys::dial_registered(self.poll.registry(), token, remote, local) {
+            Ok(stream) => {
                 let mut fp = FlowPath::new(stream, token, remote, PathState::Connecting);
                 fp.conn = Some(key);
                 self.paths.insert(path, fp);

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use mio::Token;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 use namesock_identity::Guid;
 use namesock_resolver::{Gns, GnsError, Record};
 
@@ -242,14 +242,7 @@ impl Engine {
         let link = &mut s.links[i];
         link.retry_at = None;
         link.addr = Some(addr);
-        let started = sys::dial(addr, None).and_then(|mut stream| {
-            self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(stream)
-        });
+        let started = sys::dial_registered(self.poll.registry(), token, addr, None);
         match started {
             Ok(stream) => {
                 let (reg, out) = Registration::new(key, expected);
@@ -383,14 +376,7 @@ impl Engine {
             }
         }
         let mio_token = self.token();
-        let started = sys::dial(relay, None).and_then(|mut stream| {
-            self.poll.registry().register(
-                &mut stream,
-                mio_token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(stream)
-        });
+        let started = sys::dial_registered(self.poll.registry(), mio_token, relay, None);
         match started {
             Ok(stream) => {
                 // Connecting: `path_connected` makes it open; it has no session until the

@@ -5,8 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use mio::Token;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use super::event_loop::{Engine, Io};
 use super::sys;
@@ -33,15 +33,7 @@ impl Engine {
             return;
         }
         let token = self.token();
-        let dialled = sys::dial(addr, None).and_then(|mut stream| {
-            self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(stream)
-        });
-        match dialled {
+        match sys::dial_registered(self.poll.registry(), token, addr, None) {
             Ok(stream) => {
                 tracing::debug!(%addr, "spare path dialled");
                 self.spares.dialling(now, token.0 as u64, addr, stream);

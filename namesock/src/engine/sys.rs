@@ -239,6 +239,23 @@ pub fn dial(remote: SocketAddr, local: Option<IpAddr>) -> io::Result<mio::net::T
     Dialer::new(&remote, local)?.connect(remote)
 }
 
+/// [`dial`], registered with `registry` under `token` for both readiness kinds (the dial's
+/// completion comes as writable).
+pub fn dial_registered(
+    registry: &mio::Registry,
+    token: mio::Token,
+    remote: SocketAddr,
+    local: Option<IpAddr>,
+) -> io::Result<mio::net::TcpStream> {
+    let mut stream = dial(remote, local)?;
+    registry.register(
+        &mut stream,
+        token,
+        mio::Interest::READABLE | mio::Interest::WRITABLE,
+    )?;
+    Ok(stream)
+}
+
 /// The addresses of this host's interfaces that are up: global ones first, loopback last
 /// (so that a client on the same host still reaches us); link-local IPv6 is left out (it
 /// needs a scope that means nothing to a peer).
