@@ -339,3 +339,32 @@ fn after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before
     assert_eq!(log.matches(TAKEN).count(), 0, "{log}");
     assert!(!log.contains("the program sees ECONNRESET"), "{log}");
 }
+
+/// A client with two links: each session also dials a standby path from the second
+/// address, which must not close the spare its establishment left; the next connections
+/// still take one each.
+#[test]
+fn a_client_with_two_links_keeps_its_spare_beside_its_standby_paths() {
+    let name = "a_client_with_two_links_keeps_its_spare_beside_its_standby_paths";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3"])
+    {
+        return;
+    }
+    let scenario = Scenario::without_server("spare-2links", 1024, Timers::fast());
+    scenario.client.add_link().expect("a second client link");
+    let (mut server, _) = echo_server(&scenario);
+    let n = 4;
+    let logging = "info,namesock::engine=debug,namesock::path_manager=debug";
+    let (lines, log) = echoes(&scenario, "client", n, &[("NAMESOCK_LOG", logging)]);
+    server.kill();
+    eprintln!("two links: {lines:?}");
+    let standby = log
+        .lines()
+        .filter(|l| l.contains("dialing") && l.contains("from=Some("))
+        .count();
+    assert!(standby >= 1, "no standby path was dialled\n{log}");
+    assert_eq!(log.matches(TAKEN).count(), n - 1, "{log}");
+    assert!(!log.contains("an established session dials again"), "{log}");
+}

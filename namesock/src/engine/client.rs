@@ -459,7 +459,9 @@ impl Engine {
                     if client.cached {
                         self.shared.records.lock().forget(&client.target);
                     }
-                    if !client.pm.is_connecting() {
+                    // Not for a standby path from another local address: the session is
+                    // fine, and a multi-homed host would never keep a spare.
+                    if !client.pm.is_connecting() && local.is_none() {
                         self.drop_spares("an established session dials again");
                     }
                     self.dial(key, path, remote, local, now);
