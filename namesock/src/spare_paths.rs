@@ -14,7 +14,10 @@
 //! that has not yet presented its first frame, counted among those
 //! (`crate::endpoint::MAX_UNATTACHED`) and closed after
 //! `crate::endpoint::FIRST_FRAME_TIMEOUT`. A spare is used only within [`USE_WITHIN`] of
-//! its dial, half that timeout, so a taken spare is never one the server is about to close.
+//! its dial, half that timeout, so the timeout never closes a spare as it is taken. A server
+//! at its bound on such connections closes the oldest that waited
+//! `crate::endpoint::YIELDS_ROOM_AFTER` for a new one; the engine checks, before taking a
+//! spare, that its server has not closed it.
 //!
 //! This table is the policy (which addresses get a spare, which spare a dial may take, when
 //! a spare is given up); the engine does the IO. Sans-IO: every call takes `now`.
@@ -115,11 +118,13 @@ impl<H> SparePaths<H> {
     }
 
     /// Spares held now, dialling or connected.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.spares.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.spares.is_empty()
     }
 }

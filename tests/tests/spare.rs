@@ -46,6 +46,13 @@ for i, _ in zip(itertools.count(), sys.stdin if n == "go" else range(int(n))):
     print(got.decode().strip(), "%.1f ms" % ((time.monotonic() - start) * 1000), flush=True)
 "#;
 
+/// Whether this machine has what these tests need; a skip is reported otherwise.
+fn can_run(name: &str) -> bool {
+    require_namespaces(name)
+        && require_release(name, "the preload")
+        && require_tools(name, &["socat", "python3"])
+}
+
 /// socat as the echo server `echo` on the server host, its engine logging how sessions open;
 /// waits for its record: the process and its engine's addresses on the server host.
 fn echo_server(scenario: &Scenario) -> (Process, Vec<SocketAddr>) {
@@ -121,10 +128,7 @@ fn echoes(
 fn connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once() {
     let name =
         "connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_at_once";
-    if !require_namespaces(name)
-        || !require_release(name, "the preload")
-        || !require_tools(name, &["socat", "python3"])
-    {
+    if !can_run(name) {
         return;
     }
     let scenario = Scenario::without_server("spare", 1024, Timers::fast());
@@ -162,10 +166,7 @@ fn connections_to_a_peer_just_reached_take_a_spare_path_and_send_their_request_a
 #[test]
 fn idle_connections_from_one_address_do_not_keep_its_next_connection_out() {
     let name = "idle_connections_from_one_address_do_not_keep_its_next_connection_out";
-    if !require_namespaces(name)
-        || !require_release(name, "the preload")
-        || !require_tools(name, &["socat", "python3"])
-    {
+    if !can_run(name) {
         return;
     }
     let scenario = Scenario::without_server("spare-flood", 1024, Timers::fast());
@@ -255,10 +256,7 @@ print("closed", closed, flush=True)
 #[test]
 fn after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before() {
     let name = "after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before";
-    if !require_namespaces(name)
-        || !require_release(name, "the preload")
-        || !require_tools(name, &["socat", "python3"])
-    {
+    if !can_run(name) {
         return;
     }
     let scenario = Scenario::without_server("spare-move", 1024, Timers::fast());
@@ -346,10 +344,7 @@ fn after_either_end_moves_the_next_connection_does_not_use_the_spare_from_before
 #[test]
 fn a_client_with_two_links_keeps_its_spare_beside_its_standby_paths() {
     let name = "a_client_with_two_links_keeps_its_spare_beside_its_standby_paths";
-    if !require_namespaces(name)
-        || !require_release(name, "the preload")
-        || !require_tools(name, &["socat", "python3"])
-    {
+    if !can_run(name) {
         return;
     }
     let scenario = Scenario::without_server("spare-2links", 1024, Timers::fast());

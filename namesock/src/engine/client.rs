@@ -34,8 +34,9 @@ const MAX_PENDING_APPS: usize = 256;
 /// A connect with a ticket is answered at its OPEN (early data) only beside at most this many
 /// sessions to the same server that the program still holds (`held_sessions_to`; those it
 /// closed, still closing, do not count): a server refuses a peer past its per-peer limit (64
-/// by default), and a refusal after the answer could only reset the program's connection. A server allowing one session per peer,
-/// or at its total limit, can still refuse an answered connect: the program sees a reset.
+/// by default), and a refusal after the answer could only reset the program's connection. A
+/// server allowing one session per peer, or at its total limit, can still refuse an answered
+/// connect: the program sees a reset.
 const EARLY_BESIDE_OPEN_SESSIONS: usize = 1;
 
 /// A connect request waiting for its GNS answer (the session needs the peer's GUID).
