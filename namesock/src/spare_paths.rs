@@ -44,11 +44,17 @@ struct Spare<H> {
 #[derive(Debug)]
 pub struct SparePaths<H> {
     spares: Vec<Spare<H>>,
+    /// Addresses to dial a spare to once this turn's frames are out (at most
+    /// [`MAX_SPARES`]).
+    asked: Vec<SocketAddr>,
 }
 
 impl<H> Default for SparePaths<H> {
     fn default() -> Self {
-        SparePaths { spares: Vec::new() }
+        SparePaths {
+            spares: Vec::new(),
+            asked: Vec::new(),
+        }
     }
 }
 
@@ -57,6 +63,22 @@ impl<H> SparePaths<H> {
     /// there or on its way, and the table has room.
     pub fn wants(&self, addr: SocketAddr) -> bool {
         self.spares.len() < MAX_SPARES && !self.spares.iter().any(|s| s.addr == addr)
+    }
+
+    /// A session was established to `addr`, or a dial took the spare there: a spare should
+    /// go there, once the frames that turn made are written (the OPEN that took the last
+    /// spare goes before the next one's TCP handshake).
+    pub fn ask(&mut self, addr: SocketAddr) {
+        if self.asked.len() < MAX_SPARES && !self.asked.contains(&addr) {
+            self.asked.push(addr);
+        }
+    }
+
+    /// The addresses asked for since the last call that still want a spare.
+    pub fn asked(&mut self) -> Vec<SocketAddr> {
+        let mut asked = std::mem::take(&mut self.asked);
+        asked.retain(|&a| self.wants(a));
+        asked
     }
 
     /// The engine started dialling `addr`; `id` names the dial in later calls.
@@ -109,6 +131,7 @@ impl<H> SparePaths<H> {
     /// Every spare, by id: something moved (this host's addresses, a peer's record, a
     /// session's path), and a spare may lead where nobody answers any more.
     pub fn clear(&mut self) -> Vec<(u64, H)> {
+        self.asked.clear();
         self.spares.drain(..).map(|s| (s.id, s.handle)).collect()
     }
 
@@ -183,6 +206,29 @@ mod tests {
         assert_eq!(spares.expire(t0 + Duration::from_secs(60)), vec![(2, 2)]);
         assert_eq!(spares.get(2), None);
         assert_eq!(spares.next_expiry(), None);
+    }
+
+    #[test]
+    fn spares_asked_for_in_a_turn_are_dialled_once_each_unless_cleared() {
+        let t0 = Instant::now();
+        let mut spares = SparePaths::default();
+        spares.dialling(t0, 1, addr(1), ());
+        spares.ask(addr(1));
+        spares.ask(addr(2));
+        spares.ask(addr(2));
+        assert_eq!(
+            spares.asked(),
+            vec![addr(2)],
+            "one per address, none where one is"
+        );
+        assert!(spares.asked().is_empty(), "asked once");
+        spares.ask(addr(3));
+        spares.clear();
+        assert!(spares.asked().is_empty(), "something moved: not dialled");
+        for i in 0..2 * MAX_SPARES as u16 {
+            spares.ask(addr(i));
+        }
+        assert_eq!(spares.asked().len(), MAX_SPARES);
     }
 
     #[test]

@@ -644,7 +644,13 @@ impl Engine {
             return;
         }
         let token = self.token();
-        match sys::dial_registered(self.poll.registry(), token, remote, local) {
+        match sys::dial_registered(
+            self.poll.registry(),
+            token,
+            remote,
+            local,
+            self.path_timers(),
+        ) {
             Ok(stream) => {
                 let mut fp = FlowPath::new(stream, token, remote, PathState::Connecting);
                 fp.conn = Some(key);
@@ -667,11 +673,6 @@ impl Engine {
         let Some(fp) = self.paths.get_mut(&pid) else {
             return;
         };
-        let _ = sys::tune_flow_path(
-            fp.stream.as_raw_fd(),
-            self.cfg.path_dead(),
-            self.cfg.keepalive(),
-        );
         fp.state = PathState::Open;
         fp.writable = true;
         fp.local = fp.stream.local_addr().ok();
@@ -740,7 +741,7 @@ impl Engine {
         self.answer_connect(key, info, now);
         // The next connect there will not wait for a TCP handshake.
         if direct {
-            self.leave_spare(addr, now);
+            self.leave_spare(addr);
         }
     }
 

@@ -150,12 +150,18 @@ fn session_config(cfg: &Config) -> SessionConfig {
         path_dead_after: cfg.path_dead(),
         suspect_after: cfg.suspect(),
         linger: cfg.linger(),
+        ack_delay: crate::session::ACK_DELAY,
     }
 }
 
+/// The listener programs' sockets connect to; what it accepts inherits its `TCP_NODELAY`
+/// (the engine's end of a program's socket forwards each write at once).
 fn bind_relay(ip: IpAddr) -> Option<TcpListener> {
     match TcpListener::bind(SocketAddr::new(ip, 0)) {
-        Ok(l) => Some(l),
+        Ok(l) => {
+            let _ = sys::set_nodelay(l.as_raw_fd());
+            Some(l)
+        }
         Err(e) => {
             tracing::debug!(%ip, error = %e, "no relay listener on this loopback address");
             None
@@ -277,6 +283,14 @@ impl Engine {
         t
     }
 
+    /// How this engine's flow paths are tuned (`sys::tune_flow_path`).
+    pub(super) fn path_timers(&self) -> sys::PathTimers {
+        sys::PathTimers {
+            user_timeout: self.cfg.path_dead(),
+            keepalive: self.cfg.keepalive(),
+        }
+    }
+
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -322,6 +336,7 @@ impl Engine {
                 }
                 self.touched.extend(dirty);
             }
+            self.dial_spares(Instant::now());
             self.reschedule(Instant::now());
             self.answer_exit_drain(Instant::now());
         }

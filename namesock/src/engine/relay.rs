@@ -48,8 +48,9 @@ pub struct AppSide {
 }
 
 impl AppSide {
+    /// `stream` is a program's socket's other end: accepted from a relay listener, or
+    /// dialled to deliver a session; either way it has `TCP_NODELAY` already.
     pub fn new(stream: TcpStream, token: Token, connecting: bool) -> AppSide {
-        let _ = sys::set_nodelay(stream.as_raw_fd());
         AppSide {
             delivery: None,
             stream,

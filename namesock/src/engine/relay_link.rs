@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -235,6 +234,8 @@ impl Engine {
 
     fn connect_link(&mut self, i: usize, addr: SocketAddr, expected: Option<Guid>, now: Instant) {
         let token = self.token();
+        // A relay that vanishes is noticed like a dead flow path.
+        let timers = self.path_timers();
         let Some(s) = &mut self.server else {
             return;
         };
@@ -242,7 +243,7 @@ impl Engine {
         let link = &mut s.links[i];
         link.retry_at = None;
         link.addr = Some(addr);
-        let started = sys::dial_registered(self.poll.registry(), token, addr, None);
+        let started = sys::dial_registered(self.poll.registry(), token, addr, None, timers);
         match started {
             Ok(stream) => {
                 let (reg, out) = Registration::new(key, expected);
@@ -303,7 +304,6 @@ impl Engine {
 
     /// Moves a link's bytes; returns the dial-backs the relay asked for.
     fn link_io(&mut self, i: usize, ev: &mio::event::Event) -> Result<Vec<DialToken>, LinkError> {
-        let (path_dead, keepalive) = (self.cfg.path_dead(), self.cfg.keepalive());
         let Some(s) = &mut self.server else {
             return Ok(Vec::new());
         };
@@ -316,8 +316,6 @@ impl Engine {
                 Ok(None) if c.stream.peer_addr().is_ok() => {
                     c.connected = true;
                     c.local = c.stream.local_addr().ok();
-                    // A relay that vanishes is noticed like a dead flow path.
-                    let _ = sys::tune_flow_path(c.stream.as_raw_fd(), path_dead, keepalive);
                 }
                 Ok(None) => return Ok(Vec::new()),
                 Ok(Some(e)) | Err(e) => return Err(LinkError::Io(e)),
@@ -376,7 +374,8 @@ impl Engine {
             }
         }
         let mio_token = self.token();
-        let started = sys::dial_registered(self.poll.registry(), mio_token, relay, None);
+        let timers = self.path_timers();
+        let started = sys::dial_registered(self.poll.registry(), mio_token, relay, None, timers);
         match started {
             Ok(stream) => {
                 // Connecting: `path_connected` makes it open; it has no session until the

@@ -229,6 +229,16 @@ impl Publisher {
     }
 }
 
+/// Deliveries tried again after EADDRINUSE (see `Engine::deliver`), each from a new port.
+const DELIVERY_TRIES: usize = 8;
+
+/// A random address of 127.0.0.0/8 other than 127.0.0.1 (Linux answers the whole block on
+/// `lo`): a fresh set of ports to deliver from.
+fn other_loopback_v4() -> Ipv4Addr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    Ipv4Addr::new(127, a, b, c.clamp(2, 254))
+}
+
 impl Engine {
     pub(super) fn serve(
         &mut self,
@@ -308,6 +318,10 @@ impl Engine {
             .local_addr()
             .map_err(|source| ServeError::Bind { port, source })?
             .port();
+        // Every path it accepts inherits them.
+        self.path_timers()
+            .tune(listener.as_raw_fd())
+            .map_err(|source| ServeError::Bind { port, source })?;
         self.poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -517,11 +531,6 @@ impl Engine {
                             continue;
                         }
                     }
-                    let _ = sys::tune_flow_path(
-                        stream.as_raw_fd(),
-                        self.cfg.path_dead(),
-                        self.cfg.keepalive(),
-                    );
                     let token = self.token();
                     if self
                         .poll
@@ -767,6 +776,13 @@ impl Engine {
 
     /// Connects to the program's listener; its accept sees our local address, which is
     /// known (and recorded) before the connection can be accepted.
+    ///
+    /// The port is bound before the connect (to be recorded first), so the kernel picks it
+    /// without looking at the destination, and it may pick one whose connection to this
+    /// very listener is in TIME_WAIT: the engine closes its end of a delivery first, and at
+    /// a few hundred connections a second such ports soon cover half the range. The connect
+    /// then fails with EADDRINUSE, and the delivery is tried again from another port, and
+    /// for IPv4 from another address of 127.0.0.0/8 (each has all the ports).
     fn deliver(
         &self,
         deliver_to: SocketAddr,
@@ -782,7 +798,29 @@ impl Engine {
         } else {
             loopback
         };
-        let dialer = sys::Dialer::new(&deliver_to, Some(local_ip))?;
+        let mut tries = 0;
+        loop {
+            let from = match local_ip {
+                IpAddr::V4(_) if tries > 0 => IpAddr::V4(other_loopback_v4()),
+                ip => ip,
+            };
+            match self.deliver_from(from, deliver_to, info.clone()) {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && tries < DELIVERY_TRIES => {
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    fn deliver_from(
+        &self,
+        from: IpAddr,
+        deliver_to: SocketAddr,
+        info: SessionInfo,
+    ) -> io::Result<(DeliveryEntry, TcpStream)> {
+        let dialer = sys::Dialer::new(&deliver_to, Some(from))?;
+        dialer.set_nodelay()?;
         let local = dialer.local_addr()?;
         let entry = DeliveryEntry::new(&self.shared, local, deliver_to, info)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;

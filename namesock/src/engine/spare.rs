@@ -12,28 +12,35 @@ use super::event_loop::{Engine, Io};
 use super::sys;
 
 /// Whether a spare can still carry a first frame: connected or connecting, and nothing
-/// from the server (not its close, nor bytes nobody asked for), nor an error.
+/// from the server (not its close, nor bytes nobody asked for), nor an error. One peek
+/// tells all: a connection still connecting or with nothing to read would block; a failed
+/// dial returns its error, a closed one its end (0), a server that wrote, bytes.
 fn usable(stream: &TcpStream) -> bool {
-    if !matches!(stream.take_error(), Ok(None)) {
-        return false;
-    }
-    if stream.peer_addr().is_err() {
-        // Connecting; a refused dial has reported its error above.
-        return true;
-    }
     let mut byte = [0u8; 1];
     matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 impl Engine {
-    /// A client session was established to `addr` over a direct path: leave a spare there,
-    /// unless one is there already.
-    pub(super) fn leave_spare(&mut self, addr: SocketAddr, now: Instant) {
-        if !self.cfg.spare_paths || !self.spares.wants(addr) {
-            return;
+    /// A client session was established to `addr` over a direct path, or took the spare
+    /// there: leave a spare there, unless one is there already. The dial waits until the
+    /// turn's frames are written ([`Engine::dial_spares`]): the OPEN that took the last spare
+    /// goes first.
+    pub(super) fn leave_spare(&mut self, addr: SocketAddr) {
+        if self.cfg.spare_paths {
+            self.spares.ask(addr);
         }
+    }
+
+    /// Dials the spares [`Engine::leave_spare`] asked for this turn.
+    pub(super) fn dial_spares(&mut self, now: Instant) {
+        for addr in self.spares.asked() {
+            self.dial_spare(addr, now);
+        }
+    }
+
+    fn dial_spare(&mut self, addr: SocketAddr, now: Instant) {
         let token = self.token();
-        match sys::dial_registered(self.poll.registry(), token, addr, None) {
+        match sys::dial_registered(self.poll.registry(), token, addr, None, self.path_timers()) {
             Ok(stream) => {
                 tracing::debug!(%addr, "spare path dialled");
                 self.spares.dialling(now, token.0 as u64, addr, stream);
@@ -73,7 +80,7 @@ impl Engine {
         }
         self.counters.tickets.spare_paths_used += 1;
         self.io.remove(&token);
-        self.leave_spare(remote, now);
+        self.leave_spare(remote);
         Some((token, stream))
     }
 

@@ -66,6 +66,9 @@ pub fn raise_nofile() -> io::Result<(u64, u64, u64)> {
 
 /// Options for a flow path: no Nagle delay, and the kernel gives up on a path whose data
 /// stays unacknowledged for `user_timeout` (netlink cannot see a broken route upstream).
+/// Set on a dial's socket before it connects, and on the engine's listener, whose accepted
+/// paths inherit them (Linux copies a listener's options into each connection it accepts;
+/// `engine::path::tests` checks it), so a new path costs no system call for them.
 pub fn tune_flow_path(fd: RawFd, user_timeout: Duration, keepalive: Duration) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let ms = user_timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
@@ -212,6 +215,10 @@ impl Dialer {
         self.0.local_addr()
     }
 
+    pub fn set_nodelay(&self) -> io::Result<()> {
+        set_nodelay(self.0.as_raw_fd())
+    }
+
     /// Starts the connect (it completes in the background: wait for writable).
     pub fn connect(self, remote: SocketAddr) -> io::Result<mio::net::TcpStream> {
         let (ss, len) = sockaddr(&remote);
@@ -233,21 +240,33 @@ impl Dialer {
     }
 }
 
-/// Starts a non-blocking TCP connect to `remote`, from `local` if given (a multihomed
-/// client pins a path to one interface's address this way).
-pub fn dial(remote: SocketAddr, local: Option<IpAddr>) -> io::Result<mio::net::TcpStream> {
-    Dialer::new(&remote, local)?.connect(remote)
+/// The timers a flow path's socket is tuned with ([`tune_flow_path`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PathTimers {
+    pub user_timeout: Duration,
+    pub keepalive: Duration,
 }
 
-/// [`dial`], registered with `registry` under `token` for both readiness kinds (the dial's
-/// completion comes as writable).
+impl PathTimers {
+    pub fn tune(&self, fd: RawFd) -> io::Result<()> {
+        tune_flow_path(fd, self.user_timeout, self.keepalive)
+    }
+}
+
+/// Starts a non-blocking TCP connect of a flow path to `remote`, from `local` if given (a
+/// multihomed client pins a path to one interface's address this way), registered with
+/// `registry` under `token` for both readiness kinds (the dial's completion comes as
+/// writable).
 pub fn dial_registered(
     registry: &mio::Registry,
     token: mio::Token,
     remote: SocketAddr,
     local: Option<IpAddr>,
+    timers: PathTimers,
 ) -> io::Result<mio::net::TcpStream> {
-    let mut stream = dial(remote, local)?;
+    let dialer = Dialer::new(&remote, local)?;
+    timers.tune(dialer.0.as_raw_fd())?;
+    let mut stream = dialer.connect(remote)?;
     registry.register(
         &mut stream,
         token,
@@ -585,7 +604,62 @@ pub fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
     use super::*;
+
+    fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` outlive the call and `len` is exactly `v`'s size.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })
+        .unwrap();
+        v
+    }
+
+    /// The six options of a flow path, as read back from `fd`.
+    fn path_options(fd: RawFd) -> [libc::c_int; 6] {
+        [
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+            getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+        ]
+    }
+
+    /// The engine tunes its listener once and its dials before they connect: both ends of
+    /// a path must come out with every option set.
+    #[test]
+    fn paths_accepted_from_a_tuned_listener_and_tuned_dials_carry_every_option() {
+        let timers = PathTimers {
+            user_timeout: Duration::from_millis(15_000),
+            keepalive: Duration::from_secs(5),
+        };
+        let want = [1, 15_000, 1, 5, 5, 3];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        timers.tune(listener.as_raw_fd()).unwrap();
+        let remote = listener.local_addr().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let dialled =
+            dial_registered(poll.registry(), mio::Token(1), remote, None, timers).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        assert_eq!(path_options(accepted.as_raw_fd()), want, "accepted");
+        assert_eq!(path_options(dialled.as_raw_fd()), want, "dialled");
+        drop(dialled);
+        let mut rest = Vec::new();
+        accepted.read_to_end(&mut rest).unwrap();
+    }
 
     #[test]
     fn raise_nofile_lifts_the_soft_limit_to_the_hard_one() {

@@ -69,6 +69,16 @@ const MAX_PATHS: usize = 8;
 const KEEP_WHEN_EMPTY: usize = 64 * 1024;
 /// Upper bound on how much the application may consume before an ACK goes out.
 const MAX_ACK_EVERY: u64 = 64 * 1024;
+/// A bare ACK for less than this (the program read a short message) waits up to
+/// [`ACK_DELAY`] for a frame of ours to ride on: the answer to a request, our FIN. Less when
+/// the buffers are small (a quarter of our receive window, which bounds what the peer may
+/// send, and of our replay buffer: the peer's is configured alike), so a sender whose buffer
+/// (64 KiB at the start) is full is never held back by it.
+const HOLD_ACK_BELOW: u64 = 4 * 1024;
+/// How long a small ACK waits for company by default: far below the 200 ms after which a
+/// sender suspects a silent path, above the few hundred microseconds a program takes to
+/// answer.
+pub const ACK_DELAY: Duration = Duration::from_millis(5);
 /// A session remembers its last this many moves.
 pub const MAX_MOVES: usize = 8;
 
@@ -88,6 +98,9 @@ pub struct SessionConfig {
     pub suspect_after: Duration,
     /// A session without a live path this long ends with `Reset { LingerExpired }`.
     pub linger: Duration,
+    /// A bare ACK of a short message waits this long at most for a frame to ride on
+    /// ([`HOLD_ACK_BELOW`]); zero sends every ACK at once.
+    pub ack_delay: Duration,
 }
 
 impl Default for SessionConfig {
@@ -99,6 +112,7 @@ impl Default for SessionConfig {
             path_dead_after: Duration::from_secs(15),
             suspect_after: Duration::from_millis(200),
             linger: Duration::from_secs(60),
+            ack_delay: ACK_DELAY,
         }
     }
 }
@@ -220,6 +234,18 @@ pub struct Session {
     /// Client: the rhythm of the peer's stream, to notice at once when it stops (boxed: a
     /// server and an idle client never need it).
     cadence: Option<Box<Cadence>>,
+    /// A bare ACK held back (see [`HOLD_ACK_BELOW`]).
+    held_ack: HeldAck,
+}
+
+/// Whether a bare ACK is being held back for a frame to ride on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldAck {
+    No,
+    /// It goes out bare at this instant at the latest.
+    Until(Instant),
+    /// Its time passed: it goes out with the next frame the path may send.
+    Due,
 }
 
 /// Client of an OPEN: the program's bytes may follow the OPEN on its path before OPEN_ACK
@@ -360,6 +386,7 @@ impl Session {
             moves: VecDeque::new(),
             lost_active: None,
             cadence: None,
+            held_ack: HeldAck::No,
             cfg,
         }
     }
@@ -805,6 +832,7 @@ impl Session {
         match self.send.poll(now) {
             Some(Chunk::Data(range)) => {
                 self.paths[i].ack_sent = ack;
+                self.held_ack = HeldAck::No;
                 Some(Frame::Data {
                     offset: range.start,
                     ack,
@@ -817,14 +845,40 @@ impl Session {
                 let every = (self.cfg.recv_capacity as u64 / 4).clamp(1, MAX_ACK_EVERY);
                 // ACK when the reader caught up, or every quarter window: the sender's
                 // window and replay buffer advance with it.
-                if ack > sent && (self.recv.is_empty() || ack - sent >= every) {
-                    self.paths[i].ack_sent = ack;
-                    Some(Frame::Ack { ack })
-                } else {
-                    None
+                if ack <= sent || !(self.recv.is_empty() || ack - sent >= every) {
+                    return None;
                 }
+                if self.holds_ack(ack - sent) {
+                    match self.held_ack {
+                        HeldAck::No => {
+                            self.held_ack = HeldAck::Until(now + self.cfg.ack_delay);
+                            return None;
+                        }
+                        HeldAck::Until(due) if now < due => return None,
+                        HeldAck::Until(_) | HeldAck::Due => {}
+                    }
+                }
+                self.held_ack = HeldAck::No;
+                self.paths[i].ack_sent = ack;
+                Some(Frame::Ack { ack })
             }
         }
+    }
+
+    /// Whether a bare ACK confirming `unacked` more bytes may wait for a frame to ride on.
+    /// A request's ACK then goes with its answer, and the last read's with our FIN, in one
+    /// TCP segment: a request and its answer cost each engine one wake-up less. Not an ACK
+    /// of the peer's FIN (the close waits on it), nor once our own FIN is queued (nothing
+    /// else will come to carry it).
+    fn holds_ack(&self, unacked: u64) -> bool {
+        let below = HOLD_ACK_BELOW
+            .min(self.cfg.replay_capacity as u64 / 4)
+            .min(self.cfg.recv_capacity as u64 / 4);
+        unacked < below
+            && !self.cfg.ack_delay.is_zero()
+            && self.state == State::Open
+            && !self.recv.eof()
+            && !self.send.is_shut()
     }
 
     /// Client: everything is done but the server may not have our final ACK yet. A PING
@@ -918,6 +972,10 @@ impl Session {
                     .chain(linger)
                     .chain(self.proof_deadline())
                     .chain(stop)
+                    .chain(match self.held_ack {
+                        HeldAck::Until(due) => Some(due),
+                        HeldAck::No | HeldAck::Due => None,
+                    })
                     .min()
             }
         }
@@ -942,6 +1000,11 @@ impl Session {
         }
         if !matches!(self.state, State::Open | State::Closed) {
             return;
+        }
+        if let HeldAck::Until(due) = self.held_ack
+            && now >= due
+        {
+            self.held_ack = HeldAck::Due;
         }
         if let Some(cadence) = self.cadence.as_mut()
             && cadence.stop_at.is_some_and(|t| now >= t)

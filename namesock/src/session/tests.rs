@@ -23,6 +23,14 @@ fn cfg() -> SessionConfig {
     }
 }
 
+/// [`cfg`] with every ACK sent at once: for tests of other timers than the held ACK's.
+fn acks_at_once() -> SessionConfig {
+    SessionConfig {
+        ack_delay: Duration::ZERO,
+        ..cfg()
+    }
+}
+
 fn server_key() -> Arc<Keypair> {
     Arc::new(Keypair::from_seed(&[2; 32]))
 }
@@ -624,6 +632,90 @@ fn room_comes_back_as_the_peer_confirms_bytes() {
 }
 
 #[test]
+fn a_short_messages_ack_rides_on_the_answer_or_goes_alone_after_the_delay() {
+    let mut pair = Pair::new(1, cfg());
+    let delay = cfg().ack_delay;
+    // A request, read at once: its ACK waits for the answer instead of going bare.
+    assert_eq!(pair.client_to_server(b"request"), b"request");
+    let read_at = pair.now;
+    assert_eq!(pair.server.poll_transmit(pair.now, SPATH), None);
+    assert_eq!(pair.server.poll_timeout(), Some(read_at + delay));
+    assert_eq!(pair.server.app_write(b"answer"), 6);
+    let answer = pair.server.poll_transmit(pair.now, SPATH);
+    match &answer {
+        Some(Frame::Data { ack, payload, .. }) => {
+            assert_eq!(*ack, 7);
+            assert_eq!(payload, b"answer");
+        }
+        other => panic!("expected the answer carrying the ACK, got {other:?}"),
+    }
+    assert_eq!(pair.server.poll_transmit(pair.now, SPATH), None);
+    let _ = pair.client.inject(pair.now, CPATH, answer.unwrap());
+    // No answer comes: the ACK goes alone once the delay is over, not before.
+    assert_eq!(read_all(&mut pair.client), b"answer");
+    assert_eq!(pair.client.poll_transmit(pair.now, CPATH), None);
+    let due = pair.now + delay;
+    assert_eq!(pair.client.poll_timeout(), Some(due));
+    pair.client.handle_timeout(due - Duration::from_micros(1));
+    assert_eq!(
+        pair.client
+            .poll_transmit(due - Duration::from_micros(1), CPATH),
+        None
+    );
+    pair.client.handle_timeout(due);
+    assert_eq!(
+        pair.client.poll_transmit(due, CPATH),
+        Some(Frame::Ack { ack: 6 })
+    );
+    assert!(pair.client.poll_timeout().is_some_and(|t| t > due));
+    // Read, then closed: the held ACK goes with the FIN, in the same write.
+    pair.now = due;
+    assert_eq!(pair.server_to_client(b"last"), b"last");
+    pair.client.app_shutdown_write();
+    assert_eq!(
+        pair.client.poll_transmit(pair.now, CPATH),
+        Some(Frame::Fin { offset: 7 })
+    );
+    assert_eq!(
+        pair.client.poll_transmit(pair.now, CPATH),
+        Some(Frame::Ack { ack: 10 })
+    );
+    // The ACK of a FIN is never held: the peer's close waits on it.
+    pair.pump();
+    pair.server.app_shutdown_write();
+    let fin = pair.server.poll_transmit(pair.now, SPATH);
+    assert_eq!(fin, Some(Frame::Fin { offset: 10 }));
+    let _ = pair.client.inject(pair.now, CPATH, fin.unwrap());
+    assert!(pair.client.app_read_eof());
+    assert_eq!(
+        pair.client.poll_transmit(pair.now, CPATH),
+        Some(Frame::Ack { ack: 11 })
+    );
+}
+
+#[test]
+fn bulk_and_small_windows_are_acked_at_once() {
+    // Past the hold's size, an ACK goes as soon as the reader caught up.
+    let mut pair = Pair::new(1, cfg());
+    assert_eq!(pair.client_to_server(&[1; 5000]).len(), 5000);
+    assert_eq!(
+        pair.server.poll_transmit(pair.now, SPATH),
+        Some(Frame::Ack { ack: 5000 })
+    );
+    // A window of 1,000 bytes holds nothing back: a quarter of it is 250.
+    let narrow = SessionConfig {
+        recv_capacity: 1000,
+        ..cfg()
+    };
+    let mut pair = Pair::new(1, narrow);
+    assert_eq!(pair.client_to_server(&[1; 300]).len(), 300);
+    assert_eq!(
+        pair.server.poll_transmit(pair.now, SPATH),
+        Some(Frame::Ack { ack: 300 })
+    );
+}
+
+#[test]
 fn received_bytes_are_read_in_place_then_consumed() {
     let mut pair = Pair::new(1, cfg());
     assert_eq!(pair.client.app_write(b"hello world"), 11);
@@ -981,7 +1073,7 @@ fn a_path_that_owes_an_answer_is_suspect_at_doubling_intervals() {
 
 #[test]
 fn a_receiver_whose_stream_stops_says_so_at_once_then_probes_with_a_ping_before_suspecting() {
-    let mut pair = Pair::new(1, cfg());
+    let mut pair = Pair::new(1, acks_at_once());
     let floor = cfg().suspect_after;
     // One frame is a reply, not yet a stream: only the probe watches it.
     assert_eq!(pair.server_to_client(b"reply"), b"reply");
@@ -1031,7 +1123,7 @@ fn a_receiver_whose_stream_stops_says_so_at_once_then_probes_with_a_ping_before_
 
 #[test]
 fn a_stream_that_comes_in_bursts_is_stopped_only_past_twice_its_longest_gap() {
-    let mut pair = Pair::new(1, cfg());
+    let mut pair = Pair::new(1, acks_at_once());
     let gap = Duration::from_millis(30);
     // A shaped stream: a frame every 30 ms. By the time it counts as flowing, its rhythm is
     // known: none of its gaps is a stop.

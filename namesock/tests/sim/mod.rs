@@ -1411,5 +1411,7 @@ fn config(rng: &mut StdRng) -> SessionConfig {
         // Longer than the connect timeout and than a path's death plus a re-dial, as with
         // the defaults (10 s, 15 s, 60 s).
         linger: (dead * 2).max(Duration::from_secs(20)) + ms(rng.gen_range(0..15_000)),
+        // Sometimes every ACK at once, else a short message's ACK held up to 20 ms.
+        ack_delay: ms(rng.gen_range(0..20)),
     }
 }
