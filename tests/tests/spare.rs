@@ -236,12 +236,14 @@ print("closed", closed, flush=True)
             .filter_map(|e| e.counters.paths_refused.get(kind))
             .sum()
     };
-    // Past the bound by 8 at each address: refused at once. Then each of the client's paths
-    // (its first dial, its spares) made room for itself by displacing one of the flood's.
+    // Past the bound by 8 at each address: refused at once. Then the client's first dial
+    // made room for itself by displacing one of the flood's; its spares, dialled once the
+    // first session's proof is out, find that room again when the server counts the session
+    // as proven, or displace another if they come first.
     let over = 8 * engine.len() as u64;
     assert_eq!(refused("TooManyFromSource"), over, "{engines:?}");
     let evicted = refused("SilentPathEvicted");
-    assert!(evicted >= 2, "{engines:?}");
+    assert!(evicted >= 1, "{engines:?}");
     assert_eq!(closed, over + evicted, "{rest}");
     assert_eq!(log.matches(OPENING).count(), 1, "{log}");
     assert_eq!(log.matches(TAKEN).count(), 1, "{log}");
