@@ -499,9 +499,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
          answer comes one round trip after the connect: a round trip less than plain TCP, \
          whose handshake comes first. {far}. On this 2-core machine, where both \
          programs and both engines share the cores and a loopback round trip costs almost \
-         nothing, what remains is work per connection, not waiting: the program's pairing \
-         with its engine, the delivery to the server's program, the OPEN's keys and the \
-         engines' loop turns (docs/architecture.md, \"The cost of a new connection\").",
+         nothing, what remains is work per connection, not waiting, and most of it the \
+         kernel's: a request crosses three TCP connections (the program's socket to its \
+         engine, the flow path, the delivery to the server's program) where plain TCP \
+         crosses one, each with its handshake and close (docs/architecture.md, \"What a \
+         connection costs the kernel\").",
         t.cell("connect", later, VS),
         t.cell("connect", later, NAMESOCK),
         t.cell("connect", later, PLAIN),

@@ -283,7 +283,7 @@ impl Engine {
         t
     }
 
-    /// How this engine's flow paths are tuned (`sys::tune_flow_path`).
+    /// How this engine's flow paths are tuned (`sys::PathTimers::tune`).
     pub(super) fn path_timers(&self) -> sys::PathTimers {
         sys::PathTimers {
             user_timeout: self.cfg.path_dead(),

@@ -318,10 +318,8 @@ impl Engine {
             .local_addr()
             .map_err(|source| ServeError::Bind { port, source })?
             .port();
-        // Every path it accepts inherits them.
-        self.path_timers()
-            .tune(listener.as_raw_fd())
-            .map_err(|source| ServeError::Bind { port, source })?;
+        // Every path it accepts inherits them (best effort, as for a dial).
+        let _ = self.path_timers().tune(listener.as_raw_fd());
         self.poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)

@@ -64,22 +64,6 @@ pub fn raise_nofile() -> io::Result<(u64, u64, u64)> {
     Ok((soft, hard, hard.max(soft)))
 }
 
-/// Options for a flow path: no Nagle delay, and the kernel gives up on a path whose data
-/// stays unacknowledged for `user_timeout` (netlink cannot see a broken route upstream).
-/// Set on a dial's socket before it connects, and on the engine's listener, whose accepted
-/// paths inherit them (Linux copies a listener's options into each connection it accepts;
-/// `engine::path::tests` checks it), so a new path costs no system call for them.
-pub fn tune_flow_path(fd: RawFd, user_timeout: Duration, keepalive: Duration) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    let ms = user_timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    let secs = keepalive.as_secs().clamp(1, 3600) as libc::c_int;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs)?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
-}
-
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
@@ -240,16 +224,30 @@ impl Dialer {
     }
 }
 
-/// The timers a flow path's socket is tuned with ([`tune_flow_path`]).
+/// The timers a flow path's socket is tuned with ([`PathTimers::tune`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PathTimers {
+    /// The kernel gives up on a path whose data stays unacknowledged this long (netlink
+    /// cannot see a broken route upstream).
     pub user_timeout: Duration,
+    /// TCP keepalive probes after this much silence.
     pub keepalive: Duration,
 }
 
 impl PathTimers {
+    /// Options for a flow path: no Nagle delay, the user timeout and keepalives. Set on a
+    /// dial's socket before it connects, and on the engine's listener, whose accepted paths
+    /// inherit them (Linux copies a listener's options into each connection it accepts;
+    /// `sys::tests` checks it), so a new path costs no system call for them.
     pub fn tune(&self, fd: RawFd) -> io::Result<()> {
-        tune_flow_path(fd, self.user_timeout, self.keepalive)
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        let ms = self.user_timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+        let secs = self.keepalive.as_secs().clamp(1, 3600) as libc::c_int;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)?;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs)?;
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
     }
 }
 
@@ -265,7 +263,8 @@ pub fn dial_registered(
     timers: PathTimers,
 ) -> io::Result<mio::net::TcpStream> {
     let dialer = Dialer::new(&remote, local)?;
-    timers.tune(dialer.0.as_raw_fd())?;
+    // Best effort: a path works without them, only notices a dead peer later.
+    let _ = timers.tune(dialer.0.as_raw_fd());
     let mut stream = dialer.connect(remote)?;
     registry.register(
         &mut stream,
