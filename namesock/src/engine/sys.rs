@@ -240,7 +240,7 @@ impl PathTimers {
     /// inherit them (Linux copies a listener's options into each connection it accepts;
     /// `sys::tests` checks it), so a new path costs no system call for them.
     pub fn tune(&self, fd: RawFd) -> io::Result<()> {
-        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        set_nodelay(fd)?;
         let ms = self.user_timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
         setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
