@@ -151,6 +151,16 @@ fn sessions_show_guids_bytes_paths_and_moves_and_only_to_their_user() {
     );
     assert!(server_later.bytes_sent > server_side.bytes_sent);
     assert!(client_later.bytes_sent > 0 && server_later.bytes_received > 0);
+    // The sending end's replay limit is between its start and its cap, and its buffers
+    // hold at most that and a flow path's read and write buffers.
+    assert!(
+        (64 << 10..=4 << 20).contains(&server_later.replay_limit),
+        "{server_later:#?}"
+    );
+    assert!(
+        server_later.buffer_bytes <= server_later.replay_limit + (512 << 10),
+        "{server_later:#?}"
+    );
 
     // The client moves: a new active path from its new address, and a move with an outage.
     let (new_v4, new_v6) = scenario

@@ -30,7 +30,7 @@ use crate::wire::PathId;
 use super::client::{Connecting, PendingApp};
 use super::conn::{Conn, Side};
 use super::netlink::{AddrChange, AddrMonitor};
-use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN};
+use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN, WRITE_CAP};
 use super::record_watch::RecordWatch;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
@@ -115,6 +115,9 @@ pub(crate) struct Engine {
     /// an idle session holds no IO buffers (a program's bytes are read straight into its
     /// session's replay buffer).
     pub(super) scratch: Vec<u8>,
+    /// Every flow path's frames are encoded here and written from here while its socket keeps
+    /// up, so a busy path holds no write buffer of its own (`FlowPath::send_frames`).
+    staging: Vec<u8>,
     /// The control socket `namesock sessions` reads (none if it could not be made).
     pub(super) control: Option<ControlServer>,
     /// Refusals, by reason.
@@ -265,6 +268,7 @@ impl Engine {
             touched: Vec::new(),
             touched_all: false,
             scratch: vec![0; SCRATCH_LEN],
+            staging: Vec::with_capacity(WRITE_CAP),
             control,
             counters: EngineCounters::default(),
             tickets: ClientTickets::default(),
@@ -821,19 +825,12 @@ impl Engine {
                 if fp.state != PathState::Open {
                     continue;
                 }
-                loop {
-                    while fp.has_room() && session.transmit_into(now, pid, fp.write_buf()) {}
-                    if fp.pending() == 0 || !fp.writable {
-                        break;
-                    }
-                    if let Err(e) = fp.flush() {
-                        tracing::debug!(path = pid, error = %e, "path write failed");
-                        failed.push(pid);
-                        break;
-                    }
-                    if fp.pending() > 0 {
-                        break; // socket full: wait for writable
-                    }
+                let sent = fp.send_frames(&mut self.staging, |buf| {
+                    session.transmit_into(now, pid, buf)
+                });
+                if let Err(e) = sent {
+                    tracing::debug!(path = pid, error = %e, "path write failed");
+                    failed.push(pid);
                 }
             }
             for p in &failed {

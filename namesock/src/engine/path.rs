@@ -20,11 +20,10 @@ const COMPACT_BELOW: usize = 16 * 1024;
 pub const READ_CHUNK: usize = 256 * 1024;
 /// The engine's scratch buffer: a read chunk behind the largest partial frame.
 pub const SCRATCH_LEN: usize = MAX_FRAME + READ_CHUNK;
-/// A drained write buffer holding more than this is given back when it never held this much
-/// since it was last empty (keepalives, ACKs: no bulk behind them), so a path that carried a
-/// bulk transfer and went quiet holds nothing, as its session's buffers do. A busy path keeps
-/// its buffer from one turn to the next, also when the socket took it in pieces.
-const KEEP_WHEN_QUIET: usize = 16 * 1024;
+/// A drained write buffer holding more than this is given back: frames go through the
+/// engine's staging buffer while the socket keeps up (see [`FlowPath::send_frames`]), so a
+/// path needs its own only while bytes wait, and a few control frames' worth is kept.
+const KEEP_WHEN_EMPTY: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathState {
@@ -48,10 +47,9 @@ pub struct FlowPath {
     /// Bytes read and not yet decoded: a partial frame, or frames left when the caller
     /// stopped early. Reads go to the engine's scratch buffer, so an idle path holds nothing.
     rbuf: FrameReader,
+    /// Frames the socket has not taken yet (from `wpos` on), and frames queued behind them.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// The most `wbuf` held unwritten since it was last empty (see [`KEEP_WHEN_QUIET`]).
-    queued_peak: usize,
     pub writable: bool,
 }
 
@@ -78,9 +76,13 @@ impl FlowPath {
             rbuf: FrameReader::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            queued_peak: 0,
             writable: false,
         }
+    }
+
+    /// Heap memory held: frames not yet written and bytes not yet decoded.
+    pub fn buffer_capacity(&self) -> usize {
+        self.wbuf.capacity() + self.rbuf.capacity()
     }
 
     /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
@@ -115,7 +117,7 @@ impl FlowPath {
 
     /// Room for another frame? Below [`WRITE_HIGH`], written bytes counted, or when the few
     /// unwritten ones can move to the front (`write_buf`).
-    pub fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.wbuf.len() < WRITE_HIGH || self.pending() < COMPACT_BELOW
     }
 
@@ -134,35 +136,79 @@ impl FlowPath {
         &mut self.wbuf
     }
 
+    /// Bytes encoded, not yet taken by the socket.
     pub fn pending(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
 
-    /// Writes queued bytes until done or WouldBlock. `Err` = the path failed.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.queued_peak = self.queued_peak.max(self.pending());
-        while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    break;
+    /// Encodes frames with `encode` (it appends one and says whether it did) and writes them,
+    /// until `encode` has none left or the socket is full. `Err` = the path failed.
+    ///
+    /// While nothing of this path waits for its socket, frames are encoded into the engine's
+    /// `staging` buffer (one for all paths, at least [`WRITE_CAP`]) and written from there,
+    /// and the path keeps only what its socket did not take: a busy path whose socket keeps
+    /// up holds no write buffer of its own, where each held [`WRITE_CAP`] from one turn to
+    /// the next. Behind bytes that wait, frames go into the path's own buffer, in order.
+    pub fn send_frames(
+        &mut self,
+        staging: &mut Vec<u8>,
+        mut encode: impl FnMut(&mut Vec<u8>) -> bool,
+    ) -> io::Result<()> {
+        loop {
+            if self.pending() > 0 || !self.writable {
+                while self.has_room() && encode(self.write_buf()) {}
+                if self.pending() == 0 || !self.writable {
+                    return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                self.flush()?;
+                if self.pending() > 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            staging.clear();
+            while staging.len() < WRITE_HIGH && encode(staging) {}
+            if staging.is_empty() {
+                return Ok(());
+            }
+            let written = write_out(&mut self.stream, staging)?;
+            if written < staging.len() {
+                self.writable = false;
+                self.wbuf.extend_from_slice(&staging[written..]);
+                return Ok(());
             }
         }
-        if self.wpos == self.wbuf.len() {
-            if self.queued_peak < KEEP_WHEN_QUIET && self.wbuf.capacity() > KEEP_WHEN_QUIET {
+    }
+
+    /// Writes queued bytes until done or WouldBlock. `Err` = the path failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.wpos += write_out(&mut self.stream, &self.wbuf[self.wpos..])?;
+        if self.wpos < self.wbuf.len() {
+            self.writable = false;
+        } else {
+            if self.wbuf.capacity() > KEEP_WHEN_EMPTY {
                 self.wbuf = Vec::new();
             }
             self.wbuf.clear();
             self.wpos = 0;
-            self.queued_peak = 0;
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to `stream` until done or WouldBlock; how many it took.
+fn write_out(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.write(&bytes[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -199,16 +245,6 @@ mod tests {
         }
     }
 
-    /// A turn's worth of 32 KiB frames, up to the high mark.
-    fn bulk_turn(fp: &mut FlowPath, byte: u8) -> usize {
-        let mut n = 0;
-        while fp.has_room() {
-            fp.write_buf().extend_from_slice(&[byte; 32 * 1024]);
-            n += 32 * 1024;
-        }
-        n
-    }
-
     #[test]
     fn a_path_whose_socket_takes_bytes_in_pieces_never_holds_more_than_its_cap() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -233,21 +269,28 @@ mod tests {
                 }
             }
         });
-        // Frames of every size up to the largest, numbered bytes, as the engine's loop turns.
+        // Frames of every size up to the largest, numbered bytes, as the engine's loop turns:
+        // a turn sends what the socket takes, the next starts when it is writable again.
+        let mut staging = Vec::with_capacity(WRITE_CAP);
         let (mut sent, mut size, mut max_capacity, mut partial) = (0usize, 1usize, 0, 0);
         while sent < total {
-            while sent < total && fp.has_room() {
+            fp.send_frames(&mut staging, |buf| {
+                if sent == total {
+                    return false;
+                }
                 let n = size.min(MAX_FRAME).min(total - sent);
-                let buf = fp.write_buf();
                 buf.extend((sent..sent + n).map(|i| (i % 251) as u8));
                 sent += n;
                 size = size * 7 % (MAX_FRAME + 13) + 1;
-            }
+                true
+            })
+            .unwrap();
             max_capacity = max_capacity.max(fp.wbuf.capacity());
-            fp.flush().unwrap();
-            if fp.pending() > 0 {
+            assert!(staging.capacity() <= WRITE_CAP, "{}", staging.capacity());
+            if !fp.writable {
                 partial += 1;
                 thread::sleep(Duration::from_micros(50));
+                fp.writable = true;
             }
         }
         flush_all(&mut fp);
@@ -269,30 +312,46 @@ mod tests {
     }
 
     #[test]
-    fn a_path_keeps_its_write_buffer_while_busy_and_gives_it_back_when_quiet() {
+    fn a_busy_path_whose_socket_keeps_up_holds_no_write_buffer_of_its_own() {
         let (mut fp, reader) = connected_path();
-        let mut sent = bulk_turn(&mut fp, 7);
-        flush_all(&mut fp);
-        let held = fp.wbuf.capacity();
-        assert!(held >= WRITE_HIGH, "{held}");
-
-        // The next bulk turn finds the buffer it had, however the socket took the last one.
-        sent += bulk_turn(&mut fp, 8);
-        flush_all(&mut fp);
-        assert_eq!(
-            fp.wbuf.capacity(),
-            held,
-            "a busy path reallocated its buffer"
-        );
-
-        // Quiet: a keepalive's worth goes out, and the buffer is given back.
+        fp.writable = true;
+        let mut staging = Vec::with_capacity(WRITE_CAP);
+        let mut sent = 0u64;
+        for turn in 0..64u64 {
+            // A turn's worth of 32 KiB frames, as a busy session's.
+            let mut frames = 0;
+            fp.send_frames(&mut staging, |buf| {
+                frames += 1;
+                if frames > 4 {
+                    return false;
+                }
+                buf.extend_from_slice(&[turn as u8; 32 * 1024]);
+                sent += 32 * 1024;
+                true
+            })
+            .unwrap();
+            // What the socket did not take waits in the path's buffer, and only that.
+            assert!(fp.wbuf.capacity() <= WRITE_CAP);
+            if fp.pending() > 0 {
+                assert_eq!(fp.pending(), fp.wbuf.len(), "kept more than was left");
+            } else {
+                assert_eq!(fp.wbuf.capacity(), 0, "turn {turn}: the socket took it all");
+            }
+            flush_all(&mut fp);
+            fp.writable = true;
+            assert_eq!(fp.wbuf.capacity(), 0, "turn {turn}: a drained path kept its buffer");
+        }
+        // A few control frames' worth stays, so a keepalive costs no allocation each time.
         fp.write_buf().extend_from_slice(b"ping");
         flush_all(&mut fp);
-        assert_eq!(fp.wbuf.capacity(), 0, "a quiet path kept {held} bytes");
+        assert!(fp.wbuf.capacity() <= KEEP_WHEN_EMPTY);
 
         drop(fp);
         let received = reader.join().unwrap();
-        assert_eq!(received.len(), sent + 4);
-        assert!(received.ends_with(b"ping"), "bytes lost or reordered");
+        assert_eq!(received.len() as u64, sent + 4);
+        for (i, chunk) in received[..sent as usize].chunks(32 * 1024).enumerate() {
+            assert!(chunk.iter().all(|&b| b == (i / 4) as u8), "bytes lost or reordered");
+        }
+        assert!(received.ends_with(b"ping"));
     }
 }

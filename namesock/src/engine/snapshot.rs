@@ -73,6 +73,14 @@ pub struct SessionSnapshot {
     pub bytes_received: u64,
     /// In the replay buffer: written, not yet confirmed by the peer.
     pub unacked: u64,
+    /// The most the replay buffer may hold now: it grows while the buffer holds the sender
+    /// back (0 from engines before it).
+    #[serde(default)]
+    pub replay_limit: u64,
+    /// Heap memory of the session's stream buffers and of its flow paths' read and write
+    /// buffers (0 from engines before it).
+    #[serde(default)]
+    pub buffer_bytes: u64,
     pub paths: Vec<PathSnapshot>,
     /// The last moves, oldest first.
     pub moves: Vec<MoveSnapshot>,
@@ -333,6 +341,8 @@ pub fn session_snapshot(
         bytes_sent: stats.bytes_sent,
         bytes_received: stats.bytes_received,
         unacked: stats.unacked,
+        replay_limit: stats.replay_limit,
+        buffer_bytes: stats.buffer_bytes,
         paths,
         moves,
         by_ticket: stats.by_ticket,
@@ -384,9 +394,15 @@ impl Engine {
                     }
                     Side::Server(s) => (None, s.port, Vec::new()),
                 };
-                Some(session_snapshot(
-                    key, &stats, peer_name, port, &dialing, addr, now,
-                ))
+                let mut snapshot =
+                    session_snapshot(key, &stats, peer_name, port, &dialing, addr, now);
+                snapshot.buffer_bytes += stats
+                    .paths
+                    .iter()
+                    .filter_map(|p| self.paths.get(&p.id))
+                    .map(|fp| fp.buffer_capacity() as u64)
+                    .sum::<u64>();
+                Some(snapshot)
             })
             .collect();
         let server = self.server.as_ref().map(|s| ServerSnapshot {
@@ -584,6 +600,8 @@ mod tests {
             bytes_sent: 120,
             bytes_received: 4096,
             unacked: 20,
+            replay_limit: 64 << 10,
+            buffer_bytes: 4096,
             paths: vec![PathStats {
                 id: 7,
                 handshaking: false,
@@ -631,6 +649,8 @@ mod tests {
             "bytes_sent": 120,
             "bytes_received": 4096,
             "unacked": 20,
+            "replay_limit": 65536,
+            "buffer_bytes": 4096,
             "paths": [
                 {"id": 7, "state": "active", "local": "10.0.2.2:40001", "remote": "10.0.0.2:9000",
                  "rtt_ms": 1.3, "last_heard_ms": 3},

@@ -316,6 +316,10 @@ pub struct SessionStats {
     pub bytes_received: u64,
     /// Bytes in the replay buffer: written, not yet confirmed by the peer.
     pub unacked: u64,
+    /// The most the replay buffer may hold now (it grows with the path).
+    pub replay_limit: u64,
+    /// Heap memory the session's buffers hold (see [`Session::buffer_capacity`]).
+    pub buffer_bytes: u64,
     pub paths: Vec<PathStats>,
     /// The last moves, oldest first.
     pub moves: Vec<Move>,
@@ -484,6 +488,8 @@ impl Session {
             bytes_sent: self.send.sent(),
             bytes_received: self.recv.bytes(),
             unacked: self.send.replay_len() as u64,
+            replay_limit: self.send.limit() as u64,
+            buffer_bytes: self.buffer_capacity() as u64,
             paths: self
                 .paths
                 .iter()
@@ -925,7 +931,6 @@ impl Session {
 
     /// Heap memory of the stream buffers, the event queue and the stream's rhythm (an idle
     /// session's is 0).
-    #[cfg(test)]
     pub(crate) fn buffer_capacity(&self) -> usize {
         let cadence = self.cadence.as_ref().map_or(0, |_| size_of::<Cadence>());
         self.send.capacity_held() + self.recv.capacity_held() + self.events.capacity() + cadence

@@ -100,7 +100,6 @@ impl RecvStream {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn capacity_held(&self) -> usize {
         self.buf.capacity()
     }

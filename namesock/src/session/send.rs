@@ -130,7 +130,6 @@ impl SendStream {
     }
 
     /// The most the replay buffer may hold now.
-    #[cfg(test)]
     pub(super) fn limit(&self) -> usize {
         self.limit
     }
@@ -214,7 +213,6 @@ impl SendStream {
         self.replay.release(false);
     }
 
-    #[cfg(test)]
     pub(super) fn capacity_held(&self) -> usize {
         self.replay.capacity()
     }
