@@ -32,6 +32,7 @@ use super::conn::{Conn, Side};
 use super::netlink::{AddrChange, AddrMonitor};
 use super::path::{FlowPath, PathState, ReadOutcome, SCRATCH_LEN, WRITE_CAP};
 use super::record_watch::RecordWatch;
+use super::send_share::SendShare;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
 use super::{Command, Shared, sys};
@@ -118,6 +119,8 @@ pub(crate) struct Engine {
     /// Every flow path's frames are encoded here and written from here while its socket keeps
     /// up, so a busy path holds no write buffer of its own (`FlowPath::send_frames`).
     staging: Vec<u8>,
+    /// The bytes in flight granted to each session sending at full speed.
+    send_share: SendShare,
     /// The control socket `namesock sessions` reads (none if it could not be made).
     pub(super) control: Option<ControlServer>,
     /// Refusals, by reason.
@@ -269,6 +272,7 @@ impl Engine {
             touched_all: false,
             scratch: vec![0; SCRATCH_LEN],
             staging: Vec::with_capacity(WRITE_CAP),
+            send_share: SendShare::default(),
             control,
             counters: EngineCounters::default(),
             tickets: ClientTickets::default(),
@@ -800,10 +804,14 @@ impl Engine {
             let Some(c) = self.conns.get_mut(&key) else {
                 return;
             };
-            if let Some((app, session)) = c.app_and_session()
-                && app.pump(session)
-            {
-                self.moved_at = Some(now);
+            if let Some((app, session)) = c.app_and_session() {
+                session.set_send_share(self.send_share.share(now));
+                if app.pump(session) {
+                    self.moved_at = Some(now);
+                }
+                if session.send_blocked() {
+                    self.send_share.full(key, now);
+                }
             }
             // A client's decisions first (they may open or close paths); a server's events
             // after its frames went out: a session an OPEN made is delivered to the program

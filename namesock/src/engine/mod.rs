@@ -102,6 +102,7 @@ mod path;
 mod record_watch;
 mod relay;
 mod relay_link;
+mod send_share;
 mod server;
 pub mod service_table;
 pub mod snapshot;

@@ -1078,6 +1078,17 @@ impl Session {
         self.send.room()
     }
 
+    /// Whether the replay buffer is full: the program writes faster than the peer confirms.
+    pub fn send_blocked(&self) -> bool {
+        self.state == State::Open && !self.send.is_shut() && self.send.room() == 0
+    }
+
+    /// The bytes in flight the engine grants this session beside what its path's round trips
+    /// call for (`session::send`'s module doc).
+    pub fn set_send_share(&mut self, bytes: usize) {
+        self.send.set_share(bytes);
+    }
+
     /// The replay buffer's room, at most `max` bytes of it, in order (the second slice is
     /// empty unless it wraps): a relay reads the program's bytes straight into it, then
     /// calls [`Session::app_commit`] with the count. Empty when `app_room` is 0.

@@ -60,14 +60,18 @@ impl Ring {
     /// When the room is less than `max` and the last fill took all the room it was given,
     /// the storage doubles first (from [`MIN_STORAGE`], up to `cap`, what the ring may hold in
     /// all): a session that sends little holds little, and one that fills its room reaches
-    /// `cap` in a few rounds.
+    /// `cap` in a few rounds. Storage larger than a `cap` that came down is given back as soon
+    /// as the bytes held fit in `cap`.
     pub(super) fn spare_mut(&mut self, cap: usize, max: usize) -> [&mut [u8]; 2] {
-        if self.buf.len() - self.len < max && self.buf.len() < cap && self.filled {
+        if self.buf.len() > cap && self.len <= cap {
+            // The cap came down: the bytes held move to storage of the new size.
+            self.regrow(cap);
+        } else if self.buf.len() - self.len < max && self.buf.len() < cap && self.filled {
             let size = (self.buf.len() * 2).max(MIN_STORAGE).max(self.busy_size);
             self.regrow(size.min(cap));
         }
         let size = self.buf.len();
-        let want = max.min(size - self.len);
+        let want = max.min(size - self.len).min(cap.saturating_sub(self.len));
         self.offered = want;
         if want == 0 {
             self.filled = true;
@@ -177,6 +181,32 @@ mod tests {
             sizes.push(ring.capacity());
         }
         assert_eq!(sizes.len(), 7, "{sizes:?}");
+    }
+
+    #[test]
+    fn storage_beyond_a_lowered_cap_is_given_back_once_the_bytes_held_fit() {
+        let mut ring = Ring::new();
+        let data: Vec<u8> = (0..=255).cycle().take(64 << 10).collect();
+        assert_eq!(ring.extend(64 << 10, &data), 64 << 10);
+        ring.consume(40 << 10);
+        // The cap halves while 24 KiB are held: they fit, and move to 32 KiB of storage,
+        // in order.
+        let [a, _] = ring.spare_mut(32 << 10, 1);
+        assert_eq!(a.len(), 1);
+        assert_eq!(ring.capacity(), 32 << 10);
+        assert_eq!(contents(&ring), data[40 << 10..]);
+        // Held bytes beyond the new cap stay until the peer confirms them, and no room is
+        // handed out meanwhile, though the storage has some.
+        let mut ring = Ring::new();
+        assert_eq!(ring.extend(64 << 10, &data), 64 << 10);
+        ring.consume(4 << 10);
+        let [a, b] = ring.spare_mut(16 << 10, 100);
+        assert_eq!(a.len() + b.len(), 0);
+        assert_eq!(ring.capacity(), 64 << 10);
+        ring.consume(52 << 10);
+        assert_eq!(ring.extend(16 << 10, &data[..100]), 100);
+        assert_eq!(ring.capacity(), 16 << 10);
+        assert_eq!(contents(&ring), [&data[56 << 10..], &data[..100]].concat());
     }
 
     /// Against a `VecDeque`, through wraps, growth, filling part of the room and freeing.

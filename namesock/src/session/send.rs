@@ -6,9 +6,20 @@
 //! The replay buffer's limit starts at [`START_LIMIT`] and doubles, up to the configured
 //! capacity, only when the buffer (not the path) held the sender back: it was full, and the
 //! peer confirmed the whole of it within two round trips of filling (the path drained it as
-//! fast as it arrived, so the path could take more). On a slow path the bytes wait in the
+//! fast as it arrived, so the path could take more), three rounds in a row. On a slow path the bytes wait in the
 //! path's queues, the confirmation takes longer, and the limit stays where it is: a sender
 //! keeps about twice the bandwidth-delay product at most, not the cap.
+//!
+//! The round trip a full buffer is measured against is the one known when the buffer filled:
+//! the sample an ACK completes says nothing about the round the same ACK ends (they would be
+//! the same time, and any first round would pass); and there is none before the path's own
+//! DATA was timed once.
+//!
+//! Beside that limit the engine may grant a **share** ([`SendStream::set_share`]): the bytes in
+//! flight it wants to keep its own loop turns full (what one of its turns moves, not what a
+//! path needs), divided among the sessions sending at once. The buffer may hold the larger of
+//! the two, so one bulk session through an engine gets the engine's whole share and a
+//! thousand get little each, whatever their paths would let them grow to by chance.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -23,8 +34,11 @@ use crate::wire::MAX_DATA;
 /// bandwidth-delay product of 1 MB/s over 20 ms, and little enough that a thousand busy
 /// sessions keep 64 MiB in flight per engine, not 128 (`docs/architecture.md`, buffer sizing).
 pub const START_LIMIT: usize = 64 * 1024;
-/// The limit doubles when a full buffer is confirmed within this many round trips.
+/// The limit doubles when a full buffer is confirmed within this many round trips...
 const GROW_WITHIN_RTTS: u32 = 2;
+/// ...this many times in a row: an engine that serves many sessions in turn now and then
+/// confirms a whole buffer at once, though the session's share of it is small.
+const GROW_AFTER_ROUNDS: u32 = 3;
 
 /// What to send next on the active path.
 pub(super) enum Chunk {
@@ -39,8 +53,11 @@ pub(super) struct SendStream {
     /// Bytes `[base, end)`: written by the application, not yet known to be at the peer. Its
     /// storage is `limit` bytes once written to (the engine reads into its free room).
     replay: Ring,
-    /// The most `replay` may hold now: from [`START_LIMIT`] up to `capacity`.
+    /// The most `replay` may hold by its path's measure: from [`START_LIMIT`] up to
+    /// `capacity`.
     limit: usize,
+    /// What the engine grants beyond `limit` (see the module's doc); 0 without an engine.
+    share: usize,
     capacity: usize,
     growth: Growth,
     base: u64,
@@ -64,6 +81,7 @@ impl SendStream {
         SendStream {
             replay: Ring::new(),
             limit: START_LIMIT.min(capacity),
+            share: 0,
             capacity,
             growth: Growth::default(),
             base: 0,
@@ -85,12 +103,22 @@ impl SendStream {
         u32::try_from(self.peer_window).unwrap_or(u32::MAX)
     }
 
+    /// The engine's share of bytes in flight for this session (see the module's doc).
+    pub(super) fn set_share(&mut self, share: usize) {
+        self.share = share.min(self.capacity);
+    }
+
+    /// The most the replay buffer may hold now: its path's limit or the engine's share.
+    pub(super) fn limit(&self) -> usize {
+        self.limit.max(self.share)
+    }
+
     /// Room left in the replay buffer (room appears as the peer confirms bytes).
     pub(super) fn room(&self) -> usize {
         if self.fin {
             0
         } else {
-            self.limit.saturating_sub(self.replay.len())
+            self.limit().saturating_sub(self.replay.len())
         }
     }
 
@@ -101,7 +129,7 @@ impl SendStream {
         }
         let n = self
             .replay
-            .extend(self.limit, &data[..self.room().min(data.len())]);
+            .extend(self.limit(), &data[..self.room().min(data.len())]);
         self.added(n);
         n
     }
@@ -110,7 +138,7 @@ impl SendStream {
     /// [`SendStream::commit`]ted.
     pub(super) fn spare(&mut self, max: usize) -> [&mut [u8]; 2] {
         let max = max.min(self.room());
-        self.replay.spare_mut(self.limit, max)
+        self.replay.spare_mut(self.limit(), max)
     }
 
     /// `n` bytes of [`SendStream::spare`] were filled.
@@ -122,16 +150,11 @@ impl SendStream {
 
     fn added(&mut self, n: usize) {
         self.end += n as u64;
-        if self.replay.len() >= self.limit && self.growth.round.is_none() {
+        if self.replay.len() >= self.limit() && self.growth.round.is_none() {
             // The program writes faster than the peer confirms: time how long the path takes
             // to confirm this full buffer (the clock starts at the next `poll`).
             self.growth.filled = true;
         }
-    }
-
-    /// The most the replay buffer may hold now.
-    pub(super) fn limit(&self) -> usize {
-        self.limit
     }
 
     pub(super) fn shutdown(&mut self) {
@@ -161,6 +184,33 @@ impl SendStream {
     ) -> Result<(), SessionError> {
         self.on_received(ack)?;
         self.peer_ack = self.peer_ack.max(ack);
+        if let Some((at, filled)) = self.growth.round
+            && self.known >= at
+        {
+            self.growth.round = None;
+            let took = now.saturating_duration_since(filled);
+            // Only once this path's own DATA was timed: a quiet round trip measured in an
+            // engine busy with thousands of keepalives (or handshakes) can be milliseconds,
+            // and any buffer would look confirmed within two of them.
+            let rtt = self
+                .growth
+                .min_rtt
+                .map(|own| path_rtt.map_or(own, |quiet| own.min(quiet)));
+            // From what the buffer held (a share the engine granted counts: the path
+            // drained that much as fast).
+            let held = self.limit();
+            let fast = rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS);
+            self.growth.fast_rounds = if fast { self.growth.fast_rounds + 1 } else { 0 };
+            if self.growth.fast_rounds == GROW_AFTER_ROUNDS && held < self.capacity {
+                self.growth.fast_rounds = 0;
+                self.limit = held.saturating_mul(2).min(self.capacity);
+                debug!(
+                    limit = self.limit,
+                    took_us = took.as_micros() as u64,
+                    "replay buffer was the limit: grown"
+                );
+            }
+        }
         let g = &mut self.growth;
         if let Some((at, sent)) = g.sample
             && self.known >= at
@@ -168,21 +218,6 @@ impl SendStream {
             let rtt = now.saturating_duration_since(sent);
             g.min_rtt = Some(g.min_rtt.map_or(rtt, |m| m.min(rtt)));
             g.sample = None;
-        }
-        if let Some((at, filled)) = g.round
-            && self.known >= at
-        {
-            g.round = None;
-            let took = now.saturating_duration_since(filled);
-            let rtt = g.min_rtt.into_iter().chain(path_rtt).min();
-            if rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS) && self.limit < self.capacity {
-                self.limit = self.limit.saturating_mul(2).min(self.capacity);
-                debug!(
-                    limit = self.limit,
-                    took_us = took.as_micros() as u64,
-                    "replay buffer was the limit: grown"
-                );
-            }
         }
         Ok(())
     }
@@ -324,11 +359,77 @@ struct Growth {
     /// The buffer was full up to this position at this instant: how long until the peer
     /// confirms it says whether the path or the buffer held the sender back.
     round: Option<(u64, Instant)>,
+    /// Rounds in a row confirmed within [`GROW_WITHIN_RTTS`].
+    fast_rounds: u32,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fills the buffer, sends it all at `at` and has it confirmed `took` later.
+    fn round(send: &mut SendStream, at: Instant, took: Duration, quiet: Option<Duration>) {
+        let fill = vec![7; send.room()];
+        assert_eq!(send.write(&fill), fill.len());
+        while send.poll(at).is_some() {}
+        let end = send.high();
+        send.on_ack(end, at + took, quiet).unwrap();
+    }
+
+    #[test]
+    fn the_limit_grows_after_three_fast_rounds_timed_by_the_paths_own_data() {
+        let mut send = SendStream::new(4 << 20);
+        send.peer_window = 1 << 30;
+        let ms = Duration::from_millis(1);
+        let mut now = Instant::now();
+        // A quiet round trip of 10 ms from a busy engine's keepalives, and buffers confirmed
+        // within 1 ms: nothing grows before this path's own DATA was timed (the first round
+        // times it: 1 ms), then after three fast rounds in a row.
+        for expected in [64 << 10, 64 << 10, 64 << 10, 128 << 10, 128 << 10] {
+            round(&mut send, now, ms, Some(10 * ms));
+            assert_eq!(send.limit(), expected);
+            now += 2 * ms;
+        }
+        // A slow round starts the count over: an engine serving sessions in turn confirms a
+        // buffer at once now and then.
+        round(&mut send, now, 5 * ms, Some(10 * ms));
+        for _ in 0..2 {
+            now += 10 * ms;
+            round(&mut send, now, ms, Some(10 * ms));
+        }
+        assert_eq!(send.limit(), 128 << 10);
+        now += 10 * ms;
+        round(&mut send, now, ms, Some(10 * ms));
+        assert_eq!(send.limit(), 256 << 10);
+    }
+
+    #[test]
+    fn the_engines_share_sizes_the_buffer_beside_the_paths_limit_and_gives_memory_back() {
+        let mut send = SendStream::new(4 << 20);
+        send.peer_window = 1 << 30;
+        send.set_share(1 << 20);
+        assert_eq!(send.room(), 1 << 20);
+        assert_eq!(send.write(&vec![1; 1 << 20]), 1 << 20);
+        while send.poll(Instant::now()).is_some() {}
+        // Ten sessions send now: this one's share falls below what it holds. Nothing more
+        // is taken until the peer confirmed enough, and then the storage shrinks.
+        send.set_share((1 << 20) / 10);
+        assert_eq!(send.room(), 0);
+        send.on_received(1 << 20).unwrap();
+        assert_eq!(send.room(), (1 << 20) / 10);
+        assert_eq!(send.write(&[2; 100]), 100);
+        assert!(
+            send.capacity_held() <= (1 << 20) / 10,
+            "{}",
+            send.capacity_held()
+        );
+        // A share below the path's limit changes nothing: the start limit holds.
+        send.set_share(1000);
+        assert_eq!(send.limit(), START_LIMIT);
+        // Never beyond the capacity.
+        send.set_share(usize::MAX);
+        assert_eq!(send.limit(), 4 << 20);
+    }
 
     #[test]
     fn slices_match_the_replay_buffer_across_its_wrap() {
