@@ -537,8 +537,9 @@ pub fn section(results: &Results) -> Result<String, Error> {
          TCP's aggregate; the goal column says which are met). Idle: {idle_rss} of process memory per session at {idle_n} sessions; \
          plain TCP programs hold almost nothing, since its buffers are kernel memory. Busy: \
          with {rss_n} busy sessions each holds {rss} more (its replay buffer starts at 64 KiB \
-         and grows with the path's bandwidth-delay product, the peer's receive buffer holds no \
-         more than that, and the flow path's write buffer), and aggregate throughput falls \
+         and holds the larger of what its path's round trips call for and its share of the \
+         1 MiB the engine keeps in flight for all its sending sessions; the peer's receive \
+         buffer holds no more than that), and aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
          single-threaded engines instead of one connection. Back at rest after the busy steps, \
