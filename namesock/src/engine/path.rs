@@ -150,7 +150,7 @@ impl FlowPath {
     /// is left in it (no copy), and the engine takes the path's empty one in exchange; later
     /// frames queue behind in the path's buffer, in order, until the socket took it. A path
     /// whose socket keeps up gives its buffer back, so a busy path holds one only while its
-    /// socket is behind, where each held [`WRITE_CAP`] from one turn to the next.
+    /// socket is behind (before, every busy path held [`WRITE_CAP`] from turn to turn).
     pub fn send_frames(
         &mut self,
         staging: &mut Vec<u8>,

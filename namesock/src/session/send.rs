@@ -6,9 +6,9 @@
 //! The replay buffer's limit starts at [`START_LIMIT`] and doubles, up to the configured
 //! capacity, only when the buffer (not the path) held the sender back: it was full, and the
 //! peer confirmed the whole of it within two round trips of filling (the path drained it as
-//! fast as it arrived, so the path could take more), three rounds in a row. On a slow path the bytes wait in the
-//! path's queues, the confirmation takes longer, and the limit stays where it is: a sender
-//! keeps about twice the bandwidth-delay product at most, not the cap.
+//! fast as it arrived, so the path could take more), three rounds in a row. On a slow path
+//! the bytes wait in the path's queues, the confirmation takes longer, and the limit stays
+//! where it is: a sender keeps about twice the bandwidth-delay product at most, not the cap.
 //!
 //! The round trip a full buffer is measured against is the one known when the buffer filled:
 //! the sample an ACK completes says nothing about the round the same ACK ends (they would be
