@@ -1469,8 +1469,16 @@ impl Suite {
                     .unwrap_or(0);
                 let t0 = Instant::now();
                 let secs_f: f64 = secs.parse().unwrap_or(5.0);
-                std::thread::sleep(Duration::from_secs_f64(secs_f * 0.8));
-                let during = rss(&client, &server);
+                // What the busy sessions hold over the step's second half: the median of five
+                // samples (one sample caught whichever buffers a turn had just grown or freed,
+                // 0.4-1.6 MB per busy session between runs of one build at 10 busy).
+                std::thread::sleep(Duration::from_secs_f64(secs_f * 0.4));
+                let mut samples = Vec::new();
+                for _ in 0..5 {
+                    samples.push(rss(&client, &server) as f64);
+                    std::thread::sleep(Duration::from_secs_f64(secs_f * 0.1));
+                }
+                let during = median(&samples).unwrap_or(0.0) as u64;
                 client.expect("busy-end", Duration::from_secs(60))?;
                 std::thread::sleep(Duration::from_millis(300));
                 let s1 = server
