@@ -8,6 +8,9 @@
 //! the engine grants [`IN_FLIGHT`] divided among the sessions whose buffers were full
 //! lately, and a session's buffer may hold the larger of its path's limit and that share.
 //! One bulk session gets all of it, ten get a tenth each, a thousand the start limit.
+//! Sessions that start sending in the same turn are counted as they fill, so the k-th of them
+//! gets 1/k of it for that turn: about `IN_FLIGHT * ln(n)` in all for n of them (7.5 MiB for a
+//! thousand), until their next turns, which divide it by the count.
 //! Sans-IO: the driver says which sessions found their buffer full, and when.
 
 use std::collections::HashSet;
