@@ -73,8 +73,8 @@ pub struct SessionSnapshot {
     pub bytes_received: u64,
     /// In the replay buffer: written, not yet confirmed by the peer.
     pub unacked: u64,
-    /// The most the replay buffer may hold now: it grows while the buffer holds the sender
-    /// back (0 from engines before it).
+    /// The most the replay buffer may hold now: what its path's round trips call for or the
+    /// engine's share of bytes in flight, whichever is larger (0 from engines before it).
     #[serde(default)]
     pub replay_limit: u64,
     /// Heap memory of the session's stream buffers and of its flow paths' read and write

@@ -316,7 +316,7 @@ pub struct SessionStats {
     pub bytes_received: u64,
     /// Bytes in the replay buffer: written, not yet confirmed by the peer.
     pub unacked: u64,
-    /// The most the replay buffer may hold now (it grows with the path).
+    /// The most the replay buffer may hold now (its path's limit or the engine's share).
     pub replay_limit: u64,
     /// Heap memory the session's buffers hold (see [`Session::buffer_capacity`]).
     pub buffer_bytes: u64,
