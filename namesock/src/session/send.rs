@@ -200,7 +200,11 @@ impl SendStream {
             // drained that much as fast).
             let held = self.limit();
             let fast = rtt.is_some_and(|rtt| took <= rtt * GROW_WITHIN_RTTS);
-            self.growth.fast_rounds = if fast { self.growth.fast_rounds + 1 } else { 0 };
+            self.growth.fast_rounds = if fast {
+                self.growth.fast_rounds.saturating_add(1)
+            } else {
+                0
+            };
             if self.growth.fast_rounds == GROW_AFTER_ROUNDS && held < self.capacity {
                 self.growth.fast_rounds = 0;
                 self.limit = held.saturating_mul(2).min(self.capacity);
