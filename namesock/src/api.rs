@@ -179,6 +179,9 @@ impl TcpListener {
     pub fn bind(port: u16) -> io::Result<TcpListener> {
         // Sessions are delivered into this loopback listener by the engine.
         let inner = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        // Its connections run the local hops' congestion control from their first byte
+        // (a program's own listener only switches at `claim_delivery`).
+        engine::congestion::for_local_hop(inner.as_raw_fd());
         let deliver_to = inner.local_addr()?;
         engine::serve(port, deliver_to).map_err(serve_error)?;
         let guid = engine::local_guid().ok_or_else(|| io::Error::other("no identity"))?;

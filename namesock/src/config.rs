@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::endpoint::Limits;
+use crate::engine::congestion::{BadName, Congestion};
 use crate::path_manager::LoopbackLocators;
 
 /// Every setting of the engine, with its effective value.
@@ -93,6 +94,9 @@ pub struct Config {
     /// connect to it sends its first frame at once (`NAMESOCK_SPARE_PATHS`, default true;
     /// see `crate::spare_paths`).
     pub spare_paths: bool,
+    /// The TCP congestion control of flow paths (`NAMESOCK_PATH_CONGESTION`, e.g. `cubic`);
+    /// unset: the host's default (see `crate::engine::congestion`).
+    pub path_congestion: Option<Congestion>,
 }
 
 impl Default for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
             dial_loopback: false,
             share_tickets: true,
             spare_paths: true,
+            path_congestion: None,
         }
     }
 }
@@ -346,6 +351,17 @@ impl Config {
         num(env, "NAMESOCK_DIAL_LOOPBACK", &mut self.dial_loopback)?;
         num(env, "NAMESOCK_SHARE_TICKETS", &mut self.share_tickets)?;
         num(env, "NAMESOCK_SPARE_PATHS", &mut self.spare_paths)?;
+        if let Some(value) = env("NAMESOCK_PATH_CONGESTION").filter(|v| !v.is_empty()) {
+            let cc = value
+                .trim()
+                .parse()
+                .map_err(|e: BadName| ConfigError::Env {
+                    var: "NAMESOCK_PATH_CONGESTION",
+                    reason: e.to_string(),
+                    value: value.clone(),
+                })?;
+            self.path_congestion = Some(cc);
+        }
         ports(env, "NAMESOCK_SERVE", &mut self.serve)?;
         ports(env, "NAMESOCK_HIDE", &mut self.hide)?;
         Ok(())

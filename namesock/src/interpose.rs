@@ -151,7 +151,9 @@ pub fn serve_errno(e: &ServeError) -> c_int {
             source.raw_os_error().unwrap_or(libc::EIO)
         }
         ServeError::Key(_) => libc::EACCES,
-        ServeError::Start(StartError::Config(_)) => libc::EINVAL,
+        ServeError::Start(StartError::Config(_) | StartError::PathCongestion { .. }) => {
+            libc::EINVAL
+        }
         ServeError::Publish(_) | ServeError::EngineGone => libc::EIO,
         // An allow list that cannot be read whole must not fall back to serving everyone.
         ServeError::Allow(_) => libc::EACCES,

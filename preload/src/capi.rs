@@ -155,7 +155,9 @@ fn connect_errno(e: &ConnectError) -> c_int {
 fn serve_errno(e: &ServeError) -> c_int {
     match e {
         ServeError::Start(StartError::Io(e)) => os_errno(e),
-        ServeError::Start(StartError::Config(_)) => libc::EINVAL,
+        ServeError::Start(StartError::Config(_) | StartError::PathCongestion { .. }) => {
+            libc::EINVAL
+        }
         ServeError::Key(e) => key_errno(e),
         ServeError::PortInUse { .. } => libc::EADDRINUSE,
         ServeError::Bind { source, .. } => os_errno(source),

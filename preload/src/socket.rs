@@ -84,8 +84,21 @@ pub unsafe fn connect(fd: RawFd, sa: *const sockaddr, len: socklen_t) -> c_int {
         }
         Err(e) => {
             tracing::info!(fd, %target, port, "connect failed: {e}");
+            if matches!(e, engine::ConnectError::Start(_)) {
+                say_once_cannot_start(&e);
+            }
             fail(e.errno())
         }
+    }
+}
+
+/// An engine that cannot start (its configuration, this host) fails every connect the same
+/// way: the program gets its errno each time, its user the reason once, on stderr, as for a
+/// listen that cannot be served (logging is off unless `NAMESOCK_LOG` is set).
+fn say_once_cannot_start(e: &engine::ConnectError) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr(), "namesock: cannot connect by name: {e}");
     }
 }
 

@@ -649,7 +649,7 @@ impl Engine {
             token,
             remote,
             local,
-            self.path_timers(),
+            self.path_tuning(),
         ) {
             Ok(stream) => {
                 let mut fp = FlowPath::new(stream, token, remote, PathState::Connecting);

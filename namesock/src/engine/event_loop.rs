@@ -35,7 +35,7 @@ use super::record_watch::RecordWatch;
 use super::send_share::SendShare;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
-use super::{Command, Shared, sys};
+use super::{Command, Shared, congestion, sys};
 
 pub(super) const WAKER: Token = Token(0);
 pub(super) const RELAY_V4: Token = Token(1);
@@ -166,6 +166,7 @@ fn bind_relay(ip: IpAddr) -> Option<TcpListener> {
     match TcpListener::bind(SocketAddr::new(ip, 0)) {
         Ok(l) => {
             let _ = sys::set_nodelay(l.as_raw_fd());
+            congestion::for_local_hop(l.as_raw_fd());
             Some(l)
         }
         Err(e) => {
@@ -291,11 +292,12 @@ impl Engine {
         t
     }
 
-    /// How this engine's flow paths are tuned (`sys::PathTimers::tune`).
-    pub(super) fn path_timers(&self) -> sys::PathTimers {
-        sys::PathTimers {
+    /// How this engine's flow paths are tuned (`sys::PathTuning::tune`).
+    pub(super) fn path_tuning(&self) -> sys::PathTuning {
+        sys::PathTuning {
             user_timeout: self.cfg.path_dead(),
             keepalive: self.cfg.keepalive(),
+            congestion: self.cfg.path_congestion,
         }
     }
 

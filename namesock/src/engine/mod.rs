@@ -93,6 +93,7 @@
 
 mod allow;
 mod client;
+pub mod congestion;
 mod conn;
 mod delivery;
 mod event_loop;
@@ -152,6 +153,13 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot start the namesock engine: {0}")]
     Io(#[from] io::Error),
+    /// `NAMESOCK_PATH_CONGESTION` names an algorithm this kernel does not offer, or does
+    /// not let this user choose (`net.ipv4.tcp_allowed_congestion_control`).
+    #[error("NAMESOCK_PATH_CONGESTION={name}: {source}")]
+    PathCongestion {
+        name: congestion::Congestion,
+        source: io::Error,
+    },
 }
 
 /// Why a session could not be established.
@@ -194,7 +202,9 @@ impl ConnectError {
             ConnectError::Start(StartError::Io(e)) | ConnectError::Socket(e) => {
                 e.raw_os_error().unwrap_or(libc::EIO)
             }
-            ConnectError::Start(StartError::Config(_)) => libc::EINVAL,
+            ConnectError::Start(StartError::Config(_) | StartError::PathCongestion { .. }) => {
+                libc::EINVAL
+            }
             ConnectError::UnknownName(_)
             | ConnectError::Refused { .. }
             | ConnectError::Denied { .. } => libc::ECONNREFUSED,
@@ -440,6 +450,10 @@ impl Handle {
 fn start() -> Result<Handle, StartError> {
     let cfg = Config::load()?;
     crate::logging::init(&cfg);
+    if let Some(cc) = cfg.path_congestion {
+        cc.check_available()
+            .map_err(|source| StartError::PathCongestion { name: cc, source })?;
+    }
     let (tx, rx): (SyncSender<Command>, Receiver<Command>) = mpsc::sync_channel(COMMAND_QUEUE);
     let (engine, waker, shared) = event_loop::Engine::new(cfg.clone(), rx, tx.clone())?;
     std::thread::Builder::new()
@@ -535,6 +549,7 @@ pub fn connect_fd(fd: RawFd, target: &Target, port: u16) -> Result<SessionInfo, 
         if nonblocking {
             sys::set_fl(fd, flags & !libc::O_NONBLOCK)?;
         }
+        congestion::for_local_hop(fd);
         let r = sys::connect_blocking(fd, &relay).and_then(|()| sys::write_all(fd, &ready.secret));
         if nonblocking {
             sys::set_fl(fd, flags)?;

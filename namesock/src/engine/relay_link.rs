@@ -235,7 +235,7 @@ impl Engine {
     fn connect_link(&mut self, i: usize, addr: SocketAddr, expected: Option<Guid>, now: Instant) {
         let token = self.token();
         // A relay that vanishes is noticed like a dead flow path.
-        let timers = self.path_timers();
+        let timers = self.path_tuning();
         let Some(s) = &mut self.server else {
             return;
         };
@@ -374,7 +374,7 @@ impl Engine {
             }
         }
         let mio_token = self.token();
-        let timers = self.path_timers();
+        let timers = self.path_tuning();
         let started = sys::dial_registered(self.poll.registry(), mio_token, relay, None, timers);
         match started {
             Ok(stream) => {

@@ -319,7 +319,7 @@ impl Engine {
             .map_err(|source| ServeError::Bind { port, source })?
             .port();
         // Every path it accepts inherits them (best effort, as for a dial).
-        let _ = self.path_timers().tune(listener.as_raw_fd());
+        let _ = self.path_tuning().tune(listener.as_raw_fd());
         self.poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -819,6 +819,7 @@ impl Engine {
     ) -> io::Result<(DeliveryEntry, TcpStream)> {
         let dialer = sys::Dialer::new(&deliver_to, Some(from))?;
         dialer.set_nodelay()?;
+        dialer.for_local_hop();
         let local = dialer.local_addr()?;
         let entry = DeliveryEntry::new(&self.shared, local, deliver_to, info)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EMFILE))?;

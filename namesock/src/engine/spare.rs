@@ -40,7 +40,7 @@ impl Engine {
 
     fn dial_spare(&mut self, addr: SocketAddr, now: Instant) {
         let token = self.token();
-        match sys::dial_registered(self.poll.registry(), token, addr, None, self.path_timers()) {
+        match sys::dial_registered(self.poll.registry(), token, addr, None, self.path_tuning()) {
             Ok(stream) => {
                 tracing::debug!(%addr, "spare path dialled");
                 self.spares.dialling(now, token.0 as u64, addr, stream);

@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use super::congestion::Congestion;
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -203,6 +205,11 @@ impl Dialer {
         set_nodelay(self.0.as_raw_fd())
     }
 
+    /// A dial that stays on this host ([`super::congestion::for_local_hop`]).
+    pub fn for_local_hop(&self) {
+        super::congestion::for_local_hop(self.0.as_raw_fd())
+    }
+
     /// Starts the connect (it completes in the background: wait for writable).
     pub fn connect(self, remote: SocketAddr) -> io::Result<mio::net::TcpStream> {
         let (ss, len) = sockaddr(&remote);
@@ -224,18 +231,21 @@ impl Dialer {
     }
 }
 
-/// The timers a flow path's socket is tuned with ([`PathTimers::tune`]).
+/// What a flow path's socket is tuned with ([`PathTuning::tune`]).
 #[derive(Debug, Clone, Copy)]
-pub struct PathTimers {
+pub struct PathTuning {
     /// The kernel gives up on a path whose data stays unacknowledged this long (netlink
     /// cannot see a broken route upstream).
     pub user_timeout: Duration,
     /// TCP keepalive probes after this much silence.
     pub keepalive: Duration,
+    /// The congestion control, if not the host's default (`NAMESOCK_PATH_CONGESTION`).
+    pub congestion: Option<Congestion>,
 }
 
-impl PathTimers {
-    /// Options for a flow path: no Nagle delay, the user timeout and keepalives. Set on a
+impl PathTuning {
+    /// Options for a flow path: no Nagle delay, the user timeout, keepalives and the
+    /// congestion control if one is configured. Set on a
     /// dial's socket before it connects, and on the engine's listener, whose accepted paths
     /// inherit them (Linux copies a listener's options into each connection it accepts;
     /// `sys::tests` checks it), so a new path costs no system call for them.
@@ -247,7 +257,11 @@ impl PathTimers {
         let secs = self.keepalive.as_secs().clamp(1, 3600) as libc::c_int;
         setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs)?;
         setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs)?;
-        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)?;
+        match self.congestion {
+            Some(cc) => cc.apply(fd),
+            None => Ok(()),
+        }
     }
 }
 
@@ -260,7 +274,7 @@ pub fn dial_registered(
     token: mio::Token,
     remote: SocketAddr,
     local: Option<IpAddr>,
-    timers: PathTimers,
+    timers: PathTuning,
 ) -> io::Result<mio::net::TcpStream> {
     let dialer = Dialer::new(&remote, local)?;
     // Best effort: a path works without them, only notices a dead peer later.
@@ -641,9 +655,11 @@ mod tests {
     /// a path must come out with every option set.
     #[test]
     fn paths_accepted_from_a_tuned_listener_and_tuned_dials_carry_every_option() {
-        let timers = PathTimers {
+        let cubic: Congestion = "cubic".parse().unwrap();
+        let timers = PathTuning {
             user_timeout: Duration::from_millis(15_000),
             keepalive: Duration::from_secs(5),
+            congestion: Some(cubic),
         };
         let want = [1, 15_000, 1, 5, 5, 3];
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -655,6 +671,9 @@ mod tests {
         let (mut accepted, _) = listener.accept().unwrap();
         assert_eq!(path_options(accepted.as_raw_fd()), want, "accepted");
         assert_eq!(path_options(dialled.as_raw_fd()), want, "dialled");
+        for fd in [accepted.as_raw_fd(), dialled.as_raw_fd()] {
+            assert_eq!(Congestion::of(fd).unwrap(), cubic);
+        }
         drop(dialled);
         let mut rest = Vec::new();
         accepted.read_to_end(&mut rest).unwrap();

@@ -1,0 +1,206 @@
+//! Which congestion control namesock's TCP connections run (`namesock::engine::congestion`):
+//! the two local hops of a session (the program's socket to its engine, the server engine's
+//! delivery to its program) run Reno whatever the host's default, and flow paths run the
+//! host's default or `NAMESOCK_PATH_CONGESTION`. Read back from the kernel with `ss -ti` in
+//! both namespaces while a real program (socat under `namesock run`) holds a session; an
+//! algorithm the kernel does not have stops the engine with an error that names it.
+//!
+//! Needs root, `ip`, `nft`, `socat`, `python3`, `ss` and a release build (tests/run.sh).
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use namesock_cli::testbed::scenario::{Timers, ZONE};
+use namesock_cli::testbed::{Host, Process};
+use namesock_tests::{Scenario, require_namespaces, require_release, require_tools};
+
+const ECHO_PORT: u16 = 7000;
+/// Not Reno, so that the paths and the local hops tell apart.
+const PATH_CC: &str = "cubic";
+
+/// Connects to `host:port`, echoes one line, says `held`, and keeps the connection open
+/// until stdin closes.
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"hello\n")
+got = b""
+while not got.endswith(b"\n"):
+    chunk = s.recv(100)
+    assert chunk, "closed"
+    got += chunk
+print("held", got.decode().strip(), flush=True)
+sys.stdin.read()
+s.close()
+"#;
+
+/// Every established TCP connection in `host`'s namespace: (local, peer, the words of its
+/// `ss -ti` line, the algorithm among them).
+fn connections(host: &Host) -> Vec<(String, String, Vec<String>)> {
+    let out = host
+        .command("ss")
+        .args(["-tinH", "state", "established"])
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "ss failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [_, _, local, peer, ..] = words[..] else {
+            continue;
+        };
+        let info = match lines.peek() {
+            Some(next) if next.starts_with(char::is_whitespace) => lines.next().unwrap_or(""),
+            _ => "",
+        };
+        found.push((
+            local.to_owned(),
+            peer.to_owned(),
+            info.split_whitespace().map(str::to_owned).collect(),
+        ));
+    }
+    found
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    let ip = endpoint
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.trim_matches(['[', ']']))
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    ip.is_some_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// socat as the echo server `echo`, with `NAMESOCK_PATH_CONGESTION` set; waits for its
+/// record.
+fn echo_server(scenario: &Scenario) -> Process {
+    let world = &scenario.world;
+    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
+    let server_ip = IpAddr::from(scenario.server.v4());
+    let mut command = world
+        .namesock_run(&scenario.server, "echo", &["socat", &listen, "EXEC:cat"])
+        .expect("server command");
+    command
+        .env("NAMESOCK_NAME", "echo")
+        .env("NAMESOCK_PATH_CONGESTION", PATH_CC);
+    let process = Process::spawn(command).expect("start the server");
+    world
+        .wait_for_record("echo", Duration::from_secs(30), |r| {
+            r.locators.iter().any(|l| l.ip() == server_ip)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+    process
+}
+
+fn client(scenario: &Scenario, label: &str, path_cc: &str) -> Command {
+    let (host, port) = (format!("echo.{ZONE}"), ECHO_PORT.to_string());
+    let mut command = scenario
+        .world
+        .namesock_run(
+            &scenario.client,
+            label,
+            &["timeout", "60", "python3", "-c", HOLD, &host, &port],
+        )
+        .expect("client command");
+    command.env("NAMESOCK_PATH_CONGESTION", path_cc);
+    command
+}
+
+/// While a session is held, each end's loopback connections (the program's socket and the
+/// engine's end of it; the delivery and the socket socat accepted) run Reno, and the flow
+/// path runs the configured algorithm at both ends (the dial and the connection the server's
+/// listener accepted).
+#[test]
+fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
+    let name = "local_hops_run_reno_and_flow_paths_the_configured_algorithm";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3", "ss"])
+    {
+        return;
+    }
+    let scenario =
+        Scenario::without_server(&format!("cc-{}", std::process::id()), 1024, Timers::fast());
+    let _server = echo_server(&scenario);
+    let mut holder = client(&scenario, "holder", PATH_CC)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut first = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the client");
+    assert_eq!(
+        first.trim(),
+        "held hello",
+        "{}",
+        scenario.world.log_tail("holder", 30)
+    );
+
+    for (host, side) in [(&scenario.client, "client"), (&scenario.server, "server")] {
+        let conns = connections(host);
+        let (local, path): (Vec<_>, Vec<_>) = conns
+            .iter()
+            .partition(|(l, p, _)| is_loopback(l) && is_loopback(p));
+        // Each local hop is two sockets in this namespace; a path is one (spares too).
+        assert!(local.len() >= 2, "{side}: no local hop in {conns:#?}");
+        assert!(!path.is_empty(), "{side}: no flow path in {conns:#?}");
+        for (l, p, info) in &local {
+            assert!(
+                info.iter().any(|w| w == "reno"),
+                "{side}: local hop {l} -> {p} does not run reno: {info:?}"
+            );
+        }
+        for (l, p, info) in &path {
+            assert!(
+                info.iter().any(|w| w == PATH_CC),
+                "{side}: path {l} -> {p} does not run {PATH_CC}: {info:?}"
+            );
+        }
+        println!(
+            "{side}: {} local hop sockets run reno, {} path sockets {PATH_CC}",
+            local.len(),
+            path.len()
+        );
+    }
+    drop(holder.stdin.take());
+    let status = holder.wait().expect("the client ends");
+    assert!(status.success(), "{status}");
+}
+
+/// An algorithm this kernel does not have: the program's connect fails and its log says
+/// which setting is wrong.
+#[test]
+fn an_unknown_path_algorithm_fails_the_connect_with_an_error_that_names_it() {
+    let name = "an_unknown_path_algorithm_fails_the_connect_with_an_error_that_names_it";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3"])
+    {
+        return;
+    }
+    let scenario =
+        Scenario::without_server(&format!("ccx-{}", std::process::id()), 1024, Timers::fast());
+    let _server = echo_server(&scenario);
+    let mut command = client(&scenario, "wrong", "no_such_cc");
+    command.env_remove("NAMESOCK_LOG");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    drop(child.stdin.take());
+    let status = child.wait().expect("the client ends");
+    // The program's own output (its stderr): no logging asked for, the reason still shows.
+    let output = std::fs::read_to_string(scenario.world.log("wrong")).unwrap_or_default();
+    assert!(!status.success(), "the connect succeeded: {output}");
+    assert!(
+        output.contains("namesock: cannot connect by name: NAMESOCK_PATH_CONGESTION=no_such_cc"),
+        "no error naming the setting: {output}"
+    );
+    assert!(output.contains("Invalid argument"), "not EINVAL: {output}");
+}
