@@ -1430,22 +1430,33 @@ impl Suite {
                 (last_idle_rss, last_idle_n) = (now, n);
                 if i + 1 == idle_steps.len() {
                     // The largest idle step at rest: every wake-up of either process over
-                    // the window (namesock: the engines' keepalives, one per path and
-                    // interval at most; plain TCP: none).
-                    let window = Duration::from_secs(if self.opts.quick { 3 } else { 10 });
-                    let w0 = wakeups(client.pid()) + wakeups(server.pid());
-                    std::thread::sleep(window);
-                    let w1 = wakeups(client.pid()) + wakeups(server.pid());
-                    let rate = w1.saturating_sub(w0) as f64 / window.as_secs_f64();
-                    eprintln!("  scale {m}: {n} idle sessions, {rate:.1} wake-ups/s");
-                    self.record(
-                        "scale",
-                        &format!("idle {n}: wake-ups per second at rest"),
-                        m,
-                        0,
-                        rate,
-                        "/s",
-                    );
+                    // each window (namesock: the engines' keepalives, one per path and
+                    // interval at most; plain TCP: none), the median of three windows of
+                    // two keepalive intervals each: one window's count varied 47-338/s
+                    // between runs of one build, with whatever else the machine did.
+                    let (windows, window) = if self.opts.quick {
+                        (1, Duration::from_secs(3))
+                    } else {
+                        (3, Duration::from_secs(10))
+                    };
+                    for w in 0..windows {
+                        let w0 = wakeups(client.pid()) + wakeups(server.pid());
+                        std::thread::sleep(window);
+                        let w1 = wakeups(client.pid()) + wakeups(server.pid());
+                        let rate = w1.saturating_sub(w0) as f64 / window.as_secs_f64();
+                        eprintln!(
+                            "  scale {m}: {n} idle sessions, {rate:.1} wake-ups/s (window {})",
+                            w + 1
+                        );
+                        self.record(
+                            "scale",
+                            &format!("idle {n}: wake-ups per second at rest"),
+                            m,
+                            w,
+                            rate,
+                            "/s",
+                        );
+                    }
                 }
                 let need = match idle_steps.get(i + 1) {
                     Some(next) => per / 1024.0 * next.saturating_sub(n) as f64,
