@@ -6,6 +6,7 @@ pub mod skip;
 
 pub use skip::{require_release, require_root, require_tools, skip};
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,6 +117,34 @@ impl Scenario {
         if let Err(error) = published {
             panic!("{error}\n{}", self.world.log_tail("server", 30));
         }
+    }
+
+    /// socat as the echo server `echo` on `port` of the server host under `namesock run`,
+    /// with `env` added to its environment; waits for its record at the server's address.
+    /// The process and its engine's addresses on the server host.
+    pub fn start_echo_server(&self, port: u16, env: &[(&str, &str)]) -> (Process, Vec<SocketAddr>) {
+        let world = &self.world;
+        let listen = format!("TCP-LISTEN:{port},fork,reuseaddr");
+        let server_ip = IpAddr::from(self.server.v4());
+        let mut command = world
+            .namesock_run(&self.server, "echo", &["socat", &listen, "EXEC:cat"])
+            .expect("server command");
+        command.env("NAMESOCK_NAME", "echo");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = Process::spawn(command).expect("start the echo server");
+        let record = world
+            .wait_for_record("echo", Duration::from_secs(30), |r| {
+                r.locators.iter().any(|l| l.ip() == server_ip)
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
+        let engine = record
+            .locators
+            .into_iter()
+            .filter(|l| !l.ip().is_loopback())
+            .collect();
+        (process, engine)
     }
 
     /// How curl fetches the served file by name under namesock.

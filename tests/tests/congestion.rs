@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
@@ -74,25 +73,11 @@ fn is_loopback(endpoint: &str) -> bool {
     ip.is_some_and(|ip| ip.to_canonical().is_loopback())
 }
 
-/// socat as the echo server `echo`, with `NAMESOCK_PATH_CONGESTION` set; waits for its
-/// record.
+/// The echo server, its paths on [`PATH_CC`].
 fn echo_server(scenario: &Scenario) -> Process {
-    let world = &scenario.world;
-    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
-    let server_ip = IpAddr::from(scenario.server.v4());
-    let mut command = world
-        .namesock_run(&scenario.server, "echo", &["socat", &listen, "EXEC:cat"])
-        .expect("server command");
-    command
-        .env("NAMESOCK_NAME", "echo")
-        .env("NAMESOCK_PATH_CONGESTION", PATH_CC);
-    let process = Process::spawn(command).expect("start the server");
-    world
-        .wait_for_record("echo", Duration::from_secs(30), |r| {
-            r.locators.iter().any(|l| l.ip() == server_ip)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
-    process
+    scenario
+        .start_echo_server(ECHO_PORT, &[("NAMESOCK_PATH_CONGESTION", PATH_CC)])
+        .0
 }
 
 fn client(scenario: &Scenario, label: &str, path_cc: &str) -> Command {

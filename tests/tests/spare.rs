@@ -53,29 +53,12 @@ fn can_run(name: &str) -> bool {
         && require_tools(name, &["socat", "python3"])
 }
 
-/// socat as the echo server `echo` on the server host, its engine logging how sessions open;
-/// waits for its record: the process and its engine's addresses on the server host.
+/// The echo server, its engine logging how sessions open.
 fn echo_server(scenario: &Scenario) -> (Process, Vec<SocketAddr>) {
-    let world = &scenario.world;
-    let listen = format!("TCP-LISTEN:{ECHO_PORT},fork,reuseaddr");
-    let server_ip = std::net::IpAddr::from(scenario.server.v4());
-    let mut command = world
-        .namesock_run(&scenario.server, "echo", &["socat", &listen, "EXEC:cat"])
-        .expect("server command");
-    command.env("NAMESOCK_NAME", "echo");
-    command.env("NAMESOCK_LOG", "info,namesock::engine::server=debug");
-    let process = Process::spawn(command).expect("start the server");
-    let record = world
-        .wait_for_record("echo", Duration::from_secs(30), |r| {
-            r.locators.iter().any(|l| l.ip() == server_ip)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", world.log_tail("echo", 30)));
-    let engine = record
-        .locators
-        .into_iter()
-        .filter(|l| !l.ip().is_loopback())
-        .collect();
-    (process, engine)
+    scenario.start_echo_server(
+        ECHO_PORT,
+        &[("NAMESOCK_LOG", "info,namesock::engine::server=debug")],
+    )
 }
 
 /// Runs `n` echo connections from the client host under namesock (`extra` added to its
