@@ -341,7 +341,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
          threads compete for the CPU, so CPU per byte is throughput. Each byte crosses a \
          loopback socket between program and engine at both ends, and in user space it is \
          copied twice each way (see \"The data path\" in \
-         [docs/architecture.md](docs/architecture.md)). What would close the rest is payload that \
+         [docs/architecture.md](docs/architecture.md)). Those loopback hops run Reno whatever \
+         the host's default (BBR here, whose model of a path costs CPU where there is none to \
+         control); the flow path runs the host's default, as plain TCP does, unless \
+         `NAMESOCK_PATH_CONGESTION` names another (docs/architecture.md, \"Congestion \
+         control\", with both measured). What would close the rest is payload that \
          never enters user space: records sealed in the kernel (kTLS) and spliced from the \
          program's socket to the path, which this kernel cannot do (its TCP upper-layer \
          protocols are MPTCP's only, no `tls`); a Unix socketpair for the program's socket \

@@ -541,6 +541,37 @@ mod tests {
     }
 
     #[test]
+    fn the_path_congestion_control_is_a_name_from_the_environment_or_the_file() {
+        assert_eq!(
+            Config::default().path_congestion,
+            None,
+            "the host's default"
+        );
+        let cfg =
+            Config::load_from(|v| (v == "NAMESOCK_PATH_CONGESTION").then(|| "bbr".into())).unwrap();
+        assert_eq!(
+            cfg.path_congestion.map(|c| c.to_string()).as_deref(),
+            Some("bbr")
+        );
+        let toml = Config::from_toml("path_congestion = \"cubic\"\n").unwrap();
+        assert_eq!(toml.path_congestion, Some("cubic".parse().unwrap()));
+        for bad in ["BBR", "a b", "sixteen_letters_"] {
+            let err = Config::load_from(|v| (v == "NAMESOCK_PATH_CONGESTION").then(|| bad.into()));
+            assert!(
+                matches!(
+                    err,
+                    Err(ConfigError::Env {
+                        var: "NAMESOCK_PATH_CONGESTION",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(Config::from_toml("path_congestion = \"x/y\"\n").is_err());
+    }
+
+    #[test]
     fn limits_and_the_allow_file_come_from_the_environment() {
         let cfg = Config::load_from(|v| match v {
             "NAMESOCK_MAX_SESSIONS_PER_PEER" => Some("3".into()),
