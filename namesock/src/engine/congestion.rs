@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -105,11 +105,12 @@ impl Congestion {
             .ok_or_else(|| io::ErrorKind::InvalidData.into())
     }
 
-    /// Whether this host lets this process run it: set on a socket of its own, which goes.
+    /// Whether this host lets this process run it: set on a socket of its own (unbound, so
+    /// that no address of this host matters), which goes.
     pub fn check_available(&self) -> io::Result<()> {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")
-            .or_else(|_| std::net::TcpListener::bind("[::1]:0"))?;
-        self.apply(std::os::fd::AsRawFd::as_raw_fd(&probe))
+        let probe = super::sys::tcp_socket(libc::AF_INET)
+            .or_else(|_| super::sys::tcp_socket(libc::AF_INET6))?;
+        self.apply(probe.as_raw_fd())
     }
 }
 

@@ -167,6 +167,20 @@ pub unsafe fn from_sockaddr(sa: *const libc::sockaddr) -> Option<SocketAddr> {
     }
 }
 
+/// A new non-blocking TCP socket of `domain`, neither bound nor connected.
+pub fn tcp_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let fd = cvt(unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A non-blocking TCP socket, bound but not yet connected: its local address is known
 /// before the peer can see the connection.
 pub struct Dialer(std::net::TcpStream);
@@ -179,16 +193,8 @@ impl Dialer {
         } else {
             libc::AF_INET6
         };
-        // SAFETY: plain socket(2); the result is checked and owned right away.
-        let fd = cvt(unsafe {
-            libc::socket(
-                domain,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })?;
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = tcp_socket(domain)?;
+        let fd = owned.as_raw_fd();
         if let Some(ip) = local {
             let (ss, len) = sockaddr(&SocketAddr::new(ip, 0));
             // SAFETY: `ss` holds a valid address of length `len`.
