@@ -9,7 +9,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
@@ -80,7 +81,8 @@ fn echo_server(scenario: &Scenario) -> Process {
         .0
 }
 
-fn client(scenario: &Scenario, label: &str, path_cc: &str) -> Command {
+/// The Python client under `namesock run`, with `NAMESOCK_PATH_CONGESTION` if given.
+fn client(scenario: &Scenario, label: &str, path_cc: Option<&str>) -> Command {
     let (host, port) = (format!("echo.{ZONE}"), ECHO_PORT.to_string());
     let mut command = scenario
         .world
@@ -90,27 +92,15 @@ fn client(scenario: &Scenario, label: &str, path_cc: &str) -> Command {
             &["timeout", "60", "python3", "-c", HOLD, &host, &port],
         )
         .expect("client command");
-    command.env("NAMESOCK_PATH_CONGESTION", path_cc);
+    if let Some(cc) = path_cc {
+        command.env("NAMESOCK_PATH_CONGESTION", cc);
+    }
     command
 }
 
-/// While a session is held, each end's loopback connections (the program's socket and the
-/// engine's end of it; the delivery and the socket socat accepted) run Reno, and the flow
-/// path runs the configured algorithm at both ends (the dial and the connection the server's
-/// listener accepted).
-#[test]
-fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
-    let name = "local_hops_run_reno_and_flow_paths_the_configured_algorithm";
-    if !require_namespaces(name)
-        || !require_release(name, "the preload")
-        || !require_tools(name, &["socat", "python3", "ss"])
-    {
-        return;
-    }
-    let scenario =
-        Scenario::without_server(&format!("cc-{}", std::process::id()), 1024, Timers::fast());
-    let _server = echo_server(&scenario);
-    let mut holder = client(&scenario, "holder", PATH_CC)
+/// A client holding a session to the echo server, once its line came back.
+fn hold(scenario: &Scenario, label: &str, path_cc: Option<&str>) -> Child {
+    let mut holder = client(scenario, label, path_cc)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -123,38 +113,88 @@ fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
         first.trim(),
         "held hello",
         "{}",
-        scenario.world.log_tail("holder", 30)
+        scenario.world.log_tail(label, 30)
     );
+    holder
+}
 
-    for (host, side) in [(&scenario.client, "client"), (&scenario.server, "server")] {
-        let conns = connections(host);
-        let (local, path): (Vec<_>, Vec<_>) = conns
-            .iter()
-            .partition(|(l, p, _)| is_loopback(l) && is_loopback(p));
-        // Each local hop is two sockets in this namespace; a path is one (spares too).
-        assert!(local.len() >= 2, "{side}: no local hop in {conns:#?}");
-        assert!(!path.is_empty(), "{side}: no flow path in {conns:#?}");
-        for (l, p, info) in &local {
-            assert!(
-                info.iter().any(|w| w == "reno"),
-                "{side}: local hop {l} -> {p} does not run reno: {info:?}"
-            );
-        }
-        for (l, p, info) in &path {
-            assert!(
-                info.iter().any(|w| w == PATH_CC),
-                "{side}: path {l} -> {p} does not run {PATH_CC}: {info:?}"
-            );
-        }
-        println!(
-            "{side}: {} local hop sockets run reno, {} path sockets {PATH_CC}",
-            local.len(),
-            path.len()
-        );
-    }
+fn release(mut holder: Child) {
     drop(holder.stdin.take());
     let status = holder.wait().expect("the client ends");
     assert!(status.success(), "{status}");
+}
+
+/// Every established connection in `host`'s namespace: the loopback ones (local hops, two
+/// sockets each) run Reno, the others (flow paths and spares) `path_cc`.
+fn check(host: &Host, side: &str, path_cc: &str) {
+    let conns = connections(host);
+    let (local, path): (Vec<_>, Vec<_>) = conns
+        .iter()
+        .partition(|(l, p, _)| is_loopback(l) && is_loopback(p));
+    assert!(local.len() >= 2, "{side}: no local hop in {conns:#?}");
+    assert!(!path.is_empty(), "{side}: no flow path in {conns:#?}");
+    for (l, p, info) in &local {
+        assert!(
+            info.iter().any(|w| w == "reno"),
+            "{side}: local hop {l} -> {p} does not run reno: {info:?}"
+        );
+    }
+    for (l, p, info) in &path {
+        assert!(
+            info.iter().any(|w| w == path_cc),
+            "{side}: path {l} -> {p} does not run {path_cc}: {info:?}"
+        );
+    }
+    println!(
+        "{side}: {} local hop sockets run reno, {} path sockets {path_cc}",
+        local.len(),
+        path.len()
+    );
+}
+
+/// The host's default congestion control in `host`'s namespace.
+fn namespace_default(host: &Host) -> String {
+    let out = host
+        .command("sysctl")
+        .args(["-n", "net.ipv4.tcp_congestion_control"])
+        .output()
+        .expect("sysctl");
+    assert!(out.status.success(), "sysctl failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// While a session is held, each end's loopback connections (the program's socket and the
+/// engine's end of it; the delivery and the socket socat accepted) run Reno, and the flow
+/// path runs the configured algorithm at both ends (the dial and the connection the server's
+/// listener accepted). A client that configures none dials its paths with the host's
+/// default, and its local hops still run Reno.
+#[test]
+fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
+    let name = "local_hops_run_reno_and_flow_paths_the_configured_algorithm";
+    if !require_namespaces(name)
+        || !require_release(name, "the preload")
+        || !require_tools(name, &["socat", "python3", "ss", "sysctl"])
+    {
+        return;
+    }
+    let scenario =
+        Scenario::without_server(&format!("cc-{}", std::process::id()), 1024, Timers::fast());
+    let _server = echo_server(&scenario);
+    let holder = hold(&scenario, "holder", Some(PATH_CC));
+    check(&scenario.client, "client", PATH_CC);
+    check(&scenario.server, "server", PATH_CC);
+    release(holder);
+
+    // Its process gone, none of its connections is left on the client host.
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        connections(&scenario.client).is_empty()
+    });
+    assert!(gone, "{:#?}", connections(&scenario.client));
+    let default = namespace_default(&scenario.client);
+    let holder = hold(&scenario, "default", None);
+    check(&scenario.client, "client, nothing configured", &default);
+    release(holder);
 }
 
 /// An algorithm this kernel does not have: the program's connect fails and its log says
@@ -171,7 +211,7 @@ fn an_unknown_path_algorithm_fails_the_connect_with_an_error_that_names_it() {
     let scenario =
         Scenario::without_server(&format!("ccx-{}", std::process::id()), 1024, Timers::fast());
     let _server = echo_server(&scenario);
-    let mut command = client(&scenario, "wrong", "no_such_cc");
+    let mut command = client(&scenario, "wrong", Some("no_such_cc"));
     command.env_remove("NAMESOCK_LOG");
     let mut child = command
         .stdin(Stdio::piped())
