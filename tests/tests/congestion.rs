@@ -5,7 +5,7 @@
 //! both namespaces while a real program (socat under `namesock run`) holds a session; an
 //! algorithm the kernel does not have stops the engine with an error that names it.
 //!
-//! Needs root, `ip`, `nft`, `socat`, `python3`, `ss` and a release build (tests/run.sh).
+//! Needs root, `ip`, `nft`, `socat`, `python3`, `ss`, `sysctl` and a release build (tests/run.sh).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
