@@ -2,8 +2,9 @@
 //! the two local hops of a session (the program's socket to its engine, the server engine's
 //! delivery to its program) run Reno whatever the host's default, and flow paths run the
 //! host's default or `NAMESOCK_PATH_CONGESTION`. Read back from the kernel with `ss -ti` in
-//! both namespaces while a real program (socat under `namesock run`) holds a session; an
-//! algorithm the kernel does not have stops the engine with an error that names it.
+//! both namespaces while a real program (socat under `namesock run`) holds a session, and as
+//! `namesock sessions` shows it; an algorithm the kernel does not have stops the engine with
+//! an error that names it.
 //!
 //! Needs root, `ip`, `nft`, `socat`, `python3`, `ss`, `sysctl` and a release build (tests/run.sh).
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
-use namesock_tests::{Scenario, require_namespaces, require_release, require_tools};
+use namesock_tests::{Scenario, engines_of, require_namespaces, require_release, require_tools};
 
 const ECHO_PORT: u16 = 7000;
 /// Not Reno, so that the paths and the local hops tell apart.
@@ -183,6 +184,19 @@ fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
     let holder = hold(&scenario, "holder", Some(PATH_CC));
     check(&scenario.client, "client", PATH_CC);
     check(&scenario.server, "server", PATH_CC);
+    // `namesock sessions` reports what the kernel runs, at both ends.
+    for label in ["holder", "echo"] {
+        let engines = engines_of(&scenario.world, label);
+        let paths: Vec<_> = engines
+            .iter()
+            .flat_map(|e| &e.sessions)
+            .flat_map(|s| &s.paths)
+            .collect();
+        assert!(!paths.is_empty(), "{label}: no path in {engines:#?}");
+        for p in paths {
+            assert_eq!(p.congestion.as_deref(), Some(PATH_CC), "{label}: {p:?}");
+        }
+    }
     release(holder);
 
     // Its process gone, none of its connections is left on the client host.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::session::{Move, Role, SessionState, SessionStats};
 use crate::wire::PathId;
 
+use super::congestion::Congestion;
 use super::conn::Side;
 use super::event_loop::{Engine, Io};
 
@@ -127,6 +128,11 @@ pub struct PathSnapshot {
     pub rtt_ms: Option<f64>,
     /// Since a frame last arrived on it.
     pub last_heard_ms: Option<u64>,
+    /// The TCP congestion control its socket runs (the host's default, or
+    /// `NAMESOCK_PATH_CONGESTION`), as the kernel reports it; absent from an older engine's
+    /// JSON and for a path already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub congestion: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,6 +297,7 @@ pub fn session_snapshot(
                 remote,
                 rtt_ms: p.rtt.map(|r| (r.as_secs_f64() * 1e4).round() / 10.0),
                 last_heard_ms: Some(ms(now.saturating_duration_since(p.last_heard))),
+                congestion: None,
             }
         })
         .collect();
@@ -301,6 +308,7 @@ pub fn session_snapshot(
         remote: Some(remote),
         rtt_ms: None,
         last_heard_ms: None,
+        congestion: None,
     }));
     let moves = stats
         .moves
@@ -402,6 +410,13 @@ impl Engine {
                     .filter_map(|p| self.paths.get(&p.id))
                     .map(|fp| fp.buffer_capacity() as u64)
                     .sum::<u64>();
+                for p in &mut snapshot.paths {
+                    p.congestion = self
+                        .paths
+                        .get(&p.id)
+                        .and_then(|fp| Congestion::of(fp.stream.as_raw_fd()).ok())
+                        .map(|cc| cc.to_string());
+                }
                 Some(snapshot)
             })
             .collect();
