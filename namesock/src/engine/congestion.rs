@@ -6,9 +6,10 @@
 //! they run the host's default all the same, and where that is BBR it costs: BBR sizes its
 //! window and its bursts from a model of the path (paced sends, a window of two measured
 //! bandwidth-delay products, which a loopback round trip of microseconds keeps small). The
-//! engine gives both local hops Reno instead: no pacing, and its slow start runs until the
-//! receiver's window stops it, which on loopback is at once. Reno is in every kernel and
-//! open to every user (`net.ipv4.tcp_allowed_congestion_control` always admits it).
+//! engine gives both local hops Reno instead: no pacing, and a slow start that only the
+//! receiver's window ends, within a few of loopback's microsecond round trips. Reno is in
+//! every kernel and open to every user (`net.ipv4.tcp_allowed_congestion_control` always
+//! admits it).
 //!
 //! A flow path crosses the network, where the choice is the operator's: the host's default,
 //! unless `NAMESOCK_PATH_CONGESTION` names another ([`crate::config::Config::path_congestion`]),
