@@ -253,6 +253,21 @@ fn value(cell: &str) -> &str {
 }
 
 /// The part of the README between the markers (markers excluded), from the results.
+/// What is known of a limited link where one session stays below plain TCP's goal.
+fn link_missed_note(missed: &[String]) -> String {
+    if missed.is_empty() {
+        return String::new();
+    }
+    format!(
+        " At {} one session stays below the goal, and it is neither the engine's in-flight \
+         share nor the path's congestion control that holds it (4 MiB in flight instead of 1 \
+         MiB, and Cubic paths instead of BBR, moved the same; docs/architecture.md, \
+         \"Congestion control\"); its paths show spurious retransmissions after reordering, not \
+         yet understood, so what would close it is not known yet.",
+        missed.join(" and ")
+    )
+}
+
 pub fn section(results: &Results) -> Result<String, Error> {
     let head = header(results.bench_md.lines().next().unwrap_or_default())?;
     let m = machine(&results.machine)?;
@@ -386,6 +401,14 @@ pub fn section(results: &Results) -> Result<String, Error> {
             .join(", ")
     };
     let unthrottled = link_metric(None);
+    let missed_links: Vec<String> = limited
+        .iter()
+        .filter(|k| {
+            t.cell(LINK_SECTION, &link_metric(**k), GOAL)
+                .contains("missed")
+        })
+        .map(|k| link_label(*k))
+        .collect();
     let _ = writeln!(
         w,
         "- **What encryption costs (protocol 2, every record sealed with AES-256-GCM, against the \
@@ -395,7 +418,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
          trip {} ({} against {}); first byte of a new connection {} ({} against {}; {}), of a \
          process's first connection {} ({}). Over links limited to {} namesock moves {} of \
          plain TCP ({} MB/s), the previous release {}; unthrottled {} of plain and {} of the \
-         previous release ({}).",
+         previous release ({}).{}",
         t.cell(bulk, cs, VS_PREVIOUS),
         t.cell(bulk, sc, VS_PREVIOUS),
         t.cell(bulk, cs, NAMESOCK),
@@ -424,6 +447,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
         t.cell(LINK_SECTION, &unthrottled, VS),
         t.cell(LINK_SECTION, &unthrottled, VS_PREVIOUS),
         t.cell(LINK_SECTION, &unthrottled, GOAL),
+        link_missed_note(&missed_links),
     );
     let _ = writeln!(
         w,
@@ -762,11 +786,9 @@ wire/control/encode/ping
                 "×0.992",
             )
         }));
+        const HEADLINE: &str = "namesock benchmarks: 3 run(s) per figure unless noted, median; kernel 6.1, load average 1.00 1 1 before and 2.00 2 2 after (9.0 min).";
         let results = Results {
-            bench_md: format!(
-                "namesock benchmarks: 3 run(s) per figure unless noted, median; kernel 6.1, load average 1.00 1 1 before and 2.00 2 2 after (9.0 min).\n\n{}",
-                table::markdown(&rows)
-            ),
+            bench_md: format!("{HEADLINE}\n\n{}", table::markdown(&rows)),
             machine: "6.1\n2\n23 GiB\nup\n2026-12-02 03:15 UTC\n".into(),
             criterion: String::new(),
             scale_plot: false,
@@ -774,6 +796,24 @@ wire/control/encode/ping
         let text = section(&results).unwrap().replace("\n  ", " ");
         assert!(text.contains("bulk ×0.920 and (not measured) of the previous release (800 MB/s and (not measured) against 870 MB/s"), "{text}");
         assert!(text.contains("Over links limited to 1 Gbit/s, 2.5 Gbit/s, 5 Gbit/s, 10 Gbit/s namesock moves ×0.990, ×0.990, ×0.990, ×0.990 of plain TCP (120, 120, 120, 120 MB/s), the previous release ×1.00, ×1.00, ×1.00, ×1.00; unthrottled ×0.990 of plain and ×0.992 of the previous release (≥0.85 × previous: met)."), "{text}");
+        assert!(
+            !text.contains("stays below the goal"),
+            "no link missed: {text}"
+        );
+
+        // Two limited links missed: the bullet says which, and what is known.
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.metric.contains("link 5 Gbit/s") || r.metric.contains("link 10 Gbit/s"))
+        {
+            r.goal = "≥0.95 × plain (link speed): missed by 8 %".into();
+        }
+        let results = Results {
+            bench_md: format!("{HEADLINE}\n\n{}", table::markdown(&rows)),
+            ..results
+        };
+        let text = section(&results).unwrap().replace("\n  ", " ");
+        assert!(text.contains("(≥0.85 × previous: met). At 5 Gbit/s and 10 Gbit/s one session stays below the goal"), "{text}");
     }
 
     /// `scale.png` is embedded, with its sentence, only when the results directory holds it.
