@@ -9,7 +9,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::table::{LINK_KBITS, LINK_SECTION, link_label, link_metric};
+use crate::table::{
+    LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, RELAY_PEER, SOCAT_PEER, added, fig,
+    link_label, link_metric, times,
+};
 
 /// The line before the generated part of the README.
 pub const BEGIN: &str = "<!-- bench:begin: generated from bench/results by bench-readme (bench/run.sh); do not edit -->";
@@ -252,6 +255,84 @@ fn value(cell: &str) -> &str {
     cell.rsplit(": ").next().unwrap_or(cell)
 }
 
+/// The value labelled `label` in a cell of `label: value; other: value` parts.
+fn labelled<'a>(cell: &'a str, label: &str) -> &'a str {
+    cell.split("; ")
+        .find_map(|part| part.strip_prefix(label)?.strip_prefix(": "))
+        .unwrap_or(MISSING)
+}
+
+/// The number a cell starts with: `456 µs (known IP)` -> 456.
+fn leading(cell: &str) -> Option<f64> {
+    cell.split_whitespace().next()?.parse().ok()
+}
+
+/// What the two loopback hops alone cost a byte (the CPU rows' `loopback` figure: plain TCP
+/// over 127.0.0.1), and whether issue 19's CPU goal lies below it; empty when not measured.
+fn loopback_floor(t: &Table, cpu_metric: &str) -> String {
+    let peer = t.cell("CPU", cpu_metric, PEER);
+    let loopback = labelled(&peer, LOOPBACK_PEER);
+    let (Some(hop), Some(plain)) = (
+        leading(loopback),
+        leading(&t.cell("CPU", cpu_metric, PLAIN)),
+    ) else {
+        return String::new();
+    };
+    let floor = plain + 2.0 * hop;
+    let mut text = format!(
+        " Plain TCP over 127.0.0.1 on one host costs {loopback} per GiB in the same run; a \
+         namesock byte crosses two such hops besides the path, so relaying alone comes to \
+         about {} s per GiB ({} of plain TCP) before anything is sealed.",
+        fig(floor),
+        times(Some(floor / plain)),
+    );
+    if floor > 1.5 * plain {
+        text.push_str(
+            " The goal of 1.5 × plain's CPU lies below that: a relayed design cannot reach it \
+             on this machine, whatever the engine does (docs/architecture.md, \"Relay instead \
+             of read/write hooks\").",
+        );
+    }
+    text
+}
+
+/// What a relay with none of namesock's protocol costs a new connection (the connect rows'
+/// `relay×2` figures), and whether issue 19's goals lie below it; empty when not measured.
+fn relay_floor(t: &Table, later: &str) -> String {
+    let sequential = "sequential requests/s, one process (connect, 1 byte echoed, close)";
+    let relay = labelled(&t.cell("connect", later, PEER), RELAY_PEER).to_owned();
+    let relay_rate = labelled(&t.cell("connect", sequential, PEER), RELAY_PEER).to_owned();
+    let (Some(relay_us), Some(relay_per_s)) = (leading(&relay), leading(&relay_rate)) else {
+        return String::new();
+    };
+    let ns_us = leading(&t.cell("connect", later, NAMESOCK));
+    let plain_us = leading(&t.cell("connect", later, PLAIN));
+    let plain_per_s = leading(&t.cell("connect", sequential, PLAIN));
+    let mut text = format!(
+        " A relay on each host that only copies bytes (`nb-peer relay`: one event loop, plain \
+         TCP, none of namesock's protocol; the same three TCP connections, but the path dialled \
+         at each connect) takes {relay} to the first byte and makes {relay_rate} sequential \
+         requests, against namesock's {} and {}: names, encryption and resumption cost {} over \
+         that relay, and the relay costs {} over plain TCP.",
+        t.cell("connect", later, NAMESOCK),
+        t.cell("connect", sequential, NAMESOCK),
+        added(ns_us, Some(relay_us), "µs"),
+        added(Some(relay_us), plain_us, "µs"),
+    );
+    let below_floor = plain_us.is_some_and(|p| relay_us > p + 100.0)
+        || plain_per_s.is_some_and(|p| relay_per_s < 0.9 * p);
+    if below_floor {
+        text.push_str(
+            " Issue 19's connect goals (+100 µs, 0.9 of plain's rate) lie below what relaying \
+             alone costs on this machine: the design keeps the program's socket a kernel \
+             socket that its engine relays (docs/architecture.md, \"Relay instead of read/write \
+             hooks\"), so a cheaper engine \
+             cannot meet them; only a connection that crosses fewer TCP connections could.",
+        );
+    }
+    text
+}
+
 /// The part of the README between the markers (markers excluded), from the results.
 /// What is known of a limited link where one session stays below plain TCP's goal.
 fn link_missed_note(missed: &[String]) -> String {
@@ -360,12 +441,12 @@ pub fn section(results: &Results) -> Result<String, Error> {
          the host's default (BBR here, whose model of a path costs CPU where there is none to \
          control); the flow path runs the host's default, as plain TCP does, unless \
          `NAMESOCK_PATH_CONGESTION` names another (docs/architecture.md, \"Congestion \
-         control\", with both measured). What would close the rest is payload that \
-         never enters user space: records sealed in the kernel (kTLS) and spliced from the \
-         program's socket to the path, which this kernel cannot do (its TCP upper-layer \
-         protocols are MPTCP's only, no `tls`); a Unix socketpair for the program's socket \
-         would not, since on this kernel it costs as much per byte as loopback TCP (docs/architecture.md, \
-         \"Where the bytes' CPU goes\").",
+         control\", with both measured).{} Records sealed in the kernel (kTLS) and spliced \
+         from the program's socket to the path would spare the engine's copies, but this \
+         kernel cannot do it (its TCP upper-layer protocols are MPTCP's only, no `tls`), and \
+         each byte would still cross both loopback hops; a Unix socketpair for the program's \
+         socket would not help, since on this kernel it costs as much per byte as loopback TCP \
+         (docs/architecture.md, \"Where the bytes' CPU goes\").",
         t.cell(bulk, cs, VS),
         t.cell(bulk, sc, VS),
         t.cell(bulk, cs, GOAL),
@@ -377,8 +458,9 @@ pub fn section(results: &Results) -> Result<String, Error> {
         t.cell("CPU", cpu_cs, VS),
         t.cell("CPU", cpu_cs, NAMESOCK),
         t.cell("CPU", cpu_cs, PLAIN),
-        value(&t.cell(bulk, cs, PEER)),
-        value(&t.cell("CPU", cpu_cs, PEER)),
+        labelled(&t.cell(bulk, cs, PEER), SOCAT_PEER),
+        labelled(&t.cell("CPU", cpu_cs, PEER), SOCAT_PEER),
+        loopback_floor(&t, cpu_cs),
     );
     let cpu_sc = "CPU per GiB relayed, server->client (both ends)";
     let rr = "request/response 64 B, median round trip";
@@ -531,15 +613,16 @@ pub fn section(results: &Results) -> Result<String, Error> {
          kernel's: a request crosses three TCP connections (the program's socket to its \
          engine, the flow path, the delivery to the server's program) where plain TCP \
          crosses one, each with its handshake and close (docs/architecture.md, \"What a \
-         connection costs the kernel\").",
+         connection costs the kernel\").{}",
         t.cell("connect", later, VS),
         t.cell("connect", later, NAMESOCK),
         t.cell("connect", later, PLAIN),
-        value(&t.cell("connect", later, PEER)),
+        labelled(&t.cell("connect", later, PEER), LOOKUP_PEER),
         t.cell("connect", first, VS),
         time(HANDSHAKE),
         time(OPEN),
         file_gns,
+        relay_floor(&t, later),
     );
     let scale = "scale";
     let idle = t.steps(scale, "idle ", "RSS per session");
@@ -814,6 +897,109 @@ wire/control/encode/ping
         };
         let text = section(&results).unwrap().replace("\n  ", " ");
         assert!(text.contains("(≥0.85 × previous: met). At 5 Gbit/s and 10 Gbit/s one session stays below the goal"), "{text}");
+    }
+
+    /// The connect bullet names the relay's figures beside namesock's, says whether the goals
+    /// lie below them, and says nothing of a relay that was not measured.
+    #[test]
+    fn the_relay_floor_comes_from_the_connect_rows_peer_cells() {
+        let later = "time to first byte, new connection (median of later connects)";
+        let sequential = "sequential requests/s, one process (connect, 1 byte echoed, close)";
+        let connect = |metric: &str, ns: &str, plain: &str, peer: String| Row {
+            section: "connect".into(),
+            metric: metric.into(),
+            namesock: ns.into(),
+            plain: plain.into(),
+            peer,
+            ..Row::default()
+        };
+        let table = |relay_us: &str, relay_rate: &str| Table {
+            rows: table_rows(&table::markdown(&[
+                connect(
+                    later,
+                    "456 µs",
+                    "135 µs (known IP)",
+                    format!("{LOOKUP_PEER}: 124 µs; {RELAY_PEER}: {relay_us}"),
+                ),
+                connect(
+                    sequential,
+                    "2065 /s",
+                    "6213 /s (known IP)",
+                    format!("{RELAY_PEER}: {relay_rate}"),
+                ),
+            ])),
+        };
+        let t = table("410 µs", "2326 /s");
+        assert_eq!(
+            labelled(&t.cell("connect", later, PEER), LOOKUP_PEER),
+            "124 µs"
+        );
+        let text = relay_floor(&t, later);
+        assert!(text.contains("takes 410 µs to the first byte and makes 2326 /s sequential requests, against namesock's 456 µs and 2065 /s: names, encryption and resumption cost +46.0 µs over that relay, and the relay costs +275 µs over plain TCP."), "{text}");
+        assert!(
+            text.contains("lie below what relaying alone costs"),
+            "{text}"
+        );
+        // A relay within the goals: the figures, no claim.
+        let text = relay_floor(&table("200 µs", "6000 /s"), later);
+        assert!(text.contains("takes 200 µs"), "{text}");
+        assert!(!text.contains("lie below"), "{text}");
+        // Results from before the relay was measured.
+        let old = Table {
+            rows: vec![vec![
+                "connect".into(),
+                later.into(),
+                "456 µs".into(),
+                String::new(),
+                "135 µs".into(),
+                format!("{LOOKUP_PEER}: 124 µs"),
+            ]],
+        };
+        assert_eq!(relay_floor(&old, later), "");
+        assert_eq!(
+            labelled(&old.cell("connect", later, PEER), LOOKUP_PEER),
+            "124 µs"
+        );
+    }
+
+    /// The bulk bullet adds plain TCP's cost to two loopback hops' and says whether the CPU
+    /// goal lies below the sum; results from before the loopback figure say nothing of it.
+    #[test]
+    fn the_loopback_floor_comes_from_the_cpu_rows_peer_cell() {
+        let cpu = "CPU per GiB relayed, client->server (both ends)";
+        let table = |peer: &str| Table {
+            rows: table_rows(&table::markdown(&[Row {
+                section: "CPU".into(),
+                metric: cpu.into(),
+                namesock: "1.27 s".into(),
+                plain: "0.400 s".into(),
+                peer: peer.into(),
+                ..Row::default()
+            }])),
+        };
+        let text = loopback_floor(
+            &table(&format!("{SOCAT_PEER}: 1.27 s; {LOOPBACK_PEER}: 0.410 s")),
+            cpu,
+        );
+        assert!(
+            text.contains("costs 0.410 s per GiB in the same run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("about 1.22 s per GiB (×3.05 of plain TCP)"),
+            "{text}"
+        );
+        assert!(text.contains("lies below that"), "{text}");
+        let text = loopback_floor(&table(&format!("{LOOPBACK_PEER}: 0.100 s")), cpu);
+        assert!(
+            text.contains("about 0.600 s per GiB (×1.50 of plain TCP)"),
+            "{text}"
+        );
+        assert!(!text.contains("lies below"), "{text}");
+        assert_eq!(
+            loopback_floor(&table(&format!("{SOCAT_PEER}: 1.27 s")), cpu),
+            ""
+        );
     }
 
     /// `scale.png` is embedded, with its sentence, only when the results directory holds it.

@@ -172,6 +172,14 @@ pub const LINK_KBITS: [Option<u64>; 5] = [
     Some(10_000_000),
 ];
 
+/// The connect rows' peer labels: plain TCP after a `getaddrinfo`, and `nb-peer relay` on
+/// each host (one event loop, plain TCP, none of namesock's protocol).
+pub const LOOKUP_PEER: &str = "plain + getaddrinfo(/etc/hosts)";
+pub const RELAY_PEER: &str = "relay×2 (no protocol)";
+/// The bulk rows' peer labels: socat on each host, and plain TCP over 127.0.0.1 on one host.
+pub const SOCAT_PEER: &str = "socat×2";
+pub const LOOPBACK_PEER: &str = "loopback";
+
 /// The section of the `link` rows.
 pub const LINK_SECTION: &str = "link, 1 session client->server";
 

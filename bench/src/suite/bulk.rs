@@ -10,7 +10,12 @@ impl Suite {
             1024 * MIB
         };
         let gib = bytes as f64 / (1u64 << 30) as f64;
-        let variants = self.with_previous(&[Variant::Plain, Variant::Socat, Variant::Namesock]);
+        let variants = self.with_previous(&[
+            Variant::Plain,
+            Variant::Loopback,
+            Variant::Socat,
+            Variant::Namesock,
+        ]);
         for run in 0..self.opts.runs {
             for &variant in &variants {
                 for dir in [Dir::ClientToServer, Dir::ServerToClient] {
@@ -36,13 +41,18 @@ impl Suite {
         for dir in [Dir::ClientToServer, Dir::ServerToClient] {
             let d = dir.label();
             let [plain, socat, ns, previous] = self.meds("bulk", d);
+            let loopback = self.med("bulk", d, Variant::Loopback.name());
             self.rows.push(Row {
                 section: "bulk, 1 session".into(),
                 metric: format!("throughput {d}"),
                 namesock: with_unit(ns, "MB/s"),
                 previous: self.previous_cell(previous, "MB/s"),
                 plain: with_unit(plain, "MB/s"),
-                peer: format!("socat×2: {}", with_unit(socat, "MB/s")),
+                peer: format!(
+                    "{SOCAT_PEER}: {}; {LOOPBACK_PEER}: {}",
+                    with_unit(socat, "MB/s"),
+                    with_unit(loopback, "MB/s")
+                ),
                 versus: times(ratio(ns, plain)),
                 vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
                 // Issue 19: unthrottled, with encryption on.
@@ -51,14 +61,20 @@ impl Suite {
         }
         for dir in [Dir::ClientToServer, Dir::ServerToClient] {
             let d = dir.label();
-            let [plain, socat, ns, previous] = self.meds("cpu", &format!("CPU s per GiB, {d}"));
+            let metric = format!("CPU s per GiB, {d}");
+            let [plain, socat, ns, previous] = self.meds("cpu", &metric);
+            let loopback = self.med("cpu", &metric, Variant::Loopback.name());
             self.rows.push(Row {
                 section: "CPU".into(),
                 metric: format!("CPU per GiB relayed, {d} (both ends)"),
                 namesock: with_unit(ns, "s"),
                 previous: self.previous_cell(previous, "s"),
                 plain: with_unit(plain, "s"),
-                peer: format!("socat×2: {}", with_unit(socat, "s")),
+                peer: format!(
+                    "{SOCAT_PEER}: {}; {LOOPBACK_PEER}: {}",
+                    with_unit(socat, "s"),
+                    with_unit(loopback, "s")
+                ),
                 versus: times(ratio(ns, plain)),
                 vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
                 goal: at_most_times(ratio(ns, plain), 1.5, "plain"),
@@ -67,7 +83,6 @@ impl Suite {
         Ok(())
     }
 
-    /// The medians of `section`/`metric` for plain, socat, namesock and the previous release.
     /// One session moving `bytes` one way between the hosts as `variant` (a fresh server and
     /// client, and for socat fresh relays); the receiver's throughput and the CPU seconds of
     /// every process involved.
@@ -90,8 +105,13 @@ impl Suite {
         let socat_ticks0 = socat_ticks();
         let m = variant.name();
         let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
+        // Over loopback both programs run on the client's host.
+        let server_host = match variant {
+            Variant::Loopback => &self.client,
+            _ => &self.server,
+        };
         let mut sc = self.peer(
-            &self.server,
+            server_host,
             variant,
             "srv-bulk",
             &format!("bulk-server-{m}"),

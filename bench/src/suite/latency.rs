@@ -5,7 +5,7 @@ use super::*;
 impl Suite {
     /// Echo servers for every variant from `port` on (see [`echo_port`]); they stop when
     /// dropped.
-    fn echo_servers(&self, port: u16) -> Result<(Vec<Running>, Socat)> {
+    fn echo_servers(&self, port: u16) -> Result<(Vec<Running>, Relays)> {
         let mut servers = Vec::new();
         for variant in self.with_previous(&[Variant::Plain, Variant::Namesock]) {
             let p = echo_port(variant, port).to_string();
@@ -120,6 +120,15 @@ impl Suite {
             let target = self.target(variant, "echo", echo_port(variant, port), 0);
             cases.push((variant.name(), variant, "ns", target));
         }
+        // Three TCP connections as a namesock session crosses, with none of its protocol.
+        let relay_front = port + 6;
+        let _relays = self.start_null_relays(relay_front, relay_front + 1, port)?;
+        cases.push((
+            "relay",
+            Variant::Plain,
+            "plain",
+            format!("127.0.0.1:{relay_front}"),
+        ));
         for run in 0..self.opts.runs {
             for (name, variant, mode, target) in &cases {
                 let line = self.ttfb_run(*variant, &format!("ttfb-{name}"), mode, target, count)?;
@@ -137,6 +146,7 @@ impl Suite {
         for metric in ["warm", "first in process"] {
             let [plain, _, ns, previous] = self.meds("ttfb", metric);
             let lookup = self.med("ttfb", metric, "lookup");
+            let relay = self.med("ttfb", metric, "relay");
             let vs_previous =
                 self.previous_cell_with(|| at_most_added(ns, previous, 150.0, "µs", "previous"));
             // Issue 19: a new connection to a peer with a live session costs at most 100 µs
@@ -161,8 +171,9 @@ impl Suite {
                 previous: self.previous_cell(previous, "µs"),
                 plain: format!("{} (known IP)", with_unit(plain, "µs")),
                 peer: format!(
-                    "plain + getaddrinfo(/etc/hosts): {}",
-                    with_unit(lookup, "µs")
+                    "{LOOKUP_PEER}: {}; {RELAY_PEER}: {}",
+                    with_unit(lookup, "µs"),
+                    with_unit(relay, "µs")
                 ),
                 versus: format!(
                     "{} vs IP, {} vs lookup",
@@ -176,13 +187,14 @@ impl Suite {
         self.ttfb_far(&cases)?;
         // Issue 19: one process's sequential requests reach 0.9 of plain TCP's rate.
         let [plain_rate, _, ns_rate, previous_rate] = self.meds("ttfb", "sequential");
+        let relay_rate = self.med("ttfb", "sequential", "relay");
         self.rows.push(Row {
             section: "connect".into(),
             metric: "sequential requests/s, one process (connect, 1 byte echoed, close)".into(),
             namesock: with_unit(ns_rate, "/s"),
             previous: self.previous_cell(previous_rate, "/s"),
             plain: format!("{} (known IP)", with_unit(plain_rate, "/s")),
-            peer: String::new(),
+            peer: format!("{RELAY_PEER}: {}", with_unit(relay_rate, "/s")),
             versus: times(ratio(ns_rate, plain_rate)),
             vs_previous: self.previous_cell_with(|| times(ratio(ns_rate, previous_rate))),
             goal: at_least(ratio(ns_rate, plain_rate), 0.9, "plain"),
@@ -225,7 +237,8 @@ impl Suite {
         let delay = self.bed.delay_from(&self.client, FAR_RTT)?;
         let count = if self.opts.quick { "5" } else { "20" };
         for run in 0..self.opts.runs {
-            for (name, variant, mode, target) in cases.iter().filter(|c| c.0 != "lookup") {
+            let far_cases = cases.iter().filter(|c| !matches!(c.0, "lookup" | "relay"));
+            for (name, variant, mode, target) in far_cases {
                 let log = format!("ttfb-far-{name}");
                 let line = self.ttfb_run(*variant, &log, mode, target, count)?;
                 let warm: f64 = parse::num(&line, "median_us").unwrap_or(f64::NAN);
@@ -280,7 +293,7 @@ impl Suite {
 /// client relay's; the server relay listens on the next one).
 fn echo_port(variant: Variant, base: u16) -> u16 {
     base + match variant {
-        Variant::Plain => 0,
+        Variant::Plain | Variant::Loopback => 0,
         Variant::Namesock => 1,
         Variant::Socat => 2,
         Variant::Previous => 4,

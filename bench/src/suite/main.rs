@@ -31,8 +31,9 @@ use namesock_bench::parse::{self, Split};
 use namesock_bench::plot;
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
-    self, LINK_KBITS, LINK_SECTION, Row, added, at_least, at_most, at_most_added, at_most_times,
-    fig, link_label, link_metric, times, with_unit,
+    self, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, RELAY_PEER, Row, SOCAT_PEER, added,
+    at_least, at_most, at_most_added, at_most_times, fig, link_label, link_metric, times,
+    with_unit,
 };
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
@@ -325,6 +326,9 @@ struct Suite {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     Plain,
+    /// Plain TCP with both programs on the client's host, over 127.0.0.1: what one of the
+    /// loopback hops between a program and its engine costs.
+    Loopback,
     Socat,
     Namesock,
     /// namesock of the previous release (`--baseline-bin`), at both ends.
@@ -335,6 +339,7 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain",
+            Variant::Loopback => "loopback",
             Variant::Socat => "socat",
             Variant::Namesock => "namesock",
             Variant::Previous => "previous",
@@ -369,11 +374,20 @@ struct Transfer {
     cpu_s: f64,
 }
 
-/// The socat relays of one variant: one on each host, as namesock has one engine on each.
-struct Socat {
-    _client: Running,
-    _server: Running,
+/// A relay on each host, as namesock has an engine on each: socat, or `nb-peer relay`.
+struct Relays {
+    client: Running,
+    server: Running,
     pids: [u32; 2],
+}
+
+impl Relays {
+    /// Until both have printed `ready` (`nb-peer relay` does, once it listens).
+    fn wait_ready(&mut self) -> Result<()> {
+        self.server.expect("ready", Duration::from_secs(20))?;
+        self.client.expect("ready", Duration::from_secs(20))?;
+        Ok(())
+    }
 }
 
 impl Suite {
@@ -463,26 +477,55 @@ impl Suite {
         }
     }
 
-    fn start_socat(&self, front: u16, back: u16, app: u16) -> Result<Socat> {
+    /// socat on each host: the client's listens on 127.0.0.1:`front` and dials the server's
+    /// on `back`, which dials the program on `app`; each forks a process per connection.
+    fn start_socat(&self, front: u16, back: u16, app: u16) -> Result<Relays> {
         let server_side = format!("TCP-LISTEN:{back},fork,reuseaddr");
         let to_app = format!("TCP:127.0.0.1:{app},nodelay");
-        let s = Running::spawn(self.plain_command(
-            &self.server,
-            &format!("socat-s-{back}"),
-            &["socat", "-b", "131072", &server_side, &to_app],
-        )?)?;
         let client_side = format!("TCP-LISTEN:{front},fork,reuseaddr,bind=127.0.0.1");
         let to_server = format!("TCP:{}:{back},nodelay", self.server.v4());
-        let c = Running::spawn(self.plain_command(
-            &self.client,
-            &format!("socat-c-{front}"),
-            &["socat", "-b", "131072", &client_side, &to_server],
-        )?)?;
+        let relays = self.start_relays(
+            &format!("socat-{front}"),
+            [
+                vec!["socat", "-b", "131072", &client_side, &to_server],
+                vec!["socat", "-b", "131072", &server_side, &to_app],
+            ],
+        )?;
+        // socat says nothing when it listens.
         std::thread::sleep(Duration::from_millis(300));
-        Ok(Socat {
-            pids: [c.pid(), s.pid()],
-            _client: c,
-            _server: s,
+        Ok(relays)
+    }
+
+    /// `nb-peer relay` (one event loop, no fork, none of namesock's protocol) on each host,
+    /// wired as [`Suite::start_socat`]'s: the floor of relaying a connection.
+    fn start_null_relays(&self, front: u16, back: u16, app: u16) -> Result<Relays> {
+        let bin = self.nb_peer.to_string_lossy().into_owned();
+        let (client_listen, to_server) = (
+            format!("127.0.0.1:{front}"),
+            format!("{}:{back}", self.server.v4()),
+        );
+        let (server_listen, to_app) = (format!("[::]:{back}"), format!("127.0.0.1:{app}"));
+        let mut relays = self.start_relays(
+            &format!("relay-{front}"),
+            [
+                vec![&bin, "relay", &client_listen, &to_server],
+                vec![&bin, "relay", &server_listen, &to_app],
+            ],
+        )?;
+        relays.wait_ready()?;
+        Ok(relays)
+    }
+
+    /// Starts `[client argv, server argv]` on their hosts, logging to `log`-c and `log`-s.
+    fn start_relays(&self, log: &str, [client, server]: [Vec<&str>; 2]) -> Result<Relays> {
+        let server =
+            Running::spawn(self.plain_command(&self.server, &format!("{log}-s"), &server)?)?;
+        let client =
+            Running::spawn(self.plain_command(&self.client, &format!("{log}-c"), &client)?)?;
+        Ok(Relays {
+            pids: [client.pid(), server.pid()],
+            client,
+            server,
         })
     }
 
@@ -490,11 +533,13 @@ impl Suite {
     fn target(&self, variant: Variant, name: &str, port: u16, socat_front: u16) -> String {
         match variant {
             Variant::Plain => format!("{}:{port}", self.server.v4()),
+            Variant::Loopback => format!("127.0.0.1:{port}"),
             Variant::Socat => format!("127.0.0.1:{socat_front}"),
             Variant::Namesock | Variant::Previous => format!("{name}.ns.alt:{port}"),
         }
     }
 
+    /// The medians of `section`/`metric` for plain, socat, namesock and the previous release.
     fn meds(&self, section: &str, metric: &str) -> [Option<f64>; 4] {
         [
             Variant::Plain,

@@ -9,6 +9,7 @@
 //! nb-peer many (ns|plain) TARGET IDLE,.. BUSY,.. SECS  # open sessions in steps; busy writers
 //! nb-peer bulk-serve (ns|plain) PORT BYTES           # one session: send BYTES, read to EOF
 //! nb-peer bulk (ns|plain) TARGET BYTES               # the client side of the same
+//! nb-peer relay LISTEN TARGET                        # relay plain TCP, one loop (relay.rs)
 //! ```
 //!
 //! `bulk` moves a constant buffer, without the random data and SHA-256 of
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use namesock_bench::raise_nofile;
 use namesock_bench::stats::{median, percentile};
+
+mod relay;
 
 #[derive(Debug, thiserror::Error)]
 enum PeerError {
@@ -493,8 +496,11 @@ fn run(args: &[String]) -> Result<(), PeerError> {
         }
         ["bulk-serve", m, port, bytes] => bulk_serve(mode(m)?, number(port)?, number(bytes)?),
         ["bulk", m, target, bytes] => bulk(mode(m)?, target, number(bytes)?),
+        ["relay", listen, target] => {
+            relay::run(number(listen)?, number(target)?).map_err(io_err("relay"))
+        }
         _ => Err(PeerError::Usage(
-            "nb-peer echo-serve|rr|ttfb|sink-serve|many|bulk-serve|bulk ... (see the source)",
+            "nb-peer echo-serve|rr|ttfb|sink-serve|many|bulk-serve|bulk|relay ... (see the source)",
         )),
     }
 }
