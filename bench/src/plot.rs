@@ -17,8 +17,9 @@ type Step = (usize, u64);
 /// `scale.csv` from the scale section's samples: one row per step (idle steps, then busy
 /// ones, each by session count) with the median over runs of memory per session (KiB; idle:
 /// RSS per session, busy: extra RSS per busy session) and, for busy steps, aggregate
-/// throughput (MB/s), for namesock and plain TCP. A figure not measured is `NaN`, which
-/// gnuplot leaves out.
+/// throughput (MB/s), for namesock and plain TCP, and for busy steps through a plain relay on
+/// each host (`relay`: the floor of relaying). A figure not measured is `NaN`, which gnuplot
+/// leaves out.
 pub fn scale_csv(samples: &[Sample]) -> String {
     // (step, column) -> values over runs; columns as in the header below.
     let mut cells: BTreeMap<(Step, usize), Vec<f64>> = BTreeMap::new();
@@ -26,14 +27,17 @@ pub fn scale_csv(samples: &[Sample]) -> String {
         let Some((step, what)) = step_of(&s.metric) else {
             continue;
         };
-        let ns = match s.variant.as_str() {
+        let variant = match s.variant.as_str() {
             "namesock" => 0,
             "plain" => 1,
+            "relay" => 2,
             _ => continue,
         };
-        let (column, value) = match (step.0, what) {
-            (0, "RSS per session") | (1, "extra RSS per busy session") => (ns, s.value / 1024.0),
-            (1, "throughput") => (2 + ns, s.value),
+        let (column, value) = match (step.0, what, variant) {
+            (0, "RSS per session", 0 | 1) | (1, "extra RSS per busy session", 0 | 1) => {
+                (variant, s.value / 1024.0)
+            }
+            (1, "throughput", _) => (2 + variant, s.value),
             _ => continue,
         };
         cells.entry((step, column)).or_default().push(value);
@@ -44,11 +48,11 @@ pub fn scale_csv(samples: &[Sample]) -> String {
         v
     };
     let mut out = String::from(
-        "kind,sessions,namesock_kib_per_session,plain_tcp_kib_per_session,namesock_mb_s,plain_tcp_mb_s\n",
+        "kind,sessions,namesock_kib_per_session,plain_tcp_kib_per_session,namesock_mb_s,plain_tcp_mb_s,relay_mb_s\n",
     );
     for step in steps {
         let _ = write!(out, "{},{}", KINDS[step.0], step.1);
-        for column in 0..4 {
+        for column in 0..5 {
             match cells.get(&(step, column)).and_then(|v| median(v)) {
                 Some(x) => {
                     let _ = write!(out, ",{x:.3}");
@@ -113,7 +117,8 @@ pub fn scale_script(csv: &Path, png: &Path) -> String {
          set title '(a) aggregate throughput'\n\
          set xlabel 'busy sessions'\nset ylabel 'MB/s'\nset yrange [0:*]\n\
          plot '{csv}' using {ns_mbps} skip 1 with linespoints lw 2 pt 7 title 'namesock', \
-         '' using {plain_mbps} skip 1 with linespoints lw 2 pt 5 title 'plain TCP'\n\
+         '' using {plain_mbps} skip 1 with linespoints lw 2 pt 5 title 'plain TCP', \
+         '' using {relay_mbps} skip 1 with linespoints lw 2 pt 13 dashtype 3 title 'relay on each host, no protocol'\n\
          set title '(b) process memory per session'\n\
          set xlabel 'sessions'\nset ylabel 'KiB per session'\nset logscale y\nset yrange [*:*]\n\
          plot '{csv}' using {ns_idle} skip 1 with linespoints lw 2 pt 7 title 'namesock idle', \
@@ -124,6 +129,7 @@ pub fn scale_script(csv: &Path, png: &Path) -> String {
         preamble = preamble(png),
         ns_mbps = only("busy", 5),
         plain_mbps = only("busy", 6),
+        relay_mbps = only("busy", 7),
         ns_idle = only("idle", 3),
         plain_idle = only("idle", 4),
         ns_busy = only("busy", 3),
@@ -153,6 +159,7 @@ mod tests {
             sample("busy 10: throughput", "namesock", 1, 700.0, "MB/s"),
             sample("busy 10: throughput", "namesock", 2, 800.0, "MB/s"),
             sample("busy 10: throughput", "plain", 0, 3000.0, "MB/s"),
+            sample("busy 10: throughput", "relay", 0, 2000.0, "MB/s"),
             sample(
                 "busy 10: extra RSS per busy session",
                 "namesock",
@@ -173,6 +180,7 @@ mod tests {
             ),
             sample("idle 60: RSS total", "namesock", 0, 9000.0, "KiB"),
             sample("idle 60: RSS per session", "socat", 0, 1.0, "B"),
+            sample("idle 60: RSS per session", "relay", 0, 1.0, "B"),
             Sample {
                 section: "bulk".into(),
                 ..sample("idle 60: RSS per session", "namesock", 0, 1.0, "B")
@@ -180,10 +188,10 @@ mod tests {
         ];
         assert_eq!(
             scale_csv(&samples),
-            "kind,sessions,namesock_kib_per_session,plain_tcp_kib_per_session,namesock_mb_s,plain_tcp_mb_s\n\
-             idle,60,30.000,NaN,NaN,NaN\n\
-             idle,600,20.000,0.500,NaN,NaN\n\
-             busy,10,256.000,NaN,800.000,3000.000\n"
+            "kind,sessions,namesock_kib_per_session,plain_tcp_kib_per_session,namesock_mb_s,plain_tcp_mb_s,relay_mb_s\n\
+             idle,60,30.000,NaN,NaN,NaN,NaN\n\
+             idle,600,20.000,0.500,NaN,NaN,NaN\n\
+             busy,10,256.000,NaN,800.000,3000.000,2000.000\n"
         );
     }
 
@@ -208,7 +216,7 @@ mod tests {
         assert_eq!(s.matches("plot '/r/scale.csv'").count(), 2);
         assert!(s.contains("set multiplot layout 1,2"));
         assert!(s.trim_end().ends_with("unset multiplot"));
-        // Throughput (columns 5, 6) only from busy rows; memory from both kinds.
+        // Throughput (columns 5-7) only from busy rows; memory from both kinds.
         let only = |kind: &str, column: usize| {
             format!(
                 "using (strcol(1) eq '{kind}' ? $2 : NaN):(strcol(1) eq '{kind}' ? ${column} : NaN)"
@@ -217,6 +225,7 @@ mod tests {
         for (kind, column) in [
             ("busy", 5),
             ("busy", 6),
+            ("busy", 7),
             ("idle", 3),
             ("idle", 4),
             ("busy", 3),

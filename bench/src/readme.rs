@@ -296,6 +296,27 @@ fn loopback_floor(t: &Table, cpu_metric: &str) -> String {
     text
 }
 
+/// What a relay with none of namesock's protocol moves with `n` busy sessions (the peer cell
+/// of that step's throughput row: `relay×2 (no protocol): 1223 MB/s (×0.720 of plain)`), and
+/// whether issue 19's goal for 1,000 lies above it; empty when not measured.
+fn busy_relay_floor(n: u64, peer: &str) -> String {
+    let relay = labelled(peer, RELAY_PEER);
+    let Some((rate, share)) = relay.split_once(" (") else {
+        return String::new();
+    };
+    let share = share.trim_end_matches(" of plain)");
+    let mut text = format!(
+        " A relay on each host with none of namesock's protocol (`nb-peer relay`, the same \
+         three TCP connections per session) moves {rate} with {n} busy sessions, {share} of \
+         plain TCP."
+    );
+    let relay_ratio = share.trim_start_matches('×').parse::<f64>().ok();
+    if n == 1000 && relay_ratio.is_some_and(|r| r < 0.8) {
+        text.push_str(" The goal of 0.8 × plain lies above what relaying alone moves here.");
+    }
+    text
+}
+
 /// What a relay with none of namesock's protocol costs a new connection (the connect rows'
 /// `relay×2` figures), and whether issue 19's goals lie below it; empty when not measured.
 fn relay_floor(t: &Table, later: &str) -> String {
@@ -641,6 +662,8 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let (busy_hi, busy_hi_vs) = at(&busy, true, VS);
     let (rss_n, rss) = at(&busy_rss, false, NAMESOCK);
     let (_, rest_rss) = at(&rest, true, NAMESOCK);
+    let (_, busy_hi_peer) = at(&busy, true, PEER);
+    let busy_floor = busy_relay_floor(busy_hi, &busy_hi_peer);
     let _ = writeln!(
         w,
         "- **Many sessions through one engine** (issue 19's goals: an idle session at most 8 KiB \
@@ -653,7 +676,8 @@ pub fn section(results: &Results) -> Result<String, Error> {
          buffer holds no more than that), and aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
-         single-threaded engines instead of one connection. Back at rest after the busy steps, \
+         single-threaded engines instead of one connection.{busy_floor} Back at rest after the \
+         busy steps, \
          past a keepalive interval, the sessions hold {rest_rss} each (their buffers go at their \
          idle moment, and the engine hands freed memory back to the kernel once a second). \
          Opening {open_n} sessions one by one took {open_vs} as long as plain TCP.",
@@ -688,7 +712,9 @@ pub fn section(results: &Results) -> Result<String, Error> {
         let _ = writeln!(
             w,
             "The scaling plot: on the left the aggregate throughput of {busy_lo} to {busy_hi} busy \
-             sessions between one client and one server process, on the right the process \
+             sessions between one client and one server process (and, dotted, through a plain \
+             relay on each host with none of namesock's protocol, where the results have it), \
+             on the right the process \
              memory (client + server RSS) per idle session and the extra per busy one, session \
              counts and memory on log scales; plain TCP's programs keep their buffers in kernel \
              memory, which RSS does not count."
@@ -1000,6 +1026,23 @@ wire/control/encode/ping
             loopback_floor(&table(&format!("{SOCAT_PEER}: 1.27 s")), cpu),
             ""
         );
+    }
+
+    #[test]
+    fn the_busy_relay_floor_comes_from_the_peer_cell_of_the_largest_step() {
+        let peer = format!("{RELAY_PEER}: 1223 MB/s (×0.720 of plain)");
+        let text = busy_relay_floor(1000, &peer);
+        assert!(
+            text.contains("moves 1223 MB/s with 1000 busy sessions, ×0.720 of plain TCP."),
+            "{text}"
+        );
+        assert!(
+            text.contains("lies above what relaying alone moves"),
+            "{text}"
+        );
+        let peer = format!("{RELAY_PEER}: 2000 MB/s (×0.900 of plain)");
+        assert!(!busy_relay_floor(1000, &peer).contains("lies above"));
+        assert_eq!(busy_relay_floor(1000, ""), "");
     }
 
     /// `scale.png` is embedded, with its sentence, only when the results directory holds it.

@@ -177,10 +177,7 @@ impl Suite {
                 }
                 let line = client.expect("busy-start", Duration::from_secs(60))?;
                 let n: u64 = parse::num(&line, "n").unwrap_or(0);
-                let s0 = server
-                    .latest("stat")
-                    .and_then(|l| parse::num::<u64>(&l, "bytes"))
-                    .unwrap_or(0);
+                let s0 = sink_bytes(&mut server);
                 let t0 = Instant::now();
                 let secs_f: f64 = secs.parse().unwrap_or(5.0);
                 // What the busy sessions hold over the step's second half: the median of five
@@ -195,11 +192,7 @@ impl Suite {
                 let during = median(&samples).unwrap_or(0.0) as u64;
                 client.expect("busy-end", Duration::from_secs(60))?;
                 std::thread::sleep(Duration::from_millis(300));
-                let s1 = server
-                    .latest("stat")
-                    .and_then(|l| parse::num::<u64>(&l, "bytes"))
-                    .unwrap_or(0);
-                let mbps = (s1.saturating_sub(s0)) as f64 / t0.elapsed().as_secs_f64() / 1e6;
+                let mbps = sink_mb_per_s(&mut server, s0, t0);
                 let per = during.saturating_sub(last_idle_rss) as f64 * 1024.0 / n.max(1) as f64;
                 eprintln!(
                     "  scale {m}: {n} busy of {last_idle_n}: {mbps:.0} MB/s, RSS {during} KiB, +{per:.0} B per busy session"
@@ -259,6 +252,7 @@ impl Suite {
                 None => drop(client.expect("done", Duration::from_secs(30))),
             }
         }
+        self.scale_relay_floor(busy, secs)?;
         let csv = self.opts.out.join("scale.csv");
         std::fs::write(&csv, plot::scale_csv(&self.samples)).map_err(io("scale.csv"))?;
         let png = self.opts.out.join("scale.png");
@@ -293,6 +287,7 @@ impl Suite {
                 .map_or_else(String::new, |x| x.unit.clone());
             let plain = self.med("scale", &metric, "plain");
             let ns = self.med("scale", &metric, "namesock");
+            let relay = self.med("scale", &metric, RELAY);
             let (show, versus) = match unit.as_str() {
                 "B" => (
                     (|v: Option<f64>| with_unit(v.map(|b| b / 1024.0), "KiB"))
@@ -332,7 +327,13 @@ impl Suite {
                 metric: format!("{metric} (client + server process)"),
                 namesock: show(ns),
                 plain: show(plain),
-                peer: String::new(),
+                peer: relay.map_or_else(String::new, |_| {
+                    format!(
+                        "{RELAY_PEER}: {} ({} of plain)",
+                        show(relay),
+                        times(ratio(relay, plain))
+                    )
+                }),
                 versus,
                 goal,
                 ..Row::default()
@@ -340,6 +341,78 @@ impl Suite {
         }
         Ok(())
     }
+}
+
+impl Suite {
+    /// The busy steps again through `nb-peer relay` on each host (plain TCP, none of
+    /// namesock's protocol, the same three TCP connections per session): what relaying alone
+    /// lets many busy sessions move. Throughput only: the relays' memory is not namesock's.
+    fn scale_relay_floor(&mut self, busy: &str, secs: &str) -> Result<()> {
+        let (port, front) = (7602, 7603);
+        let mut server = Running::spawn(self.peer(
+            &self.server,
+            Variant::Plain,
+            "srv-sink",
+            "sink-relay",
+            &["sink-serve", "plain", &port.to_string()],
+        )?)?;
+        server.expect("ready", Duration::from_secs(20))?;
+        let _relays = self.start_null_relays(front, front + 1, port)?;
+        let most = busy.rsplit(',').next().unwrap_or("0");
+        let mut client = Running::spawn(self.peer(
+            &self.client,
+            Variant::Plain,
+            "cli-sink",
+            "many-relay",
+            &[
+                "many",
+                "plain",
+                &format!("127.0.0.1:{front}"),
+                most,
+                busy,
+                secs,
+            ],
+        )?)?;
+        client.expect("opened n=0", Duration::from_secs(20))?;
+        client.send("go")?;
+        client.expect("opened", Duration::from_secs(600))?;
+        client.send("go")?;
+        for _ in busy.split(',') {
+            let line = client.expect("busy-start", Duration::from_secs(60))?;
+            let n: u64 = parse::num(&line, "n").unwrap_or(0);
+            let (s0, t0) = (sink_bytes(&mut server), Instant::now());
+            client.expect("busy-end", Duration::from_secs(60))?;
+            std::thread::sleep(Duration::from_millis(300));
+            let mbps = sink_mb_per_s(&mut server, s0, t0);
+            eprintln!("  scale {RELAY}: {n} busy: {mbps:.0} MB/s");
+            self.record(
+                "scale",
+                &format!("busy {n}: throughput"),
+                RELAY,
+                0,
+                mbps,
+                "MB/s",
+            );
+            client.send("go")?;
+        }
+        client.expect("done", Duration::from_secs(30))?;
+        Ok(())
+    }
+}
+
+/// The variant name of the relay floor in `raw.csv`.
+const RELAY: &str = "relay";
+
+/// What the sink has read so far (its latest `stat` line).
+fn sink_bytes(sink: &mut Running) -> u64 {
+    sink.latest("stat")
+        .and_then(|l| parse::num::<u64>(&l, "bytes"))
+        .unwrap_or(0)
+}
+
+/// The sink's rate since it had read `since_bytes` at `since`.
+fn sink_mb_per_s(sink: &mut Running, since_bytes: u64, since: Instant) -> f64 {
+    sink_bytes(sink).saturating_sub(since_bytes) as f64 / since.elapsed().as_secs_f64() / 1e6
 }
 
 /// The kernel's TCP buffer memory in `namespace` (the `mem` pages of /proc/net/sockstat).
