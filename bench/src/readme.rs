@@ -364,9 +364,10 @@ fn link_missed_note(missed: &[String]) -> String {
         " At {} one session stays below the goal, and it is neither the engine's in-flight \
          share nor the path's congestion control that holds it (4 MiB in flight instead of 1 \
          MiB, and Cubic paths instead of BBR, moved the same; docs/architecture.md, \
-         \"Congestion control\"); its paths show more spurious retransmissions after \
-         reordering than plain TCP's connection over the same link, not yet understood, so \
-         what would close it is not known yet.",
+         \"Congestion control\"); nor the spurious retransmissions its paths show after \
+         reordering, which plain TCP's connection over the same link shows too, in numbers \
+         that vary as much from one transfer to the next, so what would close it is not known \
+         yet.",
         missed.join(" and ")
     )
 }
