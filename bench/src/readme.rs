@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::table::{
-    LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, RELAY_PEER, SOCAT_PEER, added, fig,
-    link_label, link_metric, times,
+    LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER, RELAY_PEER, SOCAT_PEER,
+    added, fig, link_label, link_metric, times,
 };
 
 /// The line before the generated part of the README.
@@ -354,24 +354,40 @@ fn relay_floor(t: &Table, later: &str) -> String {
     text
 }
 
-/// The part of the README between the markers (markers excluded), from the results.
-/// What is known of a limited link where one session stays below plain TCP's goal.
-fn link_missed_note(missed: &[String]) -> String {
+/// What is known of the limited links where one session stays below plain TCP's goal:
+/// `missed` holds each one's speed and the relay pair's share of plain TCP there (the peer
+/// cell's `relay×2` part), when it was measured.
+fn link_missed_note(missed: &[(String, Option<String>)]) -> String {
     if missed.is_empty() {
         return String::new();
     }
-    format!(
+    let speeds: Vec<&str> = missed.iter().map(|(speed, _)| speed.as_str()).collect();
+    let mut text = format!(
         " At {} one session stays below the goal, and it is neither the engine's in-flight \
          share nor the path's congestion control that holds it (4 MiB in flight instead of 1 \
          MiB, and Cubic paths instead of BBR, moved the same; docs/architecture.md, \
-         \"Congestion control\"); nor the spurious retransmissions its paths show after \
-         reordering, which plain TCP's connection over the same link shows too, in numbers \
-         that vary as much from one transfer to the next, so what would close it is not known \
-         yet.",
-        missed.join(" and ")
-    )
+         \"Congestion control\"), nor the spurious retransmissions its paths show after \
+         reordering, which plain TCP's connection over the same link shows too.",
+        speeds.join(" and ")
+    );
+    let relay: Vec<String> = missed
+        .iter()
+        .filter_map(|(speed, share)| Some(format!("{} at {speed}", share.as_ref()?)))
+        .collect();
+    if relay.len() == missed.len() {
+        let _ = write!(
+            text,
+            " A relay on each host with none of namesock's protocol (`nb-peer relay`) moves, of \
+             plain TCP's rate, {}: the shortfall is relaying's, not the engine's.",
+            relay.join(" and ")
+        );
+    } else {
+        text.push_str(" What would close it is not known yet.");
+    }
+    text
 }
 
+/// The part of the README between the markers (markers excluded), from the results.
 pub fn section(results: &Results) -> Result<String, Error> {
     let head = header(results.bench_md.lines().next().unwrap_or_default())?;
     let m = machine(&results.machine)?;
@@ -491,28 +507,31 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let first = "time to first byte, first connection of a process (engine start)";
     let limited: Vec<Option<u64>> = LINK_KBITS.into_iter().filter(Option::is_some).collect();
     let speeds: Vec<String> = limited.iter().map(|k| link_label(*k)).collect();
-    let link_col = |col: usize, value_only: bool| {
+    let link_col = |col: usize, label: Option<&str>| {
         limited
             .iter()
             .map(|k| {
                 let cell = t.cell(LINK_SECTION, &link_metric(*k), col);
-                if value_only {
-                    value(&cell).to_owned()
-                } else {
-                    cell
+                match label {
+                    Some(label) => labelled(&cell, label).to_owned(),
+                    None => cell,
                 }
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let unthrottled = link_metric(None);
-    let missed_links: Vec<String> = limited
+    let missed_links: Vec<(String, Option<String>)> = limited
         .iter()
         .filter(|k| {
             t.cell(LINK_SECTION, &link_metric(**k), GOAL)
                 .contains("missed")
         })
-        .map(|k| link_label(*k))
+        .map(|k| {
+            let peer = t.cell(LINK_SECTION, &link_metric(*k), PEER);
+            let relay = Some(labelled(&peer, RELAY_PEER)).filter(|r| *r != MISSING);
+            (link_label(*k), relay.map(str::to_owned))
+        })
         .collect();
     let _ = writeln!(
         w,
@@ -546,9 +565,9 @@ pub fn section(results: &Results) -> Result<String, Error> {
         t.cell("connect", first, VS_PREVIOUS),
         t.cell("connect", first, GOAL),
         speeds.join(", "),
-        link_col(VS, false),
-        link_col(NAMESOCK, false).replace(" MB/s", ""),
-        link_col(PEER, true),
+        link_col(VS, None),
+        link_col(NAMESOCK, None).replace(" MB/s", ""),
+        link_col(PEER, Some(PREVIOUS_PEER)),
         t.cell(LINK_SECTION, &unthrottled, VS),
         t.cell(LINK_SECTION, &unthrottled, VS_PREVIOUS),
         t.cell(LINK_SECTION, &unthrottled, GOAL),
@@ -925,6 +944,29 @@ wire/control/encode/ping
         };
         let text = section(&results).unwrap().replace("\n  ", " ");
         assert!(text.contains("(≥0.85 × previous: met). At 5 Gbit/s and 10 Gbit/s one session stays below the goal"), "{text}");
+        assert!(
+            text.contains("What would close it is not known yet."),
+            "{text}"
+        );
+
+        // With the relay pair measured there: its share of plain TCP, and whose shortfall it is.
+        for (r, share) in rows
+            .iter_mut()
+            .filter(|r| r.goal.contains("missed"))
+            .zip(["×0.860", "×0.870"])
+        {
+            r.peer = format!("{PREVIOUS_PEER}: ×1.00; {RELAY_PEER}: {share}");
+        }
+        let results = Results {
+            bench_md: format!("{HEADLINE}\n\n{}", table::markdown(&rows)),
+            ..results
+        };
+        let text = section(&results).unwrap().replace("\n  ", " ");
+        assert!(text.contains("moves, of plain TCP's rate, ×0.860 at 5 Gbit/s and ×0.870 at 10 Gbit/s: the shortfall is relaying's"), "{text}");
+        assert!(
+            text.contains("the previous release ×1.00, ×1.00, ×1.00, ×1.00;"),
+            "{text}"
+        );
     }
 
     /// The connect bullet names the relay's figures beside namesock's, says whether the goals

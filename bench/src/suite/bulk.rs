@@ -84,8 +84,8 @@ impl Suite {
     }
 
     /// One session moving `bytes` one way between the hosts as `variant` (a fresh server and
-    /// client, and for socat fresh relays); the receiver's throughput and the CPU seconds of
-    /// every process involved.
+    /// client, and for socat and `nb-peer relay` fresh relays); the receiver's throughput and
+    /// the CPU seconds of every process involved.
     pub(super) fn transfer(&mut self, variant: Variant, dir: Dir, bytes: u64) -> Result<Transfer> {
         let hz = ticks_per_sec();
         let port = 7100;
@@ -93,16 +93,17 @@ impl Suite {
             Dir::ClientToServer => 0,
             Dir::ServerToClient => bytes,
         };
-        let socat = match variant {
+        let relays = match variant {
             Variant::Socat => Some(self.start_socat(7101, 7102, port)?),
+            Variant::Relay => Some(self.start_null_relays(7101, 7102, port)?),
             _ => None,
         };
-        let socat_ticks = || -> u64 {
-            socat
+        let relay_ticks = || -> u64 {
+            relays
                 .as_ref()
                 .map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum())
         };
-        let socat_ticks0 = socat_ticks();
+        let relay_ticks0 = relay_ticks();
         let m = variant.name();
         let (port_s, sends_s) = (port.to_string(), server_sends.to_string());
         // Over loopback both programs run on the client's host.
@@ -144,10 +145,10 @@ impl Suite {
             });
         }
         std::thread::sleep(Duration::from_millis(200));
-        let socat_cpu = socat_ticks().saturating_sub(socat_ticks0) as f64 / hz;
+        let relay_cpu = relay_ticks().saturating_sub(relay_ticks0) as f64 / hz;
         let cpu_s = parse::num::<f64>(&c, "cpu_s").unwrap_or(f64::NAN)
             + parse::num::<f64>(&s, "cpu_s").unwrap_or(f64::NAN)
-            + socat_cpu;
+            + relay_cpu;
         Ok(Transfer {
             mb_per_s: bytes as f64 / secs / 1e6,
             cpu_s,

@@ -121,14 +121,10 @@ impl Suite {
             cases.push((variant.name(), variant, "ns", target));
         }
         // Three TCP connections as a namesock session crosses, with none of its protocol.
-        let relay_front = port + 6;
+        let relay_front = echo_port(Variant::Relay, port);
         let _relays = self.start_null_relays(relay_front, relay_front + 1, port)?;
-        cases.push((
-            "relay",
-            Variant::Plain,
-            "plain",
-            format!("127.0.0.1:{relay_front}"),
-        ));
+        let target = self.target(Variant::Relay, "echo", port, relay_front);
+        cases.push((Variant::Relay.name(), Variant::Relay, "plain", target));
         for run in 0..self.opts.runs {
             for (name, variant, mode, target) in &cases {
                 let line = self.ttfb_run(*variant, &format!("ttfb-{name}"), mode, target, count)?;
@@ -146,7 +142,7 @@ impl Suite {
         for metric in ["warm", "first in process"] {
             let [plain, _, ns, previous] = self.meds("ttfb", metric);
             let lookup = self.med("ttfb", metric, "lookup");
-            let relay = self.med("ttfb", metric, "relay");
+            let relay = self.med("ttfb", metric, Variant::Relay.name());
             let vs_previous =
                 self.previous_cell_with(|| at_most_added(ns, previous, 150.0, "µs", "previous"));
             // Issue 19: a new connection to a peer with a live session costs at most 100 µs
@@ -187,7 +183,7 @@ impl Suite {
         self.ttfb_far(&cases)?;
         // Issue 19: one process's sequential requests reach 0.9 of plain TCP's rate.
         let [plain_rate, _, ns_rate, previous_rate] = self.meds("ttfb", "sequential");
-        let relay_rate = self.med("ttfb", "sequential", "relay");
+        let relay_rate = self.med("ttfb", "sequential", Variant::Relay.name());
         self.rows.push(Row {
             section: "connect".into(),
             metric: "sequential requests/s, one process (connect, 1 byte echoed, close)".into(),
@@ -237,7 +233,9 @@ impl Suite {
         let delay = self.bed.delay_from(&self.client, FAR_RTT)?;
         let count = if self.opts.quick { "5" } else { "20" };
         for run in 0..self.opts.runs {
-            let far_cases = cases.iter().filter(|c| !matches!(c.0, "lookup" | "relay"));
+            let far_cases = cases
+                .iter()
+                .filter(|c| c.0 != "lookup" && c.1 != Variant::Relay);
             for (name, variant, mode, target) in far_cases {
                 let log = format!("ttfb-far-{name}");
                 let line = self.ttfb_run(*variant, &log, mode, target, count)?;
@@ -289,13 +287,14 @@ impl Suite {
     }
 }
 
-/// The port of `variant`'s echo server among those started from `base` (for socat: the
-/// client relay's; the server relay listens on the next one).
+/// The port of `variant`'s echo server among those started from `base` (for socat and
+/// `nb-peer relay`: the client relay's; the server relay listens on the next one).
 fn echo_port(variant: Variant, base: u16) -> u16 {
     base + match variant {
         Variant::Plain | Variant::Loopback => 0,
         Variant::Namesock => 1,
         Variant::Socat => 2,
+        Variant::Relay => 6,
         Variant::Previous => 4,
     }
 }

@@ -4,10 +4,11 @@ use super::*;
 
 impl Suite {
     /// One session client->server over links limited to each of [`LINK_KBITS`] (both hosts
-    /// send through a token bucket), plain TCP, namesock and the previous release in turn.
+    /// send through a token bucket): plain TCP, `nb-peer relay` on each host (the floor of
+    /// relaying), namesock and the previous release in turn.
     pub(super) fn link(&mut self) -> Result<()> {
         let bytes = if self.opts.quick { 64 * MIB } else { 512 * MIB };
-        let variants = self.with_previous(&[Variant::Plain, Variant::Namesock]);
+        let variants = self.with_previous(&[Variant::Plain, Variant::Relay, Variant::Namesock]);
         for kbit in LINK_KBITS {
             self.limited(kbit, |suite| {
                 for run in 0..suite.opts.runs {
@@ -24,6 +25,7 @@ impl Suite {
         for kbit in LINK_KBITS {
             let label = link_label(kbit);
             let [plain, _, ns, previous] = self.meds("link", &label);
+            let relay = self.med("link", &label, Variant::Relay.name());
             let goal = match kbit {
                 None => self.previous_cell_with(|| at_least(ratio(ns, previous), 0.85, "previous")),
                 Some(_) => at_least(ratio(ns, plain), 0.95, "plain (link speed)"),
@@ -34,9 +36,16 @@ impl Suite {
                 namesock: with_unit(ns, "MB/s"),
                 previous: self.previous_cell(previous, "MB/s"),
                 plain: with_unit(plain, "MB/s"),
-                peer: self.previous_cell_with(|| {
-                    format!("previous vs plain: {}", times(ratio(previous, plain)))
-                }),
+                peer: [
+                    self.previous_cell_with(|| {
+                        format!("{PREVIOUS_PEER}: {}", times(ratio(previous, plain)))
+                    }),
+                    format!("{RELAY_PEER}: {}", times(ratio(relay, plain))),
+                ]
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
                 versus: times(ratio(ns, plain)),
                 vs_previous: self.previous_cell_with(|| times(ratio(ns, previous))),
                 goal,

@@ -31,9 +31,9 @@ use namesock_bench::parse::{self, Split};
 use namesock_bench::plot;
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
-    self, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, RELAY_PEER, Row, SOCAT_PEER, added,
-    at_least, at_most, at_most_added, at_most_times, fig, link_label, link_metric, times,
-    with_unit,
+    self, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER, RELAY_PEER, Row,
+    SOCAT_PEER, added, at_least, at_most, at_most_added, at_most_times, fig, link_label,
+    link_metric, times, with_unit,
 };
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};
@@ -330,6 +330,9 @@ enum Variant {
     /// loopback hops between a program and its engine costs.
     Loopback,
     Socat,
+    /// `nb-peer relay` on each host: plain TCP through a loop of its own at each end, none of
+    /// namesock's protocol (the floor of relaying).
+    Relay,
     Namesock,
     /// namesock of the previous release (`--baseline-bin`), at both ends.
     Previous,
@@ -341,6 +344,7 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::Loopback => "loopback",
             Variant::Socat => "socat",
+            Variant::Relay => "relay",
             Variant::Namesock => "namesock",
             Variant::Previous => "previous",
         }
@@ -530,11 +534,12 @@ impl Suite {
     }
 
     /// The target a client of `variant` dials for a server app on `port` registered as `name`.
-    fn target(&self, variant: Variant, name: &str, port: u16, socat_front: u16) -> String {
+    /// (`relay_front`: where the client host's relay listens, for socat and `nb-peer relay`.)
+    fn target(&self, variant: Variant, name: &str, port: u16, relay_front: u16) -> String {
         match variant {
             Variant::Plain => format!("{}:{port}", self.server.v4()),
             Variant::Loopback => format!("127.0.0.1:{port}"),
-            Variant::Socat => format!("127.0.0.1:{socat_front}"),
+            Variant::Socat | Variant::Relay => format!("127.0.0.1:{relay_front}"),
             Variant::Namesock | Variant::Previous => format!("{name}.ns.alt:{port}"),
         }
     }

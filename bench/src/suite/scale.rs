@@ -287,7 +287,7 @@ impl Suite {
                 .map_or_else(String::new, |x| x.unit.clone());
             let plain = self.med("scale", &metric, "plain");
             let ns = self.med("scale", &metric, "namesock");
-            let relay = self.med("scale", &metric, RELAY);
+            let relay = self.med("scale", &metric, Variant::Relay.name());
             let (show, versus) = match unit.as_str() {
                 "B" => (
                     (|v: Option<f64>| with_unit(v.map(|b| b / 1024.0), "KiB"))
@@ -367,7 +367,7 @@ impl Suite {
             &[
                 "many",
                 "plain",
-                &format!("127.0.0.1:{front}"),
+                &self.target(Variant::Relay, "sink", port, front),
                 most,
                 busy,
                 secs,
@@ -384,11 +384,11 @@ impl Suite {
             client.expect("busy-end", Duration::from_secs(60))?;
             std::thread::sleep(Duration::from_millis(300));
             let mbps = sink_mb_per_s(&mut server, s0, t0);
-            eprintln!("  scale {RELAY}: {n} busy: {mbps:.0} MB/s");
+            eprintln!("  scale relay: {n} busy: {mbps:.0} MB/s");
             self.record(
                 "scale",
                 &format!("busy {n}: throughput"),
-                RELAY,
+                Variant::Relay.name(),
                 0,
                 mbps,
                 "MB/s",
@@ -399,9 +399,6 @@ impl Suite {
         Ok(())
     }
 }
-
-/// The variant name of the relay floor in `raw.csv`.
-const RELAY: &str = "relay";
 
 /// What the sink has read so far (its latest `stat` line).
 fn sink_bytes(sink: &mut Running) -> u64 {
