@@ -207,12 +207,18 @@ mod tests {
             s.write_all(&got).unwrap();
             got.len()
         });
-        let mut client = loop {
-            match StdStream::connect(front) {
-                Ok(s) => break s,
-                Err(_) => thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        };
+        // The relay binds on its thread: try for at most 5 s.
+        let mut client = (0..500)
+            .find_map(|_| {
+                StdStream::connect(front)
+                    .inspect_err(|_| thread::sleep(std::time::Duration::from_millis(10)))
+                    .ok()
+            })
+            .expect("the relay listens");
+        // A relay that lost an end of stream fails the test instead of hanging it.
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let sent: Vec<u8> = (0..3 * BUFFER as u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&sent).unwrap();
         client.shutdown(Shutdown::Write).unwrap();
