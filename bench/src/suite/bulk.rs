@@ -101,7 +101,7 @@ impl Suite {
         let relay_ticks = || -> u64 {
             relays
                 .as_ref()
-                .map_or(0, |s| s.pids.iter().map(|p| cpu_ticks(*p)).sum())
+                .map_or(0, |s| s.pids().into_iter().map(cpu_ticks).sum())
         };
         let relay_ticks0 = relay_ticks();
         let m = variant.name();

@@ -382,10 +382,14 @@ struct Transfer {
 struct Relays {
     client: Running,
     server: Running,
-    pids: [u32; 2],
 }
 
 impl Relays {
+    /// The two relays' processes (their CPU counts socat's per-connection children once reaped).
+    fn pids(&self) -> [u32; 2] {
+        [self.client.pid(), self.server.pid()]
+    }
+
     /// Until both have printed `ready` (`nb-peer relay` does, once it listens).
     fn wait_ready(&mut self) -> Result<()> {
         self.server.expect("ready", Duration::from_secs(20))?;
@@ -526,11 +530,7 @@ impl Suite {
             Running::spawn(self.plain_command(&self.server, &format!("{log}-s"), &server)?)?;
         let client =
             Running::spawn(self.plain_command(&self.client, &format!("{log}-c"), &client)?)?;
-        Ok(Relays {
-            pids: [client.pid(), server.pid()],
-            client,
-            server,
-        })
+        Ok(Relays { client, server })
     }
 
     /// The target a client of `variant` dials for a server app on `port` registered as `name`.
