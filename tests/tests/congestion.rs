@@ -3,7 +3,8 @@
 //! delivery to its program) run Reno whatever the host's default, and flow paths run the
 //! host's default or `NAMESOCK_PATH_CONGESTION`. Read back from the kernel with `ss -ti` in
 //! both namespaces while a real program (socat under `namesock run`) holds a session, and as
-//! `namesock sessions` shows it; an algorithm the kernel does not have stops the engine with
+//! `namesock sessions` shows it (with the round trip the engine read from the kernel for each
+//! path); an algorithm the kernel does not have stops the engine with
 //! an error that names it.
 //!
 //! Needs root, `ip`, `nft`, `socat`, `python3`, `ss`, `sysctl` and a release build (tests/run.sh).
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use namesock::engine::snapshot::PathStateName;
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
 use namesock_tests::{Scenario, engines_of, require_namespaces, require_release, require_tools};
@@ -195,6 +197,12 @@ fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
         assert!(!paths.is_empty(), "{label}: no path in {engines:#?}");
         for p in paths {
             assert_eq!(p.congestion.as_deref(), Some(PATH_CC), "{label}: {p:?}");
+            // And the kernel's round trip, which the engine read for the replay buffer's
+            // growth from the path's first read on (a test bed path's: tens of µs).
+            if p.state != PathStateName::Dialing {
+                let tcp_rtt = p.tcp_rtt_ms.unwrap_or_else(|| panic!("{label}: {p:?}"));
+                assert!(tcp_rtt > 0.0 && tcp_rtt < 50.0, "{label}: {p:?}");
+            }
         }
     }
     release(holder);

@@ -152,6 +152,9 @@ fn path_line(out: &mut String, p: &PathSnapshot) {
     if let Some(rtt) = p.rtt_ms {
         let _ = write!(out, ", rtt {rtt} ms");
     }
+    if let Some(rtt) = p.tcp_rtt_ms {
+        let _ = write!(out, " (tcp {rtt} ms)");
+    }
     if let Some(heard) = p.last_heard_ms {
         let _ = write!(out, ", heard {} ago", human_ms(heard));
     }
@@ -395,6 +398,7 @@ mod tests {
                     local: Some("10.0.0.2:9000".parse().unwrap()),
                     remote: Some("10.0.2.2:4000".parse().unwrap()),
                     rtt_ms: Some(0.4),
+                    tcp_rtt_ms: Some(0.021),
                     last_heard_ms: Some(5),
                     congestion: Some("cubic".into()),
                 }],
@@ -429,7 +433,7 @@ mod tests {
              \x20 serving as {g} (web), engine port 9000, ports 8000\n\
              \x20 session 1 [server] peer {p} port 8000, opened with a ticket\n\
              \x20   state live, age 1m05s, sent 3.00 MiB, received 80 B, unacknowledged 0 B (at most 128.00 KiB), buffers 200.00 KiB\n\
-             \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms, heard 5 ms ago, cubic\n\
+             \x20   path 2: 10.0.0.2:9000 -> 10.0.2.2:4000  active, rtt 0.4 ms (tcp 0.021 ms), heard 5 ms ago, cubic\n\
              \x20   moved 2.5 s ago: path 1 (10.0.0.2:9000 -> 10.0.1.2:4000) to path 2 (10.0.0.2:9000 -> 10.0.2.2:4000), outage 120 ms\n\
              \x20 tickets: 1 held (1 taken over from an earlier process); OPENs sent 0 (answered at once, early data: 0; of those reset: 0), fell back to HELLO 0; sessions opened by OPEN 7; spare paths dialled 3, used 2, lost 1\n\
              \x20 refused: paths refused: PortNotServed 2; no signed answer (rate limit): \

@@ -534,6 +534,9 @@ impl Engine {
                         return;
                     };
                     let session = c.session_mut();
+                    if let Some(rtt) = fp.transport_rtt(now) {
+                        session.set_transport_rtt(pid, rtt);
+                    }
                     let mut failed = None;
                     let mut got_frame = false;
                     let outcome = fp.read_frames(&mut self.scratch, |frame| {

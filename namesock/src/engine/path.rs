@@ -2,6 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::TcpStream;
@@ -24,6 +26,9 @@ pub const SCRATCH_LEN: usize = MAX_FRAME + READ_CHUNK;
 /// whole staging buffer's frames at once (see [`FlowPath::send_frames`]): a few control
 /// frames' worth is kept.
 const KEEP_WHEN_EMPTY: usize = 16 * 1024;
+/// How often a path carrying frames has its kernel's round trip read again: the minimum only
+/// falls, and a reading costs a system call.
+const TRANSPORT_RTT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathState {
@@ -51,6 +56,8 @@ pub struct FlowPath {
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
+    /// When [`FlowPath::transport_rtt`] last read the kernel's round trip.
+    rtt_read_at: Option<Instant>,
 }
 
 /// What reading a path produced.
@@ -77,12 +84,31 @@ impl FlowPath {
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
+            rtt_read_at: None,
         }
     }
 
     /// Heap memory held: frames not yet written and bytes not yet decoded.
     pub fn buffer_capacity(&self) -> usize {
         self.wbuf.capacity() + self.rbuf.capacity()
+    }
+
+    /// The shortest round trip the kernel measured on this connection, when one is known and
+    /// was not read within [`TRANSPORT_RTT_EVERY`].
+    pub fn transport_rtt(&mut self, now: Instant) -> Option<Duration> {
+        if self
+            .rtt_read_at
+            .is_some_and(|at| now.saturating_duration_since(at) < TRANSPORT_RTT_EVERY)
+        {
+            return None;
+        }
+        let rtt = super::sys::tcp_min_rtt(self.stream.as_raw_fd())
+            .ok()
+            .flatten();
+        if rtt.is_some() {
+            self.rtt_read_at = Some(now);
+        }
+        rtt
     }
 
     /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every

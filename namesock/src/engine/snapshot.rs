@@ -126,6 +126,11 @@ pub struct PathSnapshot {
     pub remote: Option<SocketAddr>,
     /// Round-trip time of the latest answered PING, in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// The shortest round trip its TCP connection measured (the kernel's, free of both
+    /// engines' loops), in milliseconds: what its replay buffer's growth is judged by.
+    /// Absent from an older engine's JSON and before the engine first read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_rtt_ms: Option<f64>,
     /// Since a frame last arrived on it.
     pub last_heard_ms: Option<u64>,
     /// The TCP congestion control its socket runs (the host's default, or
@@ -296,6 +301,8 @@ pub fn session_snapshot(
                 local,
                 remote,
                 rtt_ms: p.rtt.map(|r| (r.as_secs_f64() * 1e4).round() / 10.0),
+                // To the microsecond: a local path's is a few of them.
+                tcp_rtt_ms: p.transport_rtt.map(|r| r.as_micros() as f64 / 1e3),
                 last_heard_ms: Some(ms(now.saturating_duration_since(p.last_heard))),
                 congestion: None,
             }
@@ -307,6 +314,7 @@ pub fn session_snapshot(
         local,
         remote: Some(remote),
         rtt_ms: None,
+        tcp_rtt_ms: None,
         last_heard_ms: None,
         congestion: None,
     }));
@@ -623,6 +631,7 @@ mod tests {
                 active: true,
                 suspect: false,
                 rtt: Some(Duration::from_micros(1250)),
+                transport_rtt: Some(Duration::from_micros(37)),
                 last_heard: now - Duration::from_millis(3),
             }],
             moves: vec![Move {
@@ -668,7 +677,7 @@ mod tests {
             "buffer_bytes": 4096,
             "paths": [
                 {"id": 7, "state": "active", "local": "10.0.2.2:40001", "remote": "10.0.0.2:9000",
-                 "rtt_ms": 1.3, "last_heard_ms": 3},
+                 "rtt_ms": 1.3, "tcp_rtt_ms": 0.037, "last_heard_ms": 3},
                 {"id": 9, "state": "dialing", "local": null, "remote": "10.0.0.2:9001",
                  "rtt_ms": null, "last_heard_ms": null}
             ],

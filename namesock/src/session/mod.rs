@@ -296,6 +296,9 @@ pub struct PathStats {
     pub suspect: bool,
     /// Round-trip time of the latest answered PING, else (client) of the handshake.
     pub rtt: Option<Duration>,
+    /// The shortest round trip its TCP connection measured, as the engine last read it from
+    /// the kernel ([`Session::set_transport_rtt`]).
+    pub transport_rtt: Option<Duration>,
     /// When a frame last arrived on it.
     pub last_heard: Instant,
 }
@@ -500,6 +503,7 @@ impl Session {
                     active: active == Some(i),
                     suspect: p.suspicions > 0,
                     rtt: p.rtt.or(p.handshake_rtt),
+                    transport_rtt: p.transport_rtt,
                     last_heard: p.last_recv,
                 })
                 .collect(),
@@ -694,10 +698,10 @@ impl Session {
                 ack,
                 payload,
             } => {
-                self.send.on_ack(ack, now, self.paths[i].quiet_rtt())?;
+                self.send.on_ack(ack, now, self.paths[i].base_rtt())?;
                 self.recv.on_data(offset, payload.as_ref())
             }
-            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].quiet_rtt()),
+            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].base_rtt()),
             Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);
@@ -1087,6 +1091,14 @@ impl Session {
     /// call for (`session::send`'s module doc).
     pub fn set_send_share(&mut self, bytes: usize) {
         self.send.set_share(bytes);
+    }
+
+    /// What the kernel measured of `path`'s TCP connection: its shortest round trip (the engine reads
+    /// `TCP_INFO`). Sizes the replay buffer's growth.
+    pub fn set_transport_rtt(&mut self, path: PathId, rtt: Duration) {
+        if let Some(i) = self.index(path) {
+            self.paths[i].transport_rtt = Some(rtt);
+        }
     }
 
     /// The replay buffer's room, at most `max` bytes of it, in order (the second slice is

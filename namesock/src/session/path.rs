@@ -70,6 +70,10 @@ pub(super) struct Path {
     /// Client: from the HELLO or RESUME to its answer. Shown until a PING measured `rtt`
     /// (a busy path never PINGs); timers go by `rtt` only.
     pub(super) handshake_rtt: Option<Duration>,
+    /// The shortest round trip the path's TCP connection measured, as the engine read it from
+    /// the kernel: the network's alone, since the kernel answers without waiting for either
+    /// engine's loop.
+    pub(super) transport_rtt: Option<Duration>,
 }
 
 impl Path {
@@ -77,6 +81,13 @@ impl Path {
     /// handshake's and its latest PING's (a busy path never PINGs).
     pub(super) fn quiet_rtt(&self) -> Option<Duration> {
         self.rtt.into_iter().chain(self.handshake_rtt).min()
+    }
+
+    /// The round trip a replay buffer is sized against: the transport's when the engine read
+    /// it, else the quiet measurements. Both engines' turns add to the others, and a busy
+    /// engine's turns are what the engine's share covers, not the path's need.
+    pub(super) fn base_rtt(&self) -> Option<Duration> {
+        self.transport_rtt.or_else(|| self.quiet_rtt())
     }
 
     pub(super) fn new(id: PathId, state: PathState, now: Instant, handshake: Outgoing) -> Self {
@@ -104,6 +115,7 @@ impl Path {
             rtt: None,
             opened: now,
             handshake_rtt: None,
+            transport_rtt: None,
         }
     }
 

@@ -173,9 +173,10 @@ impl SendStream {
 
     /// A cumulative ACK, arrived at `now`: the peer's application consumed everything before
     /// `ack`. It times the round trip and, when a full buffer was confirmed fast enough, grows
-    /// the limit. `path_rtt` is the path's own round trip, when known (its handshake's or its
-    /// latest PING's): measured with nothing queued, it keeps a busy engine, whose every
-    /// round trip is as slow as a whole buffer's, from passing for a long path.
+    /// the limit. `path_rtt` is the path's own round trip, when known (its TCP connection's
+    /// minimum as the kernel measured it, else its handshake's or its latest PING's): free of
+    /// the engines' queues, it keeps a busy engine, whose every round trip is as slow as a
+    /// whole buffer's, from passing for a long path.
     pub(super) fn on_ack(
         &mut self,
         ack: u64,
@@ -211,6 +212,7 @@ impl SendStream {
                 debug!(
                     limit = self.limit,
                     took_us = took.as_micros() as u64,
+                    rtt_us = rtt.map_or(0, |r| r.as_micros() as u64),
                     "replay buffer was the limit: grown"
                 );
             }

@@ -20,6 +20,9 @@ struct Link {
     delay: Duration,
     /// Reader's bytes per second at the server (`u64::MAX`: reads everything at once).
     reader: u64,
+    /// The round trip the client's engine reads from its kernel (`None`: not read), when it
+    /// differs from the link's: the rest of the delay is then both engines' queues.
+    transport: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,9 @@ fn run(link: &Link, cap: usize, secs: u64) -> Outcome {
         ..SessionConfig::default()
     };
     let mut pair = Pair::with_rtt(7, cfg, link.delay * 2);
+    if let Some(rtt) = link.transport {
+        pair.client.set_transport_rtt(CPATH, rtt);
+    }
     let start = pair.now;
     let end = start + Duration::from_secs(secs);
     // In flight: (arrival, record bytes).
@@ -153,6 +159,7 @@ fn a_slow_path_keeps_the_buffer_at_its_start() {
         rate: MB,
         delay: Duration::from_millis(10),
         reader: u64::MAX,
+        transport: None,
     };
     let out = run(&link, 4 << 20, 3);
     assert_eq!(out.limit, send::START_LIMIT, "{out:?}");
@@ -168,6 +175,7 @@ fn a_slow_reader_keeps_the_buffer_at_its_start() {
         rate: 50 * MB,
         delay: Duration::from_millis(20),
         reader: 2 * MB,
+        transport: None,
     };
     let out = run(&link, 4 << 20, 3);
     // The peer ACKs every 64 KiB its reader consumes, so the first round trips measured
@@ -184,6 +192,7 @@ fn a_long_fat_path_grows_the_buffer_to_its_bandwidth_delay_product() {
         rate: 50 * MB,
         delay: Duration::from_millis(20),
         reader: u64::MAX,
+        transport: None,
     };
     let bdp = 2 * MB as usize;
     let out = run(&link, 32 << 20, 4);
@@ -195,12 +204,33 @@ fn a_long_fat_path_grows_the_buffer_to_its_bandwidth_delay_product() {
     assert!(out.last_second >= 45 * MB, "{out:?}");
 }
 
+/// The same 40 ms, read from the kernel: the network's own, and the buffer grows as it did
+/// from the session's own samples. Read as 100 µs, the 40 ms were both engines' queues (their
+/// turns, under other sessions' bytes), which no buffer of this session's would shorten: the
+/// limit stays at its start, where the engine's share sizes it (`engine::send_share`).
+#[test]
+fn the_kernels_round_trip_tells_a_long_path_from_busy_engines() {
+    let mut link = Link {
+        rate: 50 * MB,
+        delay: Duration::from_millis(20),
+        reader: u64::MAX,
+        transport: Some(Duration::from_millis(40)),
+    };
+    let long = run(&link, 32 << 20, 4);
+    assert!(long.limit >= 2 * MB as usize, "{long:?}");
+    link.transport = Some(Duration::from_micros(100));
+    let queued = run(&link, 32 << 20, 4);
+    assert_eq!(queued.limit, send::START_LIMIT, "{queued:?}");
+    assert!(queued.most_held <= send::START_LIMIT, "{queued:?}");
+}
+
 #[test]
 fn the_cap_holds_on_a_path_that_wants_more() {
     let link = Link {
         rate: 50 * MB,
         delay: Duration::from_millis(20),
         reader: u64::MAX,
+        transport: None,
     };
     let out = run(&link, 1 << 20, 3);
     assert_eq!(out.limit, 1 << 20, "{out:?}");
