@@ -334,8 +334,8 @@ fn busy_relay_floor(steps: &[(u64, &Vec<String>)]) -> String {
     if !ahead.is_empty() {
         let _ = write!(
             text,
-            " With fewer busy sessions the relays moved more than namesock ({}): there the \
-             engine's own work is part of the gap.",
+            " Where the relays moved a tenth or more beyond namesock ({}), the engine's own \
+             work is part of the gap.",
             ahead.join(", ")
         );
     }
@@ -1127,12 +1127,18 @@ wire/control/encode/ping
         );
         // 10 busy: the relay 42 % ahead; 100 busy: 6 %, within the margin.
         assert!(
-            text.contains("moved more than namesock (1482 MB/s against 1042 MB/s with 10): there"),
+            text.contains("beyond namesock (1482 MB/s against 1042 MB/s with 10), the engine's"),
             "{text}"
         );
+        // The largest step counts too: a relay far ahead at 1000 is named with the others.
         let fast = [row(1000, "514 MB/s", "2000 MB/s (×0.900 of plain)")];
         let refs: Vec<(u64, &Vec<String>)> = fast.iter().map(|(n, r)| (*n, r)).collect();
-        assert!(!busy_relay_floor(&refs).contains("lies above"));
+        let text = busy_relay_floor(&refs);
+        assert!(!text.contains("lies above"), "{text}");
+        assert!(
+            text.contains("beyond namesock (2000 MB/s against 514 MB/s with 1000)"),
+            "{text}"
+        );
         let old = [row(1000, "514 MB/s", "")];
         let refs: Vec<(u64, &Vec<String>)> = old.iter().map(|(n, r)| (*n, r)).collect();
         assert_eq!(busy_relay_floor(&refs), "");
