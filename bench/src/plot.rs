@@ -105,7 +105,8 @@ pub fn move_script(csv: &Path, png: &Path, moved: f64) -> String {
 pub fn scale_script(csv: &Path, png: &Path) -> String {
     let csv = csv.display();
     // Both legends sit below their panels in one bottom margin (`bmargin`), which keeps the
-    // two panels' axes level.
+    // two panels' axes level. A colour is a system in both panels (namesock, plain TCP, the
+    // relays); a dashed line is its busy sessions or the relays.
     // A row of the other kind gets no x either, so it neither draws nor widens the x range.
     let only = |kind: &str, column: usize| {
         format!("(strcol(1) eq '{kind}' ? $2 : NaN):(strcol(1) eq '{kind}' ? ${column} : NaN)")
@@ -116,15 +117,15 @@ pub fn scale_script(csv: &Path, png: &Path) -> String {
          set grid\nset logscale x\nset key below\nset bmargin 8\n\
          set title '(a) aggregate throughput'\n\
          set xlabel 'busy sessions'\nset ylabel 'MB/s'\nset yrange [0:*]\n\
-         plot '{csv}' using {ns_mbps} skip 1 with linespoints lw 2 pt 7 title 'namesock', \
-         '' using {plain_mbps} skip 1 with linespoints lw 2 pt 5 title 'plain TCP', \
-         '' using {relay_mbps} skip 1 with linespoints lw 2 pt 13 dashtype 3 title 'relay on each host, no protocol'\n\
+         plot '{csv}' using {ns_mbps} skip 1 with linespoints lw 2 pt 7 lc 1 title 'namesock', \
+         '' using {plain_mbps} skip 1 with linespoints lw 2 pt 5 lc 2 title 'plain TCP', \
+         '' using {relay_mbps} skip 1 with linespoints lw 2 pt 13 lc 3 dashtype 3 title 'relay on each host, no protocol'\n\
          set title '(b) process memory per session'\n\
          set xlabel 'sessions'\nset ylabel 'KiB per session'\nset logscale y\nset yrange [*:*]\n\
-         plot '{csv}' using {ns_idle} skip 1 with linespoints lw 2 pt 7 title 'namesock idle', \
-         '' using {plain_idle} skip 1 with linespoints lw 2 pt 5 title 'plain TCP idle', \
-         '' using {ns_busy} skip 1 with linespoints lw 2 pt 9 dashtype 2 title 'namesock busy (extra)', \
-         '' using {plain_busy} skip 1 with linespoints lw 2 pt 11 dashtype 2 title 'plain TCP busy (extra)'\n\
+         plot '{csv}' using {ns_idle} skip 1 with linespoints lw 2 pt 7 lc 1 title 'namesock idle', \
+         '' using {plain_idle} skip 1 with linespoints lw 2 pt 5 lc 2 title 'plain TCP idle', \
+         '' using {ns_busy} skip 1 with linespoints lw 2 pt 9 lc 1 dashtype 2 title 'namesock busy (extra)', \
+         '' using {plain_busy} skip 1 with linespoints lw 2 pt 11 lc 2 dashtype 2 title 'plain TCP busy (extra)'\n\
          unset multiplot\n",
         preamble = preamble(png),
         ns_mbps = only("busy", 5),
