@@ -93,8 +93,8 @@ impl FlowPath {
         self.wbuf.capacity() + self.rbuf.capacity()
     }
 
-    /// The shortest round trip the kernel measured on this connection, when one is known and
-    /// was not read within [`TRANSPORT_RTT_EVERY`].
+    /// The shortest round trip the kernel measured on this connection, when one is known;
+    /// asked of the kernel at most once per [`TRANSPORT_RTT_EVERY`] (`None` in between).
     pub fn transport_rtt(&mut self, now: Instant) -> Option<Duration> {
         if self
             .rtt_read_at
@@ -102,13 +102,10 @@ impl FlowPath {
         {
             return None;
         }
-        let rtt = super::sys::tcp_min_rtt(self.stream.as_raw_fd())
+        self.rtt_read_at = Some(now);
+        super::sys::tcp_min_rtt(self.stream.as_raw_fd())
             .ok()
-            .flatten();
-        if rtt.is_some() {
-            self.rtt_read_at = Some(now);
-        }
-        rtt
+            .flatten()
     }
 
     /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every

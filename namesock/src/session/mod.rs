@@ -1093,8 +1093,8 @@ impl Session {
         self.send.set_share(bytes);
     }
 
-    /// What the kernel measured of `path`'s TCP connection: its shortest round trip (the engine reads
-    /// `TCP_INFO`). Sizes the replay buffer's growth.
+    /// What the kernel measured of `path`'s TCP connection: its shortest round trip (the
+    /// engine reads `TCP_INFO`). The replay buffer's growth is judged by it.
     pub fn set_transport_rtt(&mut self, path: PathId, rtt: Duration) {
         if let Some(i) = self.index(path) {
             self.paths[i].transport_rtt = Some(rtt);

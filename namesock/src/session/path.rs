@@ -84,8 +84,8 @@ impl Path {
     }
 
     /// The round trip a replay buffer is sized against: the transport's when the engine read
-    /// it, else the quiet measurements. Both engines' turns add to the others, and a busy
-    /// engine's turns are what the engine's share covers, not the path's need.
+    /// it, else the quiet measurements. Those pass through both engines' turns, which under
+    /// load are other sessions' bytes: the engine's share covers them, not this path's need.
     pub(super) fn base_rtt(&self) -> Option<Duration> {
         self.transport_rtt.or_else(|| self.quiet_rtt())
     }
