@@ -698,10 +698,10 @@ impl Session {
                 ack,
                 payload,
             } => {
-                self.send.on_ack(ack, now, self.paths[i].base_rtt())?;
+                self.send.on_ack(ack, now, self.paths[i].growth_rtt())?;
                 self.recv.on_data(offset, payload.as_ref())
             }
-            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].base_rtt()),
+            Frame::Ack { ack } => self.send.on_ack(ack, now, self.paths[i].growth_rtt()),
             Frame::Fin { offset } => self.recv.on_fin(offset),
             Frame::Ping { token } => {
                 self.paths[i].pong = Some(token);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Outgoing;
 use super::keys::{Ephemeral, PathKeys};
+use super::send::PathRtt;
 use crate::wire::{Frame, Hello, PathId, ResetReason, ResumeBody};
 
 /// A PING waiting for its PONG.
@@ -83,11 +84,12 @@ impl Path {
         self.rtt.into_iter().chain(self.handshake_rtt).min()
     }
 
-    /// The round trip a replay buffer is sized against: the transport's when the engine read
-    /// it, else the quiet measurements. Those pass through both engines' turns, which under
-    /// load are other sessions' bytes: the engine's share covers them, not this path's need.
-    pub(super) fn base_rtt(&self) -> Option<Duration> {
-        self.transport_rtt.or_else(|| self.quiet_rtt())
+    /// What the replay buffer's growth judges this path's round trip by.
+    pub(super) fn growth_rtt(&self) -> PathRtt {
+        PathRtt {
+            quiet: self.quiet_rtt(),
+            transport: self.transport_rtt,
+        }
     }
 
     pub(super) fn new(id: PathId, state: PathState, now: Instant, handshake: Outgoing) -> Self {

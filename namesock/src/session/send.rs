@@ -40,6 +40,35 @@ const GROW_WITHIN_RTTS: u32 = 2;
 /// confirms a whole buffer at once, though the session's share of it is small.
 const GROW_AFTER_ROUNDS: u32 = 3;
 
+/// Round trips measured above TCP (through both engines' turns) may exceed the kernel's by
+/// this much and still be taken for the engines' queues (under load, other sessions' bytes:
+/// sub-millisecond with ten busy sessions, milliseconds with thousands). Beyond it something
+/// between the hosts answers TCP for the far end (a TCP-splitting proxy, a satellite link's
+/// accelerator), and the round trips above TCP are the path's.
+const MIDDLEBOX_GAP: Duration = Duration::from_millis(20);
+
+/// What a path knows of its round trip, for the replay buffer's growth.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PathRtt {
+    /// Measured above TCP with nothing queued: the handshake's, the latest PING's.
+    pub quiet: Option<Duration>,
+    /// The kernel's minimum for the path's TCP connection, as the engine read it.
+    pub transport: Option<Duration>,
+}
+
+impl PathRtt {
+    /// The round trip a full buffer must be confirmed within (twice) for the limit to grow,
+    /// given `own`, the sender's shortest DATA-to-ACK sample on the path: the kernel's, free
+    /// of the engines' queues, unless the round trips above TCP are longer than queues explain.
+    fn for_growth(self, own: Duration) -> Duration {
+        let above = self.quiet.map_or(own, |quiet| own.min(quiet));
+        match self.transport {
+            Some(transport) if above <= transport + MIDDLEBOX_GAP => transport,
+            _ => above,
+        }
+    }
+}
+
 /// What to send next on the active path.
 pub(super) enum Chunk {
     /// These stream positions, still in the replay buffer (see [`SendStream::slices`]).
@@ -173,15 +202,14 @@ impl SendStream {
 
     /// A cumulative ACK, arrived at `now`: the peer's application consumed everything before
     /// `ack`. It times the round trip and, when a full buffer was confirmed fast enough, grows
-    /// the limit. `path_rtt` is the path's own round trip, when known (its TCP connection's
-    /// minimum as the kernel measured it, else its handshake's or its latest PING's): free of
-    /// the engines' queues, it keeps a busy engine, whose every round trip is as slow as a
-    /// whole buffer's, from passing for a long path.
+    /// the limit. `path_rtt` is what the path measured of its own round trip (see
+    /// [`PathRtt::for_growth`]): it keeps a busy engine, whose every round trip is as slow as
+    /// a whole buffer's, from passing for a long path.
     pub(super) fn on_ack(
         &mut self,
         ack: u64,
         now: Instant,
-        path_rtt: Option<Duration>,
+        path_rtt: PathRtt,
     ) -> Result<(), SessionError> {
         self.on_received(ack)?;
         self.peer_ack = self.peer_ack.max(ack);
@@ -193,10 +221,7 @@ impl SendStream {
             // Only once this path's own DATA was timed: a quiet round trip measured in an
             // engine busy with thousands of keepalives (or handshakes) can be milliseconds,
             // and any buffer would look confirmed within two of them.
-            let rtt = self
-                .growth
-                .min_rtt
-                .map(|own| path_rtt.map_or(own, |quiet| own.min(quiet)));
+            let rtt = self.growth.min_rtt.map(|own| path_rtt.for_growth(own));
             // From what the buffer held (a share the engine granted counts: the path
             // drained that much as fast).
             let held = self.limit();
@@ -379,7 +404,11 @@ mod tests {
         assert_eq!(send.write(&fill), fill.len());
         while send.poll(at).is_some() {}
         let end = send.high();
-        send.on_ack(end, at + took, quiet).unwrap();
+        let path_rtt = PathRtt {
+            quiet,
+            transport: None,
+        };
+        send.on_ack(end, at + took, path_rtt).unwrap();
     }
 
     #[test]
@@ -407,6 +436,25 @@ mod tests {
         now += 10 * ms;
         round(&mut send, now, ms, Some(10 * ms));
         assert_eq!(send.limit(), 256 << 10);
+    }
+
+    #[test]
+    fn the_kernels_round_trip_is_the_paths_unless_a_middlebox_answers_for_the_far_end() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let rtt = |quiet, transport| PathRtt { quiet, transport };
+        // Without the kernel's: the shortest measured above TCP.
+        assert_eq!(rtt(None, None).for_growth(ms(3)), ms(3));
+        assert_eq!(rtt(Some(ms(1)), None).for_growth(ms(3)), ms(1));
+        // Busy engines: 400 µs above TCP, 20 µs in the kernel; a 10 ms queue alike.
+        assert_eq!(rtt(Some(ms(5)), Some(us(20))).for_growth(us(400)), us(20));
+        assert_eq!(rtt(None, Some(us(20))).for_growth(ms(10)), us(20));
+        // A long path: the kernel sees it too.
+        assert_eq!(rtt(Some(ms(41)), Some(ms(40))).for_growth(ms(45)), ms(40));
+        // A TCP-splitting accelerator 2 ms away, the far end 600 ms: the round trips above
+        // TCP are the path's.
+        assert_eq!(rtt(Some(ms(600)), Some(ms(2))).for_growth(ms(610)), ms(600));
+        assert_eq!(rtt(None, Some(ms(2))).for_growth(ms(610)), ms(610));
     }
 
     #[test]

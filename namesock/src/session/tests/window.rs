@@ -204,24 +204,30 @@ fn a_long_fat_path_grows_the_buffer_to_its_bandwidth_delay_product() {
     assert!(out.last_second >= 45 * MB, "{out:?}");
 }
 
-/// The same 40 ms, read from the kernel: the network's own, and the buffer grows as it did
-/// from the session's own samples. Read as 100 µs, the 40 ms were both engines' queues (their
-/// turns, under other sessions' bytes), which no buffer of this session's would shorten: the
-/// limit stays at its start, where the engine's share sizes it (`engine::send_share`).
+/// The same path, with the kernel's round trip read: 40 ms, the network's own, and the
+/// buffer grows as it did from the session's own samples. A 10 ms round trip above TCP
+/// against 100 µs in the kernel is both engines' queues (their turns, under other sessions'
+/// bytes), which no buffer of this session's would shorten: the limit stays at its start,
+/// where the engine's share sizes it (`engine::send_share`). And 40 ms above TCP against 1 ms
+/// in the kernel is more than queues: a middlebox answers TCP for the far end, and the
+/// buffer grows to the round trip above TCP.
 #[test]
 fn the_kernels_round_trip_tells_a_long_path_from_busy_engines() {
-    let mut link = Link {
+    let link = |one_way: Duration, transport: Duration| Link {
         rate: 50 * MB,
-        delay: Duration::from_millis(20),
+        delay: one_way,
         reader: u64::MAX,
-        transport: Some(Duration::from_millis(40)),
+        transport: Some(transport),
     };
-    let long = run(&link, 32 << 20, 4);
+    let ms = Duration::from_millis;
+    let long = run(&link(ms(20), ms(40)), 32 << 20, 4);
     assert!(long.limit >= 2 * MB as usize, "{long:?}");
-    link.transport = Some(Duration::from_micros(100));
-    let queued = run(&link, 32 << 20, 4);
+    let queued = run(&link(ms(5), Duration::from_micros(100)), 32 << 20, 4);
     assert_eq!(queued.limit, send::START_LIMIT, "{queued:?}");
     assert!(queued.most_held <= send::START_LIMIT, "{queued:?}");
+    let split = run(&link(ms(20), ms(1)), 32 << 20, 4);
+    assert!(split.limit >= 2 * MB as usize, "{split:?}");
+    assert!(split.last_second >= 45 * MB, "{split:?}");
 }
 
 #[test]
