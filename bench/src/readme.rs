@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::table::{
-    LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER, RELAY_PEER, SOCAT_PEER,
-    added, fig, link_label, link_metric, times,
+    LINK_GOAL, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER, RELAY_PEER,
+    SOCAT_PEER, added, fig, link_label, link_metric, times,
 };
 
 /// The line before the generated part of the README.
@@ -382,11 +382,11 @@ fn relay_floor(t: &Table, later: &str) -> String {
 /// What is known of the limited links where one session stays below plain TCP's goal:
 /// `missed` holds each one's speed and the relay pair's share of plain TCP there (the peer
 /// cell's `relay×2` part), when it was measured.
-fn link_missed_note(missed: &[(String, Option<String>)]) -> String {
+fn link_missed_note(missed: &[MissedLink]) -> String {
     if missed.is_empty() {
         return String::new();
     }
-    let speeds: Vec<&str> = missed.iter().map(|(speed, _)| speed.as_str()).collect();
+    let speeds: Vec<&str> = missed.iter().map(|m| m.speed.as_str()).collect();
     let mut text = format!(
         " At {} one session stays below the goal, and it is neither the engine's in-flight \
          share nor the path's congestion control that holds it (4 MiB in flight instead of 1 \
@@ -395,21 +395,54 @@ fn link_missed_note(missed: &[(String, Option<String>)]) -> String {
          reordering, which plain TCP's connection over the same link shows too.",
         speeds.join(" and ")
     );
-    let relay: Vec<String> = missed
+    let share = |cell: &str| cell.trim_start_matches('×').parse::<f64>().ok();
+    let measured: Vec<(&MissedLink, f64, f64)> = missed
         .iter()
-        .filter_map(|(speed, share)| Some(format!("{} at {speed}", share.as_ref()?)))
+        .filter_map(|m| Some((m, share(m.relay.as_deref()?)?, share(&m.namesock)?)))
         .collect();
-    if relay.len() == missed.len() {
+    if measured.len() < missed.len() {
+        text.push_str(" What would close it is not known yet.");
+        return text;
+    }
+    let relay: Vec<String> = measured
+        .iter()
+        .map(|(m, relay, _)| format!("×{relay:.3} at {}", m.speed))
+        .collect();
+    let _ = write!(
+        text,
+        " A relay on each host with none of namesock's protocol (`nb-peer relay`) moves, of \
+         plain TCP's rate, {}",
+        relay.join(" and ")
+    );
+    // Where namesock moved a twentieth or more less than the relays, part is the engine's.
+    let behind: Vec<String> = measured
+        .iter()
+        .filter(|(_, relay, ns)| *ns < 0.95 * relay)
+        .map(|(m, relay, ns)| format!("×{ns:.3} against ×{relay:.3} at {}", m.speed))
+        .collect();
+    if measured.iter().any(|(_, relay, _)| *relay >= LINK_GOAL) {
+        text.push_str(
+            ", and reaches the goal where namesock does not: there the shortfall is the engine's.",
+        );
+    } else if behind.is_empty() {
+        text.push_str(": the shortfall is relaying's, not the engine's.");
+    } else {
         let _ = write!(
             text,
-            " A relay on each host with none of namesock's protocol (`nb-peer relay`) moves, of \
-             plain TCP's rate, {}: the shortfall is relaying's, not the engine's.",
-            relay.join(" and ")
+            ": the goal lies above what relaying alone moves, and namesock moves less than the \
+             relays ({}), so part of the shortfall there is the engine's.",
+            behind.join(", ")
         );
-    } else {
-        text.push_str(" What would close it is not known yet.");
     }
     text
+}
+
+/// A limited link where one session missed the goal: its speed, the relay pair's share of
+/// plain TCP there (when measured), namesock's.
+struct MissedLink {
+    speed: String,
+    relay: Option<String>,
+    namesock: String,
 }
 
 /// The part of the README between the markers (markers excluded), from the results.
@@ -546,7 +579,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
             .join(", ")
     };
     let unthrottled = link_metric(None);
-    let missed_links: Vec<(String, Option<String>)> = limited
+    let missed_links: Vec<MissedLink> = limited
         .iter()
         .filter(|k| {
             t.cell(LINK_SECTION, &link_metric(**k), GOAL)
@@ -555,7 +588,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
         .map(|k| {
             let peer = t.cell(LINK_SECTION, &link_metric(*k), PEER);
             let relay = Some(labelled(&peer, RELAY_PEER)).filter(|r| *r != MISSING);
-            (link_label(*k), relay.map(str::to_owned))
+            MissedLink {
+                speed: link_label(*k),
+                relay: relay.map(str::to_owned),
+                namesock: t.cell(LINK_SECTION, &link_metric(*k), VS),
+            }
         })
         .collect();
     let _ = writeln!(
@@ -987,6 +1024,36 @@ wire/control/encode/ping
         };
         let text = section(&results).unwrap().replace("\n  ", " ");
         assert!(text.contains("moves, of plain TCP's rate, ×0.860 at 5 Gbit/s and ×0.870 at 10 Gbit/s: the shortfall is relaying's"), "{text}");
+        // namesock a twentieth or more below the relays at one speed: part of it is the
+        // engine's there, said so with both shares.
+        let mut behind = rows.clone();
+        for r in behind
+            .iter_mut()
+            .filter(|r| r.metric.contains("link 5 Gbit/s"))
+        {
+            r.versus = "×0.766".into();
+        }
+        let with_behind = Results {
+            bench_md: format!("{HEADLINE}\n\n{}", table::markdown(&behind)),
+            ..results.clone()
+        };
+        let text = section(&with_behind).unwrap().replace("\n  ", " ");
+        assert!(text.contains("the goal lies above what relaying alone moves, and namesock moves less than the relays (×0.766 against ×0.860 at 5 Gbit/s), so part of the shortfall there is the engine's."), "{text}");
+        // A relay that reaches the goal where namesock does not: the engine's.
+        for r in behind.iter_mut().filter(|r| r.goal.contains("missed")) {
+            r.peer = format!("{PREVIOUS_PEER}: ×1.00; {RELAY_PEER}: ×0.990");
+        }
+        let reached = Results {
+            bench_md: format!("{HEADLINE}\n\n{}", table::markdown(&behind)),
+            ..results.clone()
+        };
+        let text = section(&reached).unwrap().replace("\n  ", " ");
+        assert!(
+            text.contains(
+                "and reaches the goal where namesock does not: there the shortfall is the engine's."
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("the previous release ×1.00, ×1.00, ×1.00, ×1.00;"),
             "{text}"

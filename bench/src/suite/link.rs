@@ -28,7 +28,7 @@ impl Suite {
             let relay = self.med("link", &label, Variant::Relay.name());
             let goal = match kbit {
                 None => self.previous_cell_with(|| at_least(ratio(ns, previous), 0.85, "previous")),
-                Some(_) => at_least(ratio(ns, plain), 0.95, "plain (link speed)"),
+                Some(_) => at_least(ratio(ns, plain), LINK_GOAL, "plain (link speed)"),
             };
             self.rows.push(Row {
                 section: LINK_SECTION.into(),

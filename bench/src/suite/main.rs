@@ -31,9 +31,9 @@ use namesock_bench::parse::{self, Split};
 use namesock_bench::plot;
 use namesock_bench::stats::{median, ratio};
 use namesock_bench::table::{
-    self, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER, RELAY_PEER, Row,
-    SOCAT_PEER, added, at_least, at_most, at_most_added, at_most_times, fig, link_label,
-    link_metric, times, with_unit,
+    self, LINK_GOAL, LINK_KBITS, LINK_SECTION, LOOKUP_PEER, LOOPBACK_PEER, PREVIOUS_PEER,
+    RELAY_PEER, Row, SOCAT_PEER, added, at_least, at_most, at_most_added, at_most_times, fig,
+    link_label, link_metric, times, with_unit,
 };
 use namesock_cli::testbed::scenario::{Timers, Tools, World};
 use namesock_cli::testbed::{Host, Process, Progress, Sample, Testbed, TestbedError, stalls};

@@ -40,15 +40,16 @@ const GROW_WITHIN_RTTS: u32 = 2;
 /// confirms a whole buffer at once, though the session's share of it is small.
 const GROW_AFTER_ROUNDS: u32 = 3;
 
-/// Round trips measured above TCP (through both engines' turns) may exceed the kernel's by
-/// this much and still be taken for the engines' queues (under load, other sessions' bytes:
-/// sub-millisecond with ten busy sessions, milliseconds with thousands). Beyond it something
+/// The shortest round trip measured above TCP (through both engines' turns: DATA samples,
+/// the handshake, a PING) may exceed the kernel's by this much and still be taken for the
+/// engines' queues (under load, other sessions' bytes: a few hundred µs with ten busy
+/// sessions, milliseconds for a PING among thousands of idle ones). Beyond it something
 /// between the hosts answers TCP for the far end (a TCP-splitting proxy, a satellite link's
 /// accelerator), and the round trips above TCP are the path's.
 const MIDDLEBOX_GAP: Duration = Duration::from_millis(20);
 
 /// What a path knows of its round trip, for the replay buffer's growth.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct PathRtt {
     /// Measured above TCP with nothing queued: the handshake's, the latest PING's.
     pub quiet: Option<Duration>,
