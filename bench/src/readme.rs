@@ -379,9 +379,9 @@ fn relay_floor(t: &Table, later: &str) -> String {
     text
 }
 
-/// What is known of the limited links where one session stays below plain TCP's goal:
-/// `missed` holds each one's speed and the relay pair's share of plain TCP there (the peer
-/// cell's `relay×2` part), when it was measured.
+/// What is known of the limited links where one session stays below plain TCP's goal, and
+/// whose the shortfall is: relaying's where namesock moves what the relay pair moves, the
+/// engine's where the relays move more (`missed`: each link's [`MissedLink`]).
 fn link_missed_note(missed: &[MissedLink]) -> String {
     if missed.is_empty() {
         return String::new();
@@ -396,9 +396,12 @@ fn link_missed_note(missed: &[MissedLink]) -> String {
         speeds.join(" and ")
     );
     let share = |cell: &str| cell.trim_start_matches('×').parse::<f64>().ok();
-    let measured: Vec<(&MissedLink, f64, f64)> = missed
+    let measured: Vec<(&MissedLink, &str, f64, f64)> = missed
         .iter()
-        .filter_map(|m| Some((m, share(m.relay.as_deref()?)?, share(&m.namesock)?)))
+        .filter_map(|m| {
+            let relay = m.relay.as_deref()?;
+            Some((m, relay, share(relay)?, share(&m.namesock)?))
+        })
         .collect();
     if measured.len() < missed.len() {
         text.push_str(" What would close it is not known yet.");
@@ -406,7 +409,7 @@ fn link_missed_note(missed: &[MissedLink]) -> String {
     }
     let relay: Vec<String> = measured
         .iter()
-        .map(|(m, relay, _)| format!("×{relay:.3} at {}", m.speed))
+        .map(|(m, cell, ..)| format!("{cell} at {}", m.speed))
         .collect();
     let _ = write!(
         text,
@@ -414,15 +417,23 @@ fn link_missed_note(missed: &[MissedLink]) -> String {
          plain TCP's rate, {}",
         relay.join(" and ")
     );
+    let reached: Vec<&str> = measured
+        .iter()
+        .filter(|(.., relay, _)| *relay >= LINK_GOAL)
+        .map(|(m, ..)| m.speed.as_str())
+        .collect();
     // Where namesock moved a twentieth or more less than the relays, part is the engine's.
     let behind: Vec<String> = measured
         .iter()
-        .filter(|(_, relay, ns)| *ns < 0.95 * relay)
-        .map(|(m, relay, ns)| format!("×{ns:.3} against ×{relay:.3} at {}", m.speed))
+        .filter(|(.., relay, ns)| *ns < 0.95 * relay)
+        .map(|(m, cell, ..)| format!("{} against {cell} at {}", m.namesock, m.speed))
         .collect();
-    if measured.iter().any(|(_, relay, _)| *relay >= LINK_GOAL) {
-        text.push_str(
-            ", and reaches the goal where namesock does not: there the shortfall is the engine's.",
+    if !reached.is_empty() {
+        let _ = write!(
+            text,
+            ", and reaches the goal at {}, where namesock does not: there the shortfall is the \
+             engine's.",
+            reached.join(" and ")
         );
     } else if behind.is_empty() {
         text.push_str(": the shortfall is relaying's, not the engine's.");
@@ -1050,7 +1061,8 @@ wire/control/encode/ping
         let text = section(&reached).unwrap().replace("\n  ", " ");
         assert!(
             text.contains(
-                "and reaches the goal where namesock does not: there the shortfall is the engine's."
+                "and reaches the goal at 5 Gbit/s and 10 Gbit/s, where namesock does not: there \
+                 the shortfall is the engine's."
             ),
             "{text}"
         );
