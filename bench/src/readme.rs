@@ -267,6 +267,11 @@ fn leading(cell: &str) -> Option<f64> {
     cell.split_whitespace().next()?.parse().ok()
 }
 
+/// A share as the table writes it: `×0.826` -> 0.826.
+fn times_value(cell: &str) -> Option<f64> {
+    cell.trim_start_matches('×').parse().ok()
+}
+
 /// What the two loopback hops alone cost a byte (the CPU rows' `loopback` figure: plain TCP
 /// over 127.0.0.1), and whether issue 19's CPU goal lies below it; empty when not measured.
 fn loopback_floor(t: &Table, cpu_metric: &str) -> String {
@@ -315,7 +320,7 @@ fn busy_relay_floor(steps: &[(u64, &Vec<String>)]) -> String {
          three TCP connections per session) moves {rate} with {n} busy sessions, {share} of \
          plain TCP."
     );
-    let relay_ratio = share.trim_start_matches('×').parse::<f64>().ok();
+    let relay_ratio = times_value(share);
     if *n == 1000 && relay_ratio.is_some_and(|r| r < 0.8) {
         text.push_str(" The goal of 0.8 × plain lies above what relaying alone moves here.");
     }
@@ -395,12 +400,11 @@ fn link_missed_note(missed: &[MissedLink]) -> String {
          reordering, which plain TCP's connection over the same link shows too.",
         speeds.join(" and ")
     );
-    let share = |cell: &str| cell.trim_start_matches('×').parse::<f64>().ok();
     let measured: Vec<(&MissedLink, &str, f64, f64)> = missed
         .iter()
         .filter_map(|m| {
             let relay = m.relay.as_deref()?;
-            Some((m, relay, share(relay)?, share(&m.namesock)?))
+            Some((m, relay, times_value(relay)?, times_value(&m.namesock)?))
         })
         .collect();
     if measured.len() < missed.len() {

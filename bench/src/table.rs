@@ -171,13 +171,13 @@ pub const LINK_KBITS: [Option<u64>; 5] = [
     Some(5_000_000),
     Some(10_000_000),
 ];
+/// Issue 19's goal for one session over a limited link: this share of plain TCP's rate.
+pub const LINK_GOAL: f64 = 0.95;
 
 /// The connect rows' peer labels: plain TCP after a `getaddrinfo`, and `nb-peer relay` on
 /// each host (one event loop, plain TCP, none of namesock's protocol).
 pub const LOOKUP_PEER: &str = "plain + getaddrinfo(/etc/hosts)";
 pub const RELAY_PEER: &str = "relay×2 (no protocol)";
-/// Issue 19's goal for one session over a limited link: this share of plain TCP's rate.
-pub const LINK_GOAL: f64 = 0.95;
 /// The link rows' peer label for the previous release's share of plain TCP.
 pub const PREVIOUS_PEER: &str = "previous vs plain";
 /// The bulk rows' peer labels: socat on each host, and plain TCP over 127.0.0.1 on one host.
