@@ -507,6 +507,7 @@ impl Engine {
         if ev.is_writable() || ev.is_error() {
             fp.writable = true;
         }
+        fp.read_to_end |= ev.is_read_closed() || ev.is_error();
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.read_path(pid, now);
         }

@@ -56,6 +56,9 @@ pub struct FlowPath {
     wbuf: Vec<u8>,
     wpos: usize,
     pub writable: bool,
+    /// An event said the peer closed its side or the socket failed: read on to the end (or
+    /// the error) instead of stopping at a short read (see [`FlowPath::read_frames`]).
+    pub read_to_end: bool,
     /// When [`FlowPath::transport_rtt`] last read the kernel's round trip.
     rtt_read_at: Option<Instant>,
 }
@@ -84,6 +87,7 @@ impl FlowPath {
             wbuf: Vec::new(),
             wpos: 0,
             writable: false,
+            read_to_end: false,
             rtt_read_at: None,
         }
     }
@@ -108,9 +112,15 @@ impl FlowPath {
             .flatten()
     }
 
-    /// Reads until WouldBlock into `scratch` (at least [`SCRATCH_LEN`] bytes), handing every
-    /// complete record (decoded in place; a SEALED one still encrypted, for the session to
-    /// open in place) to `on_frame` until it returns `false`.
+    /// Reads until the socket runs dry into `scratch` (at least [`SCRATCH_LEN`] bytes),
+    /// handing every complete record (decoded in place; a SEALED one still encrypted, for the
+    /// session to open in place) to `on_frame` until it returns `false`.
+    ///
+    /// The socket ran dry when a read returned less than it asked for: the kernel copies all
+    /// it holds, and a segment queued after that copy raises a new edge-triggered event, so
+    /// the read that would only answer WouldBlock is not made (it was every other read of a
+    /// busy engine). Unless [`FlowPath::read_to_end`]: the end of the stream shows as a read
+    /// of 0 after the data, and its event may already be taken.
     ///
     /// The framing is the path's [`FrameReader`]: a byte is copied again only when it belongs
     /// to a frame cut by a read, and what is left when the socket runs dry (at most one partial
@@ -122,15 +132,22 @@ impl FlowPath {
     ) -> ReadOutcome {
         debug_assert!(scratch.len() >= SCRATCH_LEN);
         let mut round = self.rbuf.round(scratch);
+        let mut ran_dry = false;
         loop {
             match round.frames(&mut on_frame) {
+                Ok(Step::NeedBytes) if ran_dry => return ReadOutcome::Open,
                 Ok(Step::NeedBytes) => {}
                 Ok(Step::Stopped) => return ReadOutcome::Open,
                 Err(e) => return ReadOutcome::Malformed(e),
             }
-            match self.stream.read(round.buf()) {
+            let buf = round.buf();
+            let asked = buf.len();
+            match self.stream.read(buf) {
                 Ok(0) => return ReadOutcome::Closed(None),
-                Ok(n) => round.filled(n),
+                Ok(n) => {
+                    ran_dry = n < asked && !self.read_to_end;
+                    round.filled(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return ReadOutcome::Closed(Some(e)),
@@ -272,6 +289,37 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
             fp.flush().unwrap();
         }
+    }
+
+    #[test]
+    fn a_short_read_ends_the_round_and_the_end_of_the_stream_waits_for_its_event() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        let ours = StdStream::connect(remote).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
+        let mut frame = Vec::new();
+        crate::wire::Frame::<Vec<u8>>::Ping { token: 7 }
+            .encode_sealed(&mut frame, |_, _| [0; crate::wire::TAG_LEN]);
+        peer.write_all(&frame).unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        // The frame and the peer's FIN behind it have both arrived.
+        thread::sleep(Duration::from_millis(50));
+        let mut scratch = vec![0u8; SCRATCH_LEN];
+        let mut frames = 0;
+        let mut read = |fp: &mut FlowPath| {
+            fp.read_frames(&mut scratch, |_| {
+                frames += 1;
+                true
+            })
+        };
+        // The read that took the frame was short: the round ends with it, not with another read.
+        assert!(matches!(read(&mut fp), ReadOutcome::Open));
+        // The event that said the peer closed (EPOLLRDHUP) has the path read on to the end.
+        fp.read_to_end = true;
+        assert!(matches!(read(&mut fp), ReadOutcome::Closed(None)));
+        assert_eq!(frames, 1);
     }
 
     #[test]
