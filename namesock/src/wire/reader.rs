@@ -1,7 +1,7 @@
 //! Sans-IO framing of a byte stream: records cut across reads, decoded in place (a SEALED
 //! record handed out mutably, so that its owner opens it in place).
 
-use super::{DecodeError, MAX_FRAME, Record};
+use super::{DecodeError, HEADER_LEN, MAX_FRAME, Record};
 use crate::copy;
 
 /// Cuts a byte stream that arrives in reads of any size into frames.
@@ -35,15 +35,20 @@ use crate::copy;
 /// ```
 ///
 /// A partial frame at the end of a read moves to the front of the scratch buffer and the next
-/// read lands behind it, so a byte is copied again only when it belongs to a frame cut by a
-/// read. Whatever is undecoded when the round ends (the [`Round`] is dropped) moves into the
-/// reader. Copies go in 2 KiB pieces (see `crate::copy`).
+/// read lands behind it. A partial frame left when the round ends (the [`Round`] is dropped)
+/// moves into the reader; once an eighth of the frame is there, into a buffer as long as the
+/// frame, and the next rounds read the rest in place behind the bytes held. So a byte is copied
+/// again at most once, however many reads its frame takes (a frame arriving a segment per
+/// read was copied again at every read before). Copies go in 2 KiB pieces (see `crate::copy`).
 #[derive(Debug, Default)]
 pub struct FrameReader {
-    /// Undecoded bytes between rounds: at most one partial frame, or whatever followed the
-    /// frame the consumer stopped at. Empty and unallocated when the last round ended on a
-    /// frame boundary.
+    /// Undecoded bytes between rounds are `kept[..held]`: at most one partial frame, or
+    /// whatever followed the frame the consumer stopped at. A partial frame whose header
+    /// arrived has `kept` as long as the frame (zeros behind `held`, for the reads to fill);
+    /// anything else has `kept` exactly `held` long. Empty and unallocated when the last
+    /// round ended on a frame boundary.
     kept: Vec<u8>,
+    held: usize,
 }
 
 /// What [`Round::frames`] came to.
@@ -64,12 +69,15 @@ impl FrameReader {
     pub const MIN_SCRATCH: usize = MAX_FRAME;
 
     pub const fn new() -> FrameReader {
-        FrameReader { kept: Vec::new() }
+        FrameReader {
+            kept: Vec::new(),
+            held: 0,
+        }
     }
 
     /// Undecoded bytes held between rounds.
     pub fn buffered(&self) -> usize {
-        self.kept.len()
+        self.held
     }
 
     /// Bytes of heap the reader holds (0 when idle on a frame boundary).
@@ -86,9 +94,9 @@ impl FrameReader {
             scratch.len() >= Self::MIN_SCRATCH,
             "a frame reader's scratch buffer must hold a whole frame"
         );
-        let fresh = !self.kept.is_empty();
+        let fresh = self.held > 0;
         Round {
-            kept: &mut self.kept,
+            reader: self,
             scratch,
             in_kept: fresh,
             start: 0,
@@ -114,7 +122,7 @@ impl FrameReader {
                 // Stopped, or malformed: what was not handed to the round waits behind it.
                 done => {
                     drop(round);
-                    copy::extend_vec(&mut self.kept, bytes);
+                    self.keep_behind(bytes);
                     return done;
                 }
             }
@@ -125,16 +133,61 @@ impl FrameReader {
             round.filled(n);
         }
     }
+
+    /// Keeps `bytes` behind those held, exactly (no frame-long buffer).
+    fn keep_behind(&mut self, bytes: &[u8]) {
+        self.kept.truncate(self.held);
+        copy::extend_vec(&mut self.kept, bytes);
+        self.held = self.kept.len();
+    }
+
+    /// Drops the first `used` bytes held (frames handed out). What is left is kept exactly.
+    fn consume(&mut self, used: usize) {
+        self.kept.truncate(self.held);
+        self.kept.drain(..used);
+        self.held = self.kept.len();
+        if self.held == 0 {
+            self.kept = Vec::new();
+        }
+    }
+
+    /// Holds what a round left: a partial frame in a buffer as long as the frame, so that
+    /// later reads land behind it (see [`partial_frame_len`]); anything else (the start of a
+    /// frame, frames after a stop, malformed bytes) exactly.
+    fn keep(&mut self, bytes: &[u8]) {
+        debug_assert_eq!(self.held, 0);
+        match partial_frame_len(bytes) {
+            Some(frame) => {
+                self.kept = Vec::with_capacity(frame);
+                copy::extend_vec(&mut self.kept, bytes);
+                self.kept.resize(frame, 0);
+                self.held = bytes.len();
+            }
+            None => self.keep_behind(bytes),
+        }
+    }
+}
+
+/// The length of the frame `bytes` begin, when they are only part of it, its header is all
+/// there and they are at least an eighth of it: then a buffer as long as the frame is worth
+/// holding for the reads to complete it in place. The eighth bounds what a peer makes the
+/// reader hold to 8 times what it sent (a header alone claiming 64 KiB would hold 64 KiB);
+/// below it, the few bytes held move as before. A length beyond [`MAX_FRAME`] is the
+/// decoder's to refuse, not to allocate.
+fn partial_frame_len(bytes: &[u8]) -> Option<usize> {
+    let len = bytes.get(1..HEADER_LEN)?;
+    let frame = HEADER_LEN + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    (frame > bytes.len() && frame <= MAX_FRAME && bytes.len() >= frame / 8).then_some(frame)
 }
 
 /// One round of reads into a borrowed scratch buffer; see [`FrameReader::round`]. Dropping it
 /// moves the undecoded bytes into the reader.
 pub struct Round<'a> {
-    kept: &'a mut Vec<u8>,
+    reader: &'a mut FrameReader,
     scratch: &'a mut [u8],
-    /// The undecoded bytes are still in `kept` (frames left by a consumer that stopped).
+    /// The undecoded bytes are the reader's (`kept[..held]`), and reads go behind them there.
     in_kept: bool,
-    /// Undecoded bytes: `scratch[start..end]`, or `kept` while `in_kept`.
+    /// Otherwise they are `scratch[start..end]`.
     start: usize,
     end: usize,
     /// Bytes arrived (or were kept) since the last [`Round::frames`] that returned
@@ -153,24 +206,7 @@ impl Round<'_> {
         mut on_frame: impl FnMut(Record<'_>) -> bool,
     ) -> Result<Step, DecodeError> {
         if self.in_kept {
-            let (used, step) = decode_frames(self.kept, &mut on_frame);
-            self.kept.drain(..used);
-            let stopped = step? == Step::Stopped;
-            if stopped && !self.kept.is_empty() {
-                return Ok(Step::Stopped);
-            }
-            // Less than one frame is left (or none after the frame the consumer stopped at):
-            // it fits in front of a read.
-            self.end = self.kept.len();
-            copy::copy(&mut self.scratch[..self.end], self.kept);
-            *self.kept = Vec::new();
-            self.in_kept = false;
-            self.fresh = stopped;
-            return Ok(if stopped {
-                Step::Stopped
-            } else {
-                Step::NeedBytes
-            });
+            return self.frames_in_kept(&mut on_frame);
         }
         let (used, step) = decode_frames(&mut self.scratch[self.start..self.end], &mut on_frame);
         self.start += used;
@@ -184,7 +220,52 @@ impl Round<'_> {
         Ok(Step::NeedBytes)
     }
 
-    /// Where the next read goes (never empty).
+    /// [`Round::frames`] over the bytes the reader kept. A partial frame alone stays there
+    /// for the reads to complete in place; anything shorter than a frame that followed frames
+    /// handed out moves to the front of the scratch buffer, where the round goes on.
+    fn frames_in_kept(
+        &mut self,
+        on_frame: &mut impl FnMut(Record<'_>) -> bool,
+    ) -> Result<Step, DecodeError> {
+        let reader = &mut *self.reader;
+        let (used, step) = decode_frames(&mut reader.kept[..reader.held], on_frame);
+        let stopped = match step {
+            Ok(step) => step == Step::Stopped,
+            Err(e) => {
+                reader.consume(used);
+                return Err(e);
+            }
+        };
+        self.fresh = stopped;
+        if used == 0
+            && !stopped
+            && let Some(frame) = partial_frame_len(&reader.kept[..reader.held])
+        {
+            // A partial frame alone: the reads complete it in place (a buffer kept exactly,
+            // after a stop, grows to the frame's length once).
+            reader.kept.resize(frame, 0);
+            return Ok(Step::NeedBytes);
+        }
+        reader.consume(used);
+        if stopped && reader.held > 0 {
+            return Ok(Step::Stopped);
+        }
+        // Less than one frame is left (or none after the frame the consumer stopped at):
+        // it fits in front of a read.
+        self.end = reader.held;
+        copy::copy(&mut self.scratch[..self.end], &reader.kept[..reader.held]);
+        reader.kept = Vec::new();
+        reader.held = 0;
+        self.in_kept = false;
+        Ok(if stopped {
+            Step::Stopped
+        } else {
+            Step::NeedBytes
+        })
+    }
+
+    /// Where the next read goes (never empty): behind the partial frame the reader kept, up
+    /// to its end, or into the scratch buffer.
     ///
     /// # Panics
     ///
@@ -195,16 +276,30 @@ impl Round<'_> {
             !self.fresh,
             "Round::buf before Round::frames handed out the frames"
         );
-        &mut self.scratch[self.end..]
+        if self.in_kept {
+            let reader = &mut *self.reader;
+            &mut reader.kept[reader.held..]
+        } else {
+            &mut self.scratch[self.end..]
+        }
     }
 
     /// `n` bytes were read into [`Round::buf`].
     pub fn filled(&mut self, n: usize) {
+        let room = if self.in_kept {
+            self.reader.kept.len() - self.reader.held
+        } else {
+            self.scratch.len() - self.end
+        };
         assert!(
-            !self.fresh && n <= self.scratch.len() - self.end,
+            !self.fresh && n <= room,
             "Round::filled without a read into Round::buf"
         );
-        self.end += n;
+        if self.in_kept {
+            self.reader.held += n;
+        } else {
+            self.end += n;
+        }
         self.fresh = n > 0;
     }
 }
@@ -212,7 +307,7 @@ impl Round<'_> {
 impl Drop for Round<'_> {
     fn drop(&mut self) {
         if !self.in_kept && self.start < self.end {
-            copy::extend_vec(self.kept, &self.scratch[self.start..self.end]);
+            self.reader.keep(&self.scratch[self.start..self.end]);
         }
     }
 }
@@ -469,6 +564,61 @@ mod tests {
             assert_eq!(got, std::slice::from_ref(&frame));
             assert_eq!((reader.buffered(), reader.capacity()), (0, 0));
         }
+    }
+
+    #[test]
+    fn a_frame_arriving_over_many_rounds_is_completed_in_place() {
+        let frame = Frame::Data {
+            offset: 9,
+            ack: 3,
+            payload: (0..MAX_DATA).map(|i| (i % 251) as u8).collect(),
+        };
+        let bytes = encode(std::slice::from_ref(&frame));
+        let mut scratch = scratch();
+        let mut reader = FrameReader::new();
+        let mut got = Vec::new();
+        let mut kept_at = None;
+        // A segment per round, as an engine that wakes for every segment reads a bulk stream:
+        // once an eighth of the frame is held, the rest lands behind it, never copied again.
+        for (i, segment) in bytes.chunks(1448).enumerate() {
+            let mut socket = Socket::default();
+            socket.reads.push_back(segment.to_vec());
+            round(&mut reader, &mut scratch, &mut socket, |f| {
+                got.push(owned(f));
+                true
+            })
+            .unwrap();
+            let held = reader.buffered();
+            assert!(reader.capacity() <= 8 * held.max(1), "round {i}");
+            if held >= bytes.len() / 8 {
+                assert_eq!(reader.capacity(), bytes.len(), "round {i}");
+                let at = *kept_at.get_or_insert(reader.kept.as_ptr());
+                assert_eq!(
+                    reader.kept.as_ptr(),
+                    at,
+                    "round {i}: the partial frame moved"
+                );
+            }
+        }
+        assert!(kept_at.is_some());
+        assert_eq!(got, [frame]);
+        assert_eq!((reader.buffered(), reader.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn a_header_alone_does_not_make_the_reader_hold_its_frame() {
+        // A peer that sends a header claiming the largest frame, and a few bytes of it.
+        let mut bytes = vec![13, 0, 0, 0, 0]; // SEALED
+        bytes[1..HEADER_LEN].copy_from_slice(&((MAX_FRAME - HEADER_LEN) as u32).to_be_bytes());
+        bytes.extend_from_slice(&[7; 100]);
+        let mut scratch = scratch();
+        let mut reader = FrameReader::new();
+        assert_eq!(
+            reader.feed(&mut scratch, &bytes, |_| true),
+            Ok(Step::NeedBytes)
+        );
+        assert_eq!(reader.buffered(), bytes.len());
+        assert!(reader.capacity() < 8 * bytes.len(), "{}", reader.capacity());
     }
 
     #[test]
