@@ -317,8 +317,8 @@ fn busy_relay_floor(steps: &[(u64, &Vec<String>)]) -> String {
     let share = share.trim_end_matches(" of plain)");
     let mut text = format!(
         " A relay on each host with none of namesock's protocol (`nb-peer relay`, the same \
-         three TCP connections per session) moves {rate} with {n} busy sessions, {share} of \
-         plain TCP."
+         three TCP connections per session, as many open as namesock's sessions) moves {rate} \
+         with {n} busy sessions, {share} of plain TCP."
     );
     let relay_ratio = times_value(share);
     if *n == 1000 && relay_ratio.is_some_and(|r| r < 0.8) {

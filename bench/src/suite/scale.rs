@@ -252,7 +252,7 @@ impl Suite {
                 None => drop(client.expect("done", Duration::from_secs(30))),
             }
         }
-        self.scale_relay_floor(busy, secs)?;
+        self.scale_relay_floor(top, busy, secs)?;
         let csv = self.opts.out.join("scale.csv");
         std::fs::write(&csv, plot::scale_csv(&self.samples)).map_err(io("scale.csv"))?;
         let png = self.opts.out.join("scale.png");
@@ -346,8 +346,10 @@ impl Suite {
 impl Suite {
     /// The busy steps again through `nb-peer relay` on each host (plain TCP, none of
     /// namesock's protocol, the same three TCP connections per session): what relaying alone
-    /// lets many busy sessions move. Throughput only: the relays' memory is not namesock's.
-    fn scale_relay_floor(&mut self, busy: &str, secs: &str) -> Result<()> {
+    /// lets many busy sessions move. The relays carry as many connections as namesock's
+    /// largest idle step (`open`), so that its busy sessions, too, run beside idle ones.
+    /// Throughput only: the relays' memory is not namesock's.
+    fn scale_relay_floor(&mut self, open: u64, busy: &str, secs: &str) -> Result<()> {
         let (port, front) = (7602, 7603);
         let mut server = Running::spawn(self.peer(
             &self.server,
@@ -358,7 +360,7 @@ impl Suite {
         )?)?;
         server.expect("ready", Duration::from_secs(20))?;
         let _relays = self.start_null_relays(front, front + 1, port)?;
-        let most = busy.rsplit(',').next().unwrap_or("0");
+        let open = open.to_string();
         let mut client = Running::spawn(self.peer(
             &self.client,
             Variant::Plain,
@@ -368,7 +370,7 @@ impl Suite {
                 "many",
                 "plain",
                 &self.target(Variant::Relay, "sink", port, front),
-                most,
+                &open,
                 busy,
                 secs,
             ],
