@@ -675,7 +675,10 @@ impl Engine {
         };
         fp.state = PathState::Open;
         fp.writable = true;
-        fp.local = fp.stream.local_addr().ok();
+        // Known since its connect began (the kernel picks the source then), unless that failed.
+        if fp.local.is_none() {
+            fp.local = fp.stream.local_addr().ok();
+        }
         let (Some(key), Some(local)) = (fp.conn, fp.local) else {
             return;
         };

@@ -398,17 +398,22 @@ static ENGINE: AtomicPtr<Handle> = AtomicPtr::new(std::ptr::null_mut());
 static STARTING: AtomicU32 = AtomicU32::new(0);
 
 fn current() -> Option<&'static Handle> {
+    current_in(sys::getpid())
+}
+
+/// The engine of process `me` (this one), if it has started (not the parent's, after a fork).
+fn current_in(me: u32) -> Option<&'static Handle> {
     let p = ENGINE.load(Ordering::Acquire);
     // SAFETY: a non-null ENGINE points to a leaked `Handle` that is never freed.
     let h = unsafe { p.as_ref() }?;
-    (h.pid == sys::getpid()).then_some(h)
+    (h.pid == me).then_some(h)
 }
 
 /// The engine of this process, started on first use (and anew in a forked child).
 pub(crate) fn handle() -> Result<&'static Handle, StartError> {
     let me = sys::getpid();
     loop {
-        if let Some(h) = current() {
+        if let Some(h) = current_in(me) {
             return Ok(h);
         }
         let starting = STARTING.load(Ordering::Acquire);
