@@ -264,16 +264,21 @@ mod tests {
 
     use super::*;
 
-    /// A path's engine end (non-blocking), connected over loopback to a peer that reads
-    /// everything until the path closes.
-    fn connected_path() -> (FlowPath, JoinHandle<Vec<u8>>) {
+    /// A path's engine end (non-blocking), connected over loopback, and the peer's end.
+    fn path_and_peer() -> (FlowPath, StdStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let remote = l.local_addr().unwrap();
         let ours = StdStream::connect(remote).unwrap();
-        let (mut peer, _) = l.accept().unwrap();
+        let (peer, _) = l.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        ours.set_nodelay(true).unwrap();
         let fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
+        (fp, peer)
+    }
+
+    /// [`path_and_peer`], the peer reading everything until the path closes.
+    fn connected_path() -> (FlowPath, JoinHandle<Vec<u8>>) {
+        let (fp, mut peer) = path_and_peer();
+        fp.stream.set_nodelay(true).unwrap();
         let reader = thread::spawn(move || {
             let mut all = Vec::new();
             peer.read_to_end(&mut all).unwrap();
@@ -293,12 +298,7 @@ mod tests {
 
     #[test]
     fn a_short_read_ends_the_round_and_the_end_of_the_stream_waits_for_its_event() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let remote = l.local_addr().unwrap();
-        let ours = StdStream::connect(remote).unwrap();
-        let (mut peer, _) = l.accept().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
+        let (mut fp, mut peer) = path_and_peer();
         let mut frame = Vec::new();
         crate::wire::Frame::<Vec<u8>>::Ping { token: 7 }
             .encode_sealed(&mut frame, |_, _| [0; crate::wire::TAG_LEN]);
@@ -324,16 +324,11 @@ mod tests {
 
     #[test]
     fn a_path_whose_socket_takes_bytes_in_pieces_never_holds_more_than_its_cap() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let remote = l.local_addr().unwrap();
-        let ours = StdStream::connect(remote).unwrap();
-        let (mut peer, _) = l.accept().unwrap();
+        let (mut fp, mut peer) = path_and_peer();
         // Small kernel buffers: most flushes end with WouldBlock and bytes left unwritten.
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&ours);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&fp.stream);
         super::super::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 16 * 1024)
             .unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut fp = FlowPath::new(TcpStream::from_std(ours), Token(1), remote, PathState::Open);
         fp.writable = true;
         let total: usize = 8 << 20;
         let reader = thread::spawn(move || {
