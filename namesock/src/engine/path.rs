@@ -123,8 +123,8 @@ impl FlowPath {
     /// of 0 after the data, and its event may already be taken.
     ///
     /// The framing is the path's [`FrameReader`]: a byte is copied again only when it belongs
-    /// to a frame cut by a read, and what is left when the socket runs dry (at most one partial
-    /// frame) or when `on_frame` stops waits in the reader.
+    /// to a frame cut by a read, and then once at most; what is left when the socket runs dry
+    /// (at most one partial frame) or when `on_frame` stops waits in the reader.
     pub fn read_frames(
         &mut self,
         scratch: &mut [u8],
