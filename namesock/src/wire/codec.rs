@@ -113,6 +113,11 @@ impl<P: Payload> Frame<P> {
     }
 }
 
+/// The body length a frame's header (its first [`HEADER_LEN`] bytes) declares, unchecked.
+pub(super) fn body_len(header: &[u8]) -> usize {
+    u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize
+}
+
 impl<'a> Record<'a> {
     /// `Ok(None)`: `buf` does not hold a whole record yet. `Ok(Some((record, consumed)))`: the
     /// first record in `buf` (a frame in clear decoded, or a SEALED record still encrypted,
@@ -129,7 +134,7 @@ impl<'a> Record<'a> {
         header_bytes.copy_from_slice(header);
         let kind = header[0];
         let name = outer_name(kind)?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let len = body_len(header);
         if len > MAX_FRAME - HEADER_LEN {
             return Err(DecodeError::TooLong {
                 len,
@@ -167,7 +172,7 @@ impl<'a> FrameRef<'a> {
         };
         let kind = header[0];
         let name = name_of(kind).ok_or(DecodeError::UnknownType(kind))?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let len = body_len(header);
         if len > MAX_FRAME - HEADER_LEN {
             return Err(DecodeError::TooLong {
                 len,

@@ -175,8 +175,7 @@ impl FrameReader {
 /// below it, the few bytes held move as before. A length beyond [`MAX_FRAME`] is the
 /// decoder's to refuse, not to allocate.
 fn partial_frame_len(bytes: &[u8]) -> Option<usize> {
-    let len = bytes.get(1..HEADER_LEN)?;
-    let frame = HEADER_LEN + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let frame = HEADER_LEN + super::codec::body_len(bytes.get(..HEADER_LEN)?);
     (frame > bytes.len() && frame <= MAX_FRAME && bytes.len() >= frame / 8).then_some(frame)
 }
 
