@@ -748,6 +748,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let open = t.steps(scale, "idle ", "seconds to open them");
     let busy = t.steps(scale, "busy ", "throughput");
     let busy_rss = t.steps(scale, "busy ", "extra RSS");
+    let busy_memory = t.steps(scale, "busy ", "extra memory");
     let rest = t.steps(scale, "rest ", "RSS per session");
     let at = |v: &[(u64, &Vec<String>)], last: bool, col: usize| {
         let step = if last { v.last() } else { v.first() };
@@ -759,6 +760,12 @@ pub fn section(results: &Results) -> Result<String, Error> {
     let (busy_lo, busy_lo_vs) = at(&busy, false, VS);
     let (busy_hi, busy_hi_vs) = at(&busy, true, VS);
     let (rss_n, rss) = at(&busy_rss, false, NAMESOCK);
+    let (memory_lo, memory_lo_plain) = (
+        at(&busy_memory, false, NAMESOCK).1,
+        at(&busy_memory, false, PLAIN).1,
+    );
+    let (memory_hi_n, memory_hi) = at(&busy_memory, true, NAMESOCK);
+    let memory_hi_plain = at(&busy_memory, true, PLAIN).1;
     let (_, rest_rss) = at(&rest, true, NAMESOCK);
     let busy_floor = busy_relay_floor(&busy);
     let _ = writeln!(
@@ -770,7 +777,11 @@ pub fn section(results: &Results) -> Result<String, Error> {
          with {rss_n} busy sessions each holds {rss} more (its replay buffer starts at 64 KiB \
          and holds the larger of what its path's round trips call for and its share of the \
          1 MiB the engine keeps in flight for all its sending sessions; the peer's receive \
-         buffer holds no more than that), and aggregate throughput falls \
+         buffer holds no more than that); with the kernel's TCP buffers, which hold all of \
+         plain TCP's, {memory_lo} against plain TCP's {memory_lo_plain}, and {memory_hi} \
+         against {memory_hi_plain} with {memory_hi_n} (the loopback hop between a program and \
+         its engine holds at most 256 KiB per socket buffer: docs/architecture.md, \
+         \"Local hops\"). Aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
          single-threaded engines instead of one connection.{busy_floor} Back at rest after the \

@@ -181,7 +181,7 @@ impl TcpListener {
         let inner = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         // Its connections run the local hops' congestion control from their first byte
         // (a program's own listener only switches at `claim_delivery`).
-        engine::congestion::for_local_hop(inner.as_raw_fd());
+        engine::local_hop::program_end(inner.as_raw_fd(), inner.as_raw_fd());
         let deliver_to = inner.local_addr()?;
         engine::serve(port, deliver_to).map_err(serve_error)?;
         let guid = engine::local_guid().ok_or_else(|| io::Error::other("no identity"))?;
@@ -194,7 +194,9 @@ impl TcpListener {
         loop {
             let (inner, _) = self.inner.accept()?;
             // Only the engine's deliveries count; anything else on loopback is dropped.
-            if let Some(mut info) = engine::claim_delivery(inner.as_raw_fd()) {
+            if let Some(mut info) =
+                engine::claim_delivery(inner.as_raw_fd(), self.inner.as_raw_fd())
+            {
                 if info.peer_name.is_none() {
                     info.peer_name = engine::gns()
                         .ok()

@@ -210,7 +210,7 @@ fn accept_session(lfd: RawFd) -> Result<(TcpStream, SessionInfo), c_int> {
         // SAFETY: accept4 just returned this descriptor; nobody else owns it.
         let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         // The engine records a delivery before it connects, so this is never too early.
-        if let Some(info) = engine::claim_delivery(stream.as_raw_fd()) {
+        if let Some(info) = engine::claim_delivery(stream.as_raw_fd(), lfd) {
             return Ok((stream, info));
         }
     }

@@ -210,7 +210,7 @@ pub unsafe fn accept4(fd: RawFd, sa: *mut sockaddr, len: *mut socklen_t, flags: 
         .filter(|p| p.ip().to_canonical().is_loopback())
         .filter(|_| matches!(fds::get(fd), Some(FdState::Listening { .. })))
         // Only a live delivery of this engine, by its exact 4-tuple, once.
-        .and_then(|p| engine::claim_delivery(new).map(|info| (p, info)));
+        .and_then(|p| engine::claim_delivery(new, fd).map(|info| (p, info)));
     let shown = match delivered {
         Some((relay, info)) => {
             let family = if relay.is_ipv4() {

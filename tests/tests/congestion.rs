@@ -1,7 +1,8 @@
 //! Which congestion control namesock's TCP connections run (`namesock::engine::congestion`):
 //! the two local hops of a session (the program's socket to its engine, the server engine's
 //! delivery to its program) run Reno whatever the host's default, and flow paths run the
-//! host's default or `NAMESOCK_PATH_CONGESTION`. Read back from the kernel with `ss -ti` in
+//! host's default or `NAMESOCK_PATH_CONGESTION`; the local hops' kernel buffers are bounded
+//! (`namesock::engine::local_hop`). Read back from the kernel with `ss -tim` in
 //! both namespaces while a real program (socat under `namesock run`) holds a session, and as
 //! `namesock sessions` shows it (with the round trip the engine read from the kernel for each
 //! path); an algorithm the kernel does not have stops the engine with
@@ -14,6 +15,7 @@ use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use namesock::engine::local_hop::HOP_BUFFER;
 use namesock::engine::snapshot::PathStateName;
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
@@ -40,11 +42,11 @@ s.close()
 "#;
 
 /// Every established TCP connection in `host`'s namespace: (local, peer, the words of its
-/// `ss -ti` line, the algorithm among them).
+/// `ss -tim` line, the algorithm and the socket's memory among them).
 fn connections(host: &Host) -> Vec<(String, String, Vec<String>)> {
     let out = host
         .command("ss")
-        .args(["-tinH", "state", "established"])
+        .args(["-tinmH", "state", "established"])
         .output()
         .expect("ss");
     assert!(out.status.success(), "ss failed");
@@ -67,6 +69,18 @@ fn connections(host: &Host) -> Vec<(String, String, Vec<String>)> {
         ));
     }
     found
+}
+
+/// A socket's send and receive buffer sizes (`tb` and `rb` of its `skmem:(...)` word).
+fn buffers(info: &[String]) -> Option<(u64, u64)> {
+    let skmem = info.iter().find_map(|w| w.strip_prefix("skmem:("))?;
+    let field = |name: &str| {
+        skmem
+            .trim_end_matches(')')
+            .split(',')
+            .find_map(|f| f.strip_prefix(name)?.parse().ok())
+    };
+    Some((field("tb")?, field("rb")?))
 }
 
 fn is_loopback(endpoint: &str) -> bool {
@@ -128,7 +142,10 @@ fn release(mut holder: Child) {
 }
 
 /// Every established connection in `host`'s namespace: the loopback ones (local hops, two
-/// sockets each) run Reno, the others (flow paths and spares) `path_cc`.
+/// sockets each) run Reno, the others (flow paths and spares) `path_cc`. Every local hop
+/// socket's send buffer is bounded (neither socat nor Python chooses one), and so is the
+/// receive buffer of the engine's end of each hop; unbounded, the kernel gives a loopback
+/// connection a send buffer of about 1.3 MB at its handshake.
 fn check(host: &Host, side: &str, path_cc: &str) {
     let conns = connections(host);
     let (local, path): (Vec<_>, Vec<_>) = conns
@@ -136,12 +153,22 @@ fn check(host: &Host, side: &str, path_cc: &str) {
         .partition(|(l, p, _)| is_loopback(l) && is_loopback(p));
     assert!(local.len() >= 2, "{side}: no local hop in {conns:#?}");
     assert!(!path.is_empty(), "{side}: no flow path in {conns:#?}");
+    let bound = 2 * HOP_BUFFER as u64;
+    let mut bounded_receive = 0;
     for (l, p, info) in &local {
         assert!(
             info.iter().any(|w| w == "reno"),
             "{side}: local hop {l} -> {p} does not run reno: {info:?}"
         );
+        let (send, receive) = buffers(info).unwrap_or_else(|| panic!("{side}: {info:?}"));
+        assert_eq!(send, bound, "{side}: local hop {l} -> {p}: {info:?}");
+        bounded_receive += usize::from(receive == bound);
     }
+    assert!(
+        bounded_receive >= local.len() / 2,
+        "{side}: {bounded_receive} of {} local hop sockets have a bounded receive buffer",
+        local.len()
+    );
     for (l, p, info) in &path {
         assert!(
             info.iter().any(|w| w == path_cc),
@@ -149,7 +176,8 @@ fn check(host: &Host, side: &str, path_cc: &str) {
         );
     }
     println!(
-        "{side}: {} local hop sockets run reno, {} path sockets {path_cc}",
+        "{side}: {} local hop sockets run reno with {bound}-byte send buffers ({bounded_receive} \
+         with such receive buffers), {} path sockets {path_cc}",
         local.len(),
         path.len()
     );
@@ -172,8 +200,8 @@ fn namespace_default(host: &Host) -> String {
 /// listener accepted). A client that configures none dials its paths with the host's
 /// default, and its local hops still run Reno.
 #[test]
-fn local_hops_run_reno_and_flow_paths_the_configured_algorithm() {
-    let name = "local_hops_run_reno_and_flow_paths_the_configured_algorithm";
+fn local_hops_run_reno_with_bounded_buffers_and_flow_paths_the_configured_algorithm() {
+    let name = "local_hops_run_reno_with_bounded_buffers_and_flow_paths_the_configured_algorithm";
     if !require_namespaces(name)
         || !require_release(name, "the preload")
         || !require_tools(name, &["socat", "python3", "ss", "sysctl"])

@@ -115,14 +115,6 @@ impl Congestion {
     }
 }
 
-/// Gives a local hop's socket [`Congestion::LOCAL_HOP`]. Best effort: the hop works under
-/// any algorithm, only costs more under some.
-pub fn for_local_hop(fd: RawFd) {
-    if let Err(e) = Congestion::LOCAL_HOP.apply(fd) {
-        tracing::debug!(fd, error = %e, "local hop keeps the host's congestion control");
-    }
-}
-
 impl FromStr for Congestion {
     type Err = BadName;
 
@@ -193,14 +185,14 @@ mod tests {
     #[test]
     fn a_listeners_connections_inherit_it_and_a_connected_socket_switches() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        for_local_hop(listener.as_raw_fd());
+        Congestion::LOCAL_HOP.apply(listener.as_raw_fd()).unwrap();
         let dialled = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(
             Congestion::of(accepted.as_raw_fd()).unwrap(),
             Congestion::LOCAL_HOP
         );
-        for_local_hop(dialled.as_raw_fd());
+        Congestion::LOCAL_HOP.apply(dialled.as_raw_fd()).unwrap();
         assert_eq!(
             Congestion::of(dialled.as_raw_fd()).unwrap(),
             Congestion::LOCAL_HOP

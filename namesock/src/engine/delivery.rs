@@ -35,7 +35,7 @@ use namesock_identity::Guid;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{SessionInfo, Shared, congestion, current, sys};
+use super::{SessionInfo, Shared, current, local_hop, sys};
 use crate::interpose;
 
 /// How long a child's question and the parent's answer may take.
@@ -134,14 +134,15 @@ impl Drop for DeliveryEntry {
     }
 }
 
-/// The session behind `fd`, a socket the program just accepted, if it is a delivery of this
-/// process's engine or of its parent's (a pre-forked child); the first claim only.
-pub fn claim_delivery(fd: RawFd) -> Option<SessionInfo> {
+/// The session behind `fd`, a socket the program just accepted from `listener`, if it is a
+/// delivery of this process's engine or of its parent's (a pre-forked child); the first
+/// claim only.
+pub fn claim_delivery(fd: RawFd, listener: RawFd) -> Option<SessionInfo> {
     let info = current()
         .and_then(|h| h.shared.deliveries.claim(fd))
         .or_else(|| ask_parent(fd))?;
     // The program's end of a delivery, which carries its answers over loopback.
-    congestion::for_local_hop(fd);
+    local_hop::program_end(fd, listener);
     Some(info)
 }
 

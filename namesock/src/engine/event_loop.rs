@@ -35,7 +35,7 @@ use super::record_watch::RecordWatch;
 use super::send_share::SendShare;
 use super::server::Server;
 use super::snapshot::{CONTROL, ControlServer, EngineCounters, RecentPaths};
-use super::{Command, Shared, congestion, sys};
+use super::{Command, Shared, local_hop, sys};
 
 pub(super) const WAKER: Token = Token(0);
 pub(super) const RELAY_V4: Token = Token(1);
@@ -161,12 +161,13 @@ fn session_config(cfg: &Config) -> SessionConfig {
 }
 
 /// The listener programs' sockets connect to; what it accepts inherits its `TCP_NODELAY`
-/// (the engine's end of a program's socket forwards each write at once).
+/// (the engine's end of a program's socket forwards each write at once) and the tuning of a
+/// local hop's engine end.
 fn bind_relay(ip: IpAddr) -> Option<TcpListener> {
     match TcpListener::bind(SocketAddr::new(ip, 0)) {
         Ok(l) => {
             let _ = sys::set_nodelay(l.as_raw_fd());
-            congestion::for_local_hop(l.as_raw_fd());
+            local_hop::engine_end(l.as_raw_fd());
             Some(l)
         }
         Err(e) => {

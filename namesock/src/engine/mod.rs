@@ -27,7 +27,7 @@
 //!   writes a 16-byte random secret that pairs the connection with its session. Server: the
 //!   engine connects to the program's own listener (`deliver_to`); the connection's 4-tuple
 //!   is recorded *before* the connect and removed before the engine's end closes, so
-//!   `claim_delivery(fd)` answers the program's accept at once, and only for that socket
+//!   `claim_delivery(fd, listener)` answers the program's accept at once, and only for that socket
 //!   (`delivery.rs`: no local user can pass for a delivery).
 //! - **The relay is bounded both ways** (64 KiB per direction): the engine reads from the
 //!   program only while `Session::app_write` takes bytes (replay room), so a full replay
@@ -98,6 +98,7 @@ mod conn;
 mod delivery;
 mod event_loop;
 mod exit_drain;
+pub mod local_hop;
 mod netlink;
 mod path;
 mod record_watch;
@@ -554,7 +555,7 @@ pub fn connect_fd(fd: RawFd, target: &Target, port: u16) -> Result<SessionInfo, 
         if nonblocking {
             sys::set_fl(fd, flags & !libc::O_NONBLOCK)?;
         }
-        congestion::for_local_hop(fd);
+        local_hop::program_end(fd, fd);
         let r = sys::connect_blocking(fd, &relay).and_then(|()| sys::write_all(fd, &ready.secret));
         if nonblocking {
             sys::set_fl(fd, flags)?;

@@ -39,6 +39,27 @@ pub(super) fn setsockopt_int(
     .map(drop)
 }
 
+pub(super) fn getsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` outlive the call and `len` is exactly `v`'s size; an invalid fd or
+    // option is reported as an error.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
 /// This process's (soft, hard) open-file limits.
 pub fn nofile_limits() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
@@ -211,9 +232,9 @@ impl Dialer {
         set_nodelay(self.0.as_raw_fd())
     }
 
-    /// A dial that stays on this host ([`super::congestion::for_local_hop`]).
+    /// A dial that stays on this host ([`super::local_hop::engine_end`]).
     pub fn for_local_hop(&self) {
-        super::congestion::for_local_hop(self.0.as_raw_fd())
+        super::local_hop::engine_end(self.0.as_raw_fd())
     }
 
     /// Starts the connect (it completes in the background: wait for writable).
@@ -652,33 +673,17 @@ mod tests {
 
     use super::*;
 
-    fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
-        let mut v: libc::c_int = -1;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `v` and `len` outlive the call and `len` is exactly `v`'s size.
-        cvt(unsafe {
-            libc::getsockopt(
-                fd,
-                level,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        })
-        .unwrap();
-        v
-    }
-
     /// The six options of a flow path, as read back from `fd`.
     fn path_options(fd: RawFd) -> [libc::c_int; 6] {
         [
-            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY),
-            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
-            getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
-            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
-            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
-            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
         ]
+        .map(|(level, name)| getsockopt_int(fd, level, name).unwrap())
     }
 
     /// The engine tunes its listener once and its dials before they connect: both ends of
