@@ -766,6 +766,16 @@ pub fn section(results: &Results) -> Result<String, Error> {
     );
     let (memory_hi_n, memory_hi) = at(&busy_memory, true, NAMESOCK);
     let memory_hi_plain = at(&busy_memory, true, PLAIN).1;
+    let memory_missed = busy_memory
+        .iter()
+        .any(|(_, r)| r.get(GOAL).is_some_and(|g| g.contains("missed")));
+    let memory_why = if memory_missed {
+        " Where a step misses the goal of 512 KiB, most of the kernel's part is that hop's \
+         buffers, which a busy session keeps full; smaller ones moved less \
+         (docs/architecture.md, \"Local hops\")."
+    } else {
+        ""
+    };
     let (_, rest_rss) = at(&rest, true, NAMESOCK);
     let busy_floor = busy_relay_floor(&busy);
     let _ = writeln!(
@@ -781,7 +791,7 @@ pub fn section(results: &Results) -> Result<String, Error> {
          plain TCP's, {memory_lo} against plain TCP's {memory_lo_plain}, and {memory_hi} \
          against {memory_hi_plain} with {memory_hi_n} (the loopback hop between a program and \
          its engine holds at most 256 KiB per socket buffer: docs/architecture.md, \
-         \"Local hops\"). Aggregate throughput falls \
+         \"Local hops\").{memory_why} Aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \
          single-threaded engines instead of one connection.{busy_floor} Back at rest after the \
