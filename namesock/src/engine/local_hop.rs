@@ -101,8 +101,21 @@ mod tests {
             .map(|name| sys::getsockopt_int(fd, libc::SOL_SOCKET, name).unwrap())
     }
 
-    /// The kernel reports twice what it was given.
-    const BOUNDED: libc::c_int = 2 * HOP_BUFFER;
+    /// What the kernel reports for the bound: twice what it was given, which it first caps
+    /// at `net.core.wmem_max` / `rmem_max` (both 4 MiB here; 208 KiB by default).
+    fn bounded(name: libc::c_int) -> libc::c_int {
+        let max = if name == libc::SO_SNDBUF {
+            "wmem_max"
+        } else {
+            "rmem_max"
+        };
+        let max: libc::c_int = std::fs::read_to_string(format!("/proc/sys/net/core/{max}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        2 * HOP_BUFFER.min(max)
+    }
 
     /// The engine's ends: what a tuned listener accepts, and a socket tuned before it
     /// connects, keep both bounds and run Reno after the handshake (when the kernel would
@@ -115,19 +128,20 @@ mod tests {
         engine_end(dialled.as_raw_fd());
         sys::connect_blocking(dialled.as_raw_fd(), &listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
+        let both = [bounded(libc::SO_SNDBUF), bounded(libc::SO_RCVBUF)];
         for fd in [accepted.as_raw_fd(), dialled.as_raw_fd()] {
-            assert_eq!(buffers(fd), [BOUNDED, BOUNDED]);
+            assert_eq!(buffers(fd), both);
             assert_eq!(Congestion::of(fd).unwrap(), Congestion::LOCAL_HOP);
         }
         // Unbounded, the same handshake grows the send buffer far past the bound.
         let plain = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(plain.local_addr().unwrap()).unwrap();
-        assert!(
-            buffers(client.as_raw_fd())[0] > BOUNDED,
-            "{:?}",
-            buffers(client.as_raw_fd())
-        );
+        let grown = buffers(client.as_raw_fd())[0];
+        assert!(grown > both[0], "{grown}");
     }
+
+    /// A send buffer a program might choose: under any host's `wmem_max`, unlike the bound.
+    const CHOICE: libc::c_int = 48 * 1024;
 
     /// A program's socket: its send buffer is bounded unless the program chose one, before it
     /// connects or on the listener it accepts from; its receive buffer is never touched.
@@ -137,21 +151,22 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let fresh = sys::tcp_socket(libc::AF_INET).unwrap();
         let rcvbuf = buffers(fresh.as_raw_fd())[1];
+        let send_bound = bounded(libc::SO_SNDBUF);
         program_end(fresh.as_raw_fd(), fresh.as_raw_fd());
-        assert_eq!(buffers(fresh.as_raw_fd()), [BOUNDED, rcvbuf]);
+        assert_eq!(buffers(fresh.as_raw_fd()), [send_bound, rcvbuf]);
 
         let chosen = sys::tcp_socket(libc::AF_INET).unwrap();
         sys::setsockopt_int(
             chosen.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
-            1 << 20,
+            CHOICE,
         )
         .unwrap();
         program_end(chosen.as_raw_fd(), chosen.as_raw_fd());
         assert_eq!(
             buffers(chosen.as_raw_fd())[0],
-            2 << 20,
+            2 * CHOICE,
             "the program's choice stays"
         );
 
@@ -159,19 +174,13 @@ mod tests {
         let mut client = TcpStream::connect(addr).unwrap();
         let (mut accepted, _) = listener.accept().unwrap();
         program_end(accepted.as_raw_fd(), listener.as_raw_fd());
-        assert_eq!(buffers(accepted.as_raw_fd())[0], BOUNDED);
+        assert_eq!(buffers(accepted.as_raw_fd())[0], send_bound);
         let chose = TcpListener::bind("127.0.0.1:0").unwrap();
-        sys::setsockopt_int(
-            chose.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            1 << 20,
-        )
-        .unwrap();
+        sys::setsockopt_int(chose.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, CHOICE).unwrap();
         let _other = TcpStream::connect(chose.local_addr().unwrap()).unwrap();
         let (theirs, _) = chose.accept().unwrap();
         program_end(theirs.as_raw_fd(), chose.as_raw_fd());
-        assert_eq!(buffers(theirs.as_raw_fd())[0], 2 << 20);
+        assert_eq!(buffers(theirs.as_raw_fd())[0], 2 * CHOICE);
 
         // Bounded sockets still carry everything.
         let data = vec![7u8; 3 << 20];
