@@ -179,8 +179,8 @@ impl TcpListener {
     pub fn bind(port: u16) -> io::Result<TcpListener> {
         // Sessions are delivered into this loopback listener by the engine.
         let inner = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        // Its connections run the local hops' congestion control from their first byte
-        // (a program's own listener only switches at `claim_delivery`).
+        // Its connections are a local hop's program ends from their first byte (Reno, a
+        // bounded send buffer); a program's own listener's are tuned at `claim_delivery`.
         engine::local_hop::program_end(inner.as_raw_fd(), inner.as_raw_fd());
         let deliver_to = inner.local_addr()?;
         engine::serve(port, deliver_to).map_err(serve_error)?;

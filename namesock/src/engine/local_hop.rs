@@ -26,8 +26,8 @@ use super::congestion::Congestion;
 use super::sys;
 
 /// What the engine asks for with `SO_SNDBUF` and `SO_RCVBUF` on a local hop. The kernel
-/// doubles it for its bookkeeping: 256 KiB of each buffer, what one engine turn moves of a
-/// bulk session at more than a GB/s.
+/// doubles it for its bookkeeping: 256 KiB of each buffer, which keeps one bulk session at
+/// its rate of more than a GB/s (half of it did not; docs/architecture.md, "Local hops").
 pub const HOP_BUFFER: libc::c_int = 128 * 1024;
 
 /// The engine's end of a hop, or a listener all of whose connections are such ends (they
@@ -102,7 +102,7 @@ mod tests {
     }
 
     /// What the kernel reports for the bound: twice what it was given, which it first caps
-    /// at `net.core.wmem_max` / `rmem_max` (both 4 MiB here; 208 KiB by default).
+    /// at `net.core.wmem_max` / `rmem_max` (208 KiB by default).
     fn bounded(name: libc::c_int) -> libc::c_int {
         let max = if name == libc::SO_SNDBUF {
             "wmem_max"
