@@ -7,10 +7,14 @@
 //! with nothing of namesock's protocol on them: the floor of any design that relays a
 //! program's connection through a loop of its own on each host. socat (the bulk and
 //! round-trip peer) forks a process per connection, which would put a fork into every
-//! connect; this relay accepts and dials in its loop, as an engine does.
+//! connect; this relay accepts and dials in its loop, as an engine does. Its sockets on
+//! loopback get what an engine gives the ends of its local hops (Reno, 256 KiB buffers:
+//! `namesock::engine::local_hop`), which no protocol needs: the floor is what relaying costs,
+//! not what the kernel's sizing of a loopback socket costs.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -173,6 +177,15 @@ fn accept_all(
         let mut sides = [accepted, dialled];
         for (side, stream) in sides.iter_mut().enumerate() {
             stream.set_nodelay(true)?;
+            // The dialled side may still be connecting: its peer is the target.
+            let peer = if side == 0 {
+                stream.peer_addr().ok()
+            } else {
+                Some(target)
+            };
+            if peer.is_some_and(|a| a.ip().to_canonical().is_loopback()) {
+                namesock::engine::local_hop::engine_end(stream.as_raw_fd());
+            }
             poll.registry().register(
                 stream,
                 token(slot, side),
