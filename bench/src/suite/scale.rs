@@ -67,13 +67,9 @@ impl Suite {
                 .env_remove("NAMESOCK_PATH_DEAD_MS");
             let mut client = Running::spawn(cc)?;
             let rss = |c: &Running, s: &Running| rss_kib(c.pid()) + rss_kib(s.pid());
-            // The kernel's TCP buffers are one pool for the whole host (every namespace
-            // reports the same figure): read in one.
-            let cns = self.client.namespace();
-            let kernel_kib = || tcp_kernel_kib(&cns);
             client.expect("opened n=0", Duration::from_secs(20))?;
             let base = rss(&client, &server);
-            let kbase = kernel_kib();
+            let kbase = tcp_kernel_kib();
             client.send("go")?;
             let mut last_idle_rss = base;
             let mut last_idle_kernel = kbase;
@@ -105,7 +101,7 @@ impl Suite {
                 );
                 let now = rss(&client, &server);
                 let per = (now.saturating_sub(base)) as f64 * 1024.0 / n.max(1) as f64;
-                let know = kernel_kib();
+                let know = tcp_kernel_kib();
                 let kper = know.saturating_sub(kbase) as f64 * 1024.0 / n.max(1) as f64;
                 self.record(
                     "scale",
@@ -191,7 +187,7 @@ impl Suite {
                 let (mut samples, mut kernel) = (Vec::new(), Vec::new());
                 for _ in 0..5 {
                     samples.push(rss(&client, &server) as f64);
-                    kernel.push(kernel_kib() as f64);
+                    kernel.push(tcp_kernel_kib() as f64);
                     std::thread::sleep(Duration::from_secs_f64(secs_f * 0.1));
                 }
                 let during = median(&samples).unwrap_or(0.0) as u64;
@@ -449,13 +445,13 @@ fn sink_mb_per_s(sink: &mut Running, since_bytes: u64, since: Instant) -> f64 {
     sink_bytes(sink).saturating_sub(since_bytes) as f64 / since.elapsed().as_secs_f64() / 1e6
 }
 
-/// The kernel's TCP buffer memory in `namespace` (the `mem` pages of /proc/net/sockstat).
-fn tcp_kernel_kib(namespace: &str) -> u64 {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", namespace, "cat", "/proc/net/sockstat"]);
-    namesock_cli::testbed::run_with_input(c, None, Duration::from_secs(10))
+/// The kernel's TCP buffer memory (the `mem` pages of /proc/net/sockstat). It is one pool for
+/// the whole host, which every network namespace reports alike, so the suite's own view holds
+/// the test bed's sockets too (and reading it spawns nothing inside a measured step).
+fn tcp_kernel_kib() -> u64 {
+    std::fs::read_to_string("/proc/net/sockstat")
         .ok()
-        .and_then(|o| parse::sockstat_tcp_pages(&String::from_utf8_lossy(&o.stdout)))
+        .and_then(|text| parse::sockstat_tcp_pages(&text))
         .map_or(0, |pages| pages * 4)
 }
 
