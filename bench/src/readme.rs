@@ -790,7 +790,8 @@ pub fn section(results: &Results) -> Result<String, Error> {
          buffer holds no more than that); with the kernel's TCP buffers, which hold all of \
          plain TCP's, {memory_lo} against plain TCP's {memory_lo_plain}, and {memory_hi} \
          against {memory_hi_plain} with {memory_hi_n} (the loopback hop between a program and \
-         its engine holds at most 256 KiB per socket buffer: docs/architecture.md, \
+         its engine holds at most 256 KiB of send buffer and 128 KiB of receive buffer: \
+         docs/architecture.md, \
          \"Local hops\").{memory_why} Aggregate throughput falls \
          from {busy_lo_vs} of plain TCP with {busy_lo} busy sessions to {busy_hi_vs} with \
          {busy_hi}: every byte crosses three TCP connections (program, path, program) and two \

@@ -10,12 +10,13 @@
 //!
 //! Needs root, `ip`, `nft`, `socat`, `python3`, `ss`, `sysctl` and a release build (tests/run.sh).
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use namesock::engine::local_hop::HOP_BUFFER;
+use namesock::engine::local_hop::hop_buffer;
 use namesock::engine::snapshot::PathStateName;
 use namesock_cli::testbed::scenario::{Timers, ZONE};
 use namesock_cli::testbed::{Host, Process};
@@ -91,6 +92,28 @@ fn is_loopback(endpoint: &str) -> bool {
     ip.is_some_and(|ip| ip.to_canonical().is_loopback())
 }
 
+fn port(endpoint: &str) -> Option<u16> {
+    endpoint.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The ports of every TCP listener in `host`'s namespace.
+fn listening_ports(host: &Host) -> HashSet<u16> {
+    let out = host.command("ss").args(["-tlnH"]).output().expect("ss");
+    assert!(out.status.success(), "ss failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| port(line.split_whitespace().nth(3)?))
+        .collect()
+}
+
+/// Which end of a local hop is the engine's: the one its relay listener accepted (client,
+/// `Accepted`), or its delivery to the program's listener (server, `Dialled`).
+#[derive(Clone, Copy)]
+enum EngineEnd {
+    Accepted,
+    Dialled,
+}
+
 /// The echo server, its paths on [`PATH_CC`].
 fn echo_server(scenario: &Scenario) -> Process {
     scenario
@@ -144,9 +167,10 @@ fn release(mut holder: Child) {
 /// Every established connection in `host`'s namespace: the loopback ones (local hops, two
 /// sockets each) run Reno, the others (flow paths and spares) `path_cc`. Every local hop
 /// socket's send buffer is bounded (neither socat nor Python chooses one), and so is the
-/// receive buffer of the engine's end of each hop; unbounded, the kernel gives a loopback
-/// connection a send buffer of about 1.3 MB at its handshake.
-fn check(host: &Host, side: &str, path_cc: &str) {
+/// receive buffer of the engine's end of each hop (`engine_end` tells which it is);
+/// unbounded, the kernel gives a loopback connection a send buffer of about 1.3 MB at its
+/// handshake.
+fn check(host: &Host, side: &str, path_cc: &str, engine_end: EngineEnd) {
     let conns = connections(host);
     let (local, path): (Vec<_>, Vec<_>) = conns
         .iter()
@@ -154,10 +178,11 @@ fn check(host: &Host, side: &str, path_cc: &str) {
     assert!(local.len() >= 2, "{side}: no local hop in {conns:#?}");
     assert!(!path.is_empty(), "{side}: no flow path in {conns:#?}");
     let (send_bound, receive_bound) = (
-        bound(host, "net.core.wmem_max"),
-        bound(host, "net.core.rmem_max"),
+        bound(host, libc::SO_SNDBUF, "net.core.wmem_max"),
+        bound(host, libc::SO_RCVBUF, "net.core.rmem_max"),
     );
-    let mut bounded_receive = 0;
+    let listening = listening_ports(host);
+    let mut engine_ends = 0;
     for (l, p, info) in &local {
         assert!(
             info.iter().any(|w| w == "reno"),
@@ -165,11 +190,22 @@ fn check(host: &Host, side: &str, path_cc: &str) {
         );
         let (send, receive) = buffers(info).unwrap_or_else(|| panic!("{side}: {info:?}"));
         assert_eq!(send, send_bound, "{side}: local hop {l} -> {p}: {info:?}");
-        bounded_receive += usize::from(receive == receive_bound);
+        let listener_side = match engine_end {
+            EngineEnd::Accepted => l,
+            EngineEnd::Dialled => p,
+        };
+        if port(listener_side).is_some_and(|port| listening.contains(&port)) {
+            assert_eq!(
+                receive, receive_bound,
+                "{side}: the engine's end {l} -> {p}: {info:?}"
+            );
+            engine_ends += 1;
+        }
     }
-    assert!(
-        bounded_receive >= local.len() / 2,
-        "{side}: {bounded_receive} of {} local hop sockets have a bounded receive buffer",
+    assert_eq!(
+        engine_ends * 2,
+        local.len(),
+        "{side}: {engine_ends} engine ends among {} local hop sockets, listeners {listening:?}",
         local.len()
     );
     for (l, p, info) in &path {
@@ -180,15 +216,15 @@ fn check(host: &Host, side: &str, path_cc: &str) {
     }
     println!(
         "{side}: {} local hop sockets run reno with {send_bound}-byte send buffers \
-         ({bounded_receive} with {receive_bound}-byte receive buffers), {} path sockets {path_cc}",
+         (the engine's {engine_ends} with {receive_bound}-byte receive buffers), {} path sockets {path_cc}",
         local.len(),
         path.len()
     );
 }
 
-/// What the kernel makes of [`HOP_BUFFER`] in `host`'s namespace: twice it, once capped at
-/// `max` (`net.core.wmem_max` or `rmem_max`).
-fn bound(host: &Host, max: &str) -> u64 {
+/// What the kernel makes of the engine's bound for buffer option `name` in `host`'s
+/// namespace: twice it, once capped at `max` (`net.core.wmem_max` or `rmem_max`).
+fn bound(host: &Host, name: libc::c_int, max: &str) -> u64 {
     let out = host
         .command("sysctl")
         .args(["-n", max])
@@ -199,7 +235,7 @@ fn bound(host: &Host, max: &str) -> u64 {
         .trim()
         .parse()
         .expect("a number");
-    2 * (HOP_BUFFER as u64).min(max)
+    2 * u64::try_from(hop_buffer(name)).expect("positive").min(max)
 }
 
 /// The host's default congestion control in `host`'s namespace.
@@ -229,10 +265,21 @@ fn local_hops_run_reno_with_bounded_buffers_and_flow_paths_the_configured_algori
     }
     let scenario =
         Scenario::without_server(&format!("cc-{}", std::process::id()), 1024, Timers::fast());
+    // A new socket's receive buffer must differ from the engine's bound, or the check could
+    // not tell a bounded end from one the engine left alone (`tcp_rmem`'s default is often
+    // 128 KiB, the bound's doubled size).
+    for host in [&scenario.client, &scenario.server] {
+        let set = host
+            .command("sysctl")
+            .args(["-qw", "net.ipv4.tcp_rmem=4096 65536 6291456"])
+            .status()
+            .expect("sysctl");
+        assert!(set.success(), "sysctl net.ipv4.tcp_rmem failed");
+    }
     let _server = echo_server(&scenario);
     let holder = hold(&scenario, "holder", Some(PATH_CC));
-    check(&scenario.client, "client", PATH_CC);
-    check(&scenario.server, "server", PATH_CC);
+    check(&scenario.client, "client", PATH_CC, EngineEnd::Accepted);
+    check(&scenario.server, "server", PATH_CC, EngineEnd::Dialled);
     // `namesock sessions` reports what the kernel runs, at both ends.
     for label in ["holder", "echo"] {
         let engines = engines_of(&scenario.world, label);
@@ -262,7 +309,12 @@ fn local_hops_run_reno_with_bounded_buffers_and_flow_paths_the_configured_algori
     assert!(gone, "{:#?}", connections(&scenario.client));
     let default = namespace_default(&scenario.client);
     let holder = hold(&scenario, "default", None);
-    check(&scenario.client, "client, nothing configured", &default);
+    check(
+        &scenario.client,
+        "client, nothing configured",
+        &default,
+        EngineEnd::Accepted,
+    );
     release(holder);
 }
 

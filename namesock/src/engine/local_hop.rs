@@ -3,7 +3,7 @@
 //! so the engine tunes them for a hop of microseconds, not for a network:
 //!
 //! - **Congestion control:** Reno ([`Congestion::LOCAL_HOP`], see `congestion.rs`).
-//! - **Kernel buffers, bounded to [`HOP_BUFFER`].** The session's own buffers do what a
+//! - **Kernel buffers, bounded** ([`hop_buffer`]). The session's own buffers do what a
 //!   network needs (the replay buffer keeps what the path has not confirmed and grows with its
 //!   bandwidth-delay product), so a hop's kernel buffers only bridge the engine's turns. Left
 //!   to the kernel they grow as a network socket's would: a loopback connection starts with a
@@ -25,10 +25,26 @@ use std::sync::OnceLock;
 use super::congestion::Congestion;
 use super::sys;
 
-/// What the engine asks for with `SO_SNDBUF` and `SO_RCVBUF` on a local hop. The kernel
-/// doubles it for its bookkeeping: 256 KiB of each buffer, which keeps one bulk session at
-/// its rate of more than a GB/s (half of it did not; docs/architecture.md, "Local hops").
-pub const HOP_BUFFER: libc::c_int = 128 * 1024;
+/// What the engine asks for with `SO_SNDBUF` on a local hop socket (the kernel doubles it
+/// for its bookkeeping: 256 KiB), which keeps one bulk session at its rate of more than a
+/// GB/s (half of it did not; docs/architecture.md, "Local hops").
+pub const HOP_SEND_BUFFER: libc::c_int = 128 * 1024;
+
+/// What the engine asks for with `SO_RCVBUF` on its own end of a hop (128 KiB once doubled):
+/// half the send buffer's, since the program's send buffer in front of it holds what the
+/// engine has not yet taken. A busy session keeps both full while its path is the slower, so
+/// this half is what each one holds the less: a third less kernel memory with 1,000 busy
+/// sessions, at the same rate in bulk and with many (docs/architecture.md, "Local hops").
+pub const HOP_RECEIVE_BUFFER: libc::c_int = 64 * 1024;
+
+/// What the engine asks for with the buffer option `name` (`SO_SNDBUF` or `SO_RCVBUF`).
+pub fn hop_buffer(name: libc::c_int) -> libc::c_int {
+    if name == libc::SO_RCVBUF {
+        HOP_RECEIVE_BUFFER
+    } else {
+        HOP_SEND_BUFFER
+    }
+}
 
 /// The engine's end of a hop, or a listener all of whose connections are such ends (they
 /// inherit both buffers and the algorithm): Reno, both buffers bounded. Best effort: the hop
@@ -58,7 +74,7 @@ fn reno(fd: RawFd) {
 }
 
 fn bound(fd: RawFd, name: libc::c_int) {
-    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_SOCKET, name, HOP_BUFFER) {
+    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_SOCKET, name, hop_buffer(name)) {
         tracing::debug!(fd, name, error = %e, "local hop keeps the kernel's buffer size");
     }
 }
@@ -114,7 +130,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        2 * HOP_BUFFER.min(max)
+        2 * hop_buffer(name).min(max)
     }
 
     /// The engine's ends: what a tuned listener accepts, and a socket tuned before it
@@ -122,9 +138,18 @@ mod tests {
     /// have grown a loopback socket's send buffer to ten 64 KiB segments).
     #[test]
     fn an_engine_end_keeps_its_bounds_through_the_handshake() {
+        // Each starts from other sizes, so that the bounds seen are the engine's doing even
+        // where the host's default happens to equal one.
+        let other = |fd: RawFd| {
+            for name in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+                sys::setsockopt_int(fd, libc::SOL_SOCKET, name, 8192).unwrap();
+            }
+        };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        other(listener.as_raw_fd());
         engine_end(listener.as_raw_fd());
         let dialled = sys::tcp_socket(libc::AF_INET).unwrap();
+        other(dialled.as_raw_fd());
         engine_end(dialled.as_raw_fd());
         sys::connect_blocking(dialled.as_raw_fd(), &listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
