@@ -9,8 +9,8 @@
 //! round-trip peer) forks a process per connection, which would put a fork into every
 //! connect; this relay accepts and dials in its loop, as an engine does. Its sockets on
 //! loopback get what an engine gives the ends of its local hops (Reno, 256 KiB send and
-//! 128 KiB receive buffers: `namesock::engine::local_hop`), which no protocol needs: the floor is what relaying costs,
-//! not what the kernel's sizing of a loopback socket costs.
+//! 128 KiB receive buffers: `namesock::engine::local_hop`), which no protocol needs: the
+//! floor is what relaying costs, not what the kernel's sizing of a loopback socket costs.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
