@@ -8,8 +8,12 @@
 //! expiry: a server that moved, a newer record or a handed-over name reaches new connects
 //! within `MAX_AGE`, as a fresh lookup would. A newer record found by a live session's own
 //! lookup replaces an older one, never the reverse (anti-rollback holds in memory too).
+//!
+//! [`RecentLookups`] holds the records the program's own lookups verified (the preload's
+//! `getaddrinfo` of a zone name), each for the connect that usually follows, under the same
+//! rules of age and expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use namesock_resolver::{Record, Target};
@@ -18,6 +22,8 @@ use namesock_resolver::{Record, Target};
 pub const MAX_AGE: Duration = Duration::from_secs(2);
 /// Targets remembered at most (one entry per target with a live session).
 pub const MAX_ENTRIES: usize = 1024;
+/// The program's lookups remembered at most ([`RecentLookups`]).
+pub const RECENT_MAX: usize = 16;
 
 #[derive(Debug)]
 struct Entry {
@@ -85,8 +91,53 @@ impl RecordCache {
         unix_now: u64,
     ) -> Option<(Record, Instant)> {
         let (record, verified) = self.entries.get(target)?.record.as_ref()?;
-        let fresh = now.saturating_duration_since(*verified) < MAX_AGE;
-        (fresh && record.check_expiry(unix_now).is_ok()).then(|| (record.clone(), *verified))
+        serves(record, *verified, now, unix_now).then(|| (record.clone(), *verified))
+    }
+}
+
+/// Whether `record`, verified by the GNS at `verified`, may stand in for a lookup at `now`
+/// (unix time `unix_now`): verified less than [`MAX_AGE`] ago, and not expired.
+fn serves(record: &Record, verified: Instant, now: Instant, unix_now: u64) -> bool {
+    now.saturating_duration_since(verified) < MAX_AGE && record.check_expiry(unix_now).is_ok()
+}
+
+/// The records the program's own lookups verified: a program resolves a name, then connects
+/// to the address it got, and the connect takes the record instead of reading the store and
+/// checking both signatures again. Each serves one connect, within [`MAX_AGE`] of its
+/// verification and before its expiry; at most [`RECENT_MAX`] targets, the oldest dropped.
+#[derive(Debug, Default)]
+pub struct RecentLookups {
+    entries: VecDeque<(Target, Record, Instant)>,
+}
+
+impl RecentLookups {
+    pub const fn new() -> Self {
+        RecentLookups {
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// The program's lookup of `target` verified `record` at `verified`; it replaces an
+    /// earlier one of the same target.
+    pub fn looked_up(&mut self, target: Target, record: Record, verified: Instant) {
+        self.entries.retain(|(t, ..)| *t != target);
+        if self.entries.len() >= RECENT_MAX {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((target, record, verified));
+    }
+
+    /// A record for a connect to `target`, with the instant it was verified; taken, so the
+    /// next connect looks the target up (or finds it in the [`RecordCache`]).
+    pub fn take(
+        &mut self,
+        target: &Target,
+        now: Instant,
+        unix_now: u64,
+    ) -> Option<(Record, Instant)> {
+        let at = self.entries.iter().position(|(t, ..)| t == target)?;
+        let (_, record, verified) = self.entries.remove(at)?;
+        serves(&record, verified, now, unix_now).then_some((record, verified))
     }
 }
 
@@ -248,5 +299,49 @@ mod tests {
         c.session_ended(&known);
         c.session_ended(&known);
         assert!(c.session_started(&web(), record(&key, 1, UNIX + 60), t0));
+    }
+
+    #[test]
+    fn a_programs_lookup_serves_one_connect_within_max_age() {
+        let key = Keypair::generate();
+        let (mut r, t0) = (RecentLookups::new(), Instant::now());
+        r.looked_up(web(), record(&key, 3, UNIX + 60), t0);
+        assert_eq!(
+            r.take(&Target::Guid(key.guid()), t0, UNIX),
+            None,
+            "another target"
+        );
+        let (hit, verified) = r.take(&web(), t0 + MAX_AGE / 2, UNIX).expect("recent");
+        assert_eq!((hit.seq, verified), (3, t0));
+        assert_eq!(r.take(&web(), t0, UNIX), None, "taken once");
+
+        r.looked_up(web(), record(&key, 3, UNIX + 60), t0);
+        assert_eq!(r.take(&web(), t0 + MAX_AGE, UNIX), None, "too old");
+        r.looked_up(web(), record(&key, 3, UNIX + 60), t0);
+        assert_eq!(r.take(&web(), t0, UNIX + 61), None, "expired");
+        assert!(
+            r.entries.is_empty(),
+            "a record that no longer serves is dropped"
+        );
+    }
+
+    #[test]
+    fn a_newer_lookup_of_a_target_replaces_its_older_one_and_the_table_is_bounded() {
+        let key = Keypair::generate();
+        let (mut r, t0) = (RecentLookups::new(), Instant::now());
+        r.looked_up(web(), record(&key, 3, UNIX + 60), t0);
+        r.looked_up(web(), record(&key, 4, UNIX + 60), t0);
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.take(&web(), t0, UNIX).map(|(rec, _)| rec.seq), Some(4));
+
+        let targets: Vec<Target> = (0..=RECENT_MAX)
+            .map(|i| Target::Name(format!("host{i}.ns.alt")))
+            .collect();
+        for t in &targets {
+            r.looked_up(t.clone(), record(&key, 1, UNIX + 60), t0);
+        }
+        assert_eq!(r.entries.len(), RECENT_MAX);
+        assert_eq!(r.take(&targets[0], t0, UNIX), None, "the oldest went");
+        assert!(r.take(&targets[RECENT_MAX], t0, UNIX).is_some());
     }
 }

@@ -23,9 +23,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use namesock_resolver::dns::DnsError;
-use namesock_resolver::{Gns, GnsError, Target};
+use namesock_resolver::{Gns, GnsError, Record, Target};
+
+use crate::record_cache::RecentLookups;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
@@ -392,9 +395,25 @@ pub fn lookup(host: &str) -> Result<Option<(Ipv4Addr, Ipv6Addr)>, LookupError> {
     if crate::engine::knows_live_peer(&target) {
         tracing::debug!(%target, "name of a live session's peer: no lookup");
     } else {
-        gns.resolve(&target)?;
+        let record = gns.resolve(&target)?;
+        RECENT_LOOKUPS
+            .lock()
+            .looked_up(target, record, Instant::now());
     }
     Ok(Some(assign(&namesock_resolver::name::normalize(host))?))
+}
+
+/// What [`lookup`] verified, for the connects that follow it (see [`take_recent_lookup`]).
+static RECENT_LOOKUPS: Mutex<RecentLookups> = parking_lot::const_mutex(RecentLookups::new());
+
+/// The record this process's own lookup of `target` verified, if it still serves a connect
+/// ([`RecentLookups::take`]): the engine's connect takes it instead of a lookup of its own.
+pub fn take_recent_lookup(
+    target: &Target,
+    now: Instant,
+    unix_now: u64,
+) -> Option<(Record, Instant)> {
+    RECENT_LOOKUPS.lock().take(target, now, unix_now)
 }
 
 /// Is `host` the name this process serves as (`NAMESOCK_NAME`, or `name` in the configuration

@@ -1,5 +1,8 @@
-//! New connections to a peer this engine already has a live session with: they start from the
-//! record the engine verified for that session (`namesock::record_cache`), with no GNS lookup,
+//! A program's first connection by name starts from the record its own `getaddrinfo` just
+//! verified (`namesock::record_cache::RecentLookups`): the engine does not look the name up
+//! again. New connections to a peer this engine already has a live session with: they start
+//! from the record the engine verified for that session (`namesock::record_cache`), with no
+//! GNS lookup,
 //! open with the ticket of the previous session (`namesock::ticket`: one OPEN frame, no
 //! handshake, no signature), and every one of them carries its bytes exactly, more of them
 //! within one linger period than the server allows one peer at once (its closed sessions make
@@ -83,6 +86,9 @@ fn web_world(tag: &str) -> (World, Served, u16, Process) {
 const CACHED: &str = "record of a live session's peer: no lookup";
 /// What the preload's `getaddrinfo` logs when the engine's cache answers for the name.
 const NAME_CACHED: &str = "name of a live session's peer: no lookup";
+/// What the client engine logs when a connect starts from the record the program's own
+/// `getaddrinfo` verified.
+const RECENT: &str = "record the program's own lookup verified: no lookup";
 
 #[test]
 fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_the_peer_limit() {
@@ -183,6 +189,18 @@ fn later_connections_to_a_live_peer_skip_the_lookup_and_all_arrive_intact_past_t
     assert!(
         names_cached >= n + 1 - allowed && names_cached <= n,
         "{names_cached} of {n} later getaddrinfo used the cached record in {seconds:.3} s\n{log}"
+    );
+    // Every connect whose getaddrinfo looked the name up (the held one, and one after each
+    // MAX_AGE) took that lookup's record: the engine looks up only when the cached record
+    // grew too old between the program's getaddrinfo and its connect.
+    let recent = log.matches(RECENT).count();
+    let engine_lookups = lookups - recent;
+    eprintln!(
+        "{recent} connects took their getaddrinfo's record; the engine looked up {engine_lookups}"
+    );
+    assert!(
+        recent >= 1 && engine_lookups < allowed,
+        "{recent} connects took their getaddrinfo's record, {engine_lookups} looked up again\n{log}"
     );
 }
 
