@@ -61,7 +61,9 @@ fn split_host_port(addr: &str) -> io::Result<(&str, u16)> {
 
 /// Parses a host in the managed zone (`web.ns.alt`, `<guid>.ns.alt`) into a target.
 pub fn parse_target(host: &str) -> io::Result<Target> {
-    let gns = engine::gns().map_err(io::Error::from)?;
+    // The process's GNS client, not the engine's: a connect's first one starts the engine
+    // beside its lookup (`engine::connect_fd`), not before it.
+    let gns = crate::synthetic::gns().map_err(|e| io::Error::from(engine::ConnectError::Gns(e)))?;
     gns.parse_target(host).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -127,6 +127,13 @@ impl RecentLookups {
         self.entries.push_back((target, record, verified));
     }
 
+    /// Whether [`RecentLookups::take`] would give a record for `target`.
+    pub fn serves(&self, target: &Target, now: Instant, unix_now: u64) -> bool {
+        self.entries
+            .iter()
+            .any(|(t, record, verified)| t == target && serves(record, *verified, now, unix_now))
+    }
+
     /// A record for a connect to `target`, with the instant it was verified; taken, so the
     /// next connect looks the target up (or finds it in the [`RecordCache`]).
     pub fn take(
@@ -311,9 +318,12 @@ mod tests {
             None,
             "another target"
         );
+        assert!(r.serves(&web(), t0 + MAX_AGE / 2, UNIX));
+        assert!(!r.serves(&web(), t0 + MAX_AGE, UNIX));
         let (hit, verified) = r.take(&web(), t0 + MAX_AGE / 2, UNIX).expect("recent");
         assert_eq!((hit.seq, verified), (3, t0));
         assert_eq!(r.take(&web(), t0, UNIX), None, "taken once");
+        assert!(!r.serves(&web(), t0, UNIX));
 
         r.looked_up(web(), record(&key, 3, UNIX + 60), t0);
         assert_eq!(r.take(&web(), t0 + MAX_AGE, UNIX), None, "too old");

@@ -395,12 +395,36 @@ pub fn lookup(host: &str) -> Result<Option<(Ipv4Addr, Ipv6Addr)>, LookupError> {
     if crate::engine::knows_live_peer(&target) {
         tracing::debug!(%target, "name of a live session's peer: no lookup");
     } else {
-        let record = gns.resolve(&target)?;
-        RECENT_LOOKUPS
-            .lock()
-            .looked_up(target, record, Instant::now());
+        look_up(gns, target)?;
     }
     Ok(Some(assign(&namesock_resolver::name::normalize(host))?))
+}
+
+/// Looks `target` up and keeps the verified record for the connect that follows.
+fn look_up(gns: &Gns, target: Target) -> Result<(), GnsError> {
+    let asked = Instant::now();
+    let record = gns.resolve(&target)?;
+    RECENT_LOOKUPS.lock().looked_up(target, record, asked);
+    Ok(())
+}
+
+/// Looks `target` up for a connect about to need it, unless a lookup of this process's still
+/// serves one (the program's `getaddrinfo` just made it). A failure is left to the engine's
+/// own lookup, which reports it.
+pub fn look_up_ahead(target: &Target) {
+    if !recent_lookup_serves(target)
+        && let Ok(gns) = gns()
+    {
+        let _ = look_up(gns, target.clone());
+    }
+}
+
+/// Whether a lookup of `target` by this process still serves a connect.
+pub fn recent_lookup_serves(target: &Target) -> bool {
+    let unix_now = namesock_resolver::record::unix_now();
+    RECENT_LOOKUPS
+        .lock()
+        .serves(target, Instant::now(), unix_now)
 }
 
 /// What [`lookup`] verified, for the connects that follow it (see [`take_recent_lookup`]).

@@ -477,6 +477,29 @@ fn start() -> Result<Handle, StartError> {
     })
 }
 
+/// A process's first connect: the engine starts on a thread of its own while this one looks
+/// `target` up (the connect then takes the record: `synthetic::take_recent_lookup`), so the
+/// connect waits for the longer of the two, not both. Where the program's own `getaddrinfo`
+/// just looked the target up, the engine starts here.
+fn start_while_looking_up(target: &Target) -> Result<&'static Handle, StartError> {
+    if crate::synthetic::recent_lookup_serves(target) {
+        return handle();
+    }
+    std::thread::scope(|s| {
+        // A `namesock-` thread: the preload's hooks pass its calls straight to libc.
+        let starting = std::thread::Builder::new()
+            .name("namesock-start".into())
+            .spawn_scoped(s, handle);
+        let Ok(starting) = starting else {
+            return handle();
+        };
+        crate::synthetic::look_up_ahead(target);
+        starting
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Longest wait at process exit for this process's ports to leave the record.
 const WITHDRAW_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -528,7 +551,10 @@ pub fn gns() -> Result<Arc<Gns>, ConnectError> {
 /// Blocks up to the connect timeout. On success `fd` is a connected TCP socket carrying the
 /// session's bytes; its O_NONBLOCK flag is as it was.
 pub fn connect_fd(fd: RawFd, target: &Target, port: u16) -> Result<SessionInfo, ConnectError> {
-    let h = handle()?;
+    let h = match current() {
+        Some(h) => h,
+        None => start_while_looking_up(target)?,
+    };
     let relay = match sys::socket_domain(fd).map_err(ConnectError::Socket)? {
         libc::AF_INET => h.shared.relay_v4,
         // Without ::1 (IPv6 off), a dual-stack socket still reaches 127.0.0.1 as v4-mapped.
