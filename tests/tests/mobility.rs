@@ -1003,6 +1003,16 @@ impl Transfer {
             assert!(status.is_some_and(|s| s.success()), "{} failed", b.role);
             done.push(parse_done(&line));
         }
+        // The client process's one connect started its engine beside its own lookup of the
+        // server and took that lookup's record (`namesock::engine::connect_fd`).
+        let log = std::fs::read_to_string(self.dir.join("cli.log")).unwrap_or_default();
+        assert_eq!(
+            log.matches("record the program's own lookup verified: no lookup")
+                .count(),
+            1,
+            "{}",
+            log_tail(&self.dir, "cli")
+        );
         let (cli, srv) = (&done[0], &done[1]);
         assert_eq!(cli.recv, self.bytes, "client received everything");
         assert_eq!(srv.recv, self.bytes, "server received everything");
