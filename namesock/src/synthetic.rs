@@ -27,10 +27,10 @@ use std::time::Instant;
 
 use namesock_resolver::dns::DnsError;
 use namesock_resolver::{Gns, GnsError, Record, Target};
-
-use crate::record_cache::RecentLookups;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+
+use crate::record_cache::RecentLookups;
 
 /// The IPv4 synthetic network: `240.78.0.0/16` ("N" = 78).
 pub const V4_PREFIX: [u8; 2] = [240, 78];
