@@ -2,11 +2,10 @@
 //! verified (`namesock::record_cache::RecentLookups`): the engine does not look the name up
 //! again. New connections to a peer this engine already has a live session with: they start
 //! from the record the engine verified for that session (`namesock::record_cache`), with no
-//! GNS lookup,
-//! open with the ticket of the previous session (`namesock::ticket`: one OPEN frame, no
-//! handshake, no signature), and every one of them carries its bytes exactly, more of them
-//! within one linger period than the server allows one peer at once (its closed sessions make
-//! room). A server that restarted on the same engine port (its tickets gone) still gets the
+//! GNS lookup, open with the ticket of the previous session (`namesock::ticket`: one OPEN
+//! frame, no handshake, no signature), and every one of them carries its bytes exactly, more
+//! of them within one linger period than the server allows one peer at once (its closed
+//! sessions make room). A server that restarted on the same engine port (its tickets gone) still gets the
 //! next connection: the client's OPEN is refused and it falls back to HELLO.
 
 use std::time::Duration;
